@@ -1,0 +1,153 @@
+//! The one error type of the domain and store layers. Each variant maps to exactly one
+//! canonical gRPC code in the server (an exhaustive match, no catch-all), and every
+//! variant carries a stable UPPER_SNAKE `reason` that clients may branch on.
+
+use std::collections::BTreeMap;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One bad field of a request: a field path (`workspace.quotas.max_projects`, or a JSON
+/// pointer inside a document) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// A quota that a request would exceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaViolation {
+    /// What the quota applies to, e.g. `workspaces/acme/projects/web`.
+    pub subject: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed input. `reason` is `INVALID_ARGUMENT` unless something more specific
+    /// applies (`INVALID_CONFIG`, `INVALID_SCHEMA`, `INVALID_PAGE_TOKEN`,
+    /// `REQUEST_ID_REUSED`).
+    #[error("{message}")]
+    InvalidArgument {
+        reason: &'static str,
+        message: String,
+        violations: Vec<FieldViolation>,
+    },
+    #[error("{resource} not found")]
+    NotFound { resource: String },
+    #[error("{resource} already exists")]
+    AlreadyExists { resource: String },
+    /// The system is not in a state that allows the call (`INVALID_TRANSITION`,
+    /// `HAS_CHILDREN`, `INSTANCE_TERMINATED`, `AGENT_DISABLED`).
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+        metadata: BTreeMap<String, String>,
+    },
+    /// A concurrent writer won: etag or version mismatch (`ETAG_MISMATCH`).
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+        metadata: BTreeMap<String, String>,
+    },
+    #[error("{message}")]
+    PermissionDenied {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("{message}")]
+    Unauthenticated {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("quota exceeded")]
+    QuotaExceeded { violations: Vec<QuotaViolation> },
+    /// A dependency (the database) is unreachable or overloaded; worth retrying.
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// A bug or an unexpected storage failure. The message is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let violation = FieldViolation::new(field, description);
+        Self::InvalidArgument {
+            reason: "INVALID_ARGUMENT",
+            message: format!("{}: {}", violation.field, violation.description),
+            violations: vec![violation],
+        }
+    }
+
+    pub fn invalid_many(
+        reason: &'static str,
+        message: impl Into<String>,
+        violations: Vec<FieldViolation>,
+    ) -> Self {
+        Self::InvalidArgument {
+            reason,
+            message: message.into(),
+            violations,
+        }
+    }
+
+    pub fn not_found(resource: impl Into<String>) -> Self {
+        Self::NotFound {
+            resource: resource.into(),
+        }
+    }
+
+    pub fn already_exists(resource: impl Into<String>) -> Self {
+        Self::AlreadyExists {
+            resource: resource.into(),
+        }
+    }
+
+    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            message: message.into(),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    pub fn etag_mismatch(current_etag: &str) -> Self {
+        Self::Aborted {
+            reason: "ETAG_MISMATCH",
+            message: "etag does not match the current one; read the resource and retry".into(),
+            metadata: BTreeMap::from([("current_etag".to_owned(), current_etag.to_owned())]),
+        }
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::Internal(message.to_string())
+    }
+
+    /// The stable reason sent in `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { reason, .. }
+            | Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
+            | Self::PermissionDenied { reason, .. }
+            | Self::Unauthenticated { reason, .. } => reason,
+            Self::NotFound { .. } => "RESOURCE_NOT_FOUND",
+            Self::AlreadyExists { .. } => "RESOURCE_ALREADY_EXISTS",
+            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Self::Unavailable { .. } => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Agentry's domain: resource names, the error model, validation and the pure logic
+//! (JSON Schema configs, the instance state machine, page tokens, API key secrets) that
+//! the store and the server share. Nothing here knows about SQL or gRPC.
+
+pub mod apikey;
+pub mod error;
+pub mod json;
+pub mod model;
+pub mod names;
+pub mod page;
+pub mod schema;
+pub mod status;
+pub mod time;
+
+pub use error::{Error, FieldViolation, Result};

@@ -1,0 +1,33 @@
+//! Compiles `proto/agentry/v1/*.proto` with protox (no system `protoc`) and generates the
+//! prost messages, tonic clients and servers, and the encoded descriptor set used by
+//! server reflection.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files: Vec<PathBuf> = std::fs::read_dir(root.join("agentry/v1"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let mut files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "proto"))
+        .collect();
+    files.sort();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    let descriptors = protox::compile(&files, [&root])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("agentry_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        // Maps encode in key order, so equal requests hash equally (idempotency keys).
+        .btree_map(".")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

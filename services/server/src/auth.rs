@@ -1,0 +1,256 @@
+//! Authentication and authorization.
+//!
+//! A tower layer in front of every `agentry.*` service resolves the bearer key into a
+//! [`Principal`] and puts it in the request extensions; a call without a valid key never
+//! reaches a handler (health and reflection are outside the layer's prefix). Handlers
+//! then call [`Principal::check`] with the workspace taken from the resource name, before
+//! any lookup, so that a key of one tenant cannot even learn whether another tenant's
+//! names exist.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use agentry_core::{Error, Result, apikey, model::Role, names::ApiKeyName, time::now_micros};
+use agentry_store::Store;
+use futures::future::BoxFuture;
+
+use crate::error::to_status;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub role: Role,
+    /// `None` for ROOT.
+    pub workspace: Option<String>,
+    /// The key's resource name, or `root`: what the audit log records.
+    pub name: String,
+}
+
+/// What a call wants to do, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Get/List of workspaces (own), projects, agents, instances.
+    Read,
+    /// Workspace settings other than quotas.
+    ManageWorkspace,
+    ManageProjects,
+    ManageKeys,
+    /// Agents and instances.
+    Develop,
+    HeartbeatInstance,
+    /// Creating, listing and deleting workspaces, and changing quotas.
+    Operate,
+}
+
+impl Action {
+    fn allows(self, role: Role) -> bool {
+        use Role::*;
+        match self {
+            Self::Read => true,
+            Self::ManageWorkspace | Self::ManageProjects | Self::ManageKeys => role == Admin,
+            Self::Develop => matches!(role, Admin | Developer),
+            Self::HeartbeatInstance => matches!(role, Admin | Developer | Worker),
+            Self::Operate => false,
+        }
+    }
+}
+
+impl Principal {
+    pub fn root() -> Self {
+        Self {
+            role: Role::Root,
+            workspace: None,
+            name: "root".into(),
+        }
+    }
+
+    /// Authorizes `action` on `workspace`. The workspace is checked first, so the answer
+    /// for a foreign workspace is the same whatever exists in it.
+    pub fn check(&self, workspace: &str, action: Action) -> Result<()> {
+        if self.role == Role::Root {
+            return Ok(());
+        }
+        if self.workspace.as_deref() != Some(workspace) {
+            return Err(Error::PermissionDenied {
+                reason: "WORKSPACE_MISMATCH",
+                message: format!("this API key does not belong to workspaces/{workspace}"),
+            });
+        }
+        self.check_role(action)
+    }
+
+    /// Authorizes an action that names no workspace (ListWorkspaces, CreateWorkspace).
+    pub fn check_role(&self, action: Action) -> Result<()> {
+        if self.role == Role::Root || action.allows(self.role) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied {
+                reason: "ROLE_NOT_ALLOWED",
+                message: format!("role {} may not do this", self.role.as_str()),
+            })
+        }
+    }
+}
+
+/// Resolves bearer secrets into principals.
+pub struct Authenticator {
+    store: Store,
+    root_hash: Vec<u8>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, root_hash: Vec<u8>) -> Self {
+        Self { store, root_hash }
+    }
+
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        let unauthenticated = |reason, message: &str| Error::Unauthenticated {
+            reason,
+            message: message.to_owned(),
+        };
+        let Some(header) = authorization else {
+            return Err(unauthenticated(
+                "MISSING_CREDENTIALS",
+                "send `authorization: Bearer <api key>`",
+            ));
+        };
+        let secret = match header.split_once(' ') {
+            Some((scheme, secret))
+                if scheme.eq_ignore_ascii_case("bearer") && !secret.trim().is_empty() =>
+            {
+                secret.trim()
+            }
+            _ => {
+                return Err(unauthenticated(
+                    "MISSING_CREDENTIALS",
+                    "send `authorization: Bearer <api key>`",
+                ));
+            }
+        };
+        let hash = apikey::hash(secret);
+        if apikey::hashes_equal(&hash, &self.root_hash) {
+            return Ok(Principal::root());
+        }
+        let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
+        let (workspace, key) = apikey::parse_secret(secret).ok_or_else(invalid)?;
+        let record = self
+            .store
+            .find_api_key(&workspace, &key)
+            .await?
+            .ok_or_else(invalid)?;
+        if !apikey::hashes_equal(&hash, &record.secret_hash) {
+            return Err(invalid());
+        }
+        if record.revoke_time.is_some() {
+            return Err(unauthenticated(
+                "API_KEY_REVOKED",
+                "the API key was revoked",
+            ));
+        }
+        if record.key.expire_time.is_some_and(|t| t <= now_micros()) {
+            return Err(unauthenticated(
+                "API_KEY_EXPIRED",
+                "the API key has expired",
+            ));
+        }
+        Ok(Principal {
+            role: record.key.role,
+            name: ApiKeyName {
+                workspace: workspace.clone(),
+                key,
+            }
+            .to_string(),
+            workspace: Some(workspace),
+        })
+    }
+}
+
+/// The principal the auth layer attached to a request.
+pub fn principal<T>(request: &tonic::Request<T>) -> std::result::Result<Principal, tonic::Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no credentials were checked for this call"))
+}
+
+/// Tower layer that authenticates every call under `/agentry.`.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was not polled ready stays behind; the ready one serves the call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if !path.starts_with("/agentry.") {
+                return inner.call(request).await;
+            }
+            let started = Instant::now();
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match auth.authenticate(header).await {
+                Ok(principal) => {
+                    tracing::debug!(method = %path, principal = %principal.name, "call");
+                    request.extensions_mut().insert(principal);
+                    let response = inner.call(request).await;
+                    tracing::debug!(method = %path, elapsed_us = started.elapsed().as_micros() as u64, "done");
+                    response
+                }
+                Err(error) => {
+                    tracing::debug!(method = %path, reason = error.reason(), "unauthenticated call");
+                    Ok(to_status(error).into_http())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! What every handler needs: the store, page tokens, and the helpers that turn a
+//! request into a [`Mutation`] (request id, request hash, audit identity) or a
+//! [`PageRequest`].
+
+use agentry_core::{Error, Result, model::Page, page::PageTokens};
+use agentry_store::{Mutation, PageRequest, Store};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::{auth::Principal, convert};
+
+pub struct Ctx {
+    pub store: Store,
+    pub pages: PageTokens,
+}
+
+impl Ctx {
+    /// Describes a write. The request hash covers the whole encoded request (maps encode
+    /// in key order), so a reused `request_id` with any other field changed is detected.
+    pub fn mutation(
+        &self,
+        principal: &Principal,
+        method: &'static str,
+        workspace: &str,
+        resource: String,
+        request_id: &str,
+        request: &impl Message,
+    ) -> Result<Mutation> {
+        convert::request_id(request_id)?;
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_bytes());
+        hasher.update(request.encode_to_vec());
+        Ok(Mutation {
+            workspace: workspace.to_owned(),
+            principal: principal.name.clone(),
+            method,
+            resource,
+            request_id: request_id.to_owned(),
+            request_hash: hasher.finalize().to_vec(),
+        })
+    }
+
+    /// A page request for a list whose `scope` names the method, the parent and every
+    /// filter: a token only continues the list it came from.
+    pub fn page(&self, scope: &str, page_size: i32, page_token: &str) -> Result<PageRequest> {
+        Ok(PageRequest {
+            size: agentry_core::page::page_size(page_size)?,
+            after: self.pages.decode(scope, page_token)?,
+        })
+    }
+
+    /// Converts a page's items and its continuation token.
+    pub fn finish_page<T, P>(
+        &self,
+        scope: &str,
+        page: Page<T>,
+        convert: impl Fn(T) -> P,
+    ) -> (Vec<P>, String) {
+        let token = page
+            .next_cursor
+            .map(|c| self.pages.encode(scope, &c))
+            .unwrap_or_default();
+        (page.items.into_iter().map(convert).collect(), token)
+    }
+}
+
+/// A required message field.
+pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| Error::invalid(field, "required"))
+}

@@ -1,0 +1,217 @@
+//! Conversions between proto and domain values, with the validation that belongs to the
+//! receiving side: documents, timestamps, labels, field masks and free text.
+
+use agentry_core::{Error, Result, model::Labels, time::Micros};
+use prost_types::{ListValue, Struct, Timestamp, value::Kind};
+use serde_json::{Map, Number, Value};
+
+/// Documents deeper than this are refused before they reach a validator.
+const MAX_DEPTH: usize = 64;
+const MAX_TEXT: usize = 4096;
+const MAX_LABELS: usize = 64;
+
+pub fn struct_to_json(field: &str, value: Struct) -> Result<Value> {
+    fields_to_json(field, value.fields, 0)
+}
+
+fn fields_to_json(
+    field: &str,
+    fields: std::collections::BTreeMap<String, prost_types::Value>,
+    depth: usize,
+) -> Result<Value> {
+    let mut map = Map::new();
+    for (key, value) in fields {
+        map.insert(key, value_to_json(field, value, depth + 1)?);
+    }
+    Ok(Value::Object(map))
+}
+
+pub fn value_to_json(field: &str, value: prost_types::Value, depth: usize) -> Result<Value> {
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid(
+            field,
+            format!("documents may nest at most {MAX_DEPTH} levels"),
+        ));
+    }
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => Value::Number(number(field, n)?),
+        Some(Kind::StructValue(s)) => fields_to_json(field, s.fields, depth)?,
+        Some(Kind::ListValue(list)) => Value::Array(
+            list.values
+                .into_iter()
+                .map(|v| value_to_json(field, v, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+/// Integral numbers become JSON integers, so `1` round-trips as `1`, not `1.0`.
+fn number(field: &str, n: f64) -> Result<Number> {
+    if !n.is_finite() {
+        return Err(Error::invalid(
+            field,
+            "numbers must be finite (no NaN or Infinity)",
+        ));
+    }
+    if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        return Ok(Number::from(n as i64));
+    }
+    Number::from_f64(n).ok_or_else(|| Error::invalid(field, "not a JSON number"))
+}
+
+pub fn json_to_value(value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        Value::Object(_) => Kind::StructValue(json_to_struct(value)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// An object as a `Struct`; anything else becomes an empty one.
+pub fn json_to_struct(value: &Value) -> Struct {
+    match value {
+        Value::Object(map) => Struct {
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        },
+        _ => Struct::default(),
+    }
+}
+
+pub fn timestamp(micros: Micros) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    })
+}
+
+pub fn micros(field: &str, ts: &Timestamp) -> Result<Micros> {
+    if !(0..1_000_000_000).contains(&ts.nanos) || !(0..=253_402_300_799).contains(&ts.seconds) {
+        return Err(Error::invalid(field, "not a valid timestamp"));
+    }
+    Ok(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000)
+}
+
+pub fn labels(field: &str, labels: Labels) -> Result<Labels> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (key, value) in &labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key.as_bytes()[0].is_ascii_lowercase()
+            && key.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'_'
+                    || b == b'-'
+                    || b == b'.'
+                    || b == b'/'
+            });
+        if !key_ok {
+            return Err(Error::invalid(
+                format!("{field}.{key}"),
+                "label keys are 1-63 characters: a lowercase letter, then [a-z0-9_./-]",
+            ));
+        }
+        if value.len() > 256 {
+            return Err(Error::invalid(
+                format!("{field}.{key}"),
+                "label values are at most 256 bytes",
+            ));
+        }
+    }
+    Ok(labels)
+}
+
+/// Free text such as display names and descriptions.
+pub fn text(field: &str, value: String) -> Result<String> {
+    if value.len() > MAX_TEXT {
+        return Err(Error::invalid(field, format!("at most {MAX_TEXT} bytes")));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Error::invalid(field, "control characters are not allowed"));
+    }
+    Ok(value)
+}
+
+/// The paths of an update mask, checked against the updatable fields. An absent or empty
+/// mask means every updatable field. A path may name a sub-field of an allowed message
+/// field (`quotas.max_projects`).
+pub fn mask_paths(mask: Option<prost_types::FieldMask>, allowed: &[&str]) -> Result<Vec<String>> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Ok(allowed.iter().map(|s| (*s).to_owned()).collect());
+    }
+    for path in &paths {
+        let top = path.split('.').next().unwrap_or_default();
+        if !allowed.contains(&top) {
+            return Err(Error::invalid(
+                "update_mask",
+                format!(
+                    "{path:?} cannot be updated; updatable fields: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(paths)
+}
+
+pub fn has(paths: &[String], field: &str) -> bool {
+    paths.iter().any(|p| p == field)
+}
+
+/// `request_id`: empty, or up to 128 printable ASCII characters.
+pub fn request_id(value: &str) -> Result<()> {
+    if value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "request_id",
+            "at most 128 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_struct() {
+        let doc = serde_json::json!({"a": 1, "b": [true, null, "x", 1.5], "c": {"d": {}}});
+        let back = struct_to_json("f", json_to_struct(&doc)).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        let v = prost_types::Value {
+            kind: Some(Kind::NumberValue(f64::NAN)),
+        };
+        assert!(value_to_json("f", v, 0).is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = timestamp(1_700_000_000_123_456).unwrap();
+        assert_eq!(micros("t", &t).unwrap(), 1_700_000_000_123_456);
+    }
+}

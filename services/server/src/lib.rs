@@ -1,0 +1,166 @@
+//! The agentry gRPC server: configuration, the auth layer, one module per service, and
+//! [`start`], which tests and `agentry serve` both use.
+
+pub mod auth;
+pub mod config;
+mod context;
+mod convert;
+mod error;
+mod reaper;
+mod registry;
+pub mod telemetry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use agentry_core::{apikey, page::PageTokens};
+use agentry_proto::v1::registry_service_server::RegistryServiceServer;
+use agentry_store::Store;
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::{
+    auth::{AuthLayer, Authenticator},
+    config::Config,
+    context::Ctx,
+    registry::Registry,
+};
+
+/// Service names reported by `grpc.health.v1`, besides the overall `""`.
+const SERVICES: &[&str] = &["agentry.v1.RegistryService"];
+
+/// A server started by [`start`].
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    /// The root key generated on this start, when none was configured and none existed.
+    pub generated_root_key: Option<String>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    reaper: JoinHandle<()>,
+    store: Store,
+    grace: Duration,
+}
+
+impl RunningServer {
+    /// Stops accepting calls (health turns NOT_SERVING first), waits up to the grace
+    /// period for in-flight calls, then closes the database pool.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let result = match tokio::time::timeout(self.grace, self.server).await {
+            Ok(joined) => joined
+                .context("server task panicked")?
+                .context("server failed"),
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = self.grace.as_millis() as u64,
+                    "in-flight calls outlived the grace period"
+                );
+                Ok(())
+            }
+        };
+        let _ = self.reaper.await;
+        self.store.close().await;
+        result
+    }
+
+    /// Resolves when the server stops by itself (it failed).
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.server)
+            .await
+            .context("server task panicked")?
+            .context("server failed")
+    }
+}
+
+/// Connects to the database, migrates, binds and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let store = Store::connect(config.database_url.expose(), config.db_max_connections)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.migrate {
+        store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let (root_hash, generated_root_key) = match &config.root_key {
+        Some(key) => (apikey::hash(key.expose()), None),
+        None => store
+            .root_key_hash()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let pages = PageTokens::new(
+        store
+            .page_token_key()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        pages,
+    });
+    let auth = Arc::new(Authenticator::new(store.clone(), root_hash));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in SERVICES {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let limit = config.max_message_bytes;
+    let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+
+    let reaper = tokio::spawn(reaper::run(
+        store.clone(),
+        config.reaper_interval,
+        stopped.clone(),
+    ));
+    let mut on_stop = stopped.clone();
+    let router = Server::builder()
+        .layer(AuthLayer::new(auth))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(registry);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async move {
+            let _ = on_stop.wait_for(|stop| *stop).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for service in SERVICES {
+                health
+                    .set_service_status(*service, ServingStatus::NotServing)
+                    .await;
+            }
+            tracing::info!("draining in-flight calls");
+        },
+    ));
+    tracing::info!(addr = %local_addr, backend = ?store.backend(), "serving");
+    Ok(RunningServer {
+        local_addr,
+        generated_root_key,
+        stop,
+        server,
+        reaper,
+        store,
+        grace: config.shutdown_grace,
+    })
+}

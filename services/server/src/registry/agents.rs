@@ -1,0 +1,306 @@
+//! Agent definition handlers. Every update appends an immutable revision.
+
+use agentry_core::{
+    Error, Result,
+    model::{Agent, AgentSpec, Tool, ToolRisk},
+    names::{AgentName, WorkspaceName, validate_slug},
+    schema,
+};
+use agentry_proto::v1 as pb;
+use agentry_store::{AgentPatch, NewAgent};
+use serde_json::Value;
+
+use crate::{
+    auth::{Action, Principal},
+    context::{Ctx, required},
+    convert::{self, has, json_to_struct, mask_paths, timestamp},
+};
+
+const UPDATABLE: &[&str] = &[
+    "display_name",
+    "description",
+    "agent_type",
+    "capabilities",
+    "tools",
+    "config_schema",
+    "default_config",
+    "labels",
+    "enabled",
+];
+const MAX_TOOLS: usize = 256;
+const MAX_CAPABILITIES: usize = 256;
+
+pub fn to_proto(a: Agent) -> pb::Agent {
+    let spec = a.spec;
+    pb::Agent {
+        name: format!("workspaces/{}/agents/{}", a.workspace, a.id),
+        display_name: spec.display_name,
+        description: spec.description,
+        agent_type: spec.agent_type,
+        capabilities: spec.capabilities,
+        tools: spec
+            .tools
+            .into_iter()
+            .map(|t| pb::Tool {
+                name: t.name,
+                description: t.description,
+                risk: match t.risk {
+                    ToolRisk::ReadOnly => pb::ToolRisk::ReadOnly,
+                    ToolRisk::Write => pb::ToolRisk::Write,
+                    ToolRisk::Destructive => pb::ToolRisk::Destructive,
+                } as i32,
+            })
+            .collect(),
+        config_schema: spec.config_schema.as_ref().map(json_to_struct),
+        default_config: spec.default_config.as_ref().map(json_to_struct),
+        labels: spec.labels,
+        revision: a.revision,
+        enabled: Some(spec.enabled),
+        create_time: timestamp(a.create_time),
+        revision_create_time: timestamp(a.revision_create_time),
+        etag: a.latest_revision.to_string(),
+    }
+}
+
+fn tools(tools: Vec<pb::Tool>) -> Result<Vec<Tool>> {
+    if tools.len() > MAX_TOOLS {
+        return Err(Error::invalid(
+            "agent.tools",
+            format!("at most {MAX_TOOLS} tools"),
+        ));
+    }
+    let mut out: Vec<Tool> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        let field = format!("agent.tools[{i}]");
+        let name_ok = !t.name.is_empty()
+            && t.name.len() <= 128
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !name_ok {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                "1-128 characters of [A-Za-z0-9_.-]",
+            ));
+        }
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                format!("tool {:?} is listed twice", t.name),
+            ));
+        }
+        let risk = match pb::ToolRisk::try_from(t.risk) {
+            Ok(pb::ToolRisk::ReadOnly) => ToolRisk::ReadOnly,
+            Ok(pb::ToolRisk::Write) => ToolRisk::Write,
+            Ok(pb::ToolRisk::Destructive) => ToolRisk::Destructive,
+            Ok(pb::ToolRisk::Unspecified) | Err(_) => {
+                return Err(Error::invalid(
+                    format!("{field}.risk"),
+                    "one of TOOL_RISK_READ_ONLY, TOOL_RISK_WRITE, TOOL_RISK_DESTRUCTIVE",
+                ));
+            }
+        };
+        out.push(Tool {
+            name: t.name,
+            description: convert::text(&format!("{field}.description"), t.description)?,
+            risk,
+        });
+    }
+    Ok(out)
+}
+
+fn capabilities(values: Vec<String>) -> Result<Vec<String>> {
+    if values.len() > MAX_CAPABILITIES {
+        return Err(Error::invalid(
+            "agent.capabilities",
+            format!("at most {MAX_CAPABILITIES}"),
+        ));
+    }
+    for (i, value) in values.iter().enumerate() {
+        if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("agent.capabilities[{i}]"),
+                "1-128 printable characters",
+            ));
+        }
+    }
+    Ok(values)
+}
+
+fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Value>> {
+    value.map(|s| convert::struct_to_json(field, s)).transpose()
+}
+
+/// Checks what a spec must satisfy before a revision is written.
+fn check_spec(spec: &AgentSpec) -> Result<()> {
+    if let Some(s) = &spec.config_schema {
+        schema::check_schema("agent.config_schema", s)?;
+    }
+    Ok(())
+}
+
+pub async fn create_agent(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::CreateAgentRequest,
+) -> Result<pb::Agent> {
+    let parent = WorkspaceName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::Develop)?;
+    validate_slug("agent_id", &req.agent_id)?;
+    let name = AgentName {
+        workspace: parent.workspace.clone(),
+        agent: req.agent_id.clone(),
+    };
+    let m = ctx.mutation(
+        p,
+        "CreateAgent",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let a = req.agent.unwrap_or_default();
+    let spec = AgentSpec {
+        display_name: convert::text("agent.display_name", a.display_name)?,
+        description: convert::text("agent.description", a.description)?,
+        agent_type: convert::text("agent.agent_type", a.agent_type)?,
+        capabilities: capabilities(a.capabilities)?,
+        tools: tools(a.tools)?,
+        config_schema: document("agent.config_schema", a.config_schema)?,
+        default_config: document("agent.default_config", a.default_config)?,
+        labels: convert::labels("agent.labels", a.labels)?,
+        enabled: a.enabled.unwrap_or(true),
+    };
+    check_spec(&spec)?;
+    ctx.store
+        .create_agent(
+            &m,
+            NewAgent {
+                workspace: name.workspace,
+                id: name.agent,
+                spec,
+            },
+        )
+        .await
+        .map(to_proto)
+}
+
+pub async fn get_agent(ctx: &Ctx, p: &Principal, req: pb::GetAgentRequest) -> Result<pb::Agent> {
+    let name = AgentName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let revision = match req.revision {
+        0 => None,
+        n if n < 0 => return Err(Error::invalid("revision", "must not be negative")),
+        n => Some(n),
+    };
+    ctx.store.get_agent(&name, revision).await.map(to_proto)
+}
+
+pub async fn list_agents(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListAgentsRequest,
+) -> Result<pb::ListAgentsResponse> {
+    let parent = WorkspaceName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::Read)?;
+    let scope = format!("ListAgents {parent}");
+    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let (agents, next_page_token) = ctx.finish_page(
+        &scope,
+        ctx.store.list_agents(&parent.workspace, &page).await?,
+        to_proto,
+    );
+    Ok(pb::ListAgentsResponse {
+        agents,
+        next_page_token,
+    })
+}
+
+pub async fn update_agent(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::UpdateAgentRequest,
+) -> Result<pb::Agent> {
+    let a = required("agent", req.agent.clone())?;
+    let name = AgentName::parse("agent.name", &a.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let m = ctx.mutation(
+        p,
+        "UpdateAgent",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let patch = AgentPatch {
+        display_name: has(&paths, "display_name")
+            .then(|| convert::text("agent.display_name", a.display_name))
+            .transpose()?,
+        description: has(&paths, "description")
+            .then(|| convert::text("agent.description", a.description))
+            .transpose()?,
+        agent_type: has(&paths, "agent_type")
+            .then(|| convert::text("agent.agent_type", a.agent_type))
+            .transpose()?,
+        capabilities: has(&paths, "capabilities")
+            .then(|| capabilities(a.capabilities))
+            .transpose()?,
+        tools: has(&paths, "tools").then(|| tools(a.tools)).transpose()?,
+        config_schema: has(&paths, "config_schema")
+            .then(|| document("agent.config_schema", a.config_schema))
+            .transpose()?,
+        default_config: has(&paths, "default_config")
+            .then(|| document("agent.default_config", a.default_config))
+            .transpose()?,
+        labels: has(&paths, "labels")
+            .then(|| convert::labels("agent.labels", a.labels))
+            .transpose()?,
+        enabled: if has(&paths, "enabled") {
+            Some(a.enabled.unwrap_or(true))
+        } else {
+            None
+        },
+        etag: a.etag,
+    };
+    ctx.store
+        .update_agent(&m, &name, patch, check_spec)
+        .await
+        .map(to_proto)
+}
+
+pub async fn delete_agent(ctx: &Ctx, p: &Principal, req: pb::DeleteAgentRequest) -> Result<()> {
+    let name = AgentName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let m = ctx.mutation(
+        p,
+        "DeleteAgent",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    ctx.store
+        .delete_agent(&m, &name, req.force, &req.etag)
+        .await
+}
+
+pub async fn list_agent_revisions(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListAgentRevisionsRequest,
+) -> Result<pb::ListAgentRevisionsResponse> {
+    let name = AgentName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let scope = format!("ListAgentRevisions {name}");
+    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let (revisions, next_page_token) = ctx.finish_page(
+        &scope,
+        ctx.store.list_agent_revisions(&name, &page).await?,
+        to_proto,
+    );
+    Ok(pb::ListAgentRevisionsResponse {
+        revisions,
+        next_page_token,
+    })
+}

@@ -1,0 +1,328 @@
+//! Instance handlers: pinned revision, validated config, guarded status, heartbeats.
+
+use agentry_core::{
+    Error, Result,
+    model::Instance,
+    names::{AgentName, InstanceName, ProjectName, validate_slug},
+    status::InstanceStatus,
+};
+use agentry_proto::v1 as pb;
+use agentry_store::{InstanceFilter, InstancePatch, NewInstance};
+use serde_json::Value;
+
+use crate::{
+    auth::{Action, Principal},
+    context::{Ctx, required},
+    convert::{self, has, json_to_struct, mask_paths, timestamp},
+};
+
+const UPDATABLE: &[&str] = &[
+    "display_name",
+    "labels",
+    "config",
+    "agent_revision",
+    "heartbeat_ttl",
+];
+const DEFAULT_HEARTBEAT_TTL_MS: i64 = 30_000;
+const MIN_HEARTBEAT_TTL_MS: i64 = 1_000;
+const MAX_HEARTBEAT_TTL_MS: i64 = 86_400_000;
+
+fn status_to_proto(s: InstanceStatus) -> pb::InstanceStatus {
+    match s {
+        InstanceStatus::Idle => pb::InstanceStatus::Idle,
+        InstanceStatus::Initializing => pb::InstanceStatus::Initializing,
+        InstanceStatus::Active => pb::InstanceStatus::Active,
+        InstanceStatus::Busy => pb::InstanceStatus::Busy,
+        InstanceStatus::Error => pb::InstanceStatus::Error,
+        InstanceStatus::Offline => pb::InstanceStatus::Offline,
+        InstanceStatus::Terminated => pb::InstanceStatus::Terminated,
+    }
+}
+
+fn status(field: &str, value: i32) -> Result<InstanceStatus> {
+    let status = match pb::InstanceStatus::try_from(value) {
+        Ok(pb::InstanceStatus::Idle) => InstanceStatus::Idle,
+        Ok(pb::InstanceStatus::Initializing) => InstanceStatus::Initializing,
+        Ok(pb::InstanceStatus::Active) => InstanceStatus::Active,
+        Ok(pb::InstanceStatus::Busy) => InstanceStatus::Busy,
+        Ok(pb::InstanceStatus::Error) => InstanceStatus::Error,
+        Ok(pb::InstanceStatus::Offline) => InstanceStatus::Offline,
+        Ok(pb::InstanceStatus::Terminated) => InstanceStatus::Terminated,
+        Ok(pb::InstanceStatus::Unspecified) | Err(_) => {
+            return Err(Error::invalid(
+                field,
+                "one of IDLE, INITIALIZING, ACTIVE, BUSY, ERROR",
+            ));
+        }
+    };
+    Ok(status)
+}
+
+fn to_proto(i: Instance) -> pb::Instance {
+    pb::Instance {
+        name: format!(
+            "workspaces/{}/projects/{}/instances/{}",
+            i.workspace, i.project, i.id
+        ),
+        display_name: i.display_name,
+        agent: format!("workspaces/{}/agents/{}", i.workspace, i.agent),
+        agent_revision: i.agent_revision,
+        config: Some(json_to_struct(&i.config)),
+        effective_config: Some(json_to_struct(&i.effective_config)),
+        status: status_to_proto(i.status) as i32,
+        status_message: i.status_message,
+        heartbeat_ttl: Some(prost_types::Duration {
+            seconds: i.heartbeat_ttl_ms / 1000,
+            nanos: ((i.heartbeat_ttl_ms % 1000) * 1_000_000) as i32,
+        }),
+        last_heartbeat_time: i.last_heartbeat_time.and_then(timestamp),
+        labels: i.labels,
+        create_time: timestamp(i.create_time),
+        update_time: timestamp(i.update_time),
+        etag: i.etag.to_string(),
+    }
+}
+
+fn heartbeat_ttl_ms(value: Option<prost_types::Duration>) -> Result<i64> {
+    let Some(d) = value else {
+        return Ok(DEFAULT_HEARTBEAT_TTL_MS);
+    };
+    let ms = d
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(d.nanos) / 1_000_000);
+    if !(MIN_HEARTBEAT_TTL_MS..=MAX_HEARTBEAT_TTL_MS).contains(&ms) || d.nanos < 0 {
+        return Err(Error::invalid(
+            "instance.heartbeat_ttl",
+            "between 1 s and 1 day",
+        ));
+    }
+    Ok(ms)
+}
+
+fn config(value: Option<prost_types::Struct>) -> Result<Value> {
+    match value {
+        Some(s) => convert::struct_to_json("instance.config", s),
+        None => Ok(Value::Object(Default::default())),
+    }
+}
+
+fn revision(value: i64) -> Result<Option<i64>> {
+    match value {
+        0 => Ok(None),
+        n if n < 0 => Err(Error::invalid(
+            "instance.agent_revision",
+            "must not be negative",
+        )),
+        n => Ok(Some(n)),
+    }
+}
+
+pub async fn create_instance(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::CreateInstanceRequest,
+) -> Result<pb::Instance> {
+    let parent = ProjectName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::Develop)?;
+    validate_slug("instance_id", &req.instance_id)?;
+    let name = InstanceName {
+        workspace: parent.workspace.clone(),
+        project: parent.project.clone(),
+        instance: req.instance_id.clone(),
+    };
+    let m = ctx.mutation(
+        p,
+        "CreateInstance",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let i = required("instance", req.instance)?;
+    let agent = AgentName::parse("instance.agent", &i.agent)?;
+    if agent.workspace != name.workspace {
+        return Err(Error::invalid(
+            "instance.agent",
+            "the agent must belong to the instance's workspace",
+        ));
+    }
+    let new = NewInstance {
+        display_name: convert::text("instance.display_name", i.display_name)?,
+        agent,
+        agent_revision: revision(i.agent_revision)?,
+        config: config(i.config)?,
+        heartbeat_ttl_ms: heartbeat_ttl_ms(i.heartbeat_ttl)?,
+        labels: convert::labels("instance.labels", i.labels)?,
+        name,
+    };
+    ctx.store.create_instance(&m, new).await.map(to_proto)
+}
+
+pub async fn get_instance(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::GetInstanceRequest,
+) -> Result<pb::Instance> {
+    let name = InstanceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    ctx.store.get_instance(&name).await.map(to_proto)
+}
+
+/// `status = ACTIVE AND agent = "workspaces/w/agents/a"` (either term optional).
+fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
+    let mut out = InstanceFilter::default();
+    if text.trim().is_empty() {
+        return Ok(out);
+    }
+    let bad = |why: &str| {
+        Error::invalid(
+            "filter",
+            format!("{why}; supported: status = ACTIVE AND agent = \"workspaces/w/agents/a\""),
+        )
+    };
+    for term in text.split(" AND ") {
+        let (key, value) = term
+            .split_once('=')
+            .ok_or_else(|| bad("expected key = value"))?;
+        let value = value.trim().trim_matches('"');
+        match key.trim() {
+            "status" => {
+                let upper = value.trim_start_matches("INSTANCE_STATUS_");
+                let status = InstanceStatus::parse(upper).ok_or_else(|| bad("unknown status"))?;
+                out.status = Some(status);
+            }
+            "agent" => {
+                let agent = AgentName::parse("filter", value)?;
+                if agent.workspace != workspace {
+                    return Err(bad("agent must be in this workspace"));
+                }
+                out.agent = Some(agent.agent);
+            }
+            _ => return Err(bad("unknown field")),
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list_instances(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListInstancesRequest,
+) -> Result<pb::ListInstancesResponse> {
+    let parent = ProjectName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::Read)?;
+    let filter = filter(&parent.workspace, &req.filter)?;
+    let scope = format!("ListInstances {parent} {}", req.filter);
+    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let (instances, next_page_token) = ctx.finish_page(
+        &scope,
+        ctx.store.list_instances(&parent, &filter, &page).await?,
+        to_proto,
+    );
+    Ok(pb::ListInstancesResponse {
+        instances,
+        next_page_token,
+    })
+}
+
+pub async fn update_instance(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::UpdateInstanceRequest,
+) -> Result<pb::Instance> {
+    let i = required("instance", req.instance.clone())?;
+    let name = InstanceName::parse("instance.name", &i.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let m = ctx.mutation(
+        p,
+        "UpdateInstance",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let patch = InstancePatch {
+        display_name: has(&paths, "display_name")
+            .then(|| convert::text("instance.display_name", i.display_name))
+            .transpose()?,
+        labels: has(&paths, "labels")
+            .then(|| convert::labels("instance.labels", i.labels))
+            .transpose()?,
+        config: has(&paths, "config")
+            .then(|| config(i.config))
+            .transpose()?,
+        agent_revision: has(&paths, "agent_revision")
+            .then(|| revision(i.agent_revision))
+            .transpose()?,
+        heartbeat_ttl_ms: has(&paths, "heartbeat_ttl")
+            .then(|| heartbeat_ttl_ms(i.heartbeat_ttl))
+            .transpose()?,
+        etag: i.etag,
+    };
+    ctx.store
+        .update_instance(&m, &name, patch)
+        .await
+        .map(to_proto)
+}
+
+pub async fn delete_instance(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::DeleteInstanceRequest,
+) -> Result<pb::Instance> {
+    let name = InstanceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let m = ctx.mutation(
+        p,
+        "DeleteInstance",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    ctx.store
+        .delete_instance(&m, &name, &req.etag)
+        .await
+        .map(to_proto)
+}
+
+pub async fn set_instance_status(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::SetInstanceStatusRequest,
+) -> Result<pb::Instance> {
+    let name = InstanceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let to = status("status", req.status)?;
+    if !to.is_settable() {
+        return Err(Error::invalid(
+            "status",
+            "OFFLINE follows a lapsed heartbeat and TERMINATED follows DeleteInstance",
+        ));
+    }
+    let message = convert::text("status_message", req.status_message.clone())?;
+    let m = ctx.mutation(
+        p,
+        "SetInstanceStatus",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    ctx.store
+        .set_instance_status(&m, &name, to, &message, &req.etag)
+        .await
+        .map(to_proto)
+}
+
+pub async fn heartbeat_instance(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::HeartbeatInstanceRequest,
+) -> Result<pb::Instance> {
+    let name = InstanceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::HeartbeatInstance)?;
+    ctx.store.heartbeat_instance(&name).await.map(to_proto)
+}

@@ -1,0 +1,210 @@
+//! Workspace handlers.
+
+use agentry_core::{
+    Error, Result,
+    model::{Quotas, QuotasPatch, Workspace},
+    names::{WorkspaceName, validate_slug},
+};
+use agentry_proto::v1 as pb;
+use agentry_store::{NewWorkspace, WorkspacePatch};
+
+use crate::{
+    auth::{Action, Principal},
+    context::{Ctx, required},
+    convert::{self, has, mask_paths, timestamp},
+};
+
+const UPDATABLE: &[&str] = &["display_name", "description", "labels", "quotas"];
+
+pub fn to_proto(w: Workspace) -> pb::Workspace {
+    pb::Workspace {
+        name: format!("workspaces/{}", w.id),
+        display_name: w.display_name,
+        description: w.description,
+        quotas: Some(pb::Quotas {
+            max_instances_per_project: w.quotas.max_instances_per_project,
+            max_concurrent_runs: w.quotas.max_concurrent_runs,
+            context_keep_last: w.quotas.context_keep_last,
+            max_context_bytes: w.quotas.max_context_bytes,
+            max_projects: w.quotas.max_projects,
+        }),
+        labels: w.labels,
+        create_time: timestamp(w.create_time),
+        update_time: timestamp(w.update_time),
+        etag: w.etag.to_string(),
+    }
+}
+
+fn non_negative<T: PartialOrd + Default + Copy>(field: &str, value: T) -> Result<T> {
+    if value < T::default() {
+        Err(Error::invalid(field, "must not be negative"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn quotas(q: pb::Quotas) -> Result<Quotas> {
+    Ok(Quotas {
+        max_instances_per_project: non_negative(
+            "workspace.quotas.max_instances_per_project",
+            q.max_instances_per_project,
+        )?,
+        max_concurrent_runs: non_negative(
+            "workspace.quotas.max_concurrent_runs",
+            q.max_concurrent_runs,
+        )?,
+        context_keep_last: non_negative("workspace.quotas.context_keep_last", q.context_keep_last)?,
+        max_context_bytes: non_negative("workspace.quotas.max_context_bytes", q.max_context_bytes)?,
+        max_projects: non_negative("workspace.quotas.max_projects", q.max_projects)?,
+    })
+}
+
+/// The quota fields an update mask selects (`quotas` selects them all).
+fn quotas_patch(paths: &[String], q: Quotas) -> Result<QuotasPatch> {
+    let all = has(paths, "quotas");
+    let pick = |field: &str| all || has(paths, &format!("quotas.{field}"));
+    for path in paths.iter().filter(|p| p.starts_with("quotas.")) {
+        let field = &path["quotas.".len()..];
+        if ![
+            "max_instances_per_project",
+            "max_concurrent_runs",
+            "context_keep_last",
+            "max_context_bytes",
+            "max_projects",
+        ]
+        .contains(&field)
+        {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("{path:?} is not a quota"),
+            ));
+        }
+    }
+    Ok(QuotasPatch {
+        max_instances_per_project: pick("max_instances_per_project")
+            .then_some(q.max_instances_per_project),
+        max_concurrent_runs: pick("max_concurrent_runs").then_some(q.max_concurrent_runs),
+        context_keep_last: pick("context_keep_last").then_some(q.context_keep_last),
+        max_context_bytes: pick("max_context_bytes").then_some(q.max_context_bytes),
+        max_projects: pick("max_projects").then_some(q.max_projects),
+    })
+}
+
+pub async fn create_workspace(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::CreateWorkspaceRequest,
+) -> Result<pb::Workspace> {
+    p.check_role(Action::Operate)?;
+    validate_slug("workspace_id", &req.workspace_id)?;
+    let name = WorkspaceName {
+        workspace: req.workspace_id.clone(),
+    };
+    let m = ctx.mutation(
+        p,
+        "CreateWorkspace",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let w = req.workspace.unwrap_or_default();
+    let new = NewWorkspace {
+        id: name.workspace.clone(),
+        display_name: convert::text("workspace.display_name", w.display_name)?,
+        description: convert::text("workspace.description", w.description)?,
+        quotas: quotas(w.quotas.unwrap_or_default())?.or_defaults(),
+        labels: convert::labels("workspace.labels", w.labels)?,
+    };
+    ctx.store.create_workspace(&m, new).await.map(to_proto)
+}
+
+pub async fn get_workspace(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::GetWorkspaceRequest,
+) -> Result<pb::Workspace> {
+    let name = WorkspaceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    ctx.store.get_workspace(&name.workspace).await.map(to_proto)
+}
+
+pub async fn list_workspaces(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListWorkspacesRequest,
+) -> Result<pb::ListWorkspacesResponse> {
+    p.check_role(Action::Operate)?;
+    let scope = "ListWorkspaces";
+    let page = ctx.page(scope, req.page_size, &req.page_token)?;
+    let (workspaces, next_page_token) =
+        ctx.finish_page(scope, ctx.store.list_workspaces(&page).await?, to_proto);
+    Ok(pb::ListWorkspacesResponse {
+        workspaces,
+        next_page_token,
+    })
+}
+
+pub async fn update_workspace(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::UpdateWorkspaceRequest,
+) -> Result<pb::Workspace> {
+    let w = required("workspace", req.workspace.clone())?;
+    let name = WorkspaceName::parse("workspace.name", &w.name)?;
+    p.check(&name.workspace, Action::ManageWorkspace)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let changes_quotas = paths.iter().any(|path| path.starts_with("quotas"));
+    if changes_quotas {
+        p.check(&name.workspace, Action::Operate)?;
+    }
+    let m = ctx.mutation(
+        p,
+        "UpdateWorkspace",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let patch = WorkspacePatch {
+        display_name: has(&paths, "display_name")
+            .then(|| convert::text("workspace.display_name", w.display_name))
+            .transpose()?,
+        description: has(&paths, "description")
+            .then(|| convert::text("workspace.description", w.description))
+            .transpose()?,
+        labels: has(&paths, "labels")
+            .then(|| convert::labels("workspace.labels", w.labels))
+            .transpose()?,
+        quotas: if changes_quotas {
+            quotas_patch(&paths, quotas(w.quotas.unwrap_or_default())?)?
+        } else {
+            QuotasPatch::default()
+        },
+        etag: w.etag,
+    };
+    ctx.store
+        .update_workspace(&m, &name.workspace, patch)
+        .await
+        .map(to_proto)
+}
+
+pub async fn delete_workspace(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::DeleteWorkspaceRequest,
+) -> Result<()> {
+    let name = WorkspaceName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Operate)?;
+    let m = ctx.mutation(
+        p,
+        "DeleteWorkspace",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    ctx.store
+        .delete_workspace(&m, &name.workspace, req.force, &req.etag)
+        .await
+}

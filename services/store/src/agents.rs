@@ -1,0 +1,442 @@
+//! Agent definitions: a head row (`agents`) pointing at the latest of its immutable,
+//! numbered revisions (`agent_revisions`, append-only by trigger). Every update appends a
+//! full snapshot, so any revision reads back exactly as it was.
+
+use agentry_core::{
+    Error, Result,
+    model::{Agent, AgentSpec, Labels, Page, Tool},
+    names::AgentName,
+    time::now_micros,
+};
+use sea_query::{Alias, Expr, LockType, Order, Query, SelectStatement};
+use serde_json::Value;
+
+use crate::{
+    PageRequest, Store,
+    db::{Tx, named},
+    mutation::{Mutation, mutate},
+    paginate,
+    rows::{check_etag, json, to_json},
+    tables::{AgentRevisions, Agents, Instances},
+    workspaces::lock_workspace,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub workspace: String,
+    pub id: String,
+    pub spec: AgentSpec,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub agent_type: Option<String>,
+    pub capabilities: Option<Vec<String>>,
+    pub tools: Option<Vec<Tool>>,
+    pub config_schema: Option<Option<Value>>,
+    pub default_config: Option<Option<Value>>,
+    pub labels: Option<Labels>,
+    pub enabled: Option<bool>,
+    pub etag: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    workspace_id: String,
+    agent_id: String,
+    agent_uid: String,
+    latest_revision: i64,
+    create_time: i64,
+    revision: i64,
+    spec: String,
+    revision_create_time: i64,
+}
+
+/// An agent revision and the incarnation it belongs to.
+pub(crate) struct AgentRecord {
+    pub(crate) agent: Agent,
+    pub(crate) uid: String,
+}
+
+impl TryFrom<AgentRow> for AgentRecord {
+    type Error = Error;
+
+    fn try_from(row: AgentRow) -> Result<Self> {
+        Ok(Self {
+            agent: Agent {
+                spec: json("spec", &row.spec)?,
+                workspace: row.workspace_id,
+                id: row.agent_id,
+                revision: row.revision,
+                latest_revision: row.latest_revision,
+                create_time: row.create_time,
+                revision_create_time: row.revision_create_time,
+            },
+            uid: row.agent_uid,
+        })
+    }
+}
+
+/// Heads joined with a revision: the latest one unless `revision` is given.
+fn select(revision: Option<i64>) -> SelectStatement {
+    let on_revision = match revision {
+        None => Expr::col((AgentRevisions::Table, AgentRevisions::Revision))
+            .equals((Agents::Table, Agents::LatestRevision)),
+        Some(n) => Expr::col((AgentRevisions::Table, AgentRevisions::Revision)).eq(n),
+    };
+    Query::select()
+        .columns([
+            (Agents::Table, Agents::WorkspaceId),
+            (Agents::Table, Agents::AgentId),
+            (Agents::Table, Agents::AgentUid),
+            (Agents::Table, Agents::LatestRevision),
+            (Agents::Table, Agents::CreateTime),
+        ])
+        .columns([
+            (AgentRevisions::Table, AgentRevisions::Revision),
+            (AgentRevisions::Table, AgentRevisions::Spec),
+        ])
+        .expr_as(
+            Expr::col((AgentRevisions::Table, AgentRevisions::CreateTime)),
+            Alias::new("revision_create_time"),
+        )
+        .from(Agents::Table)
+        .inner_join(
+            AgentRevisions::Table,
+            Expr::col((AgentRevisions::Table, AgentRevisions::WorkspaceId))
+                .equals((Agents::Table, Agents::WorkspaceId))
+                .and(
+                    Expr::col((AgentRevisions::Table, AgentRevisions::AgentUid))
+                        .equals((Agents::Table, Agents::AgentUid)),
+                )
+                .and(on_revision),
+        )
+        .to_owned()
+}
+
+fn by_name(name: &AgentName, revision: Option<i64>) -> SelectStatement {
+    select(revision)
+        .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(name.workspace.as_str()))
+        .and_where(Expr::col((Agents::Table, Agents::AgentId)).eq(name.agent.as_str()))
+        .to_owned()
+}
+
+fn revision_not_found(name: &AgentName, revision: Option<i64>) -> Error {
+    match revision {
+        Some(n) => Error::not_found(format!("{name} revision {n}")),
+        None => Error::not_found(name.to_string()),
+    }
+}
+
+/// The agent at `revision` (latest when `None`) inside a write transaction.
+pub(crate) async fn agent_in_tx(
+    tx: &mut Tx,
+    name: &AgentName,
+    revision: Option<i64>,
+) -> Result<AgentRecord> {
+    let row: Option<AgentRow> = tx.fetch_optional(&by_name(name, revision)).await?;
+    row.ok_or_else(|| revision_not_found(name, revision))?
+        .try_into()
+}
+
+async fn insert_revision(
+    tx: &mut Tx,
+    workspace: &str,
+    id: &str,
+    uid: &str,
+    revision: i64,
+    spec: &AgentSpec,
+    now: i64,
+) -> Result<()> {
+    let insert = Query::insert()
+        .into_table(AgentRevisions::Table)
+        .columns([
+            AgentRevisions::WorkspaceId,
+            AgentRevisions::AgentUid,
+            AgentRevisions::Revision,
+            AgentRevisions::AgentId,
+            AgentRevisions::Spec,
+            AgentRevisions::CreateTime,
+        ])
+        .values_panic([
+            workspace.into(),
+            uid.into(),
+            revision.into(),
+            id.into(),
+            to_json(spec).into(),
+            now.into(),
+        ])
+        .to_owned();
+    tx.execute(&insert).await.map(|_| ())
+}
+
+impl Store {
+    pub async fn create_agent(&self, m: &Mutation, new: NewAgent) -> Result<Agent> {
+        mutate!(self, m, |tx| async {
+            lock_workspace(tx, &new.workspace).await?;
+            let now = now_micros();
+            let uid = uuid::Uuid::now_v7().to_string();
+            let head = Query::insert()
+                .into_table(Agents::Table)
+                .columns([
+                    Agents::WorkspaceId,
+                    Agents::AgentId,
+                    Agents::AgentUid,
+                    Agents::LatestRevision,
+                    Agents::CreateTime,
+                    Agents::UpdateTime,
+                ])
+                .values_panic([
+                    new.workspace.clone().into(),
+                    new.id.clone().into(),
+                    uid.clone().into(),
+                    1i64.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&head).await.map_err(|e| named(e, &m.resource))?;
+            insert_revision(tx, &new.workspace, &new.id, &uid, 1, &new.spec, now).await?;
+            Ok(Agent {
+                workspace: new.workspace.clone(),
+                id: new.id.clone(),
+                revision: 1,
+                latest_revision: 1,
+                spec: new.spec.clone(),
+                create_time: now,
+                revision_create_time: now,
+            })
+        })
+    }
+
+    pub async fn get_agent(&self, name: &AgentName, revision: Option<i64>) -> Result<Agent> {
+        let row: Option<AgentRow> = self.db.fetch_optional(&by_name(name, revision)).await?;
+        Ok(AgentRecord::try_from(row.ok_or_else(|| revision_not_found(name, revision))?)?.agent)
+    }
+
+    pub async fn list_agents(&self, workspace: &str, page: &PageRequest) -> Result<Page<Agent>> {
+        let mut stmt = select(None)
+            .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(workspace))
+            .to_owned();
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col((Agents::Table, Agents::AgentId)).gt(after.as_str()));
+        }
+        stmt.order_by((Agents::Table, Agents::AgentId), Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<AgentRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(|r| AgentRecord::try_from(r).map(|a| a.agent))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |a| a.id.clone()))
+    }
+
+    pub async fn list_agent_revisions(
+        &self,
+        name: &AgentName,
+        page: &PageRequest,
+    ) -> Result<Page<Agent>> {
+        // Join every revision of the current incarnation, newest first.
+        let mut stmt = Query::select()
+            .columns([
+                (Agents::Table, Agents::WorkspaceId),
+                (Agents::Table, Agents::AgentId),
+                (Agents::Table, Agents::AgentUid),
+                (Agents::Table, Agents::LatestRevision),
+                (Agents::Table, Agents::CreateTime),
+            ])
+            .columns([
+                (AgentRevisions::Table, AgentRevisions::Revision),
+                (AgentRevisions::Table, AgentRevisions::Spec),
+            ])
+            .expr_as(
+                Expr::col((AgentRevisions::Table, AgentRevisions::CreateTime)),
+                Alias::new("revision_create_time"),
+            )
+            .from(Agents::Table)
+            .inner_join(
+                AgentRevisions::Table,
+                Expr::col((AgentRevisions::Table, AgentRevisions::WorkspaceId))
+                    .equals((Agents::Table, Agents::WorkspaceId))
+                    .and(
+                        Expr::col((AgentRevisions::Table, AgentRevisions::AgentUid))
+                            .equals((Agents::Table, Agents::AgentUid)),
+                    ),
+            )
+            .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(name.workspace.as_str()))
+            .and_where(Expr::col((Agents::Table, Agents::AgentId)).eq(name.agent.as_str()))
+            .to_owned();
+        if let Some(after) = &page.after {
+            let after: i64 = after
+                .parse()
+                .map_err(|_| Error::internal("revision cursor is not a number"))?;
+            stmt.and_where(Expr::col((AgentRevisions::Table, AgentRevisions::Revision)).lt(after));
+        }
+        stmt.order_by(
+            (AgentRevisions::Table, AgentRevisions::Revision),
+            Order::Desc,
+        )
+        .limit(page.size as u64 + 1);
+        let rows: Vec<AgentRow> = self.db.fetch_all(&stmt).await?;
+        if rows.is_empty() && page.after.is_none() {
+            return Err(Error::not_found(name.to_string()));
+        }
+        let items = rows
+            .into_iter()
+            .map(|r| AgentRecord::try_from(r).map(|a| a.agent))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |a| a.revision.to_string()))
+    }
+
+    /// Appends a revision holding the latest one with `patch` applied. `validate` checks
+    /// the resulting spec (the schema compiles, …) before anything is written.
+    pub async fn update_agent(
+        &self,
+        m: &Mutation,
+        name: &AgentName,
+        patch: AgentPatch,
+        validate: impl Fn(&AgentSpec) -> Result<()>,
+    ) -> Result<Agent> {
+        mutate!(self, m, |tx| async {
+            // Locking the head serializes concurrent updates: revisions stay gapless.
+            let head: Option<(String,)> = tx
+                .fetch_optional(
+                    &Query::select()
+                        .column(Agents::AgentUid)
+                        .from(Agents::Table)
+                        .and_where(Expr::col(Agents::WorkspaceId).eq(name.workspace.as_str()))
+                        .and_where(Expr::col(Agents::AgentId).eq(name.agent.as_str()))
+                        .lock(LockType::Update)
+                        .to_owned(),
+                )
+                .await?;
+            if head.is_none() {
+                return Err(Error::not_found(name.to_string()));
+            }
+            let AgentRecord {
+                agent: mut current,
+                uid,
+            } = agent_in_tx(tx, name, None).await?;
+            check_etag(current.latest_revision, &patch.etag)?;
+            let spec = &mut current.spec;
+            if let Some(v) = &patch.display_name {
+                spec.display_name = v.clone();
+            }
+            if let Some(v) = &patch.description {
+                spec.description = v.clone();
+            }
+            if let Some(v) = &patch.agent_type {
+                spec.agent_type = v.clone();
+            }
+            if let Some(v) = &patch.capabilities {
+                spec.capabilities = v.clone();
+            }
+            if let Some(v) = &patch.tools {
+                spec.tools = v.clone();
+            }
+            if let Some(v) = &patch.config_schema {
+                spec.config_schema = v.clone();
+            }
+            if let Some(v) = &patch.default_config {
+                spec.default_config = v.clone();
+            }
+            if let Some(v) = &patch.labels {
+                spec.labels = v.clone();
+            }
+            if let Some(v) = patch.enabled {
+                spec.enabled = v;
+            }
+            validate(spec)?;
+            let now = now_micros();
+            let revision = current.latest_revision + 1;
+            insert_revision(
+                tx,
+                &name.workspace,
+                &name.agent,
+                &uid,
+                revision,
+                &current.spec,
+                now,
+            )
+            .await?;
+            tx.execute(
+                &Query::update()
+                    .table(Agents::Table)
+                    .values([
+                        (Agents::LatestRevision, revision.into()),
+                        (Agents::UpdateTime, now.into()),
+                    ])
+                    .and_where(Expr::col(Agents::WorkspaceId).eq(name.workspace.as_str()))
+                    .and_where(Expr::col(Agents::AgentId).eq(name.agent.as_str()))
+                    .to_owned(),
+            )
+            .await?;
+            Ok(Agent {
+                revision,
+                latest_revision: revision,
+                revision_create_time: now,
+                ..current
+            })
+        })
+    }
+
+    pub async fn delete_agent(
+        &self,
+        m: &Mutation,
+        name: &AgentName,
+        force: bool,
+        etag: &str,
+    ) -> Result<()> {
+        mutate!(self, m, |tx| async {
+            let AgentRecord { agent, uid } = agent_in_tx(tx, name, None).await?;
+            check_etag(agent.latest_revision, etag)?;
+            let live = Expr::col(Instances::WorkspaceId)
+                .eq(name.workspace.as_str())
+                .and(Expr::col(Instances::AgentUid).eq(uid.as_str()))
+                .and(Expr::col(Instances::Status).ne("TERMINATED"));
+            if force {
+                tx.execute(
+                    &Query::update()
+                        .table(Instances::Table)
+                        .values([
+                            (Instances::Status, "TERMINATED".into()),
+                            (Instances::HeartbeatExpireTime, Option::<i64>::None.into()),
+                            (Instances::Etag, Expr::col(Instances::Etag).add(1)),
+                            (Instances::UpdateTime, now_micros().into()),
+                        ])
+                        .cond_where(live)
+                        .to_owned(),
+                )
+                .await?;
+            } else {
+                let pinned: Option<(String,)> = tx
+                    .fetch_optional(
+                        &Query::select()
+                            .column(Instances::InstanceId)
+                            .from(Instances::Table)
+                            .cond_where(live)
+                            .limit(1)
+                            .to_owned(),
+                    )
+                    .await?;
+                if pinned.is_some() {
+                    return Err(Error::precondition(
+                        "HAS_CHILDREN",
+                        format!("live instances still pin {name}; delete them first or set force"),
+                    ));
+                }
+            }
+            tx.execute(
+                &Query::delete()
+                    .from_table(Agents::Table)
+                    .and_where(Expr::col(Agents::WorkspaceId).eq(name.workspace.as_str()))
+                    .and_where(Expr::col(Agents::AgentId).eq(name.agent.as_str()))
+                    .to_owned(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! API keys. Only the SHA-256 of a secret is stored; DeleteApiKey revokes (the row stays,
+//! so that a revoked key is told apart from an unknown one and audit names resolve).
+
+use agentry_core::{
+    Error, Result, apikey,
+    model::{ApiKey, CreatedApiKey, Page, Role},
+    names::ApiKeyName,
+    time::{Micros, now_micros},
+};
+use sea_query::{Expr, Order, Query, SelectStatement};
+
+use crate::{
+    PageRequest, Store,
+    mutation::{Mutation, mutate},
+    paginate,
+    tables::ApiKeys,
+    workspaces::lock_workspace,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub workspace: String,
+    pub display_name: String,
+    pub role: Role,
+    pub expire_time: Option<Micros>,
+}
+
+/// What authentication needs to know about a key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub key: ApiKey,
+    pub secret_hash: Vec<u8>,
+    pub revoke_time: Option<Micros>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    workspace_id: String,
+    key_id: String,
+    display_name: String,
+    role: String,
+    secret_hash: Vec<u8>,
+    create_time: i64,
+    expire_time: Option<i64>,
+    revoke_time: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = Error;
+
+    fn try_from(row: KeyRow) -> Result<Self> {
+        let role = Role::parse(&row.role)
+            .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?;
+        Ok(Self {
+            key: ApiKey {
+                workspace: row.workspace_id,
+                id: row.key_id,
+                display_name: row.display_name,
+                role,
+                create_time: row.create_time,
+                expire_time: row.expire_time,
+            },
+            secret_hash: row.secret_hash,
+            revoke_time: row.revoke_time,
+        })
+    }
+}
+
+fn select() -> SelectStatement {
+    Query::select()
+        .columns([
+            ApiKeys::WorkspaceId,
+            ApiKeys::KeyId,
+            ApiKeys::DisplayName,
+            ApiKeys::Role,
+            ApiKeys::SecretHash,
+            ApiKeys::CreateTime,
+            ApiKeys::ExpireTime,
+            ApiKeys::RevokeTime,
+        ])
+        .from(ApiKeys::Table)
+        .to_owned()
+}
+
+fn by_id(workspace: &str, key: &str) -> SelectStatement {
+    select()
+        .and_where(Expr::col(ApiKeys::WorkspaceId).eq(workspace))
+        .and_where(Expr::col(ApiKeys::KeyId).eq(key))
+        .to_owned()
+}
+
+impl Store {
+    pub async fn create_api_key(&self, m: &Mutation, new: NewApiKey) -> Result<CreatedApiKey> {
+        let id = uuid::Uuid::now_v7();
+        let secret = apikey::new_secret(&new.workspace, &id);
+        let created: CreatedApiKey = mutate!(self, m, |tx| async {
+            lock_workspace(tx, &new.workspace).await?;
+            let key = ApiKey {
+                workspace: new.workspace.clone(),
+                id: id.hyphenated().to_string(),
+                display_name: new.display_name.clone(),
+                role: new.role,
+                create_time: now_micros(),
+                expire_time: new.expire_time,
+            };
+            let insert = Query::insert()
+                .into_table(ApiKeys::Table)
+                .columns([
+                    ApiKeys::WorkspaceId,
+                    ApiKeys::KeyId,
+                    ApiKeys::DisplayName,
+                    ApiKeys::Role,
+                    ApiKeys::SecretHash,
+                    ApiKeys::CreateTime,
+                    ApiKeys::ExpireTime,
+                ])
+                .values_panic([
+                    key.workspace.clone().into(),
+                    key.id.clone().into(),
+                    key.display_name.clone().into(),
+                    key.role.as_str().into(),
+                    apikey::hash(&secret).into(),
+                    key.create_time.into(),
+                    key.expire_time.into(),
+                ])
+                .to_owned();
+            tx.execute(&insert).await?;
+            Ok(CreatedApiKey {
+                key,
+                secret: secret.clone(),
+            })
+        })?;
+        Ok(created)
+    }
+
+    pub async fn list_api_keys(&self, workspace: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let mut stmt = select()
+            .and_where(Expr::col(ApiKeys::WorkspaceId).eq(workspace))
+            .and_where(Expr::col(ApiKeys::RevokeTime).is_null())
+            .to_owned();
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col(ApiKeys::KeyId).gt(after.as_str()));
+        }
+        stmt.order_by(ApiKeys::KeyId, Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<KeyRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(|r| KeyRecord::try_from(r).map(|k| k.key))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |k| k.id.clone()))
+    }
+
+    pub async fn delete_api_key(&self, m: &Mutation, name: &ApiKeyName) -> Result<()> {
+        mutate!(self, m, |tx| async {
+            let row: Option<KeyRow> = tx
+                .fetch_optional(&by_id(&name.workspace, &name.key))
+                .await?;
+            match row {
+                Some(row) if row.revoke_time.is_none() => {}
+                _ => return Err(Error::not_found(name.to_string())),
+            }
+            tx.execute(
+                &Query::update()
+                    .table(ApiKeys::Table)
+                    .value(ApiKeys::RevokeTime, now_micros())
+                    .and_where(Expr::col(ApiKeys::WorkspaceId).eq(name.workspace.as_str()))
+                    .and_where(Expr::col(ApiKeys::KeyId).eq(name.key.as_str()))
+                    .to_owned(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The key a secret names, revoked or not, for authentication.
+    pub async fn find_api_key(&self, workspace: &str, key: &str) -> Result<Option<KeyRecord>> {
+        let row: Option<KeyRow> = self.db.fetch_optional(&by_id(workspace, key)).await?;
+        row.map(KeyRecord::try_from).transpose()
+    }
+}

@@ -1,0 +1,288 @@
+//! The two back ends behind one interface. Every statement is a sea-query builder, written
+//! once and rendered here for the dialect at hand; rows decode through `sqlx::FromRow`
+//! into types that both drivers can read.
+//!
+//! SQLite allows one writer at a time, so writes go through a single-connection pool and
+//! reads through a separate pool (WAL mode lets them run beside the writer). On Postgres
+//! one pool serves both, and writers that must serialize take row locks.
+
+use std::{str::FromStr, time::Duration};
+
+use agentry_core::{Error, Result};
+use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
+use sea_query_binder::SqlxBinder;
+use sqlx::{
+    FromRow, PgPool, Postgres, Sqlite, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+};
+
+/// A row type both drivers can decode.
+pub trait Record:
+    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
+impl<T> Record for T where
+    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
+
+/// A statement sea-query can render and bind.
+pub trait Statement: QueryStatementWriter + SqlxBinder {}
+impl<T> Statement for T where T: QueryStatementWriter + SqlxBinder {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Postgres(PgPool),
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+}
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+impl Db {
+    pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| Error::internal(format!("invalid database url: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(map_connect)?;
+            Ok(Self::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| Error::internal(format!("invalid database url: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+                .await
+                .map_err(map_connect)?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(max_connections.clamp(1, 8))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await
+                .map_err(map_connect)?;
+            Ok(Self::Sqlite { writer, reader })
+        } else {
+            Err(Error::internal(
+                "database url must start with postgres:// or sqlite:",
+            ))
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        let result = match self {
+            Self::Postgres(pool) => PG_MIGRATOR.run(pool).await,
+            Self::Sqlite { writer, .. } => SQLITE_MIGRATOR.run(writer).await,
+        };
+        result.map_err(|e| Error::internal(format!("migration failed: {e}")))
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(map_err)?),
+            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(map_err)?),
+        })
+    }
+
+    pub(crate) async fn fetch_optional<R: Record>(
+        &self,
+        stmt: &impl Statement,
+    ) -> Result<Option<R>> {
+        match self {
+            Self::Postgres(pool) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(map_err)
+            }
+            Self::Sqlite { reader, .. } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_optional(reader)
+                    .await
+                    .map_err(map_err)
+            }
+        }
+    }
+
+    pub(crate) async fn fetch_all<R: Record>(&self, stmt: &impl Statement) -> Result<Vec<R>> {
+        match self {
+            Self::Postgres(pool) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(map_err)
+            }
+            Self::Sqlite { reader, .. } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_all(reader)
+                    .await
+                    .map_err(map_err)
+            }
+        }
+    }
+
+    /// A statement outside any transaction (maintenance: the reaper, settings).
+    pub(crate) async fn execute(&self, stmt: &impl Statement) -> Result<u64> {
+        match self {
+            Self::Postgres(pool) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                Ok(sqlx::query_with(&sql, values)
+                    .execute(pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            }
+            Self::Sqlite { writer, .. } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                Ok(sqlx::query_with(&sql, values)
+                    .execute(writer)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            }
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+        }
+    }
+}
+
+/// An open write transaction on either back end. Dropping it rolls back.
+pub(crate) enum Tx {
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub(crate) async fn execute(&mut self, stmt: &impl Statement) -> Result<u64> {
+        match self {
+            Self::Postgres(tx) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                Ok(sqlx::query_with(&sql, values)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            }
+            Self::Sqlite(tx) => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                Ok(sqlx::query_with(&sql, values)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            }
+        }
+    }
+
+    pub(crate) async fn fetch_optional<R: Record>(
+        &mut self,
+        stmt: &impl Statement,
+    ) -> Result<Option<R>> {
+        match self {
+            Self::Postgres(tx) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(map_err)
+            }
+            Self::Sqlite(tx) => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(map_err)
+            }
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await.map_err(map_err),
+            Self::Sqlite(tx) => tx.commit().await.map_err(map_err),
+        }
+    }
+}
+
+fn map_connect(e: sqlx::Error) -> Error {
+    Error::Unavailable {
+        message: format!("cannot connect to the database: {e}"),
+    }
+}
+
+/// Maps driver errors by kind. A unique violation becomes `AlreadyExists` with a
+/// placeholder resource that the caller names with [`named`].
+pub(crate) fn map_err(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::already_exists(String::new())
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => Error::Unavailable {
+            message: "the database is unavailable".into(),
+        },
+        sqlx::Error::Database(db) if is_busy(db.as_ref()) => Error::Unavailable {
+            message: "the database is busy".into(),
+        },
+        other => Error::internal(other),
+    }
+}
+
+fn is_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    // SQLITE_BUSY / SQLITE_LOCKED; Postgres: serialization failure, deadlock, too many connections.
+    matches!(
+        db.code().as_deref(),
+        Some("5" | "6" | "517" | "40001" | "40P01" | "53300" | "57P01")
+    )
+}
+
+/// Names the resource of an `AlreadyExists` raised by a unique constraint.
+pub(crate) fn named(e: Error, resource: impl std::fmt::Display) -> Error {
+    match e {
+        Error::AlreadyExists { .. } => Error::already_exists(resource.to_string()),
+        other => other,
+    }
+}

@@ -1,0 +1,538 @@
+//! Agent instances: a pinned agent revision, a validated config, the status machine of
+//! DESIGN §4 and heartbeat liveness. The reaper moves instances whose heartbeat lapsed to
+//! OFFLINE, remembering the status a later heartbeat restores.
+
+use agentry_core::{
+    Error, Result,
+    error::QuotaViolation,
+    model::{Instance, Labels, Page},
+    names::{AgentName, InstanceName, ProjectName},
+    schema,
+    status::InstanceStatus,
+    time::{Micros, now_micros},
+};
+use sea_query::{Alias, Expr, Func, LockType, Order, Query, SelectStatement};
+use serde_json::Value;
+
+use crate::{
+    PageRequest, Store,
+    agents::{AgentRecord, agent_in_tx},
+    db::{Tx, named},
+    mutation::{Mutation, mutate},
+    paginate,
+    projects::{Count, lock_project},
+    rows::{check_etag, json, labels, to_json},
+    tables::Instances,
+    workspaces::lock_workspace,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub name: InstanceName,
+    pub display_name: String,
+    pub agent: AgentName,
+    /// `None`: the latest revision.
+    pub agent_revision: Option<i64>,
+    pub config: Value,
+    pub heartbeat_ttl_ms: i64,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstancePatch {
+    pub display_name: Option<String>,
+    pub labels: Option<Labels>,
+    pub config: Option<Value>,
+    /// `Some(None)`: move to the latest revision.
+    pub agent_revision: Option<Option<i64>>,
+    pub heartbeat_ttl_ms: Option<i64>,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub status: Option<InstanceStatus>,
+    pub agent: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct InstanceRow {
+    workspace_id: String,
+    project_id: String,
+    instance_id: String,
+    display_name: String,
+    agent_id: String,
+    agent_revision: i64,
+    config: String,
+    effective_config: String,
+    status: String,
+    status_before_offline: Option<String>,
+    status_message: String,
+    heartbeat_ttl_ms: i64,
+    last_heartbeat_time: Option<i64>,
+    labels: String,
+    etag: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+fn status(column: &str, text: &str) -> Result<InstanceStatus> {
+    InstanceStatus::parse(text)
+        .ok_or_else(|| Error::internal(format!("column {column} holds unknown status {text:?}")))
+}
+
+/// An instance and the status a heartbeat would restore.
+struct InstanceRecord {
+    instance: Instance,
+    status_before_offline: Option<InstanceStatus>,
+}
+
+impl TryFrom<InstanceRow> for InstanceRecord {
+    type Error = Error;
+
+    fn try_from(row: InstanceRow) -> Result<Self> {
+        Ok(Self {
+            status_before_offline: row
+                .status_before_offline
+                .as_deref()
+                .map(|s| status("status_before_offline", s))
+                .transpose()?,
+            instance: Instance {
+                config: json("config", &row.config)?,
+                effective_config: json("effective_config", &row.effective_config)?,
+                status: status("status", &row.status)?,
+                labels: labels(&row.labels)?,
+                workspace: row.workspace_id,
+                project: row.project_id,
+                id: row.instance_id,
+                display_name: row.display_name,
+                agent: row.agent_id,
+                agent_revision: row.agent_revision,
+                status_message: row.status_message,
+                heartbeat_ttl_ms: row.heartbeat_ttl_ms,
+                last_heartbeat_time: row.last_heartbeat_time,
+                create_time: row.create_time,
+                update_time: row.update_time,
+                etag: row.etag,
+            },
+        })
+    }
+}
+
+const COLUMNS: [Instances; 17] = [
+    Instances::WorkspaceId,
+    Instances::ProjectId,
+    Instances::InstanceId,
+    Instances::DisplayName,
+    Instances::AgentId,
+    Instances::AgentRevision,
+    Instances::Config,
+    Instances::EffectiveConfig,
+    Instances::Status,
+    Instances::StatusBeforeOffline,
+    Instances::StatusMessage,
+    Instances::HeartbeatTtlMs,
+    Instances::LastHeartbeatTime,
+    Instances::Labels,
+    Instances::Etag,
+    Instances::CreateTime,
+    Instances::UpdateTime,
+];
+
+fn by_name(name: &InstanceName) -> SelectStatement {
+    Query::select()
+        .columns(COLUMNS)
+        .from(Instances::Table)
+        .and_where(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
+        .and_where(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+        .and_where(Expr::col(Instances::InstanceId).eq(name.instance.as_str()))
+        .to_owned()
+}
+
+async fn lock_instance(tx: &mut Tx, name: &InstanceName) -> Result<InstanceRecord> {
+    let row: Option<InstanceRow> = tx
+        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
+        .await?;
+    row.ok_or_else(|| Error::not_found(name.to_string()))?
+        .try_into()
+}
+
+/// Writes every mutable column of `instance` back.
+async fn save(
+    tx: &mut Tx,
+    instance: &Instance,
+    uid: Option<&str>,
+    before_offline: Option<InstanceStatus>,
+    heartbeat_expire_time: Option<Micros>,
+) -> Result<()> {
+    let mut update = Query::update();
+    update
+        .table(Instances::Table)
+        .values([
+            (Instances::DisplayName, instance.display_name.clone().into()),
+            (Instances::AgentRevision, instance.agent_revision.into()),
+            (Instances::Config, to_json(&instance.config).into()),
+            (
+                Instances::EffectiveConfig,
+                to_json(&instance.effective_config).into(),
+            ),
+            (Instances::Status, instance.status.as_str().into()),
+            (
+                Instances::StatusBeforeOffline,
+                before_offline.map(|s| s.as_str()).into(),
+            ),
+            (
+                Instances::StatusMessage,
+                instance.status_message.clone().into(),
+            ),
+            (Instances::HeartbeatTtlMs, instance.heartbeat_ttl_ms.into()),
+            (
+                Instances::LastHeartbeatTime,
+                instance.last_heartbeat_time.into(),
+            ),
+            (Instances::HeartbeatExpireTime, heartbeat_expire_time.into()),
+            (Instances::Labels, to_json(&instance.labels).into()),
+            (Instances::Etag, instance.etag.into()),
+            (Instances::UpdateTime, instance.update_time.into()),
+        ])
+        .and_where(Expr::col(Instances::WorkspaceId).eq(instance.workspace.as_str()))
+        .and_where(Expr::col(Instances::ProjectId).eq(instance.project.as_str()))
+        .and_where(Expr::col(Instances::InstanceId).eq(instance.id.as_str()));
+    if let Some(uid) = uid {
+        update.value(Instances::AgentUid, uid);
+    }
+    tx.execute(&update).await.map(|_| ())
+}
+
+/// When liveness lapses: tracked only once the instance has heartbeated.
+fn expire_time(instance: &Instance) -> Option<Micros> {
+    match (instance.status.is_live(), instance.last_heartbeat_time) {
+        (true, Some(last)) => Some(last + instance.heartbeat_ttl_ms * 1000),
+        _ => None,
+    }
+}
+
+/// Loads the pinned revision, merges and validates the config.
+async fn resolve_config(
+    tx: &mut Tx,
+    agent: &AgentName,
+    revision: Option<i64>,
+    config: &Value,
+) -> Result<(AgentRecord, Value)> {
+    let record = agent_in_tx(tx, agent, revision).await?;
+    if !record.agent.spec.enabled {
+        return Err(Error::precondition(
+            "AGENT_DISABLED",
+            format!("{agent} is disabled"),
+        ));
+    }
+    let effective = schema::effective_config(record.agent.spec.default_config.as_ref(), config);
+    schema::validate_config(
+        "instance.config",
+        record.agent.spec.config_schema.as_ref(),
+        &effective,
+    )?;
+    Ok((record, effective))
+}
+
+impl Store {
+    pub async fn create_instance(&self, m: &Mutation, new: NewInstance) -> Result<Instance> {
+        mutate!(self, m, |tx| async {
+            let project = new.name.project();
+            // The project lock serializes creates in the project, so the quota holds.
+            lock_project(tx, &project).await?;
+            let workspace = lock_workspace(tx, &new.name.workspace).await?;
+            let quota = workspace.quotas.max_instances_per_project;
+            let live: Count = tx
+                .fetch_optional(
+                    &Query::select()
+                        .expr_as(
+                            Func::count(Expr::col(Instances::InstanceId)),
+                            Alias::new("n"),
+                        )
+                        .from(Instances::Table)
+                        .and_where(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
+                        .and_where(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
+                        .and_where(Expr::col(Instances::Status).ne("TERMINATED"))
+                        .to_owned(),
+                )
+                .await?
+                .unwrap_or(Count { n: 0 });
+            if live.n >= i64::from(quota) {
+                return Err(Error::QuotaExceeded {
+                    violations: vec![QuotaViolation {
+                        subject: project.to_string(),
+                        description: format!(
+                            "the project allows {quota} live instances (quota max_instances_per_project)"
+                        ),
+                    }],
+                });
+            }
+            let (record, effective) =
+                resolve_config(tx, &new.agent, new.agent_revision, &new.config).await?;
+            let now = now_micros();
+            let instance = Instance {
+                workspace: new.name.workspace.clone(),
+                project: new.name.project.clone(),
+                id: new.name.instance.clone(),
+                display_name: new.display_name.clone(),
+                agent: new.agent.agent.clone(),
+                agent_revision: record.agent.revision,
+                config: new.config.clone(),
+                effective_config: effective,
+                status: InstanceStatus::Idle,
+                status_message: String::new(),
+                heartbeat_ttl_ms: new.heartbeat_ttl_ms,
+                last_heartbeat_time: None,
+                labels: new.labels.clone(),
+                create_time: now,
+                update_time: now,
+                etag: 1,
+            };
+            let insert = Query::insert()
+                .into_table(Instances::Table)
+                .columns([
+                    Instances::WorkspaceId,
+                    Instances::ProjectId,
+                    Instances::InstanceId,
+                    Instances::DisplayName,
+                    Instances::AgentId,
+                    Instances::AgentUid,
+                    Instances::AgentRevision,
+                    Instances::Config,
+                    Instances::EffectiveConfig,
+                    Instances::Status,
+                    Instances::StatusMessage,
+                    Instances::HeartbeatTtlMs,
+                    Instances::Labels,
+                    Instances::Etag,
+                    Instances::CreateTime,
+                    Instances::UpdateTime,
+                ])
+                .values_panic([
+                    instance.workspace.clone().into(),
+                    instance.project.clone().into(),
+                    instance.id.clone().into(),
+                    instance.display_name.clone().into(),
+                    instance.agent.clone().into(),
+                    record.uid.clone().into(),
+                    instance.agent_revision.into(),
+                    to_json(&instance.config).into(),
+                    to_json(&instance.effective_config).into(),
+                    instance.status.as_str().into(),
+                    String::new().into(),
+                    instance.heartbeat_ttl_ms.into(),
+                    to_json(&instance.labels).into(),
+                    instance.etag.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&insert)
+                .await
+                .map_err(|e| named(e, &m.resource))?;
+            Ok(instance)
+        })
+    }
+
+    pub async fn get_instance(&self, name: &InstanceName) -> Result<Instance> {
+        let row: Option<InstanceRow> = self.db.fetch_optional(&by_name(name)).await?;
+        Ok(
+            InstanceRecord::try_from(row.ok_or_else(|| Error::not_found(name.to_string()))?)?
+                .instance,
+        )
+    }
+
+    pub async fn list_instances(
+        &self,
+        project: &ProjectName,
+        filter: &InstanceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Instance>> {
+        let mut stmt = Query::select()
+            .columns(COLUMNS)
+            .from(Instances::Table)
+            .and_where(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
+            .and_where(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
+            .to_owned();
+        if let Some(status) = filter.status {
+            stmt.and_where(Expr::col(Instances::Status).eq(status.as_str()));
+        }
+        if let Some(agent) = &filter.agent {
+            stmt.and_where(Expr::col(Instances::AgentId).eq(agent.as_str()));
+        }
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col(Instances::InstanceId).gt(after.as_str()));
+        }
+        stmt.order_by(Instances::InstanceId, Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<InstanceRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(|r| InstanceRecord::try_from(r).map(|i| i.instance))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |i| i.id.clone()))
+    }
+
+    pub async fn update_instance(
+        &self,
+        m: &Mutation,
+        name: &InstanceName,
+        patch: InstancePatch,
+    ) -> Result<Instance> {
+        mutate!(self, m, |tx| async {
+            let InstanceRecord {
+                mut instance,
+                status_before_offline,
+            } = lock_instance(tx, name).await?;
+            check_etag(instance.etag, &patch.etag)?;
+            if instance.status == InstanceStatus::Terminated {
+                return Err(Error::precondition(
+                    "INSTANCE_TERMINATED",
+                    format!("{name} is terminated"),
+                ));
+            }
+            if let Some(v) = &patch.display_name {
+                instance.display_name = v.clone();
+            }
+            if let Some(v) = &patch.labels {
+                instance.labels = v.clone();
+            }
+            if let Some(v) = patch.heartbeat_ttl_ms {
+                instance.heartbeat_ttl_ms = v;
+            }
+            let mut uid = None;
+            if patch.config.is_some() || patch.agent_revision.is_some() {
+                if let Some(v) = &patch.config {
+                    instance.config = v.clone();
+                }
+                let revision = match patch.agent_revision {
+                    Some(revision) => revision,
+                    None => Some(instance.agent_revision),
+                };
+                let agent = AgentName {
+                    workspace: name.workspace.clone(),
+                    agent: instance.agent.clone(),
+                };
+                let (record, effective) =
+                    resolve_config(tx, &agent, revision, &instance.config).await?;
+                instance.agent_revision = record.agent.revision;
+                instance.effective_config = effective;
+                uid = Some(record.uid);
+            }
+            instance.etag += 1;
+            instance.update_time = now_micros().max(instance.update_time + 1);
+            save(
+                tx,
+                &instance,
+                uid.as_deref(),
+                status_before_offline,
+                expire_time(&instance),
+            )
+            .await?;
+            Ok(instance)
+        })
+    }
+
+    pub async fn delete_instance(
+        &self,
+        m: &Mutation,
+        name: &InstanceName,
+        etag: &str,
+    ) -> Result<Instance> {
+        mutate!(self, m, |tx| async {
+            let InstanceRecord { mut instance, .. } = lock_instance(tx, name).await?;
+            check_etag(instance.etag, etag)?;
+            if instance.status != InstanceStatus::Terminated {
+                instance.status = InstanceStatus::Terminated;
+                instance.etag += 1;
+                instance.update_time = now_micros().max(instance.update_time + 1);
+                save(tx, &instance, None, None, None).await?;
+            }
+            Ok(instance)
+        })
+    }
+
+    pub async fn set_instance_status(
+        &self,
+        m: &Mutation,
+        name: &InstanceName,
+        to: InstanceStatus,
+        message: &str,
+        etag: &str,
+    ) -> Result<Instance> {
+        mutate!(self, m, |tx| async {
+            let InstanceRecord {
+                mut instance,
+                status_before_offline,
+            } = lock_instance(tx, name).await?;
+            check_etag(instance.etag, etag)?;
+            instance.status.check_transition(to)?;
+            if instance.status == to && instance.status_message == message {
+                return Ok(instance);
+            }
+            instance.status = to;
+            instance.status_message = message.to_owned();
+            instance.etag += 1;
+            instance.update_time = now_micros().max(instance.update_time + 1);
+            save(
+                tx,
+                &instance,
+                None,
+                status_before_offline,
+                expire_time(&instance),
+            )
+            .await?;
+            Ok(instance)
+        })
+    }
+
+    /// Records a heartbeat. Liveness is not a managed change: no audit record, and the
+    /// etag moves only when the heartbeat brings the instance back from OFFLINE.
+    pub async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance> {
+        let mut tx = self.db.begin().await?;
+        let InstanceRecord {
+            mut instance,
+            status_before_offline,
+        } = lock_instance(&mut tx, name).await?;
+        match instance.status {
+            InstanceStatus::Terminated => {
+                return Err(Error::precondition(
+                    "INSTANCE_TERMINATED",
+                    format!("{name} is terminated"),
+                ));
+            }
+            InstanceStatus::Offline => {
+                instance.status = status_before_offline.unwrap_or(InstanceStatus::Idle);
+                instance.etag += 1;
+                instance.update_time = now_micros().max(instance.update_time + 1);
+            }
+            _ => {}
+        }
+        instance.last_heartbeat_time = Some(now_micros());
+        save(&mut tx, &instance, None, None, expire_time(&instance)).await?;
+        tx.commit().await?;
+        Ok(instance)
+    }
+
+    /// Moves every live instance whose heartbeat lapsed before `now` to OFFLINE;
+    /// returns how many moved.
+    pub async fn reap_instances(&self, now: Micros) -> Result<u64> {
+        let stmt = Query::update()
+            .table(Instances::Table)
+            .values([
+                (
+                    Instances::StatusBeforeOffline,
+                    Expr::col(Instances::Status).into(),
+                ),
+                (Instances::Status, "OFFLINE".into()),
+                (Instances::HeartbeatExpireTime, Option::<i64>::None.into()),
+                (Instances::Etag, Expr::col(Instances::Etag).add(1)),
+                (Instances::UpdateTime, now.into()),
+            ])
+            .and_where(Expr::col(Instances::HeartbeatExpireTime).lt(now))
+            .and_where(Expr::col(Instances::Status).is_not_in(["OFFLINE", "TERMINATED"]))
+            .to_owned();
+        self.db.execute(&stmt).await
+    }
+}

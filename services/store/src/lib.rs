@@ -1,0 +1,80 @@
+//! Agentry's storage. Each operation is one transaction that performs the mutation,
+//! appends its audit record and stores its result under the caller's `request_id`, so
+//! a crash never leaves one without the others and a retry replays the first answer.
+//!
+//! Queries are sea-query builders written once and rendered for Postgres or SQLite
+//! (see [`db`]); the operations themselves live in one module per resource.
+
+mod agents;
+mod api_keys;
+mod db;
+mod instances;
+mod mutation;
+mod projects;
+mod rows;
+mod settings;
+mod tables;
+mod workspaces;
+
+pub use agents::{AgentPatch, NewAgent};
+pub use api_keys::{KeyRecord, NewApiKey};
+pub use db::Backend;
+pub use instances::{InstanceFilter, InstancePatch, NewInstance};
+pub use mutation::Mutation;
+pub use projects::{NewProject, ProjectPatch};
+pub use workspaces::{NewWorkspace, WorkspacePatch};
+
+use agentry_core::Result;
+
+/// Where a list continues and how much of it to return.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub size: usize,
+    /// The cursor from the previous page's `next_cursor`, already verified by the caller.
+    pub after: Option<String>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: db::Db,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite:…` (the file is created when missing).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Ok(Self {
+            db: db::Db::connect(url, max_connections).await?,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        self.db.migrate().await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await
+    }
+}
+
+/// Splits `size + 1` fetched rows into a page and the cursor of its last row.
+pub(crate) fn paginate<T>(
+    mut rows: Vec<T>,
+    size: usize,
+    cursor: impl Fn(&T) -> String,
+) -> agentry_core::model::Page<T> {
+    let next_cursor = if rows.len() > size {
+        rows.truncate(size);
+        rows.last().map(cursor)
+    } else {
+        None
+    };
+    agentry_core::model::Page {
+        items: rows,
+        next_cursor,
+    }
+}

@@ -1,0 +1,218 @@
+//! The write protocol every mutating operation follows:
+//!
+//! 1. begin a transaction and look up the caller's `request_id`: a stored result is
+//!    replayed (same method and request hash) or refused (`REQUEST_ID_REUSED`);
+//! 2. perform the mutation;
+//! 3. append the audit record and store the result under the `request_id`;
+//! 4. commit — all of it or none of it.
+//!
+//! When two calls with one `request_id` race, the loser fails on a constraint; it then
+//! finds the winner's stored result and replays it instead of failing.
+
+use agentry_core::{Error, Result, time::now_micros};
+use sea_query::{Expr, Query};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    Store,
+    db::Tx,
+    tables::{AuditLog, IdempotencyKeys},
+};
+
+/// Who writes what, for the audit log and the idempotency table.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// The workspace the mutation belongs to (the new one, for CreateWorkspace).
+    pub workspace: String,
+    /// The caller: an API key's resource name, or `root`.
+    pub principal: String,
+    /// The gRPC method, e.g. `CreateProject`.
+    pub method: &'static str,
+    /// The resource name written.
+    pub resource: String,
+    /// Empty when the caller sent none.
+    pub request_id: String,
+    /// Hash of the whole request; a reused `request_id` must come with the same one.
+    pub request_hash: Vec<u8>,
+}
+
+pub(crate) enum Begun<T> {
+    Replay(T),
+    Fresh(Tx),
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredResult {
+    method: String,
+    request_hash: Vec<u8>,
+    response: String,
+}
+
+fn lookup(m: &Mutation) -> sea_query::SelectStatement {
+    Query::select()
+        .columns([
+            IdempotencyKeys::Method,
+            IdempotencyKeys::RequestHash,
+            IdempotencyKeys::Response,
+        ])
+        .from(IdempotencyKeys::Table)
+        .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(m.workspace.as_str()))
+        .and_where(Expr::col(IdempotencyKeys::RequestId).eq(m.request_id.as_str()))
+        .to_owned()
+}
+
+fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
+    if stored.method != m.method || stored.request_hash != m.request_hash {
+        return Err(Error::invalid_many(
+            "REQUEST_ID_REUSED",
+            format!(
+                "request_id {:?} was already used for a different request",
+                m.request_id
+            ),
+            vec![agentry_core::FieldViolation::new(
+                "request_id",
+                "already used for a different request",
+            )],
+        ));
+    }
+    serde_json::from_str(&stored.response)
+        .map_err(|e| Error::internal(format!("stored result does not decode: {e}")))
+}
+
+impl Store {
+    pub(crate) async fn begin_mutation<T: DeserializeOwned>(
+        &self,
+        m: &Mutation,
+    ) -> Result<Begun<T>> {
+        let mut tx = self.db.begin().await?;
+        if !m.request_id.is_empty()
+            && let Some(stored) = tx.fetch_optional::<StoredResult>(&lookup(m)).await?
+        {
+            return replay(m, stored).map(Begun::Replay);
+        }
+        Ok(Begun::Fresh(tx))
+    }
+
+    /// Commits a successful mutation with its audit record and stored result, or rolls
+    /// back a failed one.
+    pub(crate) async fn finish<T: Serialize + DeserializeOwned>(
+        &self,
+        tx: Tx,
+        m: &Mutation,
+        result: Result<T>,
+    ) -> Result<T> {
+        let outcome = match result {
+            Ok(value) => self.commit_mutation(tx, m, &value).await.map(|()| value),
+            Err(e) => {
+                drop(tx);
+                Err(e)
+            }
+        };
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(e) => self.recover(m, e).await,
+        }
+    }
+
+    async fn commit_mutation<T: Serialize>(
+        &self,
+        mut tx: Tx,
+        m: &Mutation,
+        value: &T,
+    ) -> Result<()> {
+        let now = now_micros();
+        let audit = Query::insert()
+            .into_table(AuditLog::Table)
+            .columns([
+                AuditLog::WorkspaceId,
+                AuditLog::AuditId,
+                AuditLog::CreateTime,
+                AuditLog::Principal,
+                AuditLog::Method,
+                AuditLog::Resource,
+                AuditLog::RequestId,
+                AuditLog::Outcome,
+            ])
+            .values_panic([
+                m.workspace.clone().into(),
+                uuid::Uuid::now_v7().to_string().into(),
+                now.into(),
+                m.principal.clone().into(),
+                m.method.into(),
+                m.resource.clone().into(),
+                m.request_id.clone().into(),
+                "OK".into(),
+            ])
+            .to_owned();
+        tx.execute(&audit).await?;
+        if !m.request_id.is_empty() {
+            let response = serde_json::to_string(value).map_err(Error::internal)?;
+            let stored = Query::insert()
+                .into_table(IdempotencyKeys::Table)
+                .columns([
+                    IdempotencyKeys::WorkspaceId,
+                    IdempotencyKeys::RequestId,
+                    IdempotencyKeys::Method,
+                    IdempotencyKeys::RequestHash,
+                    IdempotencyKeys::Response,
+                    IdempotencyKeys::CreateTime,
+                ])
+                .values_panic([
+                    m.workspace.clone().into(),
+                    m.request_id.clone().into(),
+                    m.method.into(),
+                    m.request_hash.clone().into(),
+                    response.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&stored).await?;
+        }
+        tx.commit().await
+    }
+
+    /// After a failed attempt: if a concurrent call with the same `request_id` committed
+    /// first, answer with its result.
+    async fn recover<T: DeserializeOwned>(&self, m: &Mutation, error: Error) -> Result<T> {
+        if m.request_id.is_empty()
+            || matches!(
+                error,
+                Error::InvalidArgument { .. } | Error::PermissionDenied { .. }
+            )
+        {
+            return Err(error);
+        }
+        match self.db.fetch_optional::<StoredResult>(&lookup(m)).await {
+            Ok(Some(stored)) => replay(m, stored),
+            _ => Err(error),
+        }
+    }
+
+    /// Forgets stored results older than `before` (micros); the reaper calls this.
+    pub async fn purge_idempotency_keys(&self, before: i64) -> Result<u64> {
+        let stmt = Query::delete()
+            .from_table(IdempotencyKeys::Table)
+            .and_where(Expr::col(IdempotencyKeys::CreateTime).lt(before))
+            .to_owned();
+        self.db.execute(&stmt).await
+    }
+}
+
+/// Runs `$body` (an async block using `$tx: &mut Tx`) as a mutation described by `$m`.
+macro_rules! mutate {
+    ($store:expr, $m:expr, |$tx:ident| $body:expr) => {{
+        let store = $store;
+        let m = $m;
+        match store.begin_mutation(m).await? {
+            $crate::mutation::Begun::Replay(value) => Ok(value),
+            $crate::mutation::Begun::Fresh(mut tx) => {
+                let result = {
+                    let $tx = &mut tx;
+                    $body.await
+                };
+                store.finish(tx, m, result).await
+            }
+        }
+    }};
+}
+pub(crate) use mutate;

@@ -1,0 +1,281 @@
+//! Projects: namespaces inside a workspace, counted against `max_projects`.
+
+use agentry_core::{
+    Error, Result,
+    error::QuotaViolation,
+    model::{Labels, Page, Project},
+    names::ProjectName,
+    time::now_micros,
+};
+use sea_query::{Expr, Func, LockType, Order, Query, SelectStatement};
+
+use crate::{
+    PageRequest, Store,
+    db::{Tx, named},
+    mutation::{Mutation, mutate},
+    paginate,
+    rows::{check_etag, labels, to_json},
+    tables::{Instances, Projects},
+    workspaces::lock_workspace,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub workspace: String,
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub labels: Option<Labels>,
+    pub etag: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProjectRow {
+    workspace_id: String,
+    project_id: String,
+    display_name: String,
+    description: String,
+    labels: String,
+    etag: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl TryFrom<ProjectRow> for Project {
+    type Error = Error;
+
+    fn try_from(row: ProjectRow) -> Result<Self> {
+        Ok(Self {
+            labels: labels(&row.labels)?,
+            workspace: row.workspace_id,
+            id: row.project_id,
+            display_name: row.display_name,
+            description: row.description,
+            etag: row.etag,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct Count {
+    pub(crate) n: i64,
+}
+
+fn select() -> SelectStatement {
+    Query::select()
+        .columns([
+            Projects::WorkspaceId,
+            Projects::ProjectId,
+            Projects::DisplayName,
+            Projects::Description,
+            Projects::Labels,
+            Projects::Etag,
+            Projects::CreateTime,
+            Projects::UpdateTime,
+        ])
+        .from(Projects::Table)
+        .to_owned()
+}
+
+fn by_name(name: &ProjectName) -> SelectStatement {
+    select()
+        .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
+        .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
+        .to_owned()
+}
+
+pub(crate) async fn lock_project(tx: &mut Tx, name: &ProjectName) -> Result<Project> {
+    let row: Option<ProjectRow> = tx
+        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
+        .await?;
+    row.ok_or_else(|| Error::not_found(name.to_string()))?
+        .try_into()
+}
+
+impl Store {
+    pub async fn create_project(&self, m: &Mutation, new: NewProject) -> Result<Project> {
+        mutate!(self, m, |tx| async {
+            // The workspace lock serializes creates, so the quota count cannot race.
+            let workspace = lock_workspace(tx, &new.workspace).await?;
+            let count: Count = tx
+                .fetch_optional(
+                    &Query::select()
+                        .expr_as(
+                            Func::count(Expr::col(Projects::ProjectId)),
+                            sea_query::Alias::new("n"),
+                        )
+                        .from(Projects::Table)
+                        .and_where(Expr::col(Projects::WorkspaceId).eq(new.workspace.as_str()))
+                        .to_owned(),
+                )
+                .await?
+                .unwrap_or(Count { n: 0 });
+            if count.n >= i64::from(workspace.quotas.max_projects) {
+                return Err(Error::QuotaExceeded {
+                    violations: vec![QuotaViolation {
+                        subject: format!("workspaces/{}", new.workspace),
+                        description: format!(
+                            "the workspace allows {} projects (quota max_projects)",
+                            workspace.quotas.max_projects
+                        ),
+                    }],
+                });
+            }
+            let now = now_micros();
+            let project = Project {
+                workspace: new.workspace.clone(),
+                id: new.id.clone(),
+                display_name: new.display_name.clone(),
+                description: new.description.clone(),
+                labels: new.labels.clone(),
+                etag: 1,
+                create_time: now,
+                update_time: now,
+            };
+            let insert = Query::insert()
+                .into_table(Projects::Table)
+                .columns([
+                    Projects::WorkspaceId,
+                    Projects::ProjectId,
+                    Projects::DisplayName,
+                    Projects::Description,
+                    Projects::Labels,
+                    Projects::Etag,
+                    Projects::CreateTime,
+                    Projects::UpdateTime,
+                ])
+                .values_panic([
+                    project.workspace.clone().into(),
+                    project.id.clone().into(),
+                    project.display_name.clone().into(),
+                    project.description.clone().into(),
+                    to_json(&project.labels).into(),
+                    project.etag.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&insert)
+                .await
+                .map_err(|e| named(e, &m.resource))?;
+            Ok(project)
+        })
+    }
+
+    pub async fn get_project(&self, name: &ProjectName) -> Result<Project> {
+        let row: Option<ProjectRow> = self.db.fetch_optional(&by_name(name)).await?;
+        row.ok_or_else(|| Error::not_found(name.to_string()))?
+            .try_into()
+    }
+
+    pub async fn list_projects(
+        &self,
+        workspace: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Project>> {
+        let mut stmt = select()
+            .and_where(Expr::col(Projects::WorkspaceId).eq(workspace))
+            .to_owned();
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col(Projects::ProjectId).gt(after.as_str()));
+        }
+        stmt.order_by(Projects::ProjectId, Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<ProjectRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(Project::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |p| p.id.clone()))
+    }
+
+    pub async fn update_project(
+        &self,
+        m: &Mutation,
+        name: &ProjectName,
+        patch: ProjectPatch,
+    ) -> Result<Project> {
+        mutate!(self, m, |tx| async {
+            let mut project = lock_project(tx, name).await?;
+            check_etag(project.etag, &patch.etag)?;
+            if let Some(v) = &patch.display_name {
+                project.display_name = v.clone();
+            }
+            if let Some(v) = &patch.description {
+                project.description = v.clone();
+            }
+            if let Some(v) = &patch.labels {
+                project.labels = v.clone();
+            }
+            project.etag += 1;
+            project.update_time = now_micros().max(project.update_time + 1);
+            let update = Query::update()
+                .table(Projects::Table)
+                .values([
+                    (Projects::DisplayName, project.display_name.clone().into()),
+                    (Projects::Description, project.description.clone().into()),
+                    (Projects::Labels, to_json(&project.labels).into()),
+                    (Projects::Etag, project.etag.into()),
+                    (Projects::UpdateTime, project.update_time.into()),
+                ])
+                .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
+                .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
+                .to_owned();
+            tx.execute(&update).await?;
+            Ok(project)
+        })
+    }
+
+    pub async fn delete_project(
+        &self,
+        m: &Mutation,
+        name: &ProjectName,
+        force: bool,
+        etag: &str,
+    ) -> Result<()> {
+        mutate!(self, m, |tx| async {
+            let project = lock_project(tx, name).await?;
+            check_etag(project.etag, etag)?;
+            if !force {
+                let live: Option<(String,)> = tx
+                    .fetch_optional(
+                        &Query::select()
+                            .column(Instances::InstanceId)
+                            .from(Instances::Table)
+                            .and_where(
+                                Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()),
+                            )
+                            .and_where(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+                            .and_where(Expr::col(Instances::Status).ne("TERMINATED"))
+                            .limit(1)
+                            .to_owned(),
+                    )
+                    .await?;
+                if live.is_some() {
+                    return Err(Error::precondition(
+                        "HAS_CHILDREN",
+                        format!("{name} still has live instances; delete them first or set force"),
+                    ));
+                }
+            }
+            tx.execute(
+                &Query::delete()
+                    .from_table(Projects::Table)
+                    .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
+                    .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
+                    .to_owned(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! Workspaces: the tenants. Deleting one removes its projects, instances, agent heads
+//! and API keys by cascade; agent revisions and the audit log stay (append-only).
+
+use agentry_core::{
+    Error, Result,
+    model::{Labels, Page, Quotas, QuotasPatch, Workspace},
+    names::WorkspaceName,
+    time::now_micros,
+};
+use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+
+use crate::{
+    PageRequest, Store,
+    db::{Tx, named},
+    mutation::{Mutation, mutate},
+    paginate,
+    rows::{check_etag, json, labels, to_json},
+    tables::{IdempotencyKeys, Projects, Workspaces},
+};
+
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub quotas: Quotas,
+    pub labels: Labels,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspacePatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub quotas: QuotasPatch,
+    pub labels: Option<Labels>,
+    pub etag: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkspaceRow {
+    workspace_id: String,
+    display_name: String,
+    description: String,
+    quotas: String,
+    labels: String,
+    etag: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl TryFrom<WorkspaceRow> for Workspace {
+    type Error = Error;
+
+    fn try_from(row: WorkspaceRow) -> Result<Self> {
+        Ok(Self {
+            quotas: json("quotas", &row.quotas)?,
+            labels: labels(&row.labels)?,
+            id: row.workspace_id,
+            display_name: row.display_name,
+            description: row.description,
+            etag: row.etag,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        })
+    }
+}
+
+fn select() -> SelectStatement {
+    Query::select()
+        .columns([
+            Workspaces::WorkspaceId,
+            Workspaces::DisplayName,
+            Workspaces::Description,
+            Workspaces::Quotas,
+            Workspaces::Labels,
+            Workspaces::Etag,
+            Workspaces::CreateTime,
+            Workspaces::UpdateTime,
+        ])
+        .from(Workspaces::Table)
+        .to_owned()
+}
+
+fn by_id(id: &str) -> SelectStatement {
+    select()
+        .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
+        .to_owned()
+}
+
+fn not_found(id: &str) -> Error {
+    Error::not_found(
+        WorkspaceName {
+            workspace: id.to_owned(),
+        }
+        .to_string(),
+    )
+}
+
+/// The workspace row, locked until the transaction ends (a no-op lock on SQLite, where
+/// the single writer already serializes).
+pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
+    let row: Option<WorkspaceRow> = tx
+        .fetch_optional(&by_id(id).lock(LockType::Update).to_owned())
+        .await?;
+    row.ok_or_else(|| not_found(id))?.try_into()
+}
+
+impl Store {
+    pub async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+        mutate!(self, m, |tx| async {
+            let now = now_micros();
+            let workspace = Workspace {
+                id: new.id.clone(),
+                display_name: new.display_name.clone(),
+                description: new.description.clone(),
+                quotas: new.quotas,
+                labels: new.labels.clone(),
+                etag: 1,
+                create_time: now,
+                update_time: now,
+            };
+            let insert = Query::insert()
+                .into_table(Workspaces::Table)
+                .columns([
+                    Workspaces::WorkspaceId,
+                    Workspaces::DisplayName,
+                    Workspaces::Description,
+                    Workspaces::Quotas,
+                    Workspaces::Labels,
+                    Workspaces::Etag,
+                    Workspaces::CreateTime,
+                    Workspaces::UpdateTime,
+                ])
+                .values_panic([
+                    workspace.id.clone().into(),
+                    workspace.display_name.clone().into(),
+                    workspace.description.clone().into(),
+                    to_json(&workspace.quotas).into(),
+                    to_json(&workspace.labels).into(),
+                    workspace.etag.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&insert)
+                .await
+                .map_err(|e| named(e, &m.resource))?;
+            Ok(workspace)
+        })
+    }
+
+    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+        let row: Option<WorkspaceRow> = self.db.fetch_optional(&by_id(id)).await?;
+        row.ok_or_else(|| not_found(id))?.try_into()
+    }
+
+    pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+        let mut stmt = select();
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col(Workspaces::WorkspaceId).gt(after.as_str()));
+        }
+        stmt.order_by(Workspaces::WorkspaceId, Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<WorkspaceRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(Workspace::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |w| w.id.clone()))
+    }
+
+    pub async fn update_workspace(
+        &self,
+        m: &Mutation,
+        id: &str,
+        patch: WorkspacePatch,
+    ) -> Result<Workspace> {
+        mutate!(self, m, |tx| async {
+            let mut workspace = lock_workspace(tx, id).await?;
+            check_etag(workspace.etag, &patch.etag)?;
+            if let Some(v) = &patch.display_name {
+                workspace.display_name = v.clone();
+            }
+            if let Some(v) = &patch.description {
+                workspace.description = v.clone();
+            }
+            workspace.quotas = patch.quotas.apply(workspace.quotas);
+            if let Some(v) = &patch.labels {
+                workspace.labels = v.clone();
+            }
+            workspace.etag += 1;
+            workspace.update_time = now_micros().max(workspace.update_time + 1);
+            let update = Query::update()
+                .table(Workspaces::Table)
+                .values([
+                    (
+                        Workspaces::DisplayName,
+                        workspace.display_name.clone().into(),
+                    ),
+                    (
+                        Workspaces::Description,
+                        workspace.description.clone().into(),
+                    ),
+                    (Workspaces::Quotas, to_json(&workspace.quotas).into()),
+                    (Workspaces::Labels, to_json(&workspace.labels).into()),
+                    (Workspaces::Etag, workspace.etag.into()),
+                    (Workspaces::UpdateTime, workspace.update_time.into()),
+                ])
+                .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
+                .to_owned();
+            tx.execute(&update).await?;
+            Ok(workspace)
+        })
+    }
+
+    pub async fn delete_workspace(
+        &self,
+        m: &Mutation,
+        id: &str,
+        force: bool,
+        etag: &str,
+    ) -> Result<()> {
+        mutate!(self, m, |tx| async {
+            let workspace = lock_workspace(tx, id).await?;
+            check_etag(workspace.etag, etag)?;
+            if !force {
+                let child: Option<(String,)> = tx
+                    .fetch_optional(
+                        &Query::select()
+                            .column(Projects::ProjectId)
+                            .from(Projects::Table)
+                            .and_where(Expr::col(Projects::WorkspaceId).eq(id))
+                            .limit(1)
+                            .to_owned(),
+                    )
+                    .await?;
+                if child.is_some() {
+                    return Err(Error::precondition(
+                        "HAS_CHILDREN",
+                        format!(
+                            "{} still has projects; delete them first or set force",
+                            m.resource
+                        ),
+                    ));
+                }
+            }
+            tx.execute(
+                &Query::delete()
+                    .from_table(Workspaces::Table)
+                    .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
+                    .to_owned(),
+            )
+            .await?;
+            // Results stored for the old workspace must not be replayed for a new one.
+            tx.execute(
+                &Query::delete()
+                    .from_table(IdempotencyKeys::Table)
+                    .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(id))
+                    .to_owned(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
