@@ -23,6 +23,18 @@ enum Command {
     Serve(ServeArgs),
     /// Apply schema migrations and exit.
     Migrate(DatabaseArgs),
+    /// Ask a running server's `grpc.health.v1` whether it is SERVING (exit 0) or not (1).
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The server's address.
+    #[arg(long, env = "AGENTRY_LISTEN", default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// A service name; empty asks about the server as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
 }
 
 #[derive(Args)]
@@ -72,6 +84,7 @@ fn load(args: &DatabaseArgs) -> anyhow::Result<Config> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Health(args) => health(args).await,
         Command::Migrate(args) => {
             let config = load(&args)?;
             let _telemetry = agentry_server::telemetry::init(config.log_format)?;
@@ -116,6 +129,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.shutdown().await
         }
     }
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?.connect_timeout(Duration::from_secs(2));
+    let mut client = HealthClient::new(endpoint.connect().await.context("cannot connect")?);
+    let status = client.check(HealthCheckRequest { service: args.service }).await?.into_inner().status();
+    println!("{}", status.as_str_name());
+    if status == ServingStatus::Serving { Ok(()) } else { std::process::exit(1) }
 }
 
 async fn shutdown_signal() {

@@ -25,13 +25,10 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
             Ok(n) => tracing::info!(instances = n, "heartbeat lapsed; marked offline"),
             Err(error) => tracing::warn!(%error, "reaper could not mark offline instances"),
         }
-        if ticks % 600 == 1 {
-            if let Err(error) = store
-                .purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US)
-                .await
-            {
-                tracing::warn!(%error, "reaper could not purge idempotency keys");
-            }
+        if ticks % 600 == 1
+            && let Err(error) = store.purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US).await
+        {
+            tracing::warn!(%error, "reaper could not purge idempotency keys");
         }
     }
 }
