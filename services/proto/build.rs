@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|e| e == "proto"))
         .collect();
     files.sort();
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("agentry/v1").display()
+    );
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -61,6 +61,13 @@ pub enum Error {
         message: String,
         metadata: BTreeMap<String, String>,
     },
+    /// A position outside what is stored, e.g. a compacted version (`VERSION_COMPACTED`).
+    #[error("{message}")]
+    OutOfRange {
+        reason: &'static str,
+        message: String,
+        metadata: BTreeMap<String, String>,
+    },
     #[error("{message}")]
     PermissionDenied {
         reason: &'static str,
@@ -141,6 +148,7 @@ impl Error {
             Self::InvalidArgument { reason, .. }
             | Self::FailedPrecondition { reason, .. }
             | Self::Aborted { reason, .. }
+            | Self::OutOfRange { reason, .. }
             | Self::PermissionDenied { reason, .. }
             | Self::Unauthenticated { reason, .. } => reason,
             Self::NotFound { .. } => "RESOURCE_NOT_FOUND",

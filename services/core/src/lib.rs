@@ -3,6 +3,7 @@
 //! the store and the server share. Nothing here knows about SQL or gRPC.
 
 pub mod apikey;
+pub mod document;
 pub mod error;
 pub mod json;
 pub mod model;

@@ -220,3 +220,76 @@ impl QuotasPatch {
         .or_defaults()
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContextOp {
+    Create,
+    Replace,
+    MergePatch,
+    JsonPatch,
+    Rollback,
+}
+
+impl ContextOp {
+    pub const ALL: [Self; 5] = [
+        Self::Create,
+        Self::Replace,
+        Self::MergePatch,
+        Self::JsonPatch,
+        Self::Rollback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Replace => "REPLACE",
+            Self::MergePatch => "MERGE_PATCH",
+            Self::JsonPatch => "JSON_PATCH",
+            Self::Rollback => "ROLLBACK",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub workspace: String,
+    pub project: String,
+    pub id: String,
+    /// Instance id in the same project, or empty.
+    pub owner: String,
+    pub description: String,
+    pub keep_last: i32,
+    /// 0 while the context has no versions.
+    pub head_version: i64,
+    /// The oldest retained version (1 until compaction starts).
+    pub floor_version: i64,
+    pub labels: Labels,
+    pub create_time: Micros,
+    pub update_time: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextVersion {
+    pub version: i64,
+    pub op: ContextOp,
+    pub rollback_of: i64,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub author: String,
+    pub description: String,
+    pub request_id: String,
+    pub create_time: Micros,
+    /// Present when the caller asked for the document.
+    pub data: Option<Value>,
+}
+
+/// What WriteContext and RollbackContext answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    pub version: ContextVersion,
+    pub noop: bool,
+}

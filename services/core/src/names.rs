@@ -237,6 +237,49 @@ impl fmt::Display for InstanceName {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextName {
+    pub workspace: String,
+    pub project: String,
+    pub context: String,
+}
+
+impl ContextName {
+    pub fn parse(field: &str, name: &str) -> Result<Self> {
+        let ids = segments(
+            field,
+            name,
+            &["workspaces", "projects", "contexts"],
+            "context",
+        )?;
+        for id in &ids {
+            check_slug!(field, name, id);
+        }
+        Ok(Self {
+            workspace: ids[0].to_owned(),
+            project: ids[1].to_owned(),
+            context: ids[2].to_owned(),
+        })
+    }
+
+    pub fn project(&self) -> ProjectName {
+        ProjectName {
+            workspace: self.workspace.clone(),
+            project: self.project.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ContextName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workspaces/{}/projects/{}/contexts/{}",
+            self.workspace, self.project, self.context
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,8 @@ pub enum Action {
     /// Agents and instances.
     Develop,
     HeartbeatInstance,
+    /// Creating contexts and appending versions.
+    WriteContext,
     /// Creating, listing and deleting workspaces, and changing quotas.
     Operate,
 }
@@ -52,7 +54,9 @@ impl Action {
             Self::Read => true,
             Self::ManageWorkspace | Self::ManageProjects | Self::ManageKeys => role == Admin,
             Self::Develop => matches!(role, Admin | Developer),
-            Self::HeartbeatInstance => matches!(role, Admin | Developer | Worker),
+            Self::HeartbeatInstance | Self::WriteContext => {
+                matches!(role, Admin | Developer | Worker)
+            }
             Self::Operate => false,
         }
     }

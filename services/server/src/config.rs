@@ -49,6 +49,10 @@ pub struct Config {
     /// How often the background reaper looks for lapsed heartbeats.
     #[serde(with = "humantime_secs")]
     pub reaper_interval: Duration,
+    /// How often streams look at storage when no wake-up came (the fallback when a
+    /// notification is lost).
+    #[serde(with = "humantime_secs")]
+    pub poll_interval: Duration,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Database connections per server process.
@@ -67,6 +71,7 @@ impl Default for Config {
             migrate: true,
             root_key: None,
             reaper_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
             max_message_bytes: 4 << 20,
             db_max_connections: 16,
             shutdown_grace: Duration::from_secs(10),

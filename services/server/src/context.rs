@@ -2,19 +2,32 @@
 //! request into a [`Mutation`] (request id, request hash, audit identity) or a
 //! [`PageRequest`].
 
-use agentry_core::{Error, Result, model::Page, page::PageTokens};
+use agentry_core::{Error, Result, model::Page, names::ContextName, page::PageTokens};
 use agentry_store::{Mutation, PageRequest, Store};
 use prost::Message;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use crate::{auth::Principal, convert};
+use crate::{auth::Principal, convert, notify::Hub};
 
 pub struct Ctx {
     pub store: Store,
     pub pages: PageTokens,
+    /// Wake-ups for streams.
+    pub hub: Hub,
+    /// Flips to true when the server shuts down; streams end cleanly on it.
+    pub stopping: watch::Receiver<bool>,
+    /// How often a stream looks at storage when no wake-up came.
+    pub poll_interval: std::time::Duration,
 }
 
 impl Ctx {
+    /// Wakes watchers of a context on this replica (others hear Postgres NOTIFY).
+    pub fn publish_context(&self, name: &ContextName) {
+        self.hub
+            .publish(context_key(&name.workspace, &name.project, &name.context));
+    }
+
     /// Describes a write. The request hash covers the whole encoded request (maps encode
     /// in key order), so a reused `request_id` with any other field changed is detected.
     pub fn mutation(
@@ -67,4 +80,9 @@ impl Ctx {
 /// A required message field.
 pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "required"))
+}
+
+/// The key of a context in wake-ups; the same string the store NOTIFYs.
+pub fn context_key(workspace: &str, project: &str, context: &str) -> String {
+    format!("{workspace}/{project}/{context}")
 }

@@ -52,6 +52,14 @@ pub fn to_status(error: Error) -> Status {
             metadata.extend(extra);
             (Code::Aborted, message)
         }
+        Error::OutOfRange {
+            message,
+            metadata: extra,
+            ..
+        } => {
+            metadata.extend(extra);
+            (Code::OutOfRange, message)
+        }
         Error::PermissionDenied { message, .. } => (Code::PermissionDenied, message),
         Error::Unauthenticated { message, .. } => (Code::Unauthenticated, message),
         Error::QuotaExceeded { violations } => {

@@ -4,16 +4,21 @@
 pub mod auth;
 pub mod config;
 mod context;
+mod contexts;
 mod convert;
 mod error;
+mod notify;
 mod reaper;
 mod registry;
+mod rpc;
 pub mod telemetry;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentry_core::{apikey, page::PageTokens};
-use agentry_proto::v1::registry_service_server::RegistryServiceServer;
+use agentry_proto::v1::{
+    context_service_server::ContextServiceServer, registry_service_server::RegistryServiceServer,
+};
 use agentry_store::Store;
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -25,11 +30,12 @@ use crate::{
     auth::{AuthLayer, Authenticator},
     config::Config,
     context::Ctx,
+    contexts::Contexts,
     registry::Registry,
 };
 
 /// Service names reported by `grpc.health.v1`, besides the overall `""`.
-const SERVICES: &[&str] = &["agentry.v1.RegistryService"];
+const SERVICES: &[&str] = &["agentry.v1.RegistryService", "agentry.v1.ContextService"];
 
 /// A server started by [`start`].
 pub struct RunningServer {
@@ -39,6 +45,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     reaper: JoinHandle<()>,
+    listener: JoinHandle<()>,
     store: Store,
     grace: Duration,
 }
@@ -61,6 +68,7 @@ impl RunningServer {
             }
         };
         let _ = self.reaper.await;
+        let _ = self.listener.await;
         self.store.close().await;
         result
     }
@@ -95,9 +103,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
+    let (stop, stopped) = watch::channel(false);
+    let hub = notify::Hub::default();
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         pages,
+        hub: hub.clone(),
+        stopping: stopped.clone(),
+        poll_interval: config.poll_interval,
     });
     let auth = Arc::new(Authenticator::new(store.clone(), root_hash));
 
@@ -119,13 +132,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let contexts = ContextServiceServer::new(Contexts::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
 
+    let listener_task = tokio::spawn(notify::forward_postgres(
+        store.clone(),
+        agentry_store::CONTEXT_CHANNEL,
+        hub,
+        stopped.clone(),
+    ));
     let reaper = tokio::spawn(reaper::run(
         store.clone(),
         config.reaper_interval,
@@ -137,7 +158,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(registry);
+        .add_service(registry)
+        .add_service(contexts);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
         async move {
@@ -160,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stop,
         server,
         reaper,
+        listener: listener_task,
         store,
         grace: config.shutdown_grace,
     })

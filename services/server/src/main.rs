@@ -132,12 +132,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?.connect_timeout(Duration::from_secs(2));
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
+        .connect_timeout(Duration::from_secs(2));
     let mut client = HealthClient::new(endpoint.connect().await.context("cannot connect")?);
-    let status = client.check(HealthCheckRequest { service: args.service }).await?.into_inner().status();
+    let status = client
+        .check(HealthCheckRequest {
+            service: args.service,
+        })
+        .await?
+        .into_inner()
+        .status();
     println!("{}", status.as_str_name());
-    if status == ServingStatus::Serving { Ok(()) } else { std::process::exit(1) }
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
 }
 
 async fn shutdown_signal() {

@@ -26,7 +26,9 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
             Err(error) => tracing::warn!(%error, "reaper could not mark offline instances"),
         }
         if ticks % 600 == 1
-            && let Err(error) = store.purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US).await
+            && let Err(error) = store
+                .purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US)
+                .await
         {
             tracing::warn!(%error, "reaper could not purge idempotency keys");
         }

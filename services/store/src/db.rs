@@ -176,6 +176,19 @@ impl Db {
         }
     }
 
+    pub(crate) async fn listen(&self, channel: &str) -> Result<Option<sqlx::postgres::PgListener>> {
+        match self {
+            Self::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+                    .await
+                    .map_err(map_connect)?;
+                listener.listen(channel).await.map_err(map_err)?;
+                Ok(Some(listener))
+            }
+            Self::Sqlite { .. } => Ok(None),
+        }
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Self::Postgres(pool) => pool.close().await,
@@ -194,6 +207,32 @@ pub(crate) enum Tx {
 }
 
 impl Tx {
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    pub(crate) async fn fetch_all<R: Record>(&mut self, stmt: &impl Statement) -> Result<Vec<R>> {
+        match self {
+            Self::Postgres(tx) => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(map_err)
+            }
+            Self::Sqlite(tx) => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                sqlx::query_as_with::<_, R, _>(&sql, values)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(map_err)
+            }
+        }
+    }
+
     pub(crate) async fn execute(&mut self, stmt: &impl Statement) -> Result<u64> {
         match self {
             Self::Postgres(tx) => {

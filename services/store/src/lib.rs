@@ -7,6 +7,7 @@
 
 mod agents;
 mod api_keys;
+mod contexts;
 mod db;
 mod instances;
 mod mutation;
@@ -18,6 +19,7 @@ mod workspaces;
 
 pub use agents::{AgentPatch, NewAgent};
 pub use api_keys::{KeyRecord, NewApiKey};
+pub use contexts::{CONTEXT_CHANNEL, ContextChange, ContextWrite, NewContext, VersionFilter};
 pub use db::Backend;
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
 pub use mutation::Mutation;
@@ -54,6 +56,12 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
+    }
+
+    /// A Postgres LISTEN on `channel`; `None` on SQLite, where one process owns the file
+    /// and in-process wake-ups suffice.
+    pub async fn listen(&self, channel: &str) -> Result<Option<sqlx::postgres::PgListener>> {
+        self.db.listen(channel).await
     }
 
     pub async fn close(&self) {

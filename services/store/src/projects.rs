@@ -15,7 +15,7 @@ use crate::{
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, labels, to_json},
-    tables::{Instances, Projects},
+    tables::{Contexts, Instances, Projects},
     workspaces::lock_workspace,
 };
 
@@ -260,13 +260,27 @@ impl Store {
                             .to_owned(),
                     )
                     .await?;
-                if live.is_some() {
+                let context: Option<(String,)> = tx
+                    .fetch_optional(
+                        &Query::select()
+                            .column(Contexts::ContextId)
+                            .from(Contexts::Table)
+                            .and_where(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
+                            .and_where(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
+                            .limit(1)
+                            .to_owned(),
+                    )
+                    .await?;
+                if live.is_some() || context.is_some() {
                     return Err(Error::precondition(
                         "HAS_CHILDREN",
-                        format!("{name} still has live instances; delete them first or set force"),
+                        format!(
+                            "{name} still has live instances or contexts; delete them first or set force"
+                        ),
                     ));
                 }
             }
+            crate::contexts::release_project_blobs(tx, name).await?;
             tx.execute(
                 &Query::delete()
                     .from_table(Projects::Table)

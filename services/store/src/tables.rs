@@ -117,3 +117,47 @@ pub(crate) enum AuditLog {
     RequestId,
     Outcome,
 }
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum Contexts {
+    Table,
+    WorkspaceId,
+    ProjectId,
+    ContextId,
+    Owner,
+    Description,
+    KeepLast,
+    HeadVersion,
+    FloorVersion,
+    Labels,
+    CreateTime,
+    UpdateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum ContextVersions {
+    Table,
+    WorkspaceId,
+    ProjectId,
+    ContextId,
+    Version,
+    Op,
+    RollbackOf,
+    Sha256,
+    SizeBytes,
+    Author,
+    Description,
+    RequestId,
+    CreateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum ContextBlobs {
+    Table,
+    WorkspaceId,
+    Sha256,
+    Data,
+    SizeBytes,
+    Refs,
+    CreateTime,
+}

@@ -15,7 +15,7 @@ use crate::{
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, json, labels, to_json},
-    tables::{IdempotencyKeys, Projects, Workspaces},
+    tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
 
 #[derive(Debug, Clone)]
@@ -249,6 +249,13 @@ impl Store {
                 &Query::delete()
                     .from_table(Workspaces::Table)
                     .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
+                    .to_owned(),
+            )
+            .await?;
+            tx.execute(
+                &Query::delete()
+                    .from_table(ContextBlobs::Table)
+                    .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(id))
                     .to_owned(),
             )
             .await?;

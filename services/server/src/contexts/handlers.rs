@@ -1,0 +1,353 @@
+//! Unary ContextService handlers. READER reads; ADMIN, DEVELOPER and WORKER write;
+//! deleting a context (its whole history) takes ADMIN or DEVELOPER.
+
+use agentry_core::{
+    Error, Result, document,
+    names::{ContextName, InstanceName, ProjectName, validate_slug},
+};
+use agentry_proto::v1::{self as pb, write_context_request::Change};
+use agentry_store::{ContextChange, ContextWrite, NewContext, VersionFilter};
+
+use super::convert::{
+    context_to_proto, op_from_name, patch_from_proto, patch_to_proto, version_to_proto,
+};
+use crate::{
+    auth::{Action, Principal},
+    context::Ctx,
+    convert::{self, rfc3339_micros, value_to_json},
+};
+
+fn keep_last(value: i32) -> Result<i32> {
+    if !(0..=1_000_000).contains(&value) {
+        return Err(Error::invalid(
+            "context.keep_last",
+            "between 1 and 1000000 (0: the workspace default)",
+        ));
+    }
+    Ok(value)
+}
+
+/// The owner instance's id, which must be in the context's project.
+fn owner(project: &ProjectName, owner: &str) -> Result<String> {
+    if owner.is_empty() {
+        return Ok(String::new());
+    }
+    let instance = InstanceName::parse("context.owner", owner)?;
+    if instance.project() != *project {
+        return Err(Error::invalid(
+            "context.owner",
+            "the owner must be an instance of the context's project",
+        ));
+    }
+    Ok(instance.instance)
+}
+
+fn document_value(field: &str, value: prost_types::Value) -> Result<serde_json::Value> {
+    let value = value_to_json(field, value, 0)?;
+    if !value.is_object() {
+        return Err(Error::invalid(
+            field,
+            "a context document must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+fn expected_version(value: Option<i64>) -> Result<Option<i64>> {
+    match value {
+        Some(v) if v < 0 => Err(Error::invalid("expected_version", "must not be negative")),
+        other => Ok(other),
+    }
+}
+
+pub async fn create_context(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::CreateContextRequest,
+) -> Result<pb::Context> {
+    let parent = ProjectName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::WriteContext)?;
+    validate_slug("context_id", &req.context_id)?;
+    let name = ContextName {
+        workspace: parent.workspace.clone(),
+        project: parent.project.clone(),
+        context: req.context_id.clone(),
+    };
+    let m = ctx.mutation(
+        p,
+        "CreateContext",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let c = req.context.unwrap_or_default();
+    let new = NewContext {
+        owner: owner(&parent, &c.owner)?,
+        description: convert::text("context.description", c.description)?,
+        keep_last: keep_last(c.keep_last)?,
+        labels: convert::labels("context.labels", c.labels)?,
+        data: req.data.map(|d| document_value("data", d)).transpose()?,
+        name: name.clone(),
+    };
+    let (context, version) = ctx.store.create_context(&m, new).await?;
+    if version.is_some() {
+        ctx.publish_context(&name);
+    }
+    Ok(context_to_proto(context))
+}
+
+pub async fn get_context(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::GetContextRequest,
+) -> Result<pb::Context> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    ctx.store.get_context(&name).await.map(context_to_proto)
+}
+
+pub async fn list_contexts(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListContextsRequest,
+) -> Result<pb::ListContextsResponse> {
+    let parent = ProjectName::parse("parent", &req.parent)?;
+    p.check(&parent.workspace, Action::Read)?;
+    let owner_filter = match req.filter.trim() {
+        "" => None,
+        text => {
+            let value = text
+                .strip_prefix("owner")
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"'))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "filter",
+                        "supported: owner = \"workspaces/w/projects/p/instances/i\"",
+                    )
+                })?;
+            Some(owner(&parent, value).map_err(|_| {
+                Error::invalid("filter", "owner must be an instance of this project")
+            })?)
+        }
+    };
+    let scope = format!("ListContexts {parent} {}", req.filter);
+    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let listed = ctx
+        .store
+        .list_contexts(&parent, owner_filter.as_deref(), &page)
+        .await?;
+    let (contexts, next_page_token) = ctx.finish_page(&scope, listed, context_to_proto);
+    Ok(pb::ListContextsResponse {
+        contexts,
+        next_page_token,
+    })
+}
+
+pub async fn delete_context(ctx: &Ctx, p: &Principal, req: pb::DeleteContextRequest) -> Result<()> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Develop)?;
+    let m = ctx.mutation(
+        p,
+        "DeleteContext",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    ctx.store.delete_context(&m, &name).await?;
+    ctx.publish_context(&name);
+    Ok(())
+}
+
+async fn write(
+    ctx: &Ctx,
+    m: agentry_store::Mutation,
+    name: &ContextName,
+    write: ContextWrite,
+) -> Result<pb::WriteContextResponse> {
+    let outcome = ctx.store.write_context(&m, name, write).await?;
+    if !outcome.noop {
+        ctx.publish_context(name);
+    }
+    Ok(pb::WriteContextResponse {
+        version: Some(version_to_proto(name, outcome.version)),
+        noop: outcome.noop,
+    })
+}
+
+pub async fn write_context(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::WriteContextRequest,
+) -> Result<pb::WriteContextResponse> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::WriteContext)?;
+    let m = ctx.mutation(
+        p,
+        "WriteContext",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let change = match req.change {
+        None => {
+            return Err(Error::invalid(
+                "change",
+                "set exactly one of data, merge_patch, json_patch",
+            ));
+        }
+        Some(Change::Data(data)) => ContextChange::Replace(document_value("data", data)?),
+        Some(Change::MergePatch(patch)) => {
+            ContextChange::MergePatch(value_to_json("merge_patch", patch, 0)?)
+        }
+        Some(Change::JsonPatch(patch)) => ContextChange::JsonPatch(patch_from_proto(patch)?),
+    };
+    let update = ContextWrite {
+        change,
+        expected_version: expected_version(req.expected_version)?,
+        description: convert::text("description", req.description)?,
+    };
+    write(ctx, m, &name, update).await
+}
+
+pub async fn rollback_context(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::RollbackContextRequest,
+) -> Result<pb::WriteContextResponse> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::WriteContext)?;
+    if req.target_version < 1 {
+        return Err(Error::invalid(
+            "target_version",
+            "must be a version (1 or more)",
+        ));
+    }
+    let m = ctx.mutation(
+        p,
+        "RollbackContext",
+        &name.workspace,
+        name.to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let update = ContextWrite {
+        change: ContextChange::Rollback(req.target_version),
+        expected_version: expected_version(req.expected_version)?,
+        description: convert::text("description", req.description)?,
+    };
+    write(ctx, m, &name, update).await
+}
+
+fn version_number(field: &str, value: i64) -> Result<Option<i64>> {
+    match value {
+        0 => Ok(None),
+        v if v < 0 => Err(Error::invalid(field, "must not be negative")),
+        v => Ok(Some(v)),
+    }
+}
+
+pub async fn read_context(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ReadContextRequest,
+) -> Result<pb::ContextVersion> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let version = ctx
+        .store
+        .read_context(&name, version_number("version", req.version)?)
+        .await?;
+    Ok(version_to_proto(&name, version))
+}
+
+/// `author = "…" AND op = MERGE_PATCH AND create_time > "RFC 3339"`.
+fn version_filter(text: &str) -> Result<VersionFilter> {
+    let mut filter = VersionFilter::default();
+    if text.trim().is_empty() {
+        return Ok(filter);
+    }
+    let bad = |why: &str| {
+        Error::invalid(
+            "filter",
+            format!(
+                "{why}; supported: author = \"…\", op = MERGE_PATCH, create_time > \"RFC 3339\", create_time < \"…\", joined by AND"
+            ),
+        )
+    };
+    for term in text.split(" AND ") {
+        let term = term.trim();
+        let (key, operator, value) = ["=", ">", "<"]
+            .iter()
+            .find_map(|op| {
+                term.split_once(op)
+                    .map(|(k, v)| (k.trim(), *op, v.trim().trim_matches('"')))
+            })
+            .ok_or_else(|| bad("expected key = value"))?;
+        match (key, operator) {
+            ("author", "=") => filter.author = Some(value.to_owned()),
+            ("op", "=") => filter.op = Some(op_from_name(value).ok_or_else(|| bad("unknown op"))?),
+            ("create_time", ">") => {
+                filter.after_time =
+                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
+            }
+            ("create_time", "<") => {
+                filter.before_time =
+                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
+            }
+            _ => return Err(bad("unsupported term")),
+        }
+    }
+    Ok(filter)
+}
+
+pub async fn list_context_versions(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ListContextVersionsRequest,
+) -> Result<pb::ListContextVersionsResponse> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let full = match pb::ContextVersionView::try_from(req.view) {
+        Ok(pb::ContextVersionView::Full) => true,
+        Ok(_) => false,
+        Err(_) => return Err(Error::invalid("view", "BASIC or FULL")),
+    };
+    let filter = version_filter(&req.filter)?;
+    let scope = format!("ListContextVersions {name} {full} {}", req.filter);
+    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let listed = ctx
+        .store
+        .list_context_versions(&name, &filter, full, &page)
+        .await?;
+    let (versions, next_page_token) =
+        ctx.finish_page(&scope, listed, |v| version_to_proto(&name, v));
+    Ok(pb::ListContextVersionsResponse {
+        versions,
+        next_page_token,
+    })
+}
+
+pub async fn diff_context_versions(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::DiffContextVersionsRequest,
+) -> Result<pb::DiffContextVersionsResponse> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let from = version_number("from_version", req.from_version)?
+        .ok_or_else(|| Error::invalid("from_version", "required"))?;
+    let to = version_number("to_version", req.to_version)?
+        .ok_or_else(|| Error::invalid("to_version", "required"))?;
+    let (from, to) = tokio::try_join!(
+        ctx.store.read_context(&name, Some(from)),
+        ctx.store.read_context(&name, Some(to))
+    )?;
+    let operations = document::diff(&from.data.unwrap_or_default(), &to.data.unwrap_or_default());
+    Ok(pb::DiffContextVersionsResponse {
+        operations: patch_to_proto(operations),
+    })
+}

@@ -1,0 +1,54 @@
+//! ContextService: immutable versioned documents with CAS writes, server-side patches,
+//! diffs, rollback, watch and retention. Unary handlers live in [`handlers`]; the watch
+//! stream in [`watch`].
+
+mod convert;
+mod handlers;
+mod watch;
+
+use std::{pin::Pin, sync::Arc};
+
+use agentry_proto::v1::{self as pb, context_service_server::ContextService};
+use futures::Stream;
+
+use crate::{context::Ctx, rpc::rpc};
+
+pub struct Contexts {
+    ctx: Arc<Ctx>,
+}
+
+impl Contexts {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        Self { ctx }
+    }
+}
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + Send>>;
+
+rpc! {
+    ContextService for Contexts;
+    handlers::create_context(pb::CreateContextRequest) -> pb::Context;
+    handlers::get_context(pb::GetContextRequest) -> pb::Context;
+    handlers::list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
+    handlers::delete_context(pb::DeleteContextRequest) -> ();
+    handlers::write_context(pb::WriteContextRequest) -> pb::WriteContextResponse;
+    handlers::read_context(pb::ReadContextRequest) -> pb::ContextVersion;
+    handlers::list_context_versions(pb::ListContextVersionsRequest) -> pb::ListContextVersionsResponse;
+    handlers::diff_context_versions(pb::DiffContextVersionsRequest) -> pb::DiffContextVersionsResponse;
+    handlers::rollback_context(pb::RollbackContextRequest) -> pb::WriteContextResponse;
+    @extra {
+        type WatchContextStream = WatchStream;
+
+        async fn watch_context(
+            &self,
+            request: tonic::Request<pb::WatchContextRequest>,
+        ) -> Result<tonic::Response<Self::WatchContextStream>, tonic::Status> {
+            let principal = crate::auth::principal(&request)?;
+            watch::watch_context(self.ctx.clone(), &principal, request.into_inner())
+                .await
+                .map(|stream| tonic::Response::new(Box::pin(stream) as WatchStream))
+                .map_err(crate::error::to_status)
+        }
+    }
+}

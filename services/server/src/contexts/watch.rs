@@ -1,0 +1,110 @@
+//! WatchContext: replays retained versions after the cursor from storage, then follows
+//! new ones. The subscription to wake-ups is taken before the first read, so a version
+//! committed between a read and the wait still wakes the stream; storage is read again on
+//! every wake-up and on a timer, so versions arrive in order and exactly once whatever
+//! the notifications do. Compaction past the cursor ends the stream with OUT_OF_RANGE
+//! rather than skipping; deleting the context ends it with NOT_FOUND; server shutdown and
+//! client cancel end it quietly.
+
+use std::sync::Arc;
+
+use agentry_core::{Error, Result, names::ContextName};
+use agentry_proto::v1 as pb;
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::convert::version_to_proto;
+use crate::{
+    auth::{Action, Principal},
+    context::{Ctx, context_key},
+    error::to_status,
+};
+
+const BATCH: u64 = 100;
+
+pub async fn watch_context(
+    ctx: Arc<Ctx>,
+    p: &Principal,
+    req: pb::WatchContextRequest,
+) -> Result<impl Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + use<>> {
+    let name = ContextName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    let full = match pb::ContextVersionView::try_from(req.view) {
+        Ok(pb::ContextVersionView::Basic) => false,
+        Ok(_) => true,
+        Err(_) => return Err(Error::invalid("view", "BASIC or FULL")),
+    };
+    let mut wakeups = ctx.hub.subscribe();
+    let mut cursor = match req.after_version {
+        -1 => ctx.store.get_context(&name).await?.head_version,
+        v if v < -1 => {
+            return Err(Error::invalid(
+                "after_version",
+                "a version, 0 for all retained ones, or -1 for new ones only",
+            ));
+        }
+        v => v,
+    };
+    // Fail the call itself (not the stream) when the start is already compacted or gone.
+    let mut pending = ctx
+        .store
+        .context_versions_after(&name, cursor, BATCH, full)
+        .await?;
+    let key = context_key(&name.workspace, &name.project, &name.context);
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut stopping = ctx.stopping.clone();
+        loop {
+            for version in pending.drain(..) {
+                cursor = version.version;
+                let item = pb::WatchContextResponse {
+                    version: Some(version_to_proto(&name, version)),
+                };
+                if sender.send(Ok(item)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            let caught_up = loop {
+                match ctx
+                    .store
+                    .context_versions_after(&name, cursor, BATCH, full)
+                    .await
+                {
+                    Ok(batch) if batch.is_empty() => break true,
+                    Ok(batch) => {
+                        pending = batch;
+                        break false;
+                    }
+                    Err(Error::Unavailable { .. }) => {
+                        tokio::time::sleep(ctx.poll_interval).await;
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(to_status(error))).await;
+                        return;
+                    }
+                }
+            };
+            if !caught_up {
+                continue;
+            }
+            // Wait for a wake-up about this context, the poll timer, shutdown or cancel.
+            let poll = tokio::time::sleep(ctx.poll_interval);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    received = wakeups.recv() => match received {
+                        Ok(changed) if changed == key => break,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = &mut poll => break,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                    _ = sender.closed() => return,
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}

@@ -1,0 +1,279 @@
+//! Contexts: metadata rows (`contexts`) over gapless, immutable versions
+//! (`context_versions`) whose documents live once per workspace in `context_blobs`,
+//! addressed by the SHA-256 of their canonical JSON and reference counted.
+//!
+//! Every write locks the context row, so versions stay gapless under any number of
+//! writers and replicas (on SQLite the single writer does the same). Retention
+//! compaction raises `floor_version` before deleting below it: the database trigger only
+//! lets versions below the floor go, so history cannot be removed any other way.
+
+mod versions;
+
+use agentry_core::{
+    Error, Result,
+    model::{Context, Labels, Page},
+    names::{ContextName, InstanceName, ProjectName},
+    time::now_micros,
+};
+use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+use serde_json::Value;
+
+pub use versions::{CONTEXT_CHANNEL, ContextChange, ContextWrite, VersionFilter};
+
+use crate::{
+    PageRequest, Store,
+    db::{Tx, named},
+    mutation::{Mutation, mutate},
+    paginate,
+    projects::lock_project,
+    rows::{labels, to_json},
+    tables::{ContextVersions, Contexts, Instances},
+    workspaces::lock_workspace,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewContext {
+    pub name: ContextName,
+    /// Instance id in the same project, or empty.
+    pub owner: String,
+    pub description: String,
+    /// 0: the workspace's `context_keep_last`.
+    pub keep_last: i32,
+    pub labels: Labels,
+    /// Becomes version 1 (op CREATE).
+    pub data: Option<Value>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ContextRow {
+    workspace_id: String,
+    project_id: String,
+    context_id: String,
+    owner: String,
+    description: String,
+    keep_last: i32,
+    head_version: i64,
+    floor_version: i64,
+    labels: String,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl TryFrom<ContextRow> for Context {
+    type Error = Error;
+
+    fn try_from(row: ContextRow) -> Result<Self> {
+        Ok(Self {
+            labels: labels(&row.labels)?,
+            workspace: row.workspace_id,
+            project: row.project_id,
+            id: row.context_id,
+            owner: row.owner,
+            description: row.description,
+            keep_last: row.keep_last,
+            head_version: row.head_version,
+            floor_version: row.floor_version,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        })
+    }
+}
+
+fn select() -> SelectStatement {
+    Query::select()
+        .columns([
+            Contexts::WorkspaceId,
+            Contexts::ProjectId,
+            Contexts::ContextId,
+            Contexts::Owner,
+            Contexts::Description,
+            Contexts::KeepLast,
+            Contexts::HeadVersion,
+            Contexts::FloorVersion,
+            Contexts::Labels,
+            Contexts::CreateTime,
+            Contexts::UpdateTime,
+        ])
+        .from(Contexts::Table)
+        .to_owned()
+}
+
+pub(crate) fn where_context<T: sea_query::ConditionalStatement>(stmt: &mut T, name: &ContextName) {
+    stmt.and_where(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
+        .and_where(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
+        .and_where(Expr::col(Contexts::ContextId).eq(name.context.as_str()));
+}
+
+fn by_name(name: &ContextName) -> SelectStatement {
+    let mut stmt = select();
+    where_context(&mut stmt, name);
+    stmt
+}
+
+pub(crate) async fn lock_context(tx: &mut Tx, name: &ContextName) -> Result<Context> {
+    let row: Option<ContextRow> = tx
+        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
+        .await?;
+    row.ok_or_else(|| Error::not_found(name.to_string()))?
+        .try_into()
+}
+
+impl Store {
+    pub async fn create_context(
+        &self,
+        m: &Mutation,
+        new: NewContext,
+    ) -> Result<(Context, Option<agentry_core::model::ContextVersion>)> {
+        mutate!(self, m, |tx| async {
+            let project = new.name.project();
+            lock_project(tx, &project).await?;
+            let workspace = lock_workspace(tx, &project.workspace).await?;
+            if !new.owner.is_empty() {
+                let owner = InstanceName {
+                    workspace: project.workspace.clone(),
+                    project: project.project.clone(),
+                    instance: new.owner.clone(),
+                };
+                let found: Option<(String,)> = tx
+                    .fetch_optional(
+                        &Query::select()
+                            .column(Instances::InstanceId)
+                            .from(Instances::Table)
+                            .and_where(
+                                Expr::col(Instances::WorkspaceId).eq(owner.workspace.as_str()),
+                            )
+                            .and_where(Expr::col(Instances::ProjectId).eq(owner.project.as_str()))
+                            .and_where(Expr::col(Instances::InstanceId).eq(owner.instance.as_str()))
+                            .to_owned(),
+                    )
+                    .await?;
+                if found.is_none() {
+                    return Err(Error::not_found(owner.to_string()));
+                }
+            }
+            let now = now_micros();
+            let mut context = Context {
+                workspace: project.workspace.clone(),
+                project: project.project.clone(),
+                id: new.name.context.clone(),
+                owner: new.owner.clone(),
+                description: new.description.clone(),
+                keep_last: if new.keep_last == 0 {
+                    workspace.quotas.context_keep_last
+                } else {
+                    new.keep_last
+                },
+                head_version: 0,
+                floor_version: 1,
+                labels: new.labels.clone(),
+                create_time: now,
+                update_time: now,
+            };
+            let insert = Query::insert()
+                .into_table(Contexts::Table)
+                .columns([
+                    Contexts::WorkspaceId,
+                    Contexts::ProjectId,
+                    Contexts::ContextId,
+                    Contexts::Owner,
+                    Contexts::Description,
+                    Contexts::KeepLast,
+                    Contexts::HeadVersion,
+                    Contexts::FloorVersion,
+                    Contexts::Labels,
+                    Contexts::CreateTime,
+                    Contexts::UpdateTime,
+                ])
+                .values_panic([
+                    context.workspace.clone().into(),
+                    context.project.clone().into(),
+                    context.id.clone().into(),
+                    context.owner.clone().into(),
+                    context.description.clone().into(),
+                    context.keep_last.into(),
+                    0i64.into(),
+                    1i64.into(),
+                    to_json(&context.labels).into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned();
+            tx.execute(&insert)
+                .await
+                .map_err(|e| named(e, &m.resource))?;
+            let version = match &new.data {
+                Some(data) => {
+                    let write = versions::Append {
+                        data: data.clone(),
+                        op: agentry_core::model::ContextOp::Create,
+                        rollback_of: 0,
+                        author: m.principal.clone(),
+                        description: String::new(),
+                        request_id: m.request_id.clone(),
+                        max_bytes: workspace.quotas.max_context_bytes,
+                    };
+                    let (version, _) = versions::append(tx, &new.name, &mut context, write).await?;
+                    Some(version)
+                }
+                None => None,
+            };
+            Ok((context, version))
+        })
+    }
+
+    pub async fn get_context(&self, name: &ContextName) -> Result<Context> {
+        let row: Option<ContextRow> = self.db.fetch_optional(&by_name(name)).await?;
+        row.ok_or_else(|| Error::not_found(name.to_string()))?
+            .try_into()
+    }
+
+    pub async fn list_contexts(
+        &self,
+        project: &ProjectName,
+        owner: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Context>> {
+        let mut stmt = select()
+            .and_where(Expr::col(Contexts::WorkspaceId).eq(project.workspace.as_str()))
+            .and_where(Expr::col(Contexts::ProjectId).eq(project.project.as_str()))
+            .to_owned();
+        if let Some(owner) = owner {
+            stmt.and_where(Expr::col(Contexts::Owner).eq(owner));
+        }
+        if let Some(after) = &page.after {
+            stmt.and_where(Expr::col(Contexts::ContextId).gt(after.as_str()));
+        }
+        stmt.order_by(Contexts::ContextId, Order::Asc)
+            .limit(page.size as u64 + 1);
+        let rows: Vec<ContextRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(Context::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |c| c.id.clone()))
+    }
+
+    pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
+        mutate!(self, m, |tx| async {
+            lock_context(tx, name).await?;
+            let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
+            where_context(&mut delete, name);
+            tx.execute(&delete).await?;
+            // The context row is gone, so the trigger lets its versions go.
+            let mut versions = Query::delete()
+                .from_table(ContextVersions::Table)
+                .to_owned();
+            versions::where_versions(&mut versions, name);
+            let released = versions::blobs_of(tx, name, None).await?;
+            tx.execute(&versions).await?;
+            versions::release_blobs(tx, &name.workspace, released).await?;
+            Ok(())
+        })
+    }
+}
+
+/// Releases the blobs of every context of a project that is about to be deleted.
+pub(crate) async fn release_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
+    let released = versions::project_blobs(tx, project).await?;
+    versions::release_blobs(tx, &project.workspace, released).await
+}
