@@ -18,7 +18,7 @@ use crate::{
     paginate,
     rows::{check_etag, json, to_json},
     tables::{AgentRevisions, Agents, Instances},
-    workspaces::lock_workspace,
+    workspaces::read_workspace,
 };
 
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ async fn insert_revision(
 impl Store {
     pub async fn create_agent(&self, m: &Mutation, new: NewAgent) -> Result<Agent> {
         mutate!(self, m, |tx| async {
-            lock_workspace(tx, &new.workspace).await?;
+            read_workspace(tx, &new.workspace).await?;
             let now = now_micros();
             let uid = uuid::Uuid::now_v7().to_string();
             let head = Query::insert()

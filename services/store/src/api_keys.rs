@@ -14,7 +14,7 @@ use crate::{
     mutation::{Mutation, mutate},
     paginate,
     tables::ApiKeys,
-    workspaces::lock_workspace,
+    workspaces::read_workspace,
 };
 
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl Store {
         let id = uuid::Uuid::now_v7();
         let secret = apikey::new_secret(&new.workspace, &id);
         let created: CreatedApiKey = mutate!(self, m, |tx| async {
-            lock_workspace(tx, &new.workspace).await?;
+            read_workspace(tx, &new.workspace).await?;
             let key = ApiKey {
                 workspace: new.workspace.clone(),
                 id: id.hyphenated().to_string(),

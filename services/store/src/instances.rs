@@ -23,7 +23,7 @@ use crate::{
     projects::{Count, lock_project},
     rows::{check_etag, json, labels, to_json},
     tables::Instances,
-    workspaces::lock_workspace,
+    workspaces::read_workspace,
 };
 
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ impl Store {
             let project = new.name.project();
             // The project lock serializes creates in the project, so the quota holds.
             lock_project(tx, &project).await?;
-            let workspace = lock_workspace(tx, &new.name.workspace).await?;
+            let workspace = read_workspace(tx, &new.name.workspace).await?;
             let quota = workspace.quotas.max_instances_per_project;
             let live: Count = tx
                 .fetch_optional(

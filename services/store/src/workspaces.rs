@@ -106,6 +106,13 @@ pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
+/// The workspace row inside a transaction, without a lock: for reading quotas and
+/// checking existence where no count must be serialized.
+pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
+    let row: Option<WorkspaceRow> = tx.fetch_optional(&by_id(id)).await?;
+    row.ok_or_else(|| not_found(id))?.try_into()
+}
+
 impl Store {
     pub async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
         mutate!(self, m, |tx| async {

@@ -28,7 +28,7 @@ use crate::{
     projects::lock_project,
     rows::{labels, to_json},
     tables::{ContextVersions, Contexts, Instances},
-    workspaces::lock_workspace,
+    workspaces::read_workspace,
 };
 
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ impl Store {
         mutate!(self, m, |tx| async {
             let project = new.name.project();
             lock_project(tx, &project).await?;
-            let workspace = lock_workspace(tx, &project.workspace).await?;
+            let workspace = read_workspace(tx, &project.workspace).await?;
             if !new.owner.is_empty() {
                 let owner = InstanceName {
                     workspace: project.workspace.clone(),

@@ -20,7 +20,7 @@ use crate::{
     paginate,
     rows::json,
     tables::{ContextBlobs, ContextVersions, Contexts},
-    workspaces::lock_workspace,
+    workspaces::read_workspace,
 };
 
 /// The Postgres NOTIFY channel that carries `workspace/project/context` on every append.
@@ -467,7 +467,7 @@ impl Store {
                     )
                 }
             };
-            let workspace = lock_workspace(tx, &name.workspace).await?;
+            let workspace = read_workspace(tx, &name.workspace).await?;
             let record = Append {
                 data,
                 op,

@@ -1,0 +1,319 @@
+//! The ContextService benchmark (issue: ContextService). Setup: one workspace, one
+//! project, 32 contexts pre-filled past their retention (keep_last 50) so that every
+//! measured write also compacts, as in steady state.
+//!
+//! Ceilings, measured in the same run:
+//! - writes: pgbench running the statements the server runs for one WriteContext (key
+//!   lookup, the locked transaction with head check, blob upsert, version insert, head
+//!   update, compaction of one version, NOTIFY, audit record), at the same concurrency;
+//! - reads: an empty gRPC call (`grpc.health.v1.Health/Check`) at the same concurrency.
+
+use std::{io::Write as _, process::Command, time::Duration};
+
+use agentry_proto::v1 as pb;
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::{
+    Cli,
+    load::drive,
+    server::{self, channel},
+    stats::{ratio, report},
+};
+
+const CONCURRENCY: [usize; 2] = [1, 32];
+const CHANNELS: usize = 4;
+const KEEP_LAST: i32 = 50;
+
+fn value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.into_iter().map(|(k, v)| (k, value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A document of about `bytes` of canonical JSON whose `n` field varies.
+fn document(n: u64, bytes: usize) -> prost_types::Value {
+    let fields = bytes / 64;
+    let mut doc = serde_json::Map::new();
+    doc.insert("n".into(), json!(n));
+    for i in 0..fields {
+        doc.insert(format!("field_{i:03}"), json!("x".repeat(48)));
+    }
+    value(serde_json::Value::Object(doc))
+}
+
+fn context_name(i: usize) -> String {
+    format!("workspaces/bench/projects/p/contexts/c{i}")
+}
+
+pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let root = format!("bench-root-{}", uuid::Uuid::now_v7().simple());
+    let server = server::start(&cli.binary, &cli.database_url, &root).await?;
+    let duration = Duration::from_secs(cli.seconds);
+    let channels: Vec<_> =
+        futures::future::try_join_all((0..CHANNELS).map(|_| channel(&server.addr))).await?;
+
+    // Setup through the API, with an ADMIN key as a real caller would use.
+    let mut registry = server::registry(channels[0].clone(), &root);
+    registry
+        .create_workspace(pb::CreateWorkspaceRequest {
+            workspace_id: "bench".into(),
+            workspace: Some(pb::Workspace::default()),
+            request_id: String::new(),
+        })
+        .await?;
+    registry
+        .create_project(pb::CreateProjectRequest {
+            parent: "workspaces/bench".into(),
+            project_id: "p".into(),
+            project: Some(pb::Project::default()),
+            request_id: String::new(),
+        })
+        .await?;
+    let created = registry
+        .create_api_key(pb::CreateApiKeyRequest {
+            parent: "workspaces/bench".into(),
+            api_key: Some(pb::ApiKey {
+                role: pb::Role::Admin as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let key = created.secret;
+    let key_name = created.api_key.map(|k| k.name).unwrap_or_default();
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|c| server::contexts(c.clone(), &key))
+        .collect();
+    let mut setup = clients[0].clone();
+    for i in 0..32 {
+        setup
+            .create_context(pb::CreateContextRequest {
+                parent: "workspaces/bench/projects/p".into(),
+                context_id: format!("c{i}"),
+                context: Some(pb::Context {
+                    keep_last: KEEP_LAST,
+                    ..Default::default()
+                }),
+                data: Some(document(0, 1024)),
+                request_id: String::new(),
+            })
+            .await?;
+        for n in 1..=KEEP_LAST as u64 {
+            write(&mut setup, i, n).await?;
+        }
+    }
+    println!(
+        "context benchmark: {} s per measurement, server {} on Postgres, 1 KiB documents, keep_last {KEEP_LAST}\n",
+        cli.seconds, server.addr
+    );
+
+    let mut results = Vec::new();
+    for concurrency in CONCURRENCY {
+        let health: Vec<_> = channels
+            .iter()
+            .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
+            .collect();
+        let empty = drive(concurrency, duration, move |worker, _| {
+            let mut client = health[worker % CHANNELS].clone();
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let writers = clients.clone();
+        let writes = drive(concurrency, duration, move |worker, i| {
+            let mut client = writers[worker % CHANNELS].clone();
+            async move { write(&mut client, worker, 1_000_000 + i).await }
+        })
+        .await?;
+        let readers = clients.clone();
+        let reads = drive(concurrency, duration, move |worker, _| {
+            let mut client = readers[worker % CHANNELS].clone();
+            async move {
+                client
+                    .read_context(pb::ReadContextRequest {
+                        name: context_name(worker),
+                        version: 0,
+                    })
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let pgbench = pgbench(cli, &server.database_url, &key_name, concurrency)?;
+        results.push((concurrency, empty, writes, reads, pgbench));
+    }
+
+    for (concurrency, empty, writes, reads, pgbench_tps) in &results {
+        println!("— {concurrency} concurrent client(s)");
+        report("  empty gRPC call (health Check) [ceiling]", empty);
+        report("  ReadContext head", reads);
+        report("  WriteContext replace 1 KiB", writes);
+        println!(
+            "  {:<42} {pgbench_tps:>9.0} tx/s   (pgbench -M prepared, same statements) [ceiling]",
+            "pgbench: the WriteContext transaction"
+        );
+        ratio(
+            "  reads / empty call",
+            reads.per_second,
+            empty.per_second,
+            0.4,
+        );
+        ratio("  writes / pgbench", writes.per_second, *pgbench_tps, 0.5);
+        println!();
+    }
+    storage(&clients[0], &server.database_url).await
+}
+
+async fn write(client: &mut server::Contexts, context: usize, n: u64) -> anyhow::Result<()> {
+    client
+        .write_context(pb::WriteContextRequest {
+            name: context_name(context),
+            change: Some(pb::write_context_request::Change::Data(document(n, 1024))),
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// The SQL the server runs for one WriteContext (no request_id, so no idempotency
+/// lookup), in steady state where each write compacts one version.
+fn pgbench_script(key_id: &str, author: &str) -> String {
+    let doc = "x".repeat(1024);
+    format!(
+        r#"\set r random(1, 9000000000000000000)
+SELECT workspace_id, key_id, display_name, role, secret_hash, create_time, expire_time, revoke_time FROM api_keys WHERE workspace_id = 'bench' AND key_id = '{key_id}';
+BEGIN;
+SELECT workspace_id, project_id, context_id, owner, description, keep_last, head_version, floor_version, labels, create_time, update_time FROM contexts WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id FOR UPDATE \gset ctx_
+SELECT workspace_id, display_name, description, quotas, labels, etag, create_time, update_time FROM workspaces WHERE workspace_id = 'bench';
+SELECT version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version = :ctx_head_version;
+\set next :ctx_head_version + 1
+\set floor greatest(:next - {keep}, :ctx_floor_version)
+INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) VALUES ('bench', 'pgbench-' || :r, '{doc}', 1024, 1, 0) ON CONFLICT (workspace_id, sha256) DO UPDATE SET refs = context_blobs.refs + 1;
+INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time) VALUES ('bench', 'p', 'c' || :client_id, :next, 'REPLACE', 0, 'pgbench-' || :r, 1024, '{author}', '', '', 0);
+UPDATE contexts SET head_version = :next, floor_version = :floor, update_time = 0 WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id;
+SELECT sha256 AS old_sha, COUNT(version) AS old_n FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version < :floor GROUP BY sha256 \gset
+DELETE FROM context_versions WHERE version < :floor AND workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id;
+UPDATE context_blobs SET refs = refs - :old_n WHERE workspace_id = 'bench' AND sha256 = :old_sha;
+DELETE FROM context_blobs WHERE workspace_id = 'bench' AND sha256 = :old_sha AND refs <= 0;
+SELECT pg_notify('agentry_context', 'bench/p/c' || :client_id);
+INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, request_id, outcome) VALUES ('bench', 'pgbench-' || :r, 0, '{author}', 'WriteContext', 'workspaces/bench/projects/p/contexts/c', '', 'OK');
+COMMIT;
+"#,
+        keep = KEEP_LAST - 1,
+    )
+}
+
+/// Transactions per second of the WriteContext SQL through pgbench.
+fn pgbench(
+    cli: &Cli,
+    database_url: &str,
+    key_name: &str,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let key_id = key_name.rsplit('/').next().unwrap_or_default();
+    let script = tempfile_path("agentry-bench-write.sql");
+    std::fs::File::create(&script)?.write_all(pgbench_script(key_id, key_name).as_bytes())?;
+    let output = Command::new(&cli.pgbench)
+        .args(["-n", "-M", "prepared", "-f"])
+        .arg(&script)
+        .args([
+            "-c",
+            &concurrency.to_string(),
+            "-j",
+            &concurrency.min(2).to_string(),
+            "-T",
+            &cli.seconds.to_string(),
+            database_url,
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", cli.pgbench))?;
+    let _ = std::fs::remove_file(&script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .with_context(|| format!("no tps in pgbench output: {stdout}"))
+}
+
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
+}
+
+/// Storage per version for 1000 small edits of a 10 KiB document.
+async fn storage(client: &server::Contexts, database_url: &str) -> anyhow::Result<()> {
+    let mut client = client.clone();
+    let mut db = PgConnection::connect(database_url).await?;
+    let size = "SELECT (pg_total_relation_size('context_blobs') + pg_total_relation_size('context_versions'))::BIGINT";
+    sqlx::query("VACUUM context_blobs").execute(&mut db).await?;
+    let before: i64 = sqlx::query(size).fetch_one(&mut db).await?.get(0);
+    client
+        .create_context(pb::CreateContextRequest {
+            parent: "workspaces/bench/projects/p".into(),
+            context_id: "storage".into(),
+            context: Some(pb::Context {
+                keep_last: 2000,
+                ..Default::default()
+            }),
+            data: Some(document(0, 10 * 1024)),
+            request_id: String::new(),
+        })
+        .await?;
+    for n in 1..=1000u64 {
+        client
+            .write_context(pb::WriteContextRequest {
+                name: "workspaces/bench/projects/p/contexts/storage".into(),
+                change: Some(pb::write_context_request::Change::MergePatch(value(
+                    json!({"n": n}),
+                ))),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let blobs: i64 = sqlx::query(
+        "SELECT COALESCE(SUM(b.size_bytes), 0)::BIGINT FROM context_blobs b WHERE b.workspace_id = 'bench' AND EXISTS \
+         (SELECT 1 FROM context_versions v WHERE v.workspace_id = b.workspace_id AND v.sha256 = b.sha256 AND v.context_id = 'storage')",
+    )
+    .fetch_one(&mut db)
+    .await?
+    .get(0);
+    let after: i64 = sqlx::query(size).fetch_one(&mut db).await?.get(0);
+    println!("— storage, 1000 merge-patch edits of one field of a 10 KiB document (1001 versions)");
+    println!(
+        "  document bytes stored per version     {:>9.0} B (canonical JSON, one blob per distinct document)",
+        blobs as f64 / 1001.0
+    );
+    println!(
+        "  on-disk growth per version            {:>9.0} B (pg_total_relation_size of blobs + versions)",
+        (after - before) as f64 / 1001.0
+    );
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! `agentry-bench`: runs the real `agentry` binary against Postgres and prints throughput
+//! and p50/p99 next to ceilings measured in the same run, so each figure is a ratio that
+//! survives a noisy machine. `scripts/bench` builds everything and provides Postgres.
+
+mod context;
+mod load;
+mod server;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Agentry benchmarks")]
+struct Cli {
+    /// Admin URL of a Postgres server where this user may CREATE DATABASE.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// The server binary (a release build).
+    #[arg(long, default_value = "target/release/agentry")]
+    binary: String,
+    /// The pgbench binary.
+    #[arg(long, env = "PGBENCH", default_value = "pgbench")]
+    pgbench: String,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// WriteContext and ReadContext at 1 and 32 clients; pgbench and empty-call ceilings;
+    /// storage per version.
+    Context,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Context => context::run(&cli).await,
+    }
+}
