@@ -45,6 +45,7 @@ impl Ctx {
         hasher.update(request.encode_to_vec());
         Ok(Mutation {
             workspace: workspace.to_owned(),
+            scope: workspace.to_owned(),
             principal: principal.name.clone(),
             method,
             resource,

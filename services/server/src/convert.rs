@@ -153,16 +153,22 @@ pub fn text(field: &str, value: String) -> Result<String> {
 }
 
 /// The paths of an update mask, checked against the updatable fields. An absent or empty
-/// mask means every updatable field. A path may name a sub-field of an allowed message
-/// field (`quotas.max_projects`).
-pub fn mask_paths(mask: Option<prost_types::FieldMask>, allowed: &[&str]) -> Result<Vec<String>> {
+/// mask means every updatable field. Only the fields in `nested` (messages) may be named
+/// by a sub-path (`quotas.max_projects`); the caller checks the sub-field.
+pub fn mask_paths(
+    mask: Option<prost_types::FieldMask>,
+    allowed: &[&str],
+    nested: &[&str],
+) -> Result<Vec<String>> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     if paths.is_empty() {
         return Ok(allowed.iter().map(|s| (*s).to_owned()).collect());
     }
     for path in &paths {
-        let top = path.split('.').next().unwrap_or_default();
-        if !allowed.contains(&top) {
+        let (top, sub) = path
+            .split_once('.')
+            .map_or((path.as_str(), None), |(t, s)| (t, Some(s)));
+        if !allowed.contains(&top) || (sub.is_some() && !nested.contains(&top)) {
             return Err(Error::invalid(
                 "update_mask",
                 format!(

@@ -24,6 +24,9 @@ use crate::{
 pub struct Mutation {
     /// The workspace the mutation belongs to (the new one, for CreateWorkspace).
     pub workspace: String,
+    /// Where `request_id`s are unique: the workspace, or empty for calls that create
+    /// workspaces (whose request ids belong to the caller, not to the new workspace).
+    pub scope: String,
     /// The caller: an API key's resource name, or `root`.
     pub principal: String,
     /// The gRPC method, e.g. `CreateProject`.
@@ -56,7 +59,7 @@ fn lookup(m: &Mutation) -> sea_query::SelectStatement {
             IdempotencyKeys::Response,
         ])
         .from(IdempotencyKeys::Table)
-        .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(m.workspace.as_str()))
+        .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(m.scope.as_str()))
         .and_where(Expr::col(IdempotencyKeys::RequestId).eq(m.request_id.as_str()))
         .to_owned()
 }
@@ -158,7 +161,7 @@ impl Store {
                     IdempotencyKeys::CreateTime,
                 ])
                 .values_panic([
-                    m.workspace.clone().into(),
+                    m.scope.clone().into(),
                     m.request_id.clone().into(),
                     m.method.into(),
                     m.request_hash.clone().into(),

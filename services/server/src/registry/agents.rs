@@ -58,7 +58,9 @@ pub fn to_proto(a: Agent) -> pb::Agent {
         enabled: Some(spec.enabled),
         create_time: timestamp(a.create_time),
         revision_create_time: timestamp(a.revision_create_time),
-        etag: a.latest_revision.to_string(),
+        // A revision never changes, so its etag is its number; the latest one's etag is
+        // what UpdateAgent compares.
+        etag: a.revision.to_string(),
     }
 }
 
@@ -159,7 +161,7 @@ pub async fn create_agent(
         &req.request_id,
         &req,
     )?;
-    let a = req.agent.unwrap_or_default();
+    let a = required("agent", req.agent)?;
     let spec = AgentSpec {
         display_name: convert::text("agent.display_name", a.display_name)?,
         description: convert::text("agent.description", a.description)?,
@@ -224,7 +226,7 @@ pub async fn update_agent(
     let a = required("agent", req.agent.clone())?;
     let name = AgentName::parse("agent.name", &a.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
     let m = ctx.mutation(
         p,
         "UpdateAgent",

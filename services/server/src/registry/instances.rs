@@ -234,7 +234,7 @@ pub async fn update_instance(
     let i = required("instance", req.instance.clone())?;
     let name = InstanceName::parse("instance.name", &i.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
     let m = ctx.mutation(
         p,
         "UpdateInstance",

@@ -97,7 +97,7 @@ pub async fn update_project(
     let project = required("project", req.project.clone())?;
     let name = ProjectName::parse("project.name", &project.name)?;
     p.check(&name.workspace, Action::ManageProjects)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
     let m = ctx.mutation(
         p,
         "UpdateProject",

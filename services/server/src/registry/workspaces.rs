@@ -100,7 +100,7 @@ pub async fn create_workspace(
     let name = WorkspaceName {
         workspace: req.workspace_id.clone(),
     };
-    let m = ctx.mutation(
+    let mut m = ctx.mutation(
         p,
         "CreateWorkspace",
         &name.workspace,
@@ -108,6 +108,7 @@ pub async fn create_workspace(
         &req.request_id,
         &req,
     )?;
+    m.scope = String::new();
     let w = req.workspace.unwrap_or_default();
     let new = NewWorkspace {
         id: name.workspace.clone(),
@@ -153,7 +154,7 @@ pub async fn update_workspace(
     let w = required("workspace", req.workspace.clone())?;
     let name = WorkspaceName::parse("workspace.name", &w.name)?;
     p.check(&name.workspace, Action::ManageWorkspace)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE)?;
+    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &["quotas"])?;
     let changes_quotas = paths.iter().any(|path| path.starts_with("quotas"));
     if changes_quotas {
         p.check(&name.workspace, Action::Operate)?;

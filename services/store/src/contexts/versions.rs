@@ -173,6 +173,14 @@ async fn version_in_tx(
         .try_into()
 }
 
+fn version_conflict(name: &ContextName, expected: i64, head: i64) -> Error {
+    Error::Aborted {
+        reason: "VERSION_CONFLICT",
+        message: format!("expected version {expected} but the head of {name} is {head}"),
+        metadata: BTreeMap::from([("current_version".to_owned(), head.to_string())]),
+    }
+}
+
 /// The head document; an empty object before the first version.
 async fn head_document(tx: &mut Tx, name: &ContextName, context: &Context) -> Result<Value> {
     Ok(match context.head_version {
@@ -429,22 +437,23 @@ impl Store {
         name: &ContextName,
         write: ContextWrite,
     ) -> Result<WriteOutcome> {
+        // A stale CAS fails here without queueing for the row lock: under contention most
+        // attempts are stale, and waiting for the lock only to fail slows every writer.
+        // Calls with a request_id take the locked path, which can replay a stored result.
+        if let Some(expected) = write.expected_version
+            && m.request_id.is_empty()
+        {
+            let current = self.get_context(name).await?;
+            if current.head_version != expected {
+                return Err(version_conflict(name, expected, current.head_version));
+            }
+        }
         mutate!(self, m, |tx| async {
             let mut context = lock_context(tx, name).await?;
             if let Some(expected) = write.expected_version
                 && expected != context.head_version
             {
-                return Err(Error::Aborted {
-                    reason: "VERSION_CONFLICT",
-                    message: format!(
-                        "expected version {expected} but the head of {name} is {}",
-                        context.head_version
-                    ),
-                    metadata: BTreeMap::from([(
-                        "current_version".to_owned(),
-                        context.head_version.to_string(),
-                    )]),
-                });
+                return Err(version_conflict(name, expected, context.head_version));
             }
             let (data, op, rollback_of) = match &write.change {
                 ContextChange::Replace(data) => (data.clone(), ContextOp::Replace, 0),
