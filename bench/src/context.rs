@@ -43,13 +43,24 @@ fn value(v: serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// A document of about `bytes` of canonical JSON whose `n` field varies.
+/// A document of about `bytes` of canonical JSON whose `n` field varies. Field values
+/// are pseudo-random hex, so that Postgres' compression does not flatter the storage
+/// figures.
 fn document(n: u64, bytes: usize) -> prost_types::Value {
     let fields = bytes / 64;
     let mut doc = serde_json::Map::new();
     doc.insert("n".into(), json!(n));
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
     for i in 0..fields {
-        doc.insert(format!("field_{i:03}"), json!("x".repeat(48)));
+        let text: String = (0..3)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                format!("{state:016x}")
+            })
+            .collect();
+        doc.insert(format!("field_{i:03}"), json!(text));
     }
     value(serde_json::Value::Object(doc))
 }
@@ -268,13 +279,12 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
 }
 
-/// Storage per version for 1000 small edits of a 10 KiB document.
+/// Storage per version for 1000 small edits of a 10 KiB document: the canonical bytes
+/// of the distinct documents, and what Postgres stores for them and for the version rows
+/// (`pg_column_size`, after TOAST compression).
 async fn storage(client: &server::Contexts, database_url: &str) -> anyhow::Result<()> {
     let mut client = client.clone();
     let mut db = PgConnection::connect(database_url).await?;
-    let size = "SELECT (pg_total_relation_size('context_blobs') + pg_total_relation_size('context_versions'))::BIGINT";
-    sqlx::query("VACUUM context_blobs").execute(&mut db).await?;
-    let before: i64 = sqlx::query(size).fetch_one(&mut db).await?.get(0);
     client
         .create_context(pb::CreateContextRequest {
             parent: "workspaces/bench/projects/p".into(),
@@ -298,22 +308,29 @@ async fn storage(client: &server::Contexts, database_url: &str) -> anyhow::Resul
             })
             .await?;
     }
-    let blobs: i64 = sqlx::query(
-        "SELECT COALESCE(SUM(b.size_bytes), 0)::BIGINT FROM context_blobs b WHERE b.workspace_id = 'bench' AND EXISTS \
-         (SELECT 1 FROM context_versions v WHERE v.workspace_id = b.workspace_id AND v.sha256 = b.sha256 AND v.context_id = 'storage')",
+    let row = sqlx::query(
+        "WITH used AS (SELECT DISTINCT sha256 FROM context_versions WHERE workspace_id = 'bench' AND context_id = 'storage') \
+         SELECT COALESCE(SUM(b.size_bytes), 0)::BIGINT, COALESCE(SUM(pg_column_size(b.data)), 0)::BIGINT, \
+                (SELECT COALESCE(SUM(pg_column_size(v.*)), 0)::BIGINT FROM context_versions v \
+                 WHERE v.workspace_id = 'bench' AND v.context_id = 'storage') \
+         FROM context_blobs b JOIN used USING (sha256) WHERE b.workspace_id = 'bench'",
     )
     .fetch_one(&mut db)
-    .await?
-    .get(0);
-    let after: i64 = sqlx::query(size).fetch_one(&mut db).await?.get(0);
+    .await?;
+    let (canonical, stored, versions): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let per = |bytes: i64| bytes as f64 / 1001.0;
     println!("— storage, 1000 merge-patch edits of one field of a 10 KiB document (1001 versions)");
     println!(
-        "  document bytes stored per version     {:>9.0} B (canonical JSON, one blob per distinct document)",
-        blobs as f64 / 1001.0
+        "  canonical document bytes per version  {:>9.0} B (one blob per distinct document)",
+        per(canonical)
     );
     println!(
-        "  on-disk growth per version            {:>9.0} B (pg_total_relation_size of blobs + versions)",
-        (after - before) as f64 / 1001.0
+        "  stored document bytes per version     {:>9.0} B (pg_column_size, after TOAST compression)",
+        per(stored)
+    );
+    println!(
+        "  version row bytes per version         {:>9.0} B",
+        per(versions)
     );
     Ok(())
 }

@@ -8,9 +8,10 @@
 //! names exist.
 
 use std::{
-    sync::Arc,
+    collections::HashMap,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use agentry_core::{Error, Result, apikey, model::Role, names::ApiKeyName, time::now_micros};
@@ -99,15 +100,86 @@ impl Principal {
     }
 }
 
+/// Keys verified in the last `ttl`, by secret hash, so that a busy client does not pay
+/// a key lookup per call. Revoking a key or deleting a workspace forgets its entries on
+/// this replica at once; another replica may accept a revoked key for up to `ttl`.
+/// Expiry is checked on every hit.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Vec<u8>, CachedKey>>,
+}
+
+struct CachedKey {
+    principal: Principal,
+    expire_time: Option<i64>,
+    verified: Instant,
+}
+
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, hash: &[u8]) -> Option<(Principal, Option<i64>)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(hash)?;
+        (entry.verified.elapsed() < self.ttl).then(|| (entry.principal.clone(), entry.expire_time))
+    }
+
+    fn put(&self, hash: Vec<u8>, principal: Principal, expire_time: Option<i64>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KEY_CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            hash,
+            CachedKey {
+                principal,
+                expire_time,
+                verified: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets a revoked key (`workspaces/{w}/apiKeys/{k}`).
+    pub fn forget_key(&self, key_name: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.principal.name != key_name);
+    }
+
+    /// Forgets every key of a deleted workspace.
+    pub fn forget_workspace(&self, workspace: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, e| e.principal.workspace.as_deref() != Some(workspace));
+    }
+}
+
 /// Resolves bearer secrets into principals.
 pub struct Authenticator {
     store: Store,
     root_hash: Vec<u8>,
+    cache: Arc<KeyCache>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, root_hash: Vec<u8>) -> Self {
-        Self { store, root_hash }
+    pub fn new(store: Store, root_hash: Vec<u8>, cache: Arc<KeyCache>) -> Self {
+        Self {
+            store,
+            root_hash,
+            cache,
+        }
     }
 
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
@@ -138,6 +210,13 @@ impl Authenticator {
         if apikey::hashes_equal(&hash, &self.root_hash) {
             return Ok(Principal::root());
         }
+        let expired = || unauthenticated("API_KEY_EXPIRED", "the API key has expired");
+        if let Some((principal, expire_time)) = self.cache.get(&hash) {
+            if expire_time.is_some_and(|t| t <= now_micros()) {
+                return Err(expired());
+            }
+            return Ok(principal);
+        }
         let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
         let (workspace, key) = apikey::parse_secret(secret).ok_or_else(invalid)?;
         let record = self
@@ -155,12 +234,9 @@ impl Authenticator {
             ));
         }
         if record.key.expire_time.is_some_and(|t| t <= now_micros()) {
-            return Err(unauthenticated(
-                "API_KEY_EXPIRED",
-                "the API key has expired",
-            ));
+            return Err(expired());
         }
-        Ok(Principal {
+        let principal = Principal {
             role: record.key.role,
             name: ApiKeyName {
                 workspace: workspace.clone(),
@@ -168,7 +244,10 @@ impl Authenticator {
             }
             .to_string(),
             workspace: Some(workspace),
-        })
+        };
+        self.cache
+            .put(hash, principal.clone(), record.key.expire_time);
+        Ok(principal)
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Config {
     /// notification is lost).
     #[serde(with = "humantime_secs")]
     pub poll_interval: Duration,
+    /// How long a verified API key is trusted without a lookup. A key revoked on another
+    /// replica keeps working for at most this long; 0 disables the cache.
+    #[serde(with = "humantime_secs")]
+    pub auth_cache_ttl: Duration,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Database connections per server process.
@@ -72,6 +76,7 @@ impl Default for Config {
             root_key: None,
             reaper_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
+            auth_cache_ttl: Duration::from_secs(2),
             max_message_bytes: 4 << 20,
             db_max_connections: 16,
             shutdown_grace: Duration::from_secs(10),

@@ -8,13 +8,21 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::{auth::Principal, convert, notify::Hub};
+use std::sync::Arc;
+
+use crate::{
+    auth::{KeyCache, Principal},
+    convert,
+    notify::Hub,
+};
 
 pub struct Ctx {
     pub store: Store,
     pub pages: PageTokens,
     /// Wake-ups for streams.
     pub hub: Hub,
+    /// Verified keys; revocations must be forgotten here.
+    pub keys: Arc<KeyCache>,
     /// Flips to true when the server shuts down; streams end cleanly on it.
     pub stopping: watch::Receiver<bool>,
     /// How often a stream looks at storage when no wake-up came.

@@ -27,7 +27,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::{
-    auth::{AuthLayer, Authenticator},
+    auth::{AuthLayer, Authenticator, KeyCache},
     config::Config,
     context::Ctx,
     contexts::Contexts,
@@ -82,6 +82,19 @@ impl RunningServer {
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: a response of several HTTP/2 frames
+/// would otherwise wait for the client's delayed ACK (about 40 ms).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Connects to the database, migrates, binds and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let store = Store::connect(config.database_url.expose(), config.db_max_connections)
@@ -105,14 +118,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     let (stop, stopped) = watch::channel(false);
     let hub = notify::Hub::default();
+    let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
     let ctx = Arc::new(Ctx {
+        keys: keys.clone(),
         store: store.clone(),
         pages,
         hub: hub.clone(),
         stopping: stopped.clone(),
         poll_interval: config.poll_interval,
     });
-    let auth = Arc::new(Authenticator::new(store.clone(), root_hash));
+    let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in SERVICES {
@@ -161,7 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(registry)
         .add_service(contexts);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
+        incoming(listener),
         async move {
             let _ = on_stop.wait_for(|stop| *stop).await;
             health

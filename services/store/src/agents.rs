@@ -79,12 +79,29 @@ impl TryFrom<AgentRow> for AgentRecord {
     }
 }
 
-/// Heads joined with a revision: the latest one unless `revision` is given.
-fn select(revision: Option<i64>) -> SelectStatement {
-    let on_revision = match revision {
-        None => Expr::col((AgentRevisions::Table, AgentRevisions::Revision))
-            .equals((Agents::Table, Agents::LatestRevision)),
-        Some(n) => Expr::col((AgentRevisions::Table, AgentRevisions::Revision)).eq(n),
+/// Which revisions a head is joined with.
+#[derive(Clone, Copy)]
+enum Revisions {
+    Latest,
+    Exact(i64),
+    All,
+}
+
+/// Heads joined with their revisions.
+fn select(revisions: Revisions) -> SelectStatement {
+    let same_incarnation = Expr::col((AgentRevisions::Table, AgentRevisions::WorkspaceId))
+        .equals((Agents::Table, Agents::WorkspaceId))
+        .and(
+            Expr::col((AgentRevisions::Table, AgentRevisions::AgentUid))
+                .equals((Agents::Table, Agents::AgentUid)),
+        );
+    let revision = Expr::col((AgentRevisions::Table, AgentRevisions::Revision));
+    let on = match revisions {
+        Revisions::Latest => {
+            same_incarnation.and(revision.equals((Agents::Table, Agents::LatestRevision)))
+        }
+        Revisions::Exact(n) => same_incarnation.and(revision.eq(n)),
+        Revisions::All => same_incarnation,
     };
     Query::select()
         .columns([
@@ -103,21 +120,12 @@ fn select(revision: Option<i64>) -> SelectStatement {
             Alias::new("revision_create_time"),
         )
         .from(Agents::Table)
-        .inner_join(
-            AgentRevisions::Table,
-            Expr::col((AgentRevisions::Table, AgentRevisions::WorkspaceId))
-                .equals((Agents::Table, Agents::WorkspaceId))
-                .and(
-                    Expr::col((AgentRevisions::Table, AgentRevisions::AgentUid))
-                        .equals((Agents::Table, Agents::AgentUid)),
-                )
-                .and(on_revision),
-        )
+        .inner_join(AgentRevisions::Table, on)
         .to_owned()
 }
 
 fn by_name(name: &AgentName, revision: Option<i64>) -> SelectStatement {
-    select(revision)
+    select(revision.map_or(Revisions::Latest, Revisions::Exact))
         .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(name.workspace.as_str()))
         .and_where(Expr::col((Agents::Table, Agents::AgentId)).eq(name.agent.as_str()))
         .to_owned()
@@ -217,7 +225,7 @@ impl Store {
     }
 
     pub async fn list_agents(&self, workspace: &str, page: &PageRequest) -> Result<Page<Agent>> {
-        let mut stmt = select(None)
+        let mut stmt = select(Revisions::Latest)
             .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(workspace))
             .to_owned();
         if let Some(after) = &page.after {
@@ -238,33 +246,8 @@ impl Store {
         name: &AgentName,
         page: &PageRequest,
     ) -> Result<Page<Agent>> {
-        // Join every revision of the current incarnation, newest first.
-        let mut stmt = Query::select()
-            .columns([
-                (Agents::Table, Agents::WorkspaceId),
-                (Agents::Table, Agents::AgentId),
-                (Agents::Table, Agents::AgentUid),
-                (Agents::Table, Agents::LatestRevision),
-                (Agents::Table, Agents::CreateTime),
-            ])
-            .columns([
-                (AgentRevisions::Table, AgentRevisions::Revision),
-                (AgentRevisions::Table, AgentRevisions::Spec),
-            ])
-            .expr_as(
-                Expr::col((AgentRevisions::Table, AgentRevisions::CreateTime)),
-                Alias::new("revision_create_time"),
-            )
-            .from(Agents::Table)
-            .inner_join(
-                AgentRevisions::Table,
-                Expr::col((AgentRevisions::Table, AgentRevisions::WorkspaceId))
-                    .equals((Agents::Table, Agents::WorkspaceId))
-                    .and(
-                        Expr::col((AgentRevisions::Table, AgentRevisions::AgentUid))
-                            .equals((Agents::Table, Agents::AgentUid)),
-                    ),
-            )
+        // Every revision of the current incarnation, newest first.
+        let mut stmt = select(Revisions::All)
             .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(name.workspace.as_str()))
             .and_where(Expr::col((Agents::Table, Agents::AgentId)).eq(name.agent.as_str()))
             .to_owned();
@@ -411,17 +394,8 @@ impl Store {
                 )
                 .await?;
             } else {
-                let pinned: Option<(String,)> = tx
-                    .fetch_optional(
-                        &Query::select()
-                            .column(Instances::InstanceId)
-                            .from(Instances::Table)
-                            .cond_where(live)
-                            .limit(1)
-                            .to_owned(),
-                    )
-                    .await?;
-                if pinned.is_some() {
+                let pinned = tx.exists(Instances::Table, live).await?;
+                if pinned {
                     return Err(Error::precondition(
                         "HAS_CHILDREN",
                         format!("live instances still pin {name}; delete them first or set force"),

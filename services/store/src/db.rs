@@ -276,6 +276,21 @@ impl Tx {
         }
     }
 
+    /// Whether any row of `table` matches `condition`.
+    pub(crate) async fn exists(
+        &mut self,
+        table: impl sea_query::IntoTableRef,
+        condition: impl sea_query::IntoCondition,
+    ) -> Result<bool> {
+        let stmt = sea_query::Query::select()
+            .expr(sea_query::Expr::val(1))
+            .from(table)
+            .cond_where(condition)
+            .limit(1)
+            .to_owned();
+        Ok(self.fetch_optional::<(i32,)>(&stmt).await?.is_some())
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         match self {
             Self::Postgres(tx) => tx.commit().await.map_err(map_err),

@@ -7,7 +7,7 @@ use agentry_core::{
     names::ProjectName,
     time::now_micros,
 };
-use sea_query::{Expr, Func, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, Func, LockType, Order, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
@@ -246,32 +246,16 @@ impl Store {
             let project = lock_project(tx, name).await?;
             check_etag(project.etag, etag)?;
             if !force {
-                let live: Option<(String,)> = tx
-                    .fetch_optional(
-                        &Query::select()
-                            .column(Instances::InstanceId)
-                            .from(Instances::Table)
-                            .and_where(
-                                Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()),
-                            )
-                            .and_where(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
-                            .and_where(Expr::col(Instances::Status).ne("TERMINATED"))
-                            .limit(1)
-                            .to_owned(),
-                    )
-                    .await?;
-                let context: Option<(String,)> = tx
-                    .fetch_optional(
-                        &Query::select()
-                            .column(Contexts::ContextId)
-                            .from(Contexts::Table)
-                            .and_where(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
-                            .and_where(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
-                            .limit(1)
-                            .to_owned(),
-                    )
-                    .await?;
-                if live.is_some() || context.is_some() {
+                let live = Condition::all()
+                    .add(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
+                    .add(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+                    .add(Expr::col(Instances::Status).ne("TERMINATED"));
+                let has_instances = tx.exists(Instances::Table, live).await?;
+                let contexts = Condition::all()
+                    .add(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
+                    .add(Expr::col(Contexts::ProjectId).eq(name.project.as_str()));
+                let has_contexts = tx.exists(Contexts::Table, contexts).await?;
+                if has_instances || has_contexts {
                     return Err(Error::precondition(
                         "HAS_CHILDREN",
                         format!(

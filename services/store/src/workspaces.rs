@@ -7,7 +7,7 @@ use agentry_core::{
     names::WorkspaceName,
     time::now_micros,
 };
-use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
@@ -232,17 +232,13 @@ impl Store {
             let workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, etag)?;
             if !force {
-                let child: Option<(String,)> = tx
-                    .fetch_optional(
-                        &Query::select()
-                            .column(Projects::ProjectId)
-                            .from(Projects::Table)
-                            .and_where(Expr::col(Projects::WorkspaceId).eq(id))
-                            .limit(1)
-                            .to_owned(),
+                let has_projects = tx
+                    .exists(
+                        Projects::Table,
+                        Condition::all().add(Expr::col(Projects::WorkspaceId).eq(id)),
                     )
                     .await?;
-                if child.is_some() {
+                if has_projects {
                     return Err(Error::precondition(
                         "HAS_CHILDREN",
                         format!(

@@ -123,5 +123,7 @@ pub async fn delete_api_key(ctx: &Ctx, p: &Principal, req: pb::DeleteApiKeyReque
         &req.request_id,
         &req,
     )?;
-    ctx.store.delete_api_key(&m, &name).await
+    ctx.store.delete_api_key(&m, &name).await?;
+    ctx.keys.forget_key(&name.to_string());
+    Ok(())
 }

@@ -207,5 +207,7 @@ pub async fn delete_workspace(
     )?;
     ctx.store
         .delete_workspace(&m, &name.workspace, req.force, &req.etag)
-        .await
+        .await?;
+    ctx.keys.forget_workspace(&name.workspace);
+    Ok(())
 }

@@ -15,7 +15,7 @@ use agentry_core::{
     names::{ContextName, InstanceName, ProjectName},
     time::now_micros,
 };
-use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 use serde_json::Value;
 
 pub use versions::{CONTEXT_CHANNEL, ContextChange, ContextWrite, VersionFilter};
@@ -134,20 +134,16 @@ impl Store {
                     project: project.project.clone(),
                     instance: new.owner.clone(),
                 };
-                let found: Option<(String,)> = tx
-                    .fetch_optional(
-                        &Query::select()
-                            .column(Instances::InstanceId)
-                            .from(Instances::Table)
-                            .and_where(
-                                Expr::col(Instances::WorkspaceId).eq(owner.workspace.as_str()),
-                            )
-                            .and_where(Expr::col(Instances::ProjectId).eq(owner.project.as_str()))
-                            .and_where(Expr::col(Instances::InstanceId).eq(owner.instance.as_str()))
-                            .to_owned(),
+                let found = tx
+                    .exists(
+                        Instances::Table,
+                        Condition::all()
+                            .add(Expr::col(Instances::WorkspaceId).eq(owner.workspace.as_str()))
+                            .add(Expr::col(Instances::ProjectId).eq(owner.project.as_str()))
+                            .add(Expr::col(Instances::InstanceId).eq(owner.instance.as_str())),
                     )
                     .await?;
-                if found.is_none() {
+                if !found {
                     return Err(Error::not_found(owner.to_string()));
                 }
             }

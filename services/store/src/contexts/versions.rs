@@ -492,31 +492,49 @@ impl Store {
     }
 
     /// The context and one version with its document (`None`: the head).
+    /// One version with its document (`None`: the head). The common case is one query
+    /// (the version joined with its context and blob); only a miss pays for finding out
+    /// why: no such context, no versions yet, compacted, or never written.
     pub async fn read_context(
         &self,
         name: &ContextName,
         version: Option<i64>,
     ) -> Result<ContextVersion> {
-        let context = self.get_context(name).await?;
-        let version = match version {
-            Some(v) => v,
-            None if context.head_version == 0 => {
-                return Err(Error::precondition(
-                    "CONTEXT_EMPTY",
-                    format!("{name} has no versions yet"),
-                ));
-            }
-            None => context.head_version,
+        let target = match version {
+            Some(v) => Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(v),
+            None => Expr::col((ContextVersions::Table, ContextVersions::Version))
+                .equals((Contexts::Table, Contexts::HeadVersion)),
         };
-        if version < context.floor_version && version <= context.head_version {
-            return Err(compacted(name, version, context.floor_version));
+        let stmt = select_versions(name, true)
+            .inner_join(
+                Contexts::Table,
+                Expr::col((Contexts::Table, Contexts::WorkspaceId))
+                    .equals((ContextVersions::Table, ContextVersions::WorkspaceId))
+                    .and(
+                        Expr::col((Contexts::Table, Contexts::ProjectId))
+                            .equals((ContextVersions::Table, ContextVersions::ProjectId)),
+                    )
+                    .and(
+                        Expr::col((Contexts::Table, Contexts::ContextId))
+                            .equals((ContextVersions::Table, ContextVersions::ContextId)),
+                    ),
+            )
+            .and_where(target)
+            .to_owned();
+        if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
+            return row.try_into();
         }
-        let row: Option<VersionRow> = self
-            .db
-            .fetch_optional(&one_version(name, version, true))
-            .await?;
-        row.ok_or_else(|| Error::not_found(format!("{name}/versions/{version}")))?
-            .try_into()
+        let context = self.get_context(name).await?;
+        match version {
+            None => Err(Error::precondition(
+                "CONTEXT_EMPTY",
+                format!("{name} has no versions yet"),
+            )),
+            Some(v) if v < context.floor_version && v <= context.head_version => {
+                Err(compacted(name, v, context.floor_version))
+            }
+            Some(v) => Err(Error::not_found(format!("{name}/versions/{v}"))),
+        }
     }
 
     pub async fn list_context_versions(
