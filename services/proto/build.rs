@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Maps encode in key order, so equal requests hash equally (idempotency keys).
         .btree_map(".")
+        // Decode failures are the caller's bad input: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::AgentryCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -9,6 +9,8 @@ pub mod agentry {
     }
 }
 
+pub mod codec;
+
 pub use agentry::v1;
 
 /// Encoded `FileDescriptorSet` of every `agentry.v1` file and its imports.

@@ -5,8 +5,10 @@ use agentry_core::{Error, Result, model::Labels, time::Micros};
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
 
-/// Documents deeper than this are refused before they reach a validator.
-const MAX_DEPTH: usize = 64;
+/// Documents deeper than this are refused before they reach a validator. Protobuf
+/// decoding stops near 33 levels already (prost's recursion limit, three message levels
+/// per JSON level); this bound keeps the rule explicit whatever the transport allows.
+const MAX_DEPTH: usize = 32;
 const MAX_TEXT: usize = 4096;
 const MAX_LABELS: usize = 64;
 

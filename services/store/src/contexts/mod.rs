@@ -27,7 +27,7 @@ use crate::{
     paginate,
     projects::lock_project,
     rows::{labels, to_json},
-    tables::{ContextVersions, Contexts, Instances},
+    tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
 
@@ -252,16 +252,11 @@ impl Store {
     pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
         mutate!(self, m, |tx| async {
             lock_context(tx, name).await?;
+            // Count the blobs first: deleting the context cascades to its versions.
+            let released = versions::blobs_of(tx, name, None).await?;
             let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
             where_context(&mut delete, name);
             tx.execute(&delete).await?;
-            // The context row is gone, so the trigger lets its versions go.
-            let mut versions = Query::delete()
-                .from_table(ContextVersions::Table)
-                .to_owned();
-            versions::where_versions(&mut versions, name);
-            let released = versions::blobs_of(tx, name, None).await?;
-            tx.execute(&versions).await?;
             versions::release_blobs(tx, &name.workspace, released).await?;
             Ok(())
         })

@@ -500,27 +500,21 @@ impl Store {
         name: &ContextName,
         version: Option<i64>,
     ) -> Result<ContextVersion> {
+        let version_col = Expr::col((ContextVersions::Table, ContextVersions::Version));
         let target = match version {
-            Some(v) => Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(v),
-            None => Expr::col((ContextVersions::Table, ContextVersions::Version))
-                .equals((Contexts::Table, Contexts::HeadVersion)),
+            Some(v) => version_col.eq(v),
+            None => {
+                // A subquery, not a join on head_version: Postgres would filter every
+                // version of the context through the join instead of seeking one.
+                let mut head = Query::select()
+                    .column(Contexts::HeadVersion)
+                    .from(Contexts::Table)
+                    .to_owned();
+                super::where_context(&mut head, name);
+                version_col.in_subquery(head)
+            }
         };
-        let stmt = select_versions(name, true)
-            .inner_join(
-                Contexts::Table,
-                Expr::col((Contexts::Table, Contexts::WorkspaceId))
-                    .equals((ContextVersions::Table, ContextVersions::WorkspaceId))
-                    .and(
-                        Expr::col((Contexts::Table, Contexts::ProjectId))
-                            .equals((ContextVersions::Table, ContextVersions::ProjectId)),
-                    )
-                    .and(
-                        Expr::col((Contexts::Table, Contexts::ContextId))
-                            .equals((ContextVersions::Table, ContextVersions::ContextId)),
-                    ),
-            )
-            .and_where(target)
-            .to_owned();
+        let stmt = select_versions(name, true).and_where(target).to_owned();
         if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
             return row.try_into();
         }
@@ -588,20 +582,6 @@ impl Store {
         limit: u64,
         full: bool,
     ) -> Result<Vec<ContextVersion>> {
-        let context = self.get_context(name).await?;
-        if after + 1 < context.floor_version && after < context.head_version {
-            return Err(Error::OutOfRange {
-                reason: "VERSION_COMPACTED",
-                message: format!(
-                    "versions after {after} of {name} were compacted; the oldest retained version is {}",
-                    context.floor_version
-                ),
-                metadata: BTreeMap::from([(
-                    "first_version".to_owned(),
-                    context.floor_version.to_string(),
-                )]),
-            });
-        }
         let stmt = select_versions(name, full)
             .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
             .order_by(
@@ -611,7 +591,30 @@ impl Store {
             .limit(limit)
             .to_owned();
         let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
-        rows.into_iter().map(ContextVersion::try_from).collect()
+        // Versions are gapless, so a first row past `after + 1` means compaction removed
+        // what the caller has not seen: say so rather than skip it. With no rows, the
+        // context row tells (read after the versions, so a compaction racing the read
+        // shows up in the floor).
+        let floor = match rows.first() {
+            Some(first) if first.version == after + 1 => {
+                return rows.into_iter().map(ContextVersion::try_from).collect();
+            }
+            Some(first) => first.version,
+            None => {
+                let context = self.get_context(name).await?;
+                if after + 1 >= context.floor_version || after >= context.head_version {
+                    return Ok(Vec::new());
+                }
+                context.floor_version
+            }
+        };
+        Err(Error::OutOfRange {
+            reason: "VERSION_COMPACTED",
+            message: format!(
+                "versions after {after} of {name} were compacted; the oldest retained version is {floor}"
+            ),
+            metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
+        })
     }
 
     /// Stored blobs of a workspace (for storage accounting and tests).

@@ -1,0 +1,64 @@
+//! The protobuf codec of every agentry service: prost's, except that a request that
+//! cannot be decoded (malformed bytes, nesting beyond prost's recursion limit of 100,
+//! which is about 32 levels of a JSON document in a `Struct`) is INVALID_ARGUMENT with an
+//! ErrorInfo, not the INTERNAL that gRPC's convention gives it: the caller sent bad
+//! input and should be told so.
+
+use tonic::{
+    Code, Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_types::{ErrorDetails, StatusExt};
+
+#[derive(Debug, Clone, Default)]
+pub struct AgentryCodec<T, U>(ProstCodec<T, U>);
+
+impl<T, U> Codec for AgentryCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = AgentryDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        AgentryDecoder(self.0.decoder())
+    }
+}
+
+pub struct AgentryDecoder<U>(ProstDecoder<U>);
+
+impl<U: prost::Message + Default> Decoder for AgentryDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|status| {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(
+                "MALFORMED_REQUEST",
+                "agentry.dev",
+                std::collections::HashMap::new(),
+            );
+            Status::with_error_details(
+                Code::InvalidArgument,
+                format!(
+                    "the request could not be decoded ({}); documents may nest at most 32 levels",
+                    status.message()
+                ),
+                details,
+            )
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}
