@@ -9,7 +9,7 @@ use agentry_core::{
     names::{ContextName, ProjectName},
     time::{Micros, now_micros},
 };
-use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement};
+use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement, SimpleExpr};
 use serde_json::Value;
 
 use super::{lock_context, where_context};
@@ -504,14 +504,18 @@ impl Store {
         let target = match version {
             Some(v) => version_col.eq(v),
             None => {
-                // A subquery, not a join on head_version: Postgres would filter every
-                // version of the context through the join instead of seeking one.
+                // A scalar subquery (an InitPlan, so one index seek). A join on
+                // head_version or `IN (subquery)` makes Postgres filter every version
+                // of the context, dead ones included, instead of seeking one.
                 let mut head = Query::select()
                     .column(Contexts::HeadVersion)
                     .from(Contexts::Table)
                     .to_owned();
                 super::where_context(&mut head, name);
-                version_col.in_subquery(head)
+                version_col.eq(SimpleExpr::SubQuery(
+                    None,
+                    Box::new(head.into_sub_query_statement()),
+                ))
             }
         };
         let stmt = select_versions(name, true).and_where(target).to_owned();
