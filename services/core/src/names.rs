@@ -194,91 +194,51 @@ impl fmt::Display for AgentName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct InstanceName {
-    pub workspace: String,
-    pub project: String,
-    pub instance: String,
-}
-
-impl InstanceName {
-    pub fn parse(field: &str, name: &str) -> Result<Self> {
-        let ids = segments(
-            field,
-            name,
-            &["workspaces", "projects", "instances"],
-            "instance",
-        )?;
-        for id in &ids {
-            check_slug!(field, name, id);
+/// Names of resources that live in a project: `workspaces/{w}/projects/{p}/{collection}/{id}`.
+macro_rules! project_scoped_name {
+    ($name:ident, $field:ident, $collection:literal, $kind:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name {
+            pub workspace: String,
+            pub project: String,
+            pub $field: String,
         }
-        Ok(Self {
-            workspace: ids[0].to_owned(),
-            project: ids[1].to_owned(),
-            instance: ids[2].to_owned(),
-        })
-    }
 
-    pub fn project(&self) -> ProjectName {
-        ProjectName {
-            workspace: self.workspace.clone(),
-            project: self.project.clone(),
+        impl $name {
+            pub fn parse(field: &str, name: &str) -> Result<Self> {
+                let ids = segments(field, name, &["workspaces", "projects", $collection], $kind)?;
+                for id in &ids {
+                    check_slug!(field, name, id);
+                }
+                Ok(Self {
+                    workspace: ids[0].to_owned(),
+                    project: ids[1].to_owned(),
+                    $field: ids[2].to_owned(),
+                })
+            }
+
+            pub fn project(&self) -> ProjectName {
+                ProjectName {
+                    workspace: self.workspace.clone(),
+                    project: self.project.clone(),
+                }
+            }
         }
-    }
-}
 
-impl fmt::Display for InstanceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "workspaces/{}/projects/{}/instances/{}",
-            self.workspace, self.project, self.instance
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContextName {
-    pub workspace: String,
-    pub project: String,
-    pub context: String,
-}
-
-impl ContextName {
-    pub fn parse(field: &str, name: &str) -> Result<Self> {
-        let ids = segments(
-            field,
-            name,
-            &["workspaces", "projects", "contexts"],
-            "context",
-        )?;
-        for id in &ids {
-            check_slug!(field, name, id);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!("workspaces/{}/projects/{}/", $collection, "/{}"),
+                    self.workspace, self.project, self.$field
+                )
+            }
         }
-        Ok(Self {
-            workspace: ids[0].to_owned(),
-            project: ids[1].to_owned(),
-            context: ids[2].to_owned(),
-        })
-    }
-
-    pub fn project(&self) -> ProjectName {
-        ProjectName {
-            workspace: self.workspace.clone(),
-            project: self.project.clone(),
-        }
-    }
+    };
 }
 
-impl fmt::Display for ContextName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "workspaces/{}/projects/{}/contexts/{}",
-            self.workspace, self.project, self.context
-        )
-    }
-}
+project_scoped_name!(InstanceName, instance, "instances", "instance");
+project_scoped_name!(ContextName, context, "contexts", "context");
 
 #[cfg(test)]
 mod tests {
