@@ -9,6 +9,7 @@ pub mod json;
 pub mod model;
 pub mod names;
 pub mod page;
+pub mod run;
 pub mod schema;
 pub mod status;
 pub mod time;

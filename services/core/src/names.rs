@@ -32,7 +32,7 @@ pub fn is_slug(s: &str) -> bool {
 }
 
 /// Server-assigned ids are UUIDs in their hyphenated lowercase form.
-fn is_uuid(s: &str) -> bool {
+pub fn is_uuid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok_and(|u| u.hyphenated().to_string() == s)
 }
 
@@ -78,9 +78,17 @@ fn segments<'a>(
     Ok(ids)
 }
 
+/// A user-chosen slug or a server-assigned UUID (sessions may have either).
+pub fn is_slug_or_uuid(s: &str) -> bool {
+    is_slug(s) || is_uuid(s)
+}
+
 macro_rules! check_slug {
     ($field:expr, $name:expr, $id:expr) => {
-        if !is_slug($id) {
+        check_slug!($field, $name, $id, is_slug)
+    };
+    ($field:expr, $name:expr, $id:expr, $valid:expr) => {
+        if !$valid($id) {
             return Err(Error::invalid(
                 $field,
                 format!(
@@ -197,6 +205,9 @@ impl fmt::Display for AgentName {
 /// Names of resources that live in a project: `workspaces/{w}/projects/{p}/{collection}/{id}`.
 macro_rules! project_scoped_name {
     ($name:ident, $field:ident, $collection:literal, $kind:literal) => {
+        project_scoped_name!($name, $field, $collection, $kind, is_slug);
+    };
+    ($name:ident, $field:ident, $collection:literal, $kind:literal, $valid:expr) => {
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         pub struct $name {
             pub workspace: String,
@@ -207,9 +218,10 @@ macro_rules! project_scoped_name {
         impl $name {
             pub fn parse(field: &str, name: &str) -> Result<Self> {
                 let ids = segments(field, name, &["workspaces", "projects", $collection], $kind)?;
-                for id in &ids {
+                for id in &ids[..2] {
                     check_slug!(field, name, id);
                 }
+                check_slug!(field, name, ids[2], $valid);
                 Ok(Self {
                     workspace: ids[0].to_owned(),
                     project: ids[1].to_owned(),
@@ -239,6 +251,55 @@ macro_rules! project_scoped_name {
 
 project_scoped_name!(InstanceName, instance, "instances", "instance");
 project_scoped_name!(ContextName, context, "contexts", "context");
+project_scoped_name!(SessionName, session, "sessions", "session", is_slug_or_uuid);
+
+/// `workspaces/{w}/projects/{p}/sessions/{s}/runs/{run}`; run ids are UUIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunName {
+    pub workspace: String,
+    pub project: String,
+    pub session: String,
+    pub run: String,
+}
+
+impl RunName {
+    pub fn parse(field: &str, name: &str) -> Result<Self> {
+        let ids = segments(
+            field,
+            name,
+            &["workspaces", "projects", "sessions", "runs"],
+            "run",
+        )?;
+        check_slug!(field, name, ids[0]);
+        check_slug!(field, name, ids[1]);
+        check_slug!(field, name, ids[2], is_slug_or_uuid);
+        check_slug!(field, name, ids[3], is_uuid);
+        Ok(Self {
+            workspace: ids[0].to_owned(),
+            project: ids[1].to_owned(),
+            session: ids[2].to_owned(),
+            run: ids[3].to_owned(),
+        })
+    }
+
+    pub fn session(&self) -> SessionName {
+        SessionName {
+            workspace: self.workspace.clone(),
+            project: self.project.clone(),
+            session: self.session.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RunName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workspaces/{}/projects/{}/sessions/{}/runs/{}",
+            self.workspace, self.project, self.session, self.run
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -46,6 +46,10 @@ pub enum Action {
     WriteContext,
     /// Creating, listing and deleting workspaces, and changing quotas.
     Operate,
+    /// Sessions and runs: create, delete, cancel, decide approvals.
+    Execute,
+    /// The worker protocol: leasing and executing runs.
+    Work,
 }
 
 impl Action {
@@ -59,6 +63,8 @@ impl Action {
                 matches!(role, Admin | Developer | Worker)
             }
             Self::Operate => false,
+            Self::Execute => matches!(role, Admin | Developer),
+            Self::Work => role == Worker,
         }
     }
 }

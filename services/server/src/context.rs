@@ -59,6 +59,7 @@ impl Ctx {
             resource,
             request_id: request_id.to_owned(),
             request_hash: hasher.finalize().to_vec(),
+            audit: true,
         })
     }
 

@@ -7,6 +7,7 @@ mod context;
 mod contexts;
 mod convert;
 mod error;
+mod execution;
 mod notify;
 mod reaper;
 mod registry;
@@ -17,7 +18,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentry_core::{apikey, page::PageTokens};
 use agentry_proto::v1::{
-    context_service_server::ContextServiceServer, registry_service_server::RegistryServiceServer,
+    context_service_server::ContextServiceServer, execution_service_server::ExecutionServiceServer,
+    registry_service_server::RegistryServiceServer,
 };
 use agentry_store::Store;
 use anyhow::Context as _;
@@ -31,11 +33,16 @@ use crate::{
     config::Config,
     context::Ctx,
     contexts::Contexts,
+    execution::Execution,
     registry::Registry,
 };
 
 /// Service names reported by `grpc.health.v1`, besides the overall `""`.
-const SERVICES: &[&str] = &["agentry.v1.RegistryService", "agentry.v1.ContextService"];
+const SERVICES: &[&str] = &[
+    "agentry.v1.RegistryService",
+    "agentry.v1.ContextService",
+    "agentry.v1.ExecutionService",
+];
 
 /// A server started by [`start`].
 pub struct RunningServer {
@@ -118,6 +125,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     let (stop, stopped) = watch::channel(false);
     let hub = notify::Hub::default();
+    let waker_hub = hub.clone();
+    let store = store.with_waker(Arc::new(move |key: &str| waker_hub.publish(key.to_owned())));
     let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
     let ctx = Arc::new(Ctx {
         keys: keys.clone(),
@@ -150,18 +159,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let contexts = ContextServiceServer::new(Contexts::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let execution = ExecutionServiceServer::new(Execution::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
 
-    let listener_task = tokio::spawn(notify::forward_postgres(
-        store.clone(),
-        agentry_store::CONTEXT_CHANNEL,
-        hub,
-        stopped.clone(),
-    ));
+    let listener_task = tokio::spawn({
+        let contexts = notify::forward_postgres(
+            store.clone(),
+            agentry_store::CONTEXT_CHANNEL,
+            hub.clone(),
+            stopped.clone(),
+        );
+        let runs = notify::forward_postgres(
+            store.clone(),
+            agentry_store::RUN_CHANNEL,
+            hub,
+            stopped.clone(),
+        );
+        async move {
+            tokio::join!(contexts, runs);
+        }
+    });
     let reaper = tokio::spawn(reaper::run(
         store.clone(),
         config.reaper_interval,
@@ -174,7 +197,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(registry)
-        .add_service(contexts);
+        .add_service(contexts)
+        .add_service(execution);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener),
         async move {

@@ -1,4 +1,5 @@
-//! Background maintenance on a timer: instances whose heartbeat lapsed go OFFLINE, and
+//! Background maintenance on a timer: run timers (lapsed leases, timeouts, expired
+//! approvals, ended backoffs), instances whose heartbeat lapsed go OFFLINE, and
 //! stored idempotency results older than a day are forgotten. Every replica runs it; the
 //! statements are idempotent guarded updates, so replicas never conflict.
 
@@ -14,12 +15,20 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut since = now_micros();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
         ticks += 1;
+        let now = now_micros();
+        match store.reap_runs(since).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "run timers fired"),
+            Err(error) => tracing::warn!(%error, "reaper could not handle run timers"),
+        }
+        since = now;
         match store.reap_instances(now_micros()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(instances = n, "heartbeat lapsed; marked offline"),

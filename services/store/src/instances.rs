@@ -149,6 +149,12 @@ fn by_name(name: &InstanceName) -> SelectStatement {
         .to_owned()
 }
 
+/// The instance inside a transaction, without a lock (sessions and runs read its pin).
+pub(crate) async fn read_instance(tx: &mut Tx, name: &InstanceName) -> Result<Instance> {
+    let row: Option<InstanceRow> = tx.fetch_optional(&by_name(name)).await?;
+    Ok(InstanceRecord::try_from(row.ok_or_else(|| Error::not_found(name.to_string()))?)?.instance)
+}
+
 async fn lock_instance(tx: &mut Tx, name: &InstanceName) -> Result<InstanceRecord> {
     let row: Option<InstanceRow> = tx
         .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())

@@ -9,6 +9,7 @@ mod agents;
 mod api_keys;
 mod contexts;
 mod db;
+mod execution;
 mod instances;
 mod mutation;
 mod projects;
@@ -21,6 +22,9 @@ pub use agents::{AgentPatch, NewAgent};
 pub use api_keys::{KeyRecord, NewApiKey};
 pub use contexts::{CONTEXT_CHANNEL, ContextChange, ContextWrite, NewContext, VersionFilter};
 pub use db::Backend;
+pub use execution::{
+    EventInput, NewRun, NewSession, RUN_CHANNEL, RunFilter, StatRow, Waker, queue_key, run_key,
+};
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
 pub use mutation::Mutation;
 pub use projects::{NewProject, ProjectPatch};
@@ -37,9 +41,11 @@ pub struct PageRequest {
 }
 
 /// Handle to the database; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     db: db::Db,
+    /// In-process wake-ups after execution changes commit.
+    waker: Option<execution::Waker>,
 }
 
 impl Store {
@@ -47,6 +53,7 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         Ok(Self {
             db: db::Db::connect(url, max_connections).await?,
+            waker: None,
         })
     }
 
@@ -66,6 +73,14 @@ impl Store {
 
     pub async fn close(&self) {
         self.db.close().await
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 

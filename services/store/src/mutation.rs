@@ -37,6 +37,9 @@ pub struct Mutation {
     pub request_id: String,
     /// Hash of the whole request; a reused `request_id` must come with the same one.
     pub request_hash: Vec<u8>,
+    /// Whether the mutation gets an audit record. Worker traffic (event batches,
+    /// heartbeats) is recorded in the run's own log instead.
+    pub audit: bool,
 }
 
 pub(crate) enum Begun<T> {
@@ -124,30 +127,32 @@ impl Store {
         value: &T,
     ) -> Result<()> {
         let now = now_micros();
-        let audit = Query::insert()
-            .into_table(AuditLog::Table)
-            .columns([
-                AuditLog::WorkspaceId,
-                AuditLog::AuditId,
-                AuditLog::CreateTime,
-                AuditLog::Principal,
-                AuditLog::Method,
-                AuditLog::Resource,
-                AuditLog::RequestId,
-                AuditLog::Outcome,
-            ])
-            .values_panic([
-                m.workspace.clone().into(),
-                uuid::Uuid::now_v7().to_string().into(),
-                now.into(),
-                m.principal.clone().into(),
-                m.method.into(),
-                m.resource.clone().into(),
-                m.request_id.clone().into(),
-                "OK".into(),
-            ])
-            .to_owned();
-        tx.execute(&audit).await?;
+        if m.audit {
+            let audit = Query::insert()
+                .into_table(AuditLog::Table)
+                .columns([
+                    AuditLog::WorkspaceId,
+                    AuditLog::AuditId,
+                    AuditLog::CreateTime,
+                    AuditLog::Principal,
+                    AuditLog::Method,
+                    AuditLog::Resource,
+                    AuditLog::RequestId,
+                    AuditLog::Outcome,
+                ])
+                .values_panic([
+                    m.workspace.clone().into(),
+                    uuid::Uuid::now_v7().to_string().into(),
+                    now.into(),
+                    m.principal.clone().into(),
+                    m.method.into(),
+                    m.resource.clone().into(),
+                    m.request_id.clone().into(),
+                    "OK".into(),
+                ])
+                .to_owned();
+            tx.execute(&audit).await?;
+        }
         if !m.request_id.is_empty() {
             let response = serde_json::to_string(value).map_err(Error::internal)?;
             let stored = Query::insert()

@@ -161,3 +161,92 @@ pub(crate) enum ContextBlobs {
     Refs,
     CreateTime,
 }
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum Sessions {
+    Table,
+    WorkspaceId,
+    ProjectId,
+    SessionId,
+    InstanceId,
+    Description,
+    Labels,
+    ActiveRun,
+    MessageCount,
+    CreateTime,
+    UpdateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum Messages {
+    Table,
+    WorkspaceId,
+    ProjectId,
+    SessionId,
+    Sequence,
+    Role,
+    Content,
+    ToolCall,
+    RunId,
+    Superseded,
+    CreateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum Runs {
+    Table,
+    WorkspaceId,
+    RunId,
+    ProjectId,
+    SessionId,
+    InstanceId,
+    AgentId,
+    AgentRevision,
+    Status,
+    StopReason,
+    Ready,
+    Spec,
+    Attempt,
+    Error,
+    InputTokens,
+    OutputTokens,
+    CostUsd,
+    LastSequence,
+    CancelRequested,
+    Supersede,
+    Approval,
+    ApprovalExpireTime,
+    Output,
+    NextAttemptTime,
+    Deadline,
+    LeaseEpoch,
+    LeaseExpireTime,
+    LeaseDuration,
+    Worker,
+    CreateTime,
+    StartTime,
+    EndTime,
+    UpdateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum ToolCalls {
+    Table,
+    WorkspaceId,
+    RunId,
+    CallId,
+    Tool,
+    Open,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RunEvents {
+    Table,
+    WorkspaceId,
+    RunId,
+    Sequence,
+    Attempt,
+    Kind,
+    Body,
+    CreateTime,
+}

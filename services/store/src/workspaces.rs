@@ -106,6 +106,15 @@ pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
+/// The workspace row locked against other claims (FOR NO KEY UPDATE, which foreign-key
+/// checks of inserts elsewhere do not wait for): run claims serialize on it.
+pub(crate) async fn lock_workspace_for_claim(tx: &mut Tx, id: &str) -> Result<Workspace> {
+    let row: Option<WorkspaceRow> = tx
+        .fetch_optional(&by_id(id).lock(LockType::NoKeyUpdate).to_owned())
+        .await?;
+    row.ok_or_else(|| not_found(id))?.try_into()
+}
+
 /// The workspace row inside a transaction, without a lock: for reading quotas and
 /// checking existence where no count must be serialized.
 pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {

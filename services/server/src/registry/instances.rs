@@ -58,7 +58,7 @@ fn status(field: &str, value: i32) -> Result<InstanceStatus> {
     Ok(status)
 }
 
-fn to_proto(i: Instance) -> pb::Instance {
+pub fn to_proto(i: Instance) -> pb::Instance {
     pb::Instance {
         name: format!(
             "workspaces/{}/projects/{}/instances/{}",

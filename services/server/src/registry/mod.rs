@@ -1,8 +1,8 @@
 //! RegistryService: tenancy, agent definitions and instances, one module per resource.
 
-mod agents;
+pub(crate) mod agents;
 mod api_keys;
-mod instances;
+pub(crate) mod instances;
 mod projects;
 mod workspaces;
 

@@ -1,0 +1,108 @@
+//! StreamRunEvents: replays stored events after the cursor, then follows new ones until
+//! the terminal status event. The subscription to wake-ups is taken before the first
+//! read and storage is read again on every wake-up and on a timer, so events arrive in
+//! order and exactly once whatever the notifications do; a client resumes with the last
+//! sequence it saw.
+
+use std::sync::Arc;
+
+use agentry_core::{Error, Result, names::RunName};
+use agentry_proto::v1 as pb;
+use agentry_store::run_key;
+use futures::Stream;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::convert::event_to_proto;
+use crate::{
+    auth::{Action, Principal},
+    context::Ctx,
+    error::to_status,
+};
+
+const BATCH: u64 = 500;
+
+pub async fn stream_run_events(
+    ctx: Arc<Ctx>,
+    p: &Principal,
+    req: pb::StreamRunEventsRequest,
+) -> Result<impl Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + use<>> {
+    let name = RunName::parse("name", &req.name)?;
+    p.check(&name.workspace, Action::Read)?;
+    if req.after_sequence < 0 {
+        return Err(Error::invalid("after_sequence", "must not be negative"));
+    }
+    let mut wakeups = ctx.hub.subscribe();
+    let run = ctx.store.get_run(&name).await?;
+    if req.after_sequence > run.last_sequence {
+        return Err(Error::OutOfRange {
+            reason: "SEQUENCE_OUT_OF_RANGE",
+            message: format!(
+                "after_sequence {} is past the run's last event ({})",
+                req.after_sequence, run.last_sequence
+            ),
+            metadata: [("last_sequence".to_owned(), run.last_sequence.to_string())].into(),
+        });
+    }
+    let mut cursor = req.after_sequence;
+    let finished = run.status.is_terminal();
+    let key = run_key(&name.workspace, &name.run);
+    let full_name = name.to_string();
+    let (sender, receiver) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut stopping = ctx.stopping.clone();
+        loop {
+            let batch = match ctx
+                .store
+                .run_events_after(&name.workspace, &name.run, cursor, BATCH)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(Error::Unavailable { .. }) => {
+                    tokio::time::sleep(ctx.poll_interval).await;
+                    continue;
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(to_status(error))).await;
+                    return;
+                }
+            };
+            let full = batch.len() as u64 == BATCH;
+            for event in batch {
+                cursor = event.sequence;
+                let terminal = event.body.is_terminal();
+                let item = pb::StreamRunEventsResponse {
+                    event: Some(event_to_proto(&full_name, event)),
+                };
+                if sender.send(Ok(item)).await.is_err() {
+                    return; // the client went away
+                }
+                if terminal {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            if finished && cursor >= run.last_sequence {
+                return;
+            }
+            let poll = tokio::time::sleep(ctx.poll_interval);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    received = wakeups.recv() => match received {
+                        Ok(changed) if changed == key => break,
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = &mut poll => break,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                    _ = sender.closed() => return,
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}

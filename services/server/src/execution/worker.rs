@@ -1,0 +1,400 @@
+//! Runs, worker side (WORKER keys). PollTask and HeartbeatTask long-poll on wake-ups
+//! (this replica's, and other replicas' through Postgres NOTIFY) with a timer as
+//! fallback. Every call after PollTask names its lease by the task token: an HMAC-signed
+//! (workspace, project, session, run, attempt, lease epoch) that the store checks
+//! against the run row.
+
+use std::time::Duration;
+
+use agentry_core::{
+    Error, Result,
+    names::{AgentName, InstanceName, RunName, WorkspaceName},
+    run::{Lease, PlanStep, Run, RunStatus},
+    time::{Micros, now_micros},
+};
+use agentry_proto::v1 as pb;
+use agentry_store::{queue_key, run_key};
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+use super::convert::{
+    approval_to_proto, duration, error_from_proto, event_input_from_proto, message_from_proto,
+    run_to_proto, stop_from_proto, usage_from_proto,
+};
+use crate::{
+    auth::{Action, Principal},
+    context::Ctx,
+    convert::{timestamp, value_to_json},
+    registry,
+};
+
+const SECOND: Micros = 1_000_000;
+const MAX_WAIT: Micros = 60 * SECOND;
+const DEFAULT_WAIT: Micros = 30 * SECOND;
+const DEFAULT_LEASE: Micros = 30 * SECOND;
+const MAX_BATCH: usize = 1000;
+const MAX_AGENTS: usize = 100;
+const MAX_STEPS: usize = 100;
+
+const TOKEN_SCOPE: &str = "task";
+
+fn encode_token(ctx: &Ctx, lease: &Lease) -> String {
+    let json = serde_json::to_string(lease).expect("a lease serializes");
+    ctx.pages.encode(TOKEN_SCOPE, &json)
+}
+
+/// The lease a token names, after checking the caller may work in its workspace.
+fn lease(ctx: &Ctx, p: &Principal, token: &str) -> Result<Lease> {
+    let invalid = || Error::invalid("task_token", "not a task token this service issued");
+    if token.is_empty() {
+        return Err(Error::invalid("task_token", "required"));
+    }
+    let json = ctx
+        .pages
+        .decode(TOKEN_SCOPE, token)
+        .map_err(|_| invalid())?
+        .ok_or_else(invalid)?;
+    let lease: Lease = serde_json::from_str(&json).map_err(|_| invalid())?;
+    p.check(&lease.workspace, Action::Work)?;
+    Ok(lease)
+}
+
+fn lease_of(run: &Run) -> Lease {
+    Lease {
+        workspace: run.workspace.clone(),
+        project: run.project.clone(),
+        session: run.session.clone(),
+        run: run.id.clone(),
+        attempt: run.attempt,
+        epoch: run.lease_epoch,
+    }
+}
+
+fn run_name_of(lease: &Lease) -> RunName {
+    RunName {
+        workspace: lease.workspace.clone(),
+        project: lease.project.clone(),
+        session: lease.session.clone(),
+        run: lease.run.clone(),
+    }
+}
+
+/// Waits until a wake-up for `key` arrives, `limit` passes, or the server stops.
+/// Returns false when the server is stopping.
+async fn wait_for(ctx: &Ctx, wakeups: &mut Receiver<String>, key: &str, limit: Duration) -> bool {
+    let mut stopping = ctx.stopping.clone();
+    let timer = tokio::time::sleep(limit);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            received = wakeups.recv() => match received {
+                Ok(changed) if changed == key => return true,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Closed) => return false,
+            },
+            _ = &mut timer => return true,
+            _ = stopping.wait_for(|stop| *stop) => return false,
+        }
+    }
+}
+
+fn remaining(deadline: Micros) -> Micros {
+    (deadline - now_micros()).max(0)
+}
+
+async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
+    let instance = ctx
+        .store
+        .get_instance(&InstanceName {
+            workspace: run.workspace.clone(),
+            project: run.project.clone(),
+            instance: run.instance.clone(),
+        })
+        .await?;
+    let agent = ctx
+        .store
+        .get_agent(
+            &AgentName {
+                workspace: run.workspace.clone(),
+                agent: run.agent.clone(),
+            },
+            Some(run.agent_revision),
+        )
+        .await?;
+    let resume = run
+        .approval
+        .as_ref()
+        .filter(|a| a.decision.is_some() && a.decided_by != "auto")
+        .map(|a| pb::ResumeInput {
+            approval: Some(approval_to_proto(a)),
+        });
+    Ok(pb::Task {
+        task_token: encode_token(ctx, &lease_of(&run)),
+        attempt: run.attempt,
+        lease_expire_time: run.lease_expire_time.and_then(timestamp),
+        deadline: run.deadline().and_then(timestamp),
+        resume,
+        instance: Some(registry::instances::to_proto(instance)),
+        agent: Some(registry::agents::to_proto(agent)),
+        run: Some(run_to_proto(run)),
+    })
+}
+
+pub async fn poll_task(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::PollTaskRequest,
+) -> Result<pb::PollTaskResponse> {
+    let workspace = WorkspaceName::parse("parent", &req.parent)?;
+    p.check(&workspace.workspace, Action::Work)?;
+    if req.agents.is_empty() || req.agents.len() > MAX_AGENTS {
+        return Err(Error::invalid(
+            "agents",
+            format!("name 1 to {MAX_AGENTS} agents"),
+        ));
+    }
+    let mut agents = Vec::with_capacity(req.agents.len());
+    for (i, agent) in req.agents.iter().enumerate() {
+        let name = AgentName::parse(&format!("agents[{i}]"), agent)?;
+        if name.workspace != workspace.workspace {
+            return Err(Error::invalid(
+                format!("agents[{i}]"),
+                "an agent of the parent workspace",
+            ));
+        }
+        agents.push(name.agent);
+    }
+    let identity = crate::convert::text("identity", req.identity.clone())?;
+    let wait = match &req.wait {
+        Some(d) => duration("wait", d, 0, MAX_WAIT)?,
+        None => DEFAULT_WAIT,
+    };
+    let lease_duration = match &req.lease_duration {
+        Some(d) => duration("lease_duration", d, SECOND, 600 * SECOND)?,
+        None => DEFAULT_LEASE,
+    };
+    let deadline = now_micros() + wait;
+    let key = queue_key(&workspace.workspace);
+    // Subscribed before the first look, so a run queued in between still wakes us.
+    let mut wakeups = ctx.hub.subscribe();
+    loop {
+        if let Some(run) = ctx
+            .store
+            .claim_run(&workspace.workspace, &agents, &identity, lease_duration)
+            .await?
+        {
+            return Ok(pb::PollTaskResponse {
+                task: Some(task(ctx, run).await?),
+            });
+        }
+        let left = remaining(deadline);
+        if left == 0 {
+            return Ok(pb::PollTaskResponse::default());
+        }
+        let limit = Duration::from_micros(left as u64).min(ctx.poll_interval);
+        if !wait_for(ctx, &mut wakeups, &key, limit).await {
+            return Ok(pb::PollTaskResponse::default());
+        }
+    }
+}
+
+pub async fn heartbeat_task(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::HeartbeatTaskRequest,
+) -> Result<pb::HeartbeatTaskResponse> {
+    let lease = lease(ctx, p, &req.task_token)?;
+    let wait = match &req.wait {
+        Some(d) => duration("wait", d, 0, MAX_WAIT)?,
+        None => 0,
+    };
+    let mut wakeups = ctx.hub.subscribe();
+    let run = ctx.store.heartbeat_task(&lease, wait).await?;
+    let lease_expire_time = run.lease_expire_time.and_then(timestamp);
+    let deadline = now_micros() + wait;
+    let key = run_key(&lease.workspace, &lease.run);
+    let name = run_name_of(&lease);
+    let mut cancel = run.cancel_requested;
+    while !cancel {
+        let left = remaining(deadline);
+        if left == 0 {
+            break;
+        }
+        let limit = Duration::from_micros(left as u64).min(ctx.poll_interval);
+        if !wait_for(ctx, &mut wakeups, &key, limit).await {
+            break;
+        }
+        let run = ctx.store.get_run(&name).await?;
+        // A run that stopped being this lease's (timed out, lease lost) is over for the
+        // worker too: its next call is refused.
+        let ours = run.attempt == lease.attempt
+            && run.lease_epoch == lease.epoch
+            && run.status.is_leased();
+        cancel = run.cancel_requested || !ours;
+    }
+    Ok(pb::HeartbeatTaskResponse {
+        cancel_requested: cancel,
+        lease_expire_time,
+    })
+}
+
+pub async fn append_run_events(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::AppendRunEventsRequest,
+) -> Result<pb::AppendRunEventsResponse> {
+    let lease = lease(ctx, p, &req.task_token)?;
+    if req.events.is_empty() || req.events.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "events",
+            format!("1 to {MAX_BATCH} events per call"),
+        ));
+    }
+    let mut m = ctx.mutation(
+        p,
+        "AppendRunEvents",
+        &lease.workspace,
+        run_name_of(&lease).to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    m.audit = false;
+    let inputs = req
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_input_from_proto(i, e))
+        .collect::<Result<Vec<_>>>()?;
+    let (last_sequence, cancel_requested) = ctx.store.append_run_events(&m, &lease, inputs).await?;
+    Ok(pb::AppendRunEventsResponse {
+        last_sequence,
+        cancel_requested,
+    })
+}
+
+pub async fn propose_plan(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::ProposePlanRequest,
+) -> Result<pb::ProposePlanResponse> {
+    let lease = lease(ctx, p, &req.task_token)?;
+    if req.steps.is_empty() || req.steps.len() > MAX_STEPS {
+        return Err(Error::invalid("steps", format!("1 to {MAX_STEPS} steps")));
+    }
+    let m = ctx.mutation(
+        p,
+        "ProposePlan",
+        &lease.workspace,
+        run_name_of(&lease).to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    // Risks come from the revision the run pins (immutable, so read outside the write).
+    let run = ctx.store.get_run(&run_name_of(&lease)).await?;
+    let agent = ctx
+        .store
+        .get_agent(
+            &AgentName {
+                workspace: run.workspace.clone(),
+                agent: run.agent.clone(),
+            },
+            Some(run.agent_revision),
+        )
+        .await?;
+    let mut steps = Vec::with_capacity(req.steps.len());
+    for (i, step) in req.steps.into_iter().enumerate() {
+        let tool = agent
+            .spec
+            .tools
+            .iter()
+            .find(|t| t.name == step.tool)
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("steps[{i}].tool"),
+                    format!(
+                        "{:?} is not a tool of workspaces/{}/agents/{} revision {}",
+                        step.tool, run.workspace, run.agent, run.agent_revision
+                    ),
+                )
+            })?;
+        steps.push(PlanStep {
+            risk: tool.risk,
+            tool: step.tool,
+            arguments: step
+                .arguments
+                .map(|v| value_to_json(&format!("steps[{i}].arguments"), v, 0))
+                .transpose()?,
+            description: crate::convert::text(
+                &format!("steps[{i}].description"),
+                step.description,
+            )?,
+        });
+    }
+    let (approved, approval) = ctx.store.propose_plan(&m, &lease, steps).await?;
+    Ok(pb::ProposePlanResponse {
+        approved,
+        approval: Some(approval_to_proto(&approval)),
+    })
+}
+
+pub async fn complete_task(
+    ctx: &Ctx,
+    p: &Principal,
+    req: pb::CompleteTaskRequest,
+) -> Result<pb::Run> {
+    let lease = lease(ctx, p, &req.task_token)?;
+    if req.output.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "output",
+            format!("at most {MAX_BATCH} messages"),
+        ));
+    }
+    let m = ctx.mutation(
+        p,
+        "CompleteTask",
+        &lease.workspace,
+        run_name_of(&lease).to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let output = req
+        .output
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| message_from_proto(&format!("output[{i}]"), m))
+        .collect::<Result<Vec<_>>>()?;
+    let usage = usage_from_proto("usage", req.usage)?;
+    let stop = match stop_from_proto("stop_reason", req.stop_reason)? {
+        agentry_core::run::StopReason::Unspecified => agentry_core::run::StopReason::EndTurn,
+        other => other,
+    };
+    let run = ctx
+        .store
+        .complete_task(&m, &lease, output, usage, stop)
+        .await?;
+    Ok(run_to_proto(run))
+}
+
+pub async fn fail_task(ctx: &Ctx, p: &Principal, req: pb::FailTaskRequest) -> Result<pb::Run> {
+    let lease = lease(ctx, p, &req.task_token)?;
+    let m = ctx.mutation(
+        p,
+        "FailTask",
+        &lease.workspace,
+        run_name_of(&lease).to_string(),
+        &req.request_id,
+        &req,
+    )?;
+    let error = error_from_proto("error", req.error)?;
+    let delay = req
+        .next_retry_delay
+        .as_ref()
+        .map(|d| duration("next_retry_delay", d, 0, 7 * 86_400 * SECOND))
+        .transpose()?;
+    let run = ctx
+        .store
+        .fail_task(&m, &lease, error, req.retryable, delay)
+        .await?;
+    debug_assert!(run.status != RunStatus::Running);
+    Ok(run_to_proto(run))
+}

@@ -1,0 +1,640 @@
+//! Runs, worker side: claims, heartbeats, event batches, plans, completion and failure.
+//! Every call but the claim is fenced by the [`Lease`] it names.
+
+use std::collections::{HashMap, HashSet};
+
+use agentry_core::{
+    Error, Result,
+    names::SessionName,
+    run::{
+        Approval, Decision, EventBody, Lease, MessageBody, MessageRole, PlanStep, Run, RunError,
+        RunEvent, RunStatus, Session, StopReason, ToolCall, Usage,
+    },
+    time::{Micros, now_micros},
+};
+use sea_query::{Cond, Expr, LockBehavior, LockType, Order, Query};
+
+use super::{
+    RunRow, Wakes, append_messages, approval_decided, finish, insert_events, lock_session,
+    push_event, run_by_id, save_run, save_session, select_runs, set_status, stale,
+};
+use crate::{
+    Store,
+    db::Tx,
+    mutation::{Mutation, mutate},
+    tables::{Runs, ToolCalls},
+    workspaces::lock_workspace_for_claim,
+};
+
+/// One event a worker appends.
+#[derive(Debug, Clone)]
+pub enum EventInput {
+    Delta {
+        message_id: String,
+        text: String,
+    },
+    Message(MessageBody),
+    ToolStarted(ToolCall),
+    ToolCompleted(ToolCall),
+    Usage(Usage),
+    Custom {
+        name: String,
+        data: serde_json::Value,
+    },
+    Error(RunError),
+}
+
+impl EventInput {
+    fn touches_transcript(&self) -> bool {
+        matches!(
+            self,
+            Self::Message(_) | Self::ToolStarted(_) | Self::ToolCompleted(_)
+        )
+    }
+}
+
+/// Locks the session (when asked) and the run, and checks that `lease` still holds.
+async fn fenced(
+    tx: &mut Tx,
+    lease: &Lease,
+    now: Micros,
+    with_session: bool,
+) -> Result<(Option<Session>, Run)> {
+    let session = if with_session {
+        let name = SessionName {
+            workspace: lease.workspace.clone(),
+            project: lease.project.clone(),
+            session: lease.session.clone(),
+        };
+        Some(lock_session(tx, &name).await.map_err(|e| match e {
+            Error::NotFound { .. } => stale("the run no longer exists"),
+            other => other,
+        })?)
+    } else {
+        None
+    };
+    let row: Option<RunRow> = tx
+        .fetch_optional(
+            &run_by_id(&lease.workspace, &lease.run)
+                .lock(LockType::NoKeyUpdate)
+                .to_owned(),
+        )
+        .await?;
+    let run: Run = row
+        .ok_or_else(|| stale("the run no longer exists"))?
+        .try_into()?;
+    if run.project != lease.project || run.session != lease.session {
+        return Err(stale("the run no longer exists"));
+    }
+    if run.status.is_terminal() {
+        return Err(stale(format!(
+            "the run already finished ({})",
+            run.status.as_str()
+        )));
+    }
+    if run.attempt != lease.attempt || run.lease_epoch != lease.epoch {
+        return Err(stale(format!(
+            "this task's lease was superseded: the run is at attempt {}",
+            run.attempt
+        )));
+    }
+    if !run.status.is_leased() {
+        return Err(stale(format!(
+            "the run is no longer leased ({})",
+            run.status.as_str()
+        )));
+    }
+    if run.lease_expire_time.is_none_or(|t| t <= now) {
+        return Err(stale("the lease expired"));
+    }
+    Ok((session, run))
+}
+
+/// Back to the queue for another attempt, not before `delay`; open tool calls of the
+/// failed attempt are closed first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn requeue(
+    tx: &mut Tx,
+    session: &mut Session,
+    run: &mut Run,
+    events: &mut Vec<RunEvent>,
+    wakes: &mut Wakes,
+    stop_reason: StopReason,
+    message: &str,
+    delay: Micros,
+    now: Micros,
+) -> Result<()> {
+    super::close_open_calls(tx, session, run, events, "failed", now).await?;
+    set_status(run, events, RunStatus::Queued, stop_reason, message, now)?;
+    run.attempt += 1;
+    run.next_attempt_time = now.saturating_add(delay);
+    wakes.queue(&run.workspace);
+    wakes.run(run);
+    Ok(())
+}
+
+fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
+    select_runs()
+        .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+        .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
+        .and_where(Expr::col(Runs::Ready).eq(1))
+        .and_where(Expr::col(Runs::AgentId).is_in(agents.iter().map(String::as_str)))
+        .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
+        .cond_where(
+            Cond::any()
+                .add(Expr::col(Runs::Deadline).is_null())
+                .add(Expr::col(Runs::Deadline).gt(now)),
+        )
+        .order_by(Runs::NextAttemptTime, Order::Asc)
+        .order_by(Runs::RunId, Order::Asc)
+        .limit(1)
+        .to_owned()
+}
+
+impl Store {
+    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
+    /// free concurrent-run slot.
+    pub async fn claim_run(
+        &self,
+        workspace: &str,
+        agents: &[String],
+        worker: &str,
+        lease_duration: Micros,
+    ) -> Result<Option<Run>> {
+        let now = now_micros();
+        // A cheap look without locks first: idle pollers woken for other agents' runs
+        // leave without taking the workspace lock.
+        let any: Option<RunRow> = self
+            .db
+            .fetch_optional(&candidates(workspace, agents, now))
+            .await?;
+        if any.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.db.begin().await?;
+        let ws = lock_workspace_for_claim(&mut tx, workspace).await?;
+        let (leased,): (i64,) = tx
+            .fetch_optional(
+                &Query::select()
+                    .expr(Expr::col(Runs::RunId).count())
+                    .from(Runs::Table)
+                    .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+                    .and_where(
+                        Expr::col(Runs::Status)
+                            .is_in([RunStatus::Running.as_str(), RunStatus::Cancelling.as_str()]),
+                    )
+                    .to_owned(),
+            )
+            .await?
+            .unwrap_or((0,));
+        if leased >= i64::from(ws.quotas.max_concurrent_runs) {
+            return Ok(None);
+        }
+        let row: Option<RunRow> = tx
+            .fetch_optional(
+                &candidates(workspace, agents, now)
+                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                    .to_owned(),
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut run: Run = row.try_into()?;
+        let mut events = Vec::new();
+        run.attempt = run.attempt.max(1);
+        run.lease_epoch += 1;
+        run.lease_duration = lease_duration;
+        run.worker = worker.to_owned();
+        run.start_time.get_or_insert(now);
+        set_status(
+            &mut run,
+            &mut events,
+            RunStatus::Running,
+            StopReason::Unspecified,
+            "",
+            now,
+        )?;
+        run.lease_expire_time = Some(now.saturating_add(lease_duration));
+        save_run(&mut tx, &run).await?;
+        insert_events(&mut tx, &run, &events).await?;
+        let mut wakes = Wakes::default();
+        wakes.run(&run);
+        wakes.notify(&mut tx).await?;
+        tx.commit().await?;
+        self.wake(&wakes);
+        Ok(Some(run))
+    }
+
+    /// Renews the lease for `wait` (the caller holds its reply that long) plus the
+    /// lease's duration.
+    pub async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {
+        let now = now_micros();
+        let mut tx = self.db.begin().await?;
+        let (_, mut run) = fenced(&mut tx, lease, now, false).await?;
+        run.lease_expire_time = Some(now.saturating_add(wait).saturating_add(run.lease_duration));
+        save_run(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// Appends a batch; returns the last sequence and whether a cancel was requested.
+    pub async fn append_run_events(
+        &self,
+        m: &Mutation,
+        lease: &Lease,
+        inputs: Vec<EventInput>,
+    ) -> Result<(i64, bool)> {
+        let mut wakes = Wakes::default();
+        let with_session = inputs.iter().any(EventInput::touches_transcript);
+        let answer = mutate!(self, m, |tx| async {
+            let now = now_micros();
+            let (mut session, mut run) = fenced(tx, lease, now, with_session).await?;
+            // Tool calls of this batch: id → (tool, open) as known so far.
+            let ids: Vec<&str> = inputs
+                .iter()
+                .filter_map(|e| match e {
+                    EventInput::ToolStarted(c) | EventInput::ToolCompleted(c) => {
+                        Some(c.id.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut calls: HashMap<String, (String, bool)> = HashMap::new();
+            if !ids.is_empty() {
+                let known: Vec<(String, String, i32)> = tx
+                    .fetch_all(
+                        &Query::select()
+                            .columns([ToolCalls::CallId, ToolCalls::Tool, ToolCalls::Open])
+                            .from(ToolCalls::Table)
+                            .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
+                            .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+                            .and_where(Expr::col(ToolCalls::CallId).is_in(ids.iter().copied()))
+                            .to_owned(),
+                    )
+                    .await?;
+                for (id, tool, open) in known {
+                    calls.insert(id, (tool, open != 0));
+                }
+            }
+            let mut started: Vec<(String, String)> = Vec::new();
+            let mut closed: HashSet<String> = HashSet::new();
+            let mut events = Vec::new();
+            let mut messages: Vec<MessageBody> = Vec::new();
+            let base = session.as_ref().map_or(0, |s| s.message_count);
+            for (index, input) in inputs.iter().enumerate() {
+                let field = |what: &str| format!("events[{index}].{what}");
+                let body = match input {
+                    EventInput::Delta { message_id, text } => EventBody::MessageDelta {
+                        message_id: message_id.clone(),
+                        text: text.clone(),
+                    },
+                    EventInput::Message(message) => {
+                        messages.push(message.clone());
+                        EventBody::MessageCompleted {
+                            message: message.clone(),
+                            sequence: base + messages.len() as i64,
+                        }
+                    }
+                    EventInput::ToolStarted(call) => {
+                        if calls.contains_key(&call.id) {
+                            return Err(Error::invalid(
+                                field("tool_call_started.tool_call.id"),
+                                format!("tool call id {:?} was already used in this run", call.id),
+                            ));
+                        }
+                        calls.insert(call.id.clone(), (call.tool.clone(), true));
+                        started.push((call.id.clone(), call.tool.clone()));
+                        let call = ToolCall {
+                            result: None,
+                            is_error: false,
+                            ..call.clone()
+                        };
+                        messages.push(MessageBody {
+                            role: MessageRole::Assistant,
+                            content: String::new(),
+                            tool_call: Some(call.clone()),
+                        });
+                        EventBody::ToolCallStarted { call }
+                    }
+                    EventInput::ToolCompleted(call) => {
+                        let tool = match calls.get_mut(&call.id) {
+                            Some((tool, open)) if *open => {
+                                *open = false;
+                                tool.clone()
+                            }
+                            _ => {
+                                return Err(Error::invalid(
+                                    field("tool_call_completed.tool_call.id"),
+                                    format!("no open tool call {:?} in this run", call.id),
+                                ));
+                            }
+                        };
+                        if !call.tool.is_empty() && call.tool != tool {
+                            return Err(Error::invalid(
+                                field("tool_call_completed.tool_call.tool"),
+                                format!("tool call {:?} was started for tool {tool:?}", call.id),
+                            ));
+                        }
+                        closed.insert(call.id.clone());
+                        let call = ToolCall {
+                            tool,
+                            ..call.clone()
+                        };
+                        messages.push(MessageBody {
+                            role: MessageRole::Tool,
+                            content: String::new(),
+                            tool_call: Some(call.clone()),
+                        });
+                        EventBody::ToolCallCompleted {
+                            call,
+                            synthetic: false,
+                        }
+                    }
+                    EventInput::Usage(usage) => {
+                        run.usage.add(usage);
+                        EventBody::Usage {
+                            usage: usage.clone(),
+                        }
+                    }
+                    EventInput::Custom { name, data } => EventBody::Custom {
+                        name: name.clone(),
+                        data: data.clone(),
+                    },
+                    EventInput::Error(error) => EventBody::Error {
+                        error: error.clone(),
+                    },
+                };
+                push_event(&mut run, &mut events, body, now);
+            }
+            if let Some(session) = session.as_mut() {
+                append_messages(tx, session, &run, &messages, now).await?;
+                save_session(tx, session, now).await?;
+            }
+            if !started.is_empty() {
+                let mut insert = Query::insert()
+                    .into_table(ToolCalls::Table)
+                    .columns([
+                        ToolCalls::WorkspaceId,
+                        ToolCalls::RunId,
+                        ToolCalls::CallId,
+                        ToolCalls::Tool,
+                        ToolCalls::Open,
+                    ])
+                    .to_owned();
+                for (id, tool) in &started {
+                    insert.values_panic([
+                        run.workspace.clone().into(),
+                        run.id.clone().into(),
+                        id.clone().into(),
+                        tool.clone().into(),
+                        i32::from(!closed.contains(id)).into(),
+                    ]);
+                }
+                tx.execute(&insert).await?;
+            }
+            let closed_before: Vec<&String> = closed
+                .iter()
+                .filter(|id| !started.iter().any(|(s, _)| s == *id))
+                .collect();
+            if !closed_before.is_empty() {
+                tx.execute(
+                    &Query::update()
+                        .table(ToolCalls::Table)
+                        .value(ToolCalls::Open, 0)
+                        .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
+                        .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+                        .and_where(
+                            Expr::col(ToolCalls::CallId)
+                                .is_in(closed_before.iter().map(|s| s.as_str())),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            }
+            run.update_time = now;
+            save_run(tx, &run).await?;
+            insert_events(tx, &run, &events).await?;
+            wakes.run(&run);
+            wakes.notify(tx).await?;
+            Ok((run.last_sequence, run.cancel_requested))
+        })?;
+        self.wake(&wakes);
+        Ok(answer)
+    }
+
+    /// Applies the autonomy matrix to a plan: auto-approved (the lease goes on), or the
+    /// run waits for a human in REQUIRES_ACTION and the lease ends.
+    pub async fn propose_plan(
+        &self,
+        m: &Mutation,
+        lease: &Lease,
+        steps: Vec<PlanStep>,
+    ) -> Result<(bool, Approval)> {
+        let mut wakes = Wakes::default();
+        let answer = mutate!(self, m, |tx| async {
+            let now = now_micros();
+            let (_, mut run) = fenced(tx, lease, now, false).await?;
+            if run.status == RunStatus::Cancelling {
+                return Err(Error::precondition(
+                    "CANCEL_REQUESTED",
+                    "a cancel was requested; finish the task with FailTask or CompleteTask",
+                ));
+            }
+            let mut approval = Approval {
+                id: uuid::Uuid::now_v7().to_string(),
+                steps: steps.clone(),
+                expire_time: now.saturating_add(run.approval_timeout),
+                decision: None,
+                comment: String::new(),
+                decided_by: String::new(),
+            };
+            let auto = steps.iter().all(|s| run.autonomy.allows(s.risk));
+            let mut events = Vec::new();
+            push_event(
+                &mut run,
+                &mut events,
+                EventBody::PlanProposed {
+                    approval: approval.clone(),
+                    auto_approved: auto,
+                },
+                now,
+            );
+            if auto {
+                approval.decision = Some(Decision::Approve);
+                approval.decided_by = "auto".into();
+                approval_decided(&mut run, &mut events, &approval, now);
+                run.approval = Some(approval.clone());
+            } else {
+                run.approval = Some(approval.clone());
+                set_status(
+                    &mut run,
+                    &mut events,
+                    RunStatus::RequiresAction,
+                    StopReason::Unspecified,
+                    "waiting for a decision on the plan",
+                    now,
+                )?;
+                run.lease_epoch += 1;
+                wakes.queue(&run.workspace);
+            }
+            save_run(tx, &run).await?;
+            insert_events(tx, &run, &events).await?;
+            wakes.run(&run);
+            wakes.notify(tx).await?;
+            Ok((auto, approval))
+        })?;
+        self.wake(&wakes);
+        Ok(answer)
+    }
+
+    pub async fn complete_task(
+        &self,
+        m: &Mutation,
+        lease: &Lease,
+        output: Vec<MessageBody>,
+        usage: Usage,
+        stop_reason: StopReason,
+    ) -> Result<Run> {
+        let mut wakes = Wakes::default();
+        let run = mutate!(self, m, |tx| async {
+            let now = now_micros();
+            let (session, mut run) = fenced(tx, lease, now, true).await?;
+            let mut session = session.expect("locked with the session");
+            let mut events = Vec::new();
+            if run.status == RunStatus::Cancelling {
+                finish(
+                    tx,
+                    &mut session,
+                    &mut run,
+                    &mut events,
+                    &mut wakes,
+                    RunStatus::Cancelled,
+                    StopReason::Cancelled,
+                    "the worker confirmed the cancel",
+                    now,
+                )
+                .await?;
+            } else {
+                let sequences = append_messages(tx, &mut session, &run, &output, now).await?;
+                for (message, sequence) in output.iter().zip(sequences) {
+                    push_event(
+                        &mut run,
+                        &mut events,
+                        EventBody::MessageCompleted {
+                            message: message.clone(),
+                            sequence,
+                        },
+                        now,
+                    );
+                }
+                if !usage.is_zero() {
+                    run.usage.add(&usage);
+                    push_event(
+                        &mut run,
+                        &mut events,
+                        EventBody::Usage {
+                            usage: usage.clone(),
+                        },
+                        now,
+                    );
+                }
+                run.output = output.clone();
+                finish(
+                    tx,
+                    &mut session,
+                    &mut run,
+                    &mut events,
+                    &mut wakes,
+                    RunStatus::Succeeded,
+                    stop_reason,
+                    "",
+                    now,
+                )
+                .await?;
+            }
+            save_session(tx, &session, now).await?;
+            save_run(tx, &run).await?;
+            insert_events(tx, &run, &events).await?;
+            wakes.notify(tx).await?;
+            Ok(run)
+        })?;
+        self.wake(&wakes);
+        Ok(run)
+    }
+
+    pub async fn fail_task(
+        &self,
+        m: &Mutation,
+        lease: &Lease,
+        error: RunError,
+        retryable: bool,
+        next_retry_delay: Option<Micros>,
+    ) -> Result<Run> {
+        let mut wakes = Wakes::default();
+        let run = mutate!(self, m, |tx| async {
+            let now = now_micros();
+            let (session, mut run) = fenced(tx, lease, now, true).await?;
+            let mut session = session.expect("locked with the session");
+            let mut events = Vec::new();
+            push_event(
+                &mut run,
+                &mut events,
+                EventBody::Error {
+                    error: error.clone(),
+                },
+                now,
+            );
+            run.error = Some(error.clone());
+            if run.status == RunStatus::Cancelling {
+                finish(
+                    tx,
+                    &mut session,
+                    &mut run,
+                    &mut events,
+                    &mut wakes,
+                    RunStatus::Cancelled,
+                    StopReason::Cancelled,
+                    "the worker confirmed the cancel",
+                    now,
+                )
+                .await?;
+            } else if retryable && run.retry_policy.retries(run.attempt, &error.error_type) {
+                let delay =
+                    next_retry_delay.unwrap_or_else(|| run.retry_policy.backoff(run.attempt));
+                requeue(
+                    tx,
+                    &mut session,
+                    &mut run,
+                    &mut events,
+                    &mut wakes,
+                    StopReason::Error,
+                    &error.message,
+                    delay,
+                    now,
+                )
+                .await?;
+            } else {
+                finish(
+                    tx,
+                    &mut session,
+                    &mut run,
+                    &mut events,
+                    &mut wakes,
+                    RunStatus::Failed,
+                    StopReason::Error,
+                    &error.message,
+                    now,
+                )
+                .await?;
+            }
+            save_session(tx, &session, now).await?;
+            save_run(tx, &run).await?;
+            insert_events(tx, &run, &events).await?;
+            wakes.notify(tx).await?;
+            Ok(run)
+        })?;
+        self.wake(&wakes);
+        Ok(run)
+    }
+}
