@@ -59,6 +59,7 @@ fn mutation(
         resource: resource.into(),
         request_id: request_id.into(),
         request_hash: hash.to_vec(),
+        audit: true,
     }
 }
 
