@@ -93,6 +93,16 @@ impl Principal {
         self.check_role(action)
     }
 
+    /// A name in a request field (an instance, a context, a filter) must be of the
+    /// caller's workspace too: another tenant's is PERMISSION_DENIED, like any name.
+    pub fn check_reference(&self, own: &str, referenced: &str) -> Result<()> {
+        if own == referenced {
+            Ok(())
+        } else {
+            self.check(referenced, Action::Read)
+        }
+    }
+
     /// Authorizes an action that names no workspace (ListWorkspaces, CreateWorkspace).
     pub fn check_role(&self, action: Action) -> Result<()> {
         if self.role == Role::Root || action.allows(self.role) {

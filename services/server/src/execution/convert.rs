@@ -387,6 +387,7 @@ fn retry_policy_to_proto(p: &RetryPolicy) -> pb::RetryPolicy {
 }
 
 pub fn bindings_from_proto(
+    p: &crate::auth::Principal,
     session: &SessionName,
     bindings: Vec<pb::ContextBinding>,
 ) -> Result<Vec<ContextBinding>> {
@@ -399,6 +400,7 @@ pub fn bindings_from_proto(
         .map(|(i, b)| {
             let field = format!("run.contexts[{i}].context");
             let name = ContextName::parse(&field, &b.context)?;
+            p.check_reference(&session.workspace, &name.workspace)?;
             if name.project() != session.project() {
                 return Err(Error::invalid(field, "a context of the session's project"));
             }

@@ -57,7 +57,7 @@ pub async fn create_run(ctx: &Ctx, p: &Principal, req: pb::CreateRunRequest) -> 
         },
         retry_policy: retry_policy_from_proto(run.retry_policy)?,
         strategy: strategy_from_proto(run.multitask_strategy)?,
-        contexts: bindings_from_proto(&session, run.contexts)?,
+        contexts: bindings_from_proto(p, &session, run.contexts)?,
         labels: convert::labels("run.labels", run.labels)?,
         approval_timeout: match &req.approval_timeout {
             Some(d) => duration("approval_timeout", d, 1000, 365 * DAY)?,
@@ -76,7 +76,7 @@ pub async fn get_run(ctx: &Ctx, p: &Principal, req: pb::GetRunRequest) -> Result
 }
 
 /// `status = RUNNING AND agent = "…" AND instance = "…" AND create_time > "RFC 3339"`.
-fn run_filter(project: &ProjectName, text: &str) -> Result<RunFilter> {
+fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFilter> {
     let mut filter = RunFilter::default();
     if text.trim().is_empty() {
         return Ok(filter);
@@ -104,6 +104,7 @@ fn run_filter(project: &ProjectName, text: &str) -> Result<RunFilter> {
             }
             ("agent", "=") => {
                 let agent = AgentName::parse("filter", value)?;
+                p.check_reference(&project.workspace, &agent.workspace)?;
                 if agent.workspace != project.workspace {
                     return Err(bad("an agent of this workspace"));
                 }
@@ -111,6 +112,7 @@ fn run_filter(project: &ProjectName, text: &str) -> Result<RunFilter> {
             }
             ("instance", "=") => {
                 let instance = InstanceName::parse("filter", value)?;
+                p.check_reference(&project.workspace, &instance.workspace)?;
                 if instance.project() != *project {
                     return Err(bad("an instance of this project"));
                 }
@@ -143,7 +145,7 @@ pub async fn list_runs(
         }
     };
     p.check(&project.workspace, Action::Read)?;
-    let filter = run_filter(&project, &req.filter)?;
+    let filter = run_filter(p, &project, &req.filter)?;
     if let Some(session) = &session {
         // A missing session is NOT_FOUND, not an empty list.
         ctx.store

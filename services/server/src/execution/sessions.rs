@@ -42,6 +42,7 @@ pub async fn create_session(
     )?;
     let session = req.session.unwrap_or_default();
     let instance = InstanceName::parse("session.instance", &session.instance)?;
+    p.check_reference(&parent.workspace, &instance.workspace)?;
     if instance.project() != parent {
         return Err(Error::invalid(
             "session.instance",
@@ -89,6 +90,7 @@ pub async fn list_sessions(
                     )
                 })?;
             let instance = InstanceName::parse("filter", value)?;
+            p.check_reference(&parent.workspace, &instance.workspace)?;
             if instance.project() != parent {
                 return Err(Error::invalid("filter", "an instance of this project"));
             }

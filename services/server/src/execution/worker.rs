@@ -140,6 +140,22 @@ async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
     })
 }
 
+/// The tools of the agent revision the leased run pins.
+async fn pinned_tools(ctx: &Ctx, lease: &Lease) -> Result<Vec<agentry_core::model::Tool>> {
+    let run = ctx.store.get_run(&run_name_of(lease)).await?;
+    let agent = ctx
+        .store
+        .get_agent(
+            &AgentName {
+                workspace: run.workspace.clone(),
+                agent: run.agent.clone(),
+            },
+            Some(run.agent_revision),
+        )
+        .await?;
+    Ok(agent.spec.tools)
+}
+
 pub async fn poll_task(
     ctx: &Ctx,
     p: &Principal,
@@ -156,6 +172,7 @@ pub async fn poll_task(
     let mut agents = Vec::with_capacity(req.agents.len());
     for (i, agent) in req.agents.iter().enumerate() {
         let name = AgentName::parse(&format!("agents[{i}]"), agent)?;
+        p.check_reference(&workspace.workspace, &name.workspace)?;
         if name.workspace != workspace.workspace {
             return Err(Error::invalid(
                 format!("agents[{i}]"),
@@ -265,6 +282,23 @@ pub async fn append_run_events(
         .enumerate()
         .map(|(i, e)| event_input_from_proto(i, e))
         .collect::<Result<Vec<_>>>()?;
+    if inputs
+        .iter()
+        .any(|e| matches!(e, agentry_store::EventInput::ToolStarted(_)))
+    {
+        // Tool calls name tools of the pinned revision (immutable: read outside the write).
+        let tools = pinned_tools(ctx, &lease).await?;
+        for (i, input) in inputs.iter().enumerate() {
+            if let agentry_store::EventInput::ToolStarted(call) = input
+                && !tools.iter().any(|t| t.name == call.tool)
+            {
+                return Err(Error::invalid(
+                    format!("events[{i}].tool_call_started.tool_call.tool"),
+                    format!("{:?} is not a tool of the agent revision this run pins", call.tool),
+                ));
+            }
+        }
+    }
     let (last_sequence, cancel_requested) = ctx.store.append_run_events(&m, &lease, inputs).await?;
     Ok(pb::AppendRunEventsResponse {
         last_sequence,
@@ -290,33 +324,18 @@ pub async fn propose_plan(
         &req,
     )?;
     // Risks come from the revision the run pins (immutable, so read outside the write).
-    let run = ctx.store.get_run(&run_name_of(&lease)).await?;
-    let agent = ctx
-        .store
-        .get_agent(
-            &AgentName {
-                workspace: run.workspace.clone(),
-                agent: run.agent.clone(),
-            },
-            Some(run.agent_revision),
-        )
-        .await?;
+    let tools = pinned_tools(ctx, &lease).await?;
     let mut steps = Vec::with_capacity(req.steps.len());
     for (i, step) in req.steps.into_iter().enumerate() {
-        let tool = agent
-            .spec
-            .tools
-            .iter()
-            .find(|t| t.name == step.tool)
-            .ok_or_else(|| {
-                Error::invalid(
-                    format!("steps[{i}].tool"),
-                    format!(
-                        "{:?} is not a tool of workspaces/{}/agents/{} revision {}",
-                        step.tool, run.workspace, run.agent, run.agent_revision
-                    ),
-                )
-            })?;
+        let tool = tools.iter().find(|t| t.name == step.tool).ok_or_else(|| {
+            Error::invalid(
+                format!("steps[{i}].tool"),
+                format!(
+                    "{:?} is not a tool of the agent revision this run pins",
+                    step.tool
+                ),
+            )
+        })?;
         steps.push(PlanStep {
             risk: tool.risk,
             tool: step.tool,

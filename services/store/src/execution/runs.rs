@@ -135,7 +135,7 @@ async fn interrupt(
                     &mut run,
                     &mut events,
                     RunStatus::Cancelling,
-                    StopReason::Interrupted,
+                    StopReason::Unspecified,
                     message,
                     now,
                 )?;
@@ -370,7 +370,7 @@ impl Store {
                         &mut run,
                         &mut events,
                         RunStatus::Cancelling,
-                        StopReason::Cancelled,
+                        StopReason::Unspecified,
                         reason,
                         now,
                     )?;
