@@ -553,3 +553,6 @@ conformance!(
         }
     }
 );
+
+// After the macro and helpers above, which it uses.
+mod execution;

@@ -1,0 +1,390 @@
+//! Execution on the storage layer: the run log's trigger, claims under concurrency and
+//! the workspace's concurrent-run quota, fencing against stale leases, the reaper's
+//! guards, and gapless sequences under concurrent writers.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use agentry_core::{
+    Error,
+    model::Quotas,
+    names::{ProjectName, RunName, SessionName},
+    run::{
+        AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
+        RunStatus, StopReason, Usage,
+    },
+};
+use agentry_store::{EventInput, NewRun, NewSession, PageRequest, Store};
+use tokio::sync::Barrier;
+
+use super::*;
+
+const SECOND: i64 = 1_000_000;
+
+/// A workspace `acme` with project `web`, agent `echo` and instance `echo-1`.
+async fn setup(store: &Store, quotas: Quotas) {
+    workspace(store, "acme", quotas).await;
+    store
+        .create_project(
+            &mutation("acme", "CreateProject", "web", "", b""),
+            new_project("acme", "web"),
+        )
+        .await
+        .expect("project");
+    agent(store, "acme", "echo").await;
+    store
+        .create_instance(
+            &mutation("acme", "CreateInstance", "echo-1", "", b""),
+            new_instance("acme", "web", "echo-1", "echo"),
+        )
+        .await
+        .expect("instance");
+}
+
+fn session_name(id: &str) -> SessionName {
+    SessionName {
+        workspace: "acme".into(),
+        project: "web".into(),
+        session: id.into(),
+    }
+}
+
+async fn session(store: &Store, id: &str) -> SessionName {
+    let name = session_name(id);
+    store
+        .create_session(
+            &mutation("acme", "CreateSession", id, "", b""),
+            NewSession {
+                name: name.clone(),
+                instance: "echo-1".into(),
+                description: String::new(),
+                labels: Default::default(),
+            },
+        )
+        .await
+        .expect("session");
+    name
+}
+
+fn new_run(session: &SessionName, retry: RetryPolicy) -> NewRun {
+    NewRun {
+        session: session.clone(),
+        autonomy: AutonomyLevel(0),
+        timeout: 0,
+        retry_policy: retry,
+        strategy: MultitaskStrategy::Enqueue,
+        input: vec![MessageBody {
+            role: MessageRole::User,
+            content: "hi".into(),
+            tool_call: None,
+        }],
+        contexts: vec![],
+        labels: Default::default(),
+        approval_timeout: 3600 * SECOND,
+    }
+}
+
+async fn run(store: &Store, session: &SessionName) -> Run {
+    store
+        .create_run(
+            &mutation("acme", "CreateRun", "r", "", b""),
+            new_run(session, RetryPolicy::default()),
+        )
+        .await
+        .expect("run")
+}
+
+fn lease(run: &Run) -> Lease {
+    Lease {
+        workspace: run.workspace.clone(),
+        project: run.project.clone(),
+        session: run.session.clone(),
+        run: run.id.clone(),
+        attempt: run.attempt,
+        epoch: run.lease_epoch,
+    }
+}
+
+fn name(run: &Run) -> RunName {
+    RunName {
+        workspace: run.workspace.clone(),
+        project: run.project.clone(),
+        session: run.session.clone(),
+        run: run.id.clone(),
+    }
+}
+
+fn quiet(method: &'static str) -> Mutation {
+    let mut m = mutation("acme", method, "r", "", b"");
+    m.audit = false;
+    m
+}
+
+async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
+    store
+        .claim_run("acme", &["echo".to_owned()], "w", lease_micros)
+        .await
+        .expect("claim")
+}
+
+fn delta(text: &str) -> EventInput {
+    EventInput::Delta {
+        message_id: "m".into(),
+        text: text.into(),
+    }
+}
+
+fn assert_stale(result: Result<impl std::fmt::Debug, Error>) {
+    match result {
+        Err(e) => assert_eq!(e.reason(), "STALE_TASK", "{e:?}"),
+        Ok(v) => panic!("a stale lease was accepted: {v:?}"),
+    }
+}
+
+async fn sequences(store: &Store, run: &Run) -> Vec<i64> {
+    store
+        .run_events_after("acme", &run.id, 0, 10_000)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| e.sequence)
+        .collect()
+}
+
+conformance!(
+    run_events_are_append_only_and_go_with_their_session,
+    |store, db| {
+        setup(&store, Quotas::default()).await;
+        let s = session(&store, "s").await;
+        let r = run(&store, &s).await;
+        let leased = claim(&store, 30 * SECOND).await.expect("a run to claim");
+        store
+            .append_run_events(&quiet("AppendRunEvents"), &lease(&leased), vec![delta("x")])
+            .await
+            .expect("append");
+        for sql in [
+            "UPDATE run_events SET body = '{}'",
+            "DELETE FROM run_events",
+        ] {
+            assert!(db.execute(sql).await.is_err(), "{sql} was allowed");
+        }
+        assert_eq!(db.count("run_events").await, 3);
+        store
+            .complete_task(
+                &quiet("CompleteTask"),
+                &lease(&leased),
+                vec![],
+                Usage::default(),
+                StopReason::EndTurn,
+            )
+            .await
+            .expect("complete");
+        store
+            .delete_session(&mutation("acme", "DeleteSession", "s", "", b""), &s)
+            .await
+            .expect("an idle session is deleted with its runs and their logs");
+        assert_eq!(db.count("run_events").await, 0);
+        assert_eq!(db.count("runs").await, 0);
+        assert!(matches!(
+            store.get_run(&name(&r)).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+);
+
+conformance!(
+    concurrent_claims_lease_each_run_once_within_the_quota,
+    |store, _db| {
+        let quotas = Quotas {
+            max_concurrent_runs: 5,
+            ..Quotas::default()
+        };
+        setup(&store, quotas).await;
+        for i in 0..12 {
+            let s = session(&store, &format!("s{i}")).await;
+            run(&store, &s).await;
+        }
+        let store = Arc::new(store);
+        let barrier = Arc::new(Barrier::new(8));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut got = Vec::new();
+                for _ in 0..3 {
+                    loop {
+                        match store
+                            .claim_run("acme", &["echo".to_owned()], "w", 30 * SECOND)
+                            .await
+                        {
+                            Ok(Some(run)) => {
+                                got.push(run.id);
+                                break;
+                            }
+                            Ok(None) => break,
+                            // SQLite's single writer may be busy; try again.
+                            Err(Error::Unavailable { .. }) => continue,
+                            Err(e) => panic!("claim: {e:?}"),
+                        }
+                    }
+                }
+                got
+            }));
+        }
+        let mut claimed = Vec::new();
+        for task in tasks {
+            claimed.extend(task.await.expect("claimer"));
+        }
+        let distinct: BTreeSet<_> = claimed.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            claimed.len(),
+            "a run was leased twice: {claimed:?}"
+        );
+        assert_eq!(claimed.len(), 5, "exactly max_concurrent_runs are leased");
+        let page = PageRequest {
+            size: 100,
+            after: None,
+        };
+        let project = ProjectName {
+            workspace: "acme".into(),
+            project: "web".into(),
+        };
+        let runs = store
+            .list_runs(&project, None, &Default::default(), &page)
+            .await
+            .expect("list")
+            .items;
+        let running = runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .count();
+        assert_eq!(running, 5);
+        assert!(
+            runs.iter()
+                .all(|r| r.last_sequence == if r.status == RunStatus::Running { 2 } else { 1 })
+        );
+    }
+);
+
+conformance!(
+    a_lapsed_lease_is_fenced_and_the_reaper_retries_it,
+    |store, _db| {
+        setup(&store, Quotas::default()).await;
+        let s = session(&store, "s").await;
+        let r = run(&store, &s).await;
+        let first = claim(&store, 200_000).await.expect("claimed");
+        assert_eq!(first.attempt, 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The lease lapsed: the worker is refused even before the reaper runs.
+        assert_stale(store.heartbeat_task(&lease(&first), 0).await);
+        assert_stale(
+            store
+                .append_run_events(
+                    &quiet("AppendRunEvents"),
+                    &lease(&first),
+                    vec![delta("late")],
+                )
+                .await,
+        );
+        assert_eq!(store.reap_runs(0).await.expect("reap"), 1);
+        let requeued = store.get_run(&name(&r)).await.expect("run");
+        assert_eq!(requeued.status, RunStatus::Queued);
+        assert_eq!(requeued.attempt, 2);
+        assert!(requeued.next_attempt_time > first.start_time.unwrap());
+        // A second pass finds nothing to do: the guard re-checks under the lock.
+        assert_eq!(store.reap_runs(0).await.expect("reap"), 0);
+        assert_eq!(sequences(&store, &r).await, [1, 2, 3]);
+    }
+);
+
+conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
+    setup(&store, Quotas::default()).await;
+    let s = session(&store, "s").await;
+    let r = run(&store, &s).await;
+    let leased = claim(&store, 250_000).await.expect("claimed");
+    let done = store
+        .complete_task(
+            &quiet("CompleteTask"),
+            &lease(&leased),
+            vec![],
+            Usage::default(),
+            StopReason::EndTurn,
+        )
+        .await
+        .expect("complete");
+    assert_eq!(done.status, RunStatus::Succeeded);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.reap_runs(0).await.expect("reap"), 0);
+    let after = store.get_run(&name(&r)).await.expect("run");
+    assert_eq!(after.status, RunStatus::Succeeded);
+    assert_eq!(after.last_sequence, done.last_sequence);
+    assert_stale(
+        store
+            .fail_task(
+                &quiet("FailTask"),
+                &lease(&leased),
+                Default::default(),
+                true,
+                None,
+            )
+            .await,
+    );
+});
+
+conformance!(
+    concurrent_appends_and_a_cancel_keep_the_log_gapless,
+    |store, _db| {
+        setup(&store, Quotas::default()).await;
+        let s = session(&store, "s").await;
+        let r = run(&store, &s).await;
+        let leased = claim(&store, 30 * SECOND).await.expect("claimed");
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for writer in 0..4 {
+            let (store, lease) = (store.clone(), lease(&leased));
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let batch = vec![delta(&format!("{writer}.{i}")), delta("!")];
+                    loop {
+                        match store
+                            .append_run_events(&quiet("AppendRunEvents"), &lease, batch.clone())
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(Error::Unavailable { .. }) => continue,
+                            Err(e) => panic!("append: {e:?}"),
+                        }
+                    }
+                }
+            }));
+        }
+        let cancelled = store
+            .cancel_run(
+                &mutation("acme", "CancelRun", "r", "", b""),
+                &name(&r),
+                "stop",
+            )
+            .await
+            .expect("cancel");
+        assert!(cancelled.cancel_requested);
+        for task in tasks {
+            task.await.expect("writer");
+        }
+        let done = store
+            .fail_task(
+                &quiet("FailTask"),
+                &lease(&leased),
+                Default::default(),
+                false,
+                None,
+            )
+            .await
+            .expect("the worker confirms");
+        assert_eq!(done.status, RunStatus::Cancelled);
+        let seqs = sequences(&store, &r).await;
+        assert_eq!(seqs, (1..=done.last_sequence).collect::<Vec<_>>());
+        // QUEUED, RUNNING, 80 deltas, CANCELLING, the error, CANCELLED.
+        assert_eq!(done.last_sequence, 2 + 80 + 3);
+    }
+);
