@@ -263,6 +263,36 @@ pub fn rfc3339_micros(text: &str) -> Option<Micros> {
     Some(secs * 1_000_000 + micros)
 }
 
+/// The terms of a small AIP-160 subset: `key OP value` joined by ` AND `, where OP is
+/// `=`, `>` or `<` and the value may be quoted. `supported` completes error messages.
+pub fn filter_terms<'a>(
+    text: &'a str,
+    supported: &str,
+) -> Result<Vec<(&'a str, &'a str, &'a str)>> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(" AND ")
+        .map(|term| {
+            let term = term.trim();
+            ["=", ">", "<"]
+                .iter()
+                .find_map(|op| {
+                    term.split_once(op)
+                        .map(|(k, v)| (k.trim(), *op, v.trim().trim_matches('"')))
+                })
+                .ok_or_else(|| filter_error("expected key = value", supported))
+        })
+        .collect()
+}
+
+pub fn filter_error(why: &str, supported: &str) -> Error {
+    Error::invalid(
+        "filter",
+        format!("{why}; supported: {supported}, joined by AND"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -66,3 +66,32 @@ pub async fn forward_postgres(
         }
     }
 }
+
+/// Waits until `key` changes (or wake-ups were lost, which counts as a change), `limit`
+/// passes, the server stops or `closed` resolves (the client went away). Returns whether
+/// the caller should look at storage again; false means stop.
+pub async fn wait_for_change(
+    wakeups: &mut broadcast::Receiver<String>,
+    key: &str,
+    limit: Duration,
+    stopping: &mut watch::Receiver<bool>,
+    closed: impl std::future::Future<Output = ()>,
+) -> bool {
+    use broadcast::error::RecvError;
+    let timer = tokio::time::sleep(limit);
+    tokio::pin!(timer);
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            received = wakeups.recv() => match received {
+                Ok(changed) if changed == key => return true,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Closed) => return false,
+            },
+            _ = &mut timer => return true,
+            _ = stopping.wait_for(|stop| *stop) => return false,
+            _ = &mut closed => return false,
+        }
+    }
+}

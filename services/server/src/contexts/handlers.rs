@@ -14,7 +14,7 @@ use super::convert::{
 use crate::{
     auth::{Action, Principal},
     context::Ctx,
-    convert::{self, rfc3339_micros, value_to_json},
+    convert::{self, filter_error, filter_terms, rfc3339_micros, value_to_json},
 };
 
 fn keep_last(value: i32) -> Result<i32> {
@@ -266,27 +266,11 @@ pub async fn read_context(
 
 /// `author = "…" AND op = MERGE_PATCH AND create_time > "RFC 3339"`.
 fn version_filter(text: &str) -> Result<VersionFilter> {
+    const SUPPORTED: &str =
+        "author = \"…\", op = MERGE_PATCH, create_time > \"RFC 3339\", create_time < \"…\"";
+    let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = VersionFilter::default();
-    if text.trim().is_empty() {
-        return Ok(filter);
-    }
-    let bad = |why: &str| {
-        Error::invalid(
-            "filter",
-            format!(
-                "{why}; supported: author = \"…\", op = MERGE_PATCH, create_time > \"RFC 3339\", create_time < \"…\", joined by AND"
-            ),
-        )
-    };
-    for term in text.split(" AND ") {
-        let term = term.trim();
-        let (key, operator, value) = ["=", ">", "<"]
-            .iter()
-            .find_map(|op| {
-                term.split_once(op)
-                    .map(|(k, v)| (k.trim(), *op, v.trim().trim_matches('"')))
-            })
-            .ok_or_else(|| bad("expected key = value"))?;
+    for (key, operator, value) in filter_terms(text, SUPPORTED)? {
         match (key, operator) {
             ("author", "=") => filter.author = Some(value.to_owned()),
             ("op", "=") => filter.op = Some(op_from_name(value).ok_or_else(|| bad("unknown op"))?),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use agentry_core::{Error, Result, names::ContextName};
 use agentry_proto::v1 as pb;
 use futures::Stream;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::version_to_proto;
@@ -19,6 +19,7 @@ use crate::{
     auth::{Action, Principal},
     context::{Ctx, context_key},
     error::to_status,
+    notify::wait_for_change,
 };
 
 const BATCH: u64 = 100;
@@ -89,20 +90,10 @@ pub async fn watch_context(
                 continue;
             }
             // Wait for a wake-up about this context, the poll timer, shutdown or cancel.
-            let poll = tokio::time::sleep(ctx.poll_interval);
-            tokio::pin!(poll);
-            loop {
-                tokio::select! {
-                    received = wakeups.recv() => match received {
-                        Ok(changed) if changed == key => break,
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
-                    },
-                    _ = &mut poll => break,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                    _ = sender.closed() => return,
-                }
+            let closed = sender.closed();
+            if !wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed).await
+            {
+                return;
             }
         }
     });

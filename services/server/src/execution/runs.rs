@@ -19,7 +19,7 @@ use super::convert::{
 use crate::{
     auth::{Action, Principal},
     context::Ctx,
-    convert::{self, micros, rfc3339_micros, timestamp},
+    convert::{self, filter_error, filter_terms, micros, rfc3339_micros, timestamp},
 };
 
 const DAY: Micros = 86_400_000_000;
@@ -77,27 +77,10 @@ pub async fn get_run(ctx: &Ctx, p: &Principal, req: pb::GetRunRequest) -> Result
 
 /// `status = RUNNING AND agent = "…" AND instance = "…" AND create_time > "RFC 3339"`.
 fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFilter> {
+    const SUPPORTED: &str = "status = RUNNING, agent = \"workspaces/…/agents/…\", instance = \"…/instances/…\", create_time > \"RFC 3339\", create_time < \"…\"";
+    let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = RunFilter::default();
-    if text.trim().is_empty() {
-        return Ok(filter);
-    }
-    let bad = |why: &str| {
-        Error::invalid(
-            "filter",
-            format!(
-                "{why}; supported: status = RUNNING, agent = \"workspaces/…/agents/…\", instance = \"…/instances/…\", create_time > \"RFC 3339\", create_time < \"…\", joined by AND"
-            ),
-        )
-    };
-    for term in text.split(" AND ") {
-        let term = term.trim();
-        let (key, operator, value) = ["=", ">", "<"]
-            .iter()
-            .find_map(|op| {
-                term.split_once(op)
-                    .map(|(k, v)| (k.trim(), *op, v.trim().trim_matches('"')))
-            })
-            .ok_or_else(|| bad("expected key = value"))?;
+    for (key, operator, value) in filter_terms(text, SUPPORTED)? {
         match (key, operator) {
             ("status", "=") => {
                 filter.status = Some(status_from_name(value).ok_or_else(|| bad("unknown status"))?)
@@ -105,9 +88,6 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
             ("agent", "=") => {
                 let agent = AgentName::parse("filter", value)?;
                 p.check_reference(&project.workspace, &agent.workspace)?;
-                if agent.workspace != project.workspace {
-                    return Err(bad("an agent of this workspace"));
-                }
                 filter.agent = Some(agent.agent);
             }
             ("instance", "=") => {

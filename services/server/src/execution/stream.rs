@@ -10,7 +10,7 @@ use agentry_core::{Error, Result, names::RunName};
 use agentry_proto::v1 as pb;
 use agentry_store::run_key;
 use futures::Stream;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::event_to_proto;
@@ -18,6 +18,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     error::to_status,
+    notify::wait_for_change,
 };
 
 const BATCH: u64 = 500;
@@ -87,20 +88,10 @@ pub async fn stream_run_events(
             if finished && cursor >= run.last_sequence {
                 return;
             }
-            let poll = tokio::time::sleep(ctx.poll_interval);
-            tokio::pin!(poll);
-            loop {
-                tokio::select! {
-                    received = wakeups.recv() => match received {
-                        Ok(changed) if changed == key => break,
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
-                    },
-                    _ = &mut poll => break,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                    _ = sender.closed() => return,
-                }
+            let closed = sender.closed();
+            if !wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed).await
+            {
+                return;
             }
         }
     });

@@ -14,7 +14,7 @@ use agentry_core::{
 };
 use agentry_proto::v1 as pb;
 use agentry_store::{queue_key, run_key};
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::Receiver;
 
 use super::convert::{
     approval_to_proto, duration, error_from_proto, event_input_from_proto, message_from_proto,
@@ -24,6 +24,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     convert::{timestamp, value_to_json},
+    notify::wait_for_change,
     registry,
 };
 
@@ -78,24 +79,10 @@ fn run_name_of(lease: &Lease) -> RunName {
     }
 }
 
-/// Waits until a wake-up for `key` arrives, `limit` passes, or the server stops.
-/// Returns false when the server is stopping.
+/// Waits for a change of `key` or at most `limit`; false when the server is stopping.
 async fn wait_for(ctx: &Ctx, wakeups: &mut Receiver<String>, key: &str, limit: Duration) -> bool {
     let mut stopping = ctx.stopping.clone();
-    let timer = tokio::time::sleep(limit);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            received = wakeups.recv() => match received {
-                Ok(changed) if changed == key => return true,
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => return true,
-                Err(RecvError::Closed) => return false,
-            },
-            _ = &mut timer => return true,
-            _ = stopping.wait_for(|stop| *stop) => return false,
-        }
-    }
+    wait_for_change(wakeups, key, limit, &mut stopping, std::future::pending()).await
 }
 
 fn remaining(deadline: Micros) -> Micros {
@@ -294,7 +281,10 @@ pub async fn append_run_events(
             {
                 return Err(Error::invalid(
                     format!("events[{i}].tool_call_started.tool_call.tool"),
-                    format!("{:?} is not a tool of the agent revision this run pins", call.tool),
+                    format!(
+                        "{:?} is not a tool of the agent revision this run pins",
+                        call.tool
+                    ),
                 ));
             }
         }

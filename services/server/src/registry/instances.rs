@@ -171,28 +171,17 @@ pub async fn get_instance(
 
 /// `status = ACTIVE AND agent = "workspaces/w/agents/a"` (either term optional).
 fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
+    const SUPPORTED: &str = "status = ACTIVE, agent = \"workspaces/w/agents/a\"";
+    let bad = |why: &str| crate::convert::filter_error(why, SUPPORTED);
     let mut out = InstanceFilter::default();
-    if text.trim().is_empty() {
-        return Ok(out);
-    }
-    let bad = |why: &str| {
-        Error::invalid(
-            "filter",
-            format!("{why}; supported: status = ACTIVE AND agent = \"workspaces/w/agents/a\""),
-        )
-    };
-    for term in text.split(" AND ") {
-        let (key, value) = term
-            .split_once('=')
-            .ok_or_else(|| bad("expected key = value"))?;
-        let value = value.trim().trim_matches('"');
-        match key.trim() {
-            "status" => {
+    for (key, operator, value) in crate::convert::filter_terms(text, SUPPORTED)? {
+        match (key, operator) {
+            ("status", "=") => {
                 let upper = value.trim_start_matches("INSTANCE_STATUS_");
                 let status = InstanceStatus::parse(upper).ok_or_else(|| bad("unknown status"))?;
                 out.status = Some(status);
             }
-            "agent" => {
+            ("agent", "=") => {
                 let agent = AgentName::parse("filter", value)?;
                 if agent.workspace != workspace {
                     return Err(bad("agent must be in this workspace"));

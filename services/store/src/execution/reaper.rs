@@ -13,8 +13,10 @@ use agentry_core::{
 use sea_query::{Expr, Query};
 
 use super::{
-    Wakes, approval_decided, finish, insert_events, lock_run, lock_session, save_run, save_session,
-    set_status, worker::requeue, worker_lost,
+    Wakes,
+    change::Change,
+    rows::{lock_run, lock_session},
+    worker_lost,
 };
 use crate::{Store, tables::Runs};
 
@@ -101,57 +103,45 @@ impl Store {
         let mut wakes = Wakes::default();
         let mut tx = self.db.begin().await?;
         let mut session = lock_session(&mut tx, &name.session()).await?;
-        let mut run = lock_run(&mut tx, name).await?;
-        let mut events = Vec::new();
+        let run = lock_run(&mut tx, name).await?;
+        let mut change = Change::new(run, Some(&mut session), now);
+        let run = &change.run;
         match timer {
             Timer::Lease => {
                 if !run.status.is_leased() || run.lease_expire_time.is_none_or(|t| t >= now) {
                     return Ok(false);
                 }
+                let w = &mut wakes;
                 if run.status == RunStatus::Cancelling {
                     let message = "the lease lapsed while cancelling";
-                    finish(
-                        &mut tx,
-                        &mut session,
-                        &mut run,
-                        &mut events,
-                        &mut wakes,
-                        RunStatus::Cancelled,
-                        StopReason::Cancelled,
-                        message,
-                        now,
-                    )
-                    .await?;
+                    change
+                        .finish(
+                            &mut tx,
+                            w,
+                            RunStatus::Cancelled,
+                            StopReason::Cancelled,
+                            message,
+                        )
+                        .await?;
                 } else {
                     let lost = worker_lost();
-                    run.error = Some(lost.clone());
-                    if run.retry_policy.retries(run.attempt, &lost.error_type) {
-                        let delay = run.retry_policy.backoff(run.attempt);
-                        requeue(
-                            &mut tx,
-                            &mut session,
-                            &mut run,
-                            &mut events,
-                            &mut wakes,
-                            StopReason::WorkerLost,
-                            &lost.message,
-                            delay,
-                            now,
-                        )
-                        .await?;
+                    change.run.error = Some(lost.clone());
+                    let policy = &change.run.retry_policy;
+                    if policy.retries(change.run.attempt, &lost.error_type) {
+                        let delay = policy.backoff(change.run.attempt);
+                        change
+                            .requeue(&mut tx, w, StopReason::WorkerLost, &lost.message, delay)
+                            .await?;
                     } else {
-                        finish(
-                            &mut tx,
-                            &mut session,
-                            &mut run,
-                            &mut events,
-                            &mut wakes,
-                            RunStatus::Failed,
-                            StopReason::WorkerLost,
-                            &lost.message,
-                            now,
-                        )
-                        .await?;
+                        change
+                            .finish(
+                                &mut tx,
+                                w,
+                                RunStatus::Failed,
+                                StopReason::WorkerLost,
+                                &lost.message,
+                            )
+                            .await?;
                     }
                 }
             }
@@ -159,18 +149,16 @@ impl Store {
                 if run.status.is_terminal() || run.deadline().is_none_or(|d| d >= now) {
                     return Ok(false);
                 }
-                finish(
-                    &mut tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    RunStatus::TimedOut,
-                    StopReason::Timeout,
-                    "the run timed out",
-                    now,
-                )
-                .await?;
+                let message = "the run timed out";
+                change
+                    .finish(
+                        &mut tx,
+                        &mut wakes,
+                        RunStatus::TimedOut,
+                        StopReason::Timeout,
+                        message,
+                    )
+                    .await?;
             }
             Timer::Approval => {
                 let expired = run.status == RunStatus::RequiresAction
@@ -181,27 +169,19 @@ impl Store {
                 if !expired {
                     return Ok(false);
                 }
-                let mut approval = run.approval.take().expect("checked above");
+                let mut approval = change.run.approval.take().expect("checked above");
                 approval.decision = Some(Decision::Reject);
                 approval.decided_by = "expired".into();
-                approval_decided(&mut run, &mut events, &approval, now);
-                run.approval = Some(approval);
-                set_status(
-                    &mut run,
-                    &mut events,
-                    RunStatus::Queued,
-                    StopReason::Unspecified,
-                    "the plan expired without a decision",
-                    now,
-                )?;
-                run.next_attempt_time = now;
-                wakes.queue(&run.workspace);
-                wakes.run(&run);
+                change.approval_decided(&approval);
+                change.run.approval = Some(approval);
+                let message = "the plan expired without a decision";
+                change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
+                change.run.next_attempt_time = now;
+                wakes.queue(&change.run.workspace);
+                wakes.run(&change.run);
             }
         }
-        save_session(&mut tx, &session, now).await?;
-        save_run(&mut tx, &run).await?;
-        insert_events(&mut tx, &run, &events).await?;
+        change.save(&mut tx).await?;
         wakes.notify(&mut tx).await?;
         tx.commit().await?;
         self.wake(&wakes);

@@ -15,10 +15,13 @@ use agentry_core::{
 use sea_query::{Cond, Expr, LockType, Order, Query};
 
 use super::{
-    EventRow, RunRow, Wakes, append_messages, approval_decided, events_after, finish,
-    insert_events, insert_run, lock_run, lock_session, matches_name, push_event, run_by_id,
-    save_run, save_session, select_runs, sessions::parse_time_cursor, sessions::time_cursor,
-    set_status,
+    Wakes,
+    change::{Change, append_messages},
+    rows::{
+        EventRow, RunRow, events_after, insert_events, insert_run, lock_run, lock_session,
+        matches_name, run_by_id, save_session, select_runs,
+    },
+    sessions::{parse_time_cursor, time_cursor},
 };
 use crate::{
     PageRequest, Store,
@@ -101,7 +104,6 @@ async fn interrupt(
         "interrupted by a new run"
     };
     for mut run in runs {
-        let mut events = Vec::new();
         if rollback {
             run.supersede = true;
             tx.execute(
@@ -114,38 +116,28 @@ async fn interrupt(
             )
             .await?;
         }
-        match run.status {
+        let mut change = Change::new(run, Some(&mut *session), now);
+        match change.run.status {
             RunStatus::Queued | RunStatus::RequiresAction => {
-                finish(
-                    tx,
-                    session,
-                    &mut run,
-                    &mut events,
-                    wakes,
-                    RunStatus::Cancelled,
-                    StopReason::Interrupted,
-                    message,
-                    now,
-                )
-                .await?;
+                change
+                    .finish(
+                        tx,
+                        wakes,
+                        RunStatus::Cancelled,
+                        StopReason::Interrupted,
+                        message,
+                    )
+                    .await?;
             }
             RunStatus::Running => {
-                run.cancel_requested = true;
-                set_status(
-                    &mut run,
-                    &mut events,
-                    RunStatus::Cancelling,
-                    StopReason::Unspecified,
-                    message,
-                    now,
-                )?;
-                wakes.run(&run);
+                change.run.cancel_requested = true;
+                change.status(RunStatus::Cancelling, StopReason::Unspecified, message)?;
+                wakes.run(&change.run);
             }
             _ => {}
         }
-        run.update_time = now;
-        save_run(tx, &run).await?;
-        insert_events(tx, &run, &events).await?;
+        change.run.update_time = now;
+        change.save(tx).await?;
     }
     Ok(())
 }
@@ -210,7 +202,7 @@ impl Store {
                 }
             }
             let ready = session.active_run.is_empty();
-            let mut run = Run {
+            let run = Run {
                 workspace: session.workspace.clone(),
                 project: session.project.clone(),
                 session: session.id.clone(),
@@ -247,20 +239,16 @@ impl Store {
                 ready,
                 supersede: false,
             };
-            let mut events = Vec::new();
-            push_event(
-                &mut run,
-                &mut events,
-                EventBody::StatusChanged {
-                    previous: None,
-                    status: RunStatus::Queued,
-                    stop_reason: StopReason::Unspecified,
-                    message: String::new(),
-                },
-                now,
-            );
+            let mut change = Change::new(run, None, now);
+            change.event(EventBody::StatusChanged {
+                previous: None,
+                status: RunStatus::Queued,
+                stop_reason: StopReason::Unspecified,
+                message: String::new(),
+            });
+            let run = change.run;
             insert_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            insert_events(tx, &run, &change.events).await?;
             if ready {
                 session.active_run = run.id.clone();
                 append_messages(tx, &mut session, &run, &new.input, now).await?;
@@ -346,37 +334,27 @@ impl Store {
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
             let mut session = lock_session(tx, &name.session()).await?;
-            let mut run = lock_run(tx, name).await?;
-            let mut events = Vec::new();
-            match run.status {
+            let run = lock_run(tx, name).await?;
+            let mut change = Change::new(run, Some(&mut session), now);
+            match change.run.status {
                 RunStatus::Queued | RunStatus::RequiresAction => {
-                    run.cancel_requested = true;
-                    finish(
-                        tx,
-                        &mut session,
-                        &mut run,
-                        &mut events,
-                        &mut wakes,
-                        RunStatus::Cancelled,
-                        StopReason::Cancelled,
-                        reason,
-                        now,
-                    )
-                    .await?;
+                    change.run.cancel_requested = true;
+                    change
+                        .finish(
+                            tx,
+                            &mut wakes,
+                            RunStatus::Cancelled,
+                            StopReason::Cancelled,
+                            reason,
+                        )
+                        .await?;
                 }
                 RunStatus::Running => {
-                    run.cancel_requested = true;
-                    set_status(
-                        &mut run,
-                        &mut events,
-                        RunStatus::Cancelling,
-                        StopReason::Unspecified,
-                        reason,
-                        now,
-                    )?;
-                    wakes.run(&run);
+                    change.run.cancel_requested = true;
+                    change.status(RunStatus::Cancelling, StopReason::Unspecified, reason)?;
+                    wakes.run(&change.run);
                 }
-                RunStatus::Cancelling | RunStatus::Cancelled => return Ok(run),
+                RunStatus::Cancelling | RunStatus::Cancelled => return Ok(change.run),
                 status => {
                     return Err(Error::precondition(
                         "RUN_FINISHED",
@@ -384,8 +362,7 @@ impl Store {
                     ));
                 }
             }
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            let run = change.save(tx).await?;
             wakes.notify(tx).await?;
             Ok(run)
         })?;
@@ -404,7 +381,7 @@ impl Store {
         let mut wakes = Wakes::default();
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
-            let mut run = lock_run(tx, name).await?;
+            let run = lock_run(tx, name).await?;
             let pending = run.status == RunStatus::RequiresAction
                 && run
                     .approval
@@ -416,28 +393,20 @@ impl Store {
                     format!("{name} is not waiting for a decision on approval {approval_id:?}"),
                 ));
             }
-            let mut approval = run.approval.take().expect("checked above");
+            let mut change = Change::new(run, None, now);
+            let mut approval = change.run.approval.take().expect("checked above");
             approval.decision = Some(decision);
             approval.comment = comment.to_owned();
             approval.decided_by = m.principal.clone();
-            let mut events = Vec::new();
-            approval_decided(&mut run, &mut events, &approval, now);
-            run.approval = Some(approval);
+            change.approval_decided(&approval);
+            change.run.approval = Some(approval);
             let message = match decision {
                 Decision::Approve => "plan approved",
                 Decision::Reject => "plan rejected",
             };
-            set_status(
-                &mut run,
-                &mut events,
-                RunStatus::Queued,
-                StopReason::Unspecified,
-                message,
-                now,
-            )?;
-            run.next_attempt_time = now;
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
+            change.run.next_attempt_time = now;
+            let run = change.save(tx).await?;
             wakes.run(&run);
             wakes.queue(&run.workspace);
             wakes.notify(tx).await?;

@@ -10,7 +10,7 @@ use agentry_core::{
 };
 use sea_query::{Cond, Expr, Order, Query};
 
-use super::{MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name};
+use super::rows::{MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name};
 use crate::{
     PageRequest, Store,
     db::named,

@@ -8,15 +8,17 @@ use agentry_core::{
     names::SessionName,
     run::{
         Approval, Decision, EventBody, Lease, MessageBody, MessageRole, PlanStep, Run, RunError,
-        RunEvent, RunStatus, Session, StopReason, ToolCall, Usage,
+        RunStatus, Session, StopReason, ToolCall, Usage,
     },
     time::{Micros, now_micros},
 };
 use sea_query::{Cond, Expr, LockBehavior, LockType, Order, Query};
 
 use super::{
-    RunRow, Wakes, append_messages, approval_decided, finish, insert_events, lock_session,
-    push_event, run_by_id, save_run, save_session, select_runs, set_status, stale,
+    Wakes,
+    change::Change,
+    rows::{RunRow, lock_session, run_by_id, save_run, select_runs},
+    stale,
 };
 use crate::{
     Store,
@@ -110,29 +112,6 @@ async fn fenced(
     Ok((session, run))
 }
 
-/// Back to the queue for another attempt, not before `delay`; open tool calls of the
-/// failed attempt are closed first.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn requeue(
-    tx: &mut Tx,
-    session: &mut Session,
-    run: &mut Run,
-    events: &mut Vec<RunEvent>,
-    wakes: &mut Wakes,
-    stop_reason: StopReason,
-    message: &str,
-    delay: Micros,
-    now: Micros,
-) -> Result<()> {
-    super::close_open_calls(tx, session, run, events, "failed", now).await?;
-    set_status(run, events, RunStatus::Queued, stop_reason, message, now)?;
-    run.attempt += 1;
-    run.next_attempt_time = now.saturating_add(delay);
-    wakes.queue(&run.workspace);
-    wakes.run(run);
-    Ok(())
-}
-
 fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
     select_runs()
         .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
@@ -200,24 +179,15 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut run: Run = row.try_into()?;
-        let mut events = Vec::new();
-        run.attempt = run.attempt.max(1);
-        run.lease_epoch += 1;
-        run.lease_duration = lease_duration;
-        run.worker = worker.to_owned();
-        run.start_time.get_or_insert(now);
-        set_status(
-            &mut run,
-            &mut events,
-            RunStatus::Running,
-            StopReason::Unspecified,
-            "",
-            now,
-        )?;
-        run.lease_expire_time = Some(now.saturating_add(lease_duration));
-        save_run(&mut tx, &run).await?;
-        insert_events(&mut tx, &run, &events).await?;
+        let mut change = Change::new(row.try_into()?, None, now);
+        change.run.attempt = change.run.attempt.max(1);
+        change.run.lease_epoch += 1;
+        change.run.lease_duration = lease_duration;
+        change.run.worker = worker.to_owned();
+        change.run.start_time.get_or_insert(now);
+        change.status(RunStatus::Running, StopReason::Unspecified, "")?;
+        change.run.lease_expire_time = Some(now.saturating_add(lease_duration));
+        let run = change.save(&mut tx).await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
         wakes.notify(&mut tx).await?;
@@ -249,7 +219,8 @@ impl Store {
         let with_session = inputs.iter().any(EventInput::touches_transcript);
         let answer = mutate!(self, m, |tx| async {
             let now = now_micros();
-            let (mut session, mut run) = fenced(tx, lease, now, with_session).await?;
+            let (mut session, run) = fenced(tx, lease, now, with_session).await?;
+            let mut change = Change::new(run, session.as_mut(), now);
             // Tool calls of this batch: id → (tool, open) as known so far.
             let ids: Vec<&str> = inputs
                 .iter()
@@ -267,8 +238,10 @@ impl Store {
                         &Query::select()
                             .columns([ToolCalls::CallId, ToolCalls::Tool, ToolCalls::Open])
                             .from(ToolCalls::Table)
-                            .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
-                            .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+                            .and_where(
+                                Expr::col(ToolCalls::WorkspaceId).eq(change.run.workspace.as_str()),
+                            )
+                            .and_where(Expr::col(ToolCalls::RunId).eq(change.run.id.as_str()))
                             .and_where(Expr::col(ToolCalls::CallId).is_in(ids.iter().copied()))
                             .to_owned(),
                     )
@@ -279,9 +252,8 @@ impl Store {
             }
             let mut started: Vec<(String, String)> = Vec::new();
             let mut closed: HashSet<String> = HashSet::new();
-            let mut events = Vec::new();
             let mut messages: Vec<MessageBody> = Vec::new();
-            let base = session.as_ref().map_or(0, |s| s.message_count);
+            let base = change.message_count();
             for (index, input) in inputs.iter().enumerate() {
                 let field = |what: &str| format!("events[{index}].{what}");
                 let body = match input {
@@ -352,7 +324,7 @@ impl Store {
                         }
                     }
                     EventInput::Usage(usage) => {
-                        run.usage.add(usage);
+                        change.run.usage.add(usage);
                         EventBody::Usage {
                             usage: usage.clone(),
                         }
@@ -365,11 +337,10 @@ impl Store {
                         error: error.clone(),
                     },
                 };
-                push_event(&mut run, &mut events, body, now);
+                change.event(body);
             }
-            if let Some(session) = session.as_mut() {
-                append_messages(tx, session, &run, &messages, now).await?;
-                save_session(tx, session, now).await?;
+            if !messages.is_empty() {
+                change.append_messages(tx, &messages).await?;
             }
             if !started.is_empty() {
                 let mut insert = Query::insert()
@@ -384,8 +355,8 @@ impl Store {
                     .to_owned();
                 for (id, tool) in &started {
                     insert.values_panic([
-                        run.workspace.clone().into(),
-                        run.id.clone().into(),
+                        change.run.workspace.clone().into(),
+                        change.run.id.clone().into(),
                         id.clone().into(),
                         tool.clone().into(),
                         i32::from(!closed.contains(id)).into(),
@@ -402,8 +373,10 @@ impl Store {
                     &Query::update()
                         .table(ToolCalls::Table)
                         .value(ToolCalls::Open, 0)
-                        .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
-                        .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+                        .and_where(
+                            Expr::col(ToolCalls::WorkspaceId).eq(change.run.workspace.as_str()),
+                        )
+                        .and_where(Expr::col(ToolCalls::RunId).eq(change.run.id.as_str()))
                         .and_where(
                             Expr::col(ToolCalls::CallId)
                                 .is_in(closed_before.iter().map(|s| s.as_str())),
@@ -412,9 +385,8 @@ impl Store {
                 )
                 .await?;
             }
-            run.update_time = now;
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            change.run.update_time = now;
+            let run = change.save(tx).await?;
             wakes.run(&run);
             wakes.notify(tx).await?;
             Ok((run.last_sequence, run.cancel_requested))
@@ -434,7 +406,7 @@ impl Store {
         let mut wakes = Wakes::default();
         let answer = mutate!(self, m, |tx| async {
             let now = now_micros();
-            let (_, mut run) = fenced(tx, lease, now, false).await?;
+            let (_, run) = fenced(tx, lease, now, false).await?;
             if run.status == RunStatus::Cancelling {
                 return Err(Error::precondition(
                     "CANCEL_REQUESTED",
@@ -450,36 +422,24 @@ impl Store {
                 decided_by: String::new(),
             };
             let auto = steps.iter().all(|s| run.autonomy.allows(s.risk));
-            let mut events = Vec::new();
-            push_event(
-                &mut run,
-                &mut events,
-                EventBody::PlanProposed {
-                    approval: approval.clone(),
-                    auto_approved: auto,
-                },
-                now,
-            );
+            let mut change = Change::new(run, None, now);
+            change.event(EventBody::PlanProposed {
+                approval: approval.clone(),
+                auto_approved: auto,
+            });
             if auto {
                 approval.decision = Some(Decision::Approve);
                 approval.decided_by = "auto".into();
-                approval_decided(&mut run, &mut events, &approval, now);
-                run.approval = Some(approval.clone());
+                change.approval_decided(&approval);
+                change.run.approval = Some(approval.clone());
             } else {
-                run.approval = Some(approval.clone());
-                set_status(
-                    &mut run,
-                    &mut events,
-                    RunStatus::RequiresAction,
-                    StopReason::Unspecified,
-                    "waiting for a decision on the plan",
-                    now,
-                )?;
-                run.lease_epoch += 1;
-                wakes.queue(&run.workspace);
+                change.run.approval = Some(approval.clone());
+                let message = "waiting for a decision on the plan";
+                change.status(RunStatus::RequiresAction, StopReason::Unspecified, message)?;
+                change.run.lease_epoch += 1;
+                wakes.queue(&change.run.workspace);
             }
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            let run = change.save(tx).await?;
             wakes.run(&run);
             wakes.notify(tx).await?;
             Ok((auto, approval))
@@ -499,63 +459,34 @@ impl Store {
         let mut wakes = Wakes::default();
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
-            let (session, mut run) = fenced(tx, lease, now, true).await?;
-            let mut session = session.expect("locked with the session");
-            let mut events = Vec::new();
-            if run.status == RunStatus::Cancelling {
-                finish(
-                    tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    RunStatus::Cancelled,
-                    StopReason::Cancelled,
-                    "the worker confirmed the cancel",
-                    now,
-                )
-                .await?;
+            let (mut session, run) = fenced(tx, lease, now, true).await?;
+            let mut change = Change::new(run, session.as_mut(), now);
+            let w = &mut wakes;
+            if change.run.status == RunStatus::Cancelling {
+                let message = "the worker confirmed the cancel";
+                change
+                    .finish(tx, w, RunStatus::Cancelled, StopReason::Cancelled, message)
+                    .await?;
             } else {
-                let sequences = append_messages(tx, &mut session, &run, &output, now).await?;
+                let sequences = change.append_messages(tx, &output).await?;
                 for (message, sequence) in output.iter().zip(sequences) {
-                    push_event(
-                        &mut run,
-                        &mut events,
-                        EventBody::MessageCompleted {
-                            message: message.clone(),
-                            sequence,
-                        },
-                        now,
-                    );
+                    change.event(EventBody::MessageCompleted {
+                        message: message.clone(),
+                        sequence,
+                    });
                 }
                 if !usage.is_zero() {
-                    run.usage.add(&usage);
-                    push_event(
-                        &mut run,
-                        &mut events,
-                        EventBody::Usage {
-                            usage: usage.clone(),
-                        },
-                        now,
-                    );
+                    change.run.usage.add(&usage);
+                    change.event(EventBody::Usage {
+                        usage: usage.clone(),
+                    });
                 }
-                run.output = output.clone();
-                finish(
-                    tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    RunStatus::Succeeded,
-                    stop_reason,
-                    "",
-                    now,
-                )
-                .await?;
+                change.run.output = output.clone();
+                change
+                    .finish(tx, w, RunStatus::Succeeded, stop_reason, "")
+                    .await?;
             }
-            save_session(tx, &session, now).await?;
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            let run = change.save(tx).await?;
             wakes.notify(tx).await?;
             Ok(run)
         })?;
@@ -574,63 +505,31 @@ impl Store {
         let mut wakes = Wakes::default();
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
-            let (session, mut run) = fenced(tx, lease, now, true).await?;
-            let mut session = session.expect("locked with the session");
-            let mut events = Vec::new();
-            push_event(
-                &mut run,
-                &mut events,
-                EventBody::Error {
-                    error: error.clone(),
-                },
-                now,
-            );
-            run.error = Some(error.clone());
-            if run.status == RunStatus::Cancelling {
-                finish(
-                    tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    RunStatus::Cancelled,
-                    StopReason::Cancelled,
-                    "the worker confirmed the cancel",
-                    now,
-                )
-                .await?;
-            } else if retryable && run.retry_policy.retries(run.attempt, &error.error_type) {
-                let delay =
-                    next_retry_delay.unwrap_or_else(|| run.retry_policy.backoff(run.attempt));
-                requeue(
-                    tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    StopReason::Error,
-                    &error.message,
-                    delay,
-                    now,
-                )
-                .await?;
+            let (mut session, run) = fenced(tx, lease, now, true).await?;
+            let mut change = Change::new(run, session.as_mut(), now);
+            let w = &mut wakes;
+            change.event(EventBody::Error {
+                error: error.clone(),
+            });
+            change.run.error = Some(error.clone());
+            let attempt = change.run.attempt;
+            let policy = &change.run.retry_policy;
+            if change.run.status == RunStatus::Cancelling {
+                let message = "the worker confirmed the cancel";
+                change
+                    .finish(tx, w, RunStatus::Cancelled, StopReason::Cancelled, message)
+                    .await?;
+            } else if retryable && policy.retries(attempt, &error.error_type) {
+                let delay = next_retry_delay.unwrap_or_else(|| policy.backoff(attempt));
+                change
+                    .requeue(tx, w, StopReason::Error, &error.message, delay)
+                    .await?;
             } else {
-                finish(
-                    tx,
-                    &mut session,
-                    &mut run,
-                    &mut events,
-                    &mut wakes,
-                    RunStatus::Failed,
-                    StopReason::Error,
-                    &error.message,
-                    now,
-                )
-                .await?;
+                change
+                    .finish(tx, w, RunStatus::Failed, StopReason::Error, &error.message)
+                    .await?;
             }
-            save_session(tx, &session, now).await?;
-            save_run(tx, &run).await?;
-            insert_events(tx, &run, &events).await?;
+            let run = change.save(tx).await?;
             wakes.notify(tx).await?;
             Ok(run)
         })?;

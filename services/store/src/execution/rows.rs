@@ -1,0 +1,485 @@
+//! Rows of the execution tables and the statements that read and write them whole.
+
+use agentry_core::{
+    Error, Result,
+    names::{RunName, SessionName},
+    run::{
+        Message, MessageBody, MessageRole, Run, RunEvent, RunStatus, Session, StopReason, Usage,
+    },
+    time::Micros,
+};
+use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+
+use super::RunSpec;
+use crate::{
+    db::Tx,
+    rows::{json, labels, to_json},
+    tables::{RunEvents, Runs, Sessions},
+};
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    workspace_id: String,
+    project_id: String,
+    session_id: String,
+    instance_id: String,
+    description: String,
+    labels: String,
+    active_run: String,
+    message_count: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = Error;
+
+    fn try_from(row: SessionRow) -> Result<Self> {
+        Ok(Self {
+            labels: labels(&row.labels)?,
+            workspace: row.workspace_id,
+            project: row.project_id,
+            id: row.session_id,
+            instance: row.instance_id,
+            description: row.description,
+            active_run: row.active_run,
+            message_count: row.message_count,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        })
+    }
+}
+
+pub(crate) const SESSION_COLUMNS: [Sessions; 10] = [
+    Sessions::WorkspaceId,
+    Sessions::ProjectId,
+    Sessions::SessionId,
+    Sessions::InstanceId,
+    Sessions::Description,
+    Sessions::Labels,
+    Sessions::ActiveRun,
+    Sessions::MessageCount,
+    Sessions::CreateTime,
+    Sessions::UpdateTime,
+];
+
+pub(crate) fn session_by_name(name: &SessionName) -> SelectStatement {
+    Query::select()
+        .columns(SESSION_COLUMNS)
+        .from(Sessions::Table)
+        .and_where(Expr::col(Sessions::WorkspaceId).eq(name.workspace.as_str()))
+        .and_where(Expr::col(Sessions::ProjectId).eq(name.project.as_str()))
+        .and_where(Expr::col(Sessions::SessionId).eq(name.session.as_str()))
+        .to_owned()
+}
+
+pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Session> {
+    let row: Option<SessionRow> = tx
+        .fetch_optional(&session_by_name(name).lock(LockType::NoKeyUpdate).to_owned())
+        .await?;
+    row.ok_or_else(|| Error::not_found(name.to_string()))?
+        .try_into()
+}
+
+pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: Micros) -> Result<()> {
+    let stmt = Query::update()
+        .table(Sessions::Table)
+        .value(Sessions::ActiveRun, session.active_run.as_str())
+        .value(Sessions::MessageCount, session.message_count)
+        .value(Sessions::UpdateTime, now)
+        .and_where(Expr::col(Sessions::WorkspaceId).eq(session.workspace.as_str()))
+        .and_where(Expr::col(Sessions::ProjectId).eq(session.project.as_str()))
+        .and_where(Expr::col(Sessions::SessionId).eq(session.id.as_str()))
+        .to_owned();
+    tx.execute(&stmt).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    workspace_id: String,
+    run_id: String,
+    project_id: String,
+    session_id: String,
+    instance_id: String,
+    agent_id: String,
+    agent_revision: i64,
+    status: String,
+    stop_reason: String,
+    ready: i32,
+    spec: String,
+    attempt: i32,
+    error: String,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    last_sequence: i64,
+    cancel_requested: i32,
+    supersede: i32,
+    approval: String,
+    output: String,
+    next_attempt_time: i64,
+    lease_epoch: i64,
+    lease_expire_time: Option<i64>,
+    lease_duration: i64,
+    worker: String,
+    create_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    update_time: i64,
+}
+
+pub(crate) const RUN_COLUMNS: [Runs; 30] = [
+    Runs::WorkspaceId,
+    Runs::RunId,
+    Runs::ProjectId,
+    Runs::SessionId,
+    Runs::InstanceId,
+    Runs::AgentId,
+    Runs::AgentRevision,
+    Runs::Status,
+    Runs::StopReason,
+    Runs::Ready,
+    Runs::Spec,
+    Runs::Attempt,
+    Runs::Error,
+    Runs::InputTokens,
+    Runs::OutputTokens,
+    Runs::CostUsd,
+    Runs::LastSequence,
+    Runs::CancelRequested,
+    Runs::Supersede,
+    Runs::Approval,
+    Runs::Output,
+    Runs::NextAttemptTime,
+    Runs::LeaseEpoch,
+    Runs::LeaseExpireTime,
+    Runs::LeaseDuration,
+    Runs::Worker,
+    Runs::CreateTime,
+    Runs::StartTime,
+    Runs::EndTime,
+    Runs::UpdateTime,
+];
+
+fn optional_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<Option<T>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        json(column, text).map(Some)
+    }
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = Error;
+
+    fn try_from(row: RunRow) -> Result<Self> {
+        let spec: RunSpec = json("spec", &row.spec)?;
+        let status = RunStatus::parse(&row.status)
+            .ok_or_else(|| Error::internal(format!("unknown run status {:?}", row.status)))?;
+        let stop_reason = StopReason::parse(&row.stop_reason)
+            .ok_or_else(|| Error::internal(format!("unknown stop reason {:?}", row.stop_reason)))?;
+        Ok(Self {
+            error: optional_json("error", &row.error)?,
+            approval: optional_json("approval", &row.approval)?,
+            output: if row.output.is_empty() {
+                Vec::new()
+            } else {
+                json("output", &row.output)?
+            },
+            workspace: row.workspace_id,
+            project: row.project_id,
+            session: row.session_id,
+            id: row.run_id,
+            instance: row.instance_id,
+            agent: row.agent_id,
+            agent_revision: row.agent_revision,
+            status,
+            stop_reason,
+            autonomy: spec.autonomy,
+            timeout: spec.timeout,
+            retry_policy: spec.retry_policy,
+            strategy: spec.strategy,
+            input: spec.input,
+            contexts: spec.contexts,
+            attempt: row.attempt,
+            usage: Usage {
+                input_tokens: row.input_tokens,
+                output_tokens: row.output_tokens,
+                cost_usd: row.cost_usd,
+            },
+            last_sequence: row.last_sequence,
+            cancel_requested: row.cancel_requested != 0,
+            approval_timeout: spec.approval_timeout,
+            next_attempt_time: row.next_attempt_time,
+            labels: spec.labels,
+            create_time: row.create_time,
+            start_time: row.start_time,
+            end_time: row.end_time,
+            update_time: row.update_time,
+            lease_epoch: row.lease_epoch,
+            lease_expire_time: row.lease_expire_time,
+            lease_duration: row.lease_duration,
+            worker: row.worker,
+            ready: row.ready != 0,
+            supersede: row.supersede != 0,
+        })
+    }
+}
+
+pub(crate) fn spec_of(run: &Run) -> RunSpec {
+    RunSpec {
+        autonomy: run.autonomy,
+        timeout: run.timeout,
+        retry_policy: run.retry_policy.clone(),
+        strategy: run.strategy,
+        input: run.input.clone(),
+        contexts: run.contexts.clone(),
+        labels: run.labels.clone(),
+        approval_timeout: run.approval_timeout,
+    }
+}
+
+pub(crate) fn select_runs() -> SelectStatement {
+    Query::select()
+        .columns(RUN_COLUMNS)
+        .from(Runs::Table)
+        .to_owned()
+}
+
+pub(crate) fn run_by_id(workspace: &str, run: &str) -> SelectStatement {
+    select_runs()
+        .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+        .and_where(Expr::col(Runs::RunId).eq(run))
+        .to_owned()
+}
+
+/// The run a name designates: the id must belong to the named project and session.
+pub(crate) fn matches_name(run: Run, name: &RunName) -> Result<Run> {
+    if run.project == name.project && run.session == name.session {
+        Ok(run)
+    } else {
+        Err(Error::not_found(name.to_string()))
+    }
+}
+
+pub(crate) async fn lock_run(tx: &mut Tx, name: &RunName) -> Result<Run> {
+    let row: Option<RunRow> = tx
+        .fetch_optional(
+            &run_by_id(&name.workspace, &name.run)
+                .lock(LockType::NoKeyUpdate)
+                .to_owned(),
+        )
+        .await?;
+    matches_name(
+        row.ok_or_else(|| Error::not_found(name.to_string()))?
+            .try_into()?,
+        name,
+    )
+}
+
+fn deadline_of(run: &Run) -> Option<Micros> {
+    if run.status.is_terminal() {
+        None
+    } else {
+        run.deadline()
+    }
+}
+
+/// Writes every mutable column of `run` back (the row is locked by this transaction).
+pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
+    let approval_expiry = match (&run.approval, run.status) {
+        (Some(a), RunStatus::RequiresAction) if a.decision.is_none() => Some(a.expire_time),
+        _ => None,
+    };
+    let stmt = Query::update()
+        .table(Runs::Table)
+        .value(Runs::Status, run.status.as_str())
+        .value(Runs::StopReason, run.stop_reason.as_str())
+        .value(Runs::Ready, i32::from(run.ready))
+        .value(Runs::Attempt, run.attempt)
+        .value(
+            Runs::Error,
+            run.error.as_ref().map(to_json).unwrap_or_default(),
+        )
+        .value(Runs::InputTokens, run.usage.input_tokens)
+        .value(Runs::OutputTokens, run.usage.output_tokens)
+        .value(Runs::CostUsd, run.usage.cost_usd)
+        .value(Runs::LastSequence, run.last_sequence)
+        .value(Runs::CancelRequested, i32::from(run.cancel_requested))
+        .value(Runs::Supersede, i32::from(run.supersede))
+        .value(
+            Runs::Approval,
+            run.approval.as_ref().map(to_json).unwrap_or_default(),
+        )
+        .value(Runs::ApprovalExpireTime, approval_expiry)
+        .value(
+            Runs::Output,
+            if run.output.is_empty() {
+                String::new()
+            } else {
+                to_json(&run.output)
+            },
+        )
+        .value(Runs::NextAttemptTime, run.next_attempt_time)
+        .value(Runs::Deadline, deadline_of(run))
+        .value(Runs::LeaseEpoch, run.lease_epoch)
+        .value(Runs::LeaseExpireTime, run.lease_expire_time)
+        .value(Runs::LeaseDuration, run.lease_duration)
+        .value(Runs::Worker, run.worker.as_str())
+        .value(Runs::StartTime, run.start_time)
+        .value(Runs::EndTime, run.end_time)
+        .value(Runs::UpdateTime, run.update_time)
+        .and_where(Expr::col(Runs::WorkspaceId).eq(run.workspace.as_str()))
+        .and_where(Expr::col(Runs::RunId).eq(run.id.as_str()))
+        .to_owned();
+    tx.execute(&stmt).await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
+    let stmt = Query::insert()
+        .into_table(Runs::Table)
+        .columns(
+            RUN_COLUMNS
+                .into_iter()
+                .chain([Runs::ApprovalExpireTime, Runs::Deadline]),
+        )
+        .values_panic([
+            run.workspace.clone().into(),
+            run.id.clone().into(),
+            run.project.clone().into(),
+            run.session.clone().into(),
+            run.instance.clone().into(),
+            run.agent.clone().into(),
+            run.agent_revision.into(),
+            run.status.as_str().into(),
+            run.stop_reason.as_str().into(),
+            i32::from(run.ready).into(),
+            to_json(&spec_of(run)).into(),
+            run.attempt.into(),
+            String::new().into(),
+            0i64.into(),
+            0i64.into(),
+            0f64.into(),
+            run.last_sequence.into(),
+            0i32.into(),
+            i32::from(run.supersede).into(),
+            String::new().into(),
+            String::new().into(),
+            run.next_attempt_time.into(),
+            0i64.into(),
+            None::<i64>.into(),
+            0i64.into(),
+            String::new().into(),
+            run.create_time.into(),
+            None::<i64>.into(),
+            None::<i64>.into(),
+            run.update_time.into(),
+            None::<i64>.into(),
+            deadline_of(run).into(),
+        ])
+        .to_owned();
+    tx.execute(&stmt).await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -> Result<()> {
+    // Chunked: SQLite binds at most 32766 parameters per statement.
+    for chunk in events.chunks(500) {
+        let mut stmt = Query::insert()
+            .into_table(RunEvents::Table)
+            .columns([
+                RunEvents::WorkspaceId,
+                RunEvents::RunId,
+                RunEvents::Sequence,
+                RunEvents::Attempt,
+                RunEvents::Kind,
+                RunEvents::Body,
+                RunEvents::CreateTime,
+            ])
+            .to_owned();
+        for event in chunk {
+            stmt.values_panic([
+                run.workspace.clone().into(),
+                run.id.clone().into(),
+                event.sequence.into(),
+                event.attempt.into(),
+                event.body.kind().into(),
+                to_json(&event.body).into(),
+                event.create_time.into(),
+            ]);
+        }
+        tx.execute(&stmt).await?;
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    sequence: i64,
+    attempt: i32,
+    body: String,
+    create_time: i64,
+}
+
+impl TryFrom<EventRow> for RunEvent {
+    type Error = Error;
+
+    fn try_from(row: EventRow) -> Result<Self> {
+        Ok(Self {
+            sequence: row.sequence,
+            attempt: row.attempt,
+            body: json("body", &row.body)?,
+            create_time: row.create_time,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    sequence: i64,
+    role: String,
+    content: String,
+    tool_call: String,
+    run_id: String,
+    superseded: i32,
+    create_time: i64,
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = Error;
+
+    fn try_from(row: MessageRow) -> Result<Self> {
+        Ok(Self {
+            sequence: row.sequence,
+            body: MessageBody {
+                role: MessageRole::parse(&row.role)
+                    .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?,
+                content: row.content,
+                tool_call: optional_json("tool_call", &row.tool_call)?,
+            },
+            run: row.run_id,
+            superseded: row.superseded != 0,
+            create_time: row.create_time,
+        })
+    }
+}
+
+/// Reads the events of a run after `after`, oldest first.
+pub(crate) fn events_after(workspace: &str, run: &str, after: i64, limit: u64) -> SelectStatement {
+    Query::select()
+        .columns([
+            RunEvents::Sequence,
+            RunEvents::Attempt,
+            RunEvents::Body,
+            RunEvents::CreateTime,
+        ])
+        .from(RunEvents::Table)
+        .and_where(Expr::col(RunEvents::WorkspaceId).eq(workspace))
+        .and_where(Expr::col(RunEvents::RunId).eq(run))
+        .and_where(Expr::col(RunEvents::Sequence).gt(after))
+        .order_by(RunEvents::Sequence, Order::Asc)
+        .limit(limit)
+        .to_owned()
+}
