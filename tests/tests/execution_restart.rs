@@ -30,6 +30,11 @@ async fn a_run_survives_a_server_restart() {
         seen.push(next_event(&mut watch, SOON).await);
     }
     first.shutdown().await.expect("the first server stops");
+    // The open stream ends UNAVAILABLE (resume elsewhere), not as if the run had ended.
+    match watch.message().await {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        Ok(other) => panic!("expected UNAVAILABLE at shutdown, got {other:?}"),
+    }
 
     let second = agentry_server::start(config(&database.url, &root_key))
         .await

@@ -67,16 +67,26 @@ pub async fn forward_postgres(
     }
 }
 
-/// Waits until `key` changes (or wake-ups were lost, which counts as a change), `limit`
-/// passes, the server stops or `closed` resolves (the client went away). Returns whether
-/// the caller should look at storage again; false means stop.
+/// How a wait for a wake-up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// `key` changed, wake-ups were lost, or the timer fired: look at storage again.
+    Look,
+    /// The server is shutting down.
+    Stopping,
+    /// The client went away.
+    Gone,
+}
+
+/// Waits until `key` changes, `limit` passes, the server stops or `closed` resolves (the
+/// client went away).
 pub async fn wait_for_change(
     wakeups: &mut broadcast::Receiver<String>,
     key: &str,
     limit: Duration,
     stopping: &mut watch::Receiver<bool>,
     closed: impl std::future::Future<Output = ()>,
-) -> bool {
+) -> Woken {
     use broadcast::error::RecvError;
     let timer = tokio::time::sleep(limit);
     tokio::pin!(timer);
@@ -84,14 +94,23 @@ pub async fn wait_for_change(
     loop {
         tokio::select! {
             received = wakeups.recv() => match received {
-                Ok(changed) if changed == key => return true,
+                Ok(changed) if changed == key => return Woken::Look,
                 Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => return true,
-                Err(RecvError::Closed) => return false,
+                Err(RecvError::Lagged(_)) => return Woken::Look,
+                Err(RecvError::Closed) => return Woken::Stopping,
             },
-            _ = &mut timer => return true,
-            _ = stopping.wait_for(|stop| *stop) => return false,
-            _ = &mut closed => return false,
+            _ = &mut timer => return Woken::Look,
+            _ = stopping.wait_for(|stop| *stop) => return Woken::Stopping,
+            _ = &mut closed => return Woken::Gone,
         }
     }
+}
+
+/// What a stream sends when the server shuts down before the stream's natural end:
+/// UNAVAILABLE, so that clients reconnect (to another replica) and resume from `cursor`,
+/// rather than taking a clean end for the end of the history.
+pub fn shutting_down(resume: &str, cursor: i64) -> tonic::Status {
+    tonic::Status::unavailable(format!(
+        "the server is shutting down; reconnect and resume with {resume} = {cursor}"
+    ))
 }

@@ -3,8 +3,9 @@
 //! committed between a read and the wait still wakes the stream; storage is read again on
 //! every wake-up and on a timer, so versions arrive in order and exactly once whatever
 //! the notifications do. Compaction past the cursor ends the stream with OUT_OF_RANGE
-//! rather than skipping; deleting the context ends it with NOT_FOUND; server shutdown and
-//! client cancel end it quietly.
+//! rather than skipping; deleting the context ends it with NOT_FOUND; server shutdown ends
+//! it with UNAVAILABLE (resume elsewhere: the history did not end); a client cancel ends
+//! it quietly.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::{
     auth::{Action, Principal},
     context::{Ctx, context_key},
     error::to_status,
-    notify::wait_for_change,
+    notify::{Woken, shutting_down, wait_for_change},
 };
 
 const BATCH: u64 = 100;
@@ -91,9 +92,15 @@ pub async fn watch_context(
             }
             // Wait for a wake-up about this context, the poll timer, shutdown or cancel.
             let closed = sender.closed();
-            if !wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed).await
+            match wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed)
+                .await
             {
-                return;
+                Woken::Look => {}
+                Woken::Gone => return,
+                Woken::Stopping => {
+                    let _ = sender.send(Err(shutting_down("after_version", cursor))).await;
+                    return;
+                }
             }
         }
     });

@@ -2,7 +2,8 @@
 //! the terminal status event. The subscription to wake-ups is taken before the first
 //! read and storage is read again on every wake-up and on a timer, so events arrive in
 //! order and exactly once whatever the notifications do; a client resumes with the last
-//! sequence it saw.
+//! sequence it saw. Server shutdown ends an unfinished stream with UNAVAILABLE, never with
+//! a clean end, which would read as the end of the run.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     error::to_status,
-    notify::wait_for_change,
+    notify::{Woken, shutting_down, wait_for_change},
 };
 
 const BATCH: u64 = 500;
@@ -89,9 +90,15 @@ pub async fn stream_run_events(
                 return;
             }
             let closed = sender.closed();
-            if !wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed).await
+            match wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed)
+                .await
             {
-                return;
+                Woken::Look => {}
+                Woken::Gone => return,
+                Woken::Stopping => {
+                    let _ = sender.send(Err(shutting_down("after_sequence", cursor))).await;
+                    return;
+                }
             }
         }
     });

@@ -24,7 +24,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     convert::{timestamp, value_to_json},
-    notify::wait_for_change,
+    notify::{Woken, wait_for_change},
     registry,
 };
 
@@ -82,7 +82,7 @@ fn run_name_of(lease: &Lease) -> RunName {
 /// Waits for a change of `key` or at most `limit`; false when the server is stopping.
 async fn wait_for(ctx: &Ctx, wakeups: &mut Receiver<String>, key: &str, limit: Duration) -> bool {
     let mut stopping = ctx.stopping.clone();
-    wait_for_change(wakeups, key, limit, &mut stopping, std::future::pending()).await
+    wait_for_change(wakeups, key, limit, &mut stopping, std::future::pending()).await == Woken::Look
 }
 
 fn remaining(deadline: Micros) -> Micros {
