@@ -1,0 +1,86 @@
+"""Helpers the tests share: agents with an instance and a session, a worker in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from conftest import Tenant
+
+from agentry import Worker
+from agentry.v1 import common_pb2, execution_pb2 as ex, registry_pb2 as reg
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent with one instance and one session, ready for runs."""
+
+    name: str
+    instance: str
+    session: str
+
+
+def make_agent(tenant: Tenant, tools: dict[str, common_pb2.ToolRisk.ValueType] | None = None) -> Agent:
+    """A fresh agent (unique id), an instance of it and a session with that instance."""
+    agent_id = f"a-{uuid.uuid4().hex[:10]}"
+    with tenant.client() as client:
+        agent = client.registry.CreateAgent(
+            reg.CreateAgentRequest(
+                parent=tenant.workspace,
+                agent_id=agent_id,
+                agent=reg.Agent(tools=[reg.Tool(name=n, risk=r) for n, r in (tools or {}).items()]),
+            )
+        )
+        instance = client.registry.CreateInstance(
+            reg.CreateInstanceRequest(parent=tenant.project, instance_id=agent_id, instance=reg.Instance(agent=agent.name))
+        )
+        session = client.execution.CreateSession(
+            ex.CreateSessionRequest(parent=tenant.project, session=ex.Session(instance=instance.name))
+        )
+    return Agent(agent.name, instance.name, session.name)
+
+
+def user_input(text: str) -> list[ex.Message]:
+    return [ex.Message(role=ex.MESSAGE_ROLE_USER, content=text)]
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    """Runs ``worker`` on its own event loop in a thread; stops it gracefully on exit."""
+    loop = asyncio.new_event_loop()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            loop.run_until_complete(worker.run())
+        except BaseException as e:  # noqa: BLE001 - surfaced to the test below
+            failure.append(e)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        loop.call_soon_threadsafe(worker.stop)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the worker did not stop"
+    if failure:
+        raise failure[0]
+
+
+def kinds(events: list[ex.RunEvent]) -> list[str]:
+    """Event kinds, with the status for status changes: ``status:RUN_STATUS_RUNNING``."""
+    out: list[str] = []
+    for event in events:
+        kind = str(event.WhichOneof("kind"))
+        if kind == "status_changed":
+            kind = "status:" + ex.RunStatus.Name(event.status_changed.status)
+        out.append(kind)
+    return out
+

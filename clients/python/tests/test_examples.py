@@ -1,0 +1,52 @@
+"""The examples run as documented, and the README shows exactly their code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Tenant
+from support import make_agent
+
+PACKAGE = Path(__file__).resolve().parents[1]
+EXAMPLES = PACKAGE / "examples"
+
+
+def test_the_echo_worker_serves_the_run_start_run_prints(tenant: Tenant) -> None:
+    agent = make_agent(tenant)
+    env = {**os.environ, "AGENTRY_TARGET": tenant.target}
+    worker = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "echo_worker.py"), agent.name],
+        env={**env, "AGENTRY_API_KEY": tenant.worker_key},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().startswith("serving ")
+        started = subprocess.run(
+            [sys.executable, str(EXAMPLES / "start_run.py"), agent.instance, "hello from python"],
+            env={**env, "AGENTRY_API_KEY": tenant.developer_key},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert started.returncode == 0, started.stderr
+        assert "hello from python " in started.stdout
+        assert started.stdout.rstrip().endswith("[RUN_STATUS_SUCCEEDED]")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+
+
+def test_every_readme_snippet_is_code_an_example_runs() -> None:
+    readme = (PACKAGE / "README.md").read_text()
+    examples = "\n".join(p.read_text() for p in EXAMPLES.glob("*.py"))
+    snippets = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert snippets
+    for snippet in snippets:
+        assert snippet in examples, f"README snippet not found verbatim in examples/:\n{snippet}"
