@@ -98,7 +98,9 @@ pub async fn watch_context(
                 Woken::Look => {}
                 Woken::Gone => return,
                 Woken::Stopping => {
-                    let _ = sender.send(Err(shutting_down("after_version", cursor))).await;
+                    let _ = sender
+                        .send(Err(shutting_down("after_version", cursor)))
+                        .await;
                     return;
                 }
             }

@@ -96,7 +96,9 @@ pub async fn stream_run_events(
                 Woken::Look => {}
                 Woken::Gone => return,
                 Woken::Stopping => {
-                    let _ = sender.send(Err(shutting_down("after_sequence", cursor))).await;
+                    let _ = sender
+                        .send(Err(shutting_down("after_sequence", cursor)))
+                        .await;
                     return;
                 }
             }
