@@ -44,9 +44,10 @@ def test_the_echo_worker_serves_the_run_start_run_prints(tenant: Tenant) -> None
 
 
 def test_every_readme_snippet_is_code_an_example_runs() -> None:
-    readme = (PACKAGE / "README.md").read_text()
     examples = "\n".join(p.read_text() for p in EXAMPLES.glob("*.py"))
-    snippets = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert snippets
-    for snippet in snippets:
-        assert snippet in examples, f"README snippet not found verbatim in examples/:\n{snippet}"
+    # This package's README, and the repository's, which shows the same section.
+    for path in (PACKAGE / "README.md", PACKAGE.parents[1] / "README.md"):
+        snippets = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+        assert snippets, f"{path} shows no Python snippet"
+        for snippet in snippets:
+            assert snippet in examples, f"{path}: snippet not found verbatim in examples/:\n{snippet}"

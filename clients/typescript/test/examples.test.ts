@@ -57,8 +57,10 @@ function regions(file: string): Map<string, string> {
 }
 
 describe("README", () => {
-  test("every snippet is the code an example runs, and every example region is shown", () => {
-    const readme = readFileSync(join(packageDir, "README.md"), "utf8");
+  // This package's README, and the repository's, which shows the same section.
+  for (const path of [join(packageDir, "README.md"), join(packageDir, "..", "..", "README.md")])
+  test(`${path}: every snippet is the code an example runs, and every example region is shown`, () => {
+    const readme = readFileSync(path, "utf8");
     const re = /<!-- snippet: (\S+?)#(\S+) -->\n```ts\n([\s\S]*?)\n```/g;
     const shown = new Set<string>();
     for (const m of readme.matchAll(re)) {
