@@ -169,6 +169,10 @@ impl Store {
         if leased >= i64::from(ws.quotas.max_concurrent_runs) {
             return Ok(None);
         }
+        // The clock is read after the count: a slot that count saw free was released by a
+        // commit before it, so start_time never precedes the end_time of the run whose
+        // slot this one takes.
+        let now = now_micros();
         let row: Option<RunRow> = tx
             .fetch_optional(
                 &candidates(workspace, agents, now)
