@@ -24,7 +24,10 @@ use agentry_server::{
 pub use check::*;
 pub use db::{FreshDatabase, fresh_database};
 pub use doc::*;
-use pb::registry_service_client::RegistryServiceClient;
+use pb::{
+    execution_service_client::ExecutionServiceClient,
+    registry_service_client::RegistryServiceClient,
+};
 pub use req::{Must, Paged, WithEtag, WithForce, WithRequestId};
 pub use serde_json::json;
 use tonic::{
@@ -35,6 +38,7 @@ use tonic::{
 };
 
 pub type Registry = RegistryServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Execution = ExecutionServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -148,6 +152,12 @@ impl TestApp {
         RegistryServiceClient::with_interceptor(self.channel.clone(), Bearer::header(value))
     }
 
+    /// An ExecutionService client that sends `authorization: Bearer <key>`, or no header
+    /// for an empty key.
+    pub async fn execution(&self, key: &str) -> Execution {
+        ExecutionServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))
+    }
+
     pub async fn root(&self) -> Registry {
         self.registry(&self.root_key).await
     }
@@ -229,6 +239,25 @@ impl Tenant {
     /// A new key of this workspace with `role`; returns its secret.
     pub async fn key(&self, role: pb::Role) -> String {
         create_key(&mut self.admin.clone(), &self.name, role).await
+    }
+
+    /// The secret of a key of this workspace with `role`: created on first use, the same
+    /// key afterwards.
+    pub async fn role_key(&self, role: pb::Role) -> String {
+        type Keys = std::sync::Mutex<std::collections::HashMap<(String, i32), String>>;
+        static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+        let keys = KEYS.get_or_init(Default::default);
+        // The admin key is random per tenant, so it tells tenants of different tests apart.
+        let slot = (self.admin_key.clone(), role as i32);
+        if let Some(secret) = keys.lock().expect("key cache").get(&slot) {
+            return secret.clone();
+        }
+        let secret = self.key(role).await;
+        keys.lock()
+            .expect("key cache")
+            .entry(slot)
+            .or_insert(secret)
+            .clone()
     }
 
     pub async fn project(&self, id: &str) -> pb::Project {
