@@ -3,6 +3,7 @@
 //! survives a noisy machine. `scripts/bench` builds everything and provides Postgres.
 
 mod context;
+mod execution;
 mod load;
 mod server;
 mod stats;
@@ -33,6 +34,9 @@ enum Command {
     /// WriteContext and ReadContext at 1 and 32 clients; pgbench and empty-call ceilings;
     /// storage per version.
     Context,
+    /// ExecutionService: pickup, event and cancel delivery latency at light load; runs/s
+    /// of no-op runs with W workers vs pgbench running the same SQL per run.
+    Execution(execution::Args),
 }
 
 #[tokio::main]
@@ -40,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Context => context::run(&cli).await,
+        Command::Execution(ref args) => execution::run(&cli, args).await,
     }
 }
