@@ -2,7 +2,12 @@
 //! request into a [`Mutation`] (request id, request hash, audit identity) or a
 //! [`PageRequest`].
 
-use agentry_core::{Error, Result, model::Page, names::ContextName, page::PageTokens};
+use agentry_core::{
+    Error, Result,
+    model::{Agent, Page},
+    names::{AgentName, ContextName},
+    page::PageTokens,
+};
 use agentry_store::{Mutation, PageRequest, Store};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -27,9 +32,38 @@ pub struct Ctx {
     pub stopping: watch::Receiver<bool>,
     /// How often a stream looks at storage when no wake-up came.
     pub poll_interval: std::time::Duration,
+    /// Agent revisions read by worker calls. Revisions are immutable, so entries never go
+    /// stale; the map is simply emptied when it grows large.
+    pub revisions: std::sync::Mutex<std::collections::HashMap<(String, String, i64), Agent>>,
 }
 
+const MAX_CACHED_REVISIONS: usize = 4096;
+
 impl Ctx {
+    /// Revision `revision` of `workspaces/{workspace}/agents/{agent}`.
+    pub async fn agent_revision(
+        &self,
+        workspace: &str,
+        agent: &str,
+        revision: i64,
+    ) -> Result<Agent> {
+        let key = (workspace.to_owned(), agent.to_owned(), revision);
+        if let Some(found) = self.revisions.lock().expect("revisions lock").get(&key) {
+            return Ok(found.clone());
+        }
+        let name = AgentName {
+            workspace: workspace.to_owned(),
+            agent: agent.to_owned(),
+        };
+        let found = self.store.get_agent(&name, Some(revision)).await?;
+        let mut cached = self.revisions.lock().expect("revisions lock");
+        if cached.len() >= MAX_CACHED_REVISIONS {
+            cached.clear();
+        }
+        cached.insert(key, found.clone());
+        Ok(found)
+    }
+
     /// Wakes watchers of a context on this replica (others hear Postgres NOTIFY).
     pub fn publish_context(&self, name: &ContextName) {
         self.hub

@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         hub: hub.clone(),
         stopping: stopped.clone(),
         poll_interval: config.poll_interval,
+        revisions: Default::default(),
     });
     let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
 

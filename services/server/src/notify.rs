@@ -55,7 +55,15 @@ pub async fn forward_postgres(
         loop {
             tokio::select! {
                 received = listener.recv() => match received {
-                    Ok(notification) => hub.publish(notification.payload().to_owned()),
+                    Ok(notification) => {
+                        // `{replica} {key}`, or a bare key: skip what this replica sent.
+                        let payload = notification.payload();
+                        match payload.split_once(' ') {
+                            Some((from, _)) if from == store.replica_id() => {}
+                            Some((_, key)) => hub.publish(key.to_owned()),
+                            None => hub.publish(payload.to_owned()),
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, channel, "LISTEN connection lost; reconnecting");
                         break;

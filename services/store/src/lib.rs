@@ -46,7 +46,16 @@ pub struct Store {
     db: db::Db,
     /// In-process wake-ups after execution changes commit.
     waker: Option<execution::Waker>,
+    /// This process among the replicas: NOTIFY payloads carry it, so a replica can skip
+    /// the notifications it sent itself.
+    replica: String,
+    /// One claim per workspace at a time in this process.
+    claim_gates: ClaimGates,
 }
+
+type ClaimGates = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+>;
 
 impl Store {
     /// Connects to `postgres://…` or `sqlite:…` (the file is created when missing).
@@ -54,6 +63,8 @@ impl Store {
         Ok(Self {
             db: db::Db::connect(url, max_connections).await?,
             waker: None,
+            replica: uuid::Uuid::now_v7().simple().to_string(),
+            claim_gates: ClaimGates::default(),
         })
     }
 
@@ -63,6 +74,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
+    }
+
+    /// The id this process puts in the NOTIFY payloads it sends.
+    pub fn replica_id(&self) -> &str {
+        &self.replica
     }
 
     /// A Postgres LISTEN on `channel`; `None` on SQLite, where one process owns the file

@@ -7,7 +7,7 @@ use agentry_core::{
     names::WorkspaceName,
     time::now_micros,
 };
-use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement, SimpleExpr};
 
 use crate::{
     PageRequest, Store,
@@ -15,7 +15,7 @@ use crate::{
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, json, labels, to_json},
-    tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
+    tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
 };
 
 #[derive(Debug, Clone)]
@@ -106,13 +106,32 @@ pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
-/// The workspace row locked against other claims (FOR NO KEY UPDATE, which foreign-key
-/// checks of inserts elsewhere do not wait for): run claims serialize on it.
-pub(crate) async fn lock_workspace_for_claim(tx: &mut Tx, id: &str) -> Result<Workspace> {
-    let row: Option<WorkspaceRow> = tx
-        .fetch_optional(&by_id(id).lock(LockType::NoKeyUpdate).to_owned())
-        .await?;
-    row.ok_or_else(|| not_found(id))?.try_into()
+/// For a run claim: locks the workspace row against other claims (FOR NO KEY UPDATE,
+/// which foreign-key checks of inserts elsewhere do not wait for) and answers, in the
+/// same round trip, its `max_concurrent_runs` and how many of its runs hold a slot.
+pub(crate) async fn lock_for_claim(tx: &mut Tx, id: &str) -> Result<(i32, i64)> {
+    let leased = Query::select()
+        .expr(Expr::col(Runs::RunId).count())
+        .from(Runs::Table)
+        .and_where(Expr::col(Runs::WorkspaceId).eq(id))
+        .and_where(Expr::col(Runs::Status).is_in(["RUNNING", "CANCELLING"]))
+        .to_owned();
+    let stmt = Query::select()
+        .column(Workspaces::Quotas)
+        .expr(SimpleExpr::SubQuery(
+            None,
+            Box::new(leased.into_sub_query_statement()),
+        ))
+        .from(Workspaces::Table)
+        .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
+        .lock(LockType::NoKeyUpdate)
+        .to_owned();
+    let (quotas, leased): (String, i64) = tx
+        .fetch_optional(&stmt)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let quotas: Quotas = json("quotas", &quotas)?;
+    Ok((quotas.max_concurrent_runs, leased))
 }
 
 /// The workspace row inside a transaction, without a lock: for reading quotas and

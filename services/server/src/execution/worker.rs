@@ -99,14 +99,7 @@ async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
         })
         .await?;
     let agent = ctx
-        .store
-        .get_agent(
-            &AgentName {
-                workspace: run.workspace.clone(),
-                agent: run.agent.clone(),
-            },
-            Some(run.agent_revision),
-        )
+        .agent_revision(&run.workspace, &run.agent, run.agent_revision)
         .await?;
     let resume = run
         .approval
@@ -131,14 +124,7 @@ async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
 async fn pinned_tools(ctx: &Ctx, lease: &Lease) -> Result<Vec<agentry_core::model::Tool>> {
     let run = ctx.store.get_run(&run_name_of(lease)).await?;
     let agent = ctx
-        .store
-        .get_agent(
-            &AgentName {
-                workspace: run.workspace.clone(),
-                agent: run.agent.clone(),
-            },
-            Some(run.agent_revision),
-        )
+        .agent_revision(&run.workspace, &run.agent, run.agent_revision)
         .await?;
     Ok(agent.spec.tools)
 }

@@ -274,6 +274,7 @@ pub(crate) async fn append_messages(
 }
 
 /// Gives the session to its oldest waiting run, whose input joins the transcript now.
+/// The caller writes the session back ([`Change::save`]).
 pub(crate) async fn handoff(
     tx: &mut Tx,
     session: &mut Session,
@@ -308,5 +309,5 @@ pub(crate) async fn handoff(
         }
         None => session.active_run.clear(),
     }
-    save_session(tx, session, now).await
+    Ok(())
 }

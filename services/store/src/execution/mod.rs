@@ -77,8 +77,9 @@ impl Wakes {
         }
     }
 
-    /// NOTIFYs other replicas inside the transaction (delivered only if it commits).
-    pub(crate) async fn notify(&self, tx: &mut Tx) -> Result<()> {
+    /// NOTIFYs other replicas inside the transaction (delivered only if it commits). The
+    /// payload is `{replica} {key}`: a replica skips its own, which it already woke.
+    pub(crate) async fn notify(&self, tx: &mut Tx, replica: &str) -> Result<()> {
         if tx.backend() != Backend::Postgres || self.0.is_empty() {
             return Ok(());
         }
@@ -87,7 +88,7 @@ impl Wakes {
             select.expr(
                 Func::cust(Alias::new("pg_notify"))
                     .arg(RUN_CHANNEL)
-                    .arg(key.as_str()),
+                    .arg(format!("{replica} {key}")),
             );
         }
         tx.execute(&select).await?;
@@ -100,6 +101,12 @@ impl Store {
     pub fn with_waker(mut self, waker: Waker) -> Self {
         self.waker = Some(waker);
         self
+    }
+
+    /// The in-process turnstile of `workspace`'s claims.
+    pub(crate) fn claim_gate(&self, workspace: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.claim_gates.lock().expect("claim gates lock");
+        gates.entry(workspace.to_owned()).or_default().clone()
     }
 
     pub(crate) fn wake(&self, wakes: &Wakes) {

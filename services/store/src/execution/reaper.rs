@@ -182,7 +182,7 @@ impl Store {
             }
         }
         change.save(&mut tx).await?;
-        wakes.notify(&mut tx).await?;
+        wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
         self.wake(&wakes);
         Ok(true)

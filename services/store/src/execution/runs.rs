@@ -256,7 +256,7 @@ impl Store {
             }
             save_session(tx, &session, now).await?;
             wakes.run(&run);
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
         self.wake(&wakes);
@@ -363,7 +363,7 @@ impl Store {
                 }
             }
             let run = change.save(tx).await?;
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
         self.wake(&wakes);
@@ -409,7 +409,7 @@ impl Store {
             let run = change.save(tx).await?;
             wakes.run(&run);
             wakes.queue(&run.workspace);
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
         self.wake(&wakes);

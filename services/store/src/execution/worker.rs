@@ -25,7 +25,7 @@ use crate::{
     db::Tx,
     mutation::{Mutation, mutate},
     tables::{Runs, ToolCalls},
-    workspaces::lock_workspace_for_claim,
+    workspaces::lock_for_claim,
 };
 
 /// One event a worker appends.
@@ -150,23 +150,13 @@ impl Store {
         if any.is_none() {
             return Ok(None);
         }
+        // One claim per workspace at a time in this process: the others wait here, not
+        // on the workspace row while holding a database connection.
+        let gate = self.claim_gate(workspace);
+        let _turn = gate.lock().await;
         let mut tx = self.db.begin().await?;
-        let ws = lock_workspace_for_claim(&mut tx, workspace).await?;
-        let (leased,): (i64,) = tx
-            .fetch_optional(
-                &Query::select()
-                    .expr(Expr::col(Runs::RunId).count())
-                    .from(Runs::Table)
-                    .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
-                    .and_where(
-                        Expr::col(Runs::Status)
-                            .is_in([RunStatus::Running.as_str(), RunStatus::Cancelling.as_str()]),
-                    )
-                    .to_owned(),
-            )
-            .await?
-            .unwrap_or((0,));
-        if leased >= i64::from(ws.quotas.max_concurrent_runs) {
+        let (max_concurrent, leased) = lock_for_claim(&mut tx, workspace).await?;
+        if leased >= i64::from(max_concurrent) {
             return Ok(None);
         }
         // The clock is read after the count: a slot that count saw free was released by a
@@ -194,7 +184,7 @@ impl Store {
         let run = change.save(&mut tx).await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
-        wakes.notify(&mut tx).await?;
+        wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
         self.wake(&wakes);
         Ok(Some(run))
@@ -392,7 +382,7 @@ impl Store {
             change.run.update_time = now;
             let run = change.save(tx).await?;
             wakes.run(&run);
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok((run.last_sequence, run.cancel_requested))
         })?;
         self.wake(&wakes);
@@ -445,7 +435,7 @@ impl Store {
             }
             let run = change.save(tx).await?;
             wakes.run(&run);
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok((auto, approval))
         })?;
         self.wake(&wakes);
@@ -491,7 +481,7 @@ impl Store {
                     .await?;
             }
             let run = change.save(tx).await?;
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
         self.wake(&wakes);
@@ -534,7 +524,7 @@ impl Store {
                     .await?;
             }
             let run = change.save(tx).await?;
-            wakes.notify(tx).await?;
+            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
         self.wake(&wakes);
