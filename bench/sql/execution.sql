@@ -1,7 +1,7 @@
 -- The SQL the server runs for one no-op run, transcribed from a Postgres statement log
 -- (log_statement = all) of `agentry-bench execution`: CreateRun, PollTask (the unlocked
--- look, the claim transaction, then the instance and agent reads that build the Task),
--- AppendRunEvents with 3 message_delta events, and CompleteTask. One pgbench
+-- look, the claim transaction, then the instance read that builds the Task; agent
+-- revisions are immutable and cached by the server), AppendRunEvents with 3 message_delta events, and CompleteTask. One pgbench
 -- transaction of this script is one whole run, so pgbench's tps is runs/s.
 --
 -- Differences from the server, all in pgbench's favour or neutral:
