@@ -1084,3 +1084,84 @@ backend_tests!(
         assert_eq!(last, 2 + 2000 + 2, "everything, up to the terminal event");
     }
 );
+
+backend_tests!(
+    client_writes_retried_with_the_same_request_id_replay,
+    |app| async move {
+        let w = World::setup(&app).await;
+        let mut c = w.client.clone();
+        // CreateSession.
+        let create = || pb::CreateSessionRequest {
+            request_id: "sess-1".into(),
+            ..create_session(&w.project, "s", &w.instance)
+        };
+        let first = c.create_session(create()).await.must();
+        let again = c
+            .create_session(create())
+            .await
+            .expect("a replayed CreateSession");
+        assert_eq!(again.into_inner().name, first.name, "not ALREADY_EXISTS");
+        let other = pb::CreateSessionRequest {
+            request_id: "sess-1".into(),
+            ..create_session(&w.project, "t", &w.instance)
+        };
+        assert_status(
+            c.create_session(other).await,
+            Code::InvalidArgument,
+            "REQUEST_ID_REUSED",
+        );
+
+        // CancelRun: the retry answers like the first call and writes nothing more.
+        let run = w.run(&first.name, "cancel me").await;
+        let cancel_once = || pb::CancelRunRequest {
+            request_id: "cancel-1".into(),
+            ..cancel(&run.name, "once")
+        };
+        let cancelled = c.cancel_run(cancel_once()).await.must();
+        let replayed = c.cancel_run(cancel_once()).await.must();
+        assert_eq!(replayed.status, cancelled.status);
+        assert_eq!(w.get_run(&run.name).await.last_sequence, 2);
+
+        // DecideApproval: the retry is not APPROVAL_NOT_PENDING.
+        let run = w.run(&first.name, "plan").await;
+        let task = w.worker.claim().await;
+        let reply = w
+            .worker
+            .propose(&task.task_token, vec![step(WRITE_TOOL, json!({}))])
+            .await
+            .unwrap();
+        let id = reply.approval.unwrap().approval_id;
+        let decide_once = || pb::DecideApprovalRequest {
+            request_id: "decide-1".into(),
+            ..decide(&run.name, &id, pb::ApprovalDecision::Approve, "ok")
+        };
+        let decided = c.decide_approval(decide_once()).await.must();
+        let replayed = c
+            .decide_approval(decide_once())
+            .await
+            .expect("a replayed DecideApproval");
+        assert_eq!(replayed.into_inner().approval, decided.approval);
+        assert_eq!(
+            w.story(&run.name)
+                .await
+                .iter()
+                .filter(|e| e.starts_with("decided "))
+                .count(),
+            1
+        );
+        let task = w.worker.claim().await;
+        w.worker.complete(&task.task_token, "done").await;
+
+        // DeleteSession: a retried delete is not NOT_FOUND.
+        let delete = || pb::DeleteSessionRequest {
+            name: first.name.clone(),
+            request_id: "del-1".into(),
+        };
+        c.delete_session(delete()).await.must();
+        c.delete_session(delete())
+            .await
+            .expect("a retried delete is not NOT_FOUND");
+        let gone = c.get_session(get_session(&first.name)).await;
+        assert_status(gone, Code::NotFound, "RESOURCE_NOT_FOUND");
+    }
+);

@@ -528,3 +528,52 @@ backend_tests!(
         assert_status(reused, Code::InvalidArgument, "INVALID_PAGE_TOKEN");
     }
 );
+
+backend_tests!(list_sessions_pages_newest_first, |app| async move {
+    let w = World::setup(&app).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(w.session(&format!("s{i}")).await.name);
+    }
+    created.reverse();
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = w
+            .reader
+            .clone()
+            .list_sessions(pb::ListSessionsRequest {
+                parent: w.project.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+                filter: String::new(),
+            })
+            .await
+            .must();
+        pages.push(
+            page.sessions
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        pages,
+        [&created[0..2], &created[2..4], &created[4..5]].map(|p| p.to_vec())
+    );
+    let forged = w
+        .client
+        .clone()
+        .list_sessions(pb::ListSessionsRequest {
+            parent: w.project.clone(),
+            page_size: 2,
+            page_token: "garbage".into(),
+            filter: String::new(),
+        })
+        .await;
+    assert_status(forged, Code::InvalidArgument, "INVALID_PAGE_TOKEN");
+});
