@@ -419,6 +419,12 @@ pub struct Lease {
     pub run: String,
     pub attempt: i32,
     pub epoch: i64,
+    /// The agent revision the run pins (immutable): worker calls that check tool names
+    /// need no read of the run for it.
+    #[serde(default)]
+    pub agent: String,
+    #[serde(default)]
+    pub agent_revision: i64,
 }
 
 #[cfg(test)]

@@ -114,11 +114,27 @@ pub async fn wait_for_change(
     }
 }
 
-/// What a stream sends when the server shuts down before the stream's natural end:
-/// UNAVAILABLE, so that clients reconnect (to another replica) and resume from `cursor`,
-/// rather than taking a clean end for the end of the history.
-pub fn shutting_down(resume: &str, cursor: i64) -> tonic::Status {
-    tonic::Status::unavailable(format!(
-        "the server is shutting down; reconnect and resume with {resume} = {cursor}"
-    ))
+/// For a server stream between reads of storage: waits like [`wait_for_change`] and
+/// says whether to look again. When the server shuts down first, the stream ends with
+/// UNAVAILABLE, so that clients reconnect (to another replica) and resume with
+/// `resume = cursor`, rather than taking a clean end for the end of the history.
+pub async fn stream_wait<T>(
+    sender: &tokio::sync::mpsc::Sender<Result<T, tonic::Status>>,
+    wakeups: &mut broadcast::Receiver<String>,
+    key: &str,
+    limit: Duration,
+    stopping: &mut watch::Receiver<bool>,
+    (resume, cursor): (&str, i64),
+) -> bool {
+    match wait_for_change(wakeups, key, limit, stopping, sender.closed()).await {
+        Woken::Look => true,
+        Woken::Gone => false,
+        Woken::Stopping => {
+            let status = tonic::Status::unavailable(format!(
+                "the server is shutting down; reconnect and resume with {resume} = {cursor}"
+            ));
+            let _ = sender.send(Err(status)).await;
+            false
+        }
+    }
 }

@@ -101,6 +101,8 @@ fn lease(run: &Run) -> Lease {
         run: run.id.clone(),
         attempt: run.attempt,
         epoch: run.lease_epoch,
+        agent: run.agent.clone(),
+        agent_revision: run.agent_revision,
     }
 }
 

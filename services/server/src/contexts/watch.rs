@@ -20,7 +20,7 @@ use crate::{
     auth::{Action, Principal},
     context::{Ctx, context_key},
     error::to_status,
-    notify::{Woken, shutting_down, wait_for_change},
+    notify::stream_wait,
 };
 
 const BATCH: u64 = 100;
@@ -91,18 +91,18 @@ pub async fn watch_context(
                 continue;
             }
             // Wait for a wake-up about this context, the poll timer, shutdown or cancel.
-            let closed = sender.closed();
-            match wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed)
-                .await
+            let position = ("after_version", cursor);
+            if !stream_wait(
+                &sender,
+                &mut wakeups,
+                &key,
+                ctx.poll_interval,
+                &mut stopping,
+                position,
+            )
+            .await
             {
-                Woken::Look => {}
-                Woken::Gone => return,
-                Woken::Stopping => {
-                    let _ = sender
-                        .send(Err(shutting_down("after_version", cursor)))
-                        .await;
-                    return;
-                }
+                return;
             }
         }
     });

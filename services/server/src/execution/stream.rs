@@ -19,7 +19,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     error::to_status,
-    notify::{Woken, shutting_down, wait_for_change},
+    notify::stream_wait,
 };
 
 const BATCH: u64 = 500;
@@ -89,18 +89,18 @@ pub async fn stream_run_events(
             if finished && cursor >= run.last_sequence {
                 return;
             }
-            let closed = sender.closed();
-            match wait_for_change(&mut wakeups, &key, ctx.poll_interval, &mut stopping, closed)
-                .await
+            let position = ("after_sequence", cursor);
+            if !stream_wait(
+                &sender,
+                &mut wakeups,
+                &key,
+                ctx.poll_interval,
+                &mut stopping,
+                position,
+            )
+            .await
             {
-                Woken::Look => {}
-                Woken::Gone => return,
-                Woken::Stopping => {
-                    let _ = sender
-                        .send(Err(shutting_down("after_sequence", cursor)))
-                        .await;
-                    return;
-                }
+                return;
             }
         }
     });

@@ -67,6 +67,8 @@ fn lease_of(run: &Run) -> Lease {
         run: run.id.clone(),
         attempt: run.attempt,
         epoch: run.lease_epoch,
+        agent: run.agent.clone(),
+        agent_revision: run.agent_revision,
     }
 }
 
@@ -120,11 +122,10 @@ async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
     })
 }
 
-/// The tools of the agent revision the leased run pins.
+/// The tools of the agent revision the leased run pins (named by the token; cached).
 async fn pinned_tools(ctx: &Ctx, lease: &Lease) -> Result<Vec<agentry_core::model::Tool>> {
-    let run = ctx.store.get_run(&run_name_of(lease)).await?;
     let agent = ctx
-        .agent_revision(&run.workspace, &run.agent, run.agent_revision)
+        .agent_revision(&lease.workspace, &lease.agent, lease.agent_revision)
         .await?;
     Ok(agent.spec.tools)
 }

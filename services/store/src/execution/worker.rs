@@ -1,7 +1,7 @@
 //! Runs, worker side: claims, heartbeats, event batches, plans, completion and failure.
 //! Every call but the claim is fenced by the [`Lease`] it names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use agentry_core::{
     Error, Result,
@@ -53,6 +53,14 @@ impl EventInput {
             Self::Message(_) | Self::ToolStarted(_) | Self::ToolCompleted(_)
         )
     }
+}
+
+/// A tool call of the run as an event batch sees it.
+struct Call {
+    tool: String,
+    open: bool,
+    /// Whether its row exists, and open, before this batch; `None` for a call it starts.
+    stored: Option<bool>,
 }
 
 /// Locks the session (when asked) and the run, and checks that `lease` still holds.
@@ -225,7 +233,7 @@ impl Store {
                     _ => None,
                 })
                 .collect();
-            let mut calls: HashMap<String, (String, bool)> = HashMap::new();
+            let mut calls: HashMap<String, Call> = HashMap::new();
             if !ids.is_empty() {
                 let known: Vec<(String, String, i32)> = tx
                     .fetch_all(
@@ -241,11 +249,17 @@ impl Store {
                     )
                     .await?;
                 for (id, tool, open) in known {
-                    calls.insert(id, (tool, open != 0));
+                    let stored = Some(open != 0);
+                    calls.insert(
+                        id,
+                        Call {
+                            open: open != 0,
+                            tool,
+                            stored,
+                        },
+                    );
                 }
             }
-            let mut started: Vec<(String, String)> = Vec::new();
-            let mut closed: HashSet<String> = HashSet::new();
             let mut messages: Vec<MessageBody> = Vec::new();
             let base = change.message_count();
             for (index, input) in inputs.iter().enumerate() {
@@ -269,8 +283,12 @@ impl Store {
                                 format!("tool call id {:?} was already used in this run", call.id),
                             ));
                         }
-                        calls.insert(call.id.clone(), (call.tool.clone(), true));
-                        started.push((call.id.clone(), call.tool.clone()));
+                        let new = Call {
+                            tool: call.tool.clone(),
+                            open: true,
+                            stored: None,
+                        };
+                        calls.insert(call.id.clone(), new);
                         let call = ToolCall {
                             result: None,
                             is_error: false,
@@ -285,9 +303,9 @@ impl Store {
                     }
                     EventInput::ToolCompleted(call) => {
                         let tool = match calls.get_mut(&call.id) {
-                            Some((tool, open)) if *open => {
-                                *open = false;
-                                tool.clone()
+                            Some(known) if known.open => {
+                                known.open = false;
+                                known.tool.clone()
                             }
                             _ => {
                                 return Err(Error::invalid(
@@ -302,7 +320,6 @@ impl Store {
                                 format!("tool call {:?} was started for tool {tool:?}", call.id),
                             ));
                         }
-                        closed.insert(call.id.clone());
                         let call = ToolCall {
                             tool,
                             ..call.clone()
@@ -336,7 +353,10 @@ impl Store {
             if !messages.is_empty() {
                 change.append_messages(tx, &messages).await?;
             }
-            if !started.is_empty() {
+            // New calls are inserted (open or not); stored ones that closed are updated.
+            let new: Vec<(&String, &Call)> =
+                calls.iter().filter(|(_, c)| c.stored.is_none()).collect();
+            if !new.is_empty() {
                 let mut insert = Query::insert()
                     .into_table(ToolCalls::Table)
                     .columns([
@@ -347,22 +367,23 @@ impl Store {
                         ToolCalls::Open,
                     ])
                     .to_owned();
-                for (id, tool) in &started {
+                for (id, call) in new {
                     insert.values_panic([
                         change.run.workspace.clone().into(),
                         change.run.id.clone().into(),
                         id.clone().into(),
-                        tool.clone().into(),
-                        i32::from(!closed.contains(id)).into(),
+                        call.tool.clone().into(),
+                        i32::from(call.open).into(),
                     ]);
                 }
                 tx.execute(&insert).await?;
             }
-            let closed_before: Vec<&String> = closed
+            let closed: Vec<&str> = calls
                 .iter()
-                .filter(|id| !started.iter().any(|(s, _)| s == *id))
+                .filter(|(_, c)| c.stored == Some(true) && !c.open)
+                .map(|(id, _)| id.as_str())
                 .collect();
-            if !closed_before.is_empty() {
+            if !closed.is_empty() {
                 tx.execute(
                     &Query::update()
                         .table(ToolCalls::Table)
@@ -371,10 +392,7 @@ impl Store {
                             Expr::col(ToolCalls::WorkspaceId).eq(change.run.workspace.as_str()),
                         )
                         .and_where(Expr::col(ToolCalls::RunId).eq(change.run.id.as_str()))
-                        .and_where(
-                            Expr::col(ToolCalls::CallId)
-                                .is_in(closed_before.iter().map(|s| s.as_str())),
-                        )
+                        .and_where(Expr::col(ToolCalls::CallId).is_in(closed))
                         .to_owned(),
                 )
                 .await?;
