@@ -35,6 +35,8 @@ pub struct Ctx {
     /// Agent revisions read by worker calls. Revisions are immutable, so entries never go
     /// stale; the map is simply emptied when it grows large.
     pub revisions: std::sync::Mutex<std::collections::HashMap<(String, String, i64), Agent>>,
+    /// Context versions ReadContext has served (immutable, so never stale).
+    pub context_versions: crate::contexts::VersionCache,
 }
 
 const MAX_CACHED_REVISIONS: usize = 4096;

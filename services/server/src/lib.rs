@@ -38,6 +38,9 @@ use crate::{
 };
 
 /// Service names reported by `grpc.health.v1`, besides the overall `""`.
+/// Bytes of context documents ReadContext keeps converted (see `contexts::VersionCache`).
+const CONTEXT_CACHE_BYTES: u64 = 64 << 20;
+
 const SERVICES: &[&str] = &[
     "agentry.v1.RegistryService",
     "agentry.v1.ContextService",
@@ -136,6 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         stopping: stopped.clone(),
         poll_interval: config.poll_interval,
         revisions: Default::default(),
+        context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
     });
     let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
 

@@ -6,6 +6,12 @@ use agentry_server::config::{Config, LogFormat, Secret};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: a request allocates and frees many small
+/// buffers across threads, where glibc's malloc showed up as a tenth of the server's CPU
+/// under load (`scripts/bench context`, perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "agentry",

@@ -56,7 +56,12 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| Error::internal(format!("invalid database url: {e}")))?;
+            // No ping before handing out a pooled connection: sqlx's default costs a
+            // round trip per statement or transaction. A connection the server lost is
+            // found by the statement itself, fails it as UNAVAILABLE (which clients
+            // retry) and is not returned to the pool.
             let pool = PgPoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)

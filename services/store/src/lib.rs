@@ -20,7 +20,9 @@ mod workspaces;
 
 pub use agents::{AgentPatch, NewAgent};
 pub use api_keys::{KeyRecord, NewApiKey};
-pub use contexts::{CONTEXT_CHANNEL, ContextChange, ContextWrite, NewContext, VersionFilter};
+pub use contexts::{
+    CONTEXT_CHANNEL, ContextChange, ContextHead, ContextWrite, NewContext, VersionFilter,
+};
 pub use db::Backend;
 pub use execution::{
     EventInput, NewRun, NewSession, RUN_CHANNEL, RunFilter, StatRow, Waker, queue_key, run_key,
@@ -51,6 +53,8 @@ pub struct Store {
     replica: String,
     /// One claim per workspace at a time in this process.
     claim_gates: ClaimGates,
+    /// Head lookups shared by concurrent ReadContext calls (Postgres only).
+    heads: Option<contexts::HeadBatcher>,
 }
 
 type ClaimGates = std::sync::Arc<
@@ -60,8 +64,14 @@ type ClaimGates = std::sync::Arc<
 impl Store {
     /// Connects to `postgres://…` or `sqlite:…` (the file is created when missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let db = db::Db::connect(url, max_connections).await?;
+        let heads = match &db {
+            db::Db::Postgres(pool) => Some(contexts::HeadBatcher::new(pool.clone())),
+            db::Db::Sqlite { .. } => None,
+        };
         Ok(Self {
-            db: db::Db::connect(url, max_connections).await?,
+            db,
+            heads,
             waker: None,
             replica: uuid::Uuid::now_v7().simple().to_string(),
             claim_gates: ClaimGates::default(),
@@ -88,6 +98,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(heads) = &self.heads {
+            heads.close();
+        }
         self.db.close().await
     }
 }

@@ -555,4 +555,5 @@ conformance!(
 );
 
 // After the macro and helpers above, which it uses.
+mod contexts;
 mod execution;

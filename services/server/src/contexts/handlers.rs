@@ -257,11 +257,31 @@ pub async fn read_context(
 ) -> Result<pb::ContextVersion> {
     let name = ContextName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Read)?;
-    let version = ctx
+    let requested = version_number("version", req.version)?;
+    // Which version is asked of the database on every read; the document comes from
+    // the cache when this replica has served it before.
+    let (head, version) = ctx.store.context_read_target(&name, requested).await?;
+    let key = name.to_string();
+    if let Some(found) = ctx.context_versions.get(&key, head.create_time, version) {
+        return Ok(found);
+    }
+    match ctx
         .store
-        .read_context(&name, version_number("version", req.version)?)
-        .await?;
-    Ok(version_to_proto(&name, version))
+        .context_version_of(&name, head.create_time, version)
+        .await?
+    {
+        Some(found) => {
+            let found = version_to_proto(&name, found);
+            ctx.context_versions
+                .insert(key, head.create_time, found.clone());
+            Ok(found)
+        }
+        // Deleted, created again or compacted since: answer as a plain read would.
+        None => Ok(version_to_proto(
+            &name,
+            ctx.store.read_context(&name, Some(version)).await?,
+        )),
+    }
 }
 
 /// `author = "…" AND op = MERGE_PATCH AND create_time > "RFC 3339"`.

@@ -2,6 +2,7 @@
 //! diffs, rollback, watch and retention. Unary handlers live in [`handlers`]; the watch
 //! stream in [`watch`].
 
+mod cache;
 mod convert;
 mod handlers;
 mod watch;
@@ -12,6 +13,8 @@ use agentry_proto::v1::{self as pb, context_service_server::ContextService};
 use futures::Stream;
 
 use crate::{context::Ctx, rpc::rpc};
+
+pub use cache::VersionCache;
 
 pub struct Contexts {
     ctx: Arc<Ctx>,

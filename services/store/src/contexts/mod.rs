@@ -7,6 +7,7 @@
 //! compaction raises `floor_version` before deleting below it: the database trigger only
 //! lets versions below the floor go, so history cannot be removed any other way.
 
+mod heads;
 mod versions;
 
 use agentry_core::{
@@ -18,6 +19,8 @@ use agentry_core::{
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 use serde_json::Value;
 
+pub use heads::ContextHead;
+pub(crate) use heads::HeadBatcher;
 pub use versions::{CONTEXT_CHANNEL, ContextChange, ContextWrite, VersionFilter};
 
 use crate::{

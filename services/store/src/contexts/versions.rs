@@ -12,7 +12,7 @@ use agentry_core::{
 use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement, SimpleExpr};
 use serde_json::Value;
 
-use super::{lock_context, where_context};
+use super::{ContextHead, lock_context, where_context};
 use crate::{
     PageRequest, Store,
     db::{Backend, Tx},
@@ -146,6 +146,10 @@ fn one_version(name: &ContextName, version: i64, full: bool) -> SelectStatement 
     select_versions(name, full)
         .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
         .to_owned()
+}
+
+fn empty(name: &ContextName) -> Error {
+    Error::precondition("CONTEXT_EMPTY", format!("{name} has no versions yet"))
 }
 
 fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
@@ -491,7 +495,69 @@ impl Store {
         })
     }
 
-    /// The context and one version with its document (`None`: the head).
+    /// Where a read of `version` (`None`: the head) lands: the context's head as of a
+    /// moment after this call began, and the version number, or the error such a read
+    /// gives (no such context, `CONTEXT_EMPTY`, compacted, no such version). Concurrent
+    /// calls share one statement on Postgres (see `heads`); a caller may serve the
+    /// version from its own copy, since versions never change.
+    pub async fn context_read_target(
+        &self,
+        name: &ContextName,
+        version: Option<i64>,
+    ) -> Result<(ContextHead, i64)> {
+        let head = match &self.heads {
+            Some(batcher) => batcher
+                .head(name)
+                .await?
+                .ok_or_else(|| Error::not_found(name.to_string()))?,
+            None => {
+                let context = self.get_context(name).await?;
+                ContextHead {
+                    create_time: context.create_time,
+                    head_version: context.head_version,
+                    floor_version: context.floor_version,
+                }
+            }
+        };
+        let target = match version {
+            None if head.head_version == 0 => return Err(empty(name)),
+            None => head.head_version,
+            Some(v) if v > head.head_version => {
+                return Err(Error::not_found(format!("{name}/versions/{v}")));
+            }
+            Some(v) if v < head.floor_version => {
+                return Err(compacted(name, v, head.floor_version));
+            }
+            Some(v) => v,
+        };
+        Ok((head, target))
+    }
+
+    /// Version `version`, with its document, of the context created at `create_time`
+    /// under `name` (one found by [`Self::context_read_target`]); `None` when that
+    /// context no longer has it: deleted, created again, or compacted since.
+    pub async fn context_version_of(
+        &self,
+        name: &ContextName,
+        create_time: Micros,
+        version: i64,
+    ) -> Result<Option<ContextVersion>> {
+        let mut same_context = Query::select()
+            .expr(Expr::val(1))
+            .from(Contexts::Table)
+            .and_where(Expr::col(Contexts::CreateTime).eq(create_time))
+            .to_owned();
+        where_context(&mut same_context, name);
+        let stmt = one_version(name, version, true)
+            .and_where(Expr::exists(same_context))
+            .to_owned();
+        self.db
+            .fetch_optional::<VersionRow>(&stmt)
+            .await?
+            .map(ContextVersion::try_from)
+            .transpose()
+    }
+
     /// One version with its document (`None`: the head). The common case is one query
     /// (the version joined with its context and blob); only a miss pays for finding out
     /// why: no such context, no versions yet, compacted, or never written.
@@ -524,10 +590,7 @@ impl Store {
         }
         let context = self.get_context(name).await?;
         match version {
-            None => Err(Error::precondition(
-                "CONTEXT_EMPTY",
-                format!("{name} has no versions yet"),
-            )),
+            None => Err(empty(name)),
             Some(v) if v < context.floor_version && v <= context.head_version => {
                 Err(compacted(name, v, context.floor_version))
             }
