@@ -7,6 +7,9 @@
 //!   lookup, the locked transaction with head check, blob upsert, version insert, head
 //!   update, compaction of one version, NOTIFY, audit record), at the same concurrency;
 //! - reads: an empty gRPC call (`grpc.health.v1.Health/Check`) at the same concurrency.
+//!
+//! Also printed, as a reference: pgbench running the head lookup a read waits for, once
+//! per read (the server shares one lookup among concurrent reads).
 
 use std::{io::Write as _, process::Command, time::Duration};
 
@@ -149,12 +152,14 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         })
         .await?;
+        settle(&server.database_url).await?;
         let writers = clients.clone();
         let writes = drive(concurrency, duration, move |worker, i| {
             let mut client = writers[worker % CHANNELS].clone();
             async move { write(&mut client, worker, 1_000_000 + i).await }
         })
         .await?;
+        settle(&server.database_url).await?;
         let readers = clients.clone();
         let reads = drive(concurrency, duration, move |worker, _| {
             let mut client = readers[worker % CHANNELS].clone();
@@ -169,14 +174,31 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         })
         .await?;
-        let pgbench = pgbench(cli, &server.database_url, &key_name, concurrency)?;
-        results.push((concurrency, empty, writes, reads, pgbench));
+        let key_id = key_name.rsplit('/').next().unwrap_or_default();
+        let write_sql = pgbench_script(key_id, &key_name);
+        settle(&server.database_url).await?;
+        let pgbench_writes = pgbench(cli, &server.database_url, &write_sql, concurrency)?;
+        settle(&server.database_url).await?;
+        let pgbench_lookups =
+            pgbench(cli, &server.database_url, HEAD_LOOKUP_SCRIPT, concurrency)?;
+        results.push((
+            concurrency,
+            empty,
+            writes,
+            reads,
+            pgbench_writes,
+            pgbench_lookups,
+        ));
     }
 
-    for (concurrency, empty, writes, reads, pgbench_tps) in &results {
+    for (concurrency, empty, writes, reads, pgbench_tps, lookup_tps) in &results {
         println!("— {concurrency} concurrent client(s)");
         report("  empty gRPC call (health Check) [ceiling]", empty);
         report("  ReadContext head", reads);
+        println!(
+            "  {:<42} {lookup_tps:>9.0} tx/s   (pgbench -M prepared, one per read) [reference]",
+            "pgbench: the head lookup"
+        );
         report("  WriteContext replace 1 KiB", writes);
         println!(
             "  {:<42} {pgbench_tps:>9.0} tx/s   (pgbench -M prepared, same statements) [ceiling]",
@@ -233,16 +255,35 @@ COMMIT;
     )
 }
 
-/// Transactions per second of the WriteContext SQL through pgbench.
+/// The statement a ReadContext of the head waits for (`contexts/heads.rs`), one per
+/// read: the server shares one among concurrent reads, pgbench runs it for each.
+const HEAD_LOOKUP_SCRIPT: &str = r#"\set i random(0, 31)
+SELECT 1::bigint, create_time, head_version, floor_version FROM contexts WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :i;
+"#;
+
+/// Starts the next measurement from a vacuumed database, as pgbench does by default:
+/// otherwise the dead rows of the phase before (thousands of updates to 32 context rows,
+/// versions inserted and compacted) are vacuumed during the next one, which then pays
+/// for them (seen as one-client reads at 1.9–2.1k/s after the write phase, 2.5–2.6k/s
+/// without it).
+async fn settle(database_url: &str) -> anyhow::Result<()> {
+    let mut db = PgConnection::connect(database_url).await?;
+    sqlx::query("VACUUM (ANALYZE) contexts, context_versions, context_blobs, audit_log")
+        .execute(&mut db)
+        .await?;
+    db.close().await?;
+    Ok(())
+}
+
+/// Transactions per second of `script` through pgbench.
 fn pgbench(
     cli: &Cli,
     database_url: &str,
-    key_name: &str,
+    script_text: &str,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let key_id = key_name.rsplit('/').next().unwrap_or_default();
-    let script = tempfile_path("agentry-bench-write.sql");
-    std::fs::File::create(&script)?.write_all(pgbench_script(key_id, key_name).as_bytes())?;
+    let script = tempfile_path("agentry-bench.sql");
+    std::fs::File::create(&script)?.write_all(script_text.as_bytes())?;
     let output = Command::new(&cli.pgbench)
         .args(["-n", "-M", "prepared", "-f"])
         .arg(&script)
