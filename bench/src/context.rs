@@ -179,8 +179,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         settle(&server.database_url).await?;
         let pgbench_writes = pgbench(cli, &server.database_url, &write_sql, concurrency)?;
         settle(&server.database_url).await?;
-        let pgbench_lookups =
-            pgbench(cli, &server.database_url, HEAD_LOOKUP_SCRIPT, concurrency)?;
+        let pgbench_lookups = pgbench(cli, &server.database_url, HEAD_LOOKUP_SCRIPT, concurrency)?;
         results.push((
             concurrency,
             empty,
