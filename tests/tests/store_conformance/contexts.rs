@@ -200,3 +200,40 @@ conformance!(
         }
     }
 );
+
+conformance!(
+    reads_and_writes_survive_postgres_dropping_every_connection,
+    |store, db| {
+        setup(&store, &["c"], 10).await;
+        store
+            .context_read_target(&context_name("c"), None)
+            .await
+            .unwrap();
+        if db.backend == Backend::Postgres {
+            // As after a Postgres restart: every connection of the store is gone.
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+            // Long enough that both the pool and the head lookups ping before use.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let (head, _) = store
+            .context_read_target(&context_name("c"), None)
+            .await
+            .expect("the head lookup reconnects");
+        assert_eq!(head.head_version, 1);
+        assert_eq!(
+            write(&store, "c", 7).await,
+            2,
+            "the pool replaces its connections"
+        );
+        let (head, _) = store
+            .context_read_target(&context_name("c"), None)
+            .await
+            .unwrap();
+        assert_eq!(head.head_version, 2);
+    }
+);

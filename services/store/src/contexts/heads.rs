@@ -25,13 +25,14 @@ use std::{
     collections::HashMap,
     mem,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use agentry_core::{Error, Result, names::ContextName, time::Micros};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
-use crate::db::map_err;
+use crate::db::{IDLE_BEFORE_PING, map_err};
 
 /// Lookups one statement answers at most.
 const MAX_BATCH: usize = 256;
@@ -55,8 +56,9 @@ struct Queue {
     waiting: Batch,
     /// A statement is running (its leader or hand-off task holds the turn).
     leading: bool,
-    /// The lookups' own connection, while no statement is using it.
-    conn: Option<PgConnection>,
+    /// The lookups' own connection, while no statement is using it, and when it was
+    /// last used.
+    conn: Option<(PgConnection, Instant)>,
     /// The store was closed: no new connection, and a running statement's is dropped.
     closed: bool,
 }
@@ -147,6 +149,13 @@ impl HeadBatcher {
             let mut queue = self.lock();
             (queue.conn.take(), queue.closed)
         };
+        // Pinged after a quiet spell, like the pool's connections (`db::IDLE_BEFORE_PING`).
+        let held = match held {
+            Some((mut conn, used)) if used.elapsed() >= IDLE_BEFORE_PING => {
+                bounded(conn.ping()).await.ok().map(|()| conn)
+            }
+            held => held.map(|(conn, _)| conn),
+        };
         let mut conn = match held {
             Some(conn) => conn,
             None if closed => {
@@ -154,18 +163,18 @@ impl HeadBatcher {
                     message: "the server is shutting down".into(),
                 });
             }
-            None => PgConnection::connect_with(&self.pool.connect_options())
-                .await
-                .map_err(map_err)?,
+            None => bounded(PgConnection::connect_with(&self.pool.connect_options())).await?,
         };
         let mut heads = vec![None; keys.len()];
         let rows = if let [(workspace, project, context)] = keys.as_slice() {
-            sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP_ONE)
-                .bind(workspace)
-                .bind(project)
-                .bind(context)
-                .fetch_all(&mut conn)
-                .await
+            bounded(
+                sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP_ONE)
+                    .bind(workspace)
+                    .bind(project)
+                    .bind(context)
+                    .fetch_all(&mut conn),
+            )
+            .await
         } else {
             let mut workspaces = Vec::with_capacity(keys.len());
             let mut projects = Vec::with_capacity(keys.len());
@@ -175,18 +184,20 @@ impl HeadBatcher {
                 projects.push(p);
                 contexts.push(c);
             }
-            sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP)
-                .bind(workspaces)
-                .bind(projects)
-                .bind(contexts)
-                .fetch_all(&mut conn)
-                .await
+            bounded(
+                sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP)
+                    .bind(workspaces)
+                    .bind(projects)
+                    .bind(contexts)
+                    .fetch_all(&mut conn),
+            )
+            .await
         };
-        // A connection that failed a statement is not trusted again.
-        let rows = rows.map_err(map_err)?;
+        // A connection that failed or timed out a statement is not trusted again.
+        let rows = rows?;
         let mut queue = self.lock();
         if !queue.closed {
-            queue.conn = Some(conn);
+            queue.conn = Some((conn, Instant::now()));
         }
         drop(queue);
         for (ordinal, create_time, head_version, floor_version) in rows {
@@ -202,6 +213,20 @@ impl HeadBatcher {
             }
         }
         Ok(heads)
+    }
+}
+
+/// How long a connect or a lookup may take. Every read of this replica waits behind
+/// the running lookup, so a connection that hangs (a lost peer without a reset) must not
+/// hold them longer than a pooled acquire would (`acquire_timeout`).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(work: impl Future<Output = std::result::Result<T, sqlx::Error>>) -> Result<T> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, work).await {
+        Ok(done) => done.map_err(map_err),
+        Err(_) => Err(Error::Unavailable {
+            message: "the database did not answer in time".into(),
+        }),
     }
 }
 
