@@ -11,16 +11,16 @@
 //! Also printed, as a reference: pgbench running the head lookup a read waits for, once
 //! per read (the server shares one lookup among concurrent reads).
 
-use std::{io::Write as _, process::Command, time::Duration};
+use std::time::Duration;
 
 use agentry_proto::v1 as pb;
-use anyhow::{Context as _, bail};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::{
     Cli,
     load::drive,
+    pgbench,
     server::{self, channel},
     stats::{ratio, report},
 };
@@ -177,9 +177,15 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         let key_id = key_name.rsplit('/').next().unwrap_or_default();
         let write_sql = pgbench_script(key_id, &key_name);
         settle(&server.database_url).await?;
-        let pgbench_writes = pgbench(cli, &server.database_url, &write_sql, concurrency)?;
+        let pgbench_writes = pgbench::tps(cli, &server.database_url, &write_sql, &[], concurrency)?;
         settle(&server.database_url).await?;
-        let pgbench_lookups = pgbench(cli, &server.database_url, HEAD_LOOKUP_SCRIPT, concurrency)?;
+        let pgbench_lookups = pgbench::tps(
+            cli,
+            &server.database_url,
+            HEAD_LOOKUP_SCRIPT,
+            &[],
+            concurrency,
+        )?;
         results.push((
             concurrency,
             empty,
@@ -272,51 +278,6 @@ async fn settle(database_url: &str) -> anyhow::Result<()> {
         .await?;
     db.close().await?;
     Ok(())
-}
-
-/// Transactions per second of `script` through pgbench.
-fn pgbench(
-    cli: &Cli,
-    database_url: &str,
-    script_text: &str,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
-    let script = tempfile_path("agentry-bench.sql");
-    std::fs::File::create(&script)?.write_all(script_text.as_bytes())?;
-    let output = Command::new(&cli.pgbench)
-        .args(["-n", "-M", "prepared", "-f"])
-        .arg(&script)
-        .args([
-            "-c",
-            &concurrency.to_string(),
-            "-j",
-            &concurrency.min(2).to_string(),
-            "-T",
-            &cli.seconds.to_string(),
-            database_url,
-        ])
-        .output()
-        .with_context(|| format!("cannot run {}", cli.pgbench))?;
-    let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "pgbench failed: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("tps = ")
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-        })
-        .with_context(|| format!("no tps in pgbench output: {stdout}"))
-}
-
-fn tempfile_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
 }
 
 /// Storage per version for 1000 small edits of a 10 KiB document: the canonical bytes

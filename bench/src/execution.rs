@@ -19,8 +19,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write as _,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -38,7 +36,7 @@ use tonic::{
 };
 
 use crate::{
-    Cli,
+    Cli, pgbench,
     server::{self, channel},
     stats::{Summary, summarize},
 };
@@ -745,48 +743,13 @@ const PGBENCH_SCRIPT: &str = include_str!("../sql/execution.sql");
 /// Runs per second of the per-run SQL through pgbench, `concurrency` clients, each on its
 /// own session `pg{client_id}` (made in `setup`).
 fn pgbench(cli: &Cli, database_url: &str, keys: &Keys, concurrency: usize) -> anyhow::Result<f64> {
-    let script = std::env::temp_dir().join(format!(
-        "{}-agentry-bench-execution.sql",
-        std::process::id()
-    ));
-    std::fs::File::create(&script)?.write_all(PGBENCH_SCRIPT.as_bytes())?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros();
-    let output = Command::new(&cli.pgbench)
-        .args(["-n", "-M", "prepared", "-f"])
-        .arg(&script)
-        .arg("-D")
-        .arg(format!("now={now}"))
-        .arg("-D")
-        .arg(format!("developer={}", keys.developer_name))
-        .arg("-D")
-        .arg(format!("worker={}", keys.worker_name))
-        .args([
-            "-c",
-            &concurrency.to_string(),
-            "-j",
-            &concurrency.min(2).to_string(),
-            "-T",
-            &cli.seconds.to_string(),
-            database_url,
-        ])
-        .output()
-        .with_context(|| format!("cannot run {}", cli.pgbench))?;
-    let _ = std::fs::remove_file(&script);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "pgbench failed: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("tps = ")
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-        })
-        .with_context(|| format!("no tps in pgbench output: {stdout}"))
+    let defines = [
+        ("now", now.to_string()),
+        ("developer", keys.developer_name.clone()),
+        ("worker", keys.worker_name.clone()),
+    ];
+    pgbench::tps(cli, database_url, PGBENCH_SCRIPT, &defines, concurrency)
 }

@@ -5,6 +5,7 @@
 mod context;
 mod execution;
 mod load;
+mod pgbench;
 mod server;
 mod stats;
 

@@ -37,10 +37,10 @@ use crate::{
     registry::Registry,
 };
 
-/// Service names reported by `grpc.health.v1`, besides the overall `""`.
 /// Bytes of context documents ReadContext keeps converted (see `contexts::VersionCache`).
 const CONTEXT_CACHE_BYTES: u64 = 64 << 20;
 
+/// Service names reported by `grpc.health.v1`, besides the overall `""`.
 const SERVICES: &[&str] = &[
     "agentry.v1.RegistryService",
     "agentry.v1.ContextService",

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use agentry_proto::v1 as pb;
 
 /// Name, the context's `create_time`, version.
-type Key = (String, i64, i64);
+pub type VersionKey = (String, i64, i64);
 
 /// Bounded by the bytes of the documents it holds.
 pub struct VersionCache {
-    entries: quick_cache::sync::Cache<Key, Arc<pb::ContextVersion>, Weight>,
+    entries: quick_cache::sync::Cache<VersionKey, Arc<pb::ContextVersion>, Weight>,
 }
 
 #[derive(Clone)]
@@ -23,8 +23,8 @@ struct Weight;
 /// Per entry beyond its document: name, author, description, hash, the map's own share.
 const OVERHEAD: u64 = 512;
 
-impl quick_cache::Weighter<Key, Arc<pb::ContextVersion>> for Weight {
-    fn weight(&self, key: &Key, version: &Arc<pb::ContextVersion>) -> u64 {
+impl quick_cache::Weighter<VersionKey, Arc<pb::ContextVersion>> for Weight {
+    fn weight(&self, key: &VersionKey, version: &Arc<pb::ContextVersion>) -> u64 {
         OVERHEAD + key.0.len() as u64 + version.size_bytes.max(0) as u64
     }
 }
@@ -38,14 +38,11 @@ impl VersionCache {
         }
     }
 
-    pub fn get(&self, name: &str, create_time: i64, version: i64) -> Option<pb::ContextVersion> {
-        self.entries
-            .get(&(name.to_owned(), create_time, version))
-            .map(|found| (*found).clone())
+    pub fn get(&self, key: &VersionKey) -> Option<pb::ContextVersion> {
+        self.entries.get(key).map(|found| (*found).clone())
     }
 
-    pub fn insert(&self, name: String, create_time: i64, version: pb::ContextVersion) {
-        self.entries
-            .insert((name, create_time, version.version), Arc::new(version));
+    pub fn insert(&self, key: VersionKey, version: pb::ContextVersion) {
+        self.entries.insert(key, Arc::new(version));
     }
 }

@@ -261,8 +261,8 @@ pub async fn read_context(
     // Which version is asked of the database on every read; the document comes from
     // the cache when this replica has served it before.
     let (head, version) = ctx.store.context_read_target(&name, requested).await?;
-    let key = name.to_string();
-    if let Some(found) = ctx.context_versions.get(&key, head.create_time, version) {
+    let key = (name.to_string(), head.create_time, version);
+    if let Some(found) = ctx.context_versions.get(&key) {
         return Ok(found);
     }
     match ctx
@@ -272,8 +272,7 @@ pub async fn read_context(
     {
         Some(found) => {
             let found = version_to_proto(&name, found);
-            ctx.context_versions
-                .insert(key, head.create_time, found.clone());
+            ctx.context_versions.insert(key, found.clone());
             Ok(found)
         }
         // Deleted, created again or compacted since: answer as a plain read would.

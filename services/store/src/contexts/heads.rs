@@ -93,11 +93,10 @@ impl HeadBatcher {
             let lead = {
                 let mut queue = self.lock();
                 queue.waiting.push((key.clone(), reply));
-                !mem::replace(&mut queue.leading, true)
+                (!mem::replace(&mut queue.leading, true)).then(|| take(&mut queue))
             };
-            if lead {
+            if let Some(batch) = lead {
                 let turn = Turn(self.clone());
-                let batch = take(&mut self.lock());
                 self.answer(batch).await;
                 drop(turn);
             }
@@ -245,32 +244,36 @@ fn take(queue: &mut Queue) -> Batch {
 /// task that answers them.
 struct Turn(HeadBatcher);
 
-impl Drop for Turn {
-    fn drop(&mut self) {
-        let batcher = self.0.clone();
-        let mut queue = batcher.lock();
+impl HeadBatcher {
+    /// For the holder of the turn: the lookups queued since, or `None` (the turn given
+    /// up) when there are none.
+    fn next_batch(&self) -> Option<Batch> {
+        let mut queue = self.lock();
         if queue.waiting.is_empty() {
             queue.leading = false;
-            return;
+            None
+        } else {
+            Some(take(&mut queue))
         }
-        drop(queue);
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(batch) = self.0.next_batch() else {
+            return;
+        };
+        let batcher = self.0.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    loop {
-                        let batch = {
-                            let mut queue = batcher.lock();
-                            if queue.waiting.is_empty() {
-                                queue.leading = false;
-                                return;
-                            }
-                            take(&mut queue)
-                        };
+                    batcher.answer(batch).await;
+                    while let Some(batch) = batcher.next_batch() {
                         batcher.answer(batch).await;
                     }
                 });
             }
-            // No runtime left to answer on: the waiters' replies drop with the queue.
+            // No runtime left to answer on: the waiters' replies drop with the batch.
             Err(_) => batcher.lock().leading = false,
         }
     }
