@@ -2,6 +2,7 @@
 //! [`start`], which tests and `agentry serve` both use.
 
 pub mod auth;
+mod coalesce;
 pub mod config;
 mod context;
 mod contexts;
@@ -30,6 +31,7 @@ use tonic_health::ServingStatus;
 
 use crate::{
     auth::{AuthLayer, Authenticator, KeyCache},
+    coalesce::Coalesced,
     config::Config,
     context::Ctx,
     contexts::Contexts,
@@ -92,16 +94,17 @@ impl RunningServer {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off: a response of several HTTP/2 frames
-/// would otherwise wait for the client's delayed ACK (about 40 ms).
+/// Accepted connections with Nagle's algorithm off (a response of several HTTP/2 frames
+/// would otherwise wait for the client's delayed ACK, about 40 ms), and their writes
+/// coalesced (see [`coalesce`]).
 fn incoming(
     listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl futures::Stream<Item = std::io::Result<Coalesced<tokio::net::TcpStream>>> {
     use tokio_stream::StreamExt;
     TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        Ok(Coalesced::new(stream))
     })
 }
 
