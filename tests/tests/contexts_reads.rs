@@ -1,8 +1,12 @@
-//! ReadContext serves documents from a per-replica cache of immutable versions but asks
-//! the database for the head on every read (batched across concurrent reads). These pin
-//! what that must not change: a read sees every write that finished before it, on any
-//! replica; a context created again under an old name is read fresh; a version compacted
-//! after it was cached reads as compacted.
+//! ReadContext serves documents from a per-replica cache of immutable versions, kept as
+//! encoded responses and answered on a route of its own, but asks the database for the
+//! head on every read (batched across concurrent reads). These pin what that must not
+//! change: a read sees every write that finished before it, on any replica; a context
+//! created again under an old name is read fresh; a version compacted after it was
+//! cached reads as compacted; a read answers exactly the version a write returned,
+//! whether from the cache or not; the route refuses what the rest of the service
+//! refuses. One more pins the server's write coalescing (`coalesce.rs`): large and small
+//! responses interleaved on one connection arrive whole.
 
 mod contexts_support;
 
@@ -10,7 +14,8 @@ use std::time::Duration;
 
 use agentry_e2e::*;
 use contexts_support::*;
-use tonic::Code;
+use serde_json::Value;
+use tonic::{Code, codegen::http::uri::PathAndQuery, transport::Endpoint};
 
 async fn new_context(client: &Contexts, acme: &Tenant, id: &str, keep_last: i32) -> Ctx {
     Ctx::create(
@@ -108,5 +113,130 @@ backend_tests!(
         assert_eq!(beyond.code(), Code::NotFound);
         assert_eq!(ctx.doc(0).await, json!({"i": 3}));
         assert_eq!(ctx.doc(2).await, json!({"i": 2}));
+    }
+);
+
+backend_tests!(
+    reads_answer_exactly_the_versions_writes_returned,
+    |app| async move {
+        let acme = app.tenant("acme").await;
+        acme.project("web").await;
+        let client = contexts(app.addr, &acme.admin_key).await;
+        let (ctx, _) = Ctx::create(&client, &acme.project_name("web"), "c", keeping(0), None).await;
+        let mut written = Vec::new();
+        for i in 1..=3 {
+            let doc = json!({"i": i, "list": [i, {"nested": null}], "text": "ünïcode"});
+            written.push((ctx.write_doc(doc.clone()).await, doc));
+        }
+        // A write answers the version without its document; a read adds the document
+        // and must agree on every other field. The first pass fills this replica's
+        // cache; the second is answered from it.
+        let check =
+            |read: pb::ContextVersion, (version, doc): &(pb::ContextVersion, Value), what: &str| {
+                assert_eq!(doc_of(&read), *doc, "{what}");
+                let headers = pb::ContextVersion { data: None, ..read };
+                assert_eq!(&headers, version, "{what}");
+            };
+        for pass in ["miss", "hit"] {
+            for w in &written {
+                let read = ctx.try_read(w.0.version).await.expect("ReadContext");
+                check(read, w, &format!("version {} ({pass})", w.0.version));
+            }
+            let head = ctx.try_read(0).await.expect("ReadContext head");
+            check(head, &written[2], &format!("head ({pass})"));
+        }
+    }
+);
+
+/// `ReadContextRequest` with `name` (field 1, a string) sent as an integer.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MistypedRead {
+    #[prost(int64, tag = "1")]
+    name: i64,
+}
+
+backend_tests!(
+    the_read_route_refuses_what_the_service_refuses,
+    |app| async move {
+        let acme = app.tenant("acme").await;
+        acme.project("web").await;
+        let client = contexts(app.addr, &acme.admin_key).await;
+        let (ctx, _) = Ctx::create(&client, &acme.project_name("web"), "c", keeping(0), None).await;
+        ctx.write_doc(json!({"i": 1})).await;
+        let channel = Endpoint::from_shared(format!("http://{}", app.addr))
+            .expect("valid endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let call = |key: Option<&str>| {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            let mut request = tonic::Request::new(MistypedRead { name: 7 });
+            if let Some(key) = key {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {key}").parse().expect("ascii"),
+                );
+            }
+            async move {
+                grpc.ready().await.expect("channel ready");
+                grpc.unary::<_, pb::ContextVersion, _>(
+                    request,
+                    PathAndQuery::from_static("/agentry.v1.ContextService/ReadContext"),
+                    agentry_proto::codec::AgentryCodec::default(),
+                )
+                .await
+                .map(tonic::Response::into_inner)
+            }
+        };
+        assert_status(
+            call(Some(&acme.admin_key)).await,
+            Code::InvalidArgument,
+            "MALFORMED_REQUEST",
+        );
+        let unauthenticated = call(None).await.unwrap_err();
+        assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+        // Another tenant's key: the context is not there for it.
+        let other = app.tenant("other").await;
+        let outsider = contexts(app.addr, &other.admin_key).await;
+        let denied = outsider
+            .clone()
+            .read_context(read(&ctx.name, 0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(denied.code(), Code::PermissionDenied | Code::NotFound),
+            "{denied:?}"
+        );
+        assert_eq!(ctx.doc(0).await, json!({"i": 1}));
+    }
+);
+
+backend_tests!(
+    large_and_small_responses_interleaved_on_one_connection_arrive_whole,
+    |app| async move {
+        let acme = app.tenant("acme").await;
+        acme.project("web").await;
+        // One client: every call below shares one HTTP/2 connection.
+        let client = contexts(app.addr, &acme.admin_key).await;
+        let project = acme.project_name("web");
+        // From a few bytes to past h2's 16 KiB frames and the coalescing buffer
+        // (64 KiB), under the 1 MiB quota.
+        let mut contexts = Vec::new();
+        for (i, size) in [10, 300, 2_000, 17_000, 70_000, 300_000]
+            .into_iter()
+            .enumerate()
+        {
+            let (ctx, _) = Ctx::create(&client, &project, &format!("c{i}"), keeping(0), None).await;
+            let doc = json!({"text": "x".repeat(size), "i": i});
+            ctx.write_doc(doc.clone()).await;
+            contexts.push((ctx, doc));
+        }
+        for _round in 0..5 {
+            let reads = (0..96).map(|i| {
+                let (ctx, expected) = contexts[i % contexts.len()].clone();
+                async move { assert_eq!(ctx.doc(0).await, expected) }
+            });
+            futures::future::join_all(reads).await;
+        }
     }
 );

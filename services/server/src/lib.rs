@@ -19,7 +19,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentry_core::{apikey, page::PageTokens};
 use agentry_proto::v1::{
-    context_service_server::ContextServiceServer, execution_service_server::ExecutionServiceServer,
+    execution_service_server::ExecutionServiceServer,
     registry_service_server::RegistryServiceServer,
 };
 use agentry_store::Store;
@@ -34,7 +34,7 @@ use crate::{
     coalesce::Coalesced,
     config::Config,
     context::Ctx,
-    contexts::Contexts,
+    contexts::ContextRoutes,
     execution::Execution,
     registry::Registry,
 };
@@ -164,9 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let contexts = ContextServiceServer::new(Contexts::new(ctx.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let contexts = ContextRoutes::new(ctx.clone(), limit);
     let execution = ExecutionServiceServer::new(Execution::new(ctx.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

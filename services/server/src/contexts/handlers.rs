@@ -242,44 +242,11 @@ pub async fn rollback_context(
     write(ctx, m, &name, update).await
 }
 
-fn version_number(field: &str, value: i64) -> Result<Option<i64>> {
+pub(super) fn version_number(field: &str, value: i64) -> Result<Option<i64>> {
     match value {
         0 => Ok(None),
         v if v < 0 => Err(Error::invalid(field, "must not be negative")),
         v => Ok(Some(v)),
-    }
-}
-
-pub async fn read_context(
-    ctx: &Ctx,
-    p: &Principal,
-    req: pb::ReadContextRequest,
-) -> Result<pb::ContextVersion> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
-    let requested = version_number("version", req.version)?;
-    // Which version is asked of the database on every read; the document comes from
-    // the cache when this replica has served it before.
-    let (head, version) = ctx.store.context_read_target(&name, requested).await?;
-    let key = (name.to_string(), head.create_time, version);
-    if let Some(found) = ctx.context_versions.get(&key) {
-        return Ok(found);
-    }
-    match ctx
-        .store
-        .context_version_of(&name, head.create_time, version)
-        .await?
-    {
-        Some(found) => {
-            let found = version_to_proto(&name, found);
-            ctx.context_versions.insert(key, found.clone());
-            Ok(found)
-        }
-        // Deleted, created again or compacted since: answer as a plain read would.
-        None => Ok(version_to_proto(
-            &name,
-            ctx.store.read_context(&name, Some(version)).await?,
-        )),
     }
 }
 
@@ -346,8 +313,8 @@ pub async fn diff_context_versions(
     let to = version_number("to_version", req.to_version)?
         .ok_or_else(|| Error::invalid("to_version", "required"))?;
     let (from, to) = tokio::try_join!(
-        ctx.store.read_context(&name, Some(from)),
-        ctx.store.read_context(&name, Some(to))
+        ctx.store.read_context(&name, from),
+        ctx.store.read_context(&name, to)
     )?;
     let operations = document::diff(&from.data.unwrap_or_default(), &to.data.unwrap_or_default());
     Ok(pb::DiffContextVersionsResponse {

@@ -5,6 +5,7 @@
 mod cache;
 mod convert;
 mod handlers;
+mod read;
 mod watch;
 
 use std::{pin::Pin, sync::Arc};
@@ -15,6 +16,7 @@ use futures::Stream;
 use crate::{context::Ctx, rpc::rpc};
 
 pub use cache::VersionCache;
+pub use read::ContextRoutes;
 
 pub struct Contexts {
     ctx: Arc<Ctx>,
@@ -36,12 +38,26 @@ rpc! {
     handlers::list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
     handlers::delete_context(pb::DeleteContextRequest) -> ();
     handlers::write_context(pb::WriteContextRequest) -> pb::WriteContextResponse;
-    handlers::read_context(pb::ReadContextRequest) -> pb::ContextVersion;
     handlers::list_context_versions(pb::ListContextVersionsRequest) -> pb::ListContextVersionsResponse;
     handlers::diff_context_versions(pb::DiffContextVersionsRequest) -> pb::DiffContextVersionsResponse;
     handlers::rollback_context(pb::RollbackContextRequest) -> pb::WriteContextResponse;
     @extra {
         type WatchContextStream = WatchStream;
+
+        /// Served by [`ContextRoutes`], which writes the encoded response out as it is;
+        /// here for the trait's sake, it decodes that response.
+        async fn read_context(
+            &self,
+            request: tonic::Request<pb::ReadContextRequest>,
+        ) -> Result<tonic::Response<pb::ContextVersion>, tonic::Status> {
+            let principal = crate::auth::principal(&request)?;
+            let encoded = read::read_context(&self.ctx, &principal, request.into_inner())
+                .await
+                .map_err(crate::error::to_status)?;
+            <pb::ContextVersion as prost::Message>::decode(encoded)
+                .map(tonic::Response::new)
+                .map_err(|e| tonic::Status::internal(e.to_string()))
+        }
 
         async fn watch_context(
             &self,

@@ -9,7 +9,7 @@ use agentry_core::{
     names::{ContextName, ProjectName},
     time::{Micros, now_micros},
 };
-use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement, SimpleExpr};
+use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement};
 use serde_json::Value;
 
 use super::{ContextHead, lock_context, where_context};
@@ -558,44 +558,22 @@ impl Store {
             .transpose()
     }
 
-    /// One version with its document (`None`: the head). The common case is one query
-    /// (the version joined with its context and blob); only a miss pays for finding out
-    /// why: no such context, no versions yet, compacted, or never written.
-    pub async fn read_context(
-        &self,
-        name: &ContextName,
-        version: Option<i64>,
-    ) -> Result<ContextVersion> {
-        let version_col = Expr::col((ContextVersions::Table, ContextVersions::Version));
-        let target = match version {
-            Some(v) => version_col.eq(v),
-            None => {
-                // A scalar subquery (an InitPlan, so one index seek). A join on
-                // head_version or `IN (subquery)` makes Postgres filter every version
-                // of the context, dead ones included, instead of seeking one.
-                let mut head = Query::select()
-                    .column(Contexts::HeadVersion)
-                    .from(Contexts::Table)
-                    .to_owned();
-                super::where_context(&mut head, name);
-                version_col.eq(SimpleExpr::SubQuery(
-                    None,
-                    Box::new(head.into_sub_query_statement()),
-                ))
-            }
-        };
-        let stmt = select_versions(name, true).and_where(target).to_owned();
+    /// One version with its document. The common case is one query (the version joined
+    /// with its context and blob); only a miss pays for finding out why: no such context,
+    /// compacted, or never written. (A read of the head asks `context_read_target` for
+    /// its number first.)
+    pub async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
+        let stmt = select_versions(name, true)
+            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
+            .to_owned();
         if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
             return row.try_into();
         }
         let context = self.get_context(name).await?;
-        match version {
-            None => Err(empty(name)),
-            Some(v) if v < context.floor_version && v <= context.head_version => {
-                Err(compacted(name, v, context.floor_version))
-            }
-            Some(v) => Err(Error::not_found(format!("{name}/versions/{v}"))),
+        if version < context.floor_version && version <= context.head_version {
+            return Err(compacted(name, version, context.floor_version));
         }
+        Err(Error::not_found(format!("{name}/versions/{version}")))
     }
 
     pub async fn list_context_versions(
