@@ -6,10 +6,12 @@
 //! - writes: pgbench running the statements the server runs for one WriteContext (key
 //!   lookup, the locked transaction with head check, blob upsert, version insert, head
 //!   update, compaction of one version, NOTIFY, audit record), at the same concurrency;
-//! - reads: an empty gRPC call (`grpc.health.v1.Health/Check`) at the same concurrency.
+//! - reads: an empty gRPC call (`grpc.health.v1.Health/Check`) at the same concurrency,
+//!   measured in alternating one-second slices with the reads (see `load::alternate`).
 //!
 //! Also printed, as a reference: pgbench running the head lookup a read waits for, once
-//! per read (the server shares one lookup among concurrent reads).
+//! per read (the server shares one lookup among concurrent reads), and for each gRPC
+//! measurement the CPU time per call of the server, Postgres and this load generator.
 
 use std::time::Duration;
 
@@ -18,16 +20,31 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::{
-    Cli,
-    load::drive,
+    Cli, cpu,
+    load::{alternate, drive},
     pgbench,
     server::{self, channel},
-    stats::{ratio, report},
+    stats::{Summary, ratio, report},
 };
 
 const CONCURRENCY: [usize; 2] = [1, 32];
 const CHANNELS: usize = 4;
 const KEEP_LAST: i32 = 50;
+/// The empty call and the reads are measured in alternating slices this long.
+const SLICE: Duration = Duration::from_secs(1);
+
+struct Measured {
+    concurrency: usize,
+    empty: (Summary, cpu::Times),
+    reads: (Summary, cpu::Times),
+    writes: (Summary, cpu::Times),
+    pgbench_writes: f64,
+    pgbench_lookups: f64,
+}
+
+fn cpu_line((summary, times): &(Summary, cpu::Times)) {
+    println!("    CPU per call: {}", times.per_call(summary.ops));
+}
 
 fn value(v: serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
@@ -136,44 +153,52 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         cli.seconds, server.addr
     );
 
+    let meter = cpu::Meter::new(server.pid());
     let mut results = Vec::new();
     for concurrency in CONCURRENCY {
+        settle(&server.database_url).await?;
         let health: Vec<_> = channels
             .iter()
             .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
             .collect();
-        let empty = drive(concurrency, duration, move |worker, _| {
-            let mut client = health[worker % CHANNELS].clone();
-            async move {
-                client
-                    .check(tonic_health::pb::HealthCheckRequest::default())
-                    .await?;
-                Ok(())
-            }
-        })
+        let readers = clients.clone();
+        let [empty, reads] = alternate(
+            concurrency,
+            duration,
+            SLICE,
+            &meter,
+            move |worker, _| {
+                let mut client = health[worker % CHANNELS].clone();
+                async move {
+                    client
+                        .check(tonic_health::pb::HealthCheckRequest::default())
+                        .await?;
+                    Ok(())
+                }
+            },
+            move |worker, _| {
+                let mut client = readers[worker % CHANNELS].clone();
+                async move {
+                    client
+                        .read_context(pb::ReadContextRequest {
+                            name: context_name(worker),
+                            version: 0,
+                        })
+                        .await?;
+                    Ok(())
+                }
+            },
+        )
         .await?;
         settle(&server.database_url).await?;
         let writers = clients.clone();
+        let before = meter.now();
         let writes = drive(concurrency, duration, move |worker, i| {
             let mut client = writers[worker % CHANNELS].clone();
             async move { write(&mut client, worker, 1_000_000 + i).await }
         })
         .await?;
-        settle(&server.database_url).await?;
-        let readers = clients.clone();
-        let reads = drive(concurrency, duration, move |worker, _| {
-            let mut client = readers[worker % CHANNELS].clone();
-            async move {
-                client
-                    .read_context(pb::ReadContextRequest {
-                        name: context_name(worker),
-                        version: 0,
-                    })
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let write_cpu = meter.now().since(&before);
         let key_id = key_name.rsplit('/').next().unwrap_or_default();
         let write_sql = pgbench_script(key_id, &key_name);
         settle(&server.database_url).await?;
@@ -186,36 +211,44 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             &[],
             concurrency,
         )?;
-        results.push((
+        results.push(Measured {
             concurrency,
             empty,
-            writes,
             reads,
+            writes: (writes, write_cpu),
             pgbench_writes,
             pgbench_lookups,
-        ));
+        });
     }
 
-    for (concurrency, empty, writes, reads, pgbench_tps, lookup_tps) in &results {
-        println!("— {concurrency} concurrent client(s)");
-        report("  empty gRPC call (health Check) [ceiling]", empty);
-        report("  ReadContext head", reads);
+    for m in &results {
+        println!("— {} concurrent client(s)", m.concurrency);
+        report("  empty gRPC call (health Check) [ceiling]", &m.empty.0);
+        cpu_line(&m.empty);
+        report("  ReadContext head", &m.reads.0);
+        cpu_line(&m.reads);
         println!(
-            "  {:<42} {lookup_tps:>9.0} tx/s   (pgbench -M prepared, one per read) [reference]",
-            "pgbench: the head lookup"
+            "  {:<42} {:>9.0} tx/s   (pgbench -M prepared, one per read) [reference]",
+            "pgbench: the head lookup", m.pgbench_lookups
         );
-        report("  WriteContext replace 1 KiB", writes);
+        report("  WriteContext replace 1 KiB", &m.writes.0);
+        cpu_line(&m.writes);
         println!(
-            "  {:<42} {pgbench_tps:>9.0} tx/s   (pgbench -M prepared, same statements) [ceiling]",
-            "pgbench: the WriteContext transaction"
+            "  {:<42} {:>9.0} tx/s   (pgbench -M prepared, same statements) [ceiling]",
+            "pgbench: the WriteContext transaction", m.pgbench_writes
         );
         ratio(
             "  reads / empty call",
-            reads.per_second,
-            empty.per_second,
+            m.reads.0.per_second,
+            m.empty.0.per_second,
             0.4,
         );
-        ratio("  writes / pgbench", writes.per_second, *pgbench_tps, 0.5);
+        ratio(
+            "  writes / pgbench",
+            m.writes.0.per_second,
+            m.pgbench_writes,
+            0.5,
+        );
         println!();
     }
     storage(&clients[0], &server.database_url).await
@@ -235,7 +268,9 @@ async fn write(client: &mut server::Contexts, context: usize, n: u64) -> anyhow:
 /// The SQL the server runs for one WriteContext (no request_id, so no idempotency
 /// lookup), in steady state where each write compacts one version.
 fn pgbench_script(key_id: &str, author: &str) -> String {
-    let doc = "x".repeat(1024);
+    // A JSON object, like a real document: reads that follow find these versions at
+    // the head.
+    let doc = format!(r#"{{"x":"{}"}}"#, "x".repeat(1016));
     format!(
         r#"\set r random(1, 9000000000000000000)
 SELECT workspace_id, key_id, display_name, role, secret_hash, create_time, expire_time, revoke_time FROM api_keys WHERE workspace_id = 'bench' AND key_id = '{key_id}';

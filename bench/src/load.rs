@@ -1,5 +1,5 @@
-//! A closed-loop load generator: `concurrency` tasks, each issuing its next call when the
-//! previous one returns, for a fixed time.
+//! Closed-loop load: `concurrency` tasks, each issuing its next call when the previous one
+//! returns, for a fixed time; and two such loads measured in alternating slices.
 
 use std::{
     future::Future,
@@ -7,14 +7,67 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::stats::{Summary, summarize};
+use crate::{
+    cpu,
+    stats::{Summary, summarize},
+};
 
 pub async fn drive<F, Fut>(concurrency: usize, duration: Duration, op: F) -> anyhow::Result<Summary>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let op = Arc::new(op);
+    let (samples, elapsed) = run(concurrency, duration, Arc::new(op)).await?;
+    Ok(summarize(samples, elapsed))
+}
+
+/// Two loads measured in alternating slices of `slice` until each has run for
+/// `duration`, with the CPU time each used (see [`cpu`]). This machine's speed swings
+/// from second to second; slices of both loads see the same swings, so the ratio of
+/// their rates holds still where two measurements one after the other would not.
+pub async fn alternate<A, FutA, B, FutB>(
+    concurrency: usize,
+    duration: Duration,
+    slice: Duration,
+    meter: &cpu::Meter,
+    a: A,
+    b: B,
+) -> anyhow::Result<[(Summary, cpu::Times); 2]>
+where
+    A: Fn(usize, u64) -> FutA + Send + Sync + 'static,
+    FutA: Future<Output = anyhow::Result<()>> + Send,
+    B: Fn(usize, u64) -> FutB + Send + Sync + 'static,
+    FutB: Future<Output = anyhow::Result<()>> + Send,
+{
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut runs: [(Vec<Duration>, Duration, cpu::Times); 2] = Default::default();
+    let slices = duration.as_nanos().div_ceil(slice.as_nanos().max(1)).max(1) as u32;
+    for _ in 0..slices {
+        let length = duration / slices;
+        for (which, into) in runs.iter_mut().enumerate() {
+            let before = meter.now();
+            let (samples, elapsed) = if which == 0 {
+                run(concurrency, length, a.clone()).await?
+            } else {
+                run(concurrency, length, b.clone()).await?
+            };
+            into.2 += meter.now().since(&before);
+            into.0.extend(samples);
+            into.1 += elapsed;
+        }
+    }
+    Ok(runs.map(|(samples, elapsed, times)| (summarize(samples, elapsed), times)))
+}
+
+async fn run<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: Arc<F>,
+) -> anyhow::Result<(Vec<Duration>, Duration)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..concurrency)
@@ -37,5 +90,5 @@ where
     for task in tasks {
         samples.extend(task.await??);
     }
-    Ok(summarize(samples, started.elapsed()))
+    Ok((samples, started.elapsed()))
 }

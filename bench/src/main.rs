@@ -3,6 +3,7 @@
 //! survives a noisy machine. `scripts/bench` builds everything and provides Postgres.
 
 mod context;
+mod cpu;
 mod execution;
 mod load;
 mod pgbench;
@@ -10,6 +11,12 @@ mod server;
 mod stats;
 
 use clap::{Parser, Subcommand};
+
+/// The load generator allocates for every response it decodes (a 1 KiB document is a
+/// few dozen strings); mimalloc, as in the server, keeps the harness's own cost per call
+/// low, so that more of the machine measures the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "Agentry benchmarks")]
