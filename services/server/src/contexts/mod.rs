@@ -1,6 +1,7 @@
 //! ContextService: immutable versioned documents with CAS writes, server-side patches,
-//! diffs, rollback, watch and retention. Unary handlers live in [`handlers`]; the watch
-//! stream in [`watch`].
+//! diffs, rollback, watch and retention. Unary handlers live in [`handlers`], except
+//! ReadContext, which [`read`] serves from responses kept encoded on a route of its own
+//! ([`ContextRoutes`], what the server mounts); the watch stream is in [`watch`].
 
 mod cache;
 mod convert;
