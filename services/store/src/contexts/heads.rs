@@ -12,16 +12,20 @@
 //!
 //! One statement runs at a time, on a connection of its own (outside the pool: sqlx's
 //! acquire and release cost more than this statement). There is no task of its own
-//! either: a lookup that finds no statement running leads, taking every lookup queued so
-//! far; lookups that arrive meanwhile queue up, and a leader that finds the queue
+//! either: a lookup that finds no statement running leads; it yields to the scheduler
+//! once, so that reads already runnable can queue, then takes every lookup queued so
+//! far. Lookups that arrive meanwhile queue up, and a leader that finds the queue
 //! non-empty when its statement returns hands it to a task that answers it until it is
 //! empty. At one reader that is one statement per read with no extra hop; at 32 it is
-//! one per batch (7 reads on average on the 2-core machine). One at a time makes the
-//! largest batches: with 32 readers and pooled connections, batches averaged 7.5
-//! lookups with one statement in flight, 4.4 with two and 2.3 with four, at no loss of
-//! throughput (13–18k reads/s for all three, within this machine's noise). A leader
-//! whose caller goes away mid-statement drops its batch's replies; those lookups queue
-//! again.
+//! one per batch (about 7 reads on the 2-core machine before the yield). One at a time
+//! makes the largest batches: with 32 readers and pooled connections, batches averaged
+//! 7.5 lookups with one statement in flight, 4.4 with two and 2.3 with four, at no loss
+//! of throughput (13–18k reads/s for all three, within this machine's noise). The yield
+//! took 32-client reads from 21–24k/s to 25k/s (server CPU per read 34 → 32 µs,
+//! Postgres' 9 → 8 µs, in `scripts/bench context`) and costs a one-client read about
+//! 5 µs. A leader whose caller goes away while it yields hands the queue on, like one
+//! whose statement returned; one whose caller goes away mid-statement drops its batch's
+//! replies, and those lookups queue again.
 
 use std::{
     collections::HashMap,
@@ -93,10 +97,12 @@ impl HeadBatcher {
             let lead = {
                 let mut queue = self.lock();
                 queue.waiting.push((key.clone(), reply));
-                (!mem::replace(&mut queue.leading, true)).then(|| take(&mut queue))
+                !mem::replace(&mut queue.leading, true)
             };
-            if let Some(batch) = lead {
+            if lead {
                 let turn = Turn(self.clone());
+                tokio::task::yield_now().await;
+                let batch = take(&mut self.lock());
                 self.answer(batch).await;
                 drop(turn);
             }
