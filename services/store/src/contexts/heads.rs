@@ -21,9 +21,9 @@
 //! makes the largest batches: with 32 readers and pooled connections, batches averaged
 //! 7.5 lookups with one statement in flight, 4.4 with two and 2.3 with four, at no loss
 //! of throughput (13–18k reads/s for all three, within this machine's noise). The yield
-//! took 32-client reads from 21–24k/s to 25k/s (server CPU per read 34 → 32 µs,
-//! Postgres' 9 → 8 µs, in `scripts/bench context`) and costs a one-client read about
-//! 5 µs. A leader whose caller goes away while it yields hands the queue on, like one
+//! took 32-client reads from 21–24k/s to 23–26k/s (server CPU per read 34 → 31–33 µs,
+//! in `scripts/bench context`) and costs a one-client read about 8 µs (p50 0.232–0.237
+//! → 0.240–0.245 ms). A leader whose caller goes away while it yields hands the queue on, like one
 //! whose statement returned; one whose caller goes away mid-statement drops its batch's
 //! replies, and those lookups queue again.
 
