@@ -10,8 +10,6 @@
 
 mod contexts_support;
 
-use std::time::Duration;
-
 use agentry_e2e::*;
 use contexts_support::*;
 use serde_json::Value;
@@ -29,26 +27,19 @@ async fn new_context(client: &Contexts, acme: &Tenant, id: &str, keep_last: i32)
     .0
 }
 
+/// Tenant `acme` with project `web`, and a context client with its admin key.
+async fn acme_web(app: &TestApp) -> (Tenant, Contexts) {
+    let acme = app.tenant("acme").await;
+    acme.project("web").await;
+    let client = contexts(app.addr, &acme.admin_key).await;
+    (acme, client)
+}
+
 #[tokio::test]
 async fn a_read_on_one_replica_sees_a_write_just_made_on_another() {
-    let database = fresh_database(Backend::Postgres).await;
-    let root_key = new_root_key();
-    let poll = Duration::from_secs(30);
-    let a = agentry_server::start(config(&database.url, &root_key, poll))
-        .await
-        .expect("replica A starts");
-    let b = agentry_server::start(config(&database.url, &root_key, poll))
-        .await
-        .expect("replica B starts");
-    let acme = tenant_on(a.local_addr, &root_key, "acme", pb::Quotas::default()).await;
-    acme.project("web").await;
-    let on_a = new_context(
-        &contexts(a.local_addr, &acme.admin_key).await,
-        &acme,
-        "c",
-        0,
-    )
-    .await;
+    let replicas = TwoReplicas::start().await;
+    let (a, b, acme) = (&replicas.a, &replicas.b, &replicas.acme);
+    let on_a = new_context(&contexts(a.local_addr, &acme.admin_key).await, acme, "c", 0).await;
     let on_b = on_a.with(&contexts(b.local_addr, &acme.admin_key).await);
     // Both replicas read (and cache) every version; the head must still move at once,
     // long before any NOTIFY or poll could have told the reader (the poll is 30 s).
@@ -64,17 +55,13 @@ async fn a_read_on_one_replica_sees_a_write_just_made_on_another() {
         assert_eq!(doc_of(&read), json!({ "i": i }));
         assert_eq!(writer.doc(0).await, json!({ "i": i }));
     }
-    a.shutdown().await.expect("replica A stops");
-    b.shutdown().await.expect("replica B stops");
-    database.drop_database().await;
+    replicas.stop().await;
 }
 
 backend_tests!(
     a_context_created_again_under_an_old_name_is_read_fresh,
     |app| async move {
-        let acme = app.tenant("acme").await;
-        acme.project("web").await;
-        let client = contexts(app.addr, &acme.admin_key).await;
+        let (acme, client) = acme_web(&app).await;
         let first = new_context(&client, &acme, "c", 0).await;
         assert_eq!(first.doc(0).await, json!({"i": 1}));
         assert_eq!(first.doc(1).await, json!({"i": 1}));
@@ -97,9 +84,7 @@ backend_tests!(
 backend_tests!(
     a_version_read_before_compaction_reads_as_compacted_after,
     |app| async move {
-        let acme = app.tenant("acme").await;
-        acme.project("web").await;
-        let client = contexts(app.addr, &acme.admin_key).await;
+        let (acme, client) = acme_web(&app).await;
         let ctx = new_context(&client, &acme, "c", 2).await;
         ctx.write_doc(json!({"i": 2})).await;
         assert_eq!(ctx.doc(1).await, json!({"i": 1}), "cached now");
@@ -119,9 +104,7 @@ backend_tests!(
 backend_tests!(
     reads_answer_exactly_the_versions_writes_returned,
     |app| async move {
-        let acme = app.tenant("acme").await;
-        acme.project("web").await;
-        let client = contexts(app.addr, &acme.admin_key).await;
+        let (acme, client) = acme_web(&app).await;
         let (ctx, _) = Ctx::create(&client, &acme.project_name("web"), "c", keeping(0), None).await;
         let mut written = Vec::new();
         for i in 1..=3 {
@@ -158,9 +141,7 @@ struct MistypedRead {
 backend_tests!(
     the_read_route_refuses_what_the_service_refuses,
     |app| async move {
-        let acme = app.tenant("acme").await;
-        acme.project("web").await;
-        let client = contexts(app.addr, &acme.admin_key).await;
+        let (acme, client) = acme_web(&app).await;
         let (ctx, _) = Ctx::create(&client, &acme.project_name("web"), "c", keeping(0), None).await;
         ctx.write_doc(json!({"i": 1})).await;
         let channel = Endpoint::from_shared(format!("http://{}", app.addr))
@@ -214,10 +195,8 @@ backend_tests!(
 backend_tests!(
     large_and_small_responses_interleaved_on_one_connection_arrive_whole,
     |app| async move {
-        let acme = app.tenant("acme").await;
-        acme.project("web").await;
         // One client: every call below shares one HTTP/2 connection.
-        let client = contexts(app.addr, &acme.admin_key).await;
+        let (acme, client) = acme_web(&app).await;
         let project = acme.project_name("web");
         // From a few bytes to past h2's 16 KiB frames and the coalescing buffer
         // (64 KiB), under the 1 MiB quota.

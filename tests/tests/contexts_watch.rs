@@ -427,23 +427,12 @@ per_backend!(
 
 #[tokio::test]
 async fn a_context_watch_on_one_replica_sees_writes_on_another_within_two_seconds() {
-    let database = fresh_database(Backend::Postgres).await;
-    let root_key = new_root_key();
-    let poll = Duration::from_secs(30);
-    let a = agentry_server::start(config(&database.url, &root_key, poll))
-        .await
-        .expect("replica A starts");
-    let b = agentry_server::start(config(&database.url, &root_key, poll))
-        .await
-        .expect("replica B starts");
-    let acme = tenant_on(a.local_addr, &root_key, "acme", pb::Quotas::default()).await;
-    acme.project("web").await;
-    let on_a = context_with(a.local_addr, &acme, "shared", 0, 1).await;
+    let replicas = TwoReplicas::start().await;
+    let (a, b, acme) = (&replicas.a, &replicas.b, &replicas.acme);
+    let on_a = context_with(a.local_addr, acme, "shared", 0, 1).await;
     let on_b = on_a.with(&contexts(b.local_addr, &acme.admin_key).await);
     assert_prompt_delivery(&on_a, &on_b, 20).await;
     // And the other way round.
     assert_prompt_delivery(&on_b, &on_a, 5).await;
-    a.shutdown().await.expect("replica A stops");
-    b.shutdown().await.expect("replica B stops");
-    database.drop_database().await;
+    replicas.stop().await;
 }

@@ -490,6 +490,44 @@ pub fn config(database_url: &str, root_key: &str, poll_interval: Duration) -> Co
     }
 }
 
+/// Two servers on one fresh Postgres database, with the watch fallback poll at 30 s (so
+/// that anything crossing between them arrives through LISTEN/NOTIFY or storage, not the
+/// poll), and tenant `acme` with project `web`, created through replica A.
+pub struct TwoReplicas {
+    pub a: RunningServer,
+    pub b: RunningServer,
+    pub acme: Tenant,
+    database: FreshDatabase,
+}
+
+impl TwoReplicas {
+    pub async fn start() -> Self {
+        let database = fresh_database(Backend::Postgres).await;
+        let root_key = new_root_key();
+        let poll = Duration::from_secs(30);
+        let a = agentry_server::start(config(&database.url, &root_key, poll))
+            .await
+            .expect("replica A starts");
+        let b = agentry_server::start(config(&database.url, &root_key, poll))
+            .await
+            .expect("replica B starts");
+        let acme = tenant_on(a.local_addr, &root_key, "acme", pb::Quotas::default()).await;
+        acme.project("web").await;
+        Self {
+            a,
+            b,
+            acme,
+            database,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.a.shutdown().await.expect("replica A stops");
+        self.b.shutdown().await.expect("replica B stops");
+        self.database.drop_database().await;
+    }
+}
+
 pub fn new_root_key() -> String {
     format!(
         "agk_root_{}{}",

@@ -12,7 +12,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use agentry_core::{Result, names::ContextName};
+use agentry_core::{Result, model::ContextVersion, names::ContextName};
 use agentry_proto::{
     codec::EncodedCodec,
     v1::{self as pb, context_service_server::ContextServiceServer},
@@ -44,15 +44,17 @@ pub async fn read_context(ctx: &Ctx, p: &Principal, req: pb::ReadContextRequest)
         .await?
     {
         Some(found) => {
-            let encoded = Bytes::from(version_to_proto(&name, found).encode_to_vec());
+            let encoded = encode(&name, found);
             ctx.context_versions.insert(key, encoded.clone());
             Ok(encoded)
         }
         // Deleted, created again or compacted since: answer as a plain read would.
-        None => Ok(Bytes::from(
-            version_to_proto(&name, ctx.store.read_context(&name, version).await?).encode_to_vec(),
-        )),
+        None => Ok(encode(&name, ctx.store.read_context(&name, version).await?)),
     }
+}
+
+fn encode(name: &ContextName, version: ContextVersion) -> Bytes {
+    Bytes::from(version_to_proto(name, version).encode_to_vec())
 }
 
 /// The ContextService as served: ReadContext answered with encoded responses, every
