@@ -66,7 +66,7 @@ fn value(v: serde_json::Value) -> prost_types::Value {
 /// A document of about `bytes` of canonical JSON whose `n` field varies. Field values
 /// are pseudo-random hex, so that Postgres' compression does not flatter the storage
 /// figures.
-fn document(n: u64, bytes: usize) -> prost_types::Value {
+pub(crate) fn document(n: u64, bytes: usize) -> prost_types::Value {
     let fields = bytes / 64;
     let mut doc = serde_json::Map::new();
     doc.insert("n".into(), json!(n));
@@ -153,7 +153,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         cli.seconds, server.addr
     );
 
-    let meter = cpu::Meter::new(server.pid());
+    let meter = cpu::Meter::new(server.pid())
+        .for_cluster(&server.database_url)
+        .await?;
     let mut results = Vec::new();
     for concurrency in CONCURRENCY {
         settle(&server.database_url).await?;

@@ -1,6 +1,7 @@
 //! CPU time used by the processes of a measurement, read from `/proc` (Linux): the load
-//! generator (this process), the server, and Postgres (every process named `postgres`
-//! on the machine; an idle cluster beside the measured one adds next to nothing).
+//! generator (this process), the server, a peer system measured beside it (etcd,
+//! graphile-worker's Node process), and Postgres (every process named `postgres` on the
+//! machine; an idle cluster beside the measured one adds next to nothing).
 //! Divided by the calls made, it tells where a call's cost goes, and it moves far less
 //! from run to run than throughput does on a shared machine.
 
@@ -12,6 +13,7 @@ pub struct Times {
     pub bench: f64,
     pub server: f64,
     pub postgres: f64,
+    pub peer: f64,
 }
 
 impl AddAssign for Times {
@@ -19,6 +21,7 @@ impl AddAssign for Times {
         self.bench += other.bench;
         self.server += other.server;
         self.postgres += other.postgres;
+        self.peer += other.peer;
     }
 }
 
@@ -33,16 +36,37 @@ impl Times {
             us(self.bench)
         )
     }
+
+    /// Microseconds per call of the system measured (`peer`, when named, else the
+    /// server), Postgres and the load generator.
+    pub fn per_call_of(&self, calls: usize, peer: Option<&str>) -> String {
+        let us = |seconds: f64| seconds / calls.max(1) as f64 * 1e6;
+        let (name, own) = match peer {
+            Some(name) => (name, self.peer),
+            None => ("server", self.server),
+        };
+        format!(
+            "{name} {:.0} µs, Postgres {:.0} µs, load generator {:.0} µs",
+            us(own),
+            us(self.postgres),
+            us(self.bench)
+        )
+    }
 }
 
 pub struct Meter {
     server_pid: u32,
+    peer_pid: Option<u32>,
+    /// When known, only this cluster's processes count as Postgres (other clusters on
+    /// the machine, such as test runs, are left out).
+    postmaster_pid: Option<u32>,
 }
 
 /// CPU seconds so far, per process.
 pub struct Snapshot {
     bench: f64,
     server: f64,
+    peer: f64,
     postgres: HashMap<u32, f64>,
 }
 
@@ -53,6 +77,7 @@ impl Snapshot {
         Times {
             bench: self.bench - before.bench,
             server: self.server - before.server,
+            peer: self.peer - before.peer,
             postgres: self
                 .postgres
                 .iter()
@@ -67,7 +92,30 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 impl Meter {
     pub fn new(server_pid: u32) -> Self {
-        Self { server_pid }
+        Self {
+            server_pid,
+            peer_pid: None,
+            postmaster_pid: None,
+        }
+    }
+
+    /// Counts only the Postgres processes of the cluster behind `database_url` (its
+    /// postmaster and the postmaster's children).
+    pub async fn for_cluster(mut self, database_url: &str) -> anyhow::Result<Self> {
+        use sqlx::Connection as _;
+        let mut db = sqlx::PgConnection::connect(database_url).await?;
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut db)
+            .await?;
+        self.postmaster_pid = parent(backend as u32);
+        db.close().await?;
+        Ok(self)
+    }
+
+    /// Also meters `pid`, a peer system measured beside the server.
+    pub fn with_peer(mut self, pid: u32) -> Self {
+        self.peer_pid = Some(pid);
+        self
     }
 
     pub fn now(&self) -> Snapshot {
@@ -76,8 +124,13 @@ impl Meter {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                 continue;
             };
-            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|name| name.trim_end() == "postgres")
+            let in_cluster = match self.postmaster_pid {
+                Some(postmaster) => pid == postmaster || parent(pid) == Some(postmaster),
+                None => true,
+            };
+            if in_cluster
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|name| name.trim_end() == "postgres")
             {
                 postgres.insert(pid, seconds(pid));
             }
@@ -85,22 +138,30 @@ impl Meter {
         Snapshot {
             bench: seconds(std::process::id()),
             server: seconds(self.server_pid),
+            peer: self.peer_pid.map_or(0.0, seconds),
             postgres,
         }
     }
 }
 
+/// The fields of `/proc/{pid}/stat` after the command name, which is in parentheses and
+/// may hold spaces: state is the first, the parent's pid the second, utime the 12th and
+/// stime the 13th.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
 /// User + system time of a process, 0 when it is gone.
 fn seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(fields) = stat_fields(pid) else {
         return 0.0;
     };
-    // Fields after the command name, which is in parentheses and may hold spaces:
-    // state is the first, utime the 12th and stime the 13th.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
             .get(i)

@@ -166,7 +166,7 @@ fn complete_request(token: &str) -> pb::CompleteTaskRequest {
     }
 }
 
-struct Keys {
+pub(crate) struct Keys {
     developer: String,
     worker: String,
     /// Resource names, for the pgbench script.
@@ -174,7 +174,12 @@ struct Keys {
     worker_name: String,
 }
 
-async fn setup(channel: Channel, root: &str, args: &Args, clients: usize) -> anyhow::Result<Keys> {
+pub(crate) async fn setup(
+    channel: Channel,
+    root: &str,
+    workers: usize,
+    clients: usize,
+) -> anyhow::Result<Keys> {
     let mut registry = server::registry(channel.clone(), root);
     registry
         .create_workspace(pb::CreateWorkspaceRequest {
@@ -189,7 +194,7 @@ async fn setup(channel: Channel, root: &str, args: &Args, clients: usize) -> any
             workspace: Some(pb::Workspace {
                 name: WORKSPACE.into(),
                 quotas: Some(pb::Quotas {
-                    max_concurrent_runs: (args.workers * 4).max(64) as i32,
+                    max_concurrent_runs: (workers * 4).max(64) as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -255,7 +260,7 @@ async fn setup(channel: Channel, root: &str, args: &Args, clients: usize) -> any
     let mut client = exec(channel, &developer);
     let ids = std::iter::once("lat".to_owned())
         .chain((0..clients).map(|i| format!("c{i}")))
-        .chain((0..args.workers).map(|i| format!("pg{i}")));
+        .chain((0..workers).map(|i| format!("pg{i}")));
     for id in ids {
         client
             .create_session(pb::CreateSessionRequest {
@@ -287,7 +292,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let server = server::start(&cli.binary, &cli.database_url, &root).await?;
     let channels: Vec<_> =
         futures::future::try_join_all((0..CHANNELS).map(|_| channel(&server.addr))).await?;
-    let keys = setup(channels[0].clone(), &root, args, clients).await?;
+    let keys = setup(channels[0].clone(), &root, args.workers, clients).await?;
     // Other work on the machine moves every figure; say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -555,17 +560,17 @@ async fn light_load(channels: &[Channel], keys: &Keys, samples: usize) -> anyhow
     })
 }
 
-struct Throughput {
-    runs_per_second: f64,
-    elapsed: Duration,
-    create: Summary,
-    poll: Summary,
-    append: Summary,
-    complete: Summary,
-    run: Summary,
+pub(crate) struct Throughput {
+    pub runs_per_second: f64,
+    pub elapsed: Duration,
+    pub create: Summary,
+    pub poll: Summary,
+    pub append: Summary,
+    pub complete: Summary,
+    pub run: Summary,
 }
 
-async fn throughput(
+pub(crate) async fn throughput(
     channels: &[Channel],
     keys: &Keys,
     workers: usize,

@@ -6,6 +6,7 @@ mod context;
 mod cpu;
 mod execution;
 mod load;
+mod peers;
 mod pgbench;
 mod server;
 mod stats;
@@ -45,6 +46,9 @@ enum Command {
     /// ExecutionService: pickup, event and cancel delivery latency at light load; runs/s
     /// of no-op runs with W workers vs pgbench running the same SQL per run.
     Execution(execution::Args),
+    /// Agentry beside etcd (CAS writes, head reads) and graphile-worker (no-op runs) on
+    /// the same machine and Postgres, alternating, with the pgbench floors.
+    Peers(peers::Args),
 }
 
 #[tokio::main]
@@ -53,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Context => context::run(&cli).await,
         Command::Execution(ref args) => execution::run(&cli, args).await,
+        Command::Peers(ref args) => peers::run(&cli, args).await,
     }
 }

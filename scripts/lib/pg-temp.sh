@@ -63,6 +63,11 @@ EOF
     chown postgres: "$_PG_TEMP_DIR"
   fi
 
+  # Tests trade durability for speed; PG_TEMP_DURABLE=1 keeps Postgres' defaults (fsync,
+  # synchronous_commit, full_page_writes on), for benchmarks against durable peers.
+  local durability="-F -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [[ ${PG_TEMP_DURABLE:-0} == 1 ]] && durability=""
+
   echo "pg-temp: starting a throwaway cluster ($_PG_TEMP_BIN) in $_PG_TEMP_DIR on port $port"
   if ! _pg_temp_as_owner "$_PG_TEMP_BIN/initdb" -D "$_PG_TEMP_DIR/data" --auth=trust -U postgres \
     --no-sync -E UTF8 --no-locale >"$_PG_TEMP_DIR/initdb.log" 2>&1; then
@@ -71,7 +76,7 @@ EOF
     return 1
   fi
   if ! _pg_temp_as_owner "$_PG_TEMP_BIN/pg_ctl" -D "$_PG_TEMP_DIR/data" -l "$_PG_TEMP_DIR/server.log" -w -t 60 \
-    -o "-F -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    -o "$durability -c max_connections=300 \
 -c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$_PG_TEMP_DIR" \
     start >/dev/null; then
     echo "pg-temp: ERROR: the server did not start; its log:" >&2
