@@ -3,11 +3,19 @@
 //! carries writes of other replicas (the NOTIFY is sent inside the writing transaction,
 //! so it arrives only if the write committed). Watchers also poll on a timer, so a lost
 //! notification costs latency, never a version.
+//!
+//! [`Follower`] is the serving loop every server stream shares: each of its waits (a read
+//! of storage, the pause after a failed one, the wait for a wake-up) ends at once when the
+//! client leaves or the server stops, so no task outlives its listener, and a database
+//! outage is ridden out with backoff for a bounded time, not forever.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use agentry_core::{Error, Result};
 use agentry_store::Store;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::error::to_status;
 
 /// Fan-out of changed keys (`workspace/project/context`).
 #[derive(Clone)]
@@ -114,27 +122,189 @@ pub async fn wait_for_change(
     }
 }
 
-/// For a server stream between reads of storage: waits like [`wait_for_change`] and
-/// says whether to look again. When the server shuts down first, the stream ends with
-/// UNAVAILABLE, so that clients reconnect (to another replica) and resume with
-/// `resume = cursor`, rather than taking a clean end for the end of the history.
-pub async fn stream_wait<T>(
-    sender: &tokio::sync::mpsc::Sender<Result<T, tonic::Status>>,
-    wakeups: &mut broadcast::Receiver<String>,
-    key: &str,
-    limit: Duration,
-    stopping: &mut watch::Receiver<bool>,
-    (resume, cursor): (&str, i64),
-) -> bool {
-    match wait_for_change(wakeups, key, limit, stopping, sender.closed()).await {
-        Woken::Look => true,
-        Woken::Gone => false,
-        Woken::Stopping => {
-            let status = tonic::Status::unavailable(format!(
-                "the server is shutting down; reconnect and resume with {resume} = {cursor}"
-            ));
-            let _ = sender.send(Err(status)).await;
-            false
+/// Resolves when the server starts shutting down (or its stop flag is gone).
+pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Runs `work` unless the server has been shutting down for `grace` first (`None`).
+/// Dropping `work` must be safe: store calls are transactions that roll back when
+/// dropped. A grace lets a call that is useful even to a stopping server (a lease
+/// renewal) finish while the database answers, and still not hold the drain when it
+/// does not.
+pub async fn unless_stopped<T>(
+    stopping: &watch::Receiver<bool>,
+    grace: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut stopping = stopping.clone();
+    let stopped_for_grace = async {
+        stopped(&mut stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        done = work => Some(done),
+        () = stopped_for_grace => None,
+    }
+}
+
+/// How long a stream rides out a database that keeps failing before it gives up with
+/// UNAVAILABLE (and RetryInfo), telling the client where to resume. Long enough for a
+/// Postgres restart or failover; short enough that a stream never spins for the life of
+/// the process on an outage nobody is waiting out.
+pub const STREAM_OUTAGE_LIMIT: Duration = Duration::from_secs(30);
+/// The first pause after a failed read; it doubles up to [`RETRY_PAUSE_MAX`] (each
+/// pause drawn between half and all of it, so that streams do not retry in step).
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(100);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// What a read of storage for a stream came to.
+pub enum Read<R> {
+    Got(R),
+    /// The database is unavailable; the pause is over: read again.
+    Again,
+    /// The stream is over (the client left, the server stops, or an error was sent).
+    Ended,
+}
+
+/// The serving task of one server stream: where items go, the server's stop flag and
+/// the state of a database outage. Every wait of the task — a read of storage, the pause
+/// after a failed one, the wait for a wake-up — ends at once when the client leaves
+/// (quietly) or the server stops (UNAVAILABLE: reconnect and resume with `resume`, which
+/// a clean end would hide: it reads as the end of the history).
+pub struct Follower<T> {
+    sender: mpsc::Sender<Result<T, tonic::Status>>,
+    stopping: watch::Receiver<bool>,
+    /// The request field a client resumes with, e.g. `after_sequence`.
+    resume: &'static str,
+    outage_limit: Duration,
+    /// Since when reads fail, and the next pause.
+    outage: Option<(Instant, Duration)>,
+}
+
+impl<T> Follower<T> {
+    pub fn new(
+        sender: mpsc::Sender<Result<T, tonic::Status>>,
+        stopping: watch::Receiver<bool>,
+        resume: &'static str,
+    ) -> Self {
+        Self {
+            sender,
+            stopping,
+            resume,
+            outage_limit: STREAM_OUTAGE_LIMIT,
+            outage: None,
         }
     }
+
+    #[cfg(test)]
+    fn with_outage_limit(mut self, limit: Duration) -> Self {
+        self.outage_limit = limit;
+        self
+    }
+
+    /// Sends an item; false when the client went away.
+    pub async fn send(&self, item: T) -> bool {
+        self.sender.send(Ok(item)).await.is_ok()
+    }
+
+    /// Ends the stream with `error`.
+    pub async fn fail(&self, error: Error) {
+        let _ = self.sender.send(Err(to_status(error))).await;
+    }
+
+    async fn end_stopping(&self, cursor: i64) {
+        let status = tonic::Status::unavailable(format!(
+            "the server is shutting down; reconnect and resume with {} = {cursor}",
+            self.resume
+        ));
+        let _ = self.sender.send(Err(status)).await;
+    }
+
+    /// Reads storage with `read`, the client's position being `cursor`. While the
+    /// database is unavailable, it pauses (bounded, jittered backoff) and says
+    /// [`Read::Again`]; after [`STREAM_OUTAGE_LIMIT`] of failures it ends the stream. Any
+    /// other error ends the stream with that error.
+    pub async fn read<R>(
+        &mut self,
+        cursor: i64,
+        read: impl std::future::Future<Output = Result<R>>,
+    ) -> Read<R> {
+        let result = tokio::select! {
+            result = read => result,
+            () = self.sender.closed() => return Read::Ended,
+            () = stopped(&mut self.stopping) => {
+                self.end_stopping(cursor).await;
+                return Read::Ended;
+            }
+        };
+        let message = match result {
+            Ok(found) => {
+                self.outage = None;
+                return Read::Got(found);
+            }
+            Err(Error::Unavailable { message }) => message,
+            Err(error) => {
+                self.fail(error).await;
+                return Read::Ended;
+            }
+        };
+        let now = Instant::now();
+        let (since, next) = self.outage.get_or_insert((now, RETRY_PAUSE_FIRST));
+        let failing = now.duration_since(*since);
+        if failing >= self.outage_limit {
+            tracing::warn!(
+                failing_ms = failing.as_millis() as u64,
+                %message,
+                "ending a stream: the database stayed unavailable"
+            );
+            self.fail(Error::Unavailable {
+                message: format!(
+                    "the database has been unavailable for {} s; reconnect and resume with {} = {cursor}",
+                    failing.as_secs(),
+                    self.resume
+                ),
+            })
+            .await;
+            return Read::Ended;
+        }
+        let pause = jittered(*next);
+        *next = (*next * 2).min(RETRY_PAUSE_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => Read::Again,
+            () = self.sender.closed() => Read::Ended,
+            () = stopped(&mut self.stopping) => {
+                self.end_stopping(cursor).await;
+                Read::Ended
+            }
+        }
+    }
+
+    /// Waits for a change of `key` (or `limit`); false when the stream is over.
+    pub async fn wait(
+        &mut self,
+        wakeups: &mut broadcast::Receiver<String>,
+        key: &str,
+        limit: Duration,
+        cursor: i64,
+    ) -> bool {
+        let closed = self.sender.closed();
+        match wait_for_change(wakeups, key, limit, &mut self.stopping, closed).await {
+            Woken::Look => true,
+            Woken::Gone => false,
+            Woken::Stopping => {
+                self.end_stopping(cursor).await;
+                false
+            }
+        }
+    }
+}
+
+/// Between half and all of `pause`.
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    // A fresh RandomState is randomly keyed: enough spread without a dependency.
+    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let half = pause / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
 }

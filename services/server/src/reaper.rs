@@ -1,45 +1,109 @@
 //! Background maintenance on a timer: run timers (lapsed leases, timeouts, expired
 //! approvals, ended backoffs), instances whose heartbeat lapsed go OFFLINE, and
 //! stored idempotency results older than a day are forgotten. Every replica runs it; the
-//! statements are idempotent guarded updates, so replicas never conflict.
+//! run timers split between replicas (SKIP LOCKED) and every change is a guarded,
+//! idempotent update, so replicas never conflict. A run the store cannot handle is
+//! logged and skipped there, never fatal to a pass (see `agentry_store::RunReaper`);
+//! a pass is bounded in runs and time, and ends at once when the server stops.
 
 use std::time::Duration;
 
 use agentry_core::time::now_micros;
-use agentry_store::Store;
+use agentry_store::{ReapLimits, ReapReport, RunReaper, Store};
 use tokio::sync::watch;
 
+use crate::notify::stopped;
+
 const IDEMPOTENCY_RETENTION_US: i64 = 24 * 3600 * 1_000_000;
+
+/// What one pass did, per action: the run timers the store handled and the instances
+/// marked OFFLINE.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReaperActions {
+    pub runs: ReapReport,
+    pub instances_offline: u64,
+}
+
+impl ReaperActions {
+    /// Every action with its count, by the name the `action` label of
+    /// `agentry_reaper_actions_total` gives it.
+    pub fn counts(&self) -> [(&'static str, u64); 9] {
+        let runs = &self.runs;
+        [
+            ("lease_requeued", runs.leases_requeued),
+            ("lease_failed", runs.leases_failed),
+            ("lease_cancelled", runs.leases_cancelled),
+            ("timed_out", runs.timed_out),
+            ("approval_expired", runs.approvals_expired),
+            ("backoff_woken", runs.backoffs_woken),
+            ("instance_offline", self.instances_offline),
+            ("run_failed", runs.failed),
+            ("run_busy", runs.busy),
+        ]
+    }
+
+    /// Lapsed leases handled (`agentry_leases_expired_total`).
+    pub fn leases_expired(&self) -> u64 {
+        self.runs.leases_expired()
+    }
+}
 
 pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
-    let mut since = now_micros();
+    let mut timers = RunReaper::new(ReapLimits::default());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stopped(&mut stop) => return,
         }
         ticks += 1;
-        let now = now_micros();
-        match store.reap_runs(since).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(runs = n, "run timers fired"),
-            Err(error) => tracing::warn!(%error, "reaper could not handle run timers"),
+        let pass = pass(&store, &mut timers, ticks);
+        tokio::select! {
+            actions = pass => record(&actions),
+            () = stopped(&mut stop) => return,
         }
-        since = now;
-        match store.reap_instances(now_micros()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(instances = n, "heartbeat lapsed; marked offline"),
-            Err(error) => tracing::warn!(%error, "reaper could not mark offline instances"),
-        }
-        if ticks % 600 == 1
-            && let Err(error) = store
-                .purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US)
-                .await
-        {
-            tracing::warn!(%error, "reaper could not purge idempotency keys");
-        }
+    }
+}
+
+/// One pass; failures are logged, and what was done is counted even then.
+async fn pass(store: &Store, timers: &mut RunReaper, ticks: u64) -> ReaperActions {
+    let mut actions = ReaperActions::default();
+    match store.reap_runs(timers).await {
+        Ok(report) => actions.runs = report,
+        Err(error) => tracing::warn!(%error, "reaper could not read the run timers"),
+    }
+    match store.reap_instances(now_micros()).await {
+        Ok(n) => actions.instances_offline = n,
+        Err(error) => tracing::warn!(%error, "reaper could not mark offline instances"),
+    }
+    if ticks % 600 == 1
+        && let Err(error) = store
+            .purge_idempotency_keys(now_micros() - IDEMPOTENCY_RETENTION_US)
+            .await
+    {
+        tracing::warn!(%error, "reaper could not purge idempotency keys");
+    }
+    actions
+}
+
+/// Logs what a pass did. (Metrics of the counts hook in here.)
+fn record(actions: &ReaperActions) {
+    let done: Vec<String> = actions
+        .counts()
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(action, count)| format!("{action}={count}"))
+        .collect();
+    if !done.is_empty() {
+        tracing::info!(
+            actions = %done.join(" "),
+            leases_expired = actions.leases_expired(),
+            "reaper pass"
+        );
+    }
+    if actions.runs.truncated {
+        tracing::info!("reaper pass reached its bounds; the rest waits for the next pass");
     }
 }

@@ -13,7 +13,9 @@ use agentry_core::{
         RunStatus, StopReason, Usage,
     },
 };
-use agentry_store::{EventInput, NewRun, NewSession, PageRequest, Store};
+use agentry_store::{
+    EventInput, NewRun, NewSession, PageRequest, ReapLimits, ReapReport, RunReaper, Store,
+};
 use tokio::sync::Barrier;
 
 use super::*;
@@ -121,11 +123,18 @@ fn quiet(method: &'static str) -> Mutation {
     m
 }
 
+/// One reaper pass with a fresh reaper.
+pub(super) async fn reap(store: &Store) -> ReapReport {
+    let mut reaper = RunReaper::new(ReapLimits::default()).since(0);
+    store.reap_runs(&mut reaper).await.expect("reap")
+}
+
 async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
     store
         .claim_run("acme", &["echo".to_owned()], "w", lease_micros)
         .await
         .expect("claim")
+        .map(|claim| claim.delivered().0)
 }
 
 fn delta(text: &str) -> EventInput {
@@ -219,8 +228,8 @@ conformance!(
                             .claim_run("acme", &["echo".to_owned()], "w", 30 * SECOND)
                             .await
                         {
-                            Ok(Some(run)) => {
-                                got.push(run.id);
+                            Ok(Some(claim)) => {
+                                got.push(claim.delivered().0.id);
                                 break;
                             }
                             Ok(None) => break,
@@ -289,13 +298,13 @@ conformance!(
                 )
                 .await,
         );
-        assert_eq!(store.reap_runs(0).await.expect("reap"), 1);
+        assert_eq!(reap(&store).await.changed(), 1);
         let requeued = store.get_run(&name(&r)).await.expect("run");
         assert_eq!(requeued.status, RunStatus::Queued);
         assert_eq!(requeued.attempt, 2);
         assert!(requeued.next_attempt_time > first.start_time.unwrap());
         // A second pass finds nothing to do: the guard re-checks under the lock.
-        assert_eq!(store.reap_runs(0).await.expect("reap"), 0);
+        assert_eq!(reap(&store).await.changed(), 0);
         assert_eq!(sequences(&store, &r).await, [1, 2, 3]);
     }
 );
@@ -317,7 +326,7 @@ conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
         .expect("complete");
     assert_eq!(done.status, RunStatus::Succeeded);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.reap_runs(0).await.expect("reap"), 0);
+    assert_eq!(reap(&store).await.changed(), 0);
     let after = store.get_run(&name(&r)).await.expect("run");
     assert_eq!(after.status, RunStatus::Succeeded);
     assert_eq!(after.last_sequence, done.last_sequence);

@@ -557,3 +557,4 @@ conformance!(
 // After the macro and helpers above, which it uses.
 mod contexts;
 mod execution;
+mod timers;

@@ -4,8 +4,9 @@
 //! every wake-up and on a timer, so versions arrive in order and exactly once whatever
 //! the notifications do. Compaction past the cursor ends the stream with OUT_OF_RANGE
 //! rather than skipping; deleting the context ends it with NOT_FOUND; server shutdown ends
-//! it with UNAVAILABLE (resume elsewhere: the history did not end); a client cancel ends
-//! it quietly.
+//! it with UNAVAILABLE (resume elsewhere: the history did not end), and so does a database
+//! outage longer than `notify::STREAM_OUTAGE_LIMIT`; a client cancel ends it quietly and
+//! at once, whatever the task was waiting for.
 
 use std::sync::Arc;
 
@@ -19,8 +20,7 @@ use super::convert::version_to_proto;
 use crate::{
     auth::{Action, Principal},
     context::{Ctx, context_key},
-    error::to_status,
-    notify::stream_wait,
+    notify::{Follower, Read},
 };
 
 const BATCH: u64 = 100;
@@ -55,52 +55,33 @@ pub async fn watch_context(
         .await?;
     let key = context_key(&name.workspace, &name.project, &name.context);
     let (sender, receiver) = mpsc::channel(64);
+    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_version");
     tokio::spawn(async move {
-        let mut stopping = ctx.stopping.clone();
         loop {
             for version in pending.drain(..) {
                 cursor = version.version;
                 let item = pb::WatchContextResponse {
                     version: Some(version_to_proto(&name, version)),
                 };
-                if sender.send(Ok(item)).await.is_err() {
+                if !follower.send(item).await {
                     return; // the client went away
                 }
             }
-            let caught_up = loop {
-                match ctx
-                    .store
-                    .context_versions_after(&name, cursor, BATCH, full)
-                    .await
-                {
-                    Ok(batch) if batch.is_empty() => break true,
-                    Ok(batch) => {
-                        pending = batch;
-                        break false;
-                    }
-                    Err(Error::Unavailable { .. }) => {
-                        tokio::time::sleep(ctx.poll_interval).await;
-                    }
-                    Err(error) => {
-                        let _ = sender.send(Err(to_status(error))).await;
-                        return;
-                    }
+            let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
+            match follower.read(cursor, read).await {
+                Read::Got(batch) if batch.is_empty() => {}
+                Read::Got(batch) => {
+                    pending = batch;
+                    continue;
                 }
-            };
-            if !caught_up {
-                continue;
+                Read::Again => continue,
+                Read::Ended => return,
             }
-            // Wait for a wake-up about this context, the poll timer, shutdown or cancel.
-            let position = ("after_version", cursor);
-            if !stream_wait(
-                &sender,
-                &mut wakeups,
-                &key,
-                ctx.poll_interval,
-                &mut stopping,
-                position,
-            )
-            .await
+            // Caught up: wait for a wake-up about this context, the poll timer, shutdown
+            // or the client leaving.
+            if !follower
+                .wait(&mut wakeups, &key, ctx.poll_interval, cursor)
+                .await
             {
                 return;
             }

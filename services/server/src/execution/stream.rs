@@ -3,7 +3,8 @@
 //! read and storage is read again on every wake-up and on a timer, so events arrive in
 //! order and exactly once whatever the notifications do; a client resumes with the last
 //! sequence it saw. Server shutdown ends an unfinished stream with UNAVAILABLE, never with
-//! a clean end, which would read as the end of the run.
+//! a clean end, which would read as the end of the run; so does a database outage longer
+//! than `notify::STREAM_OUTAGE_LIMIT`. A client that leaves ends the task at once.
 
 use std::sync::Arc;
 
@@ -18,8 +19,7 @@ use super::convert::event_to_proto;
 use crate::{
     auth::{Action, Principal},
     context::Ctx,
-    error::to_status,
-    notify::stream_wait,
+    notify::{Follower, Read},
 };
 
 const BATCH: u64 = 500;
@@ -51,23 +51,16 @@ pub async fn stream_run_events(
     let key = run_key(&name.workspace, &name.run);
     let full_name = name.to_string();
     let (sender, receiver) = mpsc::channel(256);
+    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_sequence");
     tokio::spawn(async move {
-        let mut stopping = ctx.stopping.clone();
         loop {
-            let batch = match ctx
+            let read = ctx
                 .store
-                .run_events_after(&name.workspace, &name.run, cursor, BATCH)
-                .await
-            {
-                Ok(batch) => batch,
-                Err(Error::Unavailable { .. }) => {
-                    tokio::time::sleep(ctx.poll_interval).await;
-                    continue;
-                }
-                Err(error) => {
-                    let _ = sender.send(Err(to_status(error))).await;
-                    return;
-                }
+                .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+            let batch = match follower.read(cursor, read).await {
+                Read::Got(batch) => batch,
+                Read::Again => continue,
+                Read::Ended => return,
             };
             let full = batch.len() as u64 == BATCH;
             for event in batch {
@@ -76,7 +69,7 @@ pub async fn stream_run_events(
                 let item = pb::StreamRunEventsResponse {
                     event: Some(event_to_proto(&full_name, event)),
                 };
-                if sender.send(Ok(item)).await.is_err() {
+                if !follower.send(item).await {
                     return; // the client went away
                 }
                 if terminal {
@@ -89,16 +82,9 @@ pub async fn stream_run_events(
             if finished && cursor >= run.last_sequence {
                 return;
             }
-            let position = ("after_sequence", cursor);
-            if !stream_wait(
-                &sender,
-                &mut wakeups,
-                &key,
-                ctx.poll_interval,
-                &mut stopping,
-                position,
-            )
-            .await
+            if !follower
+                .wait(&mut wakeups, &key, ctx.poll_interval, cursor)
+                .await
             {
                 return;
             }

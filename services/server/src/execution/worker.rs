@@ -2,18 +2,21 @@
 //! (this replica's, and other replicas' through Postgres NOTIFY) with a timer as
 //! fallback. Every call after PollTask names its lease by the task token: an HMAC-signed
 //! (workspace, project, session, run, attempt, lease epoch) that the store checks
-//! against the run row.
+//! against the run row. A claim whose answer cannot be built, or whose caller leaves
+//! before it is answered, goes back to the queue on the same attempt (see
+//! `agentry_store::Claim`); PollTask has no request id to re-deliver it by, and a worker
+//! that never saw the token could not use it anyway.
 
 use std::time::Duration;
 
 use agentry_core::{
     Error, Result,
-    names::{AgentName, InstanceName, RunName, WorkspaceName},
+    names::{AgentName, RunName, WorkspaceName},
     run::{Lease, PlanStep, Run, RunStatus},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{queue_key, run_key};
+use agentry_store::{Claim, queue_key, run_key};
 use tokio::sync::broadcast::Receiver;
 
 use super::convert::{
@@ -24,7 +27,7 @@ use crate::{
     auth::{Action, Principal},
     context::Ctx,
     convert::{timestamp, value_to_json},
-    notify::{Woken, wait_for_change},
+    notify::{Woken, unless_stopped, wait_for_change},
     registry,
 };
 
@@ -37,6 +40,10 @@ const MAX_AGENTS: usize = 100;
 const MAX_STEPS: usize = 100;
 
 const TOKEN_SCOPE: &str = "task";
+
+/// How long a lease renewal may still take once the server is stopping: plenty while
+/// the database answers, and a bound on the drain while it does not.
+const RENEWAL_GRACE: Duration = Duration::from_millis(500);
 
 fn encode_token(ctx: &Ctx, lease: &Lease) -> String {
     let json = serde_json::to_string(lease).expect("a lease serializes");
@@ -91,18 +98,18 @@ fn remaining(deadline: Micros) -> Micros {
     (deadline - now_micros()).max(0)
 }
 
-async fn task(ctx: &Ctx, run: Run) -> Result<pb::Task> {
-    let instance = ctx
-        .store
-        .get_instance(&InstanceName {
-            workspace: run.workspace.clone(),
-            project: run.project.clone(),
-            instance: run.instance.clone(),
-        })
-        .await?;
+/// The answer to a claim. The agent revision is immutable and usually cached; if it
+/// cannot be read, the error drops `claim`, which puts the run back in the queue.
+async fn task(ctx: &Ctx, claim: Claim) -> Result<pb::Task> {
     let agent = ctx
-        .agent_revision(&run.workspace, &run.agent, run.agent_revision)
+        .agent_revision(
+            &claim.run.workspace,
+            &claim.run.agent,
+            claim.run.agent_revision,
+        )
         .await?;
+    // Nothing below awaits: once delivered, the answer goes straight to the caller.
+    let (run, instance) = claim.delivered();
     let resume = run
         .approval
         .as_ref()
@@ -169,13 +176,16 @@ pub async fn poll_task(
     // Subscribed before the first look, so a run queued in between still wakes us.
     let mut wakeups = ctx.hub.subscribe();
     loop {
-        if let Some(run) = ctx
+        // A claim dropped by shutdown (or by the client leaving) goes back to the queue.
+        let claimed = ctx
             .store
-            .claim_run(&workspace.workspace, &agents, &identity, lease_duration)
-            .await?
-        {
+            .claim_run(&workspace.workspace, &agents, &identity, lease_duration);
+        let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {
+            return Ok(pb::PollTaskResponse::default());
+        };
+        if let Some(claim) = claimed? {
             return Ok(pb::PollTaskResponse {
-                task: Some(task(ctx, run).await?),
+                task: Some(task(ctx, claim).await?),
             });
         }
         let left = remaining(deadline);
@@ -200,7 +210,13 @@ pub async fn heartbeat_task(
         None => 0,
     };
     let mut wakeups = ctx.hub.subscribe();
-    let run = ctx.store.heartbeat_task(&lease, wait).await?;
+    let renewed = ctx.store.heartbeat_task(&lease, wait);
+    let Some(run) = unless_stopped(&ctx.stopping, RENEWAL_GRACE, renewed).await else {
+        return Err(Error::Unavailable {
+            message: "the server is shutting down; send the heartbeat again".into(),
+        });
+    };
+    let run = run?;
     let lease_expire_time = run.lease_expire_time.and_then(timestamp);
     let deadline = now_micros() + wait;
     let key = run_key(&lease.workspace, &lease.run);
@@ -215,7 +231,12 @@ pub async fn heartbeat_task(
         if !wait_for(ctx, &mut wakeups, &key, limit).await {
             break;
         }
-        let run = ctx.store.get_run(&name).await?;
+        // The lease is renewed already: if the run cannot be read again (the database is
+        // unavailable, the server stops), answer with that now rather than hold the call.
+        let read = ctx.store.get_run(&name);
+        let Some(Ok(run)) = unless_stopped(&ctx.stopping, Duration::ZERO, read).await else {
+            break;
+        };
         // A run that stopped being this lease's (timed out, lease lost) is over for the
         // worker too: its next call is refused.
         let ours = run.attempt == lease.attempt

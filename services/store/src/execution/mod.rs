@@ -14,6 +14,7 @@
 //! on SQLite the single writer does both.
 
 mod change;
+mod claim;
 mod reaper;
 mod rows;
 mod runs;
@@ -33,6 +34,8 @@ use agentry_core::{
 use sea_query::{Alias, Func, Query};
 use serde::{Deserialize, Serialize};
 
+pub use claim::Claim;
+pub use reaper::{ReapLimits, ReapReport, RunReaper};
 pub use runs::{NewRun, RunFilter, StatRow};
 pub use sessions::NewSession;
 pub use worker::EventInput;

@@ -3,113 +3,369 @@
 //! approvals (rejected) and backoff wake-ups. Each run is handled in its own transaction
 //! under the same locks and guards as worker calls, so a reaper on any replica can never
 //! overwrite a run that finished meanwhile.
+//!
+//! A pass is built so that nothing one run does can stop the others:
+//! - due runs are read in timer order (oldest first) in pages, resuming after the last
+//!   one seen, so a run that stays due (its handling failed) never hides the ones behind
+//!   it, and the three kinds of timer take turns page by page;
+//! - a run whose handling fails (an undecodable row, a failing write) is logged with its
+//!   name and the reason and skipped; it is tried again in later passes, with backoff, so
+//!   a bad row costs little and does not flood the log;
+//! - on Postgres the session and run rows are locked with SKIP LOCKED: replicas split
+//!   the due runs instead of queueing on each other, and a run a worker call holds just
+//!   now is left to the next pass (its guard re-checks everything anyway);
+//! - a pass stops after [`ReapLimits`] runs or time, and says so.
+//!
+//! A database that is unavailable ends the pass (every run would fail alike) without
+//! marking any run as bad.
+
+use std::{collections::HashMap, time::Instant};
 
 use agentry_core::{
-    Result,
+    Error, Result,
     names::RunName,
-    run::{Decision, RunStatus, StopReason},
+    run::{Decision, Run, RunStatus, StopReason},
     time::{Micros, now_micros},
 };
-use sea_query::{Expr, Query};
+use sea_query::{Alias, Expr, LockBehavior, LockType, Order, Query};
 
 use super::{
     Wakes,
     change::Change,
-    rows::{lock_run, lock_session},
+    rows::{RunRow, run_by_id, session_by_name},
     worker_lost,
 };
 use crate::{Store, tables::Runs};
 
-/// How many runs one pass handles per kind of timer.
-const BATCH: u64 = 200;
+/// Bounds of one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ReapLimits {
+    /// Due runs looked at per pass, all timers together.
+    pub max_runs: u64,
+    /// Time after which a pass stops at the next run.
+    pub max_time: std::time::Duration,
+    /// Due runs read per query.
+    pub page: u64,
+}
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+impl Default for ReapLimits {
+    fn default() -> Self {
+        Self {
+            max_runs: 1000,
+            max_time: std::time::Duration::from_secs(2),
+            page: 100,
+        }
+    }
+}
+
+/// What one pass did, per action.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Lapsed leases re-queued for another attempt (WORKER_LOST).
+    pub leases_requeued: u64,
+    /// Lapsed leases that used up the attempts: FAILED (WORKER_LOST).
+    pub leases_failed: u64,
+    /// Lapsed leases of CANCELLING runs: CANCELLED.
+    pub leases_cancelled: u64,
+    /// Runs past their timeout: TIMED_OUT.
+    pub timed_out: u64,
+    /// Plans nobody decided in time: rejected, the run re-queued.
+    pub approvals_expired: u64,
+    /// Re-queued runs whose backoff ended, whose workspaces' pollers were woken.
+    pub backoffs_woken: u64,
+    /// Due runs whose handling failed (each logged with the reason); tried again later.
+    pub failed: u64,
+    /// Due runs another transaction held (another replica's reaper, a worker call):
+    /// left to it or to the next pass.
+    pub busy: u64,
+    /// The pass stopped at its bounds with due runs left for the next one.
+    pub truncated: bool,
+}
+
+impl ReapReport {
+    /// Lapsed leases handled, however they ended.
+    pub fn leases_expired(&self) -> u64 {
+        self.leases_requeued + self.leases_failed + self.leases_cancelled
+    }
+
+    /// Runs this pass changed.
+    pub fn changed(&self) -> u64 {
+        self.leases_expired() + self.timed_out + self.approvals_expired
+    }
+}
+
+/// What the reaper keeps between passes: where the last one ended in time (for backoff
+/// wake-ups) and the runs whose handling failed, with when to try them again.
+#[derive(Debug)]
+pub struct RunReaper {
+    pub limits: ReapLimits,
+    since: Micros,
+    failing: HashMap<(String, String), Failing>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    retry_time: Micros,
+    failures: u32,
+}
+
+/// The first wait before a failed run is tried again; it doubles up to the maximum.
+const FAILED_RETRY_FIRST: Micros = 1_000_000;
+const FAILED_RETRY_MAX: Micros = 300_000_000;
+/// Failing runs remembered at most; past that the memory starts afresh.
+const MAX_FAILING: usize = 10_000;
+
+impl RunReaper {
+    pub fn new(limits: ReapLimits) -> Self {
+        Self {
+            limits,
+            since: now_micros(),
+            failing: HashMap::new(),
+        }
+    }
+
+    /// Starts counting backoff wake-ups from `since` (tests: from the beginning).
+    pub fn since(mut self, since: Micros) -> Self {
+        self.since = since;
+        self
+    }
+
+    fn deferred(&self, key: &(String, String), now: Micros) -> bool {
+        self.failing.get(key).is_some_and(|f| f.retry_time > now)
+    }
+
+    fn failed(&mut self, key: (String, String), now: Micros) -> u32 {
+        if self.failing.len() >= MAX_FAILING {
+            self.failing.clear();
+        }
+        let entry = self.failing.entry(key).or_insert(Failing {
+            retry_time: now,
+            failures: 0,
+        });
+        entry.failures += 1;
+        let wait = FAILED_RETRY_FIRST
+            .saturating_mul(1 << entry.failures.min(16).saturating_sub(1))
+            .min(FAILED_RETRY_MAX);
+        entry.retry_time = now.saturating_add(wait);
+        entry.failures
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Timer {
     Lease,
     Deadline,
     Approval,
 }
 
+impl Timer {
+    const ALL: [Timer; 3] = [Timer::Lease, Timer::Deadline, Timer::Approval];
+
+    fn column(self) -> Runs {
+        match self {
+            Timer::Lease => Runs::LeaseExpireTime,
+            Timer::Deadline => Runs::Deadline,
+            Timer::Approval => Runs::ApprovalExpireTime,
+        }
+    }
+}
+
+/// What handling one due run came to.
+enum Fired {
+    LeaseRequeued,
+    LeaseFailed,
+    LeaseCancelled,
+    TimedOut,
+    ApprovalExpired,
+    /// Not due any more (the guard re-checked under the lock) or gone.
+    Nothing,
+    /// Locked by another transaction.
+    Busy,
+}
+
 #[derive(sqlx::FromRow)]
 struct Due {
+    due_time: i64,
     workspace_id: String,
     run_id: String,
     project_id: String,
     session_id: String,
 }
 
+/// Where a timer's scan resumes: after (due time, workspace, run).
+type Cursor = (i64, String, String);
+
+fn due_runs(
+    timer: Timer,
+    now: Micros,
+    after: Option<&Cursor>,
+    limit: u64,
+) -> sea_query::SelectStatement {
+    let column = timer.column();
+    let mut stmt = Query::select()
+        .expr_as(Expr::col(column), Alias::new("due_time"))
+        .columns([
+            Runs::WorkspaceId,
+            Runs::RunId,
+            Runs::ProjectId,
+            Runs::SessionId,
+        ])
+        .from(Runs::Table)
+        .and_where(Expr::col(column).lt(now))
+        .order_by(column, Order::Asc)
+        .order_by(Runs::WorkspaceId, Order::Asc)
+        .order_by(Runs::RunId, Order::Asc)
+        .limit(limit)
+        .to_owned();
+    if let Some((time, workspace, run)) = after {
+        stmt.and_where(
+            Expr::tuple([
+                Expr::col(column).into(),
+                Expr::col(Runs::WorkspaceId).into(),
+                Expr::col(Runs::RunId).into(),
+            ])
+            .gt(Expr::tuple([
+                Expr::val(*time).into(),
+                Expr::val(workspace.as_str()).into(),
+                Expr::val(run.as_str()).into(),
+            ])),
+        );
+    }
+    stmt
+}
+
 impl Store {
-    /// One pass over every timer that fell due by now; `since` is the previous pass's
-    /// time (backoffs that ended in between wake pollers). Returns the runs changed.
-    pub async fn reap_runs(&self, since: Micros) -> Result<u64> {
+    /// One pass over the run timers that fell due, within `reaper.limits`.
+    pub async fn reap_runs(&self, reaper: &mut RunReaper) -> Result<ReapReport> {
+        let started = Instant::now();
         let now = now_micros();
-        let mut changed = 0;
-        for (timer, column) in [
-            (Timer::Lease, Runs::LeaseExpireTime),
-            (Timer::Deadline, Runs::Deadline),
-            (Timer::Approval, Runs::ApprovalExpireTime),
-        ] {
-            let due: Vec<Due> = self
-                .db
-                .fetch_all(
-                    &Query::select()
-                        .columns([
-                            Runs::WorkspaceId,
-                            Runs::RunId,
-                            Runs::ProjectId,
-                            Runs::SessionId,
-                        ])
-                        .from(Runs::Table)
-                        .and_where(Expr::col(column).lt(now))
-                        .limit(BATCH)
-                        .to_owned(),
-                )
-                .await?;
-            for due in due {
-                let name = RunName {
-                    workspace: due.workspace_id,
-                    project: due.project_id,
-                    session: due.session_id,
-                    run: due.run_id,
-                };
-                if self.fire(&name, timer).await? {
-                    changed += 1;
+        let limits = reaper.limits;
+        let mut report = ReapReport::default();
+        let mut cursors: [Option<Cursor>; 3] = Default::default();
+        let mut exhausted = [false; 3];
+        let mut looked: u64 = 0;
+        'pass: while exhausted.iter().any(|done| !done) {
+            for (slot, timer) in Timer::ALL.into_iter().enumerate() {
+                if exhausted[slot] {
+                    continue;
+                }
+                let budget = limits.max_runs.saturating_sub(looked);
+                if budget == 0 || started.elapsed() >= limits.max_time {
+                    report.truncated = true;
+                    break 'pass;
+                }
+                let page = limits.page.clamp(1, budget);
+                let due: Vec<Due> = self
+                    .db
+                    .fetch_all(&due_runs(timer, now, cursors[slot].as_ref(), page))
+                    .await?;
+                exhausted[slot] = (due.len() as u64) < page;
+                for due in due {
+                    if started.elapsed() >= limits.max_time {
+                        report.truncated = true;
+                        break 'pass;
+                    }
+                    looked += 1;
+                    cursors[slot] =
+                        Some((due.due_time, due.workspace_id.clone(), due.run_id.clone()));
+                    let key = (due.workspace_id.clone(), due.run_id.clone());
+                    let name = RunName {
+                        workspace: due.workspace_id,
+                        project: due.project_id,
+                        session: due.session_id,
+                        run: due.run_id,
+                    };
+                    if reaper.deferred(&key, now) {
+                        continue;
+                    }
+                    match self.fire(&name, timer).await {
+                        Ok(fired) => {
+                            reaper.failing.remove(&key);
+                            report.count(fired);
+                        }
+                        // Every run would fail alike: not this run's fault.
+                        Err(error @ Error::Unavailable { .. }) => return Err(error),
+                        Err(error) => {
+                            let failures = reaper.failed(key, now_micros());
+                            report.failed += 1;
+                            tracing::warn!(
+                                run = %name,
+                                timer = ?timer,
+                                failures,
+                                %error,
+                                "reaper skipped a run it could not handle"
+                            );
+                        }
+                    }
                 }
             }
         }
-        let woken: Vec<(String,)> = self
+        report.backoffs_woken = self.wake_ended_backoffs(reaper.since, now).await?;
+        reaper.since = now;
+        Ok(report)
+    }
+
+    /// Wakes the pollers of workspaces with re-queued runs whose backoff ended in
+    /// `(since, now]`; returns how many such runs there are.
+    async fn wake_ended_backoffs(&self, since: Micros, now: Micros) -> Result<u64> {
+        let woken: Vec<(String, i64)> = self
             .db
             .fetch_all(
                 &Query::select()
-                    .distinct()
                     .column(Runs::WorkspaceId)
+                    .expr(Expr::col(Runs::RunId).count())
                     .from(Runs::Table)
                     .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
+                    .and_where(Expr::col(Runs::Attempt).gt(1))
                     .and_where(Expr::col(Runs::NextAttemptTime).gt(since))
                     .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
+                    .group_by_col(Runs::WorkspaceId)
                     .to_owned(),
             )
             .await?;
         let mut wakes = Wakes::default();
-        for (workspace,) in woken {
+        let mut runs = 0;
+        for (workspace, count) in woken {
             wakes.queue(&workspace);
+            runs += count as u64;
         }
         self.wake(&wakes);
-        Ok(changed)
+        Ok(runs)
     }
 
-    async fn fire(&self, name: &RunName, timer: Timer) -> Result<bool> {
+    async fn fire(&self, name: &RunName, timer: Timer) -> Result<Fired> {
         let now = now_micros();
         let mut wakes = Wakes::default();
         let mut tx = self.db.begin().await?;
-        let mut session = lock_session(&mut tx, &name.session()).await?;
-        let run = lock_run(&mut tx, name).await?;
+        // Session, then run: the order every writer locks them in.
+        let session = tx
+            .fetch_optional::<super::rows::SessionRow>(
+                &session_by_name(&name.session())
+                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                    .to_owned(),
+            )
+            .await?;
+        let Some(session) = session else {
+            return Ok(Fired::Busy);
+        };
+        let mut session = session.try_into()?;
+        let row: Option<RunRow> = tx
+            .fetch_optional(
+                &run_by_id(&name.workspace, &name.run)
+                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                    .to_owned(),
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Fired::Busy);
+        };
+        let run: Run = row.try_into()?;
         let mut change = Change::new(run, Some(&mut session), now);
         let run = &change.run;
-        match timer {
+        let fired = match timer {
             Timer::Lease => {
                 if !run.status.is_leased() || run.lease_expire_time.is_none_or(|t| t >= now) {
-                    return Ok(false);
+                    return Ok(Fired::Nothing);
                 }
                 let w = &mut wakes;
                 if run.status == RunStatus::Cancelling {
@@ -123,6 +379,7 @@ impl Store {
                             message,
                         )
                         .await?;
+                    Fired::LeaseCancelled
                 } else {
                     let lost = worker_lost();
                     change.run.error = Some(lost.clone());
@@ -132,6 +389,7 @@ impl Store {
                         change
                             .requeue(&mut tx, w, StopReason::WorkerLost, &lost.message, delay)
                             .await?;
+                        Fired::LeaseRequeued
                     } else {
                         change
                             .finish(
@@ -142,12 +400,13 @@ impl Store {
                                 &lost.message,
                             )
                             .await?;
+                        Fired::LeaseFailed
                     }
                 }
             }
             Timer::Deadline => {
                 if run.status.is_terminal() || run.deadline().is_none_or(|d| d >= now) {
-                    return Ok(false);
+                    return Ok(Fired::Nothing);
                 }
                 let message = "the run timed out";
                 change
@@ -159,6 +418,7 @@ impl Store {
                         message,
                     )
                     .await?;
+                Fired::TimedOut
             }
             Timer::Approval => {
                 let expired = run.status == RunStatus::RequiresAction
@@ -167,7 +427,7 @@ impl Store {
                         .as_ref()
                         .is_some_and(|a| a.decision.is_none() && a.expire_time < now);
                 if !expired {
-                    return Ok(false);
+                    return Ok(Fired::Nothing);
                 }
                 let mut approval = change.run.approval.take().expect("checked above");
                 approval.decision = Some(Decision::Reject);
@@ -179,12 +439,27 @@ impl Store {
                 change.run.next_attempt_time = now;
                 wakes.queue(&change.run.workspace);
                 wakes.run(&change.run);
+                Fired::ApprovalExpired
             }
-        }
+        };
         change.save(&mut tx).await?;
         wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
         self.wake(&wakes);
-        Ok(true)
+        Ok(fired)
+    }
+}
+
+impl ReapReport {
+    fn count(&mut self, fired: Fired) {
+        match fired {
+            Fired::LeaseRequeued => self.leases_requeued += 1,
+            Fired::LeaseFailed => self.leases_failed += 1,
+            Fired::LeaseCancelled => self.leases_cancelled += 1,
+            Fired::TimedOut => self.timed_out += 1,
+            Fired::ApprovalExpired => self.approvals_expired += 1,
+            Fired::Busy => self.busy += 1,
+            Fired::Nothing => {}
+        }
     }
 }

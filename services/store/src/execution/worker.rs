@@ -1,5 +1,5 @@
-//! Runs, worker side: claims, heartbeats, event batches, plans, completion and failure.
-//! Every call but the claim is fenced by the [`Lease`] it names.
+//! Runs, worker side: heartbeats, event batches, plans, completion and failure (claims
+//! are in `claim`). Every call is fenced by the [`Lease`] it names.
 
 use std::collections::HashMap;
 
@@ -12,20 +12,19 @@ use agentry_core::{
     },
     time::{Micros, now_micros},
 };
-use sea_query::{Cond, Expr, LockBehavior, LockType, Order, Query};
+use sea_query::{Expr, LockType, Query};
 
 use super::{
     Wakes,
     change::Change,
-    rows::{RunRow, lock_session, run_by_id, save_run, select_runs},
+    rows::{RunRow, lock_session, run_by_id, save_run},
     stale,
 };
 use crate::{
     Store,
     db::Tx,
     mutation::{Mutation, mutate},
-    tables::{Runs, ToolCalls},
-    workspaces::lock_for_claim,
+    tables::ToolCalls,
 };
 
 /// One event a worker appends.
@@ -64,7 +63,7 @@ struct Call {
 }
 
 /// Locks the session (when asked) and the run, and checks that `lease` still holds.
-async fn fenced(
+pub(super) async fn fenced(
     tx: &mut Tx,
     lease: &Lease,
     now: Micros,
@@ -120,84 +119,7 @@ async fn fenced(
     Ok((session, run))
 }
 
-fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
-    select_runs()
-        .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
-        .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
-        .and_where(Expr::col(Runs::Ready).eq(1))
-        .and_where(Expr::col(Runs::AgentId).is_in(agents.iter().map(String::as_str)))
-        .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
-        .cond_where(
-            Cond::any()
-                .add(Expr::col(Runs::Deadline).is_null())
-                .add(Expr::col(Runs::Deadline).gt(now)),
-        )
-        .order_by(Runs::NextAttemptTime, Order::Asc)
-        .order_by(Runs::RunId, Order::Asc)
-        .limit(1)
-        .to_owned()
-}
-
 impl Store {
-    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
-    /// free concurrent-run slot.
-    pub async fn claim_run(
-        &self,
-        workspace: &str,
-        agents: &[String],
-        worker: &str,
-        lease_duration: Micros,
-    ) -> Result<Option<Run>> {
-        let now = now_micros();
-        // A cheap look without locks first: idle pollers woken for other agents' runs
-        // leave without taking the workspace lock.
-        let any: Option<RunRow> = self
-            .db
-            .fetch_optional(&candidates(workspace, agents, now))
-            .await?;
-        if any.is_none() {
-            return Ok(None);
-        }
-        // One claim per workspace at a time in this process: the others wait here, not
-        // on the workspace row while holding a database connection.
-        let gate = self.claim_gate(workspace);
-        let _turn = gate.lock().await;
-        let mut tx = self.db.begin().await?;
-        let (max_concurrent, leased) = lock_for_claim(&mut tx, workspace).await?;
-        if leased >= i64::from(max_concurrent) {
-            return Ok(None);
-        }
-        // The clock is read after the count: a slot that count saw free was released by a
-        // commit before it, so start_time never precedes the end_time of the run whose
-        // slot this one takes.
-        let now = now_micros();
-        let row: Option<RunRow> = tx
-            .fetch_optional(
-                &candidates(workspace, agents, now)
-                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
-                    .to_owned(),
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut change = Change::new(row.try_into()?, None, now);
-        change.run.attempt = change.run.attempt.max(1);
-        change.run.lease_epoch += 1;
-        change.run.lease_duration = lease_duration;
-        change.run.worker = worker.to_owned();
-        change.run.start_time.get_or_insert(now);
-        change.status(RunStatus::Running, StopReason::Unspecified, "")?;
-        change.run.lease_expire_time = Some(now.saturating_add(lease_duration));
-        let run = change.save(&mut tx).await?;
-        let mut wakes = Wakes::default();
-        wakes.run(&run);
-        wakes.notify(&mut tx, &self.replica).await?;
-        tx.commit().await?;
-        self.wake(&wakes);
-        Ok(Some(run))
-    }
-
     /// Renews the lease for `wait` (the caller holds its reply that long) plus the
     /// lease's duration.
     pub async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {

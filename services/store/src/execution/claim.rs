@@ -1,0 +1,281 @@
+//! Claims: PollTask's lease of the oldest runnable run, and the way back to the queue for
+//! a claim whose answer never reached its worker.
+//!
+//! A claim commits before the worker has its task token. If the answer then cannot be
+//! built, or the caller is gone (the handler future is dropped when the client cancels),
+//! nobody holds the lease: left alone it would lapse after the lease duration, cost the
+//! run an attempt (WORKER_LOST) and hold a concurrent-run slot meanwhile. So a [`Claim`]
+//! is a guard: until the caller says [`Claim::delivered`], dropping it puts the run back
+//! in the queue on the same attempt and at its old place in line. The guard is armed
+//! before the COMMIT is sent, so even a caller dropped while the commit is in flight
+//! releases it; the release is fenced by the lease like any worker call, so it changes
+//! nothing when the commit did not happen or the lease moved on.
+
+use std::time::Duration;
+
+use agentry_core::{
+    Error, Result,
+    model::Instance,
+    names::InstanceName,
+    run::{Lease, Run, RunStatus, StopReason},
+    time::{Micros, now_micros},
+};
+use sea_query::{Cond, Expr, LockBehavior, LockType, Order};
+
+use super::{
+    Wakes,
+    change::Change,
+    rows::{RunRow, select_runs},
+    worker::fenced,
+};
+use crate::{Store, instances::read_instance, tables::Runs, workspaces::lock_for_claim};
+
+/// A run leased by [`Store::claim_run`], with the instance it runs as (read in the
+/// claim's transaction). Dropped before [`Claim::delivered`], it gives the run back.
+pub struct Claim {
+    pub run: Run,
+    pub instance: Instance,
+    release: Release,
+}
+
+impl Claim {
+    /// The answer is on its way to the worker: the lease stays.
+    pub fn delivered(mut self) -> (Run, Instance) {
+        self.release.0 = None;
+        (self.run, self.instance)
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("run", &self.run.id)
+            .field("attempt", &self.run.attempt)
+            .field("armed", &self.release.0.is_some())
+            .finish()
+    }
+}
+
+/// What a release needs: the lease the claim created and what it overwrote.
+struct Undelivered {
+    store: Store,
+    lease: Lease,
+    before: Before,
+    lease_expire_time: Micros,
+}
+
+/// The run's place before the claim, restored by a release.
+#[derive(Clone, Copy)]
+struct Before {
+    start_time: Option<Micros>,
+    next_attempt_time: Micros,
+}
+
+/// Armed: dropping it releases the claim in a task of its own.
+struct Release(Option<Undelivered>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let Some(claim) = self.0.take() else {
+            return;
+        };
+        // Without a runtime (the process is ending) the lease lapses instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(claim.release());
+    }
+}
+
+impl Undelivered {
+    /// Retries while the database is unavailable, for as long as the lease would hold;
+    /// after that the reaper's lapse handling takes over.
+    async fn release(self) {
+        let run = &self.lease.run;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.release_claim(&self.lease, self.before).await {
+                Ok(true) => {
+                    tracing::info!(
+                        workspace = %self.lease.workspace,
+                        run = %run,
+                        attempt = self.lease.attempt,
+                        "claim not delivered; run back in the queue"
+                    );
+                    return;
+                }
+                Ok(false) => return,
+                Err(Error::Unavailable { .. }) if now_micros() < self.lease_expire_time => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        workspace = %self.lease.workspace,
+                        run = %run,
+                        %error,
+                        "cannot release an undelivered claim; its lease will lapse"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
+    select_runs()
+        .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+        .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
+        .and_where(Expr::col(Runs::Ready).eq(1))
+        .and_where(Expr::col(Runs::AgentId).is_in(agents.iter().map(String::as_str)))
+        .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
+        .cond_where(
+            Cond::any()
+                .add(Expr::col(Runs::Deadline).is_null())
+                .add(Expr::col(Runs::Deadline).gt(now)),
+        )
+        .order_by(Runs::NextAttemptTime, Order::Asc)
+        .order_by(Runs::RunId, Order::Asc)
+        .limit(1)
+        .to_owned()
+}
+
+fn lease_of(run: &Run) -> Lease {
+    Lease {
+        workspace: run.workspace.clone(),
+        project: run.project.clone(),
+        session: run.session.clone(),
+        run: run.id.clone(),
+        attempt: run.attempt,
+        epoch: run.lease_epoch,
+        agent: run.agent.clone(),
+        agent_revision: run.agent_revision,
+    }
+}
+
+impl Store {
+    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
+    /// free concurrent-run slot.
+    pub async fn claim_run(
+        &self,
+        workspace: &str,
+        agents: &[String],
+        worker: &str,
+        lease_duration: Micros,
+    ) -> Result<Option<Claim>> {
+        let now = now_micros();
+        // A cheap look without locks first: idle pollers woken for other agents' runs
+        // leave without taking the workspace lock.
+        let any: Option<RunRow> = self
+            .db
+            .fetch_optional(&candidates(workspace, agents, now))
+            .await?;
+        if any.is_none() {
+            return Ok(None);
+        }
+        // One claim per workspace at a time in this process: the others wait here, not
+        // on the workspace row while holding a database connection.
+        let gate = self.claim_gate(workspace);
+        let _turn = gate.lock().await;
+        let mut tx = self.db.begin().await?;
+        let (max_concurrent, leased) = lock_for_claim(&mut tx, workspace).await?;
+        if leased >= i64::from(max_concurrent) {
+            return Ok(None);
+        }
+        // The clock is read after the count: a slot that count saw free was released by a
+        // commit before it, so start_time never precedes the end_time of the run whose
+        // slot this one takes.
+        let now = now_micros();
+        let row: Option<RunRow> = tx
+            .fetch_optional(
+                &candidates(workspace, agents, now)
+                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                    .to_owned(),
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut change = Change::new(row.try_into()?, None, now);
+        let before = Before {
+            start_time: change.run.start_time,
+            next_attempt_time: change.run.next_attempt_time,
+        };
+        change.run.attempt = change.run.attempt.max(1);
+        change.run.lease_epoch += 1;
+        change.run.lease_duration = lease_duration;
+        change.run.worker = worker.to_owned();
+        change.run.start_time.get_or_insert(now);
+        change.status(RunStatus::Running, StopReason::Unspecified, "")?;
+        let lease_expire_time = now.saturating_add(lease_duration);
+        change.run.lease_expire_time = Some(lease_expire_time);
+        let run = change.save(&mut tx).await?;
+        // The task carries the instance as of the claim; a failed read undoes the claim.
+        let instance = read_instance(
+            &mut tx,
+            &InstanceName {
+                workspace: run.workspace.clone(),
+                project: run.project.clone(),
+                instance: run.instance.clone(),
+            },
+        )
+        .await?;
+        let mut wakes = Wakes::default();
+        wakes.run(&run);
+        wakes.notify(&mut tx, &self.replica).await?;
+        let release = Release(Some(Undelivered {
+            store: self.clone(),
+            lease: lease_of(&run),
+            before,
+            lease_expire_time,
+        }));
+        tx.commit().await?;
+        self.wake(&wakes);
+        Ok(Some(Claim {
+            run,
+            instance,
+            release,
+        }))
+    }
+
+    /// Puts an undelivered claim back: QUEUED on the same attempt with its old place in
+    /// line, or CANCELLED if a cancel arrived meanwhile. False when the lease no longer
+    /// holds (the claim never committed, or the run moved on).
+    async fn release_claim(&self, lease: &Lease, before: Before) -> Result<bool> {
+        let now = now_micros();
+        let mut wakes = Wakes::default();
+        let mut tx = self.db.begin().await?;
+        let (mut session, run) = match fenced(&mut tx, lease, now, true).await {
+            Ok(found) => found,
+            Err(error) if error.reason() == "STALE_TASK" => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let mut change = Change::new(run, session.as_mut(), now);
+        if change.run.status == RunStatus::Cancelling {
+            let message = "cancelled before a worker received the run";
+            change
+                .finish(
+                    &mut tx,
+                    &mut wakes,
+                    RunStatus::Cancelled,
+                    StopReason::Cancelled,
+                    message,
+                )
+                .await?;
+        } else {
+            let message = "the claim did not reach its worker; back in the queue";
+            change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
+            change.run.lease_epoch += 1;
+            change.run.start_time = before.start_time;
+            change.run.next_attempt_time = before.next_attempt_time;
+            wakes.queue(&change.run.workspace);
+            wakes.run(&change.run);
+        }
+        change.save(&mut tx).await?;
+        wakes.notify(&mut tx, &self.replica).await?;
+        tx.commit().await?;
+        self.wake(&wakes);
+        Ok(true)
+    }
+}
