@@ -12,6 +12,7 @@
 pub mod check;
 pub mod db;
 pub mod doc;
+pub mod pg_proxy;
 pub mod req;
 
 use std::{net::SocketAddr, time::Duration};
@@ -28,6 +29,7 @@ use pb::{
     execution_service_client::ExecutionServiceClient,
     registry_service_client::RegistryServiceClient,
 };
+pub use pg_proxy::PgProxy;
 pub use req::{Must, Paged, WithEtag, WithForce, WithRequestId};
 pub use serde_json::json;
 use tonic::{

@@ -49,7 +49,12 @@ pub async fn forward_postgres(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let mut listener = match store.listen(channel).await {
+        // Connecting may hang while the database is down: it must not hold a shutdown.
+        let listening = unless_stopped(&stop, Duration::ZERO, store.listen(channel)).await;
+        let Some(listening) = listening else {
+            return;
+        };
+        let mut listener = match listening {
             Ok(Some(listener)) => listener,
             Ok(None) => return,
             Err(error) => {
@@ -230,6 +235,7 @@ impl<T> Follower<T> {
         cursor: i64,
         read: impl std::future::Future<Output = Result<R>>,
     ) -> Read<R> {
+        let began = Instant::now();
         let result = tokio::select! {
             result = read => result,
             () = self.sender.closed() => return Read::Ended,
@@ -249,9 +255,10 @@ impl<T> Follower<T> {
                 return Read::Ended;
             }
         };
-        let now = Instant::now();
-        let (since, next) = self.outage.get_or_insert((now, RETRY_PAUSE_FIRST));
-        let failing = now.duration_since(*since);
+        // The outage began when the first failing read did (a read may take a while to
+        // fail: connecting to a database that is down times out).
+        let (since, next) = self.outage.get_or_insert((began, RETRY_PAUSE_FIRST));
+        let failing = since.elapsed();
         if failing >= self.outage_limit {
             tracing::warn!(
                 failing_ms = failing.as_millis() as u64,
@@ -307,4 +314,133 @@ fn jittered(pause: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
     let half = pause / 2;
     half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    type Item = Result<u32, tonic::Status>;
+
+    fn serving(limit: Duration) -> (Follower<u32>, mpsc::Receiver<Item>, watch::Sender<bool>) {
+        let (sender, receiver) = mpsc::channel(4);
+        let (stop, stopping) = watch::channel(false);
+        let follower = Follower::new(sender, stopping, "after_sequence").with_outage_limit(limit);
+        (follower, receiver, stop)
+    }
+
+    fn down() -> Result<u32> {
+        Err(Error::Unavailable {
+            message: "the database is unavailable".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_outage_past_the_limit_ends_the_stream_with_unavailable_and_retry_info() {
+        let (mut follower, mut received, _stop) = serving(Duration::from_millis(300));
+        let started = Instant::now();
+        let mut reads = 0;
+        loop {
+            match follower.read(7, async { down() }).await {
+                Read::Again => reads += 1,
+                Read::Ended => break,
+                Read::Got(_) => unreachable!(),
+            }
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
+        assert!(took < Duration::from_secs(3), "gave up after {took:?}");
+        assert!(
+            (2..=10).contains(&reads),
+            "{reads} reads: backoff, not a spin"
+        );
+        let status = received.recv().await.expect("a status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("resume with after_sequence = 7"),
+            "{status:?}"
+        );
+        assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_successful_read_ends_the_outage() {
+        let (mut follower, _received, _stop) = serving(Duration::from_millis(200));
+        assert!(matches!(
+            follower.read(0, async { down() }).await,
+            Read::Again
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(matches!(
+            follower.read(0, async { Ok(1) }).await,
+            Read::Got(1)
+        ));
+        // A new outage starts its own clock.
+        assert!(matches!(
+            follower.read(0, async { down() }).await,
+            Read::Again
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_ends_any_wait_at_once() {
+        // During a read that never answers (a stalled database).
+        let (mut follower, received, _stop) = serving(STREAM_OUTAGE_LIMIT);
+        let reading = tokio::spawn(async move {
+            matches!(
+                follower.read(0, pending::<Result<u32>>()).await,
+                Read::Ended
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(received);
+        let ended = tokio::time::timeout(Duration::from_secs(1), reading).await;
+        assert!(ended.expect("the read ends").unwrap());
+
+        // During the pause after a failed read.
+        let (mut follower, received, _stop) = serving(STREAM_OUTAGE_LIMIT);
+        follower.outage = Some((Instant::now(), Duration::from_secs(60)));
+        let pausing =
+            tokio::spawn(
+                async move { matches!(follower.read(0, async { down() }).await, Read::Ended) },
+            );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(received);
+        let ended = tokio::time::timeout(Duration::from_secs(1), pausing).await;
+        assert!(ended.expect("the pause ends").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_server_ends_any_wait_with_unavailable() {
+        let (mut follower, mut received, stop) = serving(STREAM_OUTAGE_LIMIT);
+        let reading = tokio::spawn(async move {
+            matches!(
+                follower.read(3, pending::<Result<u32>>()).await,
+                Read::Ended
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(1), reading).await;
+        assert!(ended.expect("the read ends").unwrap());
+        let status = received.recv().await.expect("a status").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("after_sequence = 3"),
+            "{status:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pauses_are_jittered_within_half_and_all_of_the_step() {
+        let step = Duration::from_millis(100);
+        let pauses: Vec<Duration> = (0..50).map(|_| jittered(step)).collect();
+        assert!(pauses.iter().all(|p| *p >= step / 2 && *p <= step));
+        let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+        assert!(distinct.len() > 10, "{pauses:?}");
+    }
 }

@@ -48,6 +48,9 @@ pub(crate) enum Db {
     },
 }
 
+/// How long closing the pools may take (see [`Db::close`]).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection idle this long is pinged before use.
 pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -206,13 +209,24 @@ impl Db {
         }
     }
 
+    /// Closes the pools. Closing waits for every connection to be given back and closed
+    /// cleanly, which a database that stopped answering never lets happen: after
+    /// [`CLOSE_TIMEOUT`] the rest are abandoned, so that a stopping server still exits.
     pub(crate) async fn close(&self) {
-        match self {
-            Self::Postgres(pool) => pool.close().await,
-            Self::Sqlite { writer, reader } => {
-                reader.close().await;
-                writer.close().await;
+        let close = async {
+            match self {
+                Self::Postgres(pool) => pool.close().await,
+                Self::Sqlite { writer, reader } => {
+                    reader.close().await;
+                    writer.close().await;
+                }
             }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            tracing::warn!(
+                timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+                "database connections did not close in time; abandoned"
+            );
         }
     }
 }
