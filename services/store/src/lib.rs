@@ -25,8 +25,8 @@ pub use contexts::{
 };
 pub use db::Backend;
 pub use execution::{
-    Claim, EventInput, NewRun, NewSession, RUN_CHANNEL, ReapLimits, ReapReport, RunFilter,
-    RunReaper, StatRow, Waker, queue_key, run_key,
+    Claim, EventInput, NewRun, NewSession, Percentiles, RUN_CHANNEL, ReapLimits, ReapReport,
+    RunFilter, RunReaper, RunStatsGroup, Waker, queue_key, run_key,
 };
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
 pub use mutation::Mutation;

@@ -557,4 +557,5 @@ conformance!(
 // After the macro and helpers above, which it uses.
 mod contexts;
 mod execution;
+mod stats;
 mod timers;

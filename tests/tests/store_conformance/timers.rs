@@ -22,7 +22,7 @@ use super::*;
 const SECOND: i64 = 1_000_000;
 
 /// Workspace `ws` with project `web`, agent `echo` and instance `echo-1`.
-async fn tenant(store: &Store, ws: &str) {
+pub(super) async fn tenant(store: &Store, ws: &str) {
     workspace(store, ws, Quotas::default()).await;
     store
         .create_project(
@@ -42,7 +42,7 @@ async fn tenant(store: &Store, ws: &str) {
 }
 
 /// A new session of `ws` with one run (`timeout` micros, 0: none).
-async fn run_in(store: &Store, ws: &str, session: &str, timeout: i64) -> Run {
+pub(super) async fn run_in(store: &Store, ws: &str, session: &str, timeout: i64) -> Run {
     let name = SessionName {
         workspace: ws.into(),
         project: "web".into(),

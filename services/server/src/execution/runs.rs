@@ -1,15 +1,12 @@
 //! Runs, client side. Everyone reads; ADMIN and DEVELOPER create, cancel and decide.
 
-use std::collections::BTreeMap;
-
 use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
-    run::RunStatus,
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewRun, RunFilter, StatRow};
+use agentry_store::{NewRun, Percentiles, RunFilter, RunStatsGroup};
 
 use super::convert::{
     autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, message_from_proto,
@@ -193,64 +190,36 @@ pub async fn decide_approval(
     ))
 }
 
-/// The value at quantile `q` of sorted `values` (nearest rank).
-fn percentile(sorted: &[i64], q: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn durations(mut values: Vec<i64>) -> pb::DurationStats {
-    values.sort_unstable();
+fn durations(figures: &Percentiles) -> pb::DurationStats {
     pb::DurationStats {
-        p50: Some(micros_to_duration(percentile(&values, 0.50))),
-        p95: Some(micros_to_duration(percentile(&values, 0.95))),
-        p99: Some(micros_to_duration(percentile(&values, 0.99))),
-        count: values.len() as i64,
+        p50: Some(micros_to_duration(figures.p50)),
+        p95: Some(micros_to_duration(figures.p95)),
+        p99: Some(micros_to_duration(figures.p99)),
+        count: figures.count,
     }
 }
 
-fn stats(agent: String, rows: &[&StatRow]) -> pb::RunStats {
-    let mut count_by_status = BTreeMap::new();
-    let mut finished = 0;
-    let mut succeeded = 0;
-    let mut usage = pb::Usage::default();
-    let mut queue_wait = Vec::new();
-    let mut run_time = Vec::new();
-    for row in rows {
-        let status = RunStatus::parse(&row.status);
-        let name = format!("RUN_STATUS_{}", row.status);
-        *count_by_status.entry(name).or_insert(0) += 1;
-        if status.is_some_and(RunStatus::is_terminal) {
-            finished += 1;
-            if status == Some(RunStatus::Succeeded) {
-                succeeded += 1;
-            }
-        }
-        if let Some(start) = row.start_time {
-            queue_wait.push(start - row.create_time);
-            if let Some(end) = row.end_time {
-                run_time.push(end - start);
-            }
-        }
-        usage.input_tokens += row.input_tokens;
-        usage.output_tokens += row.output_tokens;
-        usage.cost_usd += row.cost_usd;
-    }
+fn stats_to_proto(agent: String, figures: RunStatsGroup) -> pb::RunStats {
     pb::RunStats {
         agent,
-        total: rows.len() as i64,
-        count_by_status,
-        success_rate: if finished == 0 {
+        total: figures.total,
+        count_by_status: figures
+            .by_status
+            .into_iter()
+            .map(|(status, n)| (format!("RUN_STATUS_{status}"), n))
+            .collect(),
+        success_rate: if figures.finished == 0 {
             0.0
         } else {
-            f64::from(succeeded) / f64::from(finished)
+            figures.succeeded as f64 / figures.finished as f64
         },
-        queue_wait: Some(durations(queue_wait)),
-        run_time: Some(durations(run_time)),
-        usage: Some(usage),
+        queue_wait: Some(durations(&figures.queue_wait)),
+        run_time: Some(durations(&figures.run_time)),
+        usage: Some(pb::Usage {
+            input_tokens: figures.usage.input_tokens,
+            output_tokens: figures.usage.output_tokens,
+            cost_usd: figures.usage.cost_usd,
+        }),
     }
 }
 
@@ -278,22 +247,18 @@ pub async fn get_run_stats(
             "the window is at most 366 days",
         ));
     }
-    let rows = ctx.store.run_stat_rows(&project, start, end).await?;
-    let all: Vec<&StatRow> = rows.iter().collect();
-    let total = stats(String::new(), &all);
-    let mut by_agent = Vec::new();
-    if req.group_by_agent {
-        let mut groups: BTreeMap<&str, Vec<&StatRow>> = BTreeMap::new();
-        for row in &rows {
-            groups.entry(row.agent_id.as_str()).or_default().push(row);
-        }
-        for (agent, rows) in groups {
-            by_agent.push(stats(
-                format!("workspaces/{}/agents/{agent}", project.workspace),
-                &rows,
-            ));
-        }
-    }
+    let (total, agents) = ctx
+        .store
+        .run_stats(&project, start, end, req.group_by_agent)
+        .await?;
+    let total = stats_to_proto(String::new(), total);
+    let by_agent = agents
+        .into_iter()
+        .map(|figures| {
+            let agent = format!("workspaces/{}/agents/{}", project.workspace, figures.agent);
+            stats_to_proto(agent, figures)
+        })
+        .collect();
     Ok(pb::GetRunStatsResponse {
         total: Some(total),
         by_agent,

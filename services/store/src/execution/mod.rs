@@ -19,6 +19,7 @@ mod reaper;
 mod rows;
 mod runs;
 mod sessions;
+mod stats;
 mod worker;
 
 use std::sync::Arc;
@@ -36,8 +37,9 @@ use serde::{Deserialize, Serialize};
 
 pub use claim::Claim;
 pub use reaper::{ReapLimits, ReapReport, RunReaper};
-pub use runs::{NewRun, RunFilter, StatRow};
+pub use runs::{NewRun, RunFilter};
 pub use sessions::NewSession;
+pub use stats::{Percentiles, RunStatsGroup};
 pub use worker::EventInput;
 
 use crate::{

@@ -1,5 +1,5 @@
 //! Runs, client side: create (with the multitask strategies), read, list, cancel,
-//! decide a plan, read the event log, statistics.
+//! decide a plan, read the event log. (Statistics are in `stats`.)
 
 use agentry_core::{
     Error, Result,
@@ -54,19 +54,6 @@ pub struct RunFilter {
     pub instance: Option<String>,
     pub after_time: Option<Micros>,
     pub before_time: Option<Micros>,
-}
-
-/// What GetRunStats needs of one run.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StatRow {
-    pub agent_id: String,
-    pub status: String,
-    pub create_time: i64,
-    pub start_time: Option<i64>,
-    pub end_time: Option<i64>,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_usd: f64,
 }
 
 const TERMINAL: [&str; 4] = ["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"];
@@ -429,32 +416,5 @@ impl Store {
             .fetch_all(&events_after(workspace, run, after, limit))
             .await?;
         rows.into_iter().map(RunEvent::try_from).collect()
-    }
-
-    /// The runs of a project created in `[start, end)`, for statistics.
-    pub async fn run_stat_rows(
-        &self,
-        project: &ProjectName,
-        start: Micros,
-        end: Micros,
-    ) -> Result<Vec<StatRow>> {
-        let stmt = Query::select()
-            .columns([
-                Runs::AgentId,
-                Runs::Status,
-                Runs::CreateTime,
-                Runs::StartTime,
-                Runs::EndTime,
-                Runs::InputTokens,
-                Runs::OutputTokens,
-                Runs::CostUsd,
-            ])
-            .from(Runs::Table)
-            .and_where(Expr::col(Runs::WorkspaceId).eq(project.workspace.as_str()))
-            .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()))
-            .and_where(Expr::col(Runs::CreateTime).gte(start))
-            .and_where(Expr::col(Runs::CreateTime).lt(end))
-            .to_owned();
-        self.db.fetch_all(&stmt).await
     }
 }

@@ -1,0 +1,354 @@
+//! GetRunStats, computed by the database: counts, usage and duration percentiles of a
+//! project's runs created in a window (up to a year of runs), so that the server's memory
+//! does not grow with the number of runs.
+//!
+//! Percentiles are nearest-rank: the value at rank `max(1, ceil(q × n))` of the sorted
+//! values. Postgres computes them with `percentile_disc`; SQLite, which has no ordered-set
+//! aggregates, numbers the sorted values with a window function and keeps the three
+//! ranks (its sorter spills to disk, so this too is bounded in memory). Both compute the
+//! rank with the same double arithmetic, so both back ends give the same answer.
+//! (`percentile_cont` would interpolate, which SQLite cannot match exactly.)
+//!
+//! The window's rows are found through `runs_by_project` (workspace, project,
+//! create_time).
+
+use std::collections::BTreeMap;
+
+use agentry_core::{Result, names::ProjectName, run::RunStatus, run::Usage, time::Micros};
+use sea_query::{Alias, Expr, Order, Query, SelectStatement};
+
+use crate::{Store, db::Backend, tables::Runs};
+
+/// Percentiles of a duration (micros) and how many values they were taken over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub count: i64,
+    pub p50: Micros,
+    pub p95: Micros,
+    pub p99: Micros,
+}
+
+/// The figures of one group of runs: a project's, or one agent's in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStatsGroup {
+    /// Empty for the project total.
+    pub agent: String,
+    pub total: i64,
+    /// By stored status name (`SUCCEEDED` …).
+    pub by_status: BTreeMap<String, i64>,
+    pub finished: i64,
+    pub succeeded: i64,
+    /// Creation to first start, of runs that started.
+    pub queue_wait: Percentiles,
+    /// First start to end, of runs that ended.
+    pub run_time: Percentiles,
+    pub usage: Usage,
+}
+
+/// The quantiles GetRunStats reports.
+const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
+
+/// The nearest rank of quantile `q` among `n` values (1-based), as both back ends
+/// compute it.
+fn rank(q: f64, n: i64) -> i64 {
+    ((q * n as f64).ceil() as i64).max(1)
+}
+
+/// A duration measured on a run, and which runs have it.
+#[derive(Clone, Copy)]
+enum Measure {
+    QueueWait,
+    RunTime,
+}
+
+impl Measure {
+    fn value(self) -> &'static str {
+        match self {
+            Measure::QueueWait => "start_time - create_time",
+            Measure::RunTime => "end_time - start_time",
+        }
+    }
+
+    fn present(self) -> &'static str {
+        match self {
+            Measure::QueueWait => "start_time IS NOT NULL",
+            Measure::RunTime => "start_time IS NOT NULL AND end_time IS NOT NULL",
+        }
+    }
+}
+
+fn in_window(stmt: &mut SelectStatement, project: &ProjectName, start: Micros, end: Micros) {
+    stmt.and_where(Expr::col(Runs::WorkspaceId).eq(project.workspace.as_str()))
+        .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()))
+        .and_where(Expr::col(Runs::CreateTime).gte(start))
+        .and_where(Expr::col(Runs::CreateTime).lt(end));
+}
+
+#[derive(sqlx::FromRow)]
+struct CountRow {
+    agent_id: String,
+    status: String,
+    runs: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_usd: f64,
+    started: i64,
+    ended: i64,
+}
+
+/// Counts and sums per (agent, status).
+fn counts(project: &ProjectName, start: Micros, end: Micros) -> SelectStatement {
+    let mut stmt = Query::select()
+        .columns([Runs::AgentId, Runs::Status])
+        .expr_as(Expr::cust("COUNT(*)"), Alias::new("runs"))
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT)"),
+            Alias::new("input_tokens"),
+        )
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT)"),
+            Alias::new("output_tokens"),
+        )
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION)"),
+            Alias::new("cost_usd"),
+        )
+        .expr_as(
+            Expr::cust(format!(
+                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+                Measure::QueueWait.present()
+            )),
+            Alias::new("started"),
+        )
+        .expr_as(
+            Expr::cust(format!(
+                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+                Measure::RunTime.present()
+            )),
+            Alias::new("ended"),
+        )
+        .from(Runs::Table)
+        .group_by_col(Runs::AgentId)
+        .group_by_col(Runs::Status)
+        .to_owned();
+    in_window(&mut stmt, project, start, end);
+    stmt
+}
+
+#[derive(sqlx::FromRow)]
+struct PercentileRow {
+    agent_id: String,
+    wait_p50: Option<i64>,
+    wait_p95: Option<i64>,
+    wait_p99: Option<i64>,
+    run_p50: Option<i64>,
+    run_p95: Option<i64>,
+    run_p99: Option<i64>,
+}
+
+/// Postgres: every percentile of the total, or of each agent, in one statement.
+fn pg_percentiles(
+    project: &ProjectName,
+    start: Micros,
+    end: Micros,
+    by_agent: bool,
+) -> SelectStatement {
+    let mut stmt = Query::select();
+    if by_agent {
+        stmt.column(Runs::AgentId).group_by_col(Runs::AgentId);
+    } else {
+        stmt.expr_as(Expr::cust("''"), Alias::new("agent_id"));
+    }
+    for (prefix, measure) in [("wait", Measure::QueueWait), ("run", Measure::RunTime)] {
+        for (q, suffix) in QUANTILES.iter().zip(["p50", "p95", "p99"]) {
+            stmt.expr_as(
+                Expr::cust(format!(
+                    "percentile_disc({q:?}) WITHIN GROUP (ORDER BY {}) FILTER (WHERE {})",
+                    measure.value(),
+                    measure.present()
+                )),
+                Alias::new(format!("{prefix}_{suffix}")),
+            );
+        }
+    }
+    stmt.from(Runs::Table);
+    in_window(&mut stmt, project, start, end);
+    stmt
+}
+
+#[derive(sqlx::FromRow)]
+struct RankedRow {
+    agent_id: String,
+    value: i64,
+    position: i64,
+    value_count: i64,
+}
+
+/// SQLite: the values of `measure` at the quantiles' ranks, per agent or for the total.
+fn sqlite_ranked(
+    project: &ProjectName,
+    start: Micros,
+    end: Micros,
+    by_agent: bool,
+    measure: Measure,
+) -> SelectStatement {
+    let mut values = Query::select();
+    if by_agent {
+        values.expr_as(Expr::col(Runs::AgentId), Alias::new("grp"));
+    } else {
+        values.expr_as(Expr::cust("''"), Alias::new("grp"));
+    }
+    values
+        .expr_as(Expr::cust(measure.value()), Alias::new("value"))
+        .from(Runs::Table)
+        .and_where(Expr::cust(measure.present()));
+    in_window(&mut values, project, start, end);
+    let ranked = Query::select()
+        .columns([Alias::new("grp"), Alias::new("value")])
+        .expr_as(
+            Expr::cust("ROW_NUMBER() OVER (PARTITION BY grp ORDER BY value)"),
+            Alias::new("position"),
+        )
+        .expr_as(
+            Expr::cust("COUNT(*) OVER (PARTITION BY grp)"),
+            Alias::new("value_count"),
+        )
+        .from_subquery(values, Alias::new("measured"))
+        .to_owned();
+    // max(1, ceil(q × n)) in SQL: CAST truncates, and a comparison is 0 or 1.
+    let wanted = QUANTILES
+        .iter()
+        .map(|q| {
+            format!(
+                "position = MAX(1, CAST({q:?} * value_count AS INTEGER) + ({q:?} * value_count > CAST({q:?} * value_count AS INTEGER)))"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    Query::select()
+        .expr_as(Expr::col(Alias::new("grp")), Alias::new("agent_id"))
+        .column(Alias::new("value"))
+        .columns([Alias::new("position"), Alias::new("value_count")])
+        .from_subquery(ranked, Alias::new("ranked"))
+        .and_where(Expr::cust(wanted))
+        .order_by(Alias::new("grp"), Order::Asc)
+        .to_owned()
+}
+
+/// The total, or `agent`'s figures when `grouped`.
+fn figures_of<'g>(
+    grouped: bool,
+    total: &'g mut RunStatsGroup,
+    agents: &'g mut BTreeMap<String, RunStatsGroup>,
+    agent: &str,
+) -> &'g mut RunStatsGroup {
+    if grouped { group(agents, agent) } else { total }
+}
+
+fn group<'g>(
+    groups: &'g mut BTreeMap<String, RunStatsGroup>,
+    agent: &str,
+) -> &'g mut RunStatsGroup {
+    groups
+        .entry(agent.to_owned())
+        .or_insert_with(|| RunStatsGroup {
+            agent: agent.to_owned(),
+            ..RunStatsGroup::default()
+        })
+}
+
+impl Store {
+    /// The figures of `project`'s runs created in `[start, end)`: the total, and with
+    /// `by_agent` each agent's (ordered by agent id).
+    pub async fn run_stats(
+        &self,
+        project: &ProjectName,
+        start: Micros,
+        end: Micros,
+        by_agent: bool,
+    ) -> Result<(RunStatsGroup, Vec<RunStatsGroup>)> {
+        let rows: Vec<CountRow> = self.db.fetch_all(&counts(project, start, end)).await?;
+        let mut total = RunStatsGroup::default();
+        let mut agents: BTreeMap<String, RunStatsGroup> = BTreeMap::new();
+        for row in &rows {
+            let terminal = RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal);
+            let succeeded = RunStatus::parse(&row.status) == Some(RunStatus::Succeeded);
+            let mut groups = vec![&mut total];
+            if by_agent {
+                groups.push(group(&mut agents, &row.agent_id));
+            }
+            for figures in groups {
+                figures.total += row.runs;
+                *figures.by_status.entry(row.status.clone()).or_insert(0) += row.runs;
+                if terminal {
+                    figures.finished += row.runs;
+                }
+                if succeeded {
+                    figures.succeeded += row.runs;
+                }
+                figures.queue_wait.count += row.started;
+                figures.run_time.count += row.ended;
+                figures.usage.input_tokens += row.input_tokens;
+                figures.usage.output_tokens += row.output_tokens;
+                figures.usage.cost_usd += row.cost_usd;
+            }
+        }
+        if total.total == 0 {
+            return Ok((total, agents.into_values().collect()));
+        }
+        let mut groupings = vec![false];
+        if by_agent {
+            groupings.push(true);
+        }
+        for grouped in groupings {
+            match self.db.backend() {
+                Backend::Postgres => {
+                    let rows: Vec<PercentileRow> = self
+                        .db
+                        .fetch_all(&pg_percentiles(project, start, end, grouped))
+                        .await?;
+                    for row in rows {
+                        let figures = figures_of(grouped, &mut total, &mut agents, &row.agent_id);
+                        let wait = &mut figures.queue_wait;
+                        (wait.p50, wait.p95, wait.p99) = (
+                            row.wait_p50.unwrap_or(0),
+                            row.wait_p95.unwrap_or(0),
+                            row.wait_p99.unwrap_or(0),
+                        );
+                        let run = &mut figures.run_time;
+                        (run.p50, run.p95, run.p99) = (
+                            row.run_p50.unwrap_or(0),
+                            row.run_p95.unwrap_or(0),
+                            row.run_p99.unwrap_or(0),
+                        );
+                    }
+                }
+                Backend::Sqlite => {
+                    for measure in [Measure::QueueWait, Measure::RunTime] {
+                        let stmt = sqlite_ranked(project, start, end, grouped, measure);
+                        let rows: Vec<RankedRow> = self.db.fetch_all(&stmt).await?;
+                        for row in rows {
+                            let figures =
+                                figures_of(grouped, &mut total, &mut agents, &row.agent_id);
+                            let percentiles = match measure {
+                                Measure::QueueWait => &mut figures.queue_wait,
+                                Measure::RunTime => &mut figures.run_time,
+                            };
+                            let slots = [
+                                &mut percentiles.p50,
+                                &mut percentiles.p95,
+                                &mut percentiles.p99,
+                            ];
+                            for (q, slot) in QUANTILES.iter().zip(slots) {
+                                if rank(*q, row.value_count) == row.position {
+                                    *slot = row.value;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok((total, agents.into_values().collect()))
+    }
+}
