@@ -390,3 +390,56 @@ async fn a_stream_through_a_long_outage_ends_unavailable_and_resumes_where_it_wa
     );
     f.stop().await;
 }
+
+/// A run stream on replica B (fallback poll 30 s) of a run whose project is deleted on
+/// replica A ends with NOT_FOUND at once: the delete wakes it in its transaction.
+#[tokio::test]
+async fn a_project_deleted_on_one_replica_ends_run_streams_on_another() {
+    let database = fresh_database(Backend::Postgres).await;
+    let root_key = new_root_key();
+    let slow_poll = |url: &str| agentry_server::config::Config {
+        poll_interval: Duration::from_secs(30),
+        ..config(url, &root_key)
+    };
+    let a = agentry_server::start(slow_poll(&database.url))
+        .await
+        .expect("replica A starts");
+    let b = agentry_server::start(slow_poll(&database.url))
+        .await
+        .expect("replica B starts");
+    let on_a = World::setup_on(a.local_addr, &root_key).await;
+    let on_b = on_a.on_replica(b.local_addr).await;
+    let session = on_a.session("s").await;
+    let run = on_a.run(&session.name, "doomed").await;
+    on_a.worker.claim().await;
+    let mut stream = on_b.stream(&run.name, 0).await;
+    for _ in 0..2 {
+        next_event(&mut stream, SOON).await;
+    }
+    let deleted = Instant::now();
+    on_a.acme
+        .admin
+        .clone()
+        .delete_project(pb::DeleteProjectRequest {
+            name: on_a.project.clone(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .must();
+    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        Ok(Err(status)) => {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+            assert!(status.message().contains(&run.name), "{status:?}");
+        }
+        Ok(Ok(other)) => panic!("expected NOT_FOUND, got {other:?}"),
+        Err(_) => panic!("the stream of a deleted run is still open after 5 s"),
+    }
+    println!(
+        "DeleteProject on A → run stream on B ended: {:?}",
+        deleted.elapsed()
+    );
+    a.shutdown().await.expect("replica A stops");
+    b.shutdown().await.expect("replica B stops");
+    database.drop_database().await;
+}

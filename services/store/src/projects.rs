@@ -12,6 +12,7 @@ use sea_query::{Condition, Expr, Func, LockType, Order, Query, SelectStatement};
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
+    execution::notify_deleted_under,
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, labels, to_json},
@@ -242,7 +243,8 @@ impl Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
-        mutate!(self, m, |tx| async {
+        let mut woken = Vec::new();
+        let deleted = mutate!(self, m, |tx| async {
             let project = lock_project(tx, name).await?;
             check_etag(project.etag, etag)?;
             if !force {
@@ -265,6 +267,9 @@ impl Store {
                 }
             }
             crate::contexts::release_project_blobs(tx, name).await?;
+            // Watchers of its contexts and runs end now, on every replica.
+            woken = notify_deleted_under(tx, &self.replica, &name.workspace, Some(&name.project))
+                .await?;
             tx.execute(
                 &Query::delete()
                     .from_table(Projects::Table)
@@ -274,6 +279,10 @@ impl Store {
             )
             .await?;
             Ok(())
-        })
+        });
+        if deleted.is_ok() {
+            self.wake_keys(&woken);
+        }
+        deleted
     }
 }

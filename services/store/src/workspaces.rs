@@ -12,6 +12,7 @@ use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement, Simple
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
+    execution::notify_deleted_under,
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, json, labels, to_json},
@@ -256,7 +257,8 @@ impl Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
-        mutate!(self, m, |tx| async {
+        let mut woken = Vec::new();
+        let deleted = mutate!(self, m, |tx| async {
             let workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, etag)?;
             if !force {
@@ -276,6 +278,8 @@ impl Store {
                     ));
                 }
             }
+            // Watchers of its contexts and runs end now, on every replica.
+            woken = notify_deleted_under(tx, &self.replica, id, None).await?;
             tx.execute(
                 &Query::delete()
                     .from_table(Workspaces::Table)
@@ -299,6 +303,10 @@ impl Store {
             )
             .await?;
             Ok(())
-        })
+        });
+        if deleted.is_ok() {
+            self.wake_keys(&woken);
+        }
+        deleted
     }
 }

@@ -4,7 +4,8 @@
 //! order and exactly once whatever the notifications do; a client resumes with the last
 //! sequence it saw. Server shutdown ends an unfinished stream with UNAVAILABLE, never with
 //! a clean end, which would read as the end of the run; so does a database outage longer
-//! than `notify::STREAM_OUTAGE_LIMIT`. A client that leaves ends the task at once.
+//! than `notify::STREAM_OUTAGE_LIMIT`. A client that leaves ends the task at once; a run
+//! deleted with its project or workspace ends the stream with NOT_FOUND.
 
 use std::sync::Arc;
 
@@ -54,9 +55,16 @@ pub async fn stream_run_events(
     let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_sequence");
     tokio::spawn(async move {
         loop {
-            let read = ctx
-                .store
-                .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+            let read = async {
+                let read = ctx
+                    .store
+                    .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+                // Its project or workspace was deleted: say which run is gone.
+                read.await.map_err(|error| match error {
+                    Error::NotFound { .. } => Error::not_found(full_name.clone()),
+                    other => other,
+                })
+            };
             let batch = match follower.read(cursor, read).await {
                 Read::Got(batch) => batch,
                 Read::Again => continue,

@@ -16,7 +16,7 @@ use agentry_core::{
     names::{ContextName, InstanceName, ProjectName},
     time::now_micros,
 };
-use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Alias, Condition, Expr, Func, LockType, Order, Query, SelectStatement};
 use serde_json::Value;
 
 pub use heads::ContextHead;
@@ -25,7 +25,7 @@ pub use versions::{CONTEXT_CHANNEL, ContextChange, ContextWrite, VersionFilter};
 
 use crate::{
     PageRequest, Store,
-    db::{Tx, named},
+    db::{Backend, Tx, named},
     mutation::{Mutation, mutate},
     paginate,
     projects::lock_project,
@@ -255,6 +255,9 @@ impl Store {
     pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
         mutate!(self, m, |tx| async {
             lock_context(tx, name).await?;
+            // Watchers on every replica learn of it now (and end NOT_FOUND), not on
+            // their next poll.
+            notify_context(tx, name).await?;
             // Count the blobs first: deleting the context cascades to its versions.
             let released = versions::blobs_of(tx, name, None).await?;
             let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
@@ -264,6 +267,71 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// The wake-up key of a context: what its watchers wait for and what its writes NOTIFY.
+pub(crate) fn context_key(workspace: &str, project: &str, context: &str) -> String {
+    format!("{workspace}/{project}/{context}")
+}
+
+/// NOTIFYs the context's watchers on every replica, inside the writing transaction (so
+/// only if it commits). Postgres only: on SQLite one process serves the file, and the
+/// writer wakes its own watchers.
+pub(crate) async fn notify_context(tx: &mut Tx, name: &ContextName) -> Result<()> {
+    if tx.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    let key = context_key(&name.workspace, &name.project, &name.context);
+    let notify = Query::select()
+        .expr(
+            Func::cust(Alias::new("pg_notify"))
+                .arg(CONTEXT_CHANNEL)
+                .arg(key),
+        )
+        .to_owned();
+    tx.execute(&notify).await?;
+    Ok(())
+}
+
+/// For a delete that takes every context of `workspace` (or of one project in it) with
+/// it: NOTIFYs their watchers inside the deleting transaction (Postgres) and returns
+/// their keys, for the caller to wake this process's watchers once it commits.
+pub(crate) async fn notify_contexts_under(
+    tx: &mut Tx,
+    workspace: &str,
+    project: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut select = Query::select()
+        .columns([
+            Contexts::WorkspaceId,
+            Contexts::ProjectId,
+            Contexts::ContextId,
+        ])
+        .from(Contexts::Table)
+        .and_where(Expr::col(Contexts::WorkspaceId).eq(workspace))
+        .to_owned();
+    if let Some(project) = project {
+        select.and_where(Expr::col(Contexts::ProjectId).eq(project));
+    }
+    let found: Vec<(String, String, String)> = tx.fetch_all(&select).await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    if tx.backend() == Backend::Postgres {
+        // One statement, however many contexts there are.
+        let notify = select
+            .clear_selects()
+            .expr(
+                Func::cust(Alias::new("pg_notify"))
+                    .arg(CONTEXT_CHANNEL)
+                    .arg(Expr::cust(
+                        "workspace_id || '/' || project_id || '/' || context_id",
+                    )),
+            )
+            .to_owned();
+        tx.execute(&notify).await?;
+    }
+    Ok(found.iter().map(|(w, p, c)| context_key(w, p, c)).collect())
 }
 
 /// Releases the blobs of every context of a project that is about to be deleted.

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{ContextHead, lock_context, where_context};
 use crate::{
     PageRequest, Store,
-    db::{Backend, Tx},
+    db::Tx,
     mutation::{Mutation, mutate},
     paginate,
     rows::json,
@@ -331,19 +331,7 @@ pub(crate) async fn append(
         context.floor_version = floor;
         compact(tx, name, floor).await?;
     }
-    if tx.backend() == Backend::Postgres {
-        let key = format!("{}/{}/{}", name.workspace, name.project, name.context);
-        tx.execute(
-            &Query::select()
-                .expr(
-                    Func::cust(Alias::new("pg_notify"))
-                        .arg(CONTEXT_CHANNEL)
-                        .arg(key),
-                )
-                .to_owned(),
-        )
-        .await?;
-    }
+    super::notify_context(tx, name).await?;
     Ok((version, false))
 }
 

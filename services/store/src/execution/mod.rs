@@ -29,10 +29,11 @@ use agentry_core::{
     model::Labels,
     run::{
         AutonomyLevel, ContextBinding, MessageBody, MultitaskStrategy, RetryPolicy, Run, RunError,
+        RunStatus,
     },
     time::Micros,
 };
-use sea_query::{Alias, Func, Query};
+use sea_query::{Alias, Expr, Func, Query};
 use serde::{Deserialize, Serialize};
 
 pub use claim::Claim;
@@ -45,6 +46,7 @@ pub use worker::EventInput;
 use crate::{
     Store,
     db::{Backend, Tx},
+    tables::Runs,
 };
 
 /// The Postgres NOTIFY channel of execution wake-ups: [`run_key`] and [`queue_key`].
@@ -101,6 +103,70 @@ impl Wakes {
     }
 }
 
+/// For a delete of a workspace or a project: NOTIFYs the watchers of every context and
+/// unfinished run it takes with it (see [`notify_runs_under`] and
+/// `contexts::notify_contexts_under`); returns the keys to wake in this process.
+pub(crate) async fn notify_deleted_under(
+    tx: &mut Tx,
+    replica: &str,
+    workspace: &str,
+    project: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut keys = crate::contexts::notify_contexts_under(tx, workspace, project).await?;
+    keys.extend(notify_runs_under(tx, replica, workspace, project).await?);
+    Ok(keys)
+}
+
+/// For a delete that takes every run of `workspace` (or of one project in it) with it:
+/// NOTIFYs the watchers of the unfinished ones inside the deleting transaction (Postgres;
+/// finished runs' streams have ended already) and returns their keys, for the caller to
+/// wake this process's watchers once it commits. Their streams then end NOT_FOUND.
+async fn notify_runs_under(
+    tx: &mut Tx,
+    replica: &str,
+    workspace: &str,
+    project: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut select = Query::select()
+        .columns([Runs::WorkspaceId, Runs::RunId])
+        .from(Runs::Table)
+        .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+        .and_where(
+            Expr::col(Runs::Status).is_not_in(
+                RunStatus::ALL
+                    .iter()
+                    .filter(|s| s.is_terminal())
+                    .map(|s| s.as_str()),
+            ),
+        )
+        .to_owned();
+    if let Some(project) = project {
+        select.and_where(Expr::col(Runs::ProjectId).eq(project));
+    }
+    let found: Vec<(String, String)> = tx.fetch_all(&select).await?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    if tx.backend() == Backend::Postgres {
+        use sea_query::extension::postgres::PgExpr;
+        // One statement, however many runs there are; the payload as `Wakes` sends it.
+        let payload = Expr::val(format!("{replica} run:"))
+            .concat(Expr::col(Runs::WorkspaceId))
+            .concat(Expr::val(":"))
+            .concat(Expr::col(Runs::RunId));
+        let notify = select
+            .clear_selects()
+            .expr(
+                Func::cust(Alias::new("pg_notify"))
+                    .arg(RUN_CHANNEL)
+                    .arg(payload),
+            )
+            .to_owned();
+        tx.execute(&notify).await?;
+    }
+    Ok(found.iter().map(|(w, r)| run_key(w, r)).collect())
+}
+
 impl Store {
     /// Installs the in-process wake-up callback.
     pub fn with_waker(mut self, waker: Waker) -> Self {
@@ -115,8 +181,13 @@ impl Store {
     }
 
     pub(crate) fn wake(&self, wakes: &Wakes) {
+        self.wake_keys(&wakes.0);
+    }
+
+    /// Wakes this process's waiters on `keys` (run, queue or context keys).
+    pub(crate) fn wake_keys(&self, keys: &[String]) {
         if let Some(waker) = &self.waker {
-            for key in &wakes.0 {
+            for key in keys {
                 waker(key);
             }
         }

@@ -404,6 +404,8 @@ impl Store {
     }
 
     /// Events of a run with a sequence above `after`, oldest first, at most `limit`.
+    /// With none, NOT_FOUND if the run itself is gone (its project or workspace was
+    /// deleted), so that a stream following it ends rather than waiting forever.
     pub async fn run_events_after(
         &self,
         workspace: &str,
@@ -415,6 +417,17 @@ impl Store {
             .db
             .fetch_all(&events_after(workspace, run, after, limit))
             .await?;
+        if rows.is_empty() {
+            let exists = Query::select()
+                .expr(Expr::val(1))
+                .from(Runs::Table)
+                .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
+                .and_where(Expr::col(Runs::RunId).eq(run))
+                .to_owned();
+            if self.db.fetch_optional::<(i32,)>(&exists).await?.is_none() {
+                return Err(Error::not_found(format!("run {run}")));
+            }
+        }
         rows.into_iter().map(RunEvent::try_from).collect()
     }
 }
