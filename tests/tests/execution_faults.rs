@@ -443,3 +443,32 @@ async fn a_project_deleted_on_one_replica_ends_run_streams_on_another() {
     b.shutdown().await.expect("replica B stops");
     database.drop_database().await;
 }
+
+backend_tests!(an_abandoned_long_poll_claims_nothing, |app| async move {
+    let w = World::setup(&app).await;
+    let session = w.session("s").await;
+    // A worker long-polls, then goes away (its call is cancelled) before any run exists.
+    let abandoned = {
+        let worker = w.worker.clone();
+        tokio::spawn(async move {
+            worker
+                .try_poll(Duration::from_secs(30), Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = w.run(&session.name, "for a live worker").await;
+    // Nobody may lease it on behalf of the worker that left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = w.get_run(&run.name).await;
+    assert_eq!(
+        (waiting.status, waiting.attempt),
+        (RunStatus::Queued as i32, 0)
+    );
+    let task = w.worker.claim().await;
+    assert_eq!(task.run.as_ref().unwrap().name, run.name);
+    assert_eq!(task.attempt, 1);
+});
