@@ -267,6 +267,35 @@ async fn a_server_stopping_during_an_outage_ends_its_held_calls_promptly() {
     for _ in 0..2 {
         next_event(&mut stream, SOON).await;
     }
+    let contexts = ContextServiceClient::with_interceptor(
+        channel_to(&f.server).await,
+        Bearer::new(&w.acme.admin_key),
+    );
+    let context = contexts
+        .clone()
+        .create_context(pb::CreateContextRequest {
+            parent: w.project.clone(),
+            context_id: "memory".into(),
+            context: Some(pb::Context::default()),
+            data: Some(to_value(json!({"n": 1}))),
+            request_id: String::new(),
+        })
+        .await
+        .must();
+    let mut watch = contexts
+        .clone()
+        .watch_context(pb::WatchContextRequest {
+            name: context.name.clone(),
+            after_version: 0,
+            ..Default::default()
+        })
+        .await
+        .must();
+    watch
+        .message()
+        .await
+        .expect("a version")
+        .expect("a version");
     let held_beat = {
         let worker = w.worker.clone();
         let token = task.task_token.clone();
@@ -298,7 +327,7 @@ async fn a_server_stopping_during_an_outage_ends_its_held_calls_promptly() {
         .expect("shutdown returns")
         .expect("the server shuts down cleanly");
     let took = stopping.elapsed();
-    println!("shutdown during an outage, with a held poll, heartbeat and stream: {took:?}");
+    println!("shutdown during an outage, with a held poll, heartbeat, stream and watch: {took:?}");
     assert!(
         took < Duration::from_secs(4),
         "held calls kept the server for {took:?} of its 10 s grace"
@@ -314,6 +343,11 @@ async fn a_server_stopping_during_an_outage_ends_its_held_calls_promptly() {
         Ok(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
         Ok(Ok(other)) => panic!("expected UNAVAILABLE, got {other:?}"),
         Err(_) => panic!("the event stream hangs after shutdown"),
+    }
+    match tokio::time::timeout(Duration::from_secs(5), watch.message()).await {
+        Ok(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(Ok(other)) => panic!("expected UNAVAILABLE, got {other:?}"),
+        Err(_) => panic!("the context watch hangs after shutdown"),
     }
     proxy.restore();
     database.drop_database().await;
