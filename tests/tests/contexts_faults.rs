@@ -11,8 +11,9 @@ use agentry_e2e::*;
 use contexts_support::*;
 use tonic::Code;
 
-/// Well under the 30 s poll: only a wake-up can end the watch this soon.
-const PROMPT: Duration = Duration::from_secs(5);
+/// Well under the 30 s poll: only a wake-up can end the watch this soon (generous for
+/// a loaded machine; it takes tens of milliseconds).
+const PROMPT: Duration = Duration::from_secs(10);
 
 async fn context_on(addr: std::net::SocketAddr, acme: &Tenant, id: &str) -> Ctx {
     let client = contexts(addr, &acme.admin_key).await;

@@ -84,12 +84,24 @@ pub(super) async fn run_in(store: &Store, ws: &str, session: &str, timeout: i64)
         .expect("run")
 }
 
+/// Claims a run of `ws`, trying for up to 5 s: a transaction that just failed (a stale
+/// worker call) may hold the run's row until the driver has sent its rollback, and a
+/// claim skips locked rows.
 async fn claim_in(store: &Store, ws: &str, lease_micros: i64) -> Claim {
-    store
-        .claim_run(ws, &["echo".to_owned()], "w", lease_micros)
-        .await
-        .expect("claim")
-        .expect("a run to claim")
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let claimed = store
+            .claim_run(ws, &["echo".to_owned()], "w", lease_micros)
+            .await
+            .expect("claim");
+        match claimed {
+            Some(claim) => return claim,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => panic!("no run to claim in {ws}"),
+        }
+    }
 }
 
 fn name_of(run: &Run) -> RunName {
