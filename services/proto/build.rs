@@ -34,6 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Decode failures are the caller's bad input: INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::codec::AgentryCodec")
-        .compile_fds(descriptors)?;
+        .compile_fds_with_config(descriptors, {
+            let mut config = tonic_prost_build::Config::new();
+            // `prost::Name` on every message: the codec finds a request's shape by name.
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }

@@ -1,11 +1,24 @@
-//! The protobuf codec of every agentry service: prost's, except that a request that
-//! cannot be decoded (malformed bytes, nesting beyond prost's recursion limit of 100,
-//! which is about 32 levels of a JSON document in a `Struct`) is INVALID_ARGUMENT with an
-//! ErrorInfo, not the INTERNAL that gRPC's convention gives it: the caller sent bad
-//! input and should be told so.
+//! The protobuf codec of every agentry service: prost's, with the decoding side
+//! answering for the caller's bad input:
+//!
+//! - a request holding U+0000 in any string field (a name, a message's content, a key or
+//!   a string inside a `Struct` document …) is INVALID_ARGUMENT with a field violation
+//!   naming the field path, before any handler runs: Postgres stores no NUL in text or
+//!   JSON, and refusing it here on every back end keeps SQLite and Postgres alike. The
+//!   walk that looks for it ([`crate::scan`]) is generated from the descriptor set, so
+//!   a field added tomorrow is covered, and it only runs on requests that contain a zero
+//!   byte at all (a varint, a length or a text holding zero; rare outside numbers);
+//! - a request that cannot be decoded is INVALID_ARGUMENT `MALFORMED_REQUEST`, not the
+//!   INTERNAL that gRPC's convention gives it, with a message saying what is wrong and
+//!   where (truncated, invalid UTF-8, nested deeper than prost's limit of 100 messages,
+//!   which is about 32 levels of a JSON document in a `Struct`).
+//!
+//! Responses (what a client decodes) are never refused for their text: the rule is the
+//! server's, for requests, the messages some method takes as input.
 
 use std::marker::PhantomData;
 
+use prost::bytes::Buf as _;
 use tonic::{
     Code, Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -14,13 +27,15 @@ use tonic::{
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::scan::{self, Fault, Problem};
+
 #[derive(Debug, Clone, Default)]
 pub struct AgentryCodec<T, U>(ProstCodec<T, U>);
 
 impl<T, U> Codec for AgentryCodec<T, U>
 where
     T: prost::Message + Send + 'static,
-    U: prost::Message + Default + Send + 'static,
+    U: prost::Message + prost::Name + Default + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
@@ -38,32 +53,88 @@ where
 
 pub struct AgentryDecoder<U>(ProstDecoder<U>);
 
-impl<U: prost::Message + Default> Decoder for AgentryDecoder<U> {
+impl<U: prost::Message + prost::Name + Default> Decoder for AgentryDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|status| {
-            let mut details = ErrorDetails::new();
-            details.set_error_info(
-                "MALFORMED_REQUEST",
-                "agentry.dev",
-                std::collections::HashMap::new(),
-            );
-            Status::with_error_details(
-                Code::InvalidArgument,
-                format!(
-                    "the request could not be decoded ({}); documents may nest at most 32 levels",
-                    status.message()
-                ),
-                details,
-            )
-        })
+        let len = buf.remaining();
+        // tonic hands over one contiguous buffer; the copy is for any other `Buf`.
+        let decoded = if buf.chunk().len() == len {
+            let decoded = decode(buf.chunk());
+            buf.advance(len);
+            decoded
+        } else {
+            decode(&buf.copy_to_bytes(len))
+        };
+        decoded.map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// Decodes `bytes` as a `U`, refusing a request that holds U+0000 in a string field and
+/// explaining bytes that do not decode.
+pub fn decode<U: prost::Message + prost::Name + Default>(bytes: &[u8]) -> Result<U, Status> {
+    let message = || scan::schema().message(U::PACKAGE, U::NAME);
+    // No zero byte, no NUL: most requests skip the walk.
+    if bytes.contains(&0)
+        && let Some(message) = message().filter(|m| m.is_request)
+    {
+        scan::schema()
+            .check(message, bytes, true)
+            .map_err(refusal)?;
+    }
+    U::decode(bytes).map_err(|error| {
+        let found = message().and_then(|m| scan::schema().check(m, bytes, false).err());
+        match found {
+            Some(fault) => refusal(fault),
+            None => malformed(
+                format!(
+                    "the request could not be decoded: {}",
+                    scan::printable(&error.to_string())
+                ),
+                None,
+            ),
+        }
+    })
+}
+
+fn refusal(fault: Fault) -> Status {
+    let Fault { problem, path } = fault;
+    let subject = if path.is_empty() {
+        "the request"
+    } else {
+        &path
+    };
+    let description = problem.describe();
+    let field = (!path.is_empty()).then(|| (path.clone(), description));
+    match problem {
+        Problem::Nul => status(
+            "INVALID_ARGUMENT",
+            format!("{subject} {description}"),
+            field,
+        ),
+        _ => malformed(
+            format!("the request could not be decoded: {subject} {description}"),
+            field,
+        ),
+    }
+}
+
+fn malformed(message: String, field: Option<(String, &str)>) -> Status {
+    status("MALFORMED_REQUEST", message, field)
+}
+
+fn status(reason: &str, message: String, field: Option<(String, &str)>) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, "agentry.dev", std::collections::HashMap::new());
+    if let Some((field, description)) = field {
+        details.add_bad_request_violation(field, description);
+    }
+    Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
 /// For a method whose responses are encoded ahead of time (kept encoded in a cache): the
@@ -80,7 +151,7 @@ impl<U> Default for EncodedCodec<U> {
 
 impl<U> Codec for EncodedCodec<U>
 where
-    U: prost::Message + Default + Send + 'static,
+    U: prost::Message + prost::Name + Default + Send + 'static,
 {
     type Encode = Bytes;
     type Decode = U;

@@ -1,8 +1,8 @@
-//! Generated code for the `agentry.v1` API, plus the encoded descriptor set that server
-//! reflection serves.
+//! Generated code for the `agentry.v1` API, the encoded descriptor set that server
+//! reflection serves, and the codec every service uses ([`codec`], with the
+//! descriptor-guided request checks of [`scan`]).
 
-#![allow(clippy::all, missing_docs)]
-
+#[allow(clippy::all, missing_docs)]
 pub mod agentry {
     pub mod v1 {
         tonic::include_proto!("agentry.v1");
@@ -10,6 +10,7 @@ pub mod agentry {
 }
 
 pub mod codec;
+pub mod scan;
 
 pub use agentry::v1;
 
