@@ -2,7 +2,7 @@
 //! canonical gRPC code in the server (an exhaustive match, no catch-all), and every
 //! variant carries a stable UPPER_SNAKE `reason` that clients may branch on.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -21,6 +21,44 @@ impl FieldViolation {
             description: description.into(),
         }
     }
+}
+
+/// How much of a caller's input an error message quotes (see [`quote`]).
+pub const QUOTE_BYTES: usize = 64;
+
+/// At most `max_bytes` of `text`, cut at a character boundary and marked with `…` when
+/// cut. Errors that echo input use it: a whole error status must stay well under the 8
+/// KiB of metadata that gRPC's C core accepts without complaint (16 KiB is its hard
+/// limit, past which a client sees RESOURCE_EXHAUSTED instead of the real error).
+pub fn shorten(text: &str, max_bytes: usize) -> Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return Cow::Borrowed(text);
+    }
+    let end = (0..=max_bytes)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// A caller's `text` as an error message quotes it: in double quotes with control
+/// characters escaped (`{:?}`), and at most [`QUOTE_BYTES`] of it.
+pub fn quote(text: &str) -> String {
+    format!("{:?}", shorten(text, QUOTE_BYTES))
+}
+
+/// A caller's `text` as a field path quotes it (a label key in `project.labels.{key}`):
+/// at most [`QUOTE_BYTES`] of it, control characters escaped (`\u{0}`), no quotes.
+pub fn excerpt(text: &str) -> String {
+    let mut out = String::new();
+    for ch in shorten(text, QUOTE_BYTES).chars() {
+        if ch.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", ch as u32));
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// A quota that a request would exceed.

@@ -1,7 +1,12 @@
 //! Conversions between proto and domain values, with the validation that belongs to the
 //! receiving side: documents, timestamps, labels, field masks and free text.
 
-use agentry_core::{Error, Result, model::Labels, time::Micros};
+use agentry_core::{
+    Error, Result,
+    error::{excerpt, quote},
+    model::Labels,
+    time::Micros,
+};
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
 
@@ -126,13 +131,13 @@ pub fn labels(field: &str, labels: Labels) -> Result<Labels> {
             });
         if !key_ok {
             return Err(Error::invalid(
-                format!("{field}.{key}"),
+                format!("{field}.{}", excerpt(key)),
                 "label keys are 1-63 characters: a lowercase letter, then [a-z0-9_./-]",
             ));
         }
         if value.len() > 256 {
             return Err(Error::invalid(
-                format!("{field}.{key}"),
+                format!("{field}.{}", excerpt(key)),
                 "label values are at most 256 bytes",
             ));
         }
@@ -174,7 +179,8 @@ pub fn mask_paths(
             return Err(Error::invalid(
                 "update_mask",
                 format!(
-                    "{path:?} cannot be updated; updatable fields: {}",
+                    "{} cannot be updated; updatable fields: {}",
+                    quote(path),
                     allowed.join(", ")
                 ),
             ));

@@ -2,14 +2,32 @@
 //! new error variant forces a decision here. Every status carries a `google.rpc.ErrorInfo`
 //! (stable reason, domain `agentry.dev`), plus `BadRequest`, `QuotaFailure` or
 //! `RetryInfo` where they apply. Internal errors are logged and never shown.
+//!
+//! Errors echo input (a label key, a path, a name), and every client must be able to
+//! read them: gRPC's C core (Python, C++, Ruby, PHP clients) refuses a response whose
+//! metadata passes 16 KiB, and may from 8 KiB, and then reports RESOURCE_EXHAUSTED
+//! instead of the real error. The sites that quote input cut it short
+//! (`agentry_core::error::quote`); here, as a net under all of them, every text of a
+//! status is cut to a fixed size and the number of violations is bounded, so that a
+//! whole status (message and encoded details) stays under about 4 KiB whatever the
+//! input (`a_status_stays_small_whatever_it_echoes` below).
 
 use std::{collections::HashMap, time::Duration};
 
-use agentry_core::Error;
+use agentry_core::{Error, error::shorten};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub const DOMAIN: &str = "agentry.dev";
+
+/// Bytes of a status message; of a field violation's field and description; of an
+/// ErrorInfo metadata value.
+const MAX_MESSAGE: usize = 256;
+const MAX_FIELD: usize = 96;
+const MAX_DESCRIPTION: usize = 128;
+const MAX_METADATA_VALUE: usize = 128;
+/// Field and quota violations sent; the message says how many more there were.
+const MAX_VIOLATIONS: usize = 8;
 
 pub fn to_status(error: Error) -> Status {
     let reason = error.reason();
@@ -21,18 +39,22 @@ pub fn to_status(error: Error) -> Status {
             violations,
             ..
         } => {
-            for v in violations {
-                details.add_bad_request_violation(v.field, v.description);
+            let message = with_more(message, violations.len());
+            for v in violations.into_iter().take(MAX_VIOLATIONS) {
+                details.add_bad_request_violation(
+                    shorten(&v.field, MAX_FIELD),
+                    shorten(&v.description, MAX_DESCRIPTION),
+                );
             }
             (Code::InvalidArgument, message)
         }
         Error::NotFound { resource } => {
-            let message = format!("{resource} not found");
+            let message = format!("{} not found", shorten(&resource, MAX_METADATA_VALUE));
             metadata.insert("resource".to_owned(), resource);
             (Code::NotFound, message)
         }
         Error::AlreadyExists { resource } => {
-            let message = format!("{resource} already exists");
+            let message = format!("{} already exists", shorten(&resource, MAX_METADATA_VALUE));
             metadata.insert("resource".to_owned(), resource);
             (Code::AlreadyExists, message)
         }
@@ -67,8 +89,12 @@ pub fn to_status(error: Error) -> Status {
                 .first()
                 .map(|v| v.description.clone())
                 .unwrap_or_else(|| "quota exceeded".into());
-            for v in violations {
-                details.add_quota_failure_violation(v.subject, v.description);
+            let message = with_more(message, violations.len());
+            for v in violations.into_iter().take(MAX_VIOLATIONS) {
+                details.add_quota_failure_violation(
+                    shorten(&v.subject, MAX_FIELD),
+                    shorten(&v.description, MAX_DESCRIPTION),
+                );
             }
             details.set_retry_info(Some(Duration::from_secs(5)));
             (Code::ResourceExhausted, message)
@@ -83,6 +109,137 @@ pub fn to_status(error: Error) -> Status {
             (Code::Internal, "internal error".to_owned())
         }
     };
+    let metadata = metadata
+        .into_iter()
+        .map(|(key, value)| (key, shorten(&value, MAX_METADATA_VALUE).into_owned()))
+        .collect::<HashMap<_, _>>();
     details.set_error_info(reason, DOMAIN, metadata);
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, shorten(&message, MAX_MESSAGE), details)
+}
+
+/// Maps tonic's own refusal of a request over the message size limit (OUT_OF_RANGE
+/// "decoded message length too large", no details) to what gRPC's convention and the
+/// README promise: RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` with the limit in the
+/// ErrorInfo. tonic checks the length prefix before it buffers the message, so the
+/// check stays where it is and only the answer changes; a response carrying any other
+/// status passes untouched. Every refusal of tonic's is a trailers-only response whose
+/// extensions hold its `Status`, which is what this looks at.
+pub fn message_too_large<B: Default>(
+    limit: usize,
+) -> impl Fn(http::Response<B>) -> http::Response<B> + Clone + Send + Sync + 'static {
+    const TONIC_MESSAGE: &str = "Error, decoded message length too large";
+    move |response| {
+        let refused = response.extensions().get::<Status>().is_some_and(|s| {
+            s.code() == Code::OutOfRange
+                && s.details().is_empty()
+                && s.message().starts_with(TONIC_MESSAGE)
+        });
+        if !refused {
+            return response;
+        }
+        let mut details = ErrorDetails::new();
+        details.set_error_info(
+            "MESSAGE_TOO_LARGE",
+            DOMAIN,
+            HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+        );
+        Status::with_error_details(
+            Code::ResourceExhausted,
+            format!("the request is larger than the server's limit of {limit} bytes"),
+            details,
+        )
+        .into_http()
+    }
+}
+
+/// `message`, saying how many violations were left out of the details.
+fn with_more(message: String, violations: usize) -> String {
+    match violations.checked_sub(MAX_VIOLATIONS) {
+        Some(more) if more > 0 => {
+            format!("{} (and {more} more)", shorten(&message, MAX_MESSAGE - 32))
+        }
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentry_core::{FieldViolation, error::QuotaViolation};
+
+    use super::*;
+
+    /// What a status costs on the wire: its message as `grpc-message` percent-encodes it
+    /// (every byte outside printable ASCII is three), its details as
+    /// `grpc-status-details-bin` base64-encodes them.
+    fn wire_bytes(status: &Status) -> usize {
+        let message: usize = status
+            .message()
+            .bytes()
+            .map(|b| {
+                if (0x20..0x7f).contains(&b) && b != b'%' {
+                    1
+                } else {
+                    3
+                }
+            })
+            .sum();
+        message + status.details().len().div_ceil(3) * 4
+    }
+
+    #[test]
+    fn a_status_stays_small_whatever_it_echoes() {
+        // Worst case: four-byte characters everywhere, too many violations.
+        let huge = "😀".repeat(10_000);
+        let violations = (0..50)
+            .map(|_| FieldViolation::new(huge.clone(), huge.clone()))
+            .collect();
+        let status = to_status(Error::invalid_many(
+            "INVALID_CONFIG",
+            huge.clone(),
+            violations,
+        ));
+        assert!(wire_bytes(&status) < 4096, "{} bytes", wire_bytes(&status));
+        assert!(
+            status.message().ends_with("(and 42 more)"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            status
+                .get_details_bad_request()
+                .map(|b| b.field_violations.len()),
+            Some(MAX_VIOLATIONS)
+        );
+
+        let quota = Error::QuotaExceeded {
+            violations: (0..50)
+                .map(|_| QuotaViolation {
+                    subject: huge.clone(),
+                    description: huge.clone(),
+                })
+                .collect(),
+        };
+        assert!(wire_bytes(&to_status(quota)) < 4096);
+
+        let mut error = Error::precondition("HAS_CHILDREN", huge.clone());
+        if let Error::FailedPrecondition { metadata, .. } = &mut error {
+            for key in ["a", "b", "c", "d"] {
+                metadata.insert(key.into(), huge.clone());
+            }
+        }
+        assert!(wire_bytes(&to_status(error)) < 4096);
+        assert!(wire_bytes(&to_status(Error::not_found(huge))) < 4096);
+    }
+
+    #[test]
+    fn short_errors_pass_unchanged() {
+        let status = to_status(Error::invalid("project.labels.Key", "label keys are short"));
+        assert_eq!(status.message(), "project.labels.Key: label keys are short");
+        let fields = status
+            .get_details_bad_request()
+            .expect("a BadRequest")
+            .field_violations;
+        assert_eq!(fields[0].field, "project.labels.Key");
+        assert_eq!(fields[0].description, "label keys are short");
+    }
 }

@@ -22,7 +22,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, FieldViolation, Result};
+use crate::{
+    Error, FieldViolation, Result,
+    error::{QUOTE_BYTES, shorten},
+};
 
 #[cfg(test)]
 mod tests;
@@ -331,7 +334,10 @@ pub fn apply_patch(doc: &Value, ops: &[PatchOp]) -> Result<Value> {
             Err(OpFailure::TestFailed) => {
                 return Err(Error::precondition(
                     "PATCH_TEST_FAILED",
-                    format!("json_patch[{i}]: test failed at {}", op.path),
+                    format!(
+                        "json_patch[{i}]: test failed at {}",
+                        shorten(&op.path, QUOTE_BYTES)
+                    ),
                 ));
             }
             Err(OpFailure::Invalid(description)) => {
@@ -417,7 +423,8 @@ fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
     }
     let Some(rest) = pointer.strip_prefix('/') else {
         return Err(format!(
-            "\"{pointer}\" is not a JSON pointer: it must start with \"/\""
+            "\"{}\" is not a JSON pointer: it must start with \"/\"",
+            shorten(pointer, QUOTE_BYTES)
         ));
     };
     rest.split('/')
@@ -434,7 +441,8 @@ fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
                     Some('1') => unescaped.push('/'),
                     _ => {
                         return Err(format!(
-                            "\"{pointer}\" is not a JSON pointer: \"~\" must be followed by 0 or 1"
+                            "\"{}\" is not a JSON pointer: \"~\" must be followed by 0 or 1",
+                            shorten(pointer, QUOTE_BYTES)
                         ));
                     }
                 }
@@ -454,7 +462,7 @@ fn render_pointer(tokens: &[String]) -> String {
         .iter()
         .map(|t| format!("/{}", escape_token(t)))
         .collect();
-    format!("\"{rendered}\"")
+    format!("\"{}\"", shorten(&rendered, QUOTE_BYTES))
 }
 
 /// Reads an array index token: digits without leading zeros, below `len` (or equal to it,
@@ -471,12 +479,16 @@ fn array_index(token: &str, len: usize, appending: bool) -> Result<usize, String
         && token.bytes().all(|b| b.is_ascii_digit())
         && (token == "0" || !token.starts_with('0'));
     if !well_formed {
-        return Err(format!("\"{token}\" is not an array index"));
+        return Err(format!(
+            "\"{}\" is not an array index",
+            shorten(token, QUOTE_BYTES)
+        ));
     }
     match token.parse::<usize>() {
         Ok(index) if index < len || (appending && index == len) => Ok(index),
         _ => Err(format!(
-            "array index {token} is out of range for an array of length {len}"
+            "array index {} is out of range for an array of length {len}",
+            shorten(token, QUOTE_BYTES)
         )),
     }
 }

@@ -290,8 +290,8 @@ pub async fn append_run_events(
                 return Err(Error::invalid(
                     format!("events[{i}].tool_call_started.tool_call.tool"),
                     format!(
-                        "{:?} is not a tool of the agent revision this run pins",
-                        call.tool
+                        "{} is not a tool of the agent revision this run pins",
+                        agentry_core::error::quote(&call.tool)
                     ),
                 ));
             }
@@ -329,8 +329,8 @@ pub async fn propose_plan(
             Error::invalid(
                 format!("steps[{i}].tool"),
                 format!(
-                    "{:?} is not a tool of the agent revision this run pins",
-                    step.tool
+                    "{} is not a tool of the agent revision this run pins",
+                    agentry_core::error::quote(&step.tool)
                 ),
             )
         })?;

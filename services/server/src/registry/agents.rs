@@ -88,7 +88,10 @@ fn tools(tools: Vec<pb::Tool>) -> Result<Vec<Tool>> {
         if out.iter().any(|o| o.name == t.name) {
             return Err(Error::invalid(
                 format!("{field}.name"),
-                format!("tool {:?} is listed twice", t.name),
+                format!(
+                    "tool {} is listed twice",
+                    agentry_core::error::quote(&t.name)
+                ),
             ));
         }
         let risk = match pb::ToolRisk::try_from(t.risk) {

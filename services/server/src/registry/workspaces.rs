@@ -76,7 +76,7 @@ fn quotas_patch(paths: &[String], q: Quotas) -> Result<QuotasPatch> {
         {
             return Err(Error::invalid(
                 "update_mask",
-                format!("{path:?} is not a quota"),
+                format!("{} is not a quota", agentry_core::error::quote(path)),
             ));
         }
     }

@@ -377,7 +377,10 @@ impl Store {
             if !pending {
                 return Err(Error::precondition(
                     "APPROVAL_NOT_PENDING",
-                    format!("{name} is not waiting for a decision on approval {approval_id:?}"),
+                    format!(
+                        "{name} is not waiting for a decision on approval {}",
+                        agentry_core::error::quote(approval_id)
+                    ),
                 ));
             }
             let mut change = Change::new(run, None, now);
