@@ -199,6 +199,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut on_stop = stopped.clone();
     let router = Server::builder()
         .layer(AuthLayer::new(auth))
+        .layer(tower::util::MapResponseLayer::new(
+            error::message_too_large(limit),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
