@@ -1,7 +1,7 @@
 //! Proto ↔ domain conversions of contexts, versions and patches.
 
 use agentry_core::{
-    Error, Result,
+    Error, FieldViolation, Result,
     document::{PatchOp, PatchOpKind},
     model::{Context, ContextOp, ContextVersion},
     names::ContextName,
@@ -81,9 +81,12 @@ pub fn patch_from_proto(patch: pb::JsonPatch) -> Result<Vec<PatchOp>> {
                 "copy" => PatchOpKind::Copy,
                 "test" => PatchOpKind::Test,
                 _ => {
-                    return Err(Error::invalid(
-                        format!("{field}.op"),
-                        "one of add, remove, replace, move, copy, test",
+                    let field = format!("{field}.op");
+                    let description = "one of add, remove, replace, move, copy, test";
+                    return Err(Error::invalid_many(
+                        "INVALID_PATCH",
+                        format!("{field}: {description}"),
+                        vec![FieldViolation::new(field, description)],
                     ));
                 }
             };
