@@ -629,13 +629,14 @@ impl Store {
         // context row tells (read after the versions, so a compaction racing the read
         // shows up in the floor).
         let floor = match rows.first() {
-            Some(first) if first.version == after + 1 => {
+            Some(first) if Some(first.version) == after.checked_add(1) => {
                 return rows.into_iter().map(ContextVersion::try_from).collect();
             }
             Some(first) => first.version,
             None => {
                 let context = self.get_context(name).await?;
-                if after + 1 >= context.floor_version || after >= context.head_version {
+                if after.saturating_add(1) >= context.floor_version || after >= context.head_version
+                {
                     return Ok(Vec::new());
                 }
                 context.floor_version
