@@ -59,6 +59,9 @@ pub fn variants(baseline: &DynamicMessage, page_token: &str) -> Vec<Variant> {
     out
 }
 
+/// A map variant: what it is, the entries, what to expect.
+type MapCase = (String, Vec<(String, Value)>, Expect);
+
 /// One step from a message to a field of it: element 0 when the field is repeated.
 #[derive(Clone)]
 struct Step(FieldDescriptor);
@@ -272,7 +275,7 @@ impl Generator<'_> {
     }
 
     /// A map field: hostile keys and values, and one entry too many.
-    fn map(&mut self, field: &FieldDescriptor, path: &mut Vec<Step>, shown: &str) {
+    fn map(&mut self, field: &FieldDescriptor, path: &[Step], shown: &str) {
         let Kind::Message(entry) = field.kind() else {
             return;
         };
@@ -281,7 +284,7 @@ impl Generator<'_> {
             Kind::String => Value::String("v".into()),
             kind => Value::default_value(&kind),
         };
-        let mut cases: Vec<(String, Vec<(String, Value)>, Expect)> = Vec::new();
+        let mut cases: Vec<MapCase> = Vec::new();
         for (what, key, expect) in self.strings("key", &format!("{shown}.")) {
             let expect = match expect {
                 Expect::Refused { reason, field, .. } => Expect::Refused {
