@@ -102,6 +102,7 @@ async fn fuzz(backend: Backend) {
     let mut failures: Vec<String> = Vec::new();
     let (mut requests, mut methods, mut fields) = (0usize, 0usize, BTreeSet::new());
     let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut largest_status = 0;
     let mut before = fingerprints.take().await;
     for service in pool.services().filter(|s| s.package_name() == "agentry.v1") {
         for method in service.methods() {
@@ -154,6 +155,7 @@ async fn fuzz(backend: Backend) {
                         before = fingerprints.take().await;
                     }
                     Outcome::Refused(status) => {
+                        largest_status = largest_status.max(status_wire_bytes(&status));
                         check_status(&context, &status, &variant.expect, &mut failures);
                         let after = fingerprints.take().await;
                         let changed = before.changed(&after);
@@ -202,7 +204,7 @@ async fn fuzz(backend: Backend) {
         fuzz_time.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
-    println!("fuzz: {backend}: answers {answers:?}");
+    println!("fuzz: {backend}: answers {answers:?}; the largest status {largest_status} bytes");
     for failure in failures.iter().take(40) {
         println!("  {failure}");
     }
