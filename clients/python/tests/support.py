@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from conftest import Tenant
+from agentry.testing import Tenant
 
 from agentry import Worker
 from agentry.v1 import common_pb2, execution_pb2 as ex, registry_pb2 as reg

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import Server, Tenant
+from agentry.testing import Tenant
 from support import make_agent, user_input
 
 import agentry
@@ -62,7 +62,7 @@ def test_a_busy_session_is_failed_precondition_with_its_reason(tenant: Tenant) -
     assert caught.value.reason == "SESSION_BUSY"
 
 
-def test_paginate_follows_next_page_token(server: Server, tenant: Tenant) -> None:
+def test_paginate_follows_next_page_token(tenant: Tenant) -> None:
     with tenant.client(tenant.admin_key) as client:
         created = sorted(
             client.registry.CreateProject(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Tenant
+from agentry.testing import Tenant
 from support import make_agent
 
 PACKAGE = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from conftest import Tenant
+from agentry.testing import Tenant
 from proxy import DroppingProxy
 from support import kinds, make_agent, running, user_input
 

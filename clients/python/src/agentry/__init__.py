@@ -29,6 +29,8 @@ from .errors import (
 )
 from .steps import Custom, Message, RetryableError, Step, TextDelta, ToolCall, ToolResult, Usage
 from .stream import is_terminal
+from .structs import to_python, to_struct, to_value
+from .tls import TLS
 from .v1 import common_pb2, context_pb2, execution_pb2, registry_pb2
 from .worker import TaskContext, Worker
 
@@ -37,6 +39,10 @@ __all__ = [
     "AsyncClient",
     "RetryPolicy",
     "NO_RETRY",
+    "TLS",
+    "to_value",
+    "to_struct",
+    "to_python",
     "Worker",
     "TaskContext",
     "Step",

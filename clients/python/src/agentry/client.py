@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from . import _transport, stream
 from ._transport import RetryPolicy
+from .tls import TLS
 from .v1 import context_pb2_grpc, execution_pb2, execution_pb2_grpc, registry_pb2_grpc
 
 if TYPE_CHECKING:
@@ -37,14 +38,35 @@ Resp = TypeVar("Resp", bound=Message)
 ChannelOptions = Sequence[tuple[str, Any]]
 
 
-def _channel_options(options: ChannelOptions | None) -> list[tuple[str, Any]]:
-    # Match the server's 4 MiB limit in both directions and keep idle long-polls alive.
-    defaults = [
-        ("grpc.max_send_message_length", 4 * 1024 * 1024),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-        ("grpc.keepalive_time_ms", 30_000),
-    ]
-    return [*defaults, *(options or ())]
+def _channel_options(options: ChannelOptions | None, tls: TLS | None) -> list[tuple[str, Any]]:
+    chosen: dict[str, Any] = {
+        # The server's 4 MiB limit in both directions.
+        "grpc.max_send_message_length": 4 * 1024 * 1024,
+        "grpc.max_receive_message_length": 4 * 1024 * 1024,
+        # Keep idle long-polls alive through proxies.
+        "grpc.keepalive_time_ms": 30_000,
+        # Reconnect within a second of a restarted server coming back. gRPC's default
+        # backoff grows to two minutes, and calls fail at once while it waits, so a
+        # short outage would otherwise last as long as the backoff.
+        "grpc.initial_reconnect_backoff_ms": 100,
+        "grpc.max_reconnect_backoff_ms": 1_000,
+    }
+    for name, value in [*(tls.channel_options() if tls else ()), *(options or ())]:
+        chosen[name] = value  # the caller's options win
+    return list(chosen.items())
+
+
+def _credentials(
+    tls: TLS | bool | None, credentials: grpc.ChannelCredentials | None
+) -> tuple[TLS | None, grpc.ChannelCredentials | None]:
+    """The TLS settings and channel credentials; (None, None) for plaintext."""
+    if tls is not None and tls is not False and credentials is not None:
+        raise ValueError("pass tls or credentials, not both")
+    if tls is True:
+        tls = TLS()
+    if isinstance(tls, TLS):
+        return tls, tls.credentials()
+    return None, credentials
 
 
 def _page_items(response: Message) -> list[Any]:
@@ -71,8 +93,10 @@ class Client:
         timeout: default deadline in seconds of unary calls (``None``: no deadline).
             A per-call ``timeout=`` wins. Streams never get a default deadline.
         retry: retries of calls that fail with UNAVAILABLE; ``agentry.NO_RETRY`` disables them.
-        credentials: TLS credentials (``grpc.ssl_channel_credentials()``); plaintext when None.
-        options: extra gRPC channel options.
+        tls: connect over TLS: a :class:`~agentry.TLS` (server CA, client certificate
+            and key for mutual TLS), or True for the system's roots. Plaintext by default.
+        credentials: gRPC channel credentials, for what ``tls`` does not cover.
+        options: extra gRPC channel options (they override the client's own).
 
     Example::
 
@@ -87,10 +111,12 @@ class Client:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = RetryPolicy(),
+        tls: TLS | bool | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: ChannelOptions | None = None,
     ) -> None:
-        opts = _channel_options(options)
+        tls, credentials = _credentials(tls, credentials)
+        opts = _channel_options(options, tls)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=opts)
         else:
@@ -154,15 +180,17 @@ class AsyncClient:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = RetryPolicy(),
+        tls: TLS | bool | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: ChannelOptions | None = None,
     ) -> None:
+        tls, credentials = _credentials(tls, credentials)
         policy = _transport.policy(api_key, timeout, retry)
         interceptors: list[grpc.aio.ClientInterceptor] = [
             _transport.AioUnaryInterceptor(policy),
             _transport.AioStreamInterceptor(policy),
         ]
-        opts = _channel_options(options)
+        opts = _channel_options(options, tls)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=opts, interceptors=interceptors)
         else:
