@@ -1,7 +1,8 @@
 """The worker side: serve agents by turning async generators into leased runs.
 
-A handler is an ``async def`` generator taking a :class:`TaskContext` and yielding
-:mod:`agentry.steps`. For every run it leases (``PollTask``, long-polled), the worker:
+A handler is an ``async def`` generator taking a :class:`~agentry.TaskContext` and
+yielding :mod:`agentry.steps`. For every run it leases (``PollTask``, long-polled), the
+worker:
 
 - heartbeats in the background with ``HeartbeatTask(wait=…)``, which the server answers
   at once when the run is cancelled, so a cancel reaches the handler without delay;
@@ -14,6 +15,10 @@ A handler is an ``async def`` generator taking a :class:`TaskContext` and yieldi
   (retryable only for :class:`~agentry.steps.RetryableError`), nothing when the lease
   was lost (the server re-queues the run) or a plan awaits a human.
 
+The worker's own calls ride out a server restart (see :mod:`agentry.lease`): a transport
+failure is retried with the same ``request_id`` until the lease would have run out, and
+is never reported as the handler's failure; PollTask is retried for as long as it takes.
+
 ``worker.stop()`` stops polling and lets running handlers finish. A worker process that
 dies simply stops heartbeating: its leases lapse and the runs are retried elsewhere.
 """
@@ -24,21 +29,25 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2
 
 from . import errors
+from ._transport import NO_RETRY
 from .client import AsyncClient
-from .steps import Custom, Message, RetryableError, Step, TextDelta, ToolCall, ToolResult, Usage
+from .lease import BACKOFF, is_transient
+from .steps import RetryableError, Step
+from .structs import to_struct
+from .task import TaskContext
+from .tls import TLS
 from .v1 import execution_pb2 as ex
 
 __all__ = ["Worker", "TaskContext", "Handler"]
 
 log = logging.getLogger("agentry.worker")
 
-Handler = Callable[["TaskContext"], AsyncIterator[Step]]
+Handler = Callable[[TaskContext], AsyncIterator[Step]]
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -47,173 +56,11 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-def _value(obj: Any) -> struct_pb2.Value:
-    return json_format.ParseDict(obj, struct_pb2.Value())
-
-
 def _workspace(agent: str) -> str:
     parts = agent.split("/")
     if len(parts) != 4 or parts[0] != "workspaces" or parts[2] != "agents":
         raise ValueError(f"expected workspaces/{{w}}/agents/{{a}}, got {agent!r}")
     return "/".join(parts[:2])
-
-
-class TaskContext:
-    """One leased attempt of a run, as the handler sees it.
-
-    Attributes:
-        task: the leased ``Task`` (run, instance, agent at the pinned revision, deadline).
-        client: the worker's :class:`~agentry.AsyncClient`, e.g. to read the transcript.
-        cancel_requested: set once the run was cancelled.
-        lease_ended: set once this attempt can no longer write to the run (a plan went
-            to a human, or the lease was lost); the handler should return.
-    """
-
-    def __init__(self, worker: Worker, client: AsyncClient, task: ex.Task) -> None:
-        self.task = task
-        self.client = client
-        self.cancel_requested = False
-        self._worker = worker
-        self._buffer: list[ex.RunEventInput] = []
-        self._trailing: list[ex.Message] = []  # Message steps not followed by anything yet
-        self._tools: dict[str, str] = {}  # open tool call id → tool
-        self._message_index = 0
-        self._flush_lock = asyncio.Lock()
-        self._timer: asyncio.Task[None] | None = None
-        self._step: asyncio.Future[Any] | None = None  # the handler, while it runs
-        self._throw_at_yield = False
-        self._failure: BaseException | None = None  # a background flush failed
-        self.lease_ended = False
-
-    @property
-    def run(self) -> ex.Run:
-        return self.task.run
-
-    @property
-    def input(self) -> Sequence[ex.Message]:
-        """The run's input messages."""
-        return self.task.run.input
-
-    @property
-    def attempt(self) -> int:
-        return self.task.attempt
-
-    @property
-    def resume(self) -> ex.Approval | None:
-        """The decision on this run's plan, when the run resumes after REQUIRES_ACTION."""
-        return self.task.resume.approval if self.task.HasField("resume") else None
-
-    async def propose_plan(self, steps: Sequence[ex.PlanStep | Mapping[str, Any]]) -> ex.ProposePlanResponse:
-        """Proposes tool steps; returns the server's answer.
-
-        ``approved`` True: go on. False: the run waits for a human and this lease has
-        ended; the handler should return, and the decision comes back as ``resume`` on
-        a later task. Steps are ``PlanStep`` messages or dicts with ``tool``,
-        ``arguments`` and ``description``.
-        """
-        plan = [
-            s if isinstance(s, ex.PlanStep)
-            else ex.PlanStep(tool=s["tool"], arguments=_value(s.get("arguments")), description=s.get("description", ""))
-            for s in steps
-        ]
-        self._flush_trailing()
-        await self.flush()
-        response: ex.ProposePlanResponse = await self.client.execution.ProposePlan(
-            ex.ProposePlanRequest(task_token=self.task.task_token, steps=plan)
-        )
-        if not response.approved:
-            self.lease_ended = True
-        return response
-
-    # Steps → events.
-
-    def _add(self, event: ex.RunEventInput) -> None:
-        self._buffer.append(event)
-        if self._timer is None:
-            self._timer = asyncio.create_task(self._flush_later())
-
-    def _flush_trailing(self) -> None:
-        for message in self._trailing:
-            self._add(ex.RunEventInput(message_completed=ex.MessageCompleted(message=message)))
-        self._trailing.clear()
-
-    async def _emit(self, step: Step) -> None:
-        if not isinstance(step, Usage):
-            self._flush_trailing()
-        if isinstance(step, TextDelta):
-            message_id = step.message_id or f"a{self.attempt}-m{self._message_index}"
-            self._add(ex.RunEventInput(message_delta=ex.MessageDelta(message_id=message_id, text=step.text)))
-        elif isinstance(step, Message):
-            self._trailing.append(ex.Message(role=step.role, content=step.content))
-            self._message_index += 1
-        elif isinstance(step, ToolCall):
-            self._tools[step.id] = step.tool
-            call = ex.ToolCall(id=step.id, tool=step.tool, arguments=_value(step.arguments))
-            self._add(ex.RunEventInput(tool_call_started=ex.ToolCallStarted(tool_call=call)))
-        elif isinstance(step, ToolResult):
-            call = ex.ToolCall(
-                id=step.id, tool=self._tools.pop(step.id, ""), result=_value(step.result), is_error=step.is_error
-            )
-            self._add(ex.RunEventInput(tool_call_completed=ex.ToolCallCompleted(tool_call=call)))
-        elif isinstance(step, Usage):
-            usage = ex.Usage(input_tokens=step.input_tokens, output_tokens=step.output_tokens, cost_usd=step.cost_usd)
-            self._add(ex.RunEventInput(usage=usage))
-        elif isinstance(step, Custom):
-            data = struct_pb2.Struct()
-            data.update(step.data)
-            self._add(ex.RunEventInput(custom=ex.CustomEvent(name=step.name, data=data)))
-        else:
-            raise TypeError(f"a handler yielded {step!r}, which is not an agentry step")
-        if len(self._buffer) >= self._worker.batch_size:
-            await self.flush()
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self._worker.flush_interval)
-        try:
-            await self.flush()
-        except errors.StaleTask as e:
-            self._lost(e)
-        except errors.AgentryError as e:
-            log.warning("run %s: appending events failed: %s", self.run.name, e)
-            self._failure = e
-            self._interrupt()
-
-    async def flush(self) -> None:
-        """Sends the buffered events now (the worker also does this on its own)."""
-        async with self._flush_lock:
-            if self._timer is not None and self._timer is not asyncio.current_task():
-                self._timer.cancel()
-            self._timer = None
-            while self._buffer:
-                batch, self._buffer = self._buffer[:1000], self._buffer[1000:]
-                response = await self.client.execution.AppendRunEvents(
-                    ex.AppendRunEventsRequest(task_token=self.task.task_token, events=batch)
-                )
-                if response.cancel_requested:
-                    self._cancel()
-
-    # Cancellation.
-
-    def _cancel(self) -> None:
-        """Delivers a cancel into the handler: at its await if it is running, else at its yield."""
-        if self.cancel_requested:
-            return
-        self.cancel_requested = True
-        log.info("run %s: cancel requested", self.run.name)
-        self._interrupt()
-
-    def _lost(self, error: errors.AgentryError) -> None:
-        if self.lease_ended:
-            return
-        self.lease_ended = True
-        log.warning("run %s: lease lost (%s); stopping the handler", self.run.name, error)
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        if self._step is not None:
-            self._step.cancel()
-        else:
-            self._throw_at_yield = True
 
 
 class Worker:
@@ -228,10 +75,17 @@ class Worker:
         lease_duration: seconds a lease lasts without a heartbeat (1 to 600).
         heartbeat_wait: seconds each HeartbeatTask is held open waiting for a cancel. The
             server extends the lease to ``heartbeat_wait + lease_duration`` from each
-            heartbeat, so that sum is how long a crashed worker holds its runs.
+            heartbeat: that sum is how long a crashed worker holds its runs, and how
+            long a server may be out of reach before a live worker gives an attempt up.
         batch_size: events buffered before a flush.
         flush_interval: seconds an event may wait in the buffer.
-        client: an :class:`~agentry.AsyncClient` to use instead of creating one.
+        max_buffered: events a handler may yield while a batch is still being sent
+            (retried through an outage) before its ``yield`` waits.
+        call_timeout: deadline of each attempt of a worker call (a heartbeat gets its
+            ``heartbeat_wait`` on top); an attempt that times out is retried.
+        tls: TLS settings (see :class:`~agentry.TLS`); plaintext by default.
+        client: an :class:`~agentry.AsyncClient` to use for every call instead of the
+            worker's own (then its retry policy applies inside the worker's retries).
 
     Example::
 
@@ -256,10 +110,14 @@ class Worker:
         heartbeat_wait: float = 20.0,
         batch_size: int = 100,
         flush_interval: float = 0.05,
+        max_buffered: int = 10_000,
+        call_timeout: float = 10.0,
+        tls: TLS | bool | None = None,
         client: AsyncClient | None = None,
     ) -> None:
         self._target = target
         self._api_key = api_key
+        self._tls = tls
         self.identity = identity or f"{socket.gethostname()}/{os.getpid()}"
         self.concurrency = concurrency
         self.poll_wait = poll_wait
@@ -267,6 +125,8 @@ class Worker:
         self.heartbeat_wait = heartbeat_wait
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.max_buffered = max_buffered
+        self.call_timeout = call_timeout
         self._client = client
         self._handlers: dict[str, Handler] = {}
         self._stopping: asyncio.Event | None = None
@@ -299,13 +159,17 @@ class Worker:
             self._stopping.set()
 
     async def run(self) -> None:
-        """Polls for runs and handles them until :meth:`stop` (or a fatal error)."""
+        """Polls for runs and handles them until :meth:`stop` (or a fatal error: a key
+        that is refused, an agent that does not exist)."""
         if not self._handlers:
             raise ValueError("no agent registered")
         self._stopping = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
-        client = self._client or AsyncClient(self._target, self._api_key)
+        # Handlers' own calls retry UNAVAILABLE a few times, as any client's; the worker's
+        # calls retry through the lease instead (see agentry.lease), so they get none.
+        client = self._client or AsyncClient(self._target, self._api_key, tls=self._tls)
+        calls = self._client or AsyncClient(self._target, self._api_key, tls=self._tls, retry=NO_RETRY)
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         request = ex.PollTaskRequest(
@@ -318,11 +182,11 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 await slots.acquire()
-                task = await self._poll(client, request)
+                task = await self._poll(calls, request)
                 if task is None:
                     slots.release()
                     continue
-                job = asyncio.create_task(self._execute(client, task))
+                job = asyncio.create_task(self._execute(TaskContext(self, client, calls, task)))
                 running.add(job)
                 job.add_done_callback(running.discard)
                 job.add_done_callback(lambda _: slots.release())
@@ -333,31 +197,51 @@ class Worker:
                 job.cancel()
             if self._client is None:
                 await client.close()
+                await calls.close()
 
-    async def _poll(self, client: AsyncClient, request: ex.PollTaskRequest) -> ex.Task | None:
+    async def _poll(self, calls: AsyncClient, request: ex.PollTaskRequest) -> ex.Task | None:
+        """One leased task, or None when the wait passed or the worker is stopping.
+
+        Failures of the transport (and INTERNAL) are retried with backoff for as long as
+        they last: a worker outlives a server that restarts or is down for a while.
+        """
         assert self._stopping is not None
-        poll = asyncio.ensure_future(client.execution.PollTask(request, timeout=self.poll_wait + 10))
-        stopped = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not poll.done():
-            # A run leased in this instant is retried once its lease lapses.
-            poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
-            return None
-        try:
-            response: ex.PollTaskResponse = poll.result()
-        except (errors.Unavailable, errors.DeadlineExceeded, errors.Internal) as e:
-            log.warning("poll failed (%s); retrying", e)
-            await asyncio.sleep(1.0)
-            return None
-        return response.task if response.HasField("task") else None
+        failures = 0
+        while not self._stopping.is_set():
+            poll = asyncio.ensure_future(calls.execution.PollTask(request, timeout=self.poll_wait + self.call_timeout))
+            stopped = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({poll, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not poll.done():
+                # A run leased in this instant is retried once its lease lapses.
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+                return None
+            try:
+                response: ex.PollTaskResponse = poll.result()
+            except errors.AgentryError as e:
+                if not (is_transient(e) or isinstance(e, errors.Internal)):
+                    raise
+                failures += 1
+                delay = BACKOFF.delay(failures, e)
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("poll failed (%s); retrying (attempt %d)", e, failures + 1)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            if failures:
+                log.info("poll succeeded again after %d failures", failures)
+            return response.task if response.HasField("task") else None
+        return None
 
-    async def _execute(self, client: AsyncClient, task: ex.Task) -> None:
-        ctx = TaskContext(self, client, task)
+    async def _execute(self, ctx: TaskContext) -> None:
+        task = ctx.task
         handler = self._handlers.get(task.run.agent) or self._handlers[task.agent.name]
         log.info("run %s: attempt %d leased", task.run.name, task.attempt)
         heartbeat = asyncio.create_task(self._heartbeat(ctx))
+        calls = ctx._calls.execution
         try:
             failure = await self._drive(ctx, handler(ctx))
             if ctx.lease_ended:
@@ -365,26 +249,26 @@ class Worker:
             token = task.task_token
             if failure is None:
                 await ctx.flush()
-                request = ex.CompleteTaskRequest(task_token=token, output=ctx._trailing)
-                await client.execution.CompleteTask(request)
+                ctx._ending = True
+                await ctx.lease.call(calls.CompleteTask, ex.CompleteTaskRequest(task_token=token, output=ctx._trailing))
                 return
             ctx._flush_trailing()
             await ctx.flush()
+            ctx._ending = True
             if isinstance(failure, asyncio.CancelledError):
                 # On a CANCELLING run this confirms the cancel: the run ends CANCELLED.
-                await client.execution.CompleteTask(
-                    ex.CompleteTaskRequest(task_token=token, stop_reason=ex.STOP_REASON_CANCELLED)
-                )
+                request = ex.CompleteTaskRequest(task_token=token, stop_reason=ex.STOP_REASON_CANCELLED)
+                await ctx.lease.call(calls.CompleteTask, request)
             else:
-                await client.execution.FailTask(self._fail_request(task, failure))
+                await ctx.lease.call(calls.FailTask, self._fail_request(task, failure))
         except errors.StaleTask as e:
             log.warning("run %s: lease lost before the attempt ended (%s)", task.run.name, e)
         except errors.AgentryError as e:
             log.error("run %s: could not end the attempt: %s", task.run.name, e)
         finally:
+            ctx._ending = True
             heartbeat.cancel()
-            if ctx._timer is not None:
-                ctx._timer.cancel()
+            ctx._close()
 
     async def _drive(self, ctx: TaskContext, steps: AsyncIterator[Step]) -> BaseException | None:
         """Runs the handler to its end.
@@ -411,8 +295,9 @@ class Worker:
                 if ctx.cancel_requested:
                     return e
                 raise  # the worker itself is being cancelled
-            except Exception as e:  # the handler failed
-                return e
+            except Exception as e:
+                # Once the lease is gone nothing can be reported; otherwise the handler failed.
+                return None if ctx.lease_ended else e
             finally:
                 ctx._step = None
             if ctx.lease_ended:
@@ -428,39 +313,42 @@ class Worker:
             throw, ctx._throw_at_yield = ctx._throw_at_yield, False
 
     def _fail_request(self, task: ex.Task, failure: BaseException) -> ex.FailTaskRequest:
-        if isinstance(failure, asyncio.CancelledError):
-            error = ex.RunError(type="Cancelled", message="cancelled in the handler")
-            return ex.FailTaskRequest(task_token=task.task_token, error=error)
-        details = struct_pb2.Struct()
         if isinstance(failure, RetryableError):
-            details.update(failure.details)
             request = ex.FailTaskRequest(
                 task_token=task.task_token,
-                error=ex.RunError(type=failure.type, message=str(failure), details=details),
+                error=ex.RunError(type=failure.type, message=str(failure), details=to_struct(failure.details)),
                 retryable=True,
             )
             if failure.retry_after is not None:
                 request.next_retry_delay.CopyFrom(_duration(failure.retry_after))
             return request
-        log.exception("run %s: handler failed", task.run.name, exc_info=failure)
+        log.error("run %s: handler failed", task.run.name, exc_info=failure)
         error = ex.RunError(type=type(failure).__name__, message=str(failure))
         return ex.FailTaskRequest(task_token=task.task_token, error=error, retryable=False)
 
     async def _heartbeat(self, ctx: TaskContext) -> None:
-        request = ex.HeartbeatTaskRequest(task_token=ctx.task.task_token, wait=_duration(self.heartbeat_wait))
-        while not ctx.lease_ended:
+        """Renews the lease until the attempt ends, and delivers a cancel.
+
+        A heartbeat the server cannot answer is retried until the lease runs out, then
+        the attempt is abandoned (see :mod:`agentry.lease`). After a cancel the server
+        answers at once, so the handler's wind-down is covered by plain renewals.
+        """
+        wait = self.heartbeat_wait
+        while not (ctx.lease_ended or ctx._ending):
+            request = ex.HeartbeatTaskRequest(task_token=ctx.task.task_token, wait=_duration(wait))
             try:
-                response: ex.HeartbeatTaskResponse = await ctx.client.execution.HeartbeatTask(
-                    request, timeout=self.heartbeat_wait + 10
+                response: ex.HeartbeatTaskResponse = await ctx.lease.call(
+                    ctx._calls.execution.HeartbeatTask, request, wait=wait
                 )
-            except (errors.Unavailable, errors.DeadlineExceeded) as e:
-                log.warning("run %s: heartbeat failed (%s); retrying", ctx.run.name, e)
-                await asyncio.sleep(1.0)
-                continue
             except errors.AgentryError as e:
-                if not ctx.lease_ended:
+                if not ctx._ending:
                     ctx._lost(e)
+                return
+            ctx.lease.grant(response.lease_expire_time)
+            if ctx._ending:
                 return
             if response.cancel_requested:
                 ctx._cancel()
-                return
+            if ctx.cancel_requested:
+                wait = 0.0
+                await asyncio.sleep(max(self.lease_duration / 3, 0.2))
