@@ -1,4 +1,4 @@
-"""Starts a run on an instance and prints its events as they stream.
+"""Starts a run on an instance, prints its events as they stream, then its output.
 
     AGENTRY_API_KEY=<developer key> python examples/start_run.py \
         workspaces/acme/projects/web/instances/echo-1 "hello there"
@@ -22,23 +22,19 @@ client = Client(target, os.environ["AGENTRY_API_KEY"])
 instance = client.registry.GetInstance(reg.GetInstanceRequest(name=instance_name))
 print(f"{instance.name} runs {instance.agent} (revision {instance.agent_revision})")
 
-# Stream a run: stored events first, then live ones, until the terminal status;
-# a dropped connection is resumed from the last sequence seen.
-project = instance.name.split("/instances/")[0]
-session = client.execution.CreateSession(
-    ex.CreateSessionRequest(parent=project, session=ex.Session(instance=instance.name))
-)
-run = client.execution.CreateRun(
-    ex.CreateRunRequest(
-        parent=session.name,
-        run=ex.Run(input=[ex.Message(role=ex.MESSAGE_ROLE_USER, content=text)]),
-    )
-)
+# Start a run (in a new session of the instance) and stream it: stored events first,
+# then live ones, until the terminal status; a dropped connection is resumed from the
+# last sequence seen.
+run = client.start_run(instance.name, text)
 for event in client.stream_run_events(run.name):
     kind = event.WhichOneof("kind")
     if kind == "message_delta":
         print(event.message_delta.text, end="", flush=True)
     elif kind == "status_changed":
         print(f"[{ex.RunStatus.Name(event.status_changed.status)}]", flush=True)
+
+# Or just wait for the outcome: the finished run, with its output and usage.
+finished = client.wait_run(run, timeout=60)
+print(f"output: {finished.output[-1].content!r} ({finished.usage.output_tokens} tokens)")
 
 client.close()

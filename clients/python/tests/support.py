@@ -1,17 +1,13 @@
-"""Helpers the tests share: agents with an instance and a session, a worker in a thread."""
+"""Helpers the tests share: agents with an instance and a session, a worker in a thread
+(``running``, which is :func:`agentry.testing.running_worker`)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from agentry.testing import Tenant
-
-from agentry import Worker
+from agentry.testing import running_worker as running
 from agentry.v1 import common_pb2, execution_pb2 as ex, registry_pb2 as reg
 
 
@@ -22,6 +18,9 @@ class Agent:
     name: str
     instance: str
     session: str
+
+
+__all__ = ["Agent", "make_agent", "user_input", "running", "kinds"]
 
 
 def make_agent(tenant: Tenant, tools: dict[str, common_pb2.ToolRisk.ValueType] | None = None) -> Agent:
@@ -46,32 +45,6 @@ def make_agent(tenant: Tenant, tools: dict[str, common_pb2.ToolRisk.ValueType] |
 
 def user_input(text: str) -> list[ex.Message]:
     return [ex.Message(role=ex.MESSAGE_ROLE_USER, content=text)]
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    """Runs ``worker`` on its own event loop in a thread; stops it gracefully on exit."""
-    loop = asyncio.new_event_loop()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            loop.run_until_complete(worker.run())
-        except BaseException as e:  # noqa: BLE001 - surfaced to the test below
-            failure.append(e)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        loop.call_soon_threadsafe(worker.stop)
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not stop"
-    if failure:
-        raise failure[0]
 
 
 def kinds(events: list[ex.RunEvent]) -> list[str]:

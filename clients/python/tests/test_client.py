@@ -1,8 +1,10 @@
 """The blocking and asyncio clients against a real server: auth, typed errors with
-details, pagination, compare-and-swap on a context."""
+details, pagination, context helpers with plain values and compare-and-swap, start_run and
+wait_run; the package's exports."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 
 import pytest
@@ -11,8 +13,7 @@ from support import make_agent, user_input
 
 import agentry
 from agentry import AsyncClient, Client
-from agentry.v1 import context_pb2 as ctx, execution_pb2 as ex, registry_pb2 as reg
-from google.protobuf import json_format, struct_pb2
+from agentry.v1 import execution_pb2 as ex, registry_pb2 as reg
 
 
 def test_a_valid_bearer_key_is_accepted(tenant: Tenant) -> None:
@@ -89,22 +90,70 @@ async def test_async_paginate_and_errors(tenant: Tenant) -> None:
     assert caught.value.reason == "RESOURCE_NOT_FOUND"
 
 
-def _doc(**fields: object) -> struct_pb2.Value:
-    return json_format.ParseDict(fields, struct_pb2.Value())
-
-
-def test_a_stale_compare_and_swap_is_a_version_conflict(tenant: Tenant) -> None:
+def test_context_helpers_take_and_give_plain_values(tenant: Tenant) -> None:
     with tenant.client() as client:
-        context = client.contexts.CreateContext(
-            ctx.CreateContextRequest(parent=tenant.project, context_id=f"c-{uuid.uuid4().hex[:8]}", data=_doc(turns=0))
-        )
-        written = client.contexts.WriteContext(
-            ctx.WriteContextRequest(name=context.name, expected_version=1, merge_patch=_doc(turns=1))
-        )
+        context = client.create_context(tenant.project, f"c-{uuid.uuid4().hex[:8]}", {"turns": 0, "facts": []})
+        written = client.write_context(context.name, expected_version=1, merge_patch={"turns": 1})
         assert written.version.version == 2
+        patched = client.write_context(
+            context.name,
+            json_patch=[{"op": "test", "path": "/turns", "value": 1}, {"op": "add", "path": "/facts/-", "value": "tea"}],
+        )
+        assert patched.version.version == 3
         with pytest.raises(agentry.VersionConflict) as caught:
-            client.contexts.WriteContext(
-                ctx.WriteContextRequest(name=context.name, expected_version=1, merge_patch=_doc(turns=5))
-            )
-    assert caught.value.current_version == 2
+            client.write_context(context.name, expected_version=1, data={"turns": 5})
+        assert client.context_data(context.name) == {"turns": 1, "facts": ["tea"]}
+        assert client.context_data(context.name, version=1) == {"turns": 0, "facts": []}
+    assert caught.value.current_version == 3
     assert isinstance(caught.value, agentry.Aborted)
+
+
+def test_write_context_takes_exactly_one_change() -> None:
+    with Client("127.0.0.1:1", "k") as client:
+        with pytest.raises(ValueError, match="exactly one"):
+            client.write_context("workspaces/w/projects/p/contexts/c")
+        with pytest.raises(ValueError, match="exactly one"):
+            client.write_context("workspaces/w/projects/p/contexts/c", data={}, merge_patch={})
+
+
+async def test_the_async_helpers_start_a_run_and_time_out_waiting(tenant: Tenant) -> None:
+    agent = make_agent(tenant)  # no worker serves it: the run stays QUEUED
+    async with tenant.async_client() as client:
+        run = await client.start_run(agent.instance, "anyone there?", timeout=600, labels={"case": "wait"})
+        assert run.status == ex.RUN_STATUS_QUEUED
+        assert run.name.startswith(f"{tenant.project}/sessions/") and not run.name.startswith(agent.session)
+        assert [m.content for m in run.input] == ["anyone there?"]
+        assert run.timeout.seconds == 600 and dict(run.labels) == {"case": "wait"}
+        with pytest.raises(TimeoutError):
+            await client.wait_run(run, timeout=1.0)
+        await client.execution.CancelRun(ex.CancelRunRequest(name=run.name))
+        cancelled = await client.wait_run(run.name, timeout=10)
+    assert cancelled.status == ex.RUN_STATUS_CANCELLED
+
+
+def test_structs_round_trip_plain_values() -> None:
+    document = {"a": 1, "b": [1.5, "x", None, True], "c": {"d": {}}}
+    assert agentry.to_python(agentry.to_struct(document)) == document
+    assert agentry.to_python(agentry.to_value([1, {"k": "v"}])) == [1, {"k": "v"}]
+    assert agentry.to_python(agentry.to_value("text")) == "text"
+    struct = agentry.to_struct({"x": 1})
+    assert agentry.to_struct(struct) is struct
+    assert agentry.to_value(struct).struct_value == struct
+    with pytest.raises(TypeError):
+        agentry.to_struct([1, 2])  # type: ignore[arg-type]
+
+
+def test_every_error_class_is_exported_from_the_package() -> None:
+    defined = {
+        name
+        for name, value in vars(agentry.errors).items()
+        if isinstance(value, type) and value.__module__ == "agentry.errors"
+    }
+    assert {"AgentryError", "VersionConflict", "LeaseExpired", "FieldViolation"} <= defined
+    for name in defined:
+        assert getattr(agentry, name) is getattr(agentry.errors, name), name
+        assert name in agentry.__all__, name
+
+
+def test_the_version_is_the_installed_distribution_s() -> None:
+    assert agentry.__version__ == importlib.metadata.version("agentry-client")

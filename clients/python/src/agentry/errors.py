@@ -28,6 +28,7 @@ __all__ = [
     "QuotaExceeded",
     "FailedPrecondition",
     "StaleTask",
+    "LeaseExpired",
     "Aborted",
     "VersionConflict",
     "EtagMismatch",
@@ -154,6 +155,13 @@ class FailedPrecondition(AgentryError):
 
 class StaleTask(FailedPrecondition):
     """A worker call whose task token no longer holds the lease (``STALE_TASK``)."""
+
+
+class LeaseExpired(StaleTask):
+    """Raised by the worker itself, never sent by the server: the server stayed out of
+    reach until the attempt's lease ran out, so the attempt is abandoned and the server
+    retries the run. ``code`` is the last transport failure's; ``reason`` is
+    ``LEASE_EXPIRED``."""
 
 
 class Aborted(AgentryError):

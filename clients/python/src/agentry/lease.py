@@ -30,8 +30,9 @@ from google.protobuf.message import Message
 
 from . import errors
 from ._transport import RetryPolicy
+from .errors import LeaseExpired
 
-__all__ = ["Lease", "LeaseExpired", "is_transient", "BACKOFF"]
+__all__ = ["Lease", "is_transient", "BACKOFF"]
 
 log = logging.getLogger("agentry.worker")
 
@@ -45,12 +46,6 @@ Resp = TypeVar("Resp")
 
 class _Request(Protocol):
     request_id: str
-
-
-class LeaseExpired(errors.StaleTask):
-    """The server stayed out of reach until the attempt's lease ran out; the attempt is
-    abandoned and the server retries the run. ``code`` is the last transport failure's,
-    ``reason`` is ``LEASE_EXPIRED`` (made by the worker, not sent by the server)."""
 
 
 def is_transient(error: errors.AgentryError) -> bool:

@@ -5,7 +5,8 @@ ones, each exactly once, ending after the terminal status event. The log is dura
 a broken stream is resumed by asking again from the last sequence seen: the iterators
 here do that on UNAVAILABLE, and when a stream ends before the terminal event (a
 server shutting down ends streams cleanly). ``max_reconnects`` bounds consecutive
-attempts that bring no event; any event resets the count.
+attempts that bring no event; any event resets the count. ``timeout`` bounds the whole
+iteration: past it, :class:`TimeoutError` is raised.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ def is_terminal(event: ex.RunEvent) -> bool:
 class _Resume:
     """The bookkeeping both iterators share: last sequence seen and the retry budget."""
 
-    def __init__(self, run: str, after_sequence: int, max_reconnects: int, backoff: RetryPolicy) -> None:
+    def __init__(
+        self, run: str, after_sequence: int, max_reconnects: int, backoff: RetryPolicy, timeout: float | None
+    ) -> None:
         self.run = run
+        self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last_sequence = after_sequence
         self.max_reconnects = max_reconnects
         self.backoff = backoff
@@ -48,6 +52,18 @@ class _Resume:
 
     def request(self) -> ex.StreamRunEventsRequest:
         return ex.StreamRunEventsRequest(name=self.run, after_sequence=self.last_sequence)
+
+    def timeout(self) -> float | None:
+        """The deadline of the next call; raises once the whole iteration's time is up."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.timed_out()
+        return left
+
+    def timed_out(self) -> TimeoutError:
+        return TimeoutError(f"{self.run} did not finish in time (last event seen: {self.last_sequence})")
 
     def accept(self, event: ex.RunEvent) -> bool:
         """Records an event; False for one already seen (never expected, but harmless)."""
@@ -74,12 +90,13 @@ def stream_run_events(
     *,
     max_reconnects: int = 10,
     backoff: RetryPolicy = RECONNECT_BACKOFF,
+    timeout: float | None = None,
 ) -> Iterator[ex.RunEvent]:
     """Yields the events of ``run`` after ``after_sequence`` until its terminal event."""
-    state = _Resume(run, after_sequence, max_reconnects, backoff)
+    state = _Resume(run, after_sequence, max_reconnects, backoff, timeout)
     while True:
         error: errors.AgentryError | None = None
-        call = stub.StreamRunEvents(state.request())
+        call = stub.StreamRunEvents(state.request(), timeout=state.timeout())
         try:
             for response in call:
                 if state.accept(response.event):
@@ -88,9 +105,13 @@ def stream_run_events(
                         return
         except errors.Unavailable as e:
             error = e
+        except errors.DeadlineExceeded as e:
+            if state.deadline is None:
+                raise
+            raise state.timed_out() from e
         finally:
             call.cancel()
-        time.sleep(state.broken(error))
+        time.sleep(min(state.broken(error), state.timeout() or float("inf")))
 
 
 async def stream_run_events_async(
@@ -100,12 +121,13 @@ async def stream_run_events_async(
     *,
     max_reconnects: int = 10,
     backoff: RetryPolicy = RECONNECT_BACKOFF,
+    timeout: float | None = None,
 ) -> AsyncIterator[ex.RunEvent]:
     """The asyncio form of :func:`stream_run_events`."""
-    state = _Resume(run, after_sequence, max_reconnects, backoff)
+    state = _Resume(run, after_sequence, max_reconnects, backoff, timeout)
     while True:
         error: errors.AgentryError | None = None
-        call = stub.StreamRunEvents(state.request())
+        call = stub.StreamRunEvents(state.request(), timeout=state.timeout())
         try:
             async for response in call:
                 if state.accept(response.event):
@@ -114,6 +136,10 @@ async def stream_run_events_async(
                         return
         except errors.Unavailable as e:
             error = e
+        except errors.DeadlineExceeded as e:
+            if state.deadline is None:
+                raise
+            raise state.timed_out() from e
         finally:
             call.cancel()
-        await asyncio.sleep(state.broken(error))
+        await asyncio.sleep(min(state.broken(error), state.timeout() or float("inf")))

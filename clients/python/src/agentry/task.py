@@ -19,8 +19,8 @@ from . import errors
 from .client import AsyncClient
 from .lease import Lease
 from .steps import Custom, Message, Step, TextDelta, ToolCall, ToolResult, Usage
-from .structs import to_struct, to_value
-from .v1 import execution_pb2 as ex
+from .structs import to_python, to_struct, to_value
+from .v1 import execution_pb2 as ex, registry_pb2 as reg
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -68,6 +68,21 @@ class TaskContext:
     @property
     def run(self) -> ex.Run:
         return self.task.run
+
+    @property
+    def instance(self) -> reg.Instance:
+        """The instance the run belongs to."""
+        return self.task.instance
+
+    @property
+    def agent(self) -> reg.Agent:
+        """The agent at the revision the instance pins (its tools, config schema …)."""
+        return self.task.agent
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The instance's effective config (its config over the agent's defaults), as a dict."""
+        return to_python(self.task.instance.effective_config)
 
     @property
     def input(self) -> Sequence[ex.Message]:

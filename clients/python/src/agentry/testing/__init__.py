@@ -5,7 +5,8 @@ event log and errors are what production sees. :class:`AgentryServer` starts one
 binary named by ``$AGENTRY_BIN``, else ``agentry`` on the ``PATH``), waits until its
 health check answers SERVING, and can stop and restart it on the same port and database
 to test how code rides out a restart. :meth:`AgentryServer.tenant` makes a workspace with
-a project and an API key per role.
+a project and an API key per role, and :func:`running_worker` serves a
+:class:`~agentry.Worker` in a background thread while a blocking test drives runs.
 
 With pytest, the fixtures of :mod:`agentry.testing.plugin` (loaded automatically once
 this package is installed) give each test session one server::
@@ -19,6 +20,7 @@ Nothing here needs pytest; the module works in scripts as well.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -26,9 +28,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,8 +42,9 @@ import grpc
 from ..client import AsyncClient, Client
 from ..tls import TLS
 from ..v1 import common_pb2, registry_pb2 as reg
+from ..worker import Worker
 
-__all__ = ["AgentryServer", "Tenant", "ServerError", "find_binary"]
+__all__ = ["AgentryServer", "Tenant", "ServerError", "find_binary", "running_worker"]
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}, encoded
@@ -276,3 +281,32 @@ class AgentryServer:
                 worker_key=key(common_pb2.ROLE_WORKER),
                 tls=self.tls,
             )
+
+
+@contextmanager
+def running_worker(worker: Worker, stop_timeout: float = 30.0) -> Iterator[Worker]:
+    """Runs ``worker`` on an event loop of its own in a thread; on exit, stops it
+    gracefully (running handlers finish) and re-raises what :meth:`Worker.run` raised."""
+    loop = asyncio.new_event_loop()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            loop.run_until_complete(worker.run())
+        except BaseException as e:  # surfaced to the caller below
+            failure.append(e)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=serve, name="agentry-worker", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(worker.stop)
+        thread.join(timeout=stop_timeout)
+        if thread.is_alive():
+            raise RuntimeError(f"the worker did not stop within {stop_timeout} s")
+    if failure:
+        raise failure[0]
