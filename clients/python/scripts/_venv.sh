@@ -14,3 +14,7 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   echo "$want" >"$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+# Before 0.2.0 the distribution was called `agentry`; drop an old install of it.
+if compgen -G "$venv/lib/python*/site-packages/agentry-*.dist-info" >/dev/null; then
+  "$venv/bin/pip" uninstall --quiet --yes agentry
+fi
