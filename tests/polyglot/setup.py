@@ -8,8 +8,7 @@ import os
 import sys
 
 from agentry import Client
-from agentry.v1 import common_pb2 as common, context_pb2 as ctx, registry_pb2 as reg
-from google.protobuf import struct_pb2
+from agentry.v1 import common_pb2 as common, registry_pb2 as reg
 
 target, root_key = sys.argv[1], os.environ["AGENTRY_ROOT_KEY"]
 root = Client(target, root_key)
@@ -40,11 +39,7 @@ dev.registry.CreateInstance(
         instance=reg.Instance(agent="workspaces/poly/agents/researcher"),
     )
 )
-data = struct_pb2.Value()
-data.struct_value.update({"findings": []})
-dev.contexts.CreateContext(
-    ctx.CreateContextRequest(parent="workspaces/poly/projects/lab", context_id="notes", context=ctx.Context(), data=data)
-)
+dev.create_context("workspaces/poly/projects/lab", "notes", {"findings": []})
 json.dump(
     {
         "developer": developer,

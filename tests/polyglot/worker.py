@@ -15,8 +15,6 @@ import sys
 from collections.abc import AsyncIterator
 
 from agentry import Message, Step, TaskContext, TextDelta, ToolCall, ToolResult, Worker
-from agentry.v1 import context_pb2 as ctx
-from google.protobuf import struct_pb2
 
 target, agent, context = sys.argv[1], sys.argv[2], sys.argv[3]
 crash_marker = os.environ.get("CRASH_MARKER")
@@ -38,9 +36,7 @@ async def researcher(task: TaskContext) -> AsyncIterator[Step]:
         pathlib.Path(crash_marker).write_text(str(os.getpid()))
         await asyncio.sleep(3600)  # killed here
     yield ToolResult(id=call, result={"hits": 3})
-    patch = struct_pb2.Value()
-    patch.struct_value.update({"findings": [f"3 hits for {question}"]})
-    await task.client.contexts.WriteContext(ctx.WriteContextRequest(name=context, merge_patch=patch))
+    await task.client.write_context(context, merge_patch={"findings": [f"3 hits for {question}"]})
     yield TextDelta("Found 3 results.")
     yield Message("Found 3 results.")
 

@@ -331,24 +331,23 @@ class Worker:
 
         A heartbeat the server cannot answer is retried until the lease runs out, then
         the attempt is abandoned (see :mod:`agentry.lease`). After a cancel the server
-        answers at once, so the handler's wind-down is covered by plain renewals.
+        answers at once, so the handler's wind-down is covered by plain renewals; so is
+        the final CompleteTask or FailTask, which may itself be retried through an outage.
         """
         wait = self.heartbeat_wait
-        while not (ctx.lease_ended or ctx._ending):
+        while not ctx.lease_ended:
             request = ex.HeartbeatTaskRequest(task_token=ctx.task.task_token, wait=_duration(wait))
             try:
                 response: ex.HeartbeatTaskResponse = await ctx.lease.call(
                     ctx._calls.execution.HeartbeatTask, request, wait=wait
                 )
             except errors.AgentryError as e:
-                if not ctx._ending:
+                if not ctx._ending:  # once the attempt is ending, its own last call reports
                     ctx._lost(e)
                 return
             ctx.lease.grant(response.lease_expire_time)
-            if ctx._ending:
-                return
-            if response.cancel_requested:
+            if response.cancel_requested and not ctx._ending:
                 ctx._cancel()
-            if ctx.cancel_requested:
+            if ctx.cancel_requested or ctx._ending:
                 wait = 0.0
                 await asyncio.sleep(max(self.lease_duration / 3, 0.2))
