@@ -35,7 +35,7 @@ from google.protobuf import duration_pb2
 
 from . import errors
 from ._transport import NO_RETRY
-from .client import AsyncClient
+from .client import AsyncClient, ChannelOptions
 from .lease import BACKOFF, is_transient
 from .steps import RetryableError, Step
 from .structs import to_struct
@@ -84,6 +84,8 @@ class Worker:
         call_timeout: deadline of each attempt of a worker call (a heartbeat gets its
             ``heartbeat_wait`` on top); an attempt that times out is retried.
         tls: TLS settings (see :class:`~agentry.TLS`); plaintext by default.
+        options: extra gRPC channel options (e.g. a load-balancing policy for a target
+            that names several servers).
         client: an :class:`~agentry.AsyncClient` to use for every call instead of the
             worker's own (then its retry policy applies inside the worker's retries).
 
@@ -113,11 +115,13 @@ class Worker:
         max_buffered: int = 10_000,
         call_timeout: float = 10.0,
         tls: TLS | bool | None = None,
+        options: ChannelOptions | None = None,
         client: AsyncClient | None = None,
     ) -> None:
         self._target = target
         self._api_key = api_key
         self._tls = tls
+        self._options = options
         self.identity = identity or f"{socket.gethostname()}/{os.getpid()}"
         self.concurrency = concurrency
         self.poll_wait = poll_wait
@@ -168,8 +172,10 @@ class Worker:
             self._stopping.set()
         # Handlers' own calls retry UNAVAILABLE a few times, as any client's; the worker's
         # calls retry through the lease instead (see agentry.lease), so they get none.
-        client = self._client or AsyncClient(self._target, self._api_key, tls=self._tls)
-        calls = self._client or AsyncClient(self._target, self._api_key, tls=self._tls, retry=NO_RETRY)
+        client = self._client or AsyncClient(self._target, self._api_key, tls=self._tls, options=self._options)
+        calls = self._client or AsyncClient(
+            self._target, self._api_key, tls=self._tls, options=self._options, retry=NO_RETRY
+        )
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         request = ex.PollTaskRequest(
