@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agentry.testing import Tenant
 from proxy import DroppingProxy
 from support import kinds, make_agent, running, user_input
@@ -266,3 +268,24 @@ async def test_the_async_client_streams_a_run(tenant: Tenant) -> None:
     await asyncio.wait_for(serving, 10)
     assert agentry.is_terminal(events[-1])
     assert events[-1].status_changed.status == ex.RUN_STATUS_SUCCEEDED
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.5], ids=["sent-at-the-end", "sent-by-the-timer"])
+def test_events_the_server_refuses_fail_the_attempt(tenant: Tenant, linger: float) -> None:
+    agent = make_agent(tenant)  # an agent without tools
+
+    async def confused(task: TaskContext) -> AsyncIterator[agentry.Step]:
+        yield TextDelta("let me call a tool I do not have")
+        yield ToolCall(id="call-1", tool="no_such_tool", arguments={"x": 1})
+        await asyncio.sleep(linger)  # 0.5 s: the batch goes (and is refused) meanwhile
+
+    worker = _worker(tenant)
+    worker.register(agent.name, confused)
+    with running(worker), tenant.client() as client:
+        run = _create_run(client, agent.session, "go", retry_policy=ex.RetryPolicy(max_attempts=1))
+        finished = client.wait_run(run, timeout=60)
+
+    assert finished.status == ex.RUN_STATUS_FAILED
+    assert finished.attempt == 1
+    assert finished.error.type == "InvalidArgument"
+    assert "no_such_tool" in finished.error.message

@@ -253,14 +253,22 @@ class Worker:
             if ctx.lease_ended:
                 return
             token = task.task_token
-            if failure is None:
+            if failure is not None:
+                ctx._flush_trailing()  # a failed attempt's messages are events, not output
+            try:
                 await ctx.flush()
-                ctx._ending = True
+            except errors.StaleTask:
+                raise
+            except errors.AgentryError as e:
+                # The server refused the events (a tool the revision lacks …): the attempt
+                # cannot succeed, and a handler's own failure is reported before this one.
+                failure = failure or e
+            # A batch the timer sent may have been refused after the handler finished.
+            failure = failure or ctx._failure
+            ctx._ending = True
+            if failure is None:
                 await ctx.lease.call(calls.CompleteTask, ex.CompleteTaskRequest(task_token=token, output=ctx._trailing))
                 return
-            ctx._flush_trailing()
-            await ctx.flush()
-            ctx._ending = True
             if isinstance(failure, asyncio.CancelledError):
                 # On a CANCELLING run this confirms the cancel: the run ends CANCELLED.
                 request = ex.CompleteTaskRequest(task_token=token, stop_reason=ex.STOP_REASON_CANCELLED)
