@@ -344,3 +344,51 @@ per_backend!(
     context_rollback_appends_versions_and_stores_no_document_twice,
     rollback_story
 );
+
+backend_tests!(
+    a_full_page_of_large_versions_ends_early_instead_of_outgrowing_the_message_limit,
+    |app| async move {
+        let acme = app.tenant("acme").await;
+        acme.project("web").await;
+        let root = contexts(app.addr, &app.root_key).await;
+        // Six versions of about 900 KB each: 5.4 MB in one FULL page would break the
+        // 4 MiB message limit.
+        let big = |n: usize| json!({"n": n, "blob": "x".repeat(900_000)});
+        let (ctx, _) = Ctx::create(
+            &root,
+            &acme.project_name("web"),
+            "big",
+            keeping(0),
+            Some(big(1)),
+        )
+        .await;
+        for n in 2..=6 {
+            ctx.write_doc(big(n)).await;
+        }
+        let mut pages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = ctx.list_page(View::Full, "", 10, &token).await.unwrap();
+            assert!(
+                !page.versions.is_empty(),
+                "a page holds at least one version"
+            );
+            assert!(
+                page.versions.iter().all(|v| v.data.is_some()),
+                "FULL pages carry the data"
+            );
+            pages.push(numbers(&page.versions));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert!(pages.len() > 1, "the page ended early: {pages:?}");
+        let all: Vec<i64> = pages.concat();
+        assert_eq!(
+            all,
+            [6, 5, 4, 3, 2, 1],
+            "every version exactly once, in order"
+        );
+    }
+);

@@ -192,6 +192,9 @@ pub struct Instance {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+    /// The cursor after each item (`cursors[i]` continues after `items[i]`), so that a
+    /// caller may end the page early, e.g. when its response would grow too large.
+    pub cursors: Vec<String>,
 }
 
 /// Quota fields to change; zero restores a field's default.

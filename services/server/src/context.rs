@@ -21,6 +21,10 @@ use crate::{
     notify::Hub,
 };
 
+/// The most a list page's items may encode to: well under the 4 MiB default message
+/// limit, leaving room for the rest of the response.
+pub const PAGE_BYTES: usize = 3 << 20;
+
 pub struct Ctx {
     pub store: Store,
     pub pages: PageTokens,
@@ -108,18 +112,34 @@ impl Ctx {
         })
     }
 
-    /// Converts a page's items and its continuation token.
-    pub fn finish_page<T, P>(
+    /// Converts a page's items and its continuation token. A page whose items would
+    /// encode to more than [`PAGE_BYTES`] ends early (after at least one item), with a
+    /// token that continues after its last item: a page of large items (FULL context
+    /// versions, long transcripts) never outgrows the message limit.
+    pub fn finish_page<T, P: Message>(
         &self,
         scope: &str,
         page: Page<T>,
         convert: impl Fn(T) -> P,
     ) -> (Vec<P>, String) {
-        let token = page
-            .next_cursor
+        let mut items = Vec::with_capacity(page.items.len());
+        let mut bytes = 0;
+        let mut next_cursor = page.next_cursor;
+        let mut last_cursor = None;
+        for (item, cursor) in page.items.into_iter().zip(page.cursors) {
+            let item = convert(item);
+            bytes += item.encoded_len();
+            if bytes > PAGE_BYTES && !items.is_empty() {
+                next_cursor = last_cursor;
+                break;
+            }
+            items.push(item);
+            last_cursor = Some(cursor);
+        }
+        let token = next_cursor
             .map(|c| self.pages.encode(scope, &c))
             .unwrap_or_default();
-        (page.items.into_iter().map(convert).collect(), token)
+        (items, token)
     }
 }
 

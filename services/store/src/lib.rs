@@ -120,14 +120,12 @@ pub(crate) fn paginate<T>(
     size: usize,
     cursor: impl Fn(&T) -> String,
 ) -> agentry_core::model::Page<T> {
-    let next_cursor = if rows.len() > size {
-        rows.truncate(size);
-        rows.last().map(cursor)
-    } else {
-        None
-    };
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let cursors: Vec<String> = rows.iter().map(cursor).collect();
     agentry_core::model::Page {
+        next_cursor: cursors.last().filter(|_| more).cloned(),
         items: rows,
-        next_cursor,
+        cursors,
     }
 }
