@@ -13,6 +13,7 @@ pub mod check;
 pub mod db;
 pub mod doc;
 pub mod pg_proxy;
+pub mod pki;
 pub mod req;
 
 use std::{net::SocketAddr, time::Duration};
@@ -110,11 +111,18 @@ fn init_test_logging() {
 
 /// Starts a server on a free port with a fresh database and a random ROOT key.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with the test's own changes to the configuration. When `configure`
+/// turns TLS on, the harness's own channel connects lazily (plaintext calls through it
+/// fail); the test brings its own TLS clients.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
     init_test_logging();
     let database = fresh_database(backend).await;
     let unique = uuid::Uuid::now_v7().simple();
     let root_key = format!("agk_root_{unique}{}", uuid::Uuid::now_v7().simple());
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("valid address"),
         database_url: Secret::new(database.url.clone()),
         migrate: true,
@@ -124,15 +132,21 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         db_max_connections: 5,
         ..Config::default()
     };
+    configure(&mut config);
+    let tls = config.tls_cert_file.is_some();
     let server = agentry_server::start(config)
         .await
         .expect("the server starts");
     let addr = server.local_addr;
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid endpoint")
-        .connect()
-        .await
-        .expect("connect to the test server");
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("valid endpoint");
+    let channel = if tls {
+        endpoint.connect_lazy()
+    } else {
+        endpoint
+            .connect()
+            .await
+            .expect("connect to the test server")
+    };
     TestApp {
         addr,
         root_key,

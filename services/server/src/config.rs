@@ -1,14 +1,21 @@
-//! Server configuration, layered: defaults → optional TOML file (`--config`) →
-//! `AGENTRY_*` environment → command-line flags. Secrets are wrapped so that they never
-//! show up in logs or `Debug` output.
+//! Server configuration, layered: defaults → TOML file (`--config`) → `AGENTRY_*`
+//! environment → command-line flags, each layer overriding the one before.
+//!
+//! Every setting is one row of [`SETTINGS`]: its TOML key, environment variable and flag
+//! are derived from one name, so that none can exist in one layer only, and `agentry
+//! config` can say for each value where it came from ([`Source`]). Every layer hands
+//! values over as text and [`Config::set`] parses them, so a value means the same
+//! whichever layer it came from. Secrets are wrapped so that they never show up in logs,
+//! `Debug` output or `agentry config`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, str::FromStr, time::Duration};
 
-use serde::Deserialize;
+use anyhow::Context as _;
+
+use crate::tls::TlsPaths;
 
 /// A string that prints as `<redacted>`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -27,18 +34,53 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// A `host:port` to listen on. The host may be a name (`localhost:50051`); it is
+/// resolved when the server binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("{s:?} has no host"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("{s:?} has no valid port"))?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Address the gRPC server binds; port 0 picks a free port.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// `sqlite://path` (created when missing) or `postgres://…`.
     pub database_url: Secret,
     /// Apply migrations at start.
@@ -46,31 +88,34 @@ pub struct Config {
     /// The ROOT key. When absent, the server generates one on first start, stores its
     /// hash and prints it once.
     pub root_key: Option<Secret>,
-    /// How often the background reaper looks for lapsed heartbeats.
-    #[serde(with = "humantime_secs")]
+    /// How often the background reaper looks for lapsed leases, timers and heartbeats.
     pub reaper_interval: Duration,
     /// How often streams look at storage when no wake-up came (the fallback when a
     /// notification is lost).
-    #[serde(with = "humantime_secs")]
     pub poll_interval: Duration,
     /// How long a verified API key is trusted without a lookup. A key revoked on another
     /// replica keeps working for at most this long; 0 disables the cache.
-    #[serde(with = "humantime_secs")]
     pub auth_cache_ttl: Duration,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Database connections per server process.
     pub db_max_connections: u32,
     /// How long shutdown waits for in-flight calls.
-    #[serde(with = "humantime_secs")]
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// PEM certificate chain; with `tls_key_file`, the listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; clients must present a certificate signed by one (mTLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP; off when unset.
+    pub metrics_listen: Option<ListenAddr>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:50051".parse().expect("valid default address"),
+            listen: ListenAddr("127.0.0.1:50051".into()),
             database_url: Secret::new("sqlite://agentry.db"),
             migrate: true,
             root_key: None,
@@ -81,34 +126,476 @@ impl Default for Config {
             db_max_connections: 16,
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            metrics_listen: None,
         }
+    }
+}
+
+/// One setting: TOML key `key`, variable `AGENTRY_{KEY}`, flag `--{key-with-dashes}`.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    /// What a value looks like, for `--help`.
+    pub value_name: &'static str,
+    pub help: &'static str,
+    /// Never printed; the root key also has no flag (a flag would show in `ps`), its
+    /// file does.
+    pub secret: bool,
+}
+
+impl Setting {
+    pub fn env(&self) -> String {
+        format!("AGENTRY_{}", self.key.to_ascii_uppercase())
+    }
+
+    pub fn flag(&self) -> Option<String> {
+        (self.key != "root_key").then(|| self.key.replace('_', "-"))
+    }
+}
+
+const fn setting(key: &'static str, value_name: &'static str, help: &'static str) -> Setting {
+    Setting {
+        key,
+        value_name,
+        help,
+        secret: false,
+    }
+}
+
+/// Every setting, in the order `agentry config` prints them.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "listen",
+        "HOST:PORT",
+        "gRPC listen address (host names allowed)",
+    ),
+    Setting {
+        secret: true,
+        ..setting(
+            "database_url",
+            "URL",
+            "`sqlite://agentry.db` or `postgres://user@host/db`",
+        )
+    },
+    setting("migrate", "BOOL", "apply schema migrations at start"),
+    Setting {
+        secret: true,
+        ..setting(
+            "root_key",
+            "KEY",
+            "the ROOT API key (environment or file only)",
+        )
+    },
+    setting(
+        "root_key_file",
+        "PATH",
+        "a file holding the ROOT API key (instead of root_key)",
+    ),
+    setting("reaper_interval", "DURATION", "time between reaper passes"),
+    setting(
+        "poll_interval",
+        "DURATION",
+        "how often streams look at storage without a wake-up",
+    ),
+    setting(
+        "auth_cache_ttl",
+        "DURATION",
+        "how long a verified API key is trusted without a lookup (0: never)",
+    ),
+    setting(
+        "max_message_bytes",
+        "BYTES",
+        "largest gRPC message accepted or sent",
+    ),
+    setting(
+        "db_max_connections",
+        "N",
+        "database connections per server process",
+    ),
+    setting(
+        "shutdown_grace",
+        "DURATION",
+        "how long shutdown waits for in-flight calls",
+    ),
+    setting("log_format", "text|json", "log line format on stderr"),
+    setting(
+        "tls_cert_file",
+        "PATH",
+        "PEM certificate chain; with tls_key_file the listener speaks TLS only",
+    ),
+    setting("tls_key_file", "PATH", "PEM private key of tls_cert_file"),
+    setting(
+        "tls_client_ca_file",
+        "PATH",
+        "PEM CA certificates; clients must present a certificate they signed (mTLS)",
+    ),
+    setting(
+        "metrics_listen",
+        "HOST:PORT",
+        "HTTP address of /metrics, /healthz and /readyz (off when unset)",
+    ),
+];
+
+/// Where a setting's effective value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::File => "file",
+            Self::Env => "env",
+            Self::Flag => "flag",
+        }
+    }
+}
+
+/// A configuration and where each of its values came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = value.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (value, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("{value:?} is not a duration (e.g. 10s, 500ms, 1.5)"))
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
+}
+
+fn parse_number<T: FromStr>(value: &str) -> Result<T, String> {
+    value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))
+}
+
+fn optional_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+/// A database URL with its password replaced, for printing.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!(
+                "{}://{user}:<redacted>@{host}{}",
+                &url[..scheme_end],
+                &rest[authority_end..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
 impl Config {
-    /// Defaults overlaid with a TOML file.
-    pub fn from_file(path: Option<&PathBuf>) -> anyhow::Result<Self> {
-        match path {
-            None => Ok(Self::default()),
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
-                })?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    /// Sets the setting `key` from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "listen" => self.listen = value.parse()?,
+            "database_url" => self.database_url = Secret::new(value),
+            "migrate" => self.migrate = parse_bool(value)?,
+            "root_key" => self.root_key = (!value.is_empty()).then(|| Secret::new(value)),
+            "root_key_file" => {
+                if !value.is_empty() {
+                    let key = std::fs::read_to_string(value)
+                        .map_err(|e| format!("cannot read {value}: {e}"))?;
+                    let key = key.trim();
+                    if key.is_empty() {
+                        return Err(format!("{value} is empty"));
+                    }
+                    self.root_key = Some(Secret::new(key));
+                }
             }
+            "reaper_interval" => self.reaper_interval = positive(parse_duration(value)?)?,
+            "poll_interval" => self.poll_interval = positive(parse_duration(value)?)?,
+            "auth_cache_ttl" => self.auth_cache_ttl = parse_duration(value)?,
+            "max_message_bytes" => {
+                self.max_message_bytes = parse_number(value)?;
+                if self.max_message_bytes < 1024 {
+                    return Err("must be at least 1024".into());
+                }
+            }
+            "db_max_connections" => {
+                self.db_max_connections = parse_number(value)?;
+                if self.db_max_connections == 0 {
+                    return Err("must be at least 1".into());
+                }
+            }
+            "shutdown_grace" => self.shutdown_grace = parse_duration(value)?,
+            "log_format" => {
+                self.log_format = <LogFormat as clap::ValueEnum>::from_str(value, true)
+                    .map_err(|_| format!("{value:?} is not text or json"))?;
+            }
+            "tls_cert_file" => self.tls_cert_file = optional_path(value),
+            "tls_key_file" => self.tls_key_file = optional_path(value),
+            "tls_client_ca_file" => self.tls_client_ca_file = optional_path(value),
+            "metrics_listen" => {
+                self.metrics_listen = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.parse()?)
+                }
+            }
+            _ => return Err(format!("unknown setting {key:?}")),
         }
+        Ok(())
+    }
+
+    /// The setting `key` in its text form, with secrets redacted.
+    pub fn display(&self, key: &str) -> String {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        match key {
+            "listen" => self.listen.to_string(),
+            "database_url" => redact_url(self.database_url.expose()),
+            "migrate" => self.migrate.to_string(),
+            "root_key" | "root_key_file" => match self.root_key {
+                Some(_) => "<redacted>".into(),
+                None => String::new(),
+            },
+            "reaper_interval" => format_duration(self.reaper_interval),
+            "poll_interval" => format_duration(self.poll_interval),
+            "auth_cache_ttl" => format_duration(self.auth_cache_ttl),
+            "max_message_bytes" => self.max_message_bytes.to_string(),
+            "db_max_connections" => self.db_max_connections.to_string(),
+            "shutdown_grace" => format_duration(self.shutdown_grace),
+            "log_format" => match self.log_format {
+                LogFormat::Text => "text".into(),
+                LogFormat::Json => "json".into(),
+            },
+            "tls_cert_file" => path(&self.tls_cert_file),
+            "tls_key_file" => path(&self.tls_key_file),
+            "tls_client_ca_file" => path(&self.tls_client_ca_file),
+            "metrics_listen" => self
+                .metrics_listen
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// The TLS files, when TLS is configured; an error when only some are.
+    pub fn tls(&self) -> anyhow::Result<Option<TlsPaths>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(TlsPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca_file.clone(),
+            })),
+            (None, None) if self.tls_client_ca_file.is_some() => anyhow::bail!(
+                "tls_client_ca_file needs tls_cert_file and tls_key_file: mutual TLS is TLS"
+            ),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!("tls_cert_file is set but tls_key_file is not"),
+            (None, Some(_)) => anyhow::bail!("tls_key_file is set but tls_cert_file is not"),
+        }
+    }
+
+    /// Defaults overlaid with a TOML file (kept for callers that only have a file).
+    pub fn from_file(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+        Ok(load(path.map(PathBuf::as_path), |_| None, Vec::new())?.config)
     }
 }
 
-/// Durations in the TOML file are written as seconds (floats allowed).
-mod humantime_secs {
-    use std::time::Duration;
+fn positive(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be more than 0".into())
+    } else {
+        Ok(d)
+    }
+}
 
-    use serde::{Deserialize, Deserializer};
+/// Settings read from the environment through `var`, with the variables older versions
+/// read under other names.
+fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for setting in SETTINGS {
+        if let Some(value) = var(&setting.env()) {
+            found.push((setting.key, value));
+        } else if setting.key == "reaper_interval"
+            && let Some(secs) = var("AGENTRY_REAPER_INTERVAL_SECS")
+        {
+            found.push(("reaper_interval", secs));
+        } else if setting.key == "migrate"
+            && let Some(no) = var("AGENTRY_NO_MIGRATE")
+            && parse_bool(&no).unwrap_or(!no.is_empty())
+        {
+            found.push(("migrate", "false".into()));
+        }
+    }
+    found
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+/// Builds the configuration: defaults, then the TOML file at `file`, then the
+/// environment (through `var`), then `flags` (setting key and text value, in order).
+pub fn load(
+    file: Option<&std::path::Path>,
+    var: impl Fn(&str) -> Option<String>,
+    flags: Vec<(&'static str, String)>,
+) -> anyhow::Result<Loaded> {
+    let mut config = Config::default();
+    let mut sources: BTreeMap<&'static str, Source> =
+        SETTINGS.iter().map(|s| (s.key, Source::Default)).collect();
+    let key_of = |name: &str| SETTINGS.iter().find(|s| s.key == name).map(|s| s.key);
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        for (name, value) in table {
+            let key = key_of(&name).with_context(|| {
+                format!("config file {}: unknown setting {name:?}", path.display())
+            })?;
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => anyhow::bail!(
+                    "config file {}: {name} must be a string, number or boolean, not {}",
+                    path.display(),
+                    other.type_str()
+                ),
+            };
+            config
+                .set(key, &text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {name}: {e}", path.display()))?;
+            sources.insert(key, Source::File);
+        }
+    }
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    for (key, value) in from_env(&var) {
+        let env = SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .map(Setting::env)
+            .unwrap_or_default();
+        config
+            .set(key, &value)
+            .map_err(|e| anyhow::anyhow!("{env}: {e}"))?;
+        sources.insert(key, Source::Env);
+    }
+    for (key, value) in flags {
+        config
+            .set(key, &value)
+            .map_err(|e| anyhow::anyhow!("--{}: {e}", key.replace('_', "-")))?;
+        sources.insert(key, Source::Flag);
+    }
+    // A root key file read after the key itself still names where the key came from.
+    if sources["root_key_file"] > sources["root_key"] {
+        sources.insert("root_key", sources["root_key_file"]);
+    }
+    config.tls()?;
+    Ok(Loaded { config, sources })
+}
+
+impl Loaded {
+    /// `agentry config`: every setting as `key = "value"  # source`, secrets redacted.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for setting in SETTINGS {
+            let value = self.config.display(setting.key);
+            let value = if setting.secret && setting.key != "database_url" && !value.is_empty() {
+                "<redacted>".to_owned()
+            } else {
+                value
+            };
+            out.push_str(&format!(
+                "{} = {:?}  # {}\n",
+                setting.key,
+                value,
+                self.sources[setting.key].as_str()
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_only() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/agentry?sslmode=require"),
+            "postgres://app:<redacted>@db:5432/agentry?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/agentry"),
+            "postgres://app@db/agentry"
+        );
+        assert_eq!(redact_url("sqlite://agentry.db"), "sqlite://agentry.db");
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        assert!("localhost:50051".parse::<ListenAddr>().is_ok());
+        assert!("[::1]:0".parse::<ListenAddr>().is_ok());
+        assert!("localhost".parse::<ListenAddr>().is_err());
+        assert!(":50051".parse::<ListenAddr>().is_err());
     }
 }

@@ -14,6 +14,7 @@ mod reaper;
 mod registry;
 mod rpc;
 pub mod telemetry;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -37,6 +38,7 @@ use crate::{
     contexts::ContextRoutes,
     execution::Execution,
     registry::Registry,
+    tls::{Conn, TlsFiles},
 };
 
 /// Bytes of context documents ReadContext keeps converted (see `contexts::VersionCache`).
@@ -58,6 +60,7 @@ pub struct RunningServer {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     reaper: JoinHandle<()>,
     listener: JoinHandle<()>,
+    tls_watcher: Option<JoinHandle<()>>,
     store: Store,
     grace: Duration,
 }
@@ -81,6 +84,9 @@ impl RunningServer {
         };
         let _ = self.reaper.await;
         let _ = self.listener.await;
+        if let Some(watcher) = self.tls_watcher {
+            let _ = watcher.await;
+        }
         self.store.close().await;
         result
     }
@@ -95,21 +101,65 @@ impl RunningServer {
 }
 
 /// Accepted connections with Nagle's algorithm off (a response of several HTTP/2 frames
-/// would otherwise wait for the client's delayed ACK, about 40 ms), and their writes
-/// coalesced (see [`coalesce`]).
+/// would otherwise wait for the client's delayed ACK, about 40 ms), TLS terminated when
+/// configured, and writes coalesced above TLS (see [`coalesce`]), so that the frames a
+/// connection's task queued in one poll become one TLS record and one socket write.
+///
+/// TLS handshakes run in tasks of their own, so that a slow or silent client never holds
+/// up accepting the next one; a failed handshake (a plaintext client, no client
+/// certificate under mutual TLS) closes that connection only.
 fn incoming(
     listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<Coalesced<tokio::net::TcpStream>>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(Coalesced::new(stream))
-    })
+    tls: Option<Arc<TlsFiles>>,
+) -> futures::stream::BoxStream<'static, std::io::Result<Coalesced<Conn>>> {
+    use futures::StreamExt as _;
+    let Some(tls) = tls else {
+        return TcpListenerStream::new(listener)
+            .map(|accepted| {
+                let stream = accepted?;
+                stream.set_nodelay(true)?;
+                Ok(Coalesced::new(Conn::Plain(stream)))
+            })
+            .boxed();
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = sender.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (sender, tls) = (sender.clone(), tls.clone());
+            tokio::spawn(async move {
+                let peer = stream.peer_addr().ok();
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+                match Conn::accept(stream, &tls).await {
+                    Ok(conn) => {
+                        let _ = sender.send(Ok(Coalesced::new(conn))).await;
+                    }
+                    Err(error) => tracing::debug!(?peer, %error, "tls handshake failed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
 }
 
 /// Connects to the database, migrates, binds and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    // Certificate problems are start-up errors, before anything else is touched.
+    let tls = config.tls()?.map(TlsFiles::load).transpose()?.map(Arc::new);
     let store = Store::connect(config.database_url.expose(), config.db_max_connections)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -169,7 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.listen.as_str())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
@@ -191,6 +241,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tokio::join!(contexts, runs);
         }
     });
+    let tls_watcher = tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(stopped.clone())));
     let reaper = tokio::spawn(reaper::run(
         store.clone(),
         config.reaper_interval,
@@ -209,7 +262,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(contexts)
         .add_service(execution);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming(listener),
+        incoming(listener, tls.clone()),
         async move {
             let _ = on_stop.wait_for(|stop| *stop).await;
             health
@@ -223,7 +276,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tracing::info!("draining in-flight calls");
         },
     ));
-    tracing::info!(addr = %local_addr, backend = ?store.backend(), "serving");
+    tracing::info!(
+        addr = %local_addr,
+        backend = ?store.backend(),
+        tls = tls.is_some(),
+        mutual_tls = tls.as_ref().is_some_and(|t| t.paths().client_ca.is_some()),
+        "serving"
+    );
     Ok(RunningServer {
         local_addr,
         generated_root_key,
@@ -231,6 +290,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         server,
         reaper,
         listener: listener_task,
+        tls_watcher,
         store,
         grace: config.shutdown_grace,
     })

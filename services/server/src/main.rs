@@ -1,10 +1,12 @@
-//! `agentry`: the gRPC server (`serve`) and schema migrations (`migrate`).
+//! `agentry`: the gRPC server (`serve`), schema migrations (`migrate`), the effective
+//! configuration (`config`) and a health probe (`health`).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use agentry_server::config::{Config, LogFormat, Secret};
+use agentry_server::config::{self, Loaded, SETTINGS};
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command as ClapCommand, FromArgMatches, Parser};
+use clap::{Subcommand, parser::ValueSource};
 
 /// mimalloc rather than the system allocator: a request allocates and frees many small
 /// buffers across threads, where glibc's malloc showed up as a tenth of the server's CPU
@@ -26,73 +28,121 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API.
-    Serve(ServeArgs),
+    Serve(SettingsArgs),
     /// Apply schema migrations and exit.
-    Migrate(DatabaseArgs),
+    Migrate(SettingsArgs),
+    /// Print the effective configuration, secrets redacted, with where each value came
+    /// from (default, file, env, flag).
+    Config(SettingsArgs),
     /// Ask a running server's `grpc.health.v1` whether it is SERVING (exit 0) or not (1).
     Health(HealthArgs),
 }
 
 #[derive(Args)]
 struct HealthArgs {
-    /// The server's address.
+    /// The server's address (plaintext).
     #[arg(long, env = "AGENTRY_LISTEN", default_value = "127.0.0.1:50051")]
-    addr: SocketAddr,
+    addr: String,
     /// A service name; empty asks about the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
 }
 
-#[derive(Args)]
-struct DatabaseArgs {
-    /// TOML configuration file; environment and flags override it.
-    #[arg(long, env = "AGENTRY_CONFIG")]
+/// `--config` and one flag per setting of [`SETTINGS`], built from that table.
+struct SettingsArgs {
     config: Option<PathBuf>,
-    /// `sqlite://agentry.db` (default) or `postgres://user@host/db`.
-    #[arg(long, env = "AGENTRY_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    /// Settings given as flags: key and text value.
+    flags: Vec<(&'static str, String)>,
 }
 
-#[derive(Args)]
-struct ServeArgs {
-    #[command(flatten)]
-    database: DatabaseArgs,
-    /// Address to listen on.
-    #[arg(long, env = "AGENTRY_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Do not apply migrations at start.
-    #[arg(long, env = "AGENTRY_NO_MIGRATE")]
-    no_migrate: bool,
-    /// Log format.
-    #[arg(long, env = "AGENTRY_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Seconds between reaper passes.
-    #[arg(long, env = "AGENTRY_REAPER_INTERVAL_SECS")]
-    reaper_interval_secs: Option<f64>,
+impl SettingsArgs {
+    fn load(&self) -> anyhow::Result<Loaded> {
+        config::load(
+            self.config.as_deref(),
+            |name| std::env::var(name).ok(),
+            self.flags.clone(),
+        )
+    }
 }
 
-fn load(args: &DatabaseArgs) -> anyhow::Result<Config> {
-    let mut config = Config::from_file(args.config.as_ref())?;
-    if let Some(url) = &args.database_url {
-        config.database_url = Secret::new(url.clone());
+impl FromArgMatches for SettingsArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Vec::new();
+        for setting in SETTINGS {
+            if setting.flag().is_some()
+                && matches.value_source(setting.key) == Some(ValueSource::CommandLine)
+                && let Some(value) = matches.get_one::<String>(setting.key)
+            {
+                flags.push((setting.key, value.clone()));
+            }
+        }
+        // Older spellings, still accepted.
+        if matches.get_flag("no_migrate") {
+            flags.push(("migrate", "false".into()));
+        }
+        if let Some(secs) = matches.get_one::<String>("reaper_interval_secs") {
+            flags.push(("reaper_interval", secs.clone()));
+        }
+        Ok(Self {
+            config: matches.get_one::<PathBuf>("config").cloned(),
+            flags,
+        })
     }
-    // The root key comes from the environment only: never from a flag, where it would
-    // show in the process list.
-    if let Ok(key) = std::env::var("AGENTRY_ROOT_KEY")
-        && !key.is_empty()
-    {
-        config.root_key = Some(Secret::new(key));
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
-    Ok(config)
+}
+
+impl Args for SettingsArgs {
+    fn augment_args(mut cmd: ClapCommand) -> ClapCommand {
+        cmd = cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .env("AGENTRY_CONFIG")
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML configuration file; environment and flags override it"),
+        );
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag() else { continue };
+            cmd = cmd.arg(
+                Arg::new(setting.key)
+                    .long(flag)
+                    .value_name(setting.value_name)
+                    .help(format!("{} [env: {}]", setting.help, setting.env())),
+            );
+        }
+        cmd.arg(
+            Arg::new("no_migrate")
+                .long("no-migrate")
+                .action(ArgAction::SetTrue)
+                .help("same as --migrate false [env: AGENTRY_NO_MIGRATE]"),
+        )
+        .arg(
+            Arg::new("reaper_interval_secs")
+                .long("reaper-interval-secs")
+                .hide(true),
+        )
+    }
+
+    fn augment_args_for_update(cmd: ClapCommand) -> ClapCommand {
+        Self::augment_args(cmd)
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args.load()?).await,
         Command::Health(args) => health(args).await,
+        Command::Config(args) => {
+            print!("{}", args.load()?.render());
+            Ok(())
+        }
         Command::Migrate(args) => {
-            let config = load(&args)?;
+            let config = args.load()?.config;
             let _telemetry = agentry_server::telemetry::init(config.log_format)?;
             let store = agentry_store::Store::connect(config.database_url.expose(), 2)
                 .await
@@ -104,21 +154,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = load(&args.database)?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if args.no_migrate {
-        config.migrate = false;
-    }
-    if let Some(format) = args.log_format {
-        config.log_format = format;
-    }
-    if let Some(secs) = args.reaper_interval_secs {
-        config.reaper_interval =
-            Duration::try_from_secs_f64(secs).context("invalid --reaper-interval-secs")?;
-    }
+async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let config = loaded.config;
     let _telemetry = agentry_server::telemetry::init(config.log_format)?;
     let mut server = agentry_server::start(config).await?;
     if let Some(key) = &server.generated_root_key {
