@@ -1,6 +1,6 @@
 //! Compiles `proto/agentry/v1/*.proto` with protox (no system `protoc`) and generates the
 //! prost messages, tonic clients and servers, and the encoded descriptor set used by
-//! server reflection.
+//! server reflection, and the [`RequestId`] impls of every request message.
 
 use std::{env, path::PathBuf};
 
@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
 
+    std::fs::write(out.join("request_ids.rs"), request_ids(&descriptors))?;
+
     tonic_prost_build::configure()
         // Maps encode in key order, so equal requests hash equally (idempotency keys).
         .btree_map(".")
@@ -41,4 +43,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             config
         })?;
     Ok(())
+}
+
+/// `impl RequestId` for every `agentry.v1` message: those with a `request_id` string
+/// field return it, the others the empty string. Request logs read it without knowing
+/// the message type.
+fn request_ids(descriptors: &prost_types::FileDescriptorSet) -> String {
+    let mut out = String::new();
+    for file in &descriptors.file {
+        if file.package() != "agentry.v1" {
+            continue;
+        }
+        for message in &file.message_type {
+            let has = message.field.iter().any(|f| {
+                f.name() == "request_id"
+                    && f.r#type() == prost_types::field_descriptor_proto::Type::String
+            });
+            let body = if has {
+                "fn request_id(&self) -> &str { &self.request_id }"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "impl crate::RequestId for crate::v1::{} {{ {body} }}\n",
+                message.name()
+            ));
+        }
+    }
+    out
 }

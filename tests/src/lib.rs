@@ -14,6 +14,7 @@ pub mod db;
 pub mod doc;
 pub mod pg_proxy;
 pub mod pki;
+pub mod process;
 pub mod req;
 
 use std::{net::SocketAddr, time::Duration};
@@ -86,6 +87,8 @@ macro_rules! backend_tests {
 /// A running server with its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`, when the configuration asked for them.
+    pub metrics_addr: Option<SocketAddr>,
     pub root_key: String,
     pub backend: Backend,
     channel: Channel,
@@ -138,6 +141,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
         .await
         .expect("the server starts");
     let addr = server.local_addr;
+    let metrics_addr = server.metrics_addr;
     let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("valid endpoint");
     let channel = if tls {
         endpoint.connect_lazy()
@@ -149,6 +153,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
     };
     TestApp {
         addr,
+        metrics_addr,
         root_key,
         backend,
         channel,
@@ -158,6 +163,16 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Config
 }
 
 impl TestApp {
+    /// The harness's channel to the server (plaintext).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The test's own database.
+    pub fn database(&self) -> &FreshDatabase {
+        &self.database
+    }
+
     /// A client that sends `authorization: Bearer <key>`, or no header for an empty key.
     pub async fn registry(&self, key: &str) -> Registry {
         RegistryServiceClient::with_interceptor(self.channel.clone(), Bearer::new(key))

@@ -17,3 +17,14 @@ pub use agentry::v1;
 /// Encoded `FileDescriptorSet` of every `agentry.v1` file and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/agentry_descriptor.bin"));
+
+/// The `request_id` a request carries, for request logs: empty for messages without one.
+pub trait RequestId {
+    fn request_id(&self) -> &str {
+        ""
+    }
+}
+
+impl RequestId for () {}
+
+include!(concat!(env!("OUT_DIR"), "/request_ids.rs"));

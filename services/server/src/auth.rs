@@ -332,18 +332,18 @@ where
             if !path.starts_with("/agentry.") {
                 return inner.call(request).await;
             }
-            let started = Instant::now();
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             match auth.authenticate(header).await {
                 Ok(principal) => {
-                    tracing::debug!(method = %path, principal = %principal.name, "call");
+                    if let Some(call) = request.extensions().get::<Arc<crate::observe::CallInfo>>()
+                    {
+                        call.set_principal(&principal);
+                    }
                     request.extensions_mut().insert(principal);
-                    let response = inner.call(request).await;
-                    tracing::debug!(method = %path, elapsed_us = started.elapsed().as_micros() as u64, "done");
-                    response
+                    inner.call(request).await
                 }
                 Err(error) => {
                     tracing::debug!(method = %path, reason = error.reason(), "unauthenticated call");

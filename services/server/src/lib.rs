@@ -9,7 +9,9 @@ mod contexts;
 mod convert;
 mod error;
 mod execution;
+pub mod metrics;
 mod notify;
+pub mod observe;
 mod reaper;
 mod registry;
 mod rpc;
@@ -37,6 +39,7 @@ use crate::{
     context::Ctx,
     contexts::ContextRoutes,
     execution::Execution,
+    observe::{ObserveLayer, Observer},
     registry::Registry,
     tls::{Conn, TlsFiles},
 };
@@ -54,6 +57,8 @@ const SERVICES: &[&str] = &[
 /// A server started by [`start`].
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// The root key generated on this start, when none was configured and none existed.
     pub generated_root_key: Option<String>,
     stop: watch::Sender<bool>,
@@ -61,6 +66,7 @@ pub struct RunningServer {
     reaper: JoinHandle<()>,
     listener: JoinHandle<()>,
     tls_watcher: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
     store: Store,
     grace: Duration,
 }
@@ -86,6 +92,9 @@ impl RunningServer {
         let _ = self.listener.await;
         if let Some(watcher) = self.tls_watcher {
             let _ = watcher.await;
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.await;
         }
         self.store.close().await;
         result
@@ -160,6 +169,12 @@ fn incoming(
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Certificate problems are start-up errors, before anything else is touched.
     let tls = config.tls()?.map(TlsFiles::load).transpose()?.map(Arc::new);
+    // Before anything records a metric: handles bind to the recorder present then.
+    let recorder = config
+        .metrics_listen
+        .as_ref()
+        .map(|_| metrics::install())
+        .transpose()?;
     let store = Store::connect(config.database_url.expose(), config.db_max_connections)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -205,10 +220,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let limit = config.max_message_bytes;
     let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
@@ -249,8 +266,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.reaper_interval,
         stopped.clone(),
     ));
+    let (metrics_addr, metrics_task) = match (&config.metrics_listen, recorder) {
+        (Some(addr), Some(recorder)) => {
+            let (bound, task) =
+                metrics::serve(addr, recorder, store.clone(), stopped.clone()).await?;
+            (Some(bound), Some(task))
+        }
+        _ => (None, None),
+    };
+    let observer = Arc::new(Observer::new(
+        metrics_addr.is_some(),
+        telemetry::tracing_enabled(),
+    ));
     let mut on_stop = stopped.clone();
+    // The observe layer is outermost: it times the whole call, auth included, and sees
+    // unauthenticated calls too.
     let router = Server::builder()
+        .layer(ObserveLayer::new(observer))
         .layer(AuthLayer::new(auth))
         .layer(tower::util::MapResponseLayer::new(
             error::message_too_large(limit),
@@ -281,10 +313,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         backend = ?store.backend(),
         tls = tls.is_some(),
         mutual_tls = tls.as_ref().is_some_and(|t| t.paths().client_ca.is_some()),
+        metrics = ?metrics_addr,
         "serving"
     );
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
+        metrics: metrics_task,
         generated_root_key,
         stop,
         server,

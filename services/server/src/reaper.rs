@@ -88,8 +88,13 @@ async fn pass(store: &Store, timers: &mut RunReaper, ticks: u64) -> ReaperAction
     actions
 }
 
-/// Logs what a pass did. (Metrics of the counts hook in here.)
+/// Counts what a pass did (`agentry_reaper_actions_total{action}`,
+/// `agentry_leases_expired_total`) and logs it.
 fn record(actions: &ReaperActions) {
+    for (action, count) in actions.counts() {
+        crate::metrics::reaper_acted(action, count);
+    }
+    crate::metrics::leases_expired(actions.leases_expired());
     let done: Vec<String> = actions
         .counts()
         .into_iter()

@@ -13,6 +13,7 @@ macro_rules! rpc {
             $(
                 async fn $method(&self, request: tonic::Request<$request>) -> Result<tonic::Response<$response>, tonic::Status> {
                     let principal = $crate::auth::principal(&request)?;
+                    $crate::observe::note_request(&request);
                     $module::$method(&self.ctx, &principal, request.into_inner())
                         .await
                         .map(tonic::Response::new)

@@ -5,8 +5,14 @@
 //! SQLite allows one writer at a time, so writes go through a single-connection pool and
 //! reads through a separate pool (WAL mode lets them run beside the writer). On Postgres
 //! one pool serves both, and writers that must serialize take row locks.
+//!
+//! Every transaction and every statement gets a `tracing` span (target
+//! `agentry_store::db`, level DEBUG, so that nothing is built unless a trace exporter or
+//! `RUST_LOG=debug` asks for it) with `db.system` and the statement's summary, such as
+//! `SELECT runs`: the operation and its table, read from the rendered SQL, whose values
+//! are always bound parameters, so no value can reach a span.
 
-use std::{str::FromStr, time::Duration};
+use std::{panic::Location, str::FromStr, time::Duration};
 
 use agentry_core::{Error, Result};
 use sea_query::{PostgresQueryBuilder, QueryStatementWriter, SqliteQueryBuilder};
@@ -18,6 +24,7 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
+use tracing::{Instrument as _, Span};
 
 /// A row type both drivers can decode.
 pub trait Record:
@@ -126,11 +133,93 @@ impl Db {
         result.map_err(|e| Error::internal(format!("migration failed: {e}")))
     }
 
-    pub(crate) async fn begin(&self) -> Result<Tx> {
-        Ok(match self {
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(map_err)?),
-            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(map_err)?),
-        })
+    /// Begins a write transaction. Its span lasts until commit or rollback and is the
+    /// parent of its statements' spans; it names the code that began it.
+    #[track_caller]
+    pub(crate) fn begin(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
+        let caller = Location::caller();
+        let span = tracing::debug_span!(
+            target: "agentry_store::db",
+            "db.transaction",
+            otel.name = "transaction",
+            otel.kind = "client",
+            db.system = system(self.backend()),
+            db.operation.name = "transaction",
+            code.filepath = caller.file(),
+            code.lineno = caller.line(),
+        );
+        async move {
+            let conn = match self {
+                Self::Postgres(pool) => TxConn::Postgres(
+                    pool.begin()
+                        .instrument(span.clone())
+                        .await
+                        .map_err(map_err)?,
+                ),
+                Self::Sqlite { writer, .. } => TxConn::Sqlite(
+                    writer
+                        .begin()
+                        .instrument(span.clone())
+                        .await
+                        .map_err(map_err)?,
+                ),
+            };
+            Ok(Tx { conn, span })
+        }
+    }
+
+    /// See [`Store::readiness`](crate::Store::readiness).
+    pub(crate) async fn readiness(&self) -> std::result::Result<(), String> {
+        let (applied, known) = match self {
+            Self::Postgres(pool) => (
+                sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
+                    .fetch_all(pool)
+                    .await,
+                &PG_MIGRATOR,
+            ),
+            Self::Sqlite { reader, .. } => (
+                sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
+                    .fetch_all(reader)
+                    .await,
+                &SQLITE_MIGRATOR,
+            ),
+        };
+        let applied = applied.map_err(|e| match e {
+            sqlx::Error::Database(_) => "migrations are not applied".to_owned(),
+            other => format!("the database is unreachable: {other}"),
+        })?;
+        let missing: Vec<String> = known
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| m.version.to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("migrations not applied: {}", missing.join(", ")))
+        }
+    }
+
+    pub(crate) fn pool_connections(&self) -> crate::observe::PoolConnections {
+        fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> crate::observe::PoolConnections {
+            let (size, idle) = (u64::from(pool.size()), pool.num_idle() as u64);
+            crate::observe::PoolConnections {
+                active: size.saturating_sub(idle),
+                idle,
+                max: u64::from(pool.options().get_max_connections()),
+            }
+        }
+        match self {
+            Self::Postgres(pool) => of(pool),
+            Self::Sqlite { writer, reader } => {
+                let (w, r) = (of(writer), of(reader));
+                crate::observe::PoolConnections {
+                    active: w.active + r.active,
+                    idle: w.idle + r.idle,
+                    max: w.max + r.max,
+                }
+            }
+        }
     }
 
     pub(crate) async fn fetch_optional<R: Record>(
@@ -142,6 +231,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_optional(pool)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)
             }
@@ -149,6 +239,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_optional(reader)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)
             }
@@ -161,6 +252,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_all(pool)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)
             }
@@ -168,6 +260,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_all(reader)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)
             }
@@ -181,6 +274,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
                 Ok(sqlx::query_with(&sql, values)
                     .execute(pool)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)?
                     .rows_affected())
@@ -189,6 +283,7 @@ impl Db {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 Ok(sqlx::query_with(&sql, values)
                     .execute(writer)
+                    .instrument(statement_span(self.backend(), &sql, None))
                     .await
                     .map_err(map_err)?
                     .rows_affected())
@@ -232,32 +327,51 @@ impl Db {
 }
 
 /// An open write transaction on either back end. Dropping it rolls back.
-pub(crate) enum Tx {
+pub(crate) struct Tx {
+    conn: TxConn,
+    /// Open until the transaction commits or is dropped.
+    span: Span,
+}
+
+enum TxConn {
     Postgres(sqlx::Transaction<'static, Postgres>),
     Sqlite(sqlx::Transaction<'static, Sqlite>),
 }
 
 impl Tx {
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            Self::Postgres(_) => Backend::Postgres,
-            Self::Sqlite(_) => Backend::Sqlite,
+        match self.conn {
+            TxConn::Postgres(_) => Backend::Postgres,
+            TxConn::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Names what the transaction does (a mutation's method), for its span.
+    pub(crate) fn name(&self, operation: &'static str) {
+        if !self.span.is_disabled() {
+            self.span
+                .record("otel.name", format!("transaction {operation}"));
+            self.span.record("db.operation.name", operation);
         }
     }
 
     pub(crate) async fn fetch_all<R: Record>(&mut self, stmt: &impl Statement) -> Result<Vec<R>> {
-        match self {
-            Self::Postgres(tx) => {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_all(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)
             }
-            Self::Sqlite(tx) => {
+            TxConn::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_all(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)
             }
@@ -265,19 +379,23 @@ impl Tx {
     }
 
     pub(crate) async fn execute(&mut self, stmt: &impl Statement) -> Result<u64> {
-        match self {
-            Self::Postgres(tx) => {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
                 Ok(sqlx::query_with(&sql, values)
                     .execute(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)?
                     .rows_affected())
             }
-            Self::Sqlite(tx) => {
+            TxConn::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
                 Ok(sqlx::query_with(&sql, values)
                     .execute(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)?
                     .rows_affected())
@@ -289,18 +407,22 @@ impl Tx {
         &mut self,
         stmt: &impl Statement,
     ) -> Result<Option<R>> {
-        match self {
-            Self::Postgres(tx) => {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_optional(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)
             }
-            Self::Sqlite(tx) => {
+            TxConn::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
                 sqlx::query_as_with::<_, R, _>(&sql, values)
                     .fetch_optional(&mut **tx)
+                    .instrument(span)
                     .await
                     .map_err(map_err)
             }
@@ -323,9 +445,10 @@ impl Tx {
     }
 
     pub(crate) async fn commit(self) -> Result<()> {
-        match self {
-            Self::Postgres(tx) => tx.commit().await.map_err(map_err),
-            Self::Sqlite(tx) => tx.commit().await.map_err(map_err),
+        let span = self.span;
+        match self.conn {
+            TxConn::Postgres(tx) => tx.commit().instrument(span).await.map_err(map_err),
+            TxConn::Sqlite(tx) => tx.commit().instrument(span).await.map_err(map_err),
         }
     }
 }
@@ -369,5 +492,89 @@ pub(crate) fn named(e: Error, resource: impl std::fmt::Display) -> Error {
     match e {
         Error::AlreadyExists { .. } => Error::already_exists(resource.to_string()),
         other => other,
+    }
+}
+
+/// The `db.system` of a back end.
+fn system(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "postgresql",
+        Backend::Sqlite => "sqlite",
+    }
+}
+
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// A statement's span, named by [`summary`]; a child of its transaction's span.
+fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Span {
+    let span = match transaction {
+        Some(parent) => tracing::debug_span!(
+            target: "agentry_store::db",
+            parent: parent,
+            "db.statement",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            db.system = system(backend),
+            db.query.summary = tracing::field::Empty,
+        ),
+        None => tracing::debug_span!(
+            target: "agentry_store::db",
+            "db.statement",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
+            db.system = system(backend),
+            db.query.summary = tracing::field::Empty,
+        ),
+    };
+    if !span.is_disabled() {
+        let summary = summary(sql);
+        span.record("otel.name", summary.as_str());
+        span.record("db.query.summary", summary.as_str());
+    }
+    span
+}
+
+/// `SELECT runs`, `INSERT audit_log`, `UPDATE contexts`: a statement's operation and its
+/// first table, from SQL whose values are all placeholders.
+pub(crate) fn summary(sql: &str) -> String {
+    let mut words = sql.split_whitespace();
+    let Some(operation) = words.next() else {
+        return String::new();
+    };
+    let operation = operation.to_ascii_uppercase();
+    let table = if operation == "UPDATE" {
+        words.next()
+    } else {
+        words
+            .by_ref()
+            .find(|w| w.eq_ignore_ascii_case("FROM") || w.eq_ignore_ascii_case("INTO"))
+            .and_then(|_| words.next())
+    };
+    match table.map(|t| t.trim_matches(|c| c == '"' || c == '`' || c == '(' || c == ')')) {
+        Some(table) if !table.is_empty() => format!("{operation} {table}"),
+        _ => operation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn summaries_name_operation_and_table_only() {
+        assert_eq!(
+            summary(r#"SELECT "status", COUNT("run_id") FROM "runs" WHERE "x" = $1"#),
+            "SELECT runs"
+        );
+        assert_eq!(
+            summary(r#"INSERT INTO "audit_log" ("a") VALUES ($1)"#),
+            "INSERT audit_log"
+        );
+        assert_eq!(summary(r#"UPDATE "runs" SET "a" = ?"#), "UPDATE runs");
+        assert_eq!(
+            summary(r#"DELETE FROM "idempotency_keys""#),
+            "DELETE idempotency_keys"
+        );
+        assert_eq!(summary("SELECT 1"), "SELECT");
     }
 }

@@ -12,6 +12,7 @@ mod db;
 mod execution;
 mod instances;
 mod mutation;
+mod observe;
 mod projects;
 mod rows;
 mod settings;
@@ -30,6 +31,7 @@ pub use execution::{
 };
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
 pub use mutation::Mutation;
+pub use observe::PoolConnections;
 pub use projects::{NewProject, ProjectPatch};
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 

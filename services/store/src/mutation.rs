@@ -91,6 +91,7 @@ impl Store {
         m: &Mutation,
     ) -> Result<Begun<T>> {
         let mut tx = self.db.begin().await?;
+        tx.name(m.method);
         if !m.request_id.is_empty()
             && let Some(stored) = tx.fetch_optional::<StoredResult>(&lookup(m)).await?
         {

@@ -3,6 +3,7 @@
 
 use agentry_core::{
     Error, Result, document,
+    model::ContextOp,
     names::{ContextName, InstanceName, ProjectName, validate_slug},
 };
 use agentry_proto::v1::{self as pb, write_context_request::Change};
@@ -91,6 +92,7 @@ pub async fn create_context(
         name: name.clone(),
     };
     let (context, version) = ctx.store.create_context(&m, new).await?;
+    crate::metrics::context_written("create");
     if version.is_some() {
         ctx.publish_context(&name);
     }
@@ -171,6 +173,14 @@ async fn write(
     if !outcome.noop {
         ctx.publish_context(name);
     }
+    crate::metrics::context_written(match (outcome.noop, outcome.version.op) {
+        (true, _) => "noop",
+        (false, ContextOp::Create) => "create",
+        (false, ContextOp::Replace) => "replace",
+        (false, ContextOp::MergePatch) => "merge_patch",
+        (false, ContextOp::JsonPatch) => "json_patch",
+        (false, ContextOp::Rollback) => "rollback",
+    });
     Ok(pb::WriteContextResponse {
         version: Some(version_to_proto(name, outcome.version)),
         noop: outcome.noop,

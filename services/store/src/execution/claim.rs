@@ -232,6 +232,7 @@ impl Store {
         }));
         tx.commit().await?;
         self.wake(&wakes);
+        crate::observe::run_picked_up(now - before.next_attempt_time);
         Ok(Some(Claim {
             run,
             instance,

@@ -1,0 +1,47 @@
+//! What the server's metrics and readiness probe ask of the store, and the metric
+//! lines store operations record (through the `metrics` facade, which does nothing
+//! unless the server installed a recorder).
+
+use agentry_core::{Result, time::Micros};
+use sea_query::{Expr, Func, Query};
+
+use crate::{Store, tables::Runs};
+
+/// Connections of the database pools, for `agentry_db_pool_connections{state}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolConnections {
+    /// Checked out by a call or a background task.
+    pub active: u64,
+    /// Open and waiting in the pool.
+    pub idle: u64,
+    /// The most the pools will open.
+    pub max: u64,
+}
+
+impl Store {
+    /// Runs by status, over every workspace: one `GROUP BY` over the runs table.
+    pub async fn count_runs_by_status(&self) -> Result<Vec<(String, i64)>> {
+        let stmt = Query::select()
+            .column(Runs::Status)
+            .expr(Func::count(Expr::col(Runs::RunId)))
+            .from(Runs::Table)
+            .group_by_col(Runs::Status)
+            .to_owned();
+        self.db.fetch_all(&stmt).await
+    }
+
+    /// Ready to serve: the database answers and every migration this build knows is
+    /// applied. The error says which is not the case.
+    pub async fn readiness(&self) -> std::result::Result<(), String> {
+        self.db.readiness().await
+    }
+
+    pub fn pool_connections(&self) -> PoolConnections {
+        self.db.pool_connections()
+    }
+}
+
+/// A run was leased `waited` micros after it became ready (`agentry_run_pickup_seconds`).
+pub(crate) fn run_picked_up(waited: Micros) {
+    metrics::histogram!("agentry_run_pickup_seconds").record(waited.max(0) as f64 / 1e6);
+}
