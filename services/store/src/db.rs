@@ -137,17 +137,44 @@ impl Db {
     /// parent of its statements' spans; it names the code that began it.
     #[track_caller]
     pub(crate) fn begin(&self) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
+        self.begin_as("")
+    }
+
+    /// [`Db::begin`] for a named operation (a mutation's method): the span is called
+    /// `transaction {operation}`.
+    #[track_caller]
+    pub(crate) fn begin_as(
+        &self,
+        operation: &'static str,
+    ) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
         let caller = Location::caller();
         let span = tracing::debug_span!(
             target: "agentry_store::db",
             "db.transaction",
-            otel.name = "transaction",
+            otel.name = tracing::field::Empty,
             otel.kind = "client",
             db.system = system(self.backend()),
-            db.operation.name = "transaction",
+            db.operation.name = tracing::field::Empty,
             code.filepath = caller.file(),
             code.lineno = caller.line(),
         );
+        let span = within_a_call(span);
+        if !span.is_disabled() {
+            let name = if operation.is_empty() {
+                "transaction".to_owned()
+            } else {
+                format!("transaction {operation}")
+            };
+            span.record("otel.name", name.as_str());
+            span.record(
+                "db.operation.name",
+                if operation.is_empty() {
+                    "transaction"
+                } else {
+                    operation
+                },
+            );
+        }
         async move {
             let conn = match self {
                 Self::Postgres(pool) => TxConn::Postgres(
@@ -505,6 +532,16 @@ fn system(backend: Backend) -> &'static str {
 
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
+/// Only work done for a call is traced: the background tasks' (reaper, listeners)
+/// statements would otherwise each start a trace of their own, many per second.
+fn within_a_call(span: Span) -> Span {
+    if span.is_disabled() || Span::current().is_none() {
+        Span::none()
+    } else {
+        span
+    }
+}
+
 /// A statement's span, named by [`summary`]; a child of its transaction's span.
 fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Span {
     let span = match transaction {
@@ -526,6 +563,7 @@ fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Sp
             db.query.summary = tracing::field::Empty,
         ),
     };
+    let span = within_a_call(span);
     if !span.is_disabled() {
         let summary = summary(sql);
         span.record("otel.name", summary.as_str());

@@ -90,8 +90,7 @@ impl Store {
         &self,
         m: &Mutation,
     ) -> Result<Begun<T>> {
-        let mut tx = self.db.begin().await?;
-        tx.name(m.method);
+        let mut tx = self.db.begin_as(m.method).await?;
         if !m.request_id.is_empty()
             && let Some(stored) = tx.fetch_optional::<StoredResult>(&lookup(m)).await?
         {
