@@ -5,7 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-/// `$AGENTRY_BIN`, or the workspace's `target/debug/agentry` (built when missing).
+/// `$AGENTRY_BIN`, or the workspace's `target/debug/agentry`, built (or found up to
+/// date) by cargo first: a test run builds the test crates, not the server's binary.
 pub fn agentry_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("AGENTRY_BIN") {
         return bin.into();
@@ -15,7 +16,7 @@ pub fn agentry_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let bin = target.join("debug/agentry");
-    if !bin.exists() {
+    {
         let status = std::process::Command::new(env!("CARGO"))
             .args(["build", "-p", "agentry-server", "--bin", "agentry"])
             .current_dir(&root)

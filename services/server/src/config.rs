@@ -548,11 +548,6 @@ impl Loaded {
         let mut out = String::new();
         for setting in SETTINGS {
             let value = self.config.display(setting.key);
-            let value = if setting.secret && setting.key != "database_url" && !value.is_empty() {
-                "<redacted>".to_owned()
-            } else {
-                value
-            };
             out.push_str(&format!(
                 "{} = {:?}  # {}\n",
                 setting.key,

@@ -373,15 +373,6 @@ impl Tx {
         }
     }
 
-    /// Names what the transaction does (a mutation's method), for its span.
-    pub(crate) fn name(&self, operation: &'static str) {
-        if !self.span.is_disabled() {
-            self.span
-                .record("otel.name", format!("transaction {operation}"));
-            self.span.record("db.operation.name", operation);
-        }
-    }
-
     pub(crate) async fn fetch_all<R: Record>(&mut self, stmt: &impl Statement) -> Result<Vec<R>> {
         match &mut self.conn {
             TxConn::Postgres(tx) => {
