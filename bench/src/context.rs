@@ -28,10 +28,10 @@ use crate::{
 };
 
 const CONCURRENCY: [usize; 2] = [1, 32];
-const CHANNELS: usize = 4;
+pub(crate) const CHANNELS: usize = 4;
 const KEEP_LAST: i32 = 50;
 /// The empty call and the reads are measured in alternating slices this long.
-const SLICE: Duration = Duration::from_secs(1);
+pub(crate) const SLICE: Duration = Duration::from_secs(1);
 
 struct Measured {
     concurrency: usize,
@@ -85,7 +85,7 @@ pub(crate) fn document(n: u64, bytes: usize) -> prost_types::Value {
     value(serde_json::Value::Object(doc))
 }
 
-fn context_name(i: usize) -> String {
+pub(crate) fn context_name(i: usize) -> String {
     format!("workspaces/bench/projects/p/contexts/c{i}")
 }
 
@@ -96,58 +96,11 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let channels: Vec<_> =
         futures::future::try_join_all((0..CHANNELS).map(|_| channel(&server.addr))).await?;
 
-    // Setup through the API, with an ADMIN key as a real caller would use.
-    let mut registry = server::registry(channels[0].clone(), &root);
-    registry
-        .create_workspace(pb::CreateWorkspaceRequest {
-            workspace_id: "bench".into(),
-            workspace: Some(pb::Workspace::default()),
-            request_id: String::new(),
-        })
-        .await?;
-    registry
-        .create_project(pb::CreateProjectRequest {
-            parent: "workspaces/bench".into(),
-            project_id: "p".into(),
-            project: Some(pb::Project::default()),
-            request_id: String::new(),
-        })
-        .await?;
-    let created = registry
-        .create_api_key(pb::CreateApiKeyRequest {
-            parent: "workspaces/bench".into(),
-            api_key: Some(pb::ApiKey {
-                role: pb::Role::Admin as i32,
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await?
-        .into_inner();
-    let key = created.secret;
-    let key_name = created.api_key.map(|k| k.name).unwrap_or_default();
+    let (key, key_name) = prepare_contexts(&server).await?;
     let clients: Vec<_> = channels
         .iter()
         .map(|c| server::contexts(c.clone(), &key))
         .collect();
-    let mut setup = clients[0].clone();
-    for i in 0..32 {
-        setup
-            .create_context(pb::CreateContextRequest {
-                parent: "workspaces/bench/projects/p".into(),
-                context_id: format!("c{i}"),
-                context: Some(pb::Context {
-                    keep_last: KEEP_LAST,
-                    ..Default::default()
-                }),
-                data: Some(document(0, 1024)),
-                request_id: String::new(),
-            })
-            .await?;
-        for n in 1..=KEEP_LAST as u64 {
-            write(&mut setup, i, n).await?;
-        }
-    }
     println!(
         "context benchmark: {} s per measurement, server {} on Postgres, 1 KiB documents, keep_last {KEEP_LAST}\n",
         cli.seconds, server.addr
@@ -254,6 +207,62 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         println!();
     }
     storage(&clients[0], &server.database_url).await
+}
+
+/// A workspace `bench`, an ADMIN key, and 32 contexts of 1 KiB documents with
+/// `KEEP_LAST` versions each, made through the API as a real caller would. Returns the
+/// key's secret and its resource name.
+pub(crate) async fn prepare_contexts(server: &server::Server) -> anyhow::Result<(String, String)> {
+    let root = &server.root_key;
+    // Setup through the API, with an ADMIN key as a real caller would use.
+    let mut registry = server::registry(channel(&server.addr).await?, root);
+    registry
+        .create_workspace(pb::CreateWorkspaceRequest {
+            workspace_id: "bench".into(),
+            workspace: Some(pb::Workspace::default()),
+            request_id: String::new(),
+        })
+        .await?;
+    registry
+        .create_project(pb::CreateProjectRequest {
+            parent: "workspaces/bench".into(),
+            project_id: "p".into(),
+            project: Some(pb::Project::default()),
+            request_id: String::new(),
+        })
+        .await?;
+    let created = registry
+        .create_api_key(pb::CreateApiKeyRequest {
+            parent: "workspaces/bench".into(),
+            api_key: Some(pb::ApiKey {
+                role: pb::Role::Admin as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let key = created.secret;
+    let key_name = created.api_key.map(|k| k.name).unwrap_or_default();
+    let mut setup = server::contexts(channel(&server.addr).await?, &key);
+    for i in 0..32 {
+        setup
+            .create_context(pb::CreateContextRequest {
+                parent: "workspaces/bench/projects/p".into(),
+                context_id: format!("c{i}"),
+                context: Some(pb::Context {
+                    keep_last: KEEP_LAST,
+                    ..Default::default()
+                }),
+                data: Some(document(0, 1024)),
+                request_id: String::new(),
+            })
+            .await?;
+        for n in 1..=KEEP_LAST as u64 {
+            write(&mut setup, i, n).await?;
+        }
+    }
+    Ok((key, key_name))
 }
 
 async fn write(client: &mut server::Contexts, context: usize, n: u64) -> anyhow::Result<()> {

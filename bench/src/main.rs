@@ -6,6 +6,7 @@ mod context;
 mod cpu;
 mod execution;
 mod load;
+mod observability;
 mod peers;
 mod pgbench;
 mod server;
@@ -49,6 +50,9 @@ enum Command {
     /// Agentry beside etcd (CAS writes, head reads) and graphile-worker (no-op runs) on
     /// the same machine and Postgres, alternating, with the pgbench floors.
     Peers(peers::Args),
+    /// The cost of traces and metrics: a server with both on against one with both off,
+    /// in alternating slices, on the empty call and ReadContext at 32 clients.
+    Observability,
 }
 
 #[tokio::main]
@@ -58,5 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Context => context::run(&cli).await,
         Command::Execution(ref args) => execution::run(&cli, args).await,
         Command::Peers(ref args) => peers::run(&cli, args).await,
+        Command::Observability => observability::run(&cli).await,
     }
 }

@@ -38,8 +38,11 @@ pub struct Server {
     child: Child,
     pub addr: String,
     pub database_url: String,
+    pub root_key: String,
     admin_url: String,
     database: String,
+    /// Drops the database when it stops (the server that created it).
+    owns_database: bool,
 }
 
 impl Server {
@@ -55,6 +58,9 @@ impl Drop for Server {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        if !self.owns_database {
+            return;
+        }
         let (admin_url, database) = (self.admin_url.clone(), self.database.clone());
         let _ = std::thread::spawn(move || {
             tokio::runtime::Runtime::new().map(|rt| {
@@ -89,13 +95,32 @@ pub fn with_database(url: &str, database: &str) -> String {
 }
 
 pub async fn start(binary: &str, admin_url: &str, root_key: &str) -> anyhow::Result<Server> {
-    let database = format!("agentry_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(admin_url)
-        .await
-        .context("connect to DATABASE_URL")?;
-    admin
-        .execute(format!("CREATE DATABASE \"{database}\"").as_str())
-        .await?;
+    start_with(binary, admin_url, root_key, None, &[], &[]).await
+}
+
+/// Starts another server: on `existing`'s database when given (else a new one), with
+/// extra flags and environment.
+pub async fn start_with(
+    binary: &str,
+    admin_url: &str,
+    root_key: &str,
+    existing: Option<&Server>,
+    args: &[String],
+    env: &[(&str, String)],
+) -> anyhow::Result<Server> {
+    let (database, owns_database) = match existing {
+        Some(server) => (server.database.clone(), false),
+        None => {
+            let database = format!("agentry_bench_{}", uuid::Uuid::now_v7().simple());
+            let mut admin = PgConnection::connect(admin_url)
+                .await
+                .context("connect to DATABASE_URL")?;
+            admin
+                .execute(format!("CREATE DATABASE \"{database}\"").as_str())
+                .await?;
+            (database, true)
+        }
+    };
     let database_url = with_database(admin_url, &database);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -103,8 +128,11 @@ pub async fn start(binary: &str, admin_url: &str, root_key: &str) -> anyhow::Res
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(binary)
         .args(["serve", "--listen", &addr, "--database-url", &database_url])
+        .args(args)
         .env("AGENTRY_ROOT_KEY", root_key)
         .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot run {binary}; build it with cargo build --release"))?;
@@ -112,8 +140,10 @@ pub async fn start(binary: &str, admin_url: &str, root_key: &str) -> anyhow::Res
         child,
         addr,
         database_url,
+        root_key: root_key.to_owned(),
         admin_url: admin_url.to_owned(),
         database,
+        owns_database,
     };
     let started = Instant::now();
     loop {

@@ -35,7 +35,7 @@ fn compile(field: &str, schema: &Value) -> Result<jsonschema::Validator> {
 fn schema_error(field: &str, pointer: &str, description: &str) -> Error {
     Error::invalid_many(
         "INVALID_SCHEMA",
-        format!("{field} is not a valid JSON Schema: {description}"),
+        format!("{field}{pointer}: not a valid JSON Schema: {description}"),
         vec![FieldViolation::new(
             format!("{field}{pointer}"),
             description,
@@ -71,11 +71,17 @@ pub fn validate_config(field: &str, schema: Option<&Value>, config: &Value) -> R
     if violations.is_empty() {
         Ok(())
     } else {
+        // The message names the field itself (`instance.config/model: 5 is not of type
+        // "string"`), for clients that show only the message.
+        let more = match violations.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
         Err(Error::invalid_many(
             "INVALID_CONFIG",
             format!(
-                "config does not match the agent's config_schema: {}",
-                violations[0].description
+                "{}: {}{more}",
+                violations[0].field, violations[0].description
             ),
             violations,
         ))
@@ -101,6 +107,17 @@ mod tests {
         };
         assert_eq!(reason, "INVALID_CONFIG");
         assert_eq!(violations[0].field, "instance.config/temperature");
+    }
+
+    #[test]
+    fn config_messages_name_the_field() {
+        let schema = json!({"type": "object", "properties": {"model": {"type": "string"}}});
+        let err =
+            validate_config("instance.config", Some(&schema), &json!({"model": 5})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"instance.config/model: 5 is not of type "string""#
+        );
     }
 
     #[test]

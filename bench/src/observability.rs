@@ -1,0 +1,201 @@
+//! The cost of traces and metrics: two servers on one database, one with both off (the
+//! default) and one with both on (`--metrics-listen`, and OTLP export of every span to
+//! a collector in this process, sampler `always_on`), measured in alternating slices on
+//! the empty call (`grpc.health.v1.Health/Check`) and on ReadContext, at 32 clients. The
+//! alternation puts the machine's swings on both alike; the figure is the throughput
+//! with both on over the throughput with both off (goal: at least 0.95).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use agentry_proto::v1 as pb;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+
+use crate::{
+    Cli,
+    context::{CHANNELS, SLICE, context_name, prepare_contexts},
+    cpu,
+    load::alternate,
+    server::{self, channel},
+    stats::{ratio, report},
+};
+
+const CONCURRENCY: usize = 32;
+
+/// Receives spans and counts them.
+#[derive(Clone, Default)]
+struct Collector(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let collector_addr = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let root = format!("bench-root-{}", uuid::Uuid::now_v7().simple());
+    let off = server::start(&cli.binary, &cli.database_url, &root).await?;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let on = server::start_with(
+        &cli.binary,
+        &cli.database_url,
+        &root,
+        Some(&off),
+        &[
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{collector_addr}"),
+            ),
+            ("OTEL_TRACES_SAMPLER", "always_on".into()),
+        ],
+    )
+    .await?;
+    let (key, _) = prepare_contexts(&off).await?;
+    let duration = Duration::from_secs(cli.seconds);
+    println!(
+        "observability benchmark: {} s per measurement, {CONCURRENCY} clients, both servers on one Postgres database\n  off: {} (no metrics, no traces)\n  on:  {} (--metrics-listen, OTLP export of every span)\n",
+        cli.seconds, off.addr, on.addr
+    );
+
+    let mut channels = Vec::new();
+    for server in [&off, &on] {
+        let mut each = Vec::new();
+        for _ in 0..CHANNELS {
+            each.push(channel(&server.addr).await?);
+        }
+        channels.push(each);
+    }
+    let meter = cpu::Meter::new(on.pid());
+
+    let health = |channels: &Vec<tonic::transport::Channel>| {
+        let clients: Vec<_> = channels
+            .iter()
+            .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
+            .collect();
+        move |worker: usize, _| {
+            let mut client = clients[worker % CHANNELS].clone();
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+    let [empty_off, empty_on] = alternate(
+        CONCURRENCY,
+        duration,
+        SLICE,
+        &meter,
+        health(&channels[0]),
+        health(&channels[1]),
+    )
+    .await?;
+
+    let reads = |channels: &Vec<tonic::transport::Channel>| {
+        let clients: Vec<_> = channels
+            .iter()
+            .map(|c| server::contexts(c.clone(), &key))
+            .collect();
+        move |worker: usize, _| {
+            let mut client = clients[worker % CHANNELS].clone();
+            async move {
+                client
+                    .read_context(pb::ReadContextRequest {
+                        name: context_name(worker),
+                        version: 0,
+                    })
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+    let [reads_off, reads_on] = alternate(
+        CONCURRENCY,
+        duration,
+        SLICE,
+        &meter,
+        reads(&channels[0]),
+        reads(&channels[1]),
+    )
+    .await?;
+
+    // Give the batch exporter its schedule delay to send what is left.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let spans = collector.0.load(Ordering::Relaxed);
+    let scraped = scrape(metrics_port).await.unwrap_or_default();
+    let counted = scraped
+        .lines()
+        .filter(|l| l.starts_with("agentry_rpc_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>();
+
+    println!("— {CONCURRENCY} concurrent clients");
+    report("  empty call, traces + metrics off", &empty_off.0);
+    report("  empty call, traces + metrics on", &empty_on.0);
+    report("  ReadContext head, traces + metrics off", &reads_off.0);
+    report("  ReadContext head, traces + metrics on", &reads_on.0);
+    ratio(
+        "  empty call: on / off",
+        empty_on.0.per_second,
+        empty_off.0.per_second,
+        0.95,
+    );
+    ratio(
+        "  ReadContext: on / off",
+        reads_on.0.per_second,
+        reads_off.0.per_second,
+        0.95,
+    );
+    println!(
+        "  the 'on' server exported {spans} spans and counted {counted:.0} RPCs in agentry_rpc_requests_total"
+    );
+    Ok(())
+}
+
+/// `/metrics` of the server with metrics on, over a plain HTTP/1.0 exchange.
+async fn scrape(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
