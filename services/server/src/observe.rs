@@ -127,7 +127,10 @@ impl Method {
 
 /// Observation settings and the method table, shared by every call.
 pub struct Observer {
+    /// Sorted by path.
     methods: Vec<Method>,
+    /// Where calls of paths that name no method are counted.
+    unknown: usize,
     metrics: bool,
     tracing: bool,
 }
@@ -158,10 +161,8 @@ impl Observer {
                 }
             }
         }
-        names.sort();
-        names.dedup();
         names.push(("unknown".into(), "unknown".into()));
-        let methods = names
+        let mut methods: Vec<Method> = names
             .into_iter()
             .map(|(service, method)| {
                 let (service, method) = (leak(&service), leak(&method));
@@ -180,8 +181,15 @@ impl Observer {
                 }
             })
             .collect();
+        methods.sort_by(|a, b| a.path.cmp(&b.path));
+        methods.dedup_by(|a, b| a.path == b.path);
+        let unknown = methods
+            .iter()
+            .position(|m| m.path == "/unknown/unknown")
+            .expect("the unknown method is listed");
         Self {
             methods,
+            unknown,
             metrics,
             tracing,
         }
@@ -190,7 +198,7 @@ impl Observer {
     fn find(&self, path: &str) -> usize {
         self.methods
             .binary_search_by(|m| m.path.as_str().cmp(path))
-            .unwrap_or(self.methods.len() - 1)
+            .unwrap_or(self.unknown)
     }
 }
 
@@ -537,6 +545,24 @@ mod tests {
         let mut kinds: Vec<String> = STREAM_KINDS.iter().map(|(m, _)| m.to_string()).collect();
         kinds.sort();
         assert_eq!(streams, kinds);
+    }
+
+    #[test]
+    fn every_served_method_is_found_and_other_paths_are_unknown() {
+        let observer = Observer::new(false, false);
+        assert!(observer.methods.len() > 40);
+        for method in &observer.methods {
+            assert_eq!(
+                observer.methods[observer.find(&method.path)].path,
+                method.path
+            );
+        }
+        for path in ["/agentry.v1.Nope/Nope", "/", "/zzz/zzz", "/a/b"] {
+            assert_eq!(observer.methods[observer.find(path)].method, "unknown");
+        }
+        let read = observer.find("/agentry.v1.ContextService/ReadContext");
+        assert_eq!(observer.methods[read].method, "ReadContext");
+        assert_eq!(observer.methods[read].service, "agentry.v1.ContextService");
     }
 
     #[test]
