@@ -52,7 +52,7 @@ enum Command {
     Peers(peers::Args),
     /// The cost of traces and metrics: a server with both on against one with both off,
     /// in alternating slices, on the empty call and ReadContext at 32 clients.
-    Observability,
+    Observability(observability::Args),
 }
 
 #[tokio::main]
@@ -62,6 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Context => context::run(&cli).await,
         Command::Execution(ref args) => execution::run(&cli, args).await,
         Command::Peers(ref args) => peers::run(&cli, args).await,
-        Command::Observability => observability::run(&cli).await,
+        Command::Observability(ref args) => observability::run(&cli, args).await,
     }
 }

@@ -30,6 +30,19 @@ use crate::{
 
 const CONCURRENCY: usize = 32;
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// `OTEL_TRACES_SAMPLER` of the server with traces on.
+    #[arg(long, default_value = "always_on")]
+    sampler: String,
+    /// `OTEL_TRACES_SAMPLER_ARG` (the ratio of the `*traceidratio` samplers).
+    #[arg(long)]
+    sampler_arg: Option<String>,
+    /// Measure metrics alone: the 'on' server exports no spans.
+    #[arg(long)]
+    no_traces: bool,
+}
+
 /// Receives spans and counts them.
 #[derive(Clone, Default)]
 struct Collector(Arc<AtomicU64>);
@@ -52,7 +65,7 @@ impl TraceService for Collector {
     }
 }
 
-pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let collector_addr = listener.local_addr()?;
@@ -67,6 +80,17 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let mut on_env = Vec::new();
+    if !args.no_traces {
+        on_env.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        ));
+        on_env.push(("OTEL_TRACES_SAMPLER", args.sampler.clone()));
+        if let Some(arg) = &args.sampler_arg {
+            on_env.push(("OTEL_TRACES_SAMPLER_ARG", arg.clone()));
+        }
+    }
     let on = server::start_with(
         &cli.binary,
         &cli.database_url,
@@ -76,19 +100,25 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             "--metrics-listen".into(),
             format!("127.0.0.1:{metrics_port}"),
         ],
-        &[
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://{collector_addr}"),
-            ),
-            ("OTEL_TRACES_SAMPLER", "always_on".into()),
-        ],
+        &on_env,
     )
     .await?;
     let (key, _) = prepare_contexts(&off).await?;
     let duration = Duration::from_secs(cli.seconds);
+    let traces = if args.no_traces {
+        "no traces".to_owned()
+    } else {
+        format!(
+            "OTLP export, sampler {}{}",
+            args.sampler,
+            args.sampler_arg
+                .as_ref()
+                .map(|a| format!(" {a}"))
+                .unwrap_or_default()
+        )
+    };
     println!(
-        "observability benchmark: {} s per measurement, {CONCURRENCY} clients, both servers on one Postgres database\n  off: {} (no metrics, no traces)\n  on:  {} (--metrics-listen, OTLP export of every span)\n",
+        "observability benchmark: {} s per measurement, {CONCURRENCY} clients, both servers on one Postgres database\n  off: {} (no metrics, no traces)\n  on:  {} (--metrics-listen, {traces})\n",
         cli.seconds, off.addr, on.addr
     );
 

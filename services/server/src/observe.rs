@@ -311,10 +311,12 @@ fn server_span(method: &Method, headers: &http::HeaderMap) -> Span {
         rpc.service = method.service,
         rpc.method = method.method,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    });
-    let _ = span.set_parent(parent);
+    if headers.contains_key("traceparent") {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(headers))
+        });
+        let _ = span.set_parent(parent);
+    }
     span
 }
 

@@ -93,8 +93,15 @@ pub fn init_with(
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider(&var)?;
     let otel = provider.as_ref().map(|provider| {
+        // Only what the spans declare: no busy/idle timing (a clock read on every poll),
+        // thread, source location or target attributes, which cost on every span.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("agentry"))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+            .with_level(false)
             .with_filter(filter_fn(|meta| {
                 meta.is_span() && meta.target().starts_with("agentry_")
             }))
