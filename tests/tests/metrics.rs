@@ -225,7 +225,7 @@ async fn metrics_are_listed_and_move_with_activity(backend: Backend) {
     assert!(
         sample(
             &after,
-            r#"agentry_reaper_actions_total{action="lease_expired"}"#
+            r#"agentry_reaper_actions_total{action="lease_requeued"}"#
         )
         .unwrap()
             >= 1.0
