@@ -5,6 +5,9 @@
 //! until [`PgProxy::restore`]; [`PgProxy::hold_reply_after`]
 //! delays the answer to the next statement that contains a marker (a COMMIT that is
 //! applied but answered late).
+//!
+//! The proxy runs on a runtime of its own, so that its connection tasks (which a stall
+//! keeps alive) never count among the tasks of the test's runtime, which runs the server.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +30,7 @@ pub struct PgProxy {
     upstream_url: String,
     shared: Arc<Shared>,
     acceptor: JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 #[derive(Default)]
@@ -43,14 +47,22 @@ impl PgProxy {
     /// A proxy in front of the Postgres server that `database_url` names.
     pub async fn start(database_url: &str) -> Self {
         let upstream = upstream_of(database_url);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let addr = listener.local_addr().expect("proxy address");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pg-proxy")
+            .enable_all()
+            .build()
+            .expect("the proxy's runtime");
         let shared = Arc::new(Shared::default());
-        let acceptor = tokio::spawn({
+        let acceptor = runtime.spawn({
             let shared = shared.clone();
             async move {
+                let listener = TcpListener::from_std(listener).expect("the proxy's listener");
                 while let Ok((client, _)) = listener.accept().await {
                     if shared.down.load(Ordering::SeqCst) {
                         drop(client); // refused: the client sees the connection close
@@ -68,6 +80,7 @@ impl PgProxy {
             upstream_url: database_url.to_owned(),
             shared,
             acceptor,
+            runtime: Some(runtime),
         }
     }
 
@@ -112,6 +125,9 @@ impl Drop for PgProxy {
     fn drop(&mut self) {
         self.acceptor.abort();
         self.cut();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 

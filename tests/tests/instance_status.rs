@@ -1,4 +1,4 @@
-//! The instance status machine of DESIGN §4 (SetInstanceStatus, DeleteInstance) and
+//! The instance status machine of design §4 (docs/design.md) (SetInstanceStatus, DeleteInstance) and
 //! heartbeat liveness: a lapsed TTL turns an instance OFFLINE, a heartbeat brings it back.
 
 use std::time::Duration;

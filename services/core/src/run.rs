@@ -1,5 +1,5 @@
 //! Sessions, runs and run events: the domain of the ExecutionService, and the pure rules
-//! the store applies (the run state machine of DESIGN §4, retry backoff, the autonomy
+//! the store applies (the run state machine of design §4 (docs/design.md), retry backoff, the autonomy
 //! matrix). Event bodies are serde types: the store keeps them as JSON.
 
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ impl RunStatus {
         matches!(self, Self::Running | Self::Cancelling)
     }
 
-    /// The transitions of DESIGN §4. Every store update is guarded by this.
+    /// The transitions of design §4 (docs/design.md). Every store update is guarded by this.
     pub fn can_become(self, to: Self) -> bool {
         use RunStatus::*;
         matches!(

@@ -1,4 +1,4 @@
-//! The instance state machine of DESIGN §4:
+//! The instance state machine of design §4 (docs/design.md):
 //! IDLE → INITIALIZING → ACTIVE ⇄ BUSY; any live → ERROR; ERROR → INITIALIZING (restart);
 //! any live → OFFLINE (heartbeat lapsed, server only; a heartbeat restores the previous
 //! status); any → TERMINATED (final, DeleteInstance only).

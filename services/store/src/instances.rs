@@ -1,5 +1,5 @@
 //! Agent instances: a pinned agent revision, a validated config, the status machine of
-//! DESIGN §4 and heartbeat liveness. The reaper moves instances whose heartbeat lapsed to
+//! design §4 (docs/design.md) and heartbeat liveness. The reaper moves instances whose heartbeat lapsed to
 //! OFFLINE, remembering the status a later heartbeat restores.
 
 use agentry_core::{
