@@ -9,6 +9,7 @@ import { ContextService } from "./gen/agentry/v1/context_pb.js";
 import { ExecutionService } from "./gen/agentry/v1/execution_pb.js";
 import { RegistryService } from "./gen/agentry/v1/registry_pb.js";
 import { agentryErrorInterceptor } from "./errors.js";
+import { type TlsOptions, secureSessionOptions } from "./tls.js";
 
 export * from "./gen/agentry/v1/common_pb.js";
 export * from "./gen/agentry/v1/context_pb.js";
@@ -16,11 +17,24 @@ export * from "./gen/agentry/v1/execution_pb.js";
 export * from "./gen/agentry/v1/registry_pb.js";
 export * from "./errors.js";
 export * from "./stream.js";
+export * from "./tls.js";
+export * from "./steps.js";
+export * from "./lease.js";
+export * from "./task.js";
+export * from "./worker.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 
 export interface AgentryClientOptions {
-  /** The server, e.g. `http://127.0.0.1:50051` (plaintext HTTP/2) or `https://agentry.example.com`. */
+  /**
+   * The server, e.g. `http://127.0.0.1:50051` (plaintext HTTP/2) or `https://agentry.example.com`
+   * (TLS). Without a scheme: `https://` when `tls` is set, else `http://`.
+   */
   baseUrl: string;
+  /**
+   * TLS settings: the CA to trust for the server's certificate and, for mutual TLS, the
+   * client's certificate and key. Set: the connection uses TLS (the URL must not say `http://`).
+   */
+  tls?: TlsOptions;
   /** The API key, sent as `authorization: Bearer …` on every call. */
   apiKey?: string;
   /**
@@ -47,9 +61,7 @@ export interface AgentryClient {
  * carries the API key, and every error is an `AgentryError` subclass.
  */
 export function createAgentryClient(options: AgentryClientOptions): AgentryClient {
-  const baseUrl = /^[a-z][a-z0-9+.-]*:\/\//i.test(options.baseUrl)
-    ? options.baseUrl
-    : `http://${options.baseUrl}`;
+  const baseUrl = agentryBaseUrl(options);
   const apiKey = options.apiKey;
   const bearer: Interceptor = (next) => (req) => {
     if (apiKey !== undefined && apiKey !== "") {
@@ -57,7 +69,11 @@ export function createAgentryClient(options: AgentryClientOptions): AgentryClien
     }
     return next(req);
   };
-  const sessionManager = new Http2SessionManager(baseUrl);
+  const sessionManager = new Http2SessionManager(
+    baseUrl,
+    undefined,
+    options.tls === undefined ? undefined : secureSessionOptions(options.tls),
+  );
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
@@ -71,6 +87,18 @@ export function createAgentryClient(options: AgentryClientOptions): AgentryClien
     transport,
     close: () => sessionManager.abort(),
   };
+}
+
+/** The URL a client of `options` connects to: a scheme added, and TLS and scheme checked against each other. */
+export function agentryBaseUrl(options: Pick<AgentryClientOptions, "baseUrl" | "tls">): string {
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(options.baseUrl);
+  if (!hasScheme) {
+    return `${options.tls === undefined ? "http" : "https"}://${options.baseUrl}`;
+  }
+  if (options.tls !== undefined && !/^https:/i.test(options.baseUrl)) {
+    throw new TypeError(`tls options need an https:// baseUrl (or one without a scheme), got ${options.baseUrl}`);
+  }
+  return options.baseUrl;
 }
 
 /** A `google.protobuf.Value` from plain JSON, for fields such as `ToolCall.arguments` or context `data`. */

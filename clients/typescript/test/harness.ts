@@ -11,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   type AgentryClient,
+  type TlsOptions,
   createAgentryClient,
   Role,
   ToolRisk,
@@ -55,16 +56,26 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(): Promise<TestServer> {
+export interface ServerOptions {
+  /** More `agentry serve` arguments (e.g. `--tls-cert-file …`). */
+  args?: string[];
+  /** More environment variables for the server. */
+  env?: Record<string, string>;
+  /** TLS settings of the test's own clients (then the base URL is https://). */
+  tls?: TlsOptions;
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
   const bin = serverBinary();
   const dir = await mkdtemp(join(tmpdir(), "agentry-ts-"));
   const port = await freePort();
   const rootKey = randomBytes(24).toString("hex");
   const logPath = join(dir, "server.log");
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `${options.tls === undefined ? "http" : "https"}://127.0.0.1:${port}`;
+  const tls = options.tls;
   const clients: AgentryClient[] = [];
   const client = (apiKey?: string) => {
-    const c = createAgentryClient({ baseUrl, apiKey, timeoutMs: 30_000 });
+    const c = createAgentryClient({ baseUrl, apiKey, timeoutMs: 30_000, tls });
     clients.push(c);
     return c;
   };
@@ -77,9 +88,14 @@ export async function startServer(): Promise<TestServer> {
     const log = openSync(logPath, "a");
     child = spawn(
       bin,
-      ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${dir}/a.db`],
+      ["serve", "--listen", `127.0.0.1:${port}`, "--database-url", `sqlite://${dir}/a.db`, ...(options.args ?? [])],
       {
-        env: { ...process.env, AGENTRY_ROOT_KEY: rootKey, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+        env: {
+          ...process.env,
+          AGENTRY_ROOT_KEY: rootKey,
+          RUST_LOG: process.env.RUST_LOG ?? "warn",
+          ...options.env,
+        },
         stdio: ["ignore", log, log],
       },
     );
@@ -122,7 +138,7 @@ export async function startServer(): Promise<TestServer> {
   };
 
   spawnServer();
-  const probe = createAgentryClient({ baseUrl, apiKey: rootKey });
+  const probe = createAgentryClient({ baseUrl, apiKey: rootKey, tls });
   clients.push(probe);
   await ready(probe);
 

@@ -1,0 +1,80 @@
+// The Worker rides out a server restart: the server is stopped (SIGTERM) mid-run, stays
+// down 3 s and is started again on the same port and database. The handler keeps
+// running, its events stay buffered, the worker's calls are retried with the same
+// request ids, and the run finishes on attempt 1 with every event exactly once.
+
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, test } from "node:test";
+import { RunStatus, type TaskContext, message, textDelta } from "@agentry/client";
+import { bootstrapTenant, startServer, type Tenant, type TestServer } from "./harness.js";
+import { followRun, makeAgent, startRun, withWorker } from "./worker-support.js";
+
+let server: TestServer;
+let tenant: Tenant;
+
+before(async () => {
+  server = await startServer();
+  tenant = await bootstrapTenant(server, "ts-restart");
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+test("a run survives a server restart on attempt 1, and the worker polls on afterwards", async () => {
+  const { agent, session } = await makeAgent(server, tenant, "steady");
+  const dev = server.client(tenant.developerKey);
+  const steps = 50;
+  let halfway: () => void;
+  const reachedHalfway = new Promise<void>((ok) => (halfway = ok));
+  const warnings: string[] = [];
+  const logger = { info: () => {}, warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) };
+  const options = {
+    baseUrl: server.baseUrl,
+    apiKey: tenant.workerKey,
+    leaseDurationMs: 10_000,
+    heartbeatWaitMs: 1_000,
+    logger,
+  };
+  const { first, second, downMs } = await withWorker(options, {
+    [agent]: async function* (task: TaskContext) {
+      if (task.input[0]!.content === "again") {
+        yield message("still here");
+        return;
+      }
+      for (let i = 0; i < steps; i += 1) {
+        if (i === 10) halfway();
+        yield textDelta(`${i} `);
+        await sleep(100);
+      }
+      yield message("done");
+    },
+  }, async () => {
+    const run = await startRun(dev, session, "count");
+    const following = followRun(dev, run.name, 60_000);
+    await reachedHalfway;
+    const started = Date.now();
+    await server.restart({ downMs: 3_000 });
+    const downMs = Date.now() - started;
+    const first = await following;
+    const second = await followRun(dev, (await startRun(dev, session, "again")).name, 60_000);
+    return { first, second, downMs };
+  });
+
+  console.log(`restart: server down ${downMs} ms; worker warnings:\n  ${warnings.join("\n  ")}`);
+  assert.ok(downMs >= 3_000);
+  assert.equal(first.run.status, RunStatus.SUCCEEDED, JSON.stringify(first.run.error));
+  assert.equal(first.run.attempt, 1);
+  assert.deepEqual(first.run.output.map((m) => m.content), ["done"]);
+  assert.deepEqual(
+    first.events.map((e) => e.sequence),
+    first.events.map((_, i) => BigInt(i + 1)),
+    "the event log is gapless",
+  );
+  const text = first.events.flatMap((e) => (e.kind.case === "messageDelta" ? [e.kind.value.text] : [])).join("");
+  assert.equal(text, Array.from({ length: steps }, (_, i) => `${i} `).join(""), "every delta exactly once");
+  assert.ok(warnings.some((w) => /retrying/.test(w)), "the worker did see the outage");
+  assert.ok(!warnings.some((w) => /abandoning|lease lost|failed: /.test(w)), warnings.join("\n"));
+  assert.equal(second.run.status, RunStatus.SUCCEEDED);
+});
