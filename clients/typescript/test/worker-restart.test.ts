@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, test } from "node:test";
-import { RunStatus, type TaskContext, message, textDelta } from "@agentry/client";
+import { RunStatus, StopReason, type TaskContext, message, textDelta } from "@agentry/client";
 import { bootstrapTenant, startServer, type Tenant, type TestServer } from "./harness.js";
 import { followRun, makeAgent, startRun, withWorker } from "./worker-support.js";
 
@@ -77,4 +77,41 @@ test("a run survives a server restart on attempt 1, and the worker polls on afte
   assert.ok(warnings.some((w) => /retrying/.test(w)), "the worker did see the outage");
   assert.ok(!warnings.some((w) => /abandoning|lease lost|failed: /.test(w)), warnings.join("\n"));
   assert.equal(second.run.status, RunStatus.SUCCEEDED);
+});
+
+test("an outage longer than the lease abandons the attempt without a FailTask; attempt 2 finishes the run", async () => {
+  const { agent, session } = await makeAgent(server, tenant, "patient");
+  const dev = server.client(tenant.developerKey);
+  let started: () => void;
+  const attemptStarted = new Promise<void>((ok) => (started = ok));
+  const aborted: string[] = [];
+  const warnings: string[] = [];
+  const logger = { info: () => {}, warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) };
+  const options = { baseUrl: server.baseUrl, apiKey: tenant.workerKey, leaseDurationMs: 1_000, heartbeatWaitMs: 500, logger };
+  const finished = await withWorker(options, {
+    [agent]: async function* (task: TaskContext) {
+      if (task.attempt === 1) {
+        task.signal.addEventListener("abort", () => aborted.push(String(task.signal.reason)));
+        yield textDelta("first try");
+        started();
+        await sleep(60_000, undefined, { signal: task.signal });
+      }
+      yield message(`done on attempt ${task.attempt}`);
+    },
+  }, async () => {
+    const retryPolicy = { maxAttempts: 3, initialInterval: { seconds: 0n, nanos: 100_000_000 } };
+    const run = await startRun(dev, session, "wait it out", { retryPolicy });
+    await attemptStarted;
+    await server.restart({ downMs: 4_000 });
+    return followRun(dev, run.name, 60_000);
+  });
+  assert.equal(finished.run.status, RunStatus.SUCCEEDED);
+  assert.equal(finished.run.attempt, 2);
+  assert.deepEqual(finished.run.output.map((m) => m.content), ["done on attempt 2"]);
+  assert.equal(aborted.length, 1);
+  assert.match(aborted[0]!, /lease/);
+  assert.ok(warnings.some((w) => /abandoning the attempt/.test(w)), warnings.join("\n"));
+  const requeued = finished.events.filter((e) => e.kind.case === "statusChanged" && e.kind.value.stopReason === StopReason.WORKER_LOST);
+  assert.equal(requeued.length, 1, "attempt 1 ended by the lapse, not by a failure");
+  assert.ok(!finished.events.some((e) => e.kind.case === "statusChanged" && e.kind.value.stopReason === StopReason.ERROR));
 });
