@@ -3,10 +3,12 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { MessageRole, RunStatus } from "@agentry/client";
+import { MessageRole, RunStatus, streamRunEvents } from "@agentry/client";
 import { bootstrapTenant, packageDir, pollTask, startServer, type Tenant, type TestServer } from "./harness.js";
 
 let server: TestServer;
@@ -70,12 +72,12 @@ describe("README", () => {
       assert.equal(code, expected, `README snippet ${file}#${region} differs from the example`);
       shown.add(`${file}#${region}`);
     }
-    for (const file of ["examples/quickstart.ts", "examples/start_run.ts", "examples/context_cas.ts"]) {
+    for (const file of ["examples/quickstart.ts", "examples/start_run.ts", "examples/context_cas.ts", "examples/worker.ts"]) {
       for (const region of regions(file).keys()) {
         assert.ok(shown.has(`${file}#${region}`), `README does not show ${file}#${region}`);
       }
     }
-    assert.ok(shown.size >= 3);
+    assert.ok(shown.size >= 4);
   });
 });
 
@@ -133,5 +135,50 @@ describe("examples", () => {
         "",
       ].join("\n"),
     );
+  });
+});
+
+describe("worker example", () => {
+  test("worker.ts serves the agent's runs and stops on SIGTERM", async () => {
+    const child = spawn(process.execPath, ["--conditions=agentry-source", "--import", "tsx", "examples/worker.ts"], {
+      cwd: packageDir,
+      env: { ...process.env, AGENTRY_URL: server.baseUrl, AGENTRY_API_KEY: tenant.workerKey, AGENTRY_AGENT: tenant.agent },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    const exited = once(child, "exit");
+    try {
+      assert.equal((await lines.next()).value, "serving");
+      const dev = server.client(tenant.developerKey);
+      const session = await dev.execution.createSession({ parent: tenant.project, session: { instance: tenant.instance } });
+      const run = await dev.execution.createRun({
+        parent: session.name,
+        run: { input: [{ role: MessageRole.USER, content: "rust async runtimes" }] },
+      });
+      const kinds: string[] = [];
+      for await (const event of streamRunEvents(dev, { name: run.name, signal: AbortSignal.timeout(30_000) })) {
+        kinds.push(event.kind.case === "statusChanged" ? RunStatus[event.kind.value.status] : String(event.kind.case));
+      }
+      assert.deepEqual(kinds, [
+        "QUEUED",
+        "RUNNING",
+        "toolCallStarted",
+        "toolCallCompleted",
+        "messageDelta",
+        "messageDelta",
+        "messageDelta",
+        "usage",
+        "messageCompleted",
+        "SUCCEEDED",
+      ]);
+      const finished = await dev.execution.getRun({ name: run.name });
+      assert.deepEqual(finished.output.map((m) => m.content), ["Found 3 results."]);
+      assert.equal(finished.usage?.outputTokens, 3n);
+      child.kill("SIGTERM");
+      assert.equal((await lines.next()).value, "stopped");
+      assert.deepEqual(await exited, [0, null]);
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 });
