@@ -8,8 +8,8 @@
 // - batches the yielded steps into AppendRunEvents (every `flushIntervalMs` or
 //   `batchSize` events, and always before a plan or the end);
 // - delivers a cancel as `task.signal` aborting (pass it to fetch, SDK calls, timers);
-//   the worker stops waiting for the handler at once and throws the cancel into the
-//   generator at its `yield`;
+//   the worker stops waiting for the handler at once and closes the generator at its
+//   next `yield` (its `finally` blocks run);
 // - ends the attempt: CompleteTask when the generator finishes (the trailing `message`
 //   steps as output), FailTask when it throws (retryable only for `RetryableError`),
 //   nothing when the lease was lost (the server re-queues the run) or a plan awaits a human.
