@@ -9,7 +9,7 @@
 
 import { randomUUID } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
-import { fromJson } from "@bufbuild/protobuf";
+import { create, fromJson, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { AgentryClient } from "./index.js";
 import {
@@ -20,6 +20,8 @@ import {
   type RunEventInput,
   type Task,
   MessageRole,
+  MessageSchema,
+  RunEventInputSchema,
 } from "./gen/agentry/v1/execution_pb.js";
 import type { Agent, Instance } from "./gen/agentry/v1/registry_pb.js";
 import { StaleTaskError, type AgentryError, toAgentryError } from "./errors.js";
@@ -207,7 +209,7 @@ export class TaskContext {
         break;
       }
       case "message":
-        this.trailing.push({ role: step.role ?? MessageRole.ASSISTANT, content: step.content } as Message);
+        this.trailing.push(create(MessageSchema, { role: step.role ?? MessageRole.ASSISTANT, content: step.content }));
         this.messageIndex += 1;
         break;
       case "toolCall":
@@ -257,8 +259,8 @@ export class TaskContext {
     this.trailing = [];
   }
 
-  private add(kind: Record<string, unknown>): void {
-    this.buffer.push({ kind } as unknown as RunEventInput);
+  private add(kind: MessageInitShape<typeof RunEventInputSchema>["kind"]): void {
+    this.buffer.push(create(RunEventInputSchema, { kind }));
     if (this.timer === undefined && !this.closed) {
       this.timer = setTimeout(() => void this.flushLater(), this.settings.flushIntervalMs);
     }

@@ -8,8 +8,8 @@
 // - batches the yielded steps into AppendRunEvents (every `flushIntervalMs` or
 //   `batchSize` events, and always before a plan or the end);
 // - delivers a cancel as `task.signal` aborting (pass it to fetch, SDK calls, timers);
-//   the worker stops waiting for the handler at once and throws the cancel into the
-//   generator at its `yield`;
+//   the worker stops waiting for the handler at once and closes the generator at its
+//   next `yield` (its `finally` blocks run);
 // - ends the attempt: CompleteTask when the generator finishes (the trailing `message`
 //   steps as output), FailTask when it throws (retryable only for `RetryableError`),
 //   nothing when the lease was lost (the server re-queues the run) or a plan awaits a human.
@@ -28,7 +28,7 @@ import { Code } from "@connectrpc/connect";
 import { type AgentryClient, type AgentryClientOptions, createAgentryClient } from "./index.js";
 import type { FailTaskRequestSchema, Task } from "./gen/agentry/v1/execution_pb.js";
 import { StopReason } from "./gen/agentry/v1/execution_pb.js";
-import { StaleTaskError, toAgentryError } from "./errors.js";
+import { AgentryError, StaleTaskError, toAgentryError } from "./errors.js";
 import { backoffMs, isTransientError, LeaseExpiredError, type LeaseLogger, sleep } from "./lease.js";
 import { RetryableError, type Step } from "./steps.js";
 import { RunCancelledError, TaskContext } from "./task.js";
@@ -406,8 +406,12 @@ function failRequest(token: string, failure: unknown): MessageInitShape<typeof F
       ? request
       : { ...request, nextRetryDelay: duration(failure.retryAfterMs) };
   }
-  const type = failure instanceof Error ? failure.name : typeof failure;
-  const message = failure instanceof Error ? failure.message : String(failure);
+  // An AgentryError's name is "ConnectError", and a subclass that sets no name of its own
+  // is "Error": the class name says more.
+  const generic = failure instanceof AgentryError || (failure instanceof Error && failure.name === "Error");
+  const type = failure instanceof Error ? (generic ? failure.constructor.name : failure.name) : typeof failure;
+  const message =
+    failure instanceof AgentryError ? failure.rawMessage : failure instanceof Error ? failure.message : String(failure);
   return { taskToken: token, error: { type, message, details: {} }, retryable: false, requestId };
 }
 

@@ -53,6 +53,8 @@ export interface TestServer {
   client(apiKey?: string): AgentryClient;
   /** Stops the server process (SIGTERM, SIGKILL after `graceMs`) and starts it again on the same port and database. */
   restart(options?: { graceMs?: number; downMs?: number }): Promise<{ stopMs: number }>;
+  /** Sends the server process a signal (SIGSTOP freezes it, SIGCONT thaws it). */
+  signal(signal: NodeJS.Signals): void;
   stop(): Promise<void>;
 }
 
@@ -156,7 +158,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
       await ready(probe);
       return { stopMs };
     },
+    signal(signal: NodeJS.Signals) {
+      child.kill(signal);
+    },
     async stop() {
+      child.kill("SIGCONT");
       for (const c of clients) {
         c.close();
       }

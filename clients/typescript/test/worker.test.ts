@@ -12,6 +12,7 @@ import {
   RetryableError,
   RunCancelledError,
   RunStatus,
+  type Step,
   StopReason,
   type TaskContext,
   ToolRisk,
@@ -184,6 +185,37 @@ describe("Worker", () => {
     assert.equal(failed.run.attempt, 1);
     assert.equal(failed.run.error?.type, "TypeError");
     assert.equal(failed.run.error?.message, "bad input");
+  });
+
+  for (const lingerMs of [0, 500]) {
+    test(`events the server refuses fail the attempt (${lingerMs ? "sent by the timer" : "sent at the end"})`, async () => {
+      const { agent, session } = await makeAgent(server, tenant, `confused-${lingerMs}`); // no tools
+      const dev = server.client(tenant.developerKey);
+      const finished = await withWorker({ baseUrl: server.baseUrl, apiKey: tenant.workerKey }, {
+        [agent]: async function* (task: TaskContext) {
+          yield textDelta("let me call a tool I do not have");
+          yield toolCall("call-1", "no_such_tool", { x: 1 });
+          await sleep(lingerMs, undefined, { signal: task.signal }); // 500 ms: the batch goes (and is refused) meanwhile
+        },
+      }, async () => followRun(dev, (await startRun(dev, session, "go", { retryPolicy: { maxAttempts: 1 } })).name));
+      assert.equal(finished.run.status, S.FAILED);
+      assert.equal(finished.run.attempt, 1);
+      assert.equal(finished.run.error?.type, "InvalidArgumentError");
+      assert.match(finished.run.error?.message ?? "", /no_such_tool/);
+    });
+  }
+
+  test("a yielded value that is not a step fails the attempt", async () => {
+    const { agent, session } = await makeAgent(server, tenant, "sloppy");
+    const dev = server.client(tenant.developerKey);
+    const finished = await withWorker({ baseUrl: server.baseUrl, apiKey: tenant.workerKey }, {
+      [agent]: async function* () {
+        yield { type: "thought", text: "hmm" } as unknown as Step;
+      },
+    }, async () => followRun(dev, (await startRun(dev, session, "go", { retryPolicy: { maxAttempts: 1 } })).name));
+    assert.equal(finished.run.status, S.FAILED);
+    assert.equal(finished.run.error?.type, "TypeError");
+    assert.match(finished.run.error?.message ?? "", /not an agentry step/);
   });
 
   test("no more handlers run at once than the concurrency limit, and stop() lets them finish", async () => {
