@@ -162,7 +162,7 @@ export class Worker {
     const client =
       this.options.client ??
       createAgentryClient({ baseUrl: this.options.baseUrl!, apiKey: this.options.apiKey, tls: this.options.tls });
-    const active = new Set<Promise<void>>();
+    const active = new Map<Promise<void>, TaskContext>();
     let free = this.settings.concurrency;
     let slotFreed: (() => void) | undefined;
     try {
@@ -175,16 +175,24 @@ export class Worker {
           continue;
         }
         free -= 1;
-        const job = this.execute(new TaskContext(task, client, this.attemptSettings())).finally(() => {
+        const ctx = new TaskContext(task, client, this.attemptSettings());
+        const job = this.execute(ctx).finally(() => {
           active.delete(job);
           free += 1;
           slotFreed?.();
           slotFreed = undefined;
         });
-        active.add(job);
+        active.set(job, ctx);
       }
-      await Promise.allSettled(active);
+    } catch (err) {
+      // A fatal error (a refused key …): give the attempts in hand up, as a dead worker
+      // would; their leases lapse and the server retries the runs.
+      for (const ctx of active.values()) {
+        ctx.lost(err);
+      }
+      throw err;
     } finally {
+      await Promise.allSettled(active.keys());
       if (this.options.client === undefined) {
         client.close();
       }

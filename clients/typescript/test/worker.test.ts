@@ -16,6 +16,8 @@ import {
   StopReason,
   type TaskContext,
   ToolRisk,
+  UnauthenticatedError,
+  Worker,
   custom,
   fromJsonValue,
   message,
@@ -250,6 +252,15 @@ describe("Worker", () => {
     });
     assert.equal(most, 2);
     assert.deepEqual(runs.map((r) => r.status), [S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED, S.SUCCEEDED]);
+  });
+
+  test("a refused key is fatal: run() rejects; bad agent names are refused up front", async () => {
+    const worker = new Worker({ baseUrl: server.baseUrl, apiKey: "agk_not_a_key", pollWaitMs: 1_000 });
+    worker.register(tenant.agent, async function* () {});
+    await assert.rejects(worker.run(), UnauthenticatedError);
+    assert.throws(() => worker.register("agents/x", async function* () {}), /workspaces\/\{w\}\/agents/);
+    assert.throws(() => worker.register("workspaces/other/agents/x", async function* () {}), /one workspace/);
+    await assert.rejects(new Worker({ baseUrl: server.baseUrl }).run(), /no agent registered/);
   });
 
   test("a worker process killed mid-run: the run finishes on attempt 2 in another", async () => {
