@@ -19,10 +19,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentry import NO_RETRY, Client, errors
+from agentry.client import ChannelOptions
 from agentry.lease import is_transient
 from agentry.structs import to_python, to_value
 from agentry.testing import AgentryServer, Tenant
@@ -41,10 +43,15 @@ BALANCED = [
 that answer; a dead one is skipped."""
 
 
-def client(target: str, key: str, timeout: float = 5.0) -> Client:
+FIRST = [("grpc.lb_policy_name", "pick_first"), ("grpc.default_authority", "agentry")]
+"""Channel options for a target naming several servers: every call goes to the first
+that answers (the next one only when it is gone)."""
+
+
+def client(target: str, key: str, timeout: float = 5.0, options: ChannelOptions = BALANCED) -> Client:
     """A client without retries of its own (the suite retries, and counts), balanced
     over every server a ``target`` names."""
-    return Client(target, key, timeout=timeout, retry=NO_RETRY, options=BALANCED)
+    return Client(target, key, timeout=timeout, retry=NO_RETRY, options=options)
 
 
 def balanced(*targets: str) -> str:
@@ -137,6 +144,7 @@ class Follower:
     target: str
     key: str
     run: str
+    options: ChannelOptions = field(default_factory=lambda: BALANCED)
     received: list[ex.RunEvent] = field(default_factory=list)
     reconnects: int = 0
     breaks: dict[str, int] = field(default_factory=dict)  # why streams ended early: count
@@ -149,7 +157,7 @@ class Follower:
 
     def _follow(self, deadline: float) -> None:
         pause = 0.05
-        with client(self.target, self.key) as c:
+        with client(self.target, self.key, options=self.options) as c:
             while time.monotonic() < deadline:
                 last = self.received[-1].sequence if self.received else 0
                 why = "ended early"
@@ -340,13 +348,27 @@ class Load:
     """Runs served by a worker process and followed by client streams, and context
     writers, all started at once against ``target``."""
 
-    def __init__(self, target: str, tenant: Tenant, agent: Agent, log: Path, *, runs: int, writers: int, delay: float):
+    def __init__(
+        self,
+        target: str,
+        tenant: Tenant,
+        agent: Agent,
+        log: Path,
+        *,
+        runs: int,
+        writers: int,
+        delay: float,
+        stream_options: Sequence[ChannelOptions] = (BALANCED,),
+    ):
         self.target, self.tenant = target, tenant
         self.worker = WorkerProcess(target, tenant, agent, log, delay=delay, concurrency=max(runs, 1))
         with client(target, tenant.developer_key) as c:
             self.runs = start_runs(c, agent, runs)
         deadline = time.monotonic() + 180
-        self.followers = [Follower(target, tenant.reader_key, run).start(deadline) for run in self.runs]
+        self.followers = [
+            Follower(target, tenant.reader_key, run, stream_options[i % len(stream_options)]).start(deadline)
+            for i, run in enumerate(self.runs)
+        ]
         self.writers = [Writer(target, tenant.developer_key, tenant.project, i).start() for i in range(writers)]
 
     def under_way(self) -> bool:

@@ -19,10 +19,11 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from harness import Cluster, Proxy, Server, cpu_share, wait_until
-from load import HERE, Load, balanced, client, make_agent, make_tenant, start_runs
+from load import BALANCED, FIRST, HERE, Load, balanced, client, make_agent, make_tenant, start_runs
 
 BINARY = os.environ.get("AGENTRY_BIN") or str(HERE.parents[1] / "target" / "debug" / "agentry")
 
@@ -43,10 +44,11 @@ class Suite:
         server.start()
         return server
 
-    def load(self, target: str, server: Server, *, runs: int, writers: int, delay: float) -> Load:
+    def load(self, target: str, server: Server, *, runs: int, writers: int, delay: float, **options: Any) -> Load:
         tenant = make_tenant(server)
         agent = make_agent(tenant)
-        load = Load(target, tenant, agent, self.logs / f"worker-{len(self.loads)}.log", runs=runs, writers=writers, delay=delay)
+        log = self.logs / f"worker-{len(self.loads)}.log"
+        load = Load(target, tenant, agent, log, runs=runs, writers=writers, delay=delay, **options)
         self.loads.append(load)
         wait_until(load.under_way, 60, what="runs streaming and writers writing")
         return load
@@ -110,7 +112,8 @@ def replica_killed(s: Suite) -> None:
     a = s.server(url)
     b = s.server(url, root_key=a.root_key)
     target = balanced(a.target, b.target)
-    load = s.load(target, a, runs=10, writers=8, delay=0.3)
+    # Half the streams go round the replicas, half sit on the first (A) until it dies.
+    load = s.load(target, a, runs=10, writers=8, delay=0.3, stream_options=[BALANCED, FIRST])
     a.stop(signal.SIGKILL)
     killed = time.monotonic()
     unfinished = load.unfinished()
@@ -127,6 +130,8 @@ def replica_killed(s: Suite) -> None:
     problems = checked.problems
     if unfinished != 10:
         problems.append(f"only {unfinished} of 10 runs were unfinished at the kill")
+    if sum(checked.breaks.values()) < 5:
+        problems.append(f"the 5 streams on the killed replica were not cut: {checked.reconnects()}")
     if checked.lost or checked.repeated:
         problems.append(f"streams lost {checked.lost} and repeated {checked.repeated} events")
     verdict("replica killed", problems)
