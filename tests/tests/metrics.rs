@@ -286,3 +286,45 @@ async fn probes_say_live_and_ready(backend: Backend) {
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     app.shutdown().await;
 }
+
+/// While every database connection hangs, `/metrics` still answers at once with the last
+/// counts it had, and `/readyz` says not ready: a scrape or a probe never waits for the
+/// database longer than `PROBE_DB_WAIT`.
+#[tokio::test]
+async fn probes_answer_at_once_while_the_database_hangs() {
+    let database = fresh_database(Backend::Postgres).await;
+    let proxy = PgProxy::start(&database.url).await;
+    let through_proxy = proxy.url();
+    let app = spawn_app_with(Backend::Postgres, |config| {
+        with_metrics(config);
+        config.database_url = agentry_server::config::Secret::new(through_proxy);
+    })
+    .await;
+    let addr = app.metrics_addr.unwrap();
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    scrape(&app).await;
+
+    proxy.stall();
+    // Past the age of the last count, so that the next scrape asks the database again.
+    tokio::time::sleep(agentry_server::metrics::RUNS_MAX_AGE + Duration::from_millis(500)).await;
+    let bound = agentry_server::metrics::PROBE_DB_WAIT + Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let body = scrape(&app).await;
+    let took = started.elapsed();
+    assert!(took < bound, "a scrape took {took:?} during the outage");
+    assert!(
+        sample(&body, "agentry_runs{status=\"QUEUED\"}").is_some(),
+        "the last counts are still served:\n{body}"
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = http_get(addr, "/readyz").await;
+    let took = started.elapsed();
+    assert!(took < bound, "/readyz took {took:?} during the outage");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("did not answer"), "{body}");
+
+    proxy.restore();
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    app.shutdown().await;
+    database.drop_database().await;
+}

@@ -11,7 +11,10 @@
 //! Two gauges are read at scrape time rather than kept up to date: the database pool's
 //! connections (free to read) and `agentry_runs{status}`, one `GROUP BY` over the runs
 //! table, reused for [`RUNS_MAX_AGE`] so that frequent scrapes cost the database at most
-//! one count per that period.
+//! one count per that period. The database is given [`PROBE_DB_WAIT`] to answer: during
+//! an outage a scrape renders the last counts and `/readyz` says not ready, both at once,
+//! rather than waiting out the pool's acquire timeout (longer than a scraper's or a
+//! probe's own).
 
 use std::{
     net::SocketAddr,
@@ -31,6 +34,9 @@ use crate::config::ListenAddr;
 
 /// How long a count of runs by status is reused by scrapes.
 pub const RUNS_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// How long a scrape or a readiness probe waits for the database.
+pub const PROBE_DB_WAIT: Duration = Duration::from_secs(1);
 
 /// Histogram buckets for the `_seconds` metrics: 0.5 ms to 60 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -165,8 +171,9 @@ impl Probe {
         if counted.is_some_and(|at| at.elapsed() < RUNS_MAX_AGE) {
             return;
         }
-        match self.store.count_runs_by_status().await {
-            Ok(counts) => {
+        let counting = tokio::time::timeout(PROBE_DB_WAIT, self.store.count_runs_by_status());
+        match counting.await {
+            Ok(Ok(counts)) => {
                 for status in RunStatus::ALL {
                     let count = counts
                         .iter()
@@ -176,7 +183,11 @@ impl Probe {
                 }
                 *counted = Some(Instant::now());
             }
-            Err(error) => tracing::warn!(%error, "cannot count runs for the metrics"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot count runs for the metrics"),
+            Err(_) => tracing::warn!(
+                wait = ?PROBE_DB_WAIT,
+                "cannot count runs for the metrics: the database did not answer"
+            ),
         }
     }
 }
@@ -193,9 +204,13 @@ async fn ready(State(probe): State<Probe>) -> (StatusCode, String) {
             "shutting down\n".to_owned(),
         );
     }
-    match probe.store.readiness().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    match tokio::time::timeout(PROBE_DB_WAIT, probe.store.readiness()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database did not answer within {PROBE_DB_WAIT:?}\n"),
+        ),
     }
 }
 
