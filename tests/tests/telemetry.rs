@@ -2,7 +2,7 @@
 //! named `agentry.v1.<Service>/<Method>` with the RPC semantic-convention attributes,
 //! an error status on failure, database transaction and statement spans as children, a
 //! caller's `traceparent` continued, one span per stream, the service name and the
-//! configured export headers.
+//! configured export headers; and a ratio sampler deciding before any span is built.
 
 use std::{
     collections::HashMap,
@@ -198,6 +198,14 @@ async fn rpcs_export_server_spans_with_database_children() {
             .collect()
     };
     assert!(spans.iter().all(|(service, _)| service == "agentry"));
+    // Background work (the reaper's statements, start-up) leaves no span: every database
+    // span is named after what it ran, within a call.
+    assert!(
+        spans
+            .iter()
+            .all(|(_, s)| s.name != "db.statement" && s.name != "db.transaction"),
+        "spans of work outside any call were exported"
+    );
     assert!(
         collector
             .headers
@@ -294,6 +302,110 @@ async fn rpcs_export_server_spans_with_database_children() {
     let watches = named("agentry.v1.ContextService/WatchContext");
     assert_eq!(watches.len(), 1);
     assert!(watches[0].end_time_unix_nano >= watches[0].start_time_unix_nano);
+}
+
+/// A collector on a port of its own.
+async fn start_collector() -> (Collector, std::net::SocketAddr) {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (collector, addr)
+}
+
+/// `parentbased_traceidratio` at 0: calls that start a trace get no span and neither do
+/// their statements; a caller's sampled trace is still followed, with its database
+/// children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ratio_sampler_builds_no_span_for_calls_it_leaves_out() {
+    let (collector, collector_addr) = start_collector().await;
+    let env: HashMap<&str, String> = HashMap::from([
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        ),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
+        ("OTEL_TRACES_SAMPLER_ARG", "0".into()),
+        ("RUST_LOG", "warn".into()),
+    ]);
+    let telemetry =
+        agentry_server::telemetry::init_with(LogFormat::Text, |name| env.get(name).cloned())
+            .expect("telemetry starts");
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut root = app.root().await;
+    for id in ["one", "two", "three"] {
+        root.create_workspace(req::create_workspace(id, pb::Workspace::default()))
+            .await
+            .must();
+    }
+    let root_key = app.root_key.clone();
+    let mut followed =
+        RegistryServiceClient::with_interceptor(app.channel(), move |mut r: Request<()>| {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {root_key}").parse().unwrap(),
+            );
+            r.metadata_mut().insert(
+                "traceparent",
+                format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+                    .parse()
+                    .unwrap(),
+            );
+            Ok(r)
+        });
+    followed
+        .create_workspace(req::create_workspace("four", pb::Workspace::default()))
+        .await
+        .must();
+    app.shutdown().await;
+
+    let telemetry = Arc::new(telemetry);
+    let spans = eventually(Duration::from_secs(20), || {
+        let telemetry = telemetry.clone();
+        let collector = collector.clone();
+        async move {
+            tokio::task::spawn_blocking(move || telemetry.flush())
+                .await
+                .unwrap();
+            let spans = collector.spans.lock().unwrap().clone();
+            spans
+                .iter()
+                .any(|(_, s)| s.name == "agentry.v1.RegistryService/CreateWorkspace")
+                .then_some(spans)
+        }
+    })
+    .await
+    .expect("the followed call's spans reach the collector");
+    let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
+    let calls: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the followed call: {:?}",
+        names(&spans)
+    );
+    assert_eq!(hex(&calls[0].trace_id), CALLER_TRACE);
+    assert!(
+        spans.iter().all(|s| hex(&s.trace_id) == CALLER_TRACE),
+        "no span of an unsampled call, database spans included: {:?}",
+        names(&spans)
+    );
+    assert!(
+        spans.iter().any(|s| s.kind == SpanKind::Client as i32),
+        "the followed call's database spans: {:?}",
+        names(&spans)
+    );
+}
+
+fn names(spans: &[Span]) -> Vec<&str> {
+    spans.iter().map(|s| s.name.as_str()).collect()
 }
 
 /// The harness's root keys all start with this.

@@ -260,15 +260,17 @@ where
         }
         let info = Arc::new(CallInfo::default());
         request.extensions_mut().insert(info.clone());
-        let span = if observer.tracing {
+        let span = if observer.tracing
+            && crate::telemetry::traced(request.headers().contains_key("traceparent"))
+        {
             server_span(method, request.headers())
         } else {
             Span::none()
         };
-        let caller_trace_id = if observer.tracing {
-            None
-        } else {
+        let caller_trace_id = if span.is_disabled() {
             caller_trace_id(request.headers())
+        } else {
+            None
         };
         let mut call = Call {
             observer: observer.clone(),

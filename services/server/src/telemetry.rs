@@ -12,10 +12,16 @@
 //! `traceparent` headers are continued. Only the server's own spans are exported (the
 //! RPC spans and the store's transaction and statement spans); they are built at DEBUG
 //! level, so with tracing off and the log filter at info they cost nothing.
+//!
+//! A ratio sampler decides before any span is built: a call that starts no trace (a
+//! root the ratio leaves out, with no sampled caller's context) gets no span at all, nor
+//! do its statements, so sampling 1 % of calls costs about 1 % of what tracing every call
+//! costs. The exporter's own sampler then only follows that decision and the caller's.
 
 use std::{
+    cell::Cell,
     io::IsTerminal,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
@@ -32,10 +38,54 @@ use tracing_subscriber::{
 use crate::config::LogFormat;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
+/// The share of calls without a caller's sampled trace that start one (f64 bits).
+static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
+/// Whether a caller's `traceparent` decides instead of the ratio (the `parentbased_*`
+/// samplers).
+static FOLLOW_CALLER: AtomicBool = AtomicBool::new(true);
 
 /// Whether spans are exported (RPC spans are only built then).
 pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
+}
+
+/// Whether a call gets a span: with a caller's trace context under a `parentbased_*`
+/// sampler, always (the exporter's sampler then follows the caller's sampled flag);
+/// otherwise with the configured ratio.
+pub fn traced(has_caller_context: bool) -> bool {
+    if has_caller_context && FOLLOW_CALLER.load(Ordering::Relaxed) {
+        return true;
+    }
+    let ratio = f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed));
+    if ratio >= 1.0 {
+        true
+    } else if ratio <= 0.0 {
+        false
+    } else {
+        unit_random() < ratio
+    }
+}
+
+/// A uniform draw in [0, 1) from a per-thread xorshift generator (sampling needs speed,
+/// not secrecy).
+fn unit_random() -> f64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let here = &seed as *const u64 as u64;
+            (seed ^ here.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 /// Keeps the exporter alive; flushes spans when dropped.
@@ -149,13 +199,29 @@ fn tracer_provider(
         .with_service_name(service)
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    let Sampling {
+        exporter: sampler,
+        root_ratio,
+        follow_caller,
+    } = sampling(var)?;
+    ROOT_RATIO.store(root_ratio.to_bits(), Ordering::Relaxed);
+    FOLLOW_CALLER.store(follow_caller, Ordering::Relaxed);
     Ok(Some(
         SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(sampler(var)?)
+            .with_sampler(sampler)
             .with_batch_exporter(exporter)
             .build(),
     ))
+}
+
+/// What `OTEL_TRACES_SAMPLER` asks for, split in two: the ratio decided before a call's
+/// span is built ([`traced`]) and the exporter's sampler, which keeps what was built
+/// (or, under `parentbased_*`, follows the caller's sampled flag).
+struct Sampling {
+    exporter: Sampler,
+    root_ratio: f64,
+    follow_caller: bool,
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,key2=value2`, values percent-encoded.
@@ -174,7 +240,7 @@ fn headers(value: Option<String>) -> Vec<(String, String)> {
 }
 
 /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, as the specification names them.
-fn sampler(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampler> {
+fn sampling(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
     let ratio = || -> anyhow::Result<f64> {
         match var("OTEL_TRACES_SAMPLER_ARG") {
             None => Ok(1.0),
@@ -188,19 +254,57 @@ fn sampler(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampler> {
                 }),
         }
     };
+    let parent_based = |root: Sampler| Sampler::ParentBased(Box::new(root));
     let name = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
-    Ok(match name.trim() {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
-        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
-        }
+    let (exporter, root_ratio, follow_caller) = match name.trim() {
+        "always_on" => (Sampler::AlwaysOn, 1.0, false),
+        "always_off" => (Sampler::AlwaysOff, 0.0, false),
+        "traceidratio" => (Sampler::AlwaysOn, ratio()?, false),
+        "parentbased_always_on" => (parent_based(Sampler::AlwaysOn), 1.0, true),
+        "parentbased_always_off" => (parent_based(Sampler::AlwaysOff), 0.0, true),
+        "parentbased_traceidratio" => (parent_based(Sampler::AlwaysOn), ratio()?, true),
         other => anyhow::bail!(
             "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, \
              parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
         ),
+    };
+    Ok(Sampling {
+        exporter,
+        root_ratio,
+        follow_caller,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_uniform_enough_for_a_ratio() {
+        let n = 100_000;
+        let hits = (0..n).filter(|_| unit_random() < 0.01).count();
+        assert!((700..1300).contains(&hits), "{hits} of {n} under 0.01");
+        assert!((0..n).all(|_| (0.0..1.0).contains(&unit_random())));
+    }
+
+    #[test]
+    fn ratio_samplers_decide_before_the_span_and_parent_based_ones_follow_the_caller() {
+        let env = |sampler: &'static str, arg: Option<&'static str>| {
+            move |name: &str| match name {
+                "OTEL_TRACES_SAMPLER" => Some(sampler.to_owned()),
+                "OTEL_TRACES_SAMPLER_ARG" => arg.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let s = sampling(&env("parentbased_traceidratio", Some("0.01"))).unwrap();
+        assert_eq!((s.root_ratio, s.follow_caller), (0.01, true));
+        assert!(matches!(s.exporter, Sampler::ParentBased(_)));
+        let s = sampling(&env("traceidratio", Some("0.5"))).unwrap();
+        assert_eq!((s.root_ratio, s.follow_caller), (0.5, false));
+        assert!(matches!(s.exporter, Sampler::AlwaysOn));
+        let s = sampling(&env("parentbased_always_off", None)).unwrap();
+        assert_eq!((s.root_ratio, s.follow_caller), (0.0, true));
+        assert!(sampling(&env("traceidratio", Some("2"))).is_err());
+        assert!(sampling(&env("sometimes", None)).is_err());
+    }
 }

@@ -148,17 +148,20 @@ impl Db {
         operation: &'static str,
     ) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
         let caller = Location::caller();
-        let span = tracing::debug_span!(
-            target: "agentry_store::db",
-            "db.transaction",
-            otel.name = tracing::field::Empty,
-            otel.kind = "client",
-            db.system = system(self.backend()),
-            db.operation.name = tracing::field::Empty,
-            code.filepath = caller.file(),
-            code.lineno = caller.line(),
-        );
-        let span = within_a_call(span);
+        let span = if in_a_call() {
+            tracing::debug_span!(
+                target: "agentry_store::db",
+                "db.transaction",
+                otel.name = tracing::field::Empty,
+                otel.kind = "client",
+                db.system = system(self.backend()),
+                db.operation.name = tracing::field::Empty,
+                code.filepath = caller.file(),
+                code.lineno = caller.line(),
+            )
+        } else {
+            Span::none()
+        };
         if !span.is_disabled() {
             let name = if operation.is_empty() {
                 "transaction".to_owned()
@@ -524,18 +527,17 @@ fn system(backend: Backend) -> &'static str {
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
 
 /// Only work done for a call is traced: the background tasks' (reaper, listeners)
-/// statements would otherwise each start a trace of their own, many per second.
-fn within_a_call(span: Span) -> Span {
-    if span.is_disabled() || Span::current().is_none() {
-        Span::none()
-    } else {
-        span
-    }
+/// statements would otherwise each start a trace of their own, many per second. Decided
+/// before a span is built: a span built and then dropped would still be exported.
+fn in_a_call() -> bool {
+    !Span::current().is_none()
 }
 
 /// A statement's span, named by [`summary`]; a child of its transaction's span.
 fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Span {
     let span = match transaction {
+        Some(parent) if parent.is_disabled() => Span::none(),
+        None if !in_a_call() => Span::none(),
         Some(parent) => tracing::debug_span!(
             target: "agentry_store::db",
             parent: parent,
@@ -554,7 +556,6 @@ fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Sp
             db.query.summary = tracing::field::Empty,
         ),
     };
-    let span = within_a_call(span);
     if !span.is_disabled() {
         let summary = summary(sql);
         span.record("otel.name", summary.as_str());
