@@ -148,8 +148,8 @@ async fn a_cancel_sets_the_token_drops_the_stream_and_ends_the_run_cancelled() {
         "{events:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the cancel arrived at once"
+        started.elapsed() < Duration::from_secs(10),
+        "the cancel arrived with the next heartbeat answer"
     );
     stop.stop();
     worker.await.unwrap().unwrap();
