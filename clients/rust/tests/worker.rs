@@ -1,7 +1,8 @@
 //! The Rust `Worker` against a real `agentry serve` process: a cancel drops the handler's
 //! stream, plans approved by the autonomy level or by a human, a handler failure retried
-//! (and one that is not), the concurrency limit, a graceful stop, and a server restart
-//! ridden out on attempt 1.
+//! (and one that is not), the concurrency limit, a graceful stop, a server restart
+//! ridden out on attempt 1, and an outage longer than the lease: the attempt is abandoned
+//! (not failed) and the run finishes on attempt 2.
 
 mod support;
 
@@ -349,6 +350,55 @@ async fn a_server_restart_mid_run_is_ridden_out_on_attempt_1() {
     assert_eq!(
         (ended.status(), ended.attempt),
         (pb::RunStatus::Succeeded, 1)
+    );
+    stop.stop();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_server_down_past_the_lease_costs_an_attempt_but_is_no_handler_failure() {
+    let mut server = Server::start().await;
+    let world = world(&server.url(), &server.root).await;
+    let options = WorkerOptions {
+        lease_duration: Duration::from_secs(2),
+        heartbeat_wait: Duration::from_secs(1),
+        ..options()
+    };
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = dropped.clone();
+    let (stop, worker) = serve(&world, options, move |task: TaskContext| {
+        let guard = (task.attempt() == 1).then(|| SetOnDrop(flag.clone()));
+        steps(move |out| async move {
+            let _guard = guard;
+            out.emit(Step::text(format!("attempt {}", task.attempt())))
+                .await;
+            if task.attempt() == 1 {
+                std::future::pending::<()>().await; // the lease runs out under it
+            }
+            out.emit(Step::message("done")).await;
+            Ok(())
+        })
+    });
+    let run = world.run("outlast", pb::AutonomyLevel::L0).await;
+    wait_for(&world, &run.name, |r| r.last_sequence >= 3).await;
+    server.restart(Duration::from_secs(5)).await;
+    let events = world.events(&run.name).await;
+    assert_eq!(
+        events,
+        [
+            "a0 status UNSPECIFIED->QUEUED",
+            "a1 status QUEUED->RUNNING",
+            "a1 delta \"attempt 1\"",
+            "a1 status RUNNING->QUEUED WORKER_LOST",
+            "a2 status QUEUED->RUNNING",
+            "a2 delta \"attempt 2\"",
+            "a2 message ASSISTANT \"done\"",
+            "a2 status RUNNING->SUCCEEDED END_TURN",
+        ]
+    );
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the abandoned attempt's stream was dropped"
     );
     stop.stop();
     worker.await.unwrap().unwrap();
