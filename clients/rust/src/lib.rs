@@ -18,17 +18,23 @@
 //! sending `authorization: Bearer <api key>`. Failed calls convert into [`Error`], which
 //! carries the `google.rpc` details the server attaches (the ErrorInfo `reason` and
 //! metadata, field violations, quota violations, the retry delay). [`run_events`] follows
-//! a run's event log and resumes after a dropped connection.
+//! a run's event log and resumes after a dropped connection. [`connect_tls`] connects
+//! over TLS or mutual TLS ([`Tls`]). [`Worker`] serves agents: it leases runs and turns a
+//! handler's stream of [`worker::Step`]s into their events.
 
 mod errors;
 mod events;
+mod tls;
+pub mod worker;
 
 pub use agentry_proto::v1 as pb;
 pub use errors::{Details, Error, ErrorKind};
 pub use events::run_events;
 pub use prost;
 pub use prost_types;
+pub use tls::Tls;
 pub use tonic;
+pub use worker::{TaskContext, Worker, WorkerOptions};
 
 use pb::{
     context_service_client::ContextServiceClient, execution_service_client::ExecutionServiceClient,
@@ -88,9 +94,28 @@ impl Agentry {
 
 /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`) with an API key.
 pub async fn connect(endpoint: impl Into<String>, api_key: &str) -> Result<Agentry, Error> {
-    let endpoint = Endpoint::from_shared(endpoint.into())
+    connect_endpoint(endpoint_of(endpoint.into())?, api_key).await
+}
+
+/// Connects to `endpoint` (e.g. `https://agentry.internal:50051`) over TLS with an API key.
+pub async fn connect_tls(
+    endpoint: impl Into<String>,
+    api_key: &str,
+    tls: &Tls,
+) -> Result<Agentry, Error> {
+    let endpoint = endpoint_of(endpoint.into())?
+        .tls_config(tls.config())
+        .map_err(|e| Error::local(format!("invalid TLS settings: {e}")))?;
+    connect_endpoint(endpoint, api_key).await
+}
+
+fn endpoint_of(endpoint: String) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(endpoint)
         .map_err(|e| Error::local(format!("invalid endpoint: {e}")))?
-        .tcp_nodelay(true);
+        .tcp_nodelay(true))
+}
+
+async fn connect_endpoint(endpoint: Endpoint, api_key: &str) -> Result<Agentry, Error> {
     let channel = endpoint
         .connect()
         .await
