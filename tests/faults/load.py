@@ -148,6 +148,7 @@ class Follower:
     received: list[ex.RunEvent] = field(default_factory=list)
     reconnects: int = 0
     breaks: dict[str, int] = field(default_factory=dict)  # why streams ended early: count
+    calls: list[str] = field(default_factory=list)  # when each call began, and where
     faults: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -161,6 +162,7 @@ class Follower:
             while time.monotonic() < deadline:
                 last = self.received[-1].sequence if self.received else 0
                 why = "ended early"
+                self.calls.append(f"{time.monotonic():.1f}: after {last}")
                 try:
                     for response in c.execution.StreamRunEvents(ex.StreamRunEventsRequest(name=self.run, after_sequence=last)):
                         self.received.append(response.event)
@@ -378,10 +380,12 @@ class Load:
     def unfinished(self) -> int:
         return sum(not f.done.is_set() for f in self.followers)
 
-    def finish(self, timeout: float = 120) -> None:
+    def finish(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         for f in self.followers:
-            f.done.wait(max(0.0, deadline - time.monotonic()))
+            if not f.done.wait(max(0.0, deadline - time.monotonic())):
+                f.faults.append(f"{f.run}: stream still open at {time.monotonic():.1f}: calls {f.calls}, "
+                                f"{len(f.received)} events received")
         for w in self.writers:
             w.stop()
         self.worker.stop()

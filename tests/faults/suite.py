@@ -61,9 +61,12 @@ class Suite:
             load.worker.stop()
             if failed:
                 print(f"--- {load.worker.log}\n{load.worker.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-        for server in self.servers:
+        for i, server in enumerate(self.servers):
             if failed:
                 print(f"--- server {server.target}\n{server.log()[-5000:]}", file=sys.stderr)
+                kept = self.logs / f"server-{server.port}-{i}.log"
+                kept.write_text(server.log())
+                print(f"faults: the whole log of server {server.target} is in {kept}", file=sys.stderr)
             server.close()
         self.servers, self.loads = [], []
 
