@@ -12,6 +12,7 @@ vanished-streams.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,8 +71,11 @@ class Suite:
             server.close()
         self.servers, self.loads = [], []
 
-    def close(self) -> None:
+    def close(self, failed: bool) -> None:
+        """Removes the cluster, and the logs unless a case failed (they say where)."""
         self.cluster.close()
+        if not failed:
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def verdict(case: str, problems: list[str]) -> None:
@@ -298,7 +302,7 @@ def main() -> int:
                 failed.append(name)
             print(f"faults: {name}: {'FAILED' if name in failed else 'ok'} in {time.monotonic() - started:.0f} s", flush=True)
     finally:
-        suite.close()
+        suite.close(failed=bool(failed))
     print(f"faults: {len(chosen) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
 
