@@ -148,6 +148,7 @@ class Follower:
     received: list[ex.RunEvent] = field(default_factory=list)
     reconnects: int = 0
     breaks: dict[str, int] = field(default_factory=dict)  # why streams ended early: count
+    calls: list[str] = field(default_factory=list)  # when each call began, and where
     faults: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -161,6 +162,7 @@ class Follower:
             while time.monotonic() < deadline:
                 last = self.received[-1].sequence if self.received else 0
                 why = "ended early"
+                self.calls.append(f"{time.monotonic():.1f}: after {last}")
                 try:
                     for response in c.execution.StreamRunEvents(ex.StreamRunEventsRequest(name=self.run, after_sequence=last)):
                         self.received.append(response.event)
@@ -268,7 +270,7 @@ class Writer:
     project: str
     index: int
     acknowledged: list[tuple[int, int, float]] = field(default_factory=list)  # (k, version, when)
-    transport_failures: int = 0
+    retried: dict[str, int] = field(default_factory=dict)  # failed attempts, by code
     faults: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -295,7 +297,7 @@ class Writer:
                         written = c.contexts.WriteContext(request)
                     except errors.AgentryError as e:
                         if is_transient(e):
-                            self.transport_failures += 1
+                            self.retried[e.code.name] = self.retried.get(e.code.name, 0) + 1
                             time.sleep(0.1)
                             continue
                         self.faults.append(f"{self.name}: write {k} answered {e}")
@@ -378,10 +380,12 @@ class Load:
     def unfinished(self) -> int:
         return sum(not f.done.is_set() for f in self.followers)
 
-    def finish(self, timeout: float = 120) -> None:
+    def finish(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         for f in self.followers:
-            f.done.wait(max(0.0, deadline - time.monotonic()))
+            if not f.done.wait(max(0.0, deadline - time.monotonic())):
+                f.faults.append(f"{f.run}: stream still open at {time.monotonic():.1f}: calls {f.calls}, "
+                                f"{len(f.received)} events received")
         for w in self.writers:
             w.stop()
         self.worker.stop()
@@ -397,9 +401,9 @@ class Load:
             runs=runs,
             lost=lost,
             repeated=repeated,
-            breaks=merged_breaks(self.followers),
+            breaks=merged([f.breaks for f in self.followers]),
             acknowledged=sum(len(w.acknowledged) for w in self.writers),
-            retried=sum(w.transport_failures for w in self.writers),
+            retried=merged([w.retried for w in self.writers]),
             problems=runs.problems + faults,
         )
 
@@ -411,14 +415,17 @@ class Checked:
     repeated: int
     breaks: dict[str, int]
     acknowledged: int
-    retried: int
+    retried: dict[str, int]
     problems: list[str]
 
     def reconnects(self) -> str:
         """How often streams were resumed, and why."""
         total = sum(self.breaks.values())
-        why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.breaks.items()))
-        return f"{total} reconnects" + (f": {why}" if why else "")
+        return f"{total} reconnects" + (f": {tally(self.breaks)}" if total else "")
+
+    def retries(self) -> str:
+        """The writers' failed attempts, by code."""
+        return f"attempts retried: {tally(self.retried)}"
 
     def attempts(self) -> str:
         counts: dict[int, int] = {}
@@ -427,9 +434,14 @@ class Checked:
         return ", ".join(f"{n} on attempt {a}" for a, n in sorted(counts.items()))
 
 
-def merged_breaks(followers: list[Follower]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for f in followers:
-        for reason, n in f.breaks.items():
-            merged[reason] = merged.get(reason, 0) + n
-    return merged
+def merged(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, n in count.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
+def tally(counts: dict[str, int]) -> str:
+    """``3 UNAVAILABLE, 1 DEADLINE_EXCEEDED``, or ``none``."""
+    return ", ".join(f"{n} {key}" for key, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"

@@ -12,6 +12,7 @@ vanished-streams.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,14 +62,20 @@ class Suite:
             load.worker.stop()
             if failed:
                 print(f"--- {load.worker.log}\n{load.worker.log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
-        for server in self.servers:
+        for i, server in enumerate(self.servers):
             if failed:
                 print(f"--- server {server.target}\n{server.log()[-5000:]}", file=sys.stderr)
+                kept = self.logs / f"server-{server.port}-{i}.log"
+                kept.write_text(server.log())
+                print(f"faults: the whole log of server {server.target} is in {kept}", file=sys.stderr)
             server.close()
         self.servers, self.loads = [], []
 
-    def close(self) -> None:
+    def close(self, failed: bool) -> None:
+        """Removes the cluster, and the logs unless a case failed (they say where)."""
         self.cluster.close()
+        if not failed:
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def verdict(case: str, problems: list[str]) -> None:
@@ -123,7 +130,7 @@ def replica_killed(s: Suite) -> None:
     print(
         f"faults: replica killed: {checked.runs.succeeded}/10 runs SUCCEEDED ({checked.attempts()}), the last "
         f"{took:.1f} s after the SIGKILL; {checked.acknowledged} acknowledged context writes, all kept "
-        f"({checked.retried} retried); {checked.runs.events} events in gapless logs; streams: "
+        f"({checked.retries()}); {checked.runs.events} events in gapless logs; streams: "
         f"{checked.lost} events lost, {checked.repeated} repeated ({checked.reconnects()})",
         flush=True,
     )
@@ -164,7 +171,7 @@ def postgres_restart(s: Suite) -> None:
     checked = load.check(max_attempt=1)
     print(
         f"faults: postgres restart: {recovery}; server not restarted (pid {pid}); "
-        f"{checked.acknowledged} acknowledged context writes, all kept ({checked.retried} retried); "
+        f"{checked.acknowledged} acknowledged context writes, all kept ({checked.retries()}); "
         f"{checked.runs.succeeded}/8 runs SUCCEEDED ({checked.attempts()}); streams: {checked.lost} events lost, "
         f"{checked.repeated} repeated",
         flush=True,
@@ -195,7 +202,7 @@ def connection_cut_and_stalled(s: Suite) -> None:
         proxy.close()
     print(
         f"faults: connection cut and stalled: {checked.acknowledged} acknowledged context writes, all kept "
-        f"({checked.retried} retried); {checked.runs.succeeded}/8 runs SUCCEEDED ({checked.attempts()}); "
+        f"({checked.retries()}); {checked.runs.succeeded}/8 runs SUCCEEDED ({checked.attempts()}); "
         f"streams: {checked.lost} events lost, {checked.repeated} repeated",
         flush=True,
     )
@@ -232,7 +239,13 @@ def vanished_streams(s: Suite) -> None:
         holder.kill()
         holder.wait()
         gone = time.monotonic()
-        left_in_outage = wait_until(lambda: server.metric("agentry_streams_open") == 0 and time.monotonic(), 10, what="streams to close")
+        def all_closed() -> float:
+            """When the scrape that says 0 began (a scrape waits up to 1 s for the run
+            counts while the database is down), else 0."""
+            asked = time.monotonic()
+            return asked if server.metric("agentry_streams_open") == 0 else 0.0
+
+        left_in_outage = wait_until(all_closed, 10, what="streams to close")
         time.sleep(max(0.0, down + 8.5 - time.monotonic()))
         busy_in_outage = cpu_share(server.pid, 1.0)
         time.sleep(max(0.0, down + 10.0 - time.monotonic()))
@@ -247,7 +260,7 @@ def vanished_streams(s: Suite) -> None:
             holder.kill()
     print(
         f"faults: vanished streams: 100 streams open, client killed 3 s into a 10 s Postgres outage; "
-        f"/metrics said 0 streams open {left_in_outage - gone:.1f} s later; server CPU {busy_in_outage:.1%} of "
+        f"/metrics said 0 streams open {left_in_outage - gone:.2f} s later; server CPU {busy_in_outage:.1%} of "
         f"a core late in the outage; {after:.1f} s after the outage: {open_after:.0f} streams open, "
         f"server CPU {share:.1%} of a core over the last second",
         flush=True,
@@ -289,7 +302,7 @@ def main() -> int:
                 failed.append(name)
             print(f"faults: {name}: {'FAILED' if name in failed else 'ok'} in {time.monotonic() - started:.0f} s", flush=True)
     finally:
-        suite.close()
+        suite.close(failed=bool(failed))
     print(f"faults: {len(chosen) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
 

@@ -273,7 +273,12 @@ pub fn principal<T>(request: &tonic::Request<T>) -> std::result::Result<Principa
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| tonic::Status::unauthenticated("no credentials were checked for this call"))
+        .ok_or_else(|| {
+            to_status(Error::Unauthenticated {
+                reason: "MISSING_CREDENTIALS",
+                message: "no credentials were checked for this call".into(),
+            })
+        })
 }
 
 /// Tower layer that authenticates every call under `/agentry.`.

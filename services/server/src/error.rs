@@ -117,6 +117,16 @@ pub fn to_status(error: Error) -> Status {
     Status::with_error_details(code, shorten(&message, MAX_MESSAGE), details)
 }
 
+/// UNAVAILABLE with ErrorInfo `UNAVAILABLE` and RetryInfo, like a [`to_status`] of
+/// [`Error::Unavailable`] but logging nothing: for a server that is going away (a
+/// stream ended by shutdown), which is no failing dependency.
+pub fn unavailable(message: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    details.set_error_info("UNAVAILABLE", DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, shorten(message, MAX_MESSAGE), details)
+}
+
 /// Maps tonic's own refusal of a request over the message size limit (OUT_OF_RANGE
 /// "decoded message length too large", no details) to what gRPC's convention and the
 /// README promise: RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` with the limit in the

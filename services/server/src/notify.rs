@@ -219,7 +219,7 @@ impl<T> Follower<T> {
     }
 
     async fn end_stopping(&self, cursor: i64) {
-        let status = tonic::Status::unavailable(format!(
+        let status = crate::error::unavailable(&format!(
             "the server is shutting down; reconnect and resume with {} = {cursor}",
             self.resume
         ));
@@ -433,6 +433,9 @@ mod tests {
             status.message().contains("after_sequence = 3"),
             "{status:?}"
         );
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "UNAVAILABLE");
+        assert!(status.get_details_retry_info().is_some(), "{status:?}");
     }
 
     #[tokio::test]

@@ -350,10 +350,15 @@ class Worker:
         """
         wait = self.heartbeat_wait
         while not ctx.lease_ended:
-            request = ex.HeartbeatTaskRequest(task_token=ctx.task.task_token, wait=_duration(wait))
+            # The server renews the lease when the heartbeat arrives but answers only when
+            # it has held it `wait`: held for half of what is left of the lease at most, so
+            # that the answer comes back in time even when little is left (after an
+            # outage, a held heartbeat answered early by a server that stopped).
+            held = min(wait, max(ctx.lease.remaining() / 2, 0.0))
+            request = ex.HeartbeatTaskRequest(task_token=ctx.task.task_token, wait=_duration(held))
             try:
                 response: ex.HeartbeatTaskResponse = await ctx.lease.call(
-                    ctx._calls.execution.HeartbeatTask, request, wait=wait
+                    ctx._calls.execution.HeartbeatTask, request, wait=held
                 )
             except errors.AgentryError as e:
                 if not ctx._ending:  # once the attempt is ending, its own last call reports
