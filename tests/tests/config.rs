@@ -31,6 +31,7 @@ fn sample(key: &str, dir: &std::path::Path) -> (String, String) {
         "tls_key_file" => same(&file("key.pem")),
         "tls_client_ca_file" => same(&file("ca.pem")),
         "metrics_listen" => same("localhost:9464"),
+        "cors_allowed_origins" => same("https://app.example.com,http://localhost:5173"),
         other => panic!("no sample value for the setting {other}: add one"),
     }
 }

@@ -1,0 +1,601 @@
+//! HTTP/JSON on the gRPC port: every unary method answers a plain HTTP/1.1 POST with a
+//! JSON body (Connect's unary form), through the same auth, limits and errors as gRPC.
+//! Only HTTP and JSON here: no tonic client, no generated types.
+
+use std::{collections::BTreeSet, net::SocketAddr, sync::Mutex};
+
+use agentry_e2e::{http::*, process::http_get, *};
+use prost::Message as _;
+use serde_json::Value;
+
+const REGISTRY: &str = "agentry.v1.RegistryService";
+const CONTEXTS: &str = "agentry.v1.ContextService";
+const EXECUTION: &str = "agentry.v1.ExecutionService";
+
+/// Every unary method of the `agentry.v1` services, as `Service/Method`.
+fn unary_methods() -> BTreeSet<String> {
+    let set = prost_types::FileDescriptorSet::decode(agentry_proto::FILE_DESCRIPTOR_SET)
+        .expect("valid descriptors");
+    let mut methods = BTreeSet::new();
+    for file in set.file.iter().filter(|f| f.package() == "agentry.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                if !method.server_streaming() && !method.client_streaming() {
+                    methods.insert(format!("agentry.v1.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    methods
+}
+
+/// JSON calls that must succeed, remembering which methods were called.
+struct Caller {
+    addr: SocketAddr,
+    called: Mutex<BTreeSet<String>>,
+}
+
+impl Caller {
+    async fn call(&self, method: &str, key: &str, body: Value) -> Value {
+        self.called.lock().unwrap().insert(method.to_owned());
+        call_json(self.addr, method, key, body).await
+    }
+}
+
+fn m(service: &str, method: &str) -> String {
+    format!("{service}/{method}")
+}
+
+backend_tests!(every_unary_method_answers_json, |app| async move {
+    let api = Caller {
+        addr: app.addr,
+        called: Mutex::new(BTreeSet::new()),
+    };
+    let root = app.root_key.clone();
+    let ws = "workspaces/web";
+
+    // Workspaces and keys, as ROOT.
+    let created = api
+        .call(&m(REGISTRY, "CreateWorkspace"), &root,
+            json!({"workspaceId": "web", "workspace": {"displayName": "Web", "labels": {"team": "a"}}}))
+        .await;
+    assert_eq!(created["name"], ws);
+    assert_eq!(
+        created["quotas"]["maxContextBytes"], "1048576",
+        "int64 is a string"
+    );
+    let got = api
+        .call(&m(REGISTRY, "GetWorkspace"), &root, json!({"name": ws}))
+        .await;
+    assert_eq!(got["displayName"], "Web");
+    let listed = api
+        .call(&m(REGISTRY, "ListWorkspaces"), &root, json!({}))
+        .await;
+    assert!(
+        listed["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == ws)
+    );
+    let updated = api
+        .call(&m(REGISTRY, "UpdateWorkspace"), &root,
+            json!({"workspace": {"name": ws, "description": "over HTTP"}, "updateMask": "description"}))
+        .await;
+    assert_eq!(updated["description"], "over HTTP");
+    let admin = api
+        .call(
+            &m(REGISTRY, "CreateApiKey"),
+            &root,
+            json!({"parent": ws, "apiKey": {"displayName": "admin", "role": "ROLE_ADMIN"}}),
+        )
+        .await;
+    let admin_key = admin["secret"].as_str().expect("a secret").to_owned();
+    assert_eq!(admin["apiKey"]["role"], "ROLE_ADMIN", "enums by name");
+    let worker = api
+        .call(
+            &m(REGISTRY, "CreateApiKey"),
+            &admin_key,
+            json!({"parent": ws, "api_key": {"display_name": "worker", "role": "ROLE_WORKER"}}),
+        )
+        .await;
+    let worker_key = worker["secret"].as_str().unwrap().to_owned();
+    let keys = api
+        .call(
+            &m(REGISTRY, "ListApiKeys"),
+            &admin_key,
+            json!({"parent": ws}),
+        )
+        .await;
+    assert_eq!(keys["apiKeys"].as_array().unwrap().len(), 2);
+
+    // Projects, agents, instances, as the workspace's ADMIN.
+    let key = admin_key.as_str();
+    let project = api
+        .call(
+            &m(REGISTRY, "CreateProject"),
+            key,
+            json!({"parent": ws, "projectId": "p", "project": {}}),
+        )
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.call(&m(REGISTRY, "GetProject"), key, json!({"name": project}))
+        .await;
+    let projects = api
+        .call(&m(REGISTRY, "ListProjects"), key, json!({"parent": ws}))
+        .await;
+    assert_eq!(projects["projects"][0]["name"], project);
+    let renamed = api
+        .call(
+            &m(REGISTRY, "UpdateProject"),
+            key,
+            json!({"project": {"name": project, "displayName": "P"}, "updateMask": "displayName"}),
+        )
+        .await;
+    assert_eq!(renamed["displayName"], "P");
+    let agent = api
+        .call(&m(REGISTRY, "CreateAgent"), key,
+            json!({"parent": ws, "agentId": "a", "agent": {"displayName": "A", "agentType": "langgraph",
+                "enabled": true, "tools": [{"name": "write", "risk": "TOOL_RISK_WRITE"}],
+                "configSchema": {"type": "object", "properties": {"t": {"type": "number", "maximum": 2}}}}}))
+        .await;
+    let agent_name = agent["name"].as_str().unwrap().to_owned();
+    assert_eq!(
+        agent["configSchema"]["properties"]["t"]["maximum"], 2.0,
+        "a Struct is JSON"
+    );
+    api.call(&m(REGISTRY, "GetAgent"), key, json!({"name": agent_name}))
+        .await;
+    api.call(&m(REGISTRY, "ListAgents"), key, json!({"parent": ws}))
+        .await;
+    let revised = api
+        .call(&m(REGISTRY, "UpdateAgent"), key,
+            json!({"agent": {"name": agent_name, "description": "v2"}, "updateMask": "description"}))
+        .await;
+    assert_eq!(revised["revision"], "2", "int64 is a string");
+    let revisions = api
+        .call(
+            &m(REGISTRY, "ListAgentRevisions"),
+            key,
+            json!({"name": agent_name}),
+        )
+        .await;
+    assert_eq!(revisions["revisions"].as_array().unwrap().len(), 2);
+    let instance = api
+        .call(
+            &m(REGISTRY, "CreateInstance"),
+            key,
+            json!({"parent": project, "instanceId": "i", "instance": {"agent": agent_name,
+                "config": {"t": 1.5}, "heartbeatTtl": "30s"}}),
+        )
+        .await;
+    let instance_name = instance["name"].as_str().unwrap().to_owned();
+    assert_eq!(instance["heartbeatTtl"], "30s", "a Duration is text");
+    api.call(
+        &m(REGISTRY, "GetInstance"),
+        key,
+        json!({"name": instance_name}),
+    )
+    .await;
+    api.call(
+        &m(REGISTRY, "ListInstances"),
+        key,
+        json!({"parent": project}),
+    )
+    .await;
+    api.call(&m(REGISTRY, "UpdateInstance"), key,
+        json!({"instance": {"name": instance_name, "displayName": "I"}, "updateMask": "displayName"}))
+        .await;
+    let active = api
+        .call(
+            &m(REGISTRY, "SetInstanceStatus"),
+            key,
+            json!({"name": instance_name, "status": "INSTANCE_STATUS_INITIALIZING"}),
+        )
+        .await;
+    assert_eq!(active["status"], "INSTANCE_STATUS_INITIALIZING");
+    api.call(
+        &m(REGISTRY, "HeartbeatInstance"),
+        key,
+        json!({"name": instance_name}),
+    )
+    .await;
+
+    // Contexts.
+    let context = api
+        .call(
+            &m(CONTEXTS, "CreateContext"),
+            key,
+            json!({"parent": project, "contextId": "c", "context": {}, "data": {"a": 1}}),
+        )
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.call(&m(CONTEXTS, "GetContext"), key, json!({"name": context}))
+        .await;
+    api.call(
+        &m(CONTEXTS, "ListContexts"),
+        key,
+        json!({"parent": project}),
+    )
+    .await;
+    let written = api
+        .call(
+            &m(CONTEXTS, "WriteContext"),
+            key,
+            json!({"name": context, "mergePatch": {"b": 2}, "expectedVersion": "1"}),
+        )
+        .await;
+    assert_eq!(written["version"]["version"], "2", "{written}");
+    let read = api
+        .call(&m(CONTEXTS, "ReadContext"), key, json!({"name": context}))
+        .await;
+    assert_eq!(read["data"], json!({"a": 1, "b": 2}));
+    api.call(
+        &m(CONTEXTS, "ListContextVersions"),
+        key,
+        json!({"name": context}),
+    )
+    .await;
+    let diff = api
+        .call(
+            &m(CONTEXTS, "DiffContextVersions"),
+            key,
+            json!({"name": context, "fromVersion": 1, "toVersion": 2}),
+        )
+        .await;
+    assert_eq!(diff["operations"][0]["op"], "add");
+    api.call(
+        &m(CONTEXTS, "RollbackContext"),
+        key,
+        json!({"name": context, "targetVersion": 1}),
+    )
+    .await;
+
+    // Sessions and runs; the worker side with the WORKER key.
+    let session = api
+        .call(
+            &m(EXECUTION, "CreateSession"),
+            key,
+            json!({"parent": project, "sessionId": "s", "session": {"instance": instance_name}}),
+        )
+        .await["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.call(&m(EXECUTION, "GetSession"), key, json!({"name": session}))
+        .await;
+    api.call(
+        &m(EXECUTION, "ListSessions"),
+        key,
+        json!({"parent": project}),
+    )
+    .await;
+    let run = start_run(&api, key, &session, "AUTONOMY_LEVEL_L1").await;
+    api.call(&m(EXECUTION, "GetRun"), key, json!({"name": run}))
+        .await;
+    let runs = api
+        .call(
+            &m(EXECUTION, "ListRuns"),
+            key,
+            json!({"parent": format!("{project}/sessions/-")}),
+        )
+        .await;
+    assert_eq!(runs["runs"][0]["name"], run);
+    let token = lease(&api, &worker_key, ws, &agent_name).await;
+    api.call(
+        &m(EXECUTION, "HeartbeatTask"),
+        &worker_key,
+        json!({"taskToken": token}),
+    )
+    .await;
+    let appended = api
+        .call(&m(EXECUTION, "AppendRunEvents"), &worker_key,
+            json!({"taskToken": token, "events": [{"messageDelta": {"messageId": "m", "text": "hi"}}]}))
+        .await;
+    assert!(appended["lastSequence"].as_str().is_some(), "{appended}");
+    let proposed = api
+        .call(
+            &m(EXECUTION, "ProposePlan"),
+            &worker_key,
+            json!({"taskToken": token, "steps": [{"tool": "write", "arguments": {"path": "/a"}}]}),
+        )
+        .await;
+    assert_eq!(
+        proposed.get("approved"),
+        None,
+        "L1 asks a human before a write: {proposed}"
+    );
+    let approval = proposed["approval"]["approvalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decided = api
+        .call(
+            &m(EXECUTION, "DecideApproval"),
+            key,
+            json!({"name": run, "approvalId": approval, "decision": "APPROVAL_DECISION_APPROVE"}),
+        )
+        .await;
+    assert_eq!(decided["status"], "RUN_STATUS_QUEUED");
+    let token = lease(&api, &worker_key, ws, &agent_name).await;
+    let done = api
+        .call(&m(EXECUTION, "CompleteTask"), &worker_key,
+            json!({"taskToken": token, "output": [{"role": "MESSAGE_ROLE_ASSISTANT", "content": "done"}]}))
+        .await;
+    assert_eq!(done["status"], "RUN_STATUS_SUCCEEDED");
+    let messages = api
+        .call(
+            &m(EXECUTION, "ListMessages"),
+            key,
+            json!({"parent": session}),
+        )
+        .await;
+    assert!(
+        messages["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["content"] == "done")
+    );
+    let stats = api
+        .call(
+            &m(EXECUTION, "GetRunStats"),
+            key,
+            json!({"parent": project}),
+        )
+        .await;
+    assert!(stats.is_object(), "{stats}");
+
+    let failing = start_run(&api, key, &session, "AUTONOMY_LEVEL_L3").await;
+    let token = lease(&api, &worker_key, ws, &agent_name).await;
+    let failed = api
+        .call(
+            &m(EXECUTION, "FailTask"),
+            &worker_key,
+            json!({"taskToken": token, "error": {"type": "Boom", "message": "boom"}}),
+        )
+        .await;
+    assert_eq!(failed["name"], failing);
+    assert_eq!(failed["status"], "RUN_STATUS_FAILED");
+    let cancelled = start_run(&api, key, &session, "AUTONOMY_LEVEL_L3").await;
+    let cancel = api
+        .call(&m(EXECUTION, "CancelRun"), key, json!({"name": cancelled}))
+        .await;
+    assert_eq!(cancel["status"], "RUN_STATUS_CANCELLED");
+
+    // Deletes, innermost first.
+    api.call(
+        &m(EXECUTION, "DeleteSession"),
+        key,
+        json!({"name": session}),
+    )
+    .await;
+    api.call(&m(CONTEXTS, "DeleteContext"), key, json!({"name": context}))
+        .await;
+    api.call(
+        &m(REGISTRY, "DeleteInstance"),
+        key,
+        json!({"name": instance_name}),
+    )
+    .await;
+    api.call(
+        &m(REGISTRY, "DeleteAgent"),
+        key,
+        json!({"name": agent_name, "force": true}),
+    )
+    .await;
+    let worker_key_name = worker["apiKey"]["name"].as_str().unwrap();
+    api.call(
+        &m(REGISTRY, "DeleteApiKey"),
+        key,
+        json!({"name": worker_key_name}),
+    )
+    .await;
+    api.call(
+        &m(REGISTRY, "DeleteProject"),
+        key,
+        json!({"name": project, "force": true}),
+    )
+    .await;
+    let deleted = api
+        .call(
+            &m(REGISTRY, "DeleteWorkspace"),
+            &root,
+            json!({"name": ws, "force": true}),
+        )
+        .await;
+    assert_eq!(deleted, json!({}), "google.protobuf.Empty is {{}}");
+
+    let missed: Vec<String> = unary_methods()
+        .difference(&api.called.lock().unwrap())
+        .cloned()
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "unary methods not called over HTTP/JSON: {missed:?}"
+    );
+});
+
+/// CreateRun in `session` at `autonomy`; the run's name.
+async fn start_run(api: &Caller, key: &str, session: &str, autonomy: &str) -> String {
+    let run = api
+        .call(
+            &m(EXECUTION, "CreateRun"),
+            key,
+            json!({"parent": session, "run": {"autonomyLevel": autonomy,
+                "input": [{"role": "MESSAGE_ROLE_USER", "content": "hello"}]}}),
+        )
+        .await;
+    assert_eq!(run["status"], "RUN_STATUS_QUEUED");
+    run["name"].as_str().unwrap().to_owned()
+}
+
+/// PollTask until a task comes; its token.
+async fn lease(api: &Caller, key: &str, workspace: &str, agent: &str) -> String {
+    let reply = api
+        .call(
+            &m(EXECUTION, "PollTask"),
+            key,
+            json!({"parent": workspace, "agents": [agent], "wait": "10s", "identity": "curl"}),
+        )
+        .await;
+    reply["task"]["taskToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a task within 10 s: {reply}"))
+        .to_owned()
+}
+
+/// The `debug` JSON of the detail of `type` in a Connect error.
+fn detail<'a>(error: &'a Value, r#type: &str) -> &'a Value {
+    error["details"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["type"] == r#type))
+        .map(|d| &d["debug"])
+        .unwrap_or_else(|| panic!("no {type} detail in {error}"))
+}
+
+fn with_small_limit_and_metrics(config: &mut agentry_server::config::Config) {
+    config.max_message_bytes = 64 * 1024;
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
+#[tokio::test]
+async fn errors_are_connect_json_with_decoded_details_sqlite() {
+    errors_are_connect_json_with_decoded_details(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn errors_are_connect_json_with_decoded_details_postgres() {
+    errors_are_connect_json_with_decoded_details(Backend::Postgres).await;
+}
+
+async fn errors_are_connect_json_with_decoded_details(backend: Backend) {
+    let app = spawn_app_with(backend, with_small_limit_and_metrics).await;
+    let (addr, root) = (app.addr, app.root_key.clone());
+    let get = m(REGISTRY, "GetWorkspace");
+
+    let anonymous = post_json(addr, &get, "", json!({"name": "workspaces/x"})).await;
+    assert_eq!(anonymous.status, 401);
+    let error = anonymous.json();
+    assert_eq!(error["code"], "unauthenticated");
+    assert_eq!(
+        detail(&error, "google.rpc.ErrorInfo")["reason"],
+        "MISSING_CREDENTIALS"
+    );
+    // Auth comes first, as over gRPC: a bad body without a key is still UNAUTHENTICATED.
+    let anonymous_garbage = post_raw(addr, &format!("/{get}"), "", "{not json").await;
+    assert_eq!(anonymous_garbage.status, 401);
+
+    let invalid = post_json(
+        addr,
+        &m(REGISTRY, "CreateWorkspace"),
+        &root,
+        json!({"workspaceId": "Not An Id"}),
+    )
+    .await;
+    assert_eq!(invalid.status, 400);
+    let error = invalid.json();
+    assert_eq!(error["code"], "invalid_argument");
+    assert_eq!(
+        detail(&error, "google.rpc.ErrorInfo")["domain"],
+        ERROR_DOMAIN
+    );
+    let violations = &detail(&error, "google.rpc.BadRequest")["fieldViolations"];
+    assert_eq!(violations[0]["field"], "workspace_id", "{error}");
+    let encoded = error["details"][0]["value"]
+        .as_str()
+        .expect("the encoded detail");
+    assert!(
+        !encoded.is_empty() && !encoded.contains('='),
+        "unpadded base64: {encoded}"
+    );
+
+    let misspelt = post_json(addr, &get, &root, json!({"nmae": "workspaces/x"})).await;
+    assert_eq!(misspelt.status, 400);
+    let error = misspelt.json();
+    assert_eq!(
+        detail(&error, "google.rpc.ErrorInfo")["reason"],
+        "MALFORMED_REQUEST"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("nmae"),
+        "{error}"
+    );
+    let not_json = post_raw(addr, &format!("/{get}"), &root, "{\"name\":").await;
+    assert_eq!(not_json.status, 400);
+    assert_eq!(not_json.json()["code"], "invalid_argument");
+
+    let missing = post_json(addr, &get, &root, json!({"name": "workspaces/nowhere"})).await;
+    assert_eq!(missing.status, 404);
+    let error = missing.json();
+    assert_eq!(error["code"], "not_found");
+    assert_eq!(
+        detail(&error, "google.rpc.ErrorInfo")["metadata"]["resource"],
+        "workspaces/nowhere"
+    );
+
+    // A message over the limit (its JSON under twice the limit: the service refuses it),
+    // and a body over twice the limit (refused before it is parsed): the same answer.
+    for description_bytes in [80 * 1024, 200 * 1024] {
+        let body = json!({"workspaceId": "big", "workspace": {"description": "x".repeat(description_bytes)}});
+        let large = post_json(addr, &m(REGISTRY, "CreateWorkspace"), &root, body).await;
+        assert_eq!(large.status, 429, "{description_bytes} bytes");
+        let error = large.json();
+        assert_eq!(error["code"], "resource_exhausted");
+        let info = detail(&error, "google.rpc.ErrorInfo");
+        assert_eq!(info["reason"], "MESSAGE_TOO_LARGE");
+        assert_eq!(info["metadata"]["limit_bytes"], (64 * 1024).to_string());
+    }
+
+    let stream = post_json(addr, &m(EXECUTION, "StreamRunEvents"), &root, json!({})).await;
+    assert_eq!(stream.status, 501);
+    assert_eq!(stream.json()["code"], "unimplemented");
+    let unknown = post_json(addr, &m(REGISTRY, "NoSuchMethod"), &root, json!({})).await;
+    assert_eq!(unknown.status, 501);
+    assert_eq!(unknown.json()["code"], "unimplemented");
+
+    // Health needs no key; the binary form (application/proto) works too.
+    let health = post_json(addr, "grpc.health.v1.Health/Check", "", json!({})).await;
+    assert_eq!(health.json(), json!({"status": "SERVING"}));
+    let request = ::http::Request::post(format!("/{get}"))
+        .header("content-type", "application/proto")
+        .header("authorization", format!("Bearer {root}"))
+        .body(http_body_util::Full::new(
+            pb::GetWorkspaceRequest {
+                name: "workspaces/nowhere".into(),
+            }
+            .encode_to_vec()
+            .into(),
+        ))
+        .unwrap();
+    let binary = fetch(addr, request).await;
+    assert_eq!(binary.status, 404);
+    assert_eq!(
+        binary.json()["code"],
+        "not_found",
+        "errors are JSON whatever the codec"
+    );
+
+    // Counted like gRPC calls.
+    let metrics = http_get(app.metrics_addr.unwrap(), "/metrics").await.1;
+    for (method, code) in [
+        ("GetWorkspace", "UNAUTHENTICATED"),
+        ("GetWorkspace", "NOT_FOUND"),
+        ("CreateWorkspace", "RESOURCE_EXHAUSTED"),
+    ] {
+        let (method, code) = (format!("method=\"{method}\""), format!("code=\"{code}\""));
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("agentry_rpc_requests_total")
+                    && l.contains(&method)
+                    && l.contains(&code)),
+            "no agentry_rpc_requests_total with {method} {code}"
+        );
+    }
+    app.shutdown().await;
+}
