@@ -4,13 +4,14 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Mutex};
 
-use agentry_e2e::{http::*, process::http_get, *};
+use agentry_e2e::{http::*, *};
 use prost::Message as _;
 use serde_json::Value;
 
 const REGISTRY: &str = "agentry.v1.RegistryService";
 const CONTEXTS: &str = "agentry.v1.ContextService";
 const EXECUTION: &str = "agentry.v1.ExecutionService";
+const WS: &str = "workspaces/web";
 
 /// Every unary method of the `agentry.v1` services, as `Service/Method`.
 fn unary_methods() -> BTreeSet<String> {
@@ -52,11 +53,80 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         called: Mutex::new(BTreeSet::new()),
     };
     let root = app.root_key.clone();
-    let ws = "workspaces/web";
+    let (admin_key, worker) = workspaces_and_keys(&api, &root).await;
+    let key = admin_key.as_str();
+    let worker_key = worker["secret"].as_str().unwrap().to_owned();
+    let (project, agent_name, instance_name) = registry(&api, key).await;
+    let context = contexts(&api, key, &project).await;
+    let session = runs(
+        &api,
+        key,
+        &worker_key,
+        &project,
+        &agent_name,
+        &instance_name,
+    )
+    .await;
+    failed_and_cancelled_runs(&api, key, &worker_key, &session, &agent_name).await;
 
-    // Workspaces and keys, as ROOT.
+    // Deletes, innermost first.
+    api.call(
+        &m(EXECUTION, "DeleteSession"),
+        key,
+        json!({"name": session}),
+    )
+    .await;
+    api.call(&m(CONTEXTS, "DeleteContext"), key, json!({"name": context}))
+        .await;
+    api.call(
+        &m(REGISTRY, "DeleteInstance"),
+        key,
+        json!({"name": instance_name}),
+    )
+    .await;
+    api.call(
+        &m(REGISTRY, "DeleteAgent"),
+        key,
+        json!({"name": agent_name, "force": true}),
+    )
+    .await;
+    let worker_key_name = worker["apiKey"]["name"].as_str().unwrap();
+    api.call(
+        &m(REGISTRY, "DeleteApiKey"),
+        key,
+        json!({"name": worker_key_name}),
+    )
+    .await;
+    api.call(
+        &m(REGISTRY, "DeleteProject"),
+        key,
+        json!({"name": project, "force": true}),
+    )
+    .await;
+    let deleted = api
+        .call(
+            &m(REGISTRY, "DeleteWorkspace"),
+            &root,
+            json!({"name": WS, "force": true}),
+        )
+        .await;
+    assert_eq!(deleted, json!({}), "google.protobuf.Empty is {{}}");
+
+    let missed: Vec<String> = unary_methods()
+        .difference(&api.called.lock().unwrap())
+        .cloned()
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "unary methods not called over HTTP/JSON: {missed:?}"
+    );
+});
+
+/// Workspaces and keys, as ROOT; the ADMIN key's secret and the WORKER key.
+async fn workspaces_and_keys(api: &Caller, root: &str) -> (String, Value) {
+    let ws = WS;
     let created = api
-        .call(&m(REGISTRY, "CreateWorkspace"), &root,
+        .call(&m(REGISTRY, "CreateWorkspace"), root,
             json!({"workspaceId": "web", "workspace": {"displayName": "Web", "labels": {"team": "a"}}}))
         .await;
     assert_eq!(created["name"], ws);
@@ -65,11 +135,11 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         "int64 is a string"
     );
     let got = api
-        .call(&m(REGISTRY, "GetWorkspace"), &root, json!({"name": ws}))
+        .call(&m(REGISTRY, "GetWorkspace"), root, json!({"name": ws}))
         .await;
     assert_eq!(got["displayName"], "Web");
     let listed = api
-        .call(&m(REGISTRY, "ListWorkspaces"), &root, json!({}))
+        .call(&m(REGISTRY, "ListWorkspaces"), root, json!({}))
         .await;
     assert!(
         listed["workspaces"]
@@ -79,14 +149,14 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
             .any(|w| w["name"] == ws)
     );
     let updated = api
-        .call(&m(REGISTRY, "UpdateWorkspace"), &root,
+        .call(&m(REGISTRY, "UpdateWorkspace"), root,
             json!({"workspace": {"name": ws, "description": "over HTTP"}, "updateMask": "description"}))
         .await;
     assert_eq!(updated["description"], "over HTTP");
     let admin = api
         .call(
             &m(REGISTRY, "CreateApiKey"),
-            &root,
+            root,
             json!({"parent": ws, "apiKey": {"displayName": "admin", "role": "ROLE_ADMIN"}}),
         )
         .await;
@@ -99,7 +169,6 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
             json!({"parent": ws, "api_key": {"display_name": "worker", "role": "ROLE_WORKER"}}),
         )
         .await;
-    let worker_key = worker["secret"].as_str().unwrap().to_owned();
     let keys = api
         .call(
             &m(REGISTRY, "ListApiKeys"),
@@ -109,8 +178,12 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         .await;
     assert_eq!(keys["apiKeys"].as_array().unwrap().len(), 2);
 
-    // Projects, agents, instances, as the workspace's ADMIN.
-    let key = admin_key.as_str();
+    (admin_key, worker)
+}
+
+/// Projects, agents, instances, as the workspace's ADMIN; their names.
+async fn registry(api: &Caller, key: &str) -> (String, String, String) {
+    let ws = WS;
     let project = api
         .call(
             &m(REGISTRY, "CreateProject"),
@@ -203,7 +276,11 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
     )
     .await;
 
-    // Contexts.
+    (project, agent_name, instance_name)
+}
+
+/// Every ContextService unary method on one context; its name.
+async fn contexts(api: &Caller, key: &str, project: &str) -> String {
     let context = api
         .call(
             &m(CONTEXTS, "CreateContext"),
@@ -255,7 +332,20 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
     )
     .await;
 
-    // Sessions and runs; the worker side with the WORKER key.
+    context
+}
+
+/// Sessions and a run through its worker protocol (the WORKER key) and an approval;
+/// the session's name.
+async fn runs(
+    api: &Caller,
+    key: &str,
+    worker_key: &str,
+    project: &str,
+    agent_name: &str,
+    instance_name: &str,
+) -> String {
+    let ws = WS;
     let session = api
         .call(
             &m(EXECUTION, "CreateSession"),
@@ -274,7 +364,7 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         json!({"parent": project}),
     )
     .await;
-    let run = start_run(&api, key, &session, "AUTONOMY_LEVEL_L1").await;
+    let run = start_run(api, key, &session, "AUTONOMY_LEVEL_L1").await;
     api.call(&m(EXECUTION, "GetRun"), key, json!({"name": run}))
         .await;
     let runs = api
@@ -285,22 +375,22 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         )
         .await;
     assert_eq!(runs["runs"][0]["name"], run);
-    let token = lease(&api, &worker_key, ws, &agent_name).await;
+    let token = lease(api, worker_key, ws, agent_name).await;
     api.call(
         &m(EXECUTION, "HeartbeatTask"),
-        &worker_key,
+        worker_key,
         json!({"taskToken": token}),
     )
     .await;
     let appended = api
-        .call(&m(EXECUTION, "AppendRunEvents"), &worker_key,
+        .call(&m(EXECUTION, "AppendRunEvents"), worker_key,
             json!({"taskToken": token, "events": [{"messageDelta": {"messageId": "m", "text": "hi"}}]}))
         .await;
     assert!(appended["lastSequence"].as_str().is_some(), "{appended}");
     let proposed = api
         .call(
             &m(EXECUTION, "ProposePlan"),
-            &worker_key,
+            worker_key,
             json!({"taskToken": token, "steps": [{"tool": "write", "arguments": {"path": "/a"}}]}),
         )
         .await;
@@ -321,9 +411,9 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         )
         .await;
     assert_eq!(decided["status"], "RUN_STATUS_QUEUED");
-    let token = lease(&api, &worker_key, ws, &agent_name).await;
+    let token = lease(api, worker_key, ws, agent_name).await;
     let done = api
-        .call(&m(EXECUTION, "CompleteTask"), &worker_key,
+        .call(&m(EXECUTION, "CompleteTask"), worker_key,
             json!({"taskToken": token, "output": [{"role": "MESSAGE_ROLE_ASSISTANT", "content": "done"}]}))
         .await;
     assert_eq!(done["status"], "RUN_STATUS_SUCCEEDED");
@@ -349,76 +439,35 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
         )
         .await;
     assert!(stats.is_object(), "{stats}");
+    session
+}
 
-    let failing = start_run(&api, key, &session, "AUTONOMY_LEVEL_L3").await;
-    let token = lease(&api, &worker_key, ws, &agent_name).await;
+/// A run that fails and one that is cancelled.
+async fn failed_and_cancelled_runs(
+    api: &Caller,
+    key: &str,
+    worker_key: &str,
+    session: &str,
+    agent_name: &str,
+) {
+    let ws = WS;
+    let failing = start_run(api, key, session, "AUTONOMY_LEVEL_L3").await;
+    let token = lease(api, worker_key, ws, agent_name).await;
     let failed = api
         .call(
             &m(EXECUTION, "FailTask"),
-            &worker_key,
+            worker_key,
             json!({"taskToken": token, "error": {"type": "Boom", "message": "boom"}}),
         )
         .await;
     assert_eq!(failed["name"], failing);
     assert_eq!(failed["status"], "RUN_STATUS_FAILED");
-    let cancelled = start_run(&api, key, &session, "AUTONOMY_LEVEL_L3").await;
+    let cancelled = start_run(api, key, session, "AUTONOMY_LEVEL_L3").await;
     let cancel = api
         .call(&m(EXECUTION, "CancelRun"), key, json!({"name": cancelled}))
         .await;
     assert_eq!(cancel["status"], "RUN_STATUS_CANCELLED");
-
-    // Deletes, innermost first.
-    api.call(
-        &m(EXECUTION, "DeleteSession"),
-        key,
-        json!({"name": session}),
-    )
-    .await;
-    api.call(&m(CONTEXTS, "DeleteContext"), key, json!({"name": context}))
-        .await;
-    api.call(
-        &m(REGISTRY, "DeleteInstance"),
-        key,
-        json!({"name": instance_name}),
-    )
-    .await;
-    api.call(
-        &m(REGISTRY, "DeleteAgent"),
-        key,
-        json!({"name": agent_name, "force": true}),
-    )
-    .await;
-    let worker_key_name = worker["apiKey"]["name"].as_str().unwrap();
-    api.call(
-        &m(REGISTRY, "DeleteApiKey"),
-        key,
-        json!({"name": worker_key_name}),
-    )
-    .await;
-    api.call(
-        &m(REGISTRY, "DeleteProject"),
-        key,
-        json!({"name": project, "force": true}),
-    )
-    .await;
-    let deleted = api
-        .call(
-            &m(REGISTRY, "DeleteWorkspace"),
-            &root,
-            json!({"name": ws, "force": true}),
-        )
-        .await;
-    assert_eq!(deleted, json!({}), "google.protobuf.Empty is {{}}");
-
-    let missed: Vec<String> = unary_methods()
-        .difference(&api.called.lock().unwrap())
-        .cloned()
-        .collect();
-    assert!(
-        missed.is_empty(),
-        "unary methods not called over HTTP/JSON: {missed:?}"
-    );
-});
+}
 
 /// CreateRun in `session` at `autonomy`; the run's name.
 async fn start_run(api: &Caller, key: &str, session: &str, autonomy: &str) -> String {
@@ -447,155 +496,4 @@ async fn lease(api: &Caller, key: &str, workspace: &str, agent: &str) -> String 
         .as_str()
         .unwrap_or_else(|| panic!("a task within 10 s: {reply}"))
         .to_owned()
-}
-
-/// The `debug` JSON of the detail of `type` in a Connect error.
-fn detail<'a>(error: &'a Value, r#type: &str) -> &'a Value {
-    error["details"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["type"] == r#type))
-        .map(|d| &d["debug"])
-        .unwrap_or_else(|| panic!("no {type} detail in {error}"))
-}
-
-fn with_small_limit_and_metrics(config: &mut agentry_server::config::Config) {
-    config.max_message_bytes = 64 * 1024;
-    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-}
-
-#[tokio::test]
-async fn errors_are_connect_json_with_decoded_details_sqlite() {
-    errors_are_connect_json_with_decoded_details(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn errors_are_connect_json_with_decoded_details_postgres() {
-    errors_are_connect_json_with_decoded_details(Backend::Postgres).await;
-}
-
-async fn errors_are_connect_json_with_decoded_details(backend: Backend) {
-    let app = spawn_app_with(backend, with_small_limit_and_metrics).await;
-    let (addr, root) = (app.addr, app.root_key.clone());
-    let get = m(REGISTRY, "GetWorkspace");
-
-    let anonymous = post_json(addr, &get, "", json!({"name": "workspaces/x"})).await;
-    assert_eq!(anonymous.status, 401);
-    let error = anonymous.json();
-    assert_eq!(error["code"], "unauthenticated");
-    assert_eq!(
-        detail(&error, "google.rpc.ErrorInfo")["reason"],
-        "MISSING_CREDENTIALS"
-    );
-    // Auth comes first, as over gRPC: a bad body without a key is still UNAUTHENTICATED.
-    let anonymous_garbage = post_raw(addr, &format!("/{get}"), "", "{not json").await;
-    assert_eq!(anonymous_garbage.status, 401);
-
-    let invalid = post_json(
-        addr,
-        &m(REGISTRY, "CreateWorkspace"),
-        &root,
-        json!({"workspaceId": "Not An Id"}),
-    )
-    .await;
-    assert_eq!(invalid.status, 400);
-    let error = invalid.json();
-    assert_eq!(error["code"], "invalid_argument");
-    assert_eq!(
-        detail(&error, "google.rpc.ErrorInfo")["domain"],
-        ERROR_DOMAIN
-    );
-    let violations = &detail(&error, "google.rpc.BadRequest")["fieldViolations"];
-    assert_eq!(violations[0]["field"], "workspace_id", "{error}");
-    let encoded = error["details"][0]["value"]
-        .as_str()
-        .expect("the encoded detail");
-    assert!(
-        !encoded.is_empty() && !encoded.contains('='),
-        "unpadded base64: {encoded}"
-    );
-
-    let misspelt = post_json(addr, &get, &root, json!({"nmae": "workspaces/x"})).await;
-    assert_eq!(misspelt.status, 400);
-    let error = misspelt.json();
-    assert_eq!(
-        detail(&error, "google.rpc.ErrorInfo")["reason"],
-        "MALFORMED_REQUEST"
-    );
-    assert!(
-        error["message"].as_str().unwrap().contains("nmae"),
-        "{error}"
-    );
-    let not_json = post_raw(addr, &format!("/{get}"), &root, "{\"name\":").await;
-    assert_eq!(not_json.status, 400);
-    assert_eq!(not_json.json()["code"], "invalid_argument");
-
-    let missing = post_json(addr, &get, &root, json!({"name": "workspaces/nowhere"})).await;
-    assert_eq!(missing.status, 404);
-    let error = missing.json();
-    assert_eq!(error["code"], "not_found");
-    assert_eq!(
-        detail(&error, "google.rpc.ErrorInfo")["metadata"]["resource"],
-        "workspaces/nowhere"
-    );
-
-    // A message over the limit (its JSON under twice the limit: the service refuses it),
-    // and a body over twice the limit (refused before it is parsed): the same answer.
-    for description_bytes in [80 * 1024, 200 * 1024] {
-        let body = json!({"workspaceId": "big", "workspace": {"description": "x".repeat(description_bytes)}});
-        let large = post_json(addr, &m(REGISTRY, "CreateWorkspace"), &root, body).await;
-        assert_eq!(large.status, 429, "{description_bytes} bytes");
-        let error = large.json();
-        assert_eq!(error["code"], "resource_exhausted");
-        let info = detail(&error, "google.rpc.ErrorInfo");
-        assert_eq!(info["reason"], "MESSAGE_TOO_LARGE");
-        assert_eq!(info["metadata"]["limit_bytes"], (64 * 1024).to_string());
-    }
-
-    let stream = post_json(addr, &m(EXECUTION, "StreamRunEvents"), &root, json!({})).await;
-    assert_eq!(stream.status, 501);
-    assert_eq!(stream.json()["code"], "unimplemented");
-    let unknown = post_json(addr, &m(REGISTRY, "NoSuchMethod"), &root, json!({})).await;
-    assert_eq!(unknown.status, 501);
-    assert_eq!(unknown.json()["code"], "unimplemented");
-
-    // Health needs no key; the binary form (application/proto) works too.
-    let health = post_json(addr, "grpc.health.v1.Health/Check", "", json!({})).await;
-    assert_eq!(health.json(), json!({"status": "SERVING"}));
-    let request = ::http::Request::post(format!("/{get}"))
-        .header("content-type", "application/proto")
-        .header("authorization", format!("Bearer {root}"))
-        .body(http_body_util::Full::new(
-            pb::GetWorkspaceRequest {
-                name: "workspaces/nowhere".into(),
-            }
-            .encode_to_vec()
-            .into(),
-        ))
-        .unwrap();
-    let binary = fetch(addr, request).await;
-    assert_eq!(binary.status, 404);
-    assert_eq!(
-        binary.json()["code"],
-        "not_found",
-        "errors are JSON whatever the codec"
-    );
-
-    // Counted like gRPC calls.
-    let metrics = http_get(app.metrics_addr.unwrap(), "/metrics").await.1;
-    for (method, code) in [
-        ("GetWorkspace", "UNAUTHENTICATED"),
-        ("GetWorkspace", "NOT_FOUND"),
-        ("CreateWorkspace", "RESOURCE_EXHAUSTED"),
-    ] {
-        let (method, code) = (format!("method=\"{method}\""), format!("code=\"{code}\""));
-        assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("agentry_rpc_requests_total")
-                    && l.contains(&method)
-                    && l.contains(&code)),
-            "no agentry_rpc_requests_total with {method} {code}"
-        );
-    }
-    app.shutdown().await;
 }
