@@ -271,3 +271,25 @@ async fn listen_addresses_take_host_names() {
     server.shutdown().await.unwrap();
     database.drop_database().await;
 }
+
+#[test]
+fn cors_origins_take_a_toml_list_and_refuse_what_is_not_an_origin() {
+    let dir = Dir::new();
+    let toml = "cors_allowed_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n";
+    let loaded = load(Some(toml), &[], vec![], &dir.0).unwrap();
+    assert_eq!(
+        loaded.config.cors_allowed_origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
+    let error = load(
+        None,
+        &[("AGENTRY_CORS_ALLOWED_ORIGINS", "app.example.com".into())],
+        vec![],
+        &dir.0,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("AGENTRY_CORS_ALLOWED_ORIGINS"),
+        "{error}"
+    );
+}
