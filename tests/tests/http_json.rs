@@ -69,6 +69,16 @@ backend_tests!(every_unary_method_answers_json, |app| async move {
     .await;
     failed_and_cancelled_runs(&api, key, &worker_key, &session, &agent_name).await;
 
+    // The audit log, where the server has it (it arrives on a branch of its own).
+    let audit = m(REGISTRY, "ListAuditRecords");
+    if unary_methods().contains(&audit) {
+        let records = api.call(&audit, key, json!({"parent": WS})).await;
+        assert!(
+            !records["auditRecords"].as_array().unwrap().is_empty(),
+            "{records}"
+        );
+    }
+
     // Deletes, innermost first.
     api.call(
         &m(EXECUTION, "DeleteSession"),
