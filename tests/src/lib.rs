@@ -12,6 +12,7 @@
 pub mod check;
 pub mod db;
 pub mod doc;
+pub mod http;
 pub mod pg_proxy;
 pub mod pki;
 pub mod process;

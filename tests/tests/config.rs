@@ -31,6 +31,7 @@ fn sample(key: &str, dir: &std::path::Path) -> (String, String) {
         "tls_key_file" => same(&file("key.pem")),
         "tls_client_ca_file" => same(&file("ca.pem")),
         "metrics_listen" => same("localhost:9464"),
+        "cors_allowed_origins" => same("https://app.example.com,http://localhost:5173"),
         other => panic!("no sample value for the setting {other}: add one"),
     }
 }
@@ -269,4 +270,26 @@ async fn listen_addresses_take_host_names() {
     assert!(server.metrics_addr.unwrap().ip().is_loopback());
     server.shutdown().await.unwrap();
     database.drop_database().await;
+}
+
+#[test]
+fn cors_origins_take_a_toml_list_and_refuse_what_is_not_an_origin() {
+    let dir = Dir::new();
+    let toml = "cors_allowed_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n";
+    let loaded = load(Some(toml), &[], vec![], &dir.0).unwrap();
+    assert_eq!(
+        loaded.config.cors_allowed_origins,
+        ["https://app.example.com", "http://localhost:5173"]
+    );
+    let error = load(
+        None,
+        &[("AGENTRY_CORS_ALLOWED_ORIGINS", "app.example.com".into())],
+        vec![],
+        &dir.0,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("AGENTRY_CORS_ALLOWED_ORIGINS"),
+        "{error}"
+    );
 }

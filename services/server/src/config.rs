@@ -110,6 +110,9 @@ pub struct Config {
     pub tls_client_ca_file: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP; off when unset.
     pub metrics_listen: Option<ListenAddr>,
+    /// Origins whose browser scripts may call the API (CORS); `*` for any; none by
+    /// default.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -130,6 +133,7 @@ impl Default for Config {
             tls_key_file: None,
             tls_client_ca_file: None,
             metrics_listen: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -236,6 +240,11 @@ pub const SETTINGS: &[Setting] = &[
         "metrics_listen",
         "HOST:PORT",
         "HTTP address of /metrics, /healthz and /readyz (off when unset)",
+    ),
+    setting(
+        "cors_allowed_origins",
+        "ORIGINS",
+        "origins browsers may call from, comma-separated, or * (CORS; none when unset)",
     ),
 ];
 
@@ -384,6 +393,9 @@ impl Config {
                     Some(value.parse()?)
                 }
             }
+            "cors_allowed_origins" => {
+                self.cors_allowed_origins = crate::web::parse_origins(value)?;
+            }
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -422,6 +434,7 @@ impl Config {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            "cors_allowed_origins" => self.cors_allowed_origins.join(","),
             _ => String::new(),
         }
     }
@@ -504,6 +517,12 @@ pub fn load(
                 toml::Value::Integer(n) => n.to_string(),
                 toml::Value::Float(n) => n.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                // A list of strings (cors_allowed_origins) is its comma-separated text.
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => anyhow::bail!(
                     "config file {}: {name} must be a string, number or boolean, not {}",
                     path.display(),

@@ -147,19 +147,23 @@ pub fn message_too_large<B: Default>(
         if !refused {
             return response;
         }
-        let mut details = ErrorDetails::new();
-        details.set_error_info(
-            "MESSAGE_TOO_LARGE",
-            DOMAIN,
-            HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
-        );
-        Status::with_error_details(
-            Code::ResourceExhausted,
-            format!("the request is larger than the server's limit of {limit} bytes"),
-            details,
-        )
-        .into_http()
+        too_large(limit).into_http()
     }
+}
+
+/// RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE`: a request over `limit` bytes.
+pub fn too_large(limit: usize) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "MESSAGE_TOO_LARGE",
+        DOMAIN,
+        HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
+    );
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("the request is larger than the server's limit of {limit} bytes"),
+        details,
+    )
 }
 
 /// `message`, saying how many violations were left out of the details.

@@ -17,6 +17,7 @@ mod registry;
 mod rpc;
 pub mod telemetry;
 pub mod tls;
+mod web;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -279,14 +280,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         telemetry::tracing_enabled(),
     ));
     let mut on_stop = stopped.clone();
-    // The observe layer is outermost: it times the whole call, auth included, and sees
-    // unauthenticated calls too.
+    // HTTP/JSON and gRPC-Web calls become gRPC calls first (see `web`). The observe
+    // layer is next: it times the whole call, auth included, and sees unauthenticated
+    // calls too.
     let router = Server::builder()
+        .accept_http1(true)
+        .layer(tower::util::option_layer(web::cors(
+            &config.cors_allowed_origins,
+        )))
+        .layer(web::ConnectLayer::new(limit))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(ObserveLayer::new(observer))
         .layer(AuthLayer::new(auth))
         .layer(tower::util::MapResponseLayer::new(
             error::message_too_large(limit),
         ))
+        .layer(web::RefusalLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

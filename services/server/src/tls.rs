@@ -191,7 +191,8 @@ fn certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'s
 }
 
 /// Builds a rustls configuration from the files: the certificate chain, its key, and
-/// the client CA for mutual TLS. Speaks HTTP/2 only (ALPN `h2`), as gRPC clients expect.
+/// the client CA for mutual TLS. Offers HTTP/2 first (ALPN `h2`), as gRPC clients
+/// expect, and HTTP/1.1 for HTTP/JSON and gRPC-Web clients that speak nothing else.
 fn build(paths: &TlsPaths) -> anyhow::Result<ServerConfig> {
     let chain = certificates(&paths.cert, "TLS certificate file")?;
     let key_pem = read(&paths.key, "TLS key file")?;
@@ -229,7 +230,7 @@ fn build(paths: &TlsPaths) -> anyhow::Result<ServerConfig> {
             paths.key.display()
         )
     })?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
