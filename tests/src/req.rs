@@ -79,7 +79,8 @@ impl_paged!(
     ListApiKeysRequest,
     ListAgentsRequest,
     ListAgentRevisionsRequest,
-    ListInstancesRequest
+    ListInstancesRequest,
+    ListAuditRecordsRequest
 );
 
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
@@ -162,6 +163,16 @@ pub fn update_project(project: pb::Project, paths: &[&str]) -> pb::UpdateProject
 pub fn delete_project(name: &str) -> pb::DeleteProjectRequest {
     pb::DeleteProjectRequest {
         name: name.into(),
+        ..Default::default()
+    }
+}
+
+// ---- audit ----
+
+pub fn list_audit_records(parent: &str, filter: &str) -> pb::ListAuditRecordsRequest {
+    pb::ListAuditRecordsRequest {
+        parent: parent.into(),
+        filter: filter.into(),
         ..Default::default()
     }
 }

@@ -50,6 +50,8 @@ pub enum Action {
     Execute,
     /// The worker protocol: leasing and executing runs.
     Work,
+    /// Reading the audit log.
+    ReadAudit,
 }
 
 impl Action {
@@ -57,7 +59,9 @@ impl Action {
         use Role::*;
         match self {
             Self::Read => true,
-            Self::ManageWorkspace | Self::ManageProjects | Self::ManageKeys => role == Admin,
+            Self::ManageWorkspace | Self::ManageProjects | Self::ManageKeys | Self::ReadAudit => {
+                role == Admin
+            }
             Self::Develop => matches!(role, Admin | Developer),
             Self::HeartbeatInstance | Self::WriteContext => {
                 matches!(role, Admin | Developer | Worker)

@@ -2,6 +2,7 @@
 //! [`start`], which tests and `agentry serve` both use.
 
 pub mod auth;
+pub mod cli;
 mod coalesce;
 pub mod config;
 mod context;

@@ -1,5 +1,6 @@
 //! `agentry`: the gRPC server (`serve`), schema migrations (`migrate`), the effective
-//! configuration (`config`) and a health probe (`health`).
+//! configuration (`config`), a health probe (`health`), and the client commands
+//! (`agentry workspaces list`, `agentry runs follow …`; see `agentry_server::cli`).
 
 use std::{path::PathBuf, time::Duration};
 
@@ -36,6 +37,8 @@ enum Command {
     Config(SettingsArgs),
     /// Ask a running server's `grpc.health.v1` whether it is SERVING (exit 0) or not (1).
     Health(HealthArgs),
+    #[command(flatten)]
+    Client(Box<agentry_server::cli::Command>),
 }
 
 #[derive(Args)]
@@ -135,6 +138,11 @@ impl Args for SettingsArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Client(command) => {
+            let code =
+                agentry_server::cli::run(*command, <Cli as clap::CommandFactory>::command).await;
+            std::process::exit(code)
+        }
         Command::Serve(args) => serve(args.load()?).await,
         Command::Health(args) => health(args).await,
         Command::Config(args) => {

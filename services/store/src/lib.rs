@@ -7,6 +7,7 @@
 
 mod agents;
 mod api_keys;
+mod audit;
 mod contexts;
 mod db;
 mod execution;
@@ -21,6 +22,7 @@ mod workspaces;
 
 pub use agents::{AgentPatch, NewAgent};
 pub use api_keys::{KeyRecord, NewApiKey};
+pub use audit::{AuditFilter, AuditRecord};
 pub use contexts::{
     CONTEXT_CHANNEL, ContextChange, ContextHead, ContextWrite, NewContext, VersionFilter,
 };

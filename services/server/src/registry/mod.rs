@@ -2,6 +2,7 @@
 
 pub(crate) mod agents;
 mod api_keys;
+mod audit;
 pub(crate) mod instances;
 mod projects;
 mod workspaces;
@@ -50,4 +51,5 @@ rpc! {
     instances::delete_instance(pb::DeleteInstanceRequest) -> pb::Instance;
     instances::set_instance_status(pb::SetInstanceStatusRequest) -> pb::Instance;
     instances::heartbeat_instance(pb::HeartbeatInstanceRequest) -> pb::Instance;
+    audit::list_audit_records(pb::ListAuditRecordsRequest) -> pb::ListAuditRecordsResponse;
 }

@@ -314,6 +314,13 @@ impl World {
                 name: format!("{WEB}/instances/status-bot"),
             }
             .encode_to_vec(),
+            "ListAuditRecords" => pb::ListAuditRecordsRequest {
+                parent: ACME.into(),
+                page_size: 2,
+                page_token: String::new(),
+                filter: format!("resource = \"{WEB}\" AND method = \"CreateInstance\""),
+            }
+            .encode_to_vec(),
             "CreateContext" => pb::CreateContextRequest {
                 parent: WEB.into(),
                 context_id: "fresh-context".into(),

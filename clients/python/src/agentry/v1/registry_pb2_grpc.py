@@ -166,6 +166,11 @@ class RegistryServiceStub(object):
                 request_serializer=agentry_dot_v1_dot_registry__pb2.HeartbeatInstanceRequest.SerializeToString,
                 response_deserializer=agentry_dot_v1_dot_registry__pb2.Instance.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/agentry.v1.RegistryService/ListAuditRecords',
+                request_serializer=agentry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=agentry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer(object):
@@ -346,6 +351,14 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Lists a workspace's audit records (one per committed mutation), newest first.
+        ROOT, or the workspace's ADMIN.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -478,6 +491,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.HeartbeatInstance,
                     request_deserializer=agentry_dot_v1_dot_registry__pb2.HeartbeatInstanceRequest.FromString,
                     response_serializer=agentry_dot_v1_dot_registry__pb2.Instance.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=agentry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=agentry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1183,6 +1201,33 @@ class RegistryService(object):
             '/agentry.v1.RegistryService/HeartbeatInstance',
             agentry_dot_v1_dot_registry__pb2.HeartbeatInstanceRequest.SerializeToString,
             agentry_dot_v1_dot_registry__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentry.v1.RegistryService/ListAuditRecords',
+            agentry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+            agentry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

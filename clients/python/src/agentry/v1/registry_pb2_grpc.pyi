@@ -79,6 +79,10 @@ class RegistryServiceStub:
     """Guarded status transition; an illegal one is FAILED_PRECONDITION `INVALID_TRANSITION`."""
     HeartbeatInstance: _grpc.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatInstanceRequest, _registry_pb2.Instance]
     """Records liveness; brings an OFFLINE instance back to the status it had."""
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]
+    """Lists a workspace's audit records (one per committed mutation), newest first.
+    ROOT, or the workspace's ADMIN.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -130,6 +134,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Guarded status transition; an illegal one is FAILED_PRECONDITION `INVALID_TRANSITION`."""
     HeartbeatInstance: _aio.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatInstanceRequest, _registry_pb2.Instance]  # type: ignore[assignment]
     """Records liveness; brings an OFFLINE instance back to the status it had."""
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """Lists a workspace's audit records (one per committed mutation), newest first.
+    ROOT, or the workspace's ADMIN.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tenancy (workspaces, projects, API keys), agent definitions and agent instances."""
@@ -334,5 +342,15 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Instance, _abc.Awaitable[_registry_pb2.Instance]]:
         """Records liveness; brings an OFFLINE instance back to the status it had."""
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _registry_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAuditRecordsResponse, _abc.Awaitable[_registry_pb2.ListAuditRecordsResponse]]:
+        """Lists a workspace's audit records (one per committed mutation), newest first.
+        ROOT, or the workspace's ADMIN.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,351 @@
+//! `agentry workspaces …`, `agentry projects …`, `agentry keys …`.
+
+use std::collections::BTreeMap;
+
+use agentry_proto::v1 as pb;
+use clap::{Args, Subcommand, ValueEnum};
+use prost_types::FieldMask;
+
+use super::{
+    Failure, Global,
+    conn::Client,
+    listing::{Paging, all},
+    status::fail,
+    time::{now_micros, parse_duration, timestamp},
+};
+
+/// `k=v` → (k, v).
+pub fn label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// Fields of a workspace or a project that `create` and `update` take.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Spec {
+    #[arg(long)]
+    pub display_name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A label KEY=VALUE (repeatable); on update, replaces all labels
+    #[arg(long = "label", value_parser = label)]
+    pub labels: Vec<(String, String)>,
+}
+
+impl Spec {
+    /// The update mask: the fields given.
+    fn mask(&self) -> Result<Option<FieldMask>, Failure> {
+        let mut paths = Vec::new();
+        if self.display_name.is_some() {
+            paths.push("display_name".to_owned());
+        }
+        if self.description.is_some() {
+            paths.push("description".to_owned());
+        }
+        if !self.labels.is_empty() {
+            paths.push("labels".to_owned());
+        }
+        if paths.is_empty() {
+            return Err(fail!(
+                "nothing to update: give --display-name, --description or --label"
+            ));
+        }
+        Ok(Some(FieldMask { paths }))
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.labels.iter().cloned().collect()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspacesCmd {
+    /// Creates a workspace (ROOT).
+    Create {
+        /// `[a-z][a-z0-9-]{0,62}`
+        id: String,
+        #[command(flatten)]
+        spec: Spec,
+    },
+    /// Gets a workspace [default: --workspace].
+    Get { name: Option<String> },
+    /// Lists workspaces (ROOT).
+    List {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Updates the fields given.
+    Update {
+        name: Option<String>,
+        #[command(flatten)]
+        spec: Spec,
+    },
+    /// Deletes a workspace (ROOT); refused while it has projects unless --force.
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn workspaces(global: Global, command: WorkspacesCmd) -> Result<(), Failure> {
+    let c = Client::new(global)?;
+    let mut registry = c.registry();
+    match command {
+        WorkspacesCmd::Create { id, spec } => {
+            let workspace = pb::Workspace {
+                display_name: spec.display_name.clone().unwrap_or_default(),
+                description: spec.description.clone().unwrap_or_default(),
+                labels: spec.labels(),
+                ..Default::default()
+            };
+            let request = pb::CreateWorkspaceRequest {
+                workspace_id: id,
+                workspace: Some(workspace),
+                ..Default::default()
+            };
+            c.out
+                .print(&registry.create_workspace(request).await?.into_inner())
+        }
+        WorkspacesCmd::Get { name } => {
+            let name = c.names.workspace_arg(name.as_deref())?;
+            let request = pb::GetWorkspaceRequest { name };
+            c.out
+                .print(&registry.get_workspace(request).await?.into_inner())
+        }
+        WorkspacesCmd::List { paging } => {
+            let listed = all(&paging, |page_size, page_token| {
+                let mut registry = c.registry();
+                async move {
+                    let request = pb::ListWorkspacesRequest {
+                        page_size,
+                        page_token,
+                    };
+                    registry.list_workspaces(request).await
+                }
+            })
+            .await?;
+            c.out.print(&listed)
+        }
+        WorkspacesCmd::Update { name, spec } => {
+            let workspace = pb::Workspace {
+                name: c.names.workspace_arg(name.as_deref())?,
+                display_name: spec.display_name.clone().unwrap_or_default(),
+                description: spec.description.clone().unwrap_or_default(),
+                labels: spec.labels(),
+                ..Default::default()
+            };
+            let request = pb::UpdateWorkspaceRequest {
+                workspace: Some(workspace),
+                update_mask: spec.mask()?,
+                ..Default::default()
+            };
+            c.out
+                .print(&registry.update_workspace(request).await?.into_inner())
+        }
+        WorkspacesCmd::Delete { name, force } => {
+            let name = c.names.workspace_arg(Some(&name))?;
+            let request = pb::DeleteWorkspaceRequest {
+                name: name.clone(),
+                force,
+                ..Default::default()
+            };
+            registry.delete_workspace(request).await?;
+            c.out.empty(&format!("deleted {name}"))
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectsCmd {
+    /// Creates a project in --workspace.
+    Create {
+        id: String,
+        #[command(flatten)]
+        spec: Spec,
+    },
+    /// Gets a project [default: --project].
+    Get { name: Option<String> },
+    /// Lists the projects of --workspace.
+    List {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Updates the fields given.
+    Update {
+        name: Option<String>,
+        #[command(flatten)]
+        spec: Spec,
+    },
+    /// Deletes a project; refused while it has live instances unless --force.
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn projects(global: Global, command: ProjectsCmd) -> Result<(), Failure> {
+    let c = Client::new(global)?;
+    let mut registry = c.registry();
+    match command {
+        ProjectsCmd::Create { id, spec } => {
+            let project = pb::Project {
+                display_name: spec.display_name.clone().unwrap_or_default(),
+                description: spec.description.clone().unwrap_or_default(),
+                labels: spec.labels(),
+                ..Default::default()
+            };
+            let request = pb::CreateProjectRequest {
+                parent: c.names.workspace()?,
+                project_id: id,
+                project: Some(project),
+                ..Default::default()
+            };
+            c.out
+                .print(&registry.create_project(request).await?.into_inner())
+        }
+        ProjectsCmd::Get { name } => {
+            let name = c.names.project_arg(name.as_deref())?;
+            let request = pb::GetProjectRequest { name };
+            c.out
+                .print(&registry.get_project(request).await?.into_inner())
+        }
+        ProjectsCmd::List { paging } => {
+            let parent = c.names.workspace()?;
+            let listed = all(&paging, |page_size, page_token| {
+                let mut registry = c.registry();
+                let request = pb::ListProjectsRequest {
+                    parent: parent.clone(),
+                    page_size,
+                    page_token,
+                };
+                async move { registry.list_projects(request).await }
+            })
+            .await?;
+            c.out.print(&listed)
+        }
+        ProjectsCmd::Update { name, spec } => {
+            let project = pb::Project {
+                name: c.names.project_arg(name.as_deref())?,
+                display_name: spec.display_name.clone().unwrap_or_default(),
+                description: spec.description.clone().unwrap_or_default(),
+                labels: spec.labels(),
+                ..Default::default()
+            };
+            let request = pb::UpdateProjectRequest {
+                project: Some(project),
+                update_mask: spec.mask()?,
+                ..Default::default()
+            };
+            c.out
+                .print(&registry.update_project(request).await?.into_inner())
+        }
+        ProjectsCmd::Delete { name, force } => {
+            let name = c.names.project_arg(Some(&name))?;
+            let request = pb::DeleteProjectRequest {
+                name: name.clone(),
+                force,
+                ..Default::default()
+            };
+            registry.delete_project(request).await?;
+            c.out.empty(&format!("deleted {name}"))
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KeyRole {
+    Admin,
+    Developer,
+    Reader,
+    Worker,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Creates an API key in --workspace and prints its secret, which is shown only once.
+    Create {
+        #[arg(long, value_enum)]
+        role: KeyRole,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Expires after this long (e.g. 30d) [default: never]
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Lists the live keys of --workspace.
+    List {
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Revokes a key at once.
+    Delete { name: String },
+}
+
+pub async fn keys(global: Global, command: KeysCmd) -> Result<(), Failure> {
+    let c = Client::new(global)?;
+    let mut registry = c.registry();
+    match command {
+        KeysCmd::Create {
+            role,
+            display_name,
+            expires_in,
+        } => {
+            let role = match role {
+                KeyRole::Admin => pb::Role::Admin,
+                KeyRole::Developer => pb::Role::Developer,
+                KeyRole::Reader => pb::Role::Reader,
+                KeyRole::Worker => pb::Role::Worker,
+            };
+            let expire_time = expires_in
+                .map(|d| parse_duration(&d).map(|d| timestamp(now_micros() + d.as_micros() as i64)))
+                .transpose()?;
+            let request = pb::CreateApiKeyRequest {
+                parent: c.names.workspace()?,
+                api_key: Some(pb::ApiKey {
+                    display_name,
+                    role: role as i32,
+                    expire_time,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let created = registry.create_api_key(request).await?.into_inner();
+            if c.out.format == super::Format::Table {
+                c.out
+                    .print(created.api_key.as_ref().expect("a created key"))?;
+                super::output::write_out(&format!(
+                    "\nsecret (shown once; keep it now):\n\n    {}\n",
+                    created.secret
+                ))
+            } else {
+                c.out.print(&created)
+            }
+        }
+        KeysCmd::List { paging } => {
+            let parent = c.names.workspace()?;
+            let listed = all(&paging, |page_size, page_token| {
+                let mut registry = c.registry();
+                let request = pb::ListApiKeysRequest {
+                    parent: parent.clone(),
+                    page_size,
+                    page_token,
+                };
+                async move { registry.list_api_keys(request).await }
+            })
+            .await?;
+            c.out.print(&listed)
+        }
+        KeysCmd::Delete { name } => {
+            let name = c.names.in_workspace("apiKeys", &name)?;
+            let request = pb::DeleteApiKeyRequest {
+                name: name.clone(),
+                ..Default::default()
+            };
+            registry.delete_api_key(request).await?;
+            c.out.empty(&format!("deleted {name}"))
+        }
+    }
+}

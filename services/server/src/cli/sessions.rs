@@ -1,0 +1,130 @@
+//! `agentry sessions …`: conversations with an instance, and their transcripts.
+
+use agentry_proto::v1 as pb;
+use clap::Subcommand;
+
+use super::{
+    Failure, Global,
+    conn::Client,
+    listing::{Paging, all},
+    registry::label,
+};
+
+#[derive(Subcommand, Debug)]
+pub enum SessionsCmd {
+    /// Creates a session with an instance of --project.
+    Create {
+        /// The session id [default: server-assigned]
+        id: Option<String>,
+        /// The instance the session talks to
+        #[arg(long)]
+        instance: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A label KEY=VALUE (repeatable)
+        #[arg(long = "label", value_parser = label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Gets a session.
+    Get { name: String },
+    /// Lists the sessions of --project, newest first.
+    List {
+        /// Only sessions with this instance
+        #[arg(long)]
+        instance: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Deletes a session, its messages and runs.
+    Delete { name: String },
+    /// The messages of a session, in order.
+    Transcript {
+        name: String,
+        /// Include messages a rollback superseded
+        #[arg(long)]
+        show_superseded: bool,
+        #[command(flatten)]
+        paging: Paging,
+    },
+}
+
+pub async fn run(global: Global, command: SessionsCmd) -> Result<(), Failure> {
+    let c = Client::new(global)?;
+    let mut execution = c.execution();
+    match command {
+        SessionsCmd::Create {
+            id,
+            instance,
+            description,
+            labels,
+        } => {
+            let session = pb::Session {
+                instance: c.names.in_project("instances", &instance)?,
+                description,
+                labels: labels.into_iter().collect(),
+                ..Default::default()
+            };
+            let request = pb::CreateSessionRequest {
+                parent: c.names.project()?,
+                session_id: id.unwrap_or_default(),
+                session: Some(session),
+                ..Default::default()
+            };
+            c.out
+                .print(&execution.create_session(request).await?.into_inner())
+        }
+        SessionsCmd::Get { name } => {
+            let name = c.names.in_project("sessions", &name)?;
+            let request = pb::GetSessionRequest { name };
+            c.out
+                .print(&execution.get_session(request).await?.into_inner())
+        }
+        SessionsCmd::List { instance, paging } => {
+            let filter = match instance {
+                Some(i) => format!("instance = \"{}\"", c.names.in_project("instances", &i)?),
+                None => String::new(),
+            };
+            let parent = c.names.project()?;
+            let listed = all(&paging, |page_size, page_token| {
+                let mut execution = c.execution();
+                let request = pb::ListSessionsRequest {
+                    parent: parent.clone(),
+                    page_size,
+                    page_token,
+                    filter: filter.clone(),
+                };
+                async move { execution.list_sessions(request).await }
+            })
+            .await?;
+            c.out.print(&listed)
+        }
+        SessionsCmd::Delete { name } => {
+            let name = c.names.in_project("sessions", &name)?;
+            let request = pb::DeleteSessionRequest {
+                name: name.clone(),
+                ..Default::default()
+            };
+            execution.delete_session(request).await?;
+            c.out.empty(&format!("deleted {name}"))
+        }
+        SessionsCmd::Transcript {
+            name,
+            show_superseded,
+            paging,
+        } => {
+            let parent = c.names.in_project("sessions", &name)?;
+            let listed = all(&paging, |page_size, page_token| {
+                let mut execution = c.execution();
+                let request = pb::ListMessagesRequest {
+                    parent: parent.clone(),
+                    page_size,
+                    page_token,
+                    show_superseded,
+                };
+                async move { execution.list_messages(request).await }
+            })
+            .await?;
+            c.out.print(&listed)
+        }
+    }
+}
