@@ -78,7 +78,14 @@ async fn a_new_run_wakes_one_of_many_waiting_pollers() {
         w.run(&session.name, "more").await;
     }
     settle(feed.as_ref(), POLLERS - 4).await;
-    assert_eq!(feed.wakeups() - before, 3, "three runs, three pollers");
+    // A poller still claiming counts as idle: woken for the next run, it hands that
+    // wake-up on when it returns with another (at most once per run).
+    let woken = feed.wakeups() - before;
+    assert!(
+        (3..=6).contains(&woken),
+        "three runs woke {woken} of {} waiting pollers",
+        POLLERS - 1
+    );
     for poll in waiting {
         poll.abort();
     }
