@@ -298,7 +298,7 @@ SELECT sha256 AS old_sha, COUNT(version) AS old_n FROM context_versions WHERE wo
 DELETE FROM context_versions WHERE version < :floor AND workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id;
 UPDATE context_blobs SET refs = refs - :old_n WHERE workspace_id = 'bench' AND sha256 = :old_sha;
 DELETE FROM context_blobs WHERE workspace_id = 'bench' AND sha256 = :old_sha AND refs <= 0;
-SELECT pg_notify('agentry_context', 'bench/p/c' || :client_id);
+SELECT pg_notify('agentry_feed', 'pgbench c/bench/p/c' || :client_id);
 INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, request_id, outcome) VALUES ('bench', 'pgbench-' || :r, 0, '{author}', 'WriteContext', 'workspaces/bench/projects/p/contexts/c', '', 'OK');
 COMMIT;
 "#,

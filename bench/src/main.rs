@@ -9,6 +9,7 @@ mod load;
 mod observability;
 mod peers;
 mod pgbench;
+mod scale;
 mod server;
 mod stats;
 
@@ -53,6 +54,9 @@ enum Command {
     /// The cost of traces and metrics: a server with both on against one with both off,
     /// in alternating slices, on the empty call and ReadContext at 32 clients.
     Observability(observability::Args),
+    /// How waiters' cost grows: idle WatchContext streams (CPU idle, unrelated writes)
+    /// and waiting PollTask long-polls (pickup, CPU per run), at several sizes.
+    Scale(scale::Args),
 }
 
 #[tokio::main]
@@ -63,5 +67,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Execution(ref args) => execution::run(&cli, args).await,
         Command::Peers(ref args) => peers::run(&cli, args).await,
         Command::Observability(ref args) => observability::run(&cli, args).await,
+        Command::Scale(ref args) => scale::run(&cli, args).await,
     }
 }

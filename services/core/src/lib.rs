@@ -13,5 +13,6 @@ pub mod run;
 pub mod schema;
 pub mod status;
 pub mod time;
+pub mod wake;
 
 pub use error::{Error, FieldViolation, Result};

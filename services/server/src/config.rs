@@ -90,8 +90,9 @@ pub struct Config {
     pub root_key: Option<Secret>,
     /// How often the background reaper looks for lapsed leases, timers and heartbeats.
     pub reaper_interval: Duration,
-    /// How often streams look at storage when no wake-up came (the fallback when a
-    /// notification is lost).
+    /// How often a replica checks that its change feed still hears the others (Postgres:
+    /// one NOTIFY to itself per period; three periods of silence count as a lost
+    /// connection, and every waiter of the replica then looks at storage once).
     pub poll_interval: Duration,
     /// How long a verified API key is trusted without a lookup. A key revoked on another
     /// replica keeps working for at most this long; 0 disables the cache.
@@ -202,7 +203,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "poll_interval",
         "DURATION",
-        "how often streams look at storage without a wake-up",
+        "how often the change feed checks that it still hears other replicas",
     ),
     setting(
         "auth_cache_ttl",

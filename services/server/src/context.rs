@@ -5,10 +5,10 @@
 use agentry_core::{
     Error, Result,
     model::{Agent, Page},
-    names::{AgentName, ContextName},
+    names::AgentName,
     page::PageTokens,
 };
-use agentry_store::{Mutation, PageRequest, Store};
+use agentry_store::{ChangeFeed, Mutation, PageRequest, Store};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use crate::{
     auth::{KeyCache, Principal},
     convert,
-    notify::Hub,
 };
 
 /// The most a list page's items may encode to: well under the 4 MiB default message
@@ -28,14 +27,12 @@ pub const PAGE_BYTES: usize = 3 << 20;
 pub struct Ctx {
     pub store: Store,
     pub pages: PageTokens,
-    /// Wake-ups for streams.
-    pub hub: Hub,
+    /// Wake-ups for streams and long polls: subscribe, then look at storage.
+    pub feed: Arc<dyn ChangeFeed>,
     /// Verified keys; revocations must be forgotten here.
     pub keys: Arc<KeyCache>,
     /// Flips to true when the server shuts down; streams end cleanly on it.
     pub stopping: watch::Receiver<bool>,
-    /// How often a stream looks at storage when no wake-up came.
-    pub poll_interval: std::time::Duration,
     /// Agent revisions read by worker calls. Revisions are immutable, so entries never go
     /// stale; the map is simply emptied when it grows large.
     pub revisions: std::sync::Mutex<std::collections::HashMap<(String, String, i64), Agent>>,
@@ -68,12 +65,6 @@ impl Ctx {
         }
         cached.insert(key, found.clone());
         Ok(found)
-    }
-
-    /// Wakes watchers of a context on this replica (others hear Postgres NOTIFY).
-    pub fn publish_context(&self, name: &ContextName) {
-        self.hub
-            .publish(context_key(&name.workspace, &name.project, &name.context));
     }
 
     /// Describes a write. The request hash covers the whole encoded request (maps encode
@@ -146,9 +137,4 @@ impl Ctx {
 /// A required message field.
 pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "required"))
-}
-
-/// The key of a context in wake-ups; the same string the store NOTIFYs.
-pub fn context_key(workspace: &str, project: &str, context: &str) -> String {
-    format!("{workspace}/{project}/{context}")
 }

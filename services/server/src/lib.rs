@@ -74,6 +74,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The store's change feed: how many waiters it has woken, how many wait now.
+    pub fn change_feed(&self) -> Arc<dyn agentry_store::ChangeFeed> {
+        self.store.change_feed()
+    }
+
     /// Stops accepting calls (health turns NOT_SERVING first), waits up to the grace
     /// period for in-flight calls, then closes the database pool.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -197,17 +202,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let (stop, stopped) = watch::channel(false);
-    let hub = notify::Hub::default();
-    let waker_hub = hub.clone();
-    let store = store.with_waker(Arc::new(move |key: &str| waker_hub.publish(key.to_owned())));
     let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
     let ctx = Arc::new(Ctx {
         keys: keys.clone(),
         store: store.clone(),
         pages,
-        hub: hub.clone(),
+        feed: store.change_feed(),
         stopping: stopped.clone(),
-        poll_interval: config.poll_interval,
         revisions: Default::default(),
         context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
     });
@@ -243,22 +244,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
 
+    // Other replicas' changes, and the feed's safety net (Postgres).
     let listener_task = tokio::spawn({
-        let contexts = notify::forward_postgres(
-            store.clone(),
-            agentry_store::CONTEXT_CHANNEL,
-            hub.clone(),
-            stopped.clone(),
-        );
-        let runs = notify::forward_postgres(
-            store.clone(),
-            agentry_store::RUN_CHANNEL,
-            hub,
-            stopped.clone(),
-        );
-        async move {
-            tokio::join!(contexts, runs);
-        }
+        let (store, period, stopped) = (store.clone(), config.poll_interval, stopped.clone());
+        async move { store.follow_changes(period, stopped).await }
     });
     let tls_watcher = tls
         .clone()

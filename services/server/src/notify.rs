@@ -1,8 +1,8 @@
-//! Change wake-ups for streams. Storage is the truth; a notification only says "look
-//! again". Writes on this replica publish after they commit; Postgres `LISTEN/NOTIFY`
-//! carries writes of other replicas (the NOTIFY is sent inside the writing transaction,
-//! so it arrives only if the write committed). Watchers also poll on a timer, so a lost
-//! notification costs latency, never a version.
+//! Waiting for changes. Storage is the truth; a wake-up from the store's change feed
+//! (`agentry_store::ChangeFeed`) only says "look again". A waiter subscribes to the keys
+//! it follows before its first look, so a change committed between a look and the wait
+//! still wakes it; it reads storage only when woken (the feed wakes every waiter once
+//! when it may have lost wake-ups), never on a timer of its own.
 //!
 //! [`Follower`] is the serving loop every server stream shares: each of its waits (a read
 //! of storage, the pause after a failed one, the wait for a wake-up) ends at once when the
@@ -12,118 +12,43 @@
 use std::time::{Duration, Instant};
 
 use agentry_core::{Error, Result};
-use agentry_store::Store;
-use tokio::sync::{broadcast, mpsc, watch};
+use agentry_store::Subscription;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::to_status;
-
-/// Fan-out of changed keys (`workspace/project/context`).
-#[derive(Clone)]
-pub struct Hub {
-    sender: broadcast::Sender<String>,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self {
-            sender: broadcast::channel(4096).0,
-        }
-    }
-}
-
-impl Hub {
-    pub fn publish(&self, key: String) {
-        let _ = self.sender.send(key);
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.sender.subscribe()
-    }
-}
-
-/// Forwards Postgres notifications on `channel` into the hub until `stop`.
-pub async fn forward_postgres(
-    store: Store,
-    channel: &'static str,
-    hub: Hub,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        // Connecting may hang while the database is down: it must not hold a shutdown.
-        let listening = unless_stopped(&stop, Duration::ZERO, store.listen(channel)).await;
-        let Some(listening) = listening else {
-            return;
-        };
-        let mut listener = match listening {
-            Ok(Some(listener)) => listener,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(%error, channel, "cannot LISTEN; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                received = listener.recv() => match received {
-                    Ok(notification) => {
-                        // `{replica} {key}`, or a bare key: skip what this replica sent.
-                        let payload = notification.payload();
-                        match payload.split_once(' ') {
-                            Some((from, _)) if from == store.replica_id() => {}
-                            Some((_, key)) => hub.publish(key.to_owned()),
-                            None => hub.publish(payload.to_owned()),
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, channel, "LISTEN connection lost; reconnecting");
-                        break;
-                    }
-                },
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    }
-}
 
 /// How a wait for a wake-up ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Woken {
-    /// `key` changed, wake-ups were lost, or the timer fired: look at storage again.
+    /// A followed key changed (or the feed may have lost wake-ups): look at storage.
     Look,
+    /// The time allowed for the wait ran out.
+    TimedOut,
     /// The server is shutting down.
     Stopping,
     /// The client went away.
     Gone,
 }
 
-/// Waits until `key` changes, `limit` passes, the server stops or `closed` resolves (the
-/// client went away).
+/// Waits until a key of `changes` changes, `limit` passes (`None`: no limit), the server
+/// stops or `closed` resolves (the client went away).
 pub async fn wait_for_change(
-    wakeups: &mut broadcast::Receiver<String>,
-    key: &str,
-    limit: Duration,
+    changes: &Subscription,
+    limit: Option<Duration>,
     stopping: &mut watch::Receiver<bool>,
     closed: impl std::future::Future<Output = ()>,
 ) -> Woken {
-    use broadcast::error::RecvError;
-    let timer = tokio::time::sleep(limit);
-    tokio::pin!(timer);
-    tokio::pin!(closed);
-    loop {
-        tokio::select! {
-            received = wakeups.recv() => match received {
-                Ok(changed) if changed == key => return Woken::Look,
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => return Woken::Look,
-                Err(RecvError::Closed) => return Woken::Stopping,
-            },
-            _ = &mut timer => return Woken::Look,
-            _ = stopping.wait_for(|stop| *stop) => return Woken::Stopping,
-            _ = &mut closed => return Woken::Gone,
+    let timer = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        () = changes.changed() => Woken::Look,
+        () = timer => Woken::TimedOut,
+        _ = stopping.wait_for(|stop| *stop) => Woken::Stopping,
+        () = closed => Woken::Gone,
     }
 }
 
@@ -287,17 +212,11 @@ impl<T> Follower<T> {
         }
     }
 
-    /// Waits for a change of `key` (or `limit`); false when the stream is over.
-    pub async fn wait(
-        &mut self,
-        wakeups: &mut broadcast::Receiver<String>,
-        key: &str,
-        limit: Duration,
-        cursor: i64,
-    ) -> bool {
+    /// Waits for a change of a followed key; false when the stream is over.
+    pub async fn wait(&mut self, changes: &Subscription, cursor: i64) -> bool {
         let closed = self.sender.closed();
-        match wait_for_change(wakeups, key, limit, &mut self.stopping, closed).await {
-            Woken::Look => true,
+        match wait_for_change(changes, None, &mut self.stopping, closed).await {
+            Woken::Look | Woken::TimedOut => true,
             Woken::Gone => false,
             Woken::Stopping => {
                 self.end_stopping(cursor).await;

@@ -11,6 +11,7 @@ mod audit;
 mod contexts;
 mod db;
 mod execution;
+mod feed;
 mod instances;
 mod mutation;
 mod observe;
@@ -23,14 +24,13 @@ mod workspaces;
 pub use agents::{AgentPatch, NewAgent};
 pub use api_keys::{KeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};
-pub use contexts::{
-    CONTEXT_CHANNEL, ContextChange, ContextHead, ContextWrite, NewContext, VersionFilter,
-};
+pub use contexts::{ContextChange, ContextHead, ContextWrite, NewContext, VersionFilter};
 pub use db::Backend;
 pub use execution::{
-    Claim, EventInput, NewRun, NewSession, Percentiles, RUN_CHANNEL, ReapLimits, ReapReport,
-    RunFilter, RunReaper, RunStatsGroup, Waker, queue_key, run_key,
+    Claim, EventInput, NewRun, NewSession, Percentiles, ReapLimits, ReapReport, RunFilter,
+    RunReaper, RunStatsGroup,
 };
+pub use feed::{ChangeFeed, FEED_CHANNEL, Subscription};
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
 pub use mutation::Mutation;
 pub use observe::PoolConnections;
@@ -51,8 +51,8 @@ pub struct PageRequest {
 #[derive(Clone)]
 pub struct Store {
     db: db::Db,
-    /// In-process wake-ups after execution changes commit.
-    waker: Option<execution::Waker>,
+    /// This process's waiters, woken after the changes they wait for commit.
+    feed: std::sync::Arc<feed::Registry>,
     /// This process among the replicas: NOTIFY payloads carry it, so a replica can skip
     /// the notifications it sent itself.
     replica: String,
@@ -77,7 +77,7 @@ impl Store {
         Ok(Self {
             db,
             heads,
-            waker: None,
+            feed: Default::default(),
             replica: uuid::Uuid::now_v7().simple().to_string(),
             claim_gates: ClaimGates::default(),
         })
@@ -89,17 +89,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
-    }
-
-    /// The id this process puts in the NOTIFY payloads it sends.
-    pub fn replica_id(&self) -> &str {
-        &self.replica
-    }
-
-    /// A Postgres LISTEN on `channel`; `None` on SQLite, where one process owns the file
-    /// and in-process wake-ups suffice.
-    pub async fn listen(&self, channel: &str) -> Result<Option<sqlx::postgres::PgListener>> {
-        self.db.listen(channel).await
     }
 
     pub async fn close(&self) {

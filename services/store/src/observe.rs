@@ -45,3 +45,9 @@ impl Store {
 pub(crate) fn run_picked_up(waited: Micros) {
     metrics::histogram!("agentry_run_pickup_seconds").record(waited.max(0) as f64 / 1e6);
 }
+
+/// The change feed's LISTEN connection was lost or went silent, and every waiter of the
+/// replica was woken (`agentry_feed_reconnects_total`).
+pub(crate) fn feed_reconnected() {
+    metrics::counter!("agentry_feed_reconnects_total").increment(1);
+}

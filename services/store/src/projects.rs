@@ -6,13 +6,14 @@ use agentry_core::{
     model::{Labels, Page, Project},
     names::ProjectName,
     time::now_micros,
+    wake::WakeKey,
 };
 use sea_query::{Condition, Expr, Func, LockType, Order, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
-    execution::notify_deleted_under,
+    feed::Wakes,
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, labels, to_json},
@@ -243,7 +244,7 @@ impl Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
-        let mut woken = Vec::new();
+        let woken = Wakes::of(WakeKey::under(&name.workspace, Some(&name.project)));
         let deleted = mutate!(self, m, |tx| async {
             let project = lock_project(tx, name).await?;
             check_etag(project.etag, etag)?;
@@ -268,8 +269,7 @@ impl Store {
             }
             crate::contexts::release_project_blobs(tx, name).await?;
             // Watchers of its contexts and runs end now, on every replica.
-            woken = notify_deleted_under(tx, &self.replica, &name.workspace, Some(&name.project))
-                .await?;
+            woken.notify(tx, &self.replica).await?;
             tx.execute(
                 &Query::delete()
                     .from_table(Projects::Table)
@@ -281,7 +281,7 @@ impl Store {
             Ok(())
         });
         if deleted.is_ok() {
-            self.wake_keys(&woken);
+            self.wake(&woken);
         }
         deleted
     }

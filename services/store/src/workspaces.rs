@@ -6,13 +6,14 @@ use agentry_core::{
     model::{Labels, Page, Quotas, QuotasPatch, Workspace},
     names::WorkspaceName,
     time::now_micros,
+    wake::WakeKey,
 };
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement, SimpleExpr};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
-    execution::notify_deleted_under,
+    feed::Wakes,
     mutation::{Mutation, mutate},
     paginate,
     rows::{check_etag, json, labels, to_json},
@@ -212,7 +213,10 @@ impl Store {
         id: &str,
         patch: WorkspacePatch,
     ) -> Result<Workspace> {
-        mutate!(self, m, |tx| async {
+        // More concurrent runs allowed: waiting pollers may claim now.
+        let slots = Wakes::of(WakeKey::any_queue(id));
+        let mut raised = false;
+        let updated = mutate!(self, m, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
             if let Some(v) = &patch.display_name {
@@ -221,7 +225,12 @@ impl Store {
             if let Some(v) = &patch.description {
                 workspace.description = v.clone();
             }
+            let before = workspace.quotas.max_concurrent_runs;
             workspace.quotas = patch.quotas.apply(workspace.quotas);
+            if workspace.quotas.max_concurrent_runs > before {
+                raised = true;
+                slots.notify(tx, &self.replica).await?;
+            }
             if let Some(v) = &patch.labels {
                 workspace.labels = v.clone();
             }
@@ -247,7 +256,11 @@ impl Store {
                 .to_owned();
             tx.execute(&update).await?;
             Ok(workspace)
-        })
+        });
+        if raised && updated.is_ok() {
+            self.wake(&slots);
+        }
+        updated
     }
 
     pub async fn delete_workspace(
@@ -257,7 +270,7 @@ impl Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
-        let mut woken = Vec::new();
+        let woken = Wakes::of(WakeKey::under(id, None));
         let deleted = mutate!(self, m, |tx| async {
             let workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, etag)?;
@@ -279,7 +292,7 @@ impl Store {
                 }
             }
             // Watchers of its contexts and runs end now, on every replica.
-            woken = notify_deleted_under(tx, &self.replica, id, None).await?;
+            woken.notify(tx, &self.replica).await?;
             tx.execute(
                 &Query::delete()
                     .from_table(Workspaces::Table)
@@ -305,7 +318,7 @@ impl Store {
             Ok(())
         });
         if deleted.is_ok() {
-            self.wake_keys(&woken);
+            self.wake(&woken);
         }
         deleted
     }

@@ -551,6 +551,14 @@ impl OwnServer {
         }
     }
 
+    /// The server's change feed (wake-up counts).
+    pub fn change_feed(&self) -> std::sync::Arc<dyn agentry_store::ChangeFeed> {
+        self.server
+            .as_ref()
+            .expect("the server is running")
+            .change_feed()
+    }
+
     pub async fn store(&self) -> agentry_store::Store {
         agentry_store::Store::connect(&self.database.url, 2)
             .await

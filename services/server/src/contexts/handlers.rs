@@ -91,11 +91,8 @@ pub async fn create_context(
         data: req.data.map(|d| document_value("data", d)).transpose()?,
         name: name.clone(),
     };
-    let (context, version) = ctx.store.create_context(&m, new).await?;
+    let (context, _) = ctx.store.create_context(&m, new).await?;
     crate::metrics::context_written("create");
-    if version.is_some() {
-        ctx.publish_context(&name);
-    }
     Ok(context_to_proto(context))
 }
 
@@ -159,7 +156,6 @@ pub async fn delete_context(ctx: &Ctx, p: &Principal, req: pb::DeleteContextRequ
         &req,
     )?;
     ctx.store.delete_context(&m, &name).await?;
-    ctx.publish_context(&name);
     Ok(())
 }
 
@@ -170,9 +166,6 @@ async fn write(
     write: ContextWrite,
 ) -> Result<pb::WriteContextResponse> {
     let outcome = ctx.store.write_context(&m, name, write).await?;
-    if !outcome.noop {
-        ctx.publish_context(name);
-    }
     crate::metrics::context_written(match (outcome.noop, outcome.version.op) {
         (true, _) => "noop",
         (false, ContextOp::Create) => "create",

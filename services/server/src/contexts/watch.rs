@@ -1,8 +1,8 @@
 //! WatchContext: replays retained versions after the cursor from storage, then follows
-//! new ones. The subscription to wake-ups is taken before the first read, so a version
-//! committed between a read and the wait still wakes the stream; storage is read again on
-//! every wake-up and on a timer, so versions arrive in order and exactly once whatever
-//! the notifications do. Compaction past the cursor ends the stream with OUT_OF_RANGE
+//! new ones. The subscription to the context's wake key is taken before the first read,
+//! so a version committed between a read and the wait still wakes the stream; storage is
+//! read again on every wake-up (and only then), so versions arrive in order and exactly
+//! once whatever the notifications do. Compaction past the cursor ends the stream with OUT_OF_RANGE
 //! rather than skipping; deleting the context ends it with NOT_FOUND; server shutdown ends
 //! it with UNAVAILABLE (resume elsewhere: the history did not end), and so does a database
 //! outage longer than `notify::STREAM_OUTAGE_LIMIT`; a client cancel ends it quietly and
@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use agentry_core::{Error, Result, names::ContextName};
+use agentry_core::{Error, Result, names::ContextName, wake::WakeKey};
 use agentry_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::convert::version_to_proto;
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, context_key},
+    context::Ctx,
     notify::{Follower, Read},
 };
 
@@ -37,7 +37,11 @@ pub async fn watch_context(
         Ok(_) => true,
         Err(_) => return Err(Error::invalid("view", "BASIC or FULL")),
     };
-    let mut wakeups = ctx.hub.subscribe();
+    let changes = ctx.feed.subscribe(vec![WakeKey::context(
+        &name.workspace,
+        &name.project,
+        &name.context,
+    )]);
     let mut cursor = match req.after_version {
         -1 => ctx.store.get_context(&name).await?.head_version,
         v if v < -1 => {
@@ -53,7 +57,6 @@ pub async fn watch_context(
         .store
         .context_versions_after(&name, cursor, BATCH, full)
         .await?;
-    let key = context_key(&name.workspace, &name.project, &name.context);
     let (sender, receiver) = mpsc::channel(64);
     let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_version");
     tokio::spawn(async move {
@@ -79,10 +82,7 @@ pub async fn watch_context(
             }
             // Caught up: wait for a wake-up about this context, the poll timer, shutdown
             // or the client leaving.
-            if !follower
-                .wait(&mut wakeups, &key, ctx.poll_interval, cursor)
-                .await
-            {
+            if !follower.wait(&changes, cursor).await {
                 return;
             }
         }

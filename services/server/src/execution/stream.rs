@@ -1,7 +1,7 @@
 //! StreamRunEvents: replays stored events after the cursor, then follows new ones until
-//! the terminal status event. The subscription to wake-ups is taken before the first
-//! read and storage is read again on every wake-up and on a timer, so events arrive in
-//! order and exactly once whatever the notifications do; a client resumes with the last
+//! the terminal status event. The subscription to the run's wake key is taken before the
+//! first read and storage is read again on every wake-up (and only then), so events
+//! arrive in order and exactly once whatever the notifications do; a client resumes with the last
 //! sequence it saw. Server shutdown ends an unfinished stream with UNAVAILABLE, never with
 //! a clean end, which would read as the end of the run; so does a database outage longer
 //! than `notify::STREAM_OUTAGE_LIMIT`. A client that leaves ends the task at once; a run
@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
+use agentry_core::wake::WakeKey;
 use agentry_core::{Error, Result, names::RunName};
 use agentry_proto::v1 as pb;
-use agentry_store::run_key;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,7 +35,11 @@ pub async fn stream_run_events(
     if req.after_sequence < 0 {
         return Err(Error::invalid("after_sequence", "must not be negative"));
     }
-    let mut wakeups = ctx.hub.subscribe();
+    let changes = ctx.feed.subscribe(vec![WakeKey::run(
+        &name.workspace,
+        &name.project,
+        &name.run,
+    )]);
     let run = ctx.store.get_run(&name).await?;
     if req.after_sequence > run.last_sequence {
         return Err(Error::OutOfRange {
@@ -49,7 +53,6 @@ pub async fn stream_run_events(
     }
     let mut cursor = req.after_sequence;
     let finished = run.status.is_terminal();
-    let key = run_key(&name.workspace, &name.run);
     let full_name = name.to_string();
     let (sender, receiver) = mpsc::channel(256);
     let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_sequence");
@@ -90,10 +93,7 @@ pub async fn stream_run_events(
             if finished && cursor >= run.last_sequence {
                 return;
             }
-            if !follower
-                .wait(&mut wakeups, &key, ctx.poll_interval, cursor)
-                .await
-            {
+            if !follower.wait(&changes, cursor).await {
                 return;
             }
         }

@@ -1,6 +1,6 @@
-//! Runs, worker side (WORKER keys). PollTask and HeartbeatTask long-poll on wake-ups
-//! (this replica's, and other replicas' through Postgres NOTIFY) with a timer as
-//! fallback. Every call after PollTask names its lease by the task token: an HMAC-signed
+//! Runs, worker side (WORKER keys). PollTask long-polls on the queues of its agents (a
+//! new run wakes one idle poller of its agent) and HeartbeatTask on its run, through the
+//! store's change feed; neither reads storage unless woken. Every call after PollTask names its lease by the task token: an HMAC-signed
 //! (workspace, project, session, run, attempt, lease epoch) that the store checks
 //! against the run row. A claim whose answer cannot be built, or whose caller leaves
 //! before it is answered, goes back to the queue on the same attempt (see
@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
@@ -16,8 +17,7 @@ use agentry_core::{
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{Claim, queue_key, run_key};
-use tokio::sync::broadcast::Receiver;
+use agentry_store::{Claim, Subscription};
 
 use super::convert::{
     approval_to_proto, duration, error_from_proto, event_input_from_proto, message_from_proto,
@@ -88,10 +88,10 @@ fn run_name_of(lease: &Lease) -> RunName {
     }
 }
 
-/// Waits for a change of `key` or at most `limit`; false when the server is stopping.
-async fn wait_for(ctx: &Ctx, wakeups: &mut Receiver<String>, key: &str, limit: Duration) -> bool {
+/// Waits for a change of a key of `changes` or at most `limit`.
+async fn wait_for(ctx: &Ctx, changes: &Subscription, limit: Duration) -> Woken {
     let mut stopping = ctx.stopping.clone();
-    wait_for_change(wakeups, key, limit, &mut stopping, std::future::pending()).await == Woken::Look
+    wait_for_change(changes, Some(limit), &mut stopping, std::future::pending()).await
 }
 
 fn remaining(deadline: Micros) -> Micros {
@@ -172,9 +172,13 @@ pub async fn poll_task(
         None => DEFAULT_LEASE,
     };
     let deadline = now_micros() + wait;
-    let key = queue_key(&workspace.workspace);
-    // Subscribed before the first look, so a run queued in between still wakes us.
-    let mut wakeups = ctx.hub.subscribe();
+    // Subscribed before the first look, so a run queued in between still wakes us. A
+    // new run wakes one idle poller of its agent, not all of them.
+    let queues = agents
+        .iter()
+        .map(|agent| WakeKey::queue(&workspace.workspace, agent))
+        .collect();
+    let changes = ctx.feed.subscribe(queues);
     loop {
         // A claim dropped by shutdown (or by the client leaving) goes back to the queue.
         let claimed = ctx
@@ -192,8 +196,9 @@ pub async fn poll_task(
         if left == 0 {
             return Ok(pb::PollTaskResponse::default());
         }
-        let limit = Duration::from_micros(left as u64).min(ctx.poll_interval);
-        if !wait_for(ctx, &mut wakeups, &key, limit).await {
+        // Woken or out of time, it looks once more; the look then ends the call.
+        let limit = Duration::from_micros(left as u64);
+        if wait_for(ctx, &changes, limit).await == Woken::Stopping {
             return Ok(pb::PollTaskResponse::default());
         }
     }
@@ -209,7 +214,11 @@ pub async fn heartbeat_task(
         Some(d) => duration("wait", d, 0, MAX_WAIT)?,
         None => 0,
     };
-    let mut wakeups = ctx.hub.subscribe();
+    let changes = ctx.feed.subscribe(vec![WakeKey::run(
+        &lease.workspace,
+        &lease.project,
+        &lease.run,
+    )]);
     let renewed = ctx.store.heartbeat_task(&lease, wait);
     let Some(run) = unless_stopped(&ctx.stopping, RENEWAL_GRACE, renewed).await else {
         return Err(Error::Unavailable {
@@ -219,7 +228,6 @@ pub async fn heartbeat_task(
     let run = run?;
     let lease_expire_time = run.lease_expire_time.and_then(timestamp);
     let deadline = now_micros() + wait;
-    let key = run_key(&lease.workspace, &lease.run);
     let name = run_name_of(&lease);
     let mut cancel = run.cancel_requested;
     while !cancel {
@@ -227,8 +235,8 @@ pub async fn heartbeat_task(
         if left == 0 {
             break;
         }
-        let limit = Duration::from_micros(left as u64).min(ctx.poll_interval);
-        if !wait_for(ctx, &mut wakeups, &key, limit).await {
+        let limit = Duration::from_micros(left as u64);
+        if wait_for(ctx, &changes, limit).await != Woken::Look {
             break;
         }
         // The lease is renewed already: if the run cannot be read again (the database is

@@ -15,17 +15,19 @@ use agentry_core::{
     model::{Context, Labels, Page},
     names::{ContextName, InstanceName, ProjectName},
     time::now_micros,
+    wake::WakeKey,
 };
-use sea_query::{Alias, Condition, Expr, Func, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 use serde_json::Value;
 
 pub use heads::ContextHead;
 pub(crate) use heads::HeadBatcher;
-pub use versions::{CONTEXT_CHANNEL, ContextChange, ContextWrite, VersionFilter};
+pub use versions::{ContextChange, ContextWrite, VersionFilter};
 
 use crate::{
     PageRequest, Store,
-    db::{Backend, Tx, named},
+    db::{Tx, named},
+    feed::Wakes,
     mutation::{Mutation, mutate},
     paginate,
     projects::lock_project,
@@ -127,7 +129,7 @@ impl Store {
         m: &Mutation,
         new: NewContext,
     ) -> Result<(Context, Option<agentry_core::model::ContextVersion>)> {
-        mutate!(self, m, |tx| async {
+        let created = mutate!(self, m, |tx| async {
             let project = new.name.project();
             lock_project(tx, &project).await?;
             let workspace = read_workspace(tx, &project.workspace).await?;
@@ -211,13 +213,18 @@ impl Store {
                         request_id: m.request_id.clone(),
                         max_bytes: workspace.quotas.max_context_bytes,
                     };
-                    let (version, _) = versions::append(tx, &new.name, &mut context, write).await?;
+                    let (version, _) =
+                        versions::append(tx, &self.replica, &new.name, &mut context, write).await?;
                     Some(version)
                 }
                 None => None,
             };
             Ok((context, version))
-        })
+        })?;
+        if created.1.is_some() {
+            self.wake(&Wakes::of(context_key(&new.name)));
+        }
+        Ok(created)
     }
 
     pub async fn get_context(&self, name: &ContextName) -> Result<Context> {
@@ -253,11 +260,11 @@ impl Store {
     }
 
     pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
-        mutate!(self, m, |tx| async {
+        let wakes = Wakes::of(context_key(name));
+        let deleted = mutate!(self, m, |tx| async {
             lock_context(tx, name).await?;
-            // Watchers on every replica learn of it now (and end NOT_FOUND), not on
-            // their next poll.
-            notify_context(tx, name).await?;
+            // Watchers on every replica learn of it now (and end NOT_FOUND).
+            wakes.notify(tx, &self.replica).await?;
             // Count the blobs first: deleting the context cascades to its versions.
             let released = versions::blobs_of(tx, name, None).await?;
             let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
@@ -265,73 +272,17 @@ impl Store {
             tx.execute(&delete).await?;
             versions::release_blobs(tx, &name.workspace, released).await?;
             Ok(())
-        })
+        });
+        if deleted.is_ok() {
+            self.wake(&wakes);
+        }
+        deleted
     }
 }
 
-/// The wake-up key of a context: what its watchers wait for and what its writes NOTIFY.
-pub(crate) fn context_key(workspace: &str, project: &str, context: &str) -> String {
-    format!("{workspace}/{project}/{context}")
-}
-
-/// NOTIFYs the context's watchers on every replica, inside the writing transaction (so
-/// only if it commits). Postgres only: on SQLite one process serves the file, and the
-/// writer wakes its own watchers.
-pub(crate) async fn notify_context(tx: &mut Tx, name: &ContextName) -> Result<()> {
-    if tx.backend() != Backend::Postgres {
-        return Ok(());
-    }
-    let key = context_key(&name.workspace, &name.project, &name.context);
-    let notify = Query::select()
-        .expr(
-            Func::cust(Alias::new("pg_notify"))
-                .arg(CONTEXT_CHANNEL)
-                .arg(key),
-        )
-        .to_owned();
-    tx.execute(&notify).await?;
-    Ok(())
-}
-
-/// For a delete that takes every context of `workspace` (or of one project in it) with
-/// it: NOTIFYs their watchers inside the deleting transaction (Postgres) and returns
-/// their keys, for the caller to wake this process's watchers once it commits.
-pub(crate) async fn notify_contexts_under(
-    tx: &mut Tx,
-    workspace: &str,
-    project: Option<&str>,
-) -> Result<Vec<String>> {
-    let mut select = Query::select()
-        .columns([
-            Contexts::WorkspaceId,
-            Contexts::ProjectId,
-            Contexts::ContextId,
-        ])
-        .from(Contexts::Table)
-        .and_where(Expr::col(Contexts::WorkspaceId).eq(workspace))
-        .to_owned();
-    if let Some(project) = project {
-        select.and_where(Expr::col(Contexts::ProjectId).eq(project));
-    }
-    let found: Vec<(String, String, String)> = tx.fetch_all(&select).await?;
-    if found.is_empty() {
-        return Ok(Vec::new());
-    }
-    if tx.backend() == Backend::Postgres {
-        // One statement, however many contexts there are.
-        let notify = select
-            .clear_selects()
-            .expr(
-                Func::cust(Alias::new("pg_notify"))
-                    .arg(CONTEXT_CHANNEL)
-                    .arg(Expr::cust(
-                        "workspace_id || '/' || project_id || '/' || context_id",
-                    )),
-            )
-            .to_owned();
-        tx.execute(&notify).await?;
-    }
-    Ok(found.iter().map(|(w, p, c)| context_key(w, p, c)).collect())
+/// The wake key of a context: what its watchers wait on.
+pub(crate) fn context_key(name: &ContextName) -> WakeKey {
+    WakeKey::context(&name.workspace, &name.project, &name.context)
 }
 
 /// Releases the blobs of every context of a project that is about to be deleted.

@@ -16,15 +16,13 @@ use super::{ContextHead, lock_context, where_context};
 use crate::{
     PageRequest, Store,
     db::Tx,
+    feed::Wakes,
     mutation::{Mutation, mutate},
     paginate,
     rows::json,
     tables::{ContextBlobs, ContextVersions, Contexts},
     workspaces::read_workspace,
 };
-
-/// The Postgres NOTIFY channel that carries `workspace/project/context` on every append.
-pub const CONTEXT_CHANNEL: &str = "agentry_context";
 
 /// How a write derives the new document from the head.
 #[derive(Debug, Clone)]
@@ -200,6 +198,7 @@ async fn head_document(tx: &mut Tx, name: &ContextName, context: &Context) -> Re
 /// when the document equals it. Compacts beyond `keep_last` and notifies watchers.
 pub(crate) async fn append(
     tx: &mut Tx,
+    replica: &str,
     name: &ContextName,
     context: &mut Context,
     write: Append,
@@ -331,7 +330,9 @@ pub(crate) async fn append(
         context.floor_version = floor;
         compact(tx, name, floor).await?;
     }
-    super::notify_context(tx, name).await?;
+    Wakes::of(super::context_key(name))
+        .notify(tx, replica)
+        .await?;
     Ok((version, false))
 }
 
@@ -440,7 +441,7 @@ impl Store {
                 return Err(version_conflict(name, expected, current.head_version));
             }
         }
-        mutate!(self, m, |tx| async {
+        let outcome = mutate!(self, m, |tx| async {
             let mut context = lock_context(tx, name).await?;
             if let Some(expected) = write.expected_version
                 && expected != context.head_version
@@ -478,9 +479,13 @@ impl Store {
                 request_id: m.request_id.clone(),
                 max_bytes: workspace.quotas.max_context_bytes,
             };
-            let (version, noop) = append(tx, name, &mut context, record).await?;
+            let (version, noop) = append(tx, &self.replica, name, &mut context, record).await?;
             Ok(WriteOutcome { version, noop })
-        })
+        })?;
+        if !outcome.noop {
+            self.wake(&Wakes::of(super::context_key(name)));
+        }
+        Ok(outcome)
     }
 
     /// Where a read of `version` (`None`: the head) lands: the context's head as of a

@@ -180,7 +180,7 @@ impl<'s> Change<'s> {
         let was_leased = self.run.status.is_leased();
         self.status(to, stop_reason, message)?;
         if was_leased {
-            wakes.queue(&self.run.workspace);
+            wakes.slot(&self.run.workspace);
         }
         wakes.run(&self.run);
         let now = self.now;
@@ -206,7 +206,7 @@ impl<'s> Change<'s> {
         self.status(RunStatus::Queued, stop_reason, message)?;
         self.run.attempt += 1;
         self.run.next_attempt_time = self.now.saturating_add(delay);
-        wakes.queue(&self.run.workspace);
+        wakes.queue(&self.run);
         wakes.run(&self.run);
         Ok(())
     }
@@ -305,7 +305,7 @@ pub(crate) async fn handoff(
             append_messages(tx, session, &next, &input, now).await?;
             save_run(tx, &next).await?;
             session.active_run = next.id.clone();
-            wakes.queue(&session.workspace);
+            wakes.queue(&next);
         }
         None => session.active_run.clear(),
     }

@@ -270,7 +270,7 @@ impl Store {
             change.run.lease_epoch += 1;
             change.run.start_time = before.start_time;
             change.run.next_attempt_time = before.next_attempt_time;
-            wakes.queue(&change.run.workspace);
+            wakes.queue(&change.run);
             wakes.run(&change.run);
         }
         change.save(&mut tx).await?;

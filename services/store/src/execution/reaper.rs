@@ -26,6 +26,7 @@ use agentry_core::{
     names::RunName,
     run::{Decision, Run, RunStatus, StopReason},
     time::{Micros, now_micros},
+    wake::WakeKey,
 };
 use sea_query::{Alias, Expr, LockBehavior, LockType, Order, Query};
 
@@ -36,6 +37,9 @@ use super::{
     worker_lost,
 };
 use crate::{Store, tables::Runs};
+
+/// The most pollers of one agent's queue a round of ended backoffs wakes.
+const MAX_WOKEN_PER_QUEUE: i64 = 1024;
 
 /// Bounds of one pass.
 #[derive(Debug, Clone, Copy)]
@@ -308,11 +312,11 @@ impl Store {
     /// Wakes the pollers of workspaces with re-queued runs whose backoff ended in
     /// `(since, now]`; returns how many such runs there are.
     async fn wake_ended_backoffs(&self, since: Micros, now: Micros) -> Result<u64> {
-        let woken: Vec<(String, i64)> = self
+        let woken: Vec<(String, String, i64)> = self
             .db
             .fetch_all(
                 &Query::select()
-                    .column(Runs::WorkspaceId)
+                    .columns([Runs::WorkspaceId, Runs::AgentId])
                     .expr(Expr::col(Runs::RunId).count())
                     .from(Runs::Table)
                     .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
@@ -320,16 +324,19 @@ impl Store {
                     .and_where(Expr::col(Runs::NextAttemptTime).gt(since))
                     .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
                     .group_by_col(Runs::WorkspaceId)
+                    .group_by_col(Runs::AgentId)
                     .to_owned(),
             )
             .await?;
-        let mut wakes = Wakes::default();
         let mut runs = 0;
-        for (workspace, count) in woken {
-            wakes.queue(&workspace);
+        for (workspace, agent, count) in woken {
+            // As many pollers of the agent as there are runs (each wakes one idle one).
+            let queue = WakeKey::queue(&workspace, &agent);
+            for _ in 0..count.min(MAX_WOKEN_PER_QUEUE) {
+                self.feed.publish(&queue);
+            }
             runs += count as u64;
         }
-        self.wake(&wakes);
         Ok(runs)
     }
 
@@ -437,7 +444,7 @@ impl Store {
                 let message = "the plan expired without a decision";
                 change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
                 change.run.next_attempt_time = now;
-                wakes.queue(&change.run.workspace);
+                wakes.queue(&change.run);
                 wakes.run(&change.run);
                 Fired::ApprovalExpired
             }

@@ -239,7 +239,7 @@ impl Store {
             if ready {
                 session.active_run = run.id.clone();
                 append_messages(tx, &mut session, &run, &new.input, now).await?;
-                wakes.queue(&run.workspace);
+                wakes.queue(&run);
             }
             save_session(tx, &session, now).await?;
             wakes.run(&run);
@@ -398,7 +398,7 @@ impl Store {
             change.run.next_attempt_time = now;
             let run = change.save(tx).await?;
             wakes.run(&run);
-            wakes.queue(&run.workspace);
+            wakes.queue(&run);
             wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;

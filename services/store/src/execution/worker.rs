@@ -371,7 +371,7 @@ impl Store {
                 let message = "waiting for a decision on the plan";
                 change.status(RunStatus::RequiresAction, StopReason::Unspecified, message)?;
                 change.run.lease_epoch += 1;
-                wakes.queue(&change.run.workspace);
+                wakes.slot(&change.run.workspace);
             }
             let run = change.save(tx).await?;
             wakes.run(&run);

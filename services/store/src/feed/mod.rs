@@ -1,0 +1,189 @@
+//! The change feed: who waits for which change, and how a committed write reaches them.
+//!
+//! A transaction collects the [`WakeKey`]s of what it changes in [`Wakes`]. On Postgres
+//! it sends them to the other replicas with one `pg_notify` as its last statement (a
+//! NOTIFY is delivered only if the transaction commits); once it has committed, the store
+//! publishes them to the waiters of this process ([`Registry`]), which the replicas skip
+//! when their own NOTIFY comes back. [`listen`] carries the other replicas' keys in, and
+//! is the safety net: when its connection drops or goes silent, every waiter of this
+//! replica looks at storage once, since wake-ups may have been lost meanwhile. Waiters
+//! never read storage on a timer of their own, so idle waiters cost nothing.
+//!
+//! On SQLite one process owns the file: the registry alone carries every wake-up.
+
+mod listen;
+mod registry;
+
+use std::sync::Arc;
+
+use agentry_core::{Result, run::Run, wake::WakeKey};
+use sea_query::{Alias, Func, Query};
+
+pub use registry::{Registry, Subscription};
+
+use crate::{
+    Store,
+    db::{Backend, Tx},
+};
+
+/// The Postgres NOTIFY channel of the change feed. A payload is `{replica} {keys}`: the
+/// sending replica's id and [`WakeKey::encode_all`] of the keys.
+pub const FEED_CHANNEL: &str = "agentry_feed";
+
+/// Payloads stay under Postgres's 8000-byte limit; more keys go in further notifications
+/// of the same statement.
+const MAX_PAYLOAD: usize = 7000;
+
+/// The port through which the server waits for changes.
+pub trait ChangeFeed: Send + Sync {
+    /// A waiter on `keys`: woken when a change of any of them commits, on any replica.
+    fn subscribe(&self, keys: Vec<WakeKey>) -> Subscription;
+    /// Waiters woken so far in this process (a test and metrics hook).
+    fn wakeups(&self) -> u64;
+    /// Waiters registered now (one per key a waiter follows).
+    fn waiting(&self) -> usize;
+}
+
+impl ChangeFeed for Store {
+    fn subscribe(&self, keys: Vec<WakeKey>) -> Subscription {
+        self.feed.subscribe(keys)
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.feed.wakeups()
+    }
+
+    fn waiting(&self) -> usize {
+        self.feed.waiting()
+    }
+}
+
+/// Wake keys collected by a transaction.
+#[derive(Default)]
+pub(crate) struct Wakes(Vec<WakeKey>);
+
+impl Wakes {
+    pub(crate) fn of(key: WakeKey) -> Self {
+        let mut wakes = Self::default();
+        wakes.push(key);
+        wakes
+    }
+
+    /// The run's events, status or cancel flag changed.
+    pub(crate) fn run(&mut self, run: &Run) {
+        self.push(WakeKey::run(&run.workspace, &run.project, &run.id));
+    }
+
+    /// The run became claimable.
+    pub(crate) fn queue(&mut self, run: &Run) {
+        self.push(WakeKey::queue(&run.workspace, &run.agent));
+    }
+
+    /// A concurrent-run slot of `workspace` was freed: a run of any agent may be next.
+    pub(crate) fn slot(&mut self, workspace: &str) {
+        self.push(WakeKey::any_queue(workspace));
+    }
+
+    pub(crate) fn push(&mut self, key: WakeKey) {
+        if !self.0.contains(&key) {
+            self.0.push(key);
+        }
+    }
+
+    /// NOTIFYs the other replicas inside the transaction (delivered only if it
+    /// commits), in one statement.
+    pub(crate) async fn notify(&self, tx: &mut Tx, replica: &str) -> Result<()> {
+        if tx.backend() != Backend::Postgres || self.0.is_empty() {
+            return Ok(());
+        }
+        let mut select = Query::select();
+        for payload in payloads(replica, &self.0) {
+            select.expr(
+                Func::cust(Alias::new("pg_notify"))
+                    .arg(FEED_CHANNEL)
+                    .arg(payload),
+            );
+        }
+        tx.execute(&select).await?;
+        Ok(())
+    }
+}
+
+/// `{replica} {keys}` payloads of at most [`MAX_PAYLOAD`] bytes each.
+fn payloads(replica: &str, keys: &[WakeKey]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for key in keys {
+        let encoded = key.encode();
+        if !current.is_empty() && current.len() + 1 + encoded.len() > MAX_PAYLOAD {
+            out.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current = format!("{replica} {encoded}");
+        } else {
+            current.push('\n');
+            current.push_str(&encoded);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The keys of a payload from another replica; `None` for this replica's own.
+fn keys_from_other(payload: &str, replica: &str) -> Option<Vec<WakeKey>> {
+    let (from, keys) = payload.split_once(' ')?;
+    if from == replica {
+        return None;
+    }
+    Some(WakeKey::decode_all(keys).collect())
+}
+
+impl Store {
+    /// Wakes this process's waiters on the keys of a committed transaction.
+    pub(crate) fn wake(&self, wakes: &Wakes) {
+        for key in &wakes.0 {
+            self.feed.publish(key);
+        }
+    }
+
+    /// A handle on the change feed, for the server to subscribe through.
+    pub fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        Arc::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_its_replica_and_its_keys() {
+        let keys = [WakeKey::context("w", "p", "c"), WakeKey::any_queue("w")];
+        let sent = payloads("r1", &keys);
+        assert_eq!(sent, ["r1 c/w/p/c\nq/w"]);
+        assert_eq!(keys_from_other(&sent[0], "r2"), Some(keys.to_vec()));
+        assert_eq!(
+            keys_from_other(&sent[0], "r1"),
+            None,
+            "a replica skips its own"
+        );
+        assert_eq!(keys_from_other("garbage", "r2"), None);
+    }
+
+    #[test]
+    fn many_keys_split_into_payloads_under_the_limit() {
+        let keys: Vec<WakeKey> = (0..1000)
+            .map(|i| WakeKey::run("workspace", "project", &format!("run-{i:05}")))
+            .collect();
+        let sent = payloads("r1", &keys);
+        assert!(sent.len() > 1);
+        assert!(sent.iter().all(|p| p.len() <= MAX_PAYLOAD));
+        let received: Vec<WakeKey> = sent
+            .iter()
+            .flat_map(|p| keys_from_other(p, "r2").unwrap())
+            .collect();
+        assert_eq!(received, keys);
+    }
+}
