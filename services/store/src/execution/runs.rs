@@ -21,7 +21,7 @@ use super::{
         EventRow, RunRow, events_after, insert_events, insert_run, lock_run, lock_session,
         matches_name, run_by_id, save_session, select_runs,
     },
-    sessions::{parse_time_cursor, time_cursor},
+    sessions::{before_cursor, parse_time_cursor, time_cursor},
 };
 use crate::{
     PageRequest, Store,
@@ -295,13 +295,7 @@ impl Store {
         }
         if let Some(after) = &page.after {
             let (time, id) = parse_time_cursor(after)?;
-            stmt.cond_where(
-                Cond::any().add(Expr::col(Runs::CreateTime).lt(time)).add(
-                    Cond::all()
-                        .add(Expr::col(Runs::CreateTime).eq(time))
-                        .add(Expr::col(Runs::RunId).lt(id)),
-                ),
-            );
+            stmt.and_where(before_cursor(Runs::CreateTime, Runs::RunId, time, id));
         }
         stmt.order_by(Runs::CreateTime, Order::Desc)
             .order_by(Runs::RunId, Order::Desc)

@@ -8,7 +8,7 @@ use agentry_core::{
     status::InstanceStatus,
     time::now_micros,
 };
-use sea_query::{Cond, Expr, Order, Query};
+use sea_query::{Expr, IntoIden, Order, Query, SimpleExpr};
 
 use super::rows::{MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name};
 use crate::{
@@ -40,6 +40,20 @@ pub(crate) fn parse_time_cursor(cursor: &str) -> Result<(i64, String)> {
         .split_once(':')
         .and_then(|(t, id)| Some((t.parse().ok()?, id.to_owned())))
         .ok_or_else(|| Error::invalid("page_token", "not a token of this list"))
+}
+
+/// The keyset condition of a list ordered by `(time, id)` descending: the row value
+/// `(time, id) < (t, id)`, which an index ending in `(time, id)` answers with a seek (the
+/// equivalent `time < t OR (time = t AND id < id)` is a filter over every row before
+/// the page).
+pub(crate) fn before_cursor<C: IntoIden + Copy + 'static>(
+    time_col: C,
+    id_col: C,
+    time: i64,
+    id: String,
+) -> SimpleExpr {
+    Expr::tuple([Expr::col(time_col).into(), Expr::col(id_col).into()])
+        .lt(Expr::tuple([Expr::val(time).into(), Expr::val(id).into()]))
 }
 
 impl Store {
@@ -117,15 +131,12 @@ impl Store {
         }
         if let Some(after) = &page.after {
             let (time, id) = parse_time_cursor(after)?;
-            stmt.cond_where(
-                Cond::any()
-                    .add(Expr::col(Sessions::CreateTime).lt(time))
-                    .add(
-                        Cond::all()
-                            .add(Expr::col(Sessions::CreateTime).eq(time))
-                            .add(Expr::col(Sessions::SessionId).lt(id)),
-                    ),
-            );
+            stmt.and_where(before_cursor(
+                Sessions::CreateTime,
+                Sessions::SessionId,
+                time,
+                id,
+            ));
         }
         stmt.order_by(Sessions::CreateTime, Order::Desc)
             .order_by(Sessions::SessionId, Order::Desc)
