@@ -92,9 +92,9 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-type Exec = ExecutionServiceClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Exec = ExecutionServiceClient<InterceptedService<Channel, Bearer>>;
 
-fn exec(channel: Channel, key: &str) -> Exec {
+pub(crate) fn exec(channel: Channel, key: &str) -> Exec {
     let bearer = Bearer(format!("Bearer {key}").parse().expect("ascii key"));
     ExecutionServiceClient::with_interceptor(channel, bearer)
 }
@@ -116,7 +116,7 @@ fn session_of(run: &str) -> Option<&str> {
     Some(rest.split_once('/')?.0)
 }
 
-fn create_run_request(session: &str, n: usize) -> pb::CreateRunRequest {
+pub(crate) fn create_run_request(session: &str, n: usize) -> pb::CreateRunRequest {
     pb::CreateRunRequest {
         parent: session_name(session),
         run: Some(pb::Run {
@@ -167,7 +167,7 @@ fn complete_request(token: &str) -> pb::CompleteTaskRequest {
 }
 
 pub(crate) struct Keys {
-    developer: String,
+    pub(crate) developer: String,
     worker: String,
     /// Resource names, for the pgbench script.
     developer_name: String,

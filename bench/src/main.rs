@@ -9,6 +9,7 @@ mod load;
 mod observability;
 mod peers;
 mod pgbench;
+mod scale_lists;
 mod server;
 mod stats;
 
@@ -53,6 +54,9 @@ enum Command {
     /// The cost of traces and metrics: a server with both on against one with both off,
     /// in alternating slices, on the empty call and ReadContext at 32 clients.
     Observability(observability::Args),
+    /// ListRuns pages (depth 0, middle, end; a status filter matching few runs) and
+    /// GetRunStats at 10k, 100k and 1M runs in one project, before and after ANALYZE.
+    ScaleLists(scale_lists::Args),
 }
 
 #[tokio::main]
@@ -63,5 +67,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Execution(ref args) => execution::run(&cli, args).await,
         Command::Peers(ref args) => peers::run(&cli, args).await,
         Command::Observability(ref args) => observability::run(&cli, args).await,
+        Command::ScaleLists(ref args) => scale_lists::run(&cli, args).await,
     }
 }
