@@ -10,6 +10,7 @@ mod observability;
 mod peers;
 mod pgbench;
 mod scale;
+mod scale_lists;
 mod server;
 mod stats;
 
@@ -57,6 +58,9 @@ enum Command {
     /// How waiters' cost grows: idle WatchContext streams (CPU idle, unrelated writes)
     /// and waiting PollTask long-polls (pickup, CPU per run), at several sizes.
     Scale(scale::Args),
+    /// ListRuns pages (depth 0, middle, end; a status filter matching few runs) and
+    /// GetRunStats at 10k, 100k and 1M runs in one project, before and after ANALYZE.
+    ScaleLists(scale_lists::Args),
 }
 
 #[tokio::main]
@@ -68,5 +72,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Peers(ref args) => peers::run(&cli, args).await,
         Command::Observability(ref args) => observability::run(&cli, args).await,
         Command::Scale(ref args) => scale::run(&cli, args).await,
+        Command::ScaleLists(ref args) => scale_lists::run(&cli, args).await,
     }
 }
