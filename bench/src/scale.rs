@@ -106,6 +106,7 @@ async fn idle_streams(cli: &Cli, sizes: &[usize]) -> anyhow::Result<()> {
         "streams", "server CPU/s", "Postgres CPU/s", "writes/s", "p99 ms", "CPU/write srv+pg µs"
     );
     let failed = Arc::new(AtomicUsize::new(0));
+    let opened = Arc::new(AtomicUsize::new(0));
     let mut open = Vec::new();
     let mut channels: Vec<Channel> = Vec::new();
     let mut sorted = sizes.to_vec();
@@ -117,15 +118,30 @@ async fn idle_streams(cli: &Cli, sizes: &[usize]) -> anyhow::Result<()> {
             }
             let client = server::contexts(channels.last().unwrap().clone(), &key);
             let n = open.len();
-            open.push(tokio::spawn(watch(client, n, failed.clone())));
+            open.push(tokio::spawn(watch(
+                client,
+                n,
+                opened.clone(),
+                failed.clone(),
+            )));
             if open.len() % 500 == 0 {
                 // Let the calls reach the server before opening more.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if failed.load(Ordering::Relaxed) > 0 {
-            bail!("{} watch streams failed", failed.load(Ordering::Relaxed));
+        // Every stream open (its first reads done) before the idle measurement.
+        let opening = Instant::now();
+        while opened.load(Ordering::Relaxed) < size && opening.elapsed() < Duration::from_secs(120)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if failed.load(Ordering::Relaxed) > 0 || opened.load(Ordering::Relaxed) < size {
+            bail!(
+                "{} watch streams failed, {} of {size} open",
+                failed.load(Ordering::Relaxed),
+                opened.load(Ordering::Relaxed)
+            );
         }
         let before = meter.now();
         tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
@@ -175,8 +191,13 @@ async fn idle_streams(cli: &Cli, sizes: &[usize]) -> anyhow::Result<()> {
 }
 
 /// Holds one watch open, counting a failure if it ends.
-async fn watch(mut client: server::Contexts, n: usize, failed: Arc<AtomicUsize>) {
-    let opened = client
+async fn watch(
+    mut client: server::Contexts,
+    n: usize,
+    opened: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+) {
+    let answer = client
         .watch_context(pb::WatchContextRequest {
             name: format!(
                 "workspaces/bench/projects/p/contexts/w{}",
@@ -186,10 +207,11 @@ async fn watch(mut client: server::Contexts, n: usize, failed: Arc<AtomicUsize>)
             ..Default::default()
         })
         .await;
-    let Ok(stream) = opened else {
+    let Ok(stream) = answer else {
         failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    opened.fetch_add(1, Ordering::Relaxed);
     let mut stream = stream.into_inner();
     while let Ok(Some(_)) = stream.message().await {}
     failed.fetch_add(1, Ordering::Relaxed);
