@@ -6,9 +6,18 @@
 //! many waiters there are) and expects to hear something within three. On a loss it
 //! wakes every waiter of the replica, reconnects, and once listening again wakes them all
 //! once more, for what was sent in between. A waiter woken needlessly looks at storage
-//! and waits again; one that missed a wake-up would wait for nothing.
+//! and waits again; one that missed a wake-up would wait for nothing. Silence counts
+//! only when a NOTIFY was sent and not heard: when the pool is too busy to send one
+//! (many streams opening at once), silence proves nothing, and waking every waiter would
+//! only make the pool busier.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use sea_query::{Alias, Func, Query};
 use tokio::sync::watch;
@@ -27,13 +36,19 @@ impl Store {
         if self.backend() != Backend::Postgres {
             return;
         }
+        let pings = Pings::default();
         tokio::join!(
-            self.listen_loop(period, stopping.clone()),
-            self.ping_loop(period, stopping)
+            self.listen_loop(period, &pings, stopping.clone()),
+            self.ping_loop(period, &pings, stopping)
         );
     }
 
-    async fn listen_loop(&self, period: Duration, mut stopping: watch::Receiver<bool>) {
+    async fn listen_loop(
+        &self,
+        period: Duration,
+        pings: &Pings,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let retry = period.min(Duration::from_secs(1));
         loop {
             let listening = tokio::select! {
@@ -55,6 +70,7 @@ impl Store {
             self.feed.wake_all();
             loop {
                 let silence = period * SILENT_PERIODS;
+                let window_start = pings.now();
                 let received = tokio::select! {
                     received = tokio::time::timeout(silence, listener.try_recv()) => received,
                     _ = stopping.wait_for(|s| *s) => return,
@@ -72,6 +88,10 @@ impl Store {
                         tracing::warn!("the LISTEN connection was lost; reconnecting");
                         break;
                     }
+                    Err(_) if !pings.unheard_since(window_start, period) => {
+                        // No NOTIFY went out long enough ago to have been heard.
+                        continue;
+                    }
                     Err(_) => {
                         tracing::warn!(
                             silent_ms = silence.as_millis() as u64,
@@ -88,7 +108,12 @@ impl Store {
     }
 
     /// NOTIFYs this replica's own listener once a period: proof that it still hears.
-    async fn ping_loop(&self, period: Duration, mut stopping: watch::Receiver<bool>) {
+    async fn ping_loop(
+        &self,
+        period: Duration,
+        pings: &Pings,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let ping = Query::select()
             .expr(
                 Func::cust(Alias::new("pg_notify"))
@@ -107,9 +132,71 @@ impl Store {
                 sent = tokio::time::timeout(period, self.db.execute(&ping)) => sent,
                 _ = stopping.wait_for(|s| *s) => return,
             };
-            if let Ok(Err(error)) = sent {
-                tracing::debug!(%error, "cannot send the feed's liveness NOTIFY");
+            match sent {
+                Ok(Ok(_)) => pings.sent(),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "cannot send the feed's liveness NOTIFY")
+                }
+                Err(_) => tracing::debug!("the feed's liveness NOTIFY took longer than a period"),
             }
         }
+    }
+}
+
+/// When this replica's last liveness NOTIFY was sent (committed), in milliseconds since
+/// the feed started following (0: none yet).
+struct Pings {
+    started: Instant,
+    last_sent_ms: Arc<AtomicU64>,
+}
+
+impl Default for Pings {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_sent_ms: Arc::default(),
+        }
+    }
+}
+
+impl Pings {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    fn sent(&self) {
+        self.last_sent_ms.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Whether a NOTIFY sent after `window_start`, at least `period` ago, went unheard
+    /// (the caller heard nothing since `window_start`).
+    fn unheard_since(&self, window_start: u64, period: Duration) -> bool {
+        let sent = self.last_sent_ms.load(Ordering::Relaxed);
+        sent >= window_start && self.now().saturating_sub(sent) >= period.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_counts_only_after_a_notify_that_had_time_to_arrive() {
+        let pings = Pings::default();
+        let period = Duration::from_millis(20);
+        let window = pings.now();
+        assert!(!pings.unheard_since(window, period), "nothing was sent");
+        pings.sent();
+        assert!(!pings.unheard_since(window, period), "sent just now");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            pings.unheard_since(window, period),
+            "sent a period ago, not heard"
+        );
+        let later = pings.now();
+        assert!(
+            !pings.unheard_since(later, period),
+            "sent before this window"
+        );
     }
 }
