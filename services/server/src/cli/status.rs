@@ -39,14 +39,20 @@ pub enum Failure {
 
 impl From<Status> for Failure {
     /// A call that never reached the server (refused connection, failed TLS handshake)
-    /// comes back from tonic as UNKNOWN "transport error" or CANCELLED, made from a
-    /// local error; it is reported as UNAVAILABLE,
+    /// comes back from tonic as UNKNOWN "transport error", CANCELLED or (a mutual-TLS
+    /// refusal that arrives after the client's side of the handshake) INTERNAL "h2
+    /// protocol error", made from a local error; it is reported as UNAVAILABLE,
     /// with the causes, so that scripts see "unreachable" (8), not "server bug" (9).
     fn from(status: Status) -> Self {
         use std::error::Error as _;
         // A status the server sent has no source; one made from a local error has.
         let local = status.source().is_some();
-        if local && matches!(status.code(), Code::Unknown | Code::Cancelled) {
+        if local
+            && matches!(
+                status.code(),
+                Code::Unknown | Code::Cancelled | Code::Internal
+            )
+        {
             let mut message = String::from("cannot reach the server");
             let mut cause = status.source();
             while let Some(error) = cause {
