@@ -92,14 +92,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpcs_export_server_spans_with_database_children() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (collector, collector_addr) = start_collector().await;
     let env: HashMap<&str, String> = HashMap::from([
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -117,21 +110,7 @@ async fn rpcs_export_server_spans_with_database_children() {
     assert!(agentry_server::telemetry::tracing_enabled());
 
     let app = spawn_app(Backend::Sqlite).await;
-    let root_key = app.root_key.clone();
-    let mut traced =
-        RegistryServiceClient::with_interceptor(app.channel(), move |mut r: Request<()>| {
-            r.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {root_key}").parse().unwrap(),
-            );
-            r.metadata_mut().insert(
-                "traceparent",
-                format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
-                    .parse()
-                    .unwrap(),
-            );
-            Ok(r)
-        });
+    let mut traced = in_the_callers_trace(&app);
     traced
         .create_workspace(req::create_workspace("acme", pb::Workspace::default()))
         .await
@@ -172,21 +151,11 @@ async fn rpcs_export_server_spans_with_database_children() {
     drop(watch);
     app.shutdown().await;
 
-    let telemetry = Arc::new(telemetry);
-    let spans = eventually(Duration::from_secs(20), || {
-        let telemetry = telemetry.clone();
-        let collector = collector.clone();
-        async move {
-            tokio::task::spawn_blocking(move || telemetry.flush())
-                .await
-                .unwrap();
-            let spans = collector.spans.lock().unwrap().clone();
-            spans
-                .iter()
-                .any(|(_, s)| s.name == "agentry.v1.ContextService/WatchContext")
-                .then_some(spans)
-        }
-    })
+    let spans = exported_until(
+        telemetry,
+        &collector,
+        "agentry.v1.ContextService/WatchContext",
+    )
     .await
     .expect("the spans reach the collector");
 
@@ -304,6 +273,53 @@ async fn rpcs_export_server_spans_with_database_children() {
     assert!(watches[0].end_time_unix_nano >= watches[0].start_time_unix_nano);
 }
 
+/// A registry client that sends the root key and a caller's sampled `traceparent`.
+fn in_the_callers_trace(
+    app: &TestApp,
+) -> RegistryServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let root_key = app.root_key.clone();
+    RegistryServiceClient::with_interceptor(app.channel(), move |mut r: Request<()>| {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {root_key}").parse().unwrap(),
+        );
+        r.metadata_mut().insert(
+            "traceparent",
+            format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+                .parse()
+                .unwrap(),
+        );
+        Ok(r)
+    })
+}
+
+/// Flushes the exporter until a span named `name` has reached the collector (20 s at
+/// most); then every span received.
+async fn exported_until(
+    telemetry: agentry_server::telemetry::Telemetry,
+    collector: &Collector,
+    name: &'static str,
+) -> Option<Vec<(String, Span)>> {
+    let telemetry = Arc::new(telemetry);
+    eventually(Duration::from_secs(20), || {
+        let telemetry = telemetry.clone();
+        let collector = collector.clone();
+        async move {
+            tokio::task::spawn_blocking(move || telemetry.flush())
+                .await
+                .unwrap();
+            let spans = collector.spans.lock().unwrap().clone();
+            spans.iter().any(|(_, s)| s.name == name).then_some(spans)
+        }
+    })
+    .await
+}
+
 /// A collector on a port of its own.
 async fn start_collector() -> (Collector, std::net::SocketAddr) {
     let collector = Collector::default();
@@ -342,42 +358,18 @@ async fn a_ratio_sampler_builds_no_span_for_calls_it_leaves_out() {
             .await
             .must();
     }
-    let root_key = app.root_key.clone();
-    let mut followed =
-        RegistryServiceClient::with_interceptor(app.channel(), move |mut r: Request<()>| {
-            r.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {root_key}").parse().unwrap(),
-            );
-            r.metadata_mut().insert(
-                "traceparent",
-                format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
-                    .parse()
-                    .unwrap(),
-            );
-            Ok(r)
-        });
+    let mut followed = in_the_callers_trace(&app);
     followed
         .create_workspace(req::create_workspace("four", pb::Workspace::default()))
         .await
         .must();
     app.shutdown().await;
 
-    let telemetry = Arc::new(telemetry);
-    let spans = eventually(Duration::from_secs(20), || {
-        let telemetry = telemetry.clone();
-        let collector = collector.clone();
-        async move {
-            tokio::task::spawn_blocking(move || telemetry.flush())
-                .await
-                .unwrap();
-            let spans = collector.spans.lock().unwrap().clone();
-            spans
-                .iter()
-                .any(|(_, s)| s.name == "agentry.v1.RegistryService/CreateWorkspace")
-                .then_some(spans)
-        }
-    })
+    let spans = exported_until(
+        telemetry,
+        &collector,
+        "agentry.v1.RegistryService/CreateWorkspace",
+    )
     .await
     .expect("the followed call's spans reach the collector");
     let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
