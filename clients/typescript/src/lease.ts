@@ -10,7 +10,7 @@
 // re-queues the run when it sees the lapse.
 //
 // Failures of the transport: UNAVAILABLE (server gone, restarting, connection refused or
-// reset), DEADLINE_EXCEEDED (no answer in time), and INTERNAL, UNKNOWN or CANCELED without
+// reset), DEADLINE_EXCEEDED (no answer in time), and INTERNAL, UNKNOWN, CANCELED or ABORTED without
 // the ErrorInfo every error of the server carries (a stream reset by a dying connection).
 // Everything else is the server's answer.
 
@@ -22,7 +22,9 @@ export function isTransientError(error: AgentryError): boolean {
   if (error.code === Code.Unavailable || error.code === Code.DeadlineExceeded) {
     return true;
   }
-  const transportCodes = [Code.Internal, Code.Unknown, Code.Canceled];
+  // Without the server's ErrorInfo these come from the transport, not from a decision of the
+  // server: connect-node reports a connection reset under an HTTP/2 session as ABORTED.
+  const transportCodes = [Code.Internal, Code.Unknown, Code.Canceled, Code.Aborted];
   return transportCodes.includes(error.code) && error.domain !== AGENTRY_ERROR_DOMAIN;
 }
 
