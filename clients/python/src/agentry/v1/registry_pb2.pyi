@@ -42,7 +42,7 @@ class _InstanceStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Instan
     """Final; set by DeleteInstance."""
 
 class InstanceStatus(_InstanceStatus, metaclass=_InstanceStatusEnumTypeWrapper):
-    """Instance lifecycle; see DESIGN §4."""
+    """Instance lifecycle; see design §4 (docs/design.md)."""
 
 INSTANCE_STATUS_UNSPECIFIED: InstanceStatus.ValueType  # 0
 INSTANCE_STATUS_IDLE: InstanceStatus.ValueType  # 1

@@ -1393,7 +1393,7 @@ export const ListAuditRecordsResponseSchema: GenMessage<ListAuditRecordsResponse
   messageDesc(file_agentry_v1_registry, 41);
 
 /**
- * Instance lifecycle; see DESIGN §4.
+ * Instance lifecycle; see design §4 (docs/design.md).
  *
  * @generated from enum agentry.v1.InstanceStatus
  */
