@@ -118,7 +118,8 @@ async function main() {
     const allowed = await staticServer(servers);
     const other = await staticServer(servers);
     agentry = await startAgentry(dir, allowed);
-    browser = await chromium.launch({ executablePath: chromiumPath, headless: true });
+    // (A container's /dev/shm may be too small for Chromium's shared memory.)
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--disable-dev-shm-usage"] });
     console.log(`page at ${allowed}, agentry at ${agentry.api}, ${browser.version()}`);
 
     const r = await runPage(browser, allowed, { api: agentry.api, key: agentry.key });
