@@ -156,6 +156,12 @@ async function main() {
         ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
       ),
     );
+    check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
+      assert.deepEqual(
+        [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
+        ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
+      ),
+    );
     check("no key: UNAUTHENTICATED with its reason", () =>
       assert.deepEqual([r.noKey.code, r.noKey.reason], ["Unauthenticated", "MISSING_CREDENTIALS"]),
     );
