@@ -143,6 +143,12 @@ async function runAll(): Promise<void> {
   await contexts(root, project);
   await runEvents(root, session);
   record("notFound", await failure(() => root.registry.getWorkspace({ name: "workspaces/missing" })));
+  const missing = `${project}/contexts/missing`;
+  record("streamNotFound", await failure(async () => {
+    for await (const _ of root.context.watchContext({ name: missing })) {
+      // (none: the stream fails first)
+    }
+  }));
   record("noKey", await failure(() => clients(undefined).registry.listWorkspaces({})));
 }
 

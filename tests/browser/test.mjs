@@ -118,7 +118,8 @@ async function main() {
     const allowed = await staticServer(servers);
     const other = await staticServer(servers);
     agentry = await startAgentry(dir, allowed);
-    browser = await chromium.launch({ executablePath: chromiumPath, headless: true });
+    // (A container's /dev/shm may be too small for Chromium's shared memory.)
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--disable-dev-shm-usage"] });
     console.log(`page at ${allowed}, agentry at ${agentry.api}, ${browser.version()}`);
 
     const r = await runPage(browser, allowed, { api: agentry.api, key: agentry.key });
@@ -153,6 +154,12 @@ async function main() {
       assert.deepEqual(
         [r.notFound.code, r.notFound.reason, r.notFound.domain, r.notFound.metadata],
         ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
+      ),
+    );
+    check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
+      assert.deepEqual(
+        [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
+        ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
       ),
     );
     check("no key: UNAUTHENTICATED with its reason", () =>
