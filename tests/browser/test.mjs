@@ -106,6 +106,52 @@ function check(name, fn) {
   console.log(`ok - ${name}`);
 }
 
+/** What the page wrote after its walk (results keyed by step). */
+function checkWalk(r) {
+  const project = "workspaces/browser/projects/web";
+  check("creates a workspace, project, agent, instance and session", () => {
+    assert.deepEqual(r.created.slice(0, 4), [
+      "workspaces/browser",
+      project,
+      "workspaces/browser/agents/echo",
+      `${project}/instances/echo-1`,
+    ]);
+    assert.match(r.created[4], new RegExp(`^${project}/sessions/[0-9a-f-]+$`));
+  });
+  check("GetWorkspace", () =>
+    assert.deepEqual(r.getWorkspace, { name: "workspaces/browser", displayName: "From Chromium" }),
+  );
+  check("WriteContext and ReadContext", () => {
+    assert.deepEqual(r.writeContext, { version: 2 });
+    assert.deepEqual(r.readContext, { version: 2, data: { todo: ["docs"], done: true } });
+  });
+  check("WatchContext: the backlog, then a write made after it arrived", () =>
+    assert.deepEqual(r.watchContext, [
+      { version: 1, data: { todo: ["docs"] } },
+      { version: 2, data: { todo: ["docs"], done: true } },
+      { version: 3, data: { todo: ["docs"], done: true, live: true } },
+    ]),
+  );
+  check("StreamRunEvents: QUEUED, then the cancel made while it was open, then the stream ends", () =>
+    assert.deepEqual(r.streamRunEvents, ["QUEUED", "CANCELLED"]),
+  );
+  check("NOT_FOUND with its decoded ErrorInfo", () =>
+    assert.deepEqual(
+      [r.notFound.code, r.notFound.reason, r.notFound.domain, r.notFound.metadata],
+      ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
+    ),
+  );
+  check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
+    assert.deepEqual(
+      [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
+      ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
+    ),
+  );
+  check("no key: UNAUTHENTICATED with its reason", () =>
+    assert.deepEqual([r.noKey.code, r.noKey.reason], ["Unauthenticated", "MISSING_CREDENTIALS"]),
+  );
+}
+
 async function main() {
   if (!existsSync(bin)) {
     throw new Error(`agentry binary not found at ${bin} (set AGENTRY_BIN)`);
@@ -123,49 +169,7 @@ async function main() {
     console.log(`page at ${allowed}, agentry at ${agentry.api}, ${browser.version()}`);
 
     const r = await runPage(browser, allowed, { api: agentry.api, key: agentry.key });
-    const project = "workspaces/browser/projects/web";
-    check("creates a workspace, project, agent, instance and session", () => {
-      assert.deepEqual(r.created.slice(0, 4), [
-        "workspaces/browser",
-        project,
-        "workspaces/browser/agents/echo",
-        `${project}/instances/echo-1`,
-      ]);
-      assert.match(r.created[4], new RegExp(`^${project}/sessions/[0-9a-f-]+$`));
-    });
-    check("GetWorkspace", () =>
-      assert.deepEqual(r.getWorkspace, { name: "workspaces/browser", displayName: "From Chromium" }),
-    );
-    check("WriteContext and ReadContext", () => {
-      assert.deepEqual(r.writeContext, { version: 2 });
-      assert.deepEqual(r.readContext, { version: 2, data: { todo: ["docs"], done: true } });
-    });
-    check("WatchContext: the backlog, then a write made after it arrived", () =>
-      assert.deepEqual(r.watchContext, [
-        { version: 1, data: { todo: ["docs"] } },
-        { version: 2, data: { todo: ["docs"], done: true } },
-        { version: 3, data: { todo: ["docs"], done: true, live: true } },
-      ]),
-    );
-    check("StreamRunEvents: QUEUED, then the cancel made while it was open, then the stream ends", () =>
-      assert.deepEqual(r.streamRunEvents, ["QUEUED", "CANCELLED"]),
-    );
-    check("NOT_FOUND with its decoded ErrorInfo", () =>
-      assert.deepEqual(
-        [r.notFound.code, r.notFound.reason, r.notFound.domain, r.notFound.metadata],
-        ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
-      ),
-    );
-    check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
-      assert.deepEqual(
-        [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
-        ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
-      ),
-    );
-    check("no key: UNAUTHENTICATED with its reason", () =>
-      assert.deepEqual([r.noKey.code, r.noKey.reason], ["Unauthenticated", "MISSING_CREDENTIALS"]),
-    );
-
+    checkWalk(r);
     const p = await runPage(browser, other, { api: agentry.api, key: agentry.key, mode: "probe" });
     check("an origin not in cors_allowed_origins: the browser refuses the call", () => {
       // fetch() rejects ("Failed to fetch"), which Connect reports as UNKNOWN: the
