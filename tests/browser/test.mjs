@@ -83,18 +83,18 @@ async function startAgentry(dir, allowedOrigin) {
 /** Opens the page at `origin` and waits for it to finish; returns what it wrote into #result. */
 async function runPage(browser, origin, hash) {
   const page = await browser.newPage();
-  const console = [];
-  page.on("console", (m) => console.push(`${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => console.push(`pageerror: ${e}`));
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
   try {
     await page.goto(`${origin}/#${new URLSearchParams(hash)}`);
     await page.waitForSelector("body[data-state]", { timeout: 45_000 });
     const state = await page.getAttribute("body", "data-state");
     const result = JSON.parse(await page.textContent("#result"));
-    assert.equal(state, "done", `the page failed: ${JSON.stringify(result)}\n${console.join("\n")}`);
+    assert.equal(state, "done", `the page failed: ${JSON.stringify(result)}\n${logs.join("\n")}`);
     return result;
   } catch (err) {
-    process.stderr.write(`browser console:\n${console.join("\n")}\n`);
+    process.stderr.write(`browser console:\n${logs.join("\n")}\n`);
     throw err;
   } finally {
     await page.close();
