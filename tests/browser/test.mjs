@@ -83,18 +83,18 @@ async function startAgentry(dir, allowedOrigin) {
 /** Opens the page at `origin` and waits for it to finish; returns what it wrote into #result. */
 async function runPage(browser, origin, hash) {
   const page = await browser.newPage();
-  const console = [];
-  page.on("console", (m) => console.push(`${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => console.push(`pageerror: ${e}`));
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
   try {
     await page.goto(`${origin}/#${new URLSearchParams(hash)}`);
     await page.waitForSelector("body[data-state]", { timeout: 45_000 });
     const state = await page.getAttribute("body", "data-state");
     const result = JSON.parse(await page.textContent("#result"));
-    assert.equal(state, "done", `the page failed: ${JSON.stringify(result)}\n${console.join("\n")}`);
+    assert.equal(state, "done", `the page failed: ${JSON.stringify(result)}\n${logs.join("\n")}`);
     return result;
   } catch (err) {
-    process.stderr.write(`browser console:\n${console.join("\n")}\n`);
+    process.stderr.write(`browser console:\n${logs.join("\n")}\n`);
     throw err;
   } finally {
     await page.close();
@@ -104,6 +104,52 @@ async function runPage(browser, origin, hash) {
 function check(name, fn) {
   fn();
   console.log(`ok - ${name}`);
+}
+
+/** What the page wrote after its walk (results keyed by step). */
+function checkWalk(r) {
+  const project = "workspaces/browser/projects/web";
+  check("creates a workspace, project, agent, instance and session", () => {
+    assert.deepEqual(r.created.slice(0, 4), [
+      "workspaces/browser",
+      project,
+      "workspaces/browser/agents/echo",
+      `${project}/instances/echo-1`,
+    ]);
+    assert.match(r.created[4], new RegExp(`^${project}/sessions/[0-9a-f-]+$`));
+  });
+  check("GetWorkspace", () =>
+    assert.deepEqual(r.getWorkspace, { name: "workspaces/browser", displayName: "From Chromium" }),
+  );
+  check("WriteContext and ReadContext", () => {
+    assert.deepEqual(r.writeContext, { version: 2 });
+    assert.deepEqual(r.readContext, { version: 2, data: { todo: ["docs"], done: true } });
+  });
+  check("WatchContext: the backlog, then a write made after it arrived", () =>
+    assert.deepEqual(r.watchContext, [
+      { version: 1, data: { todo: ["docs"] } },
+      { version: 2, data: { todo: ["docs"], done: true } },
+      { version: 3, data: { todo: ["docs"], done: true, live: true } },
+    ]),
+  );
+  check("StreamRunEvents: QUEUED, then the cancel made while it was open, then the stream ends", () =>
+    assert.deepEqual(r.streamRunEvents, ["QUEUED", "CANCELLED"]),
+  );
+  check("NOT_FOUND with its decoded ErrorInfo", () =>
+    assert.deepEqual(
+      [r.notFound.code, r.notFound.reason, r.notFound.domain, r.notFound.metadata],
+      ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
+    ),
+  );
+  check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
+    assert.deepEqual(
+      [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
+      ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
+    ),
+  );
+  check("no key: UNAUTHENTICATED with its reason", () =>
+    assert.deepEqual([r.noKey.code, r.noKey.reason], ["Unauthenticated", "MISSING_CREDENTIALS"]),
+  );
 }
 
 async function main() {
@@ -123,49 +169,7 @@ async function main() {
     console.log(`page at ${allowed}, agentry at ${agentry.api}, ${browser.version()}`);
 
     const r = await runPage(browser, allowed, { api: agentry.api, key: agentry.key });
-    const project = "workspaces/browser/projects/web";
-    check("creates a workspace, project, agent, instance and session", () => {
-      assert.deepEqual(r.created.slice(0, 4), [
-        "workspaces/browser",
-        project,
-        "workspaces/browser/agents/echo",
-        `${project}/instances/echo-1`,
-      ]);
-      assert.match(r.created[4], new RegExp(`^${project}/sessions/[0-9a-f-]+$`));
-    });
-    check("GetWorkspace", () =>
-      assert.deepEqual(r.getWorkspace, { name: "workspaces/browser", displayName: "From Chromium" }),
-    );
-    check("WriteContext and ReadContext", () => {
-      assert.deepEqual(r.writeContext, { version: 2 });
-      assert.deepEqual(r.readContext, { version: 2, data: { todo: ["docs"], done: true } });
-    });
-    check("WatchContext: the backlog, then a write made after it arrived", () =>
-      assert.deepEqual(r.watchContext, [
-        { version: 1, data: { todo: ["docs"] } },
-        { version: 2, data: { todo: ["docs"], done: true } },
-        { version: 3, data: { todo: ["docs"], done: true, live: true } },
-      ]),
-    );
-    check("StreamRunEvents: QUEUED, then the cancel made while it was open, then the stream ends", () =>
-      assert.deepEqual(r.streamRunEvents, ["QUEUED", "CANCELLED"]),
-    );
-    check("NOT_FOUND with its decoded ErrorInfo", () =>
-      assert.deepEqual(
-        [r.notFound.code, r.notFound.reason, r.notFound.domain, r.notFound.metadata],
-        ["NotFound", "RESOURCE_NOT_FOUND", "agentry.dev", { resource: "workspaces/missing" }],
-      ),
-    );
-    check("a stream's error (WatchContext of a missing context) with its decoded ErrorInfo", () =>
-      assert.deepEqual(
-        [r.streamNotFound.code, r.streamNotFound.reason, r.streamNotFound.metadata],
-        ["NotFound", "RESOURCE_NOT_FOUND", { resource: `${project}/contexts/missing` }],
-      ),
-    );
-    check("no key: UNAUTHENTICATED with its reason", () =>
-      assert.deepEqual([r.noKey.code, r.noKey.reason], ["Unauthenticated", "MISSING_CREDENTIALS"]),
-    );
-
+    checkWalk(r);
     const p = await runPage(browser, other, { api: agentry.api, key: agentry.key, mode: "probe" });
     check("an origin not in cors_allowed_origins: the browser refuses the call", () => {
       // fetch() rejects ("Failed to fetch"), which Connect reports as UNKNOWN: the
