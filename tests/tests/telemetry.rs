@@ -322,15 +322,66 @@ async fn exported_until(
 
 /// A collector on a port of its own.
 async fn start_collector() -> (Collector, std::net::SocketAddr) {
+    start_collector_with(tonic::transport::Server::builder()).await
+}
+
+async fn start_collector_with(
+    mut server: tonic::transport::Server,
+) -> (Collector, std::net::SocketAddr) {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (collector, addr)
+}
+
+/// An `https://` endpoint: spans reach a collector that requires mutual TLS, verified
+/// with `OTEL_EXPORTER_OTLP_CERTIFICATE` and presenting the client certificate of
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `_CLIENT_KEY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_collector_over_mutual_tls() {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let pki = agentry_e2e::pki::Pki::new("otlp");
+    let (server, client) = (pki.server("collector"), pki.client("exporter"));
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(server.cert_pem(), server.key_pem()))
+        .client_ca_root(Certificate::from_pem(pki.ca_pem()));
+    let builder = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("collector TLS");
+    let (collector, collector_addr) = start_collector_with(builder).await;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let env: HashMap<&str, String> = HashMap::from([
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("https://localhost:{}", collector_addr.port()),
+        ),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", path(&pki.ca_file())),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", path(&client.cert)),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", path(&client.key)),
+        ("RUST_LOG", "warn".into()),
+    ]);
+    let telemetry =
+        agentry_server::telemetry::init_with(LogFormat::Text, |name| env.get(name).cloned())
+            .expect("telemetry starts");
+    let app = spawn_app(Backend::Sqlite).await;
+    app.root()
+        .await
+        .create_workspace(req::create_workspace("acme", pb::Workspace::default()))
+        .await
+        .must();
+    app.shutdown().await;
+    let spans = exported_until(
+        telemetry,
+        &collector,
+        "agentry.v1.RegistryService/CreateWorkspace",
+    )
+    .await;
+    assert!(spans.is_some(), "the span reaches the collector over TLS");
 }
 
 /// `parentbased_traceidratio` at 0: calls that start a trace get no span and neither do

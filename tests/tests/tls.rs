@@ -2,10 +2,13 @@
 //! mutual TLS refuses clients without a certificate of its CA, certificate files are
 //! reloaded without dropping open connections, and bad files are start-up errors.
 
+mod cli_support;
+
 use std::time::Duration;
 
 use agentry_e2e::{pki::Pki, *};
 use agentry_server::config::Config;
+use cli_support::Cli;
 use pb::{
     context_service_client::ContextServiceClient, registry_service_client::RegistryServiceClient,
 };
@@ -284,4 +287,66 @@ async fn bad_certificate_files_are_clear_start_up_errors() {
         "{message}"
     );
     database.drop_database().await;
+}
+
+/// `agentry health` connects like every client command: plaintext is refused by a TLS
+/// listener, mutual TLS needs the client certificate, and the TLS settings come from
+/// flags, the environment or a profile; `--addr` and `AGENTRY_LISTEN` still name the
+/// server.
+#[tokio::test]
+async fn health_probe_speaks_tls_and_mutual_tls() {
+    let pki = Pki::new("health");
+    let server = pki.server("server");
+    let client = pki.client("client");
+    let app = spawn_app_with(Backend::Sqlite, with_tls(&pki, &server, true)).await;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca, cert, key) = (path(&pki.ca_file()), path(&client.cert), path(&client.key));
+    let localhost = format!("localhost:{}", app.addr.port());
+
+    let cli = Cli::new(&localhost, "");
+    cli.fails(&["health"], 8).await;
+    cli.fails(&["health", "--tls-ca", &ca], 8).await;
+    let flags = ["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let serving = cli.run(&[&["health"][..], &flags[..]].concat()).await;
+    assert_eq!(
+        (serving.code, serving.stdout.as_str()),
+        (0, "SERVING\n"),
+        "{}",
+        serving.stderr
+    );
+    // An unknown service is NOT_FOUND.
+    cli.fails(
+        &[&["health", "--service", "nope"][..], &flags[..]].concat(),
+        4,
+    )
+    .await;
+
+    // The environment, by IP with the name to verify; the old `--addr`.
+    let by_env = Cli::new("", "")
+        .env("AGENTRY_TLS_CA", &ca)
+        .env("AGENTRY_TLS_CERT", &cert)
+        .env("AGENTRY_TLS_KEY", &key)
+        .env("AGENTRY_TLS_SERVER_NAME", "localhost");
+    let addr = app.addr.to_string();
+    let serving = by_env.run(&["health", "--addr", &addr]).await;
+    assert_eq!(serving.code, 0, "{}", serving.stderr);
+    let by_listen = by_env.env("AGENTRY_LISTEN", &addr);
+    let serving = by_listen.run(&["health"]).await;
+    assert_eq!(serving.code, 0, "{}", serving.stderr);
+
+    // A profile's TLS settings.
+    let profiled = Cli::new("", "");
+    let added = profiled
+        .run(
+            &[
+                &["profile", "add", "tls", "--address", &localhost][..],
+                &flags[..],
+            ]
+            .concat(),
+        )
+        .await;
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let serving = profiled.run(&["health"]).await;
+    assert_eq!(serving.code, 0, "{}", serving.stderr);
+    app.shutdown().await;
 }

@@ -2,10 +2,9 @@
 //! configuration (`config`), a health probe (`health`), and the client commands
 //! (`agentry workspaces list`, `agentry runs follow …`; see `agentry_server::cli`).
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use agentry_server::config::{self, Loaded, SETTINGS};
-use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command as ClapCommand, FromArgMatches, Parser};
 use clap::{Subcommand, parser::ValueSource};
 
@@ -36,19 +35,22 @@ enum Command {
     /// from (default, file, env, flag).
     Config(SettingsArgs),
     /// Ask a running server's `grpc.health.v1` whether it is SERVING (exit 0) or not (1).
-    Health(HealthArgs),
+    Health(Box<HealthArgs>),
     #[command(flatten)]
     Client(Box<agentry_server::cli::Command>),
 }
 
 #[derive(Args)]
 struct HealthArgs {
-    /// The server's address (plaintext).
-    #[arg(long, env = "AGENTRY_LISTEN", default_value = "127.0.0.1:50051")]
-    addr: String,
     /// A service name; empty asks about the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
+    /// Older spelling of --address.
+    #[arg(long, hide = true, conflicts_with = "address")]
+    addr: Option<String>,
+    /// Address and TLS like every client command's.
+    #[command(flatten)]
+    global: agentry_server::cli::Global,
 }
 
 /// `--config` and one flag per setting of [`SETTINGS`], built from that table.
@@ -144,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code)
         }
         Command::Serve(args) => serve(args.load()?).await,
-        Command::Health(args) => health(args).await,
+        Command::Health(args) => std::process::exit(health(*args).await),
         Command::Config(args) => {
             print!("{}", args.load()?.render());
             Ok(())
@@ -182,25 +184,12 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     }
 }
 
-async fn health(args: HealthArgs) -> anyhow::Result<()> {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
-        .connect_timeout(Duration::from_secs(2));
-    let mut client = HealthClient::new(endpoint.connect().await.context("cannot connect")?);
-    let status = client
-        .check(HealthCheckRequest {
-            service: args.service,
-        })
-        .await?
-        .into_inner()
-        .status();
-    println!("{}", status.as_str_name());
-    if status == ServingStatus::Serving {
-        Ok(())
-    } else {
-        std::process::exit(1)
+async fn health(args: HealthArgs) -> i32 {
+    let mut global = args.global;
+    global.address = global.address.or(args.addr);
+    match agentry_server::cli::health::run(global, args.service).await {
+        Ok(()) => 0,
+        Err(failure) => failure.report(),
     }
 }
 

@@ -24,6 +24,7 @@ use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
+use anyhow::Context as _;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
@@ -189,11 +190,13 @@ fn tracer_provider(
             .map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {key}"))?;
         metadata.insert(key, value);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
-        .with_metadata(metadata)
-        .build()?;
+        .with_metadata(metadata);
+    if let Some(tls) = exporter_tls(&endpoint, var)? {
+        exporter = exporter.with_tls_config(tls);
+    }
+    let exporter = exporter.with_endpoint(endpoint).build()?;
     let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "agentry".into());
     let resource = Resource::builder()
         .with_service_name(service)
@@ -213,6 +216,52 @@ fn tracer_provider(
             .with_batch_exporter(exporter)
             .build(),
     ))
+}
+
+/// TLS to the collector when the endpoint is `https://`, as the specification's variables
+/// say: `OTEL_EXPORTER_OTLP_CERTIFICATE` (PEM CA certificates to verify the collector
+/// with; without it, the system's roots), `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (mutual TLS), each also in a `_TRACES_` spelling that
+/// wins. An `http://` endpoint is plaintext, and a certificate given with one is an error
+/// rather than silently unused.
+fn exporter_tls(
+    endpoint: &str,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let setting = |name: &str| {
+        let traces = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
+        let general = format!("OTEL_EXPORTER_OTLP_{name}");
+        var(&traces)
+            .map(|v| (traces, v))
+            .or_else(|| var(&general).map(|v| (general, v)))
+    };
+    let read = |(name, path): &(String, String)| {
+        std::fs::read(path).with_context(|| format!("{name}: cannot read {path}"))
+    };
+    let (ca, cert, key) = (
+        setting("CERTIFICATE"),
+        setting("CLIENT_CERTIFICATE"),
+        setting("CLIENT_KEY"),
+    );
+    if !endpoint.starts_with("https://") {
+        if let Some((name, _)) = ca.iter().chain(&cert).chain(&key).next() {
+            anyhow::bail!("{name} is set, but the OTLP endpoint {endpoint} is not https://");
+        }
+        return Ok(None);
+    }
+    let mut tls = match &ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    match (&cert, &key) {
+        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        (None, None) => {}
+        _ => anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+        ),
+    }
+    Ok(Some(tls))
 }
 
 /// What `OTEL_TRACES_SAMPLER` asks for, split in two: the ratio decided before a call's
@@ -278,6 +327,37 @@ fn sampling(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_https_endpoint_gets_tls_from_the_specification_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let none = env(&[]);
+        assert!(exporter_tls("http://c:4317", &none).unwrap().is_none());
+        assert!(exporter_tls("https://c:4317", &none).unwrap().is_some());
+        let plain_with_ca = env(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")]);
+        let error = exporter_tls("http://c:4317", &plain_with_ca).unwrap_err();
+        assert!(error.to_string().contains("not https://"), "{error}");
+        let missing = env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "/nonexistent/ca.pem",
+        )]);
+        let error = exporter_tls("https://c:4317", &missing).unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read /nonexistent/ca.pem"
+            ),
+            "{error}"
+        );
+        let half = env(&[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/key.pem")]);
+        assert!(exporter_tls("https://c:4317", &half).is_err());
+    }
 
     #[test]
     fn draws_are_uniform_enough_for_a_ratio() {

@@ -116,6 +116,11 @@ impl Client {
         })
     }
 
+    /// The connection itself, for clients other than the API's (health).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn registry(&self) -> Registry {
         RegistryServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

@@ -14,6 +14,7 @@ mod contexts;
 mod diff;
 mod events;
 mod follow;
+pub mod health;
 mod instances;
 mod listing;
 mod names;
