@@ -1,8 +1,13 @@
 //! The one error type of the domain and store layers. Each variant maps to exactly one
 //! canonical gRPC code in the server (an exhaustive match, no catch-all), and every
-//! variant carries a stable UPPER_SNAKE `reason` that clients may branch on.
+//! variant carries a stable UPPER_SNAKE `reason` that clients may branch on: one of
+//! [`Reason`], each of which has exactly one [`Code`].
 
 use std::{borrow::Cow, collections::BTreeMap};
+
+mod reason;
+
+pub use reason::{Code, Reason};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -130,19 +135,19 @@ impl Error {
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         let violation = FieldViolation::new(field, description);
         Self::InvalidArgument {
-            reason: "INVALID_ARGUMENT",
+            reason: Reason::InvalidArgument.as_str(),
             message: format!("{}: {}", violation.field, violation.description),
             violations: vec![violation],
         }
     }
 
     pub fn invalid_many(
-        reason: &'static str,
+        reason: impl Into<&'static str>,
         message: impl Into<String>,
         violations: Vec<FieldViolation>,
     ) -> Self {
         Self::InvalidArgument {
-            reason,
+            reason: reason.into(),
             message: message.into(),
             violations,
         }
@@ -160,19 +165,93 @@ impl Error {
         }
     }
 
-    pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn precondition(reason: impl Into<&'static str>, message: impl Into<String>) -> Self {
         Self::FailedPrecondition {
-            reason,
+            reason: reason.into(),
             message: message.into(),
             metadata: BTreeMap::new(),
         }
     }
 
     pub fn etag_mismatch(current_etag: &str) -> Self {
-        Self::Aborted {
-            reason: "ETAG_MISMATCH",
-            message: "etag does not match the current one; read the resource and retry".into(),
-            metadata: BTreeMap::from([("current_etag".to_owned(), current_etag.to_owned())]),
+        Self::with_metadata(
+            Reason::EtagMismatch,
+            "etag does not match the current one; read the resource and retry",
+            [("current_etag", current_etag.to_owned())],
+        )
+    }
+
+    /// An error of `reason`, of the kind its [`Reason::code`] says. For NOT_FOUND and
+    /// ALREADY_EXISTS the message names the resource; a quota's is its one violation.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self::with_metadata(reason, message, [])
+    }
+
+    /// [`Error::new`] with ErrorInfo metadata, which FAILED_PRECONDITION, ABORTED and
+    /// OUT_OF_RANGE carry (the other kinds have their own details and drop it).
+    pub fn with_metadata<const N: usize>(
+        reason: Reason,
+        message: impl Into<String>,
+        metadata: [(&str, String); N],
+    ) -> Self {
+        let message = message.into();
+        let metadata = metadata
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        let wire = reason.as_str();
+        match reason.code() {
+            Code::InvalidArgument => Self::invalid_many(reason, message, Vec::new()),
+            Code::NotFound => Self::not_found(message),
+            Code::AlreadyExists => Self::already_exists(message),
+            Code::PermissionDenied => Self::PermissionDenied {
+                reason: wire,
+                message,
+            },
+            Code::Unauthenticated => Self::Unauthenticated {
+                reason: wire,
+                message,
+            },
+            Code::ResourceExhausted => Self::QuotaExceeded {
+                violations: vec![QuotaViolation {
+                    subject: String::new(),
+                    description: message,
+                }],
+            },
+            Code::FailedPrecondition => Self::FailedPrecondition {
+                reason: wire,
+                message,
+                metadata,
+            },
+            Code::Aborted => Self::Aborted {
+                reason: wire,
+                message,
+                metadata,
+            },
+            Code::OutOfRange => Self::OutOfRange {
+                reason: wire,
+                message,
+                metadata,
+            },
+            Code::Unavailable => Self::Unavailable { message },
+            Code::Internal => Self::Internal(message),
+        }
+    }
+
+    /// The canonical code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::Aborted { .. } => Code::Aborted,
+            Self::OutOfRange { .. } => Code::OutOfRange,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::Unauthenticated { .. } => Code::Unauthenticated,
+            Self::QuotaExceeded { .. } => Code::ResourceExhausted,
+            Self::Unavailable { .. } => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
         }
     }
 
@@ -189,11 +268,11 @@ impl Error {
             | Self::OutOfRange { reason, .. }
             | Self::PermissionDenied { reason, .. }
             | Self::Unauthenticated { reason, .. } => reason,
-            Self::NotFound { .. } => "RESOURCE_NOT_FOUND",
-            Self::AlreadyExists { .. } => "RESOURCE_ALREADY_EXISTS",
-            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
-            Self::Unavailable { .. } => "UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL",
+            Self::NotFound { .. } => Reason::ResourceNotFound.as_str(),
+            Self::AlreadyExists { .. } => Reason::ResourceAlreadyExists.as_str(),
+            Self::QuotaExceeded { .. } => Reason::QuotaExceeded.as_str(),
+            Self::Unavailable { .. } => Reason::Unavailable.as_str(),
+            Self::Internal(_) => Reason::Internal.as_str(),
         }
     }
 }

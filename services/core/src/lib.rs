@@ -15,4 +15,4 @@ pub mod status;
 pub mod time;
 pub mod wake;
 
-pub use error::{Error, FieldViolation, Result};
+pub use error::{Error, FieldViolation, Reason, Result};

@@ -10,7 +10,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -65,7 +65,7 @@ impl PageTokens {
             return Ok(None);
         }
         let invalid = || Error::InvalidArgument {
-            reason: "INVALID_PAGE_TOKEN",
+            reason: Reason::InvalidPageToken.as_str(),
             message: "page_token is not one this list returned for this request".into(),
             violations: vec![crate::FieldViolation::new(
                 "page_token",

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::{Error, FieldViolation, Result, json::merge_patch};
+use crate::{Error, FieldViolation, Reason, Result, json::merge_patch};
 
 /// Checks that `schema` is a usable JSON Schema.
 pub fn check_schema(field: &str, schema: &Value) -> Result<()> {
@@ -34,7 +34,7 @@ fn compile(field: &str, schema: &Value) -> Result<jsonschema::Validator> {
 
 fn schema_error(field: &str, pointer: &str, description: &str) -> Error {
     Error::invalid_many(
-        "INVALID_SCHEMA",
+        Reason::InvalidSchema,
         format!("{field}{pointer}: not a valid JSON Schema: {description}"),
         vec![FieldViolation::new(
             format!("{field}{pointer}"),
@@ -78,7 +78,7 @@ pub fn validate_config(field: &str, schema: Option<&Value>, config: &Value) -> R
             n => format!(" (and {} more)", n - 1),
         };
         Err(Error::invalid_many(
-            "INVALID_CONFIG",
+            Reason::InvalidConfig,
             format!(
                 "{}: {}{more}",
                 violations[0].field, violations[0].description

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum InstanceStatus {
@@ -87,7 +87,7 @@ impl InstanceStatus {
             Ok(())
         } else {
             let mut err = Error::precondition(
-                "INVALID_TRANSITION",
+                Reason::InvalidTransition,
                 format!(
                     "an instance cannot go from {} to {}",
                     self.as_str(),

@@ -18,14 +18,20 @@
 use std::{collections::HashMap, sync::LazyLock};
 
 use prost::Message as _;
+
 use prost_types::{
-    DescriptorProto, FileDescriptorSet,
+    DescriptorProto, FieldDescriptorProto, FileDescriptorSet,
     field_descriptor_proto::{Label, Type},
 };
 
 /// prost's recursion limit: a message nested deeper than this (the request itself is
 /// level 0) does not decode. A JSON level of a `Struct` costs three message levels.
 pub const MAX_NESTING: u32 = 100;
+
+mod path;
+
+pub use path::printable;
+use path::{segment, shorten_path};
 
 /// What is wrong with a message, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,34 +188,7 @@ impl Schema {
                 let mut fields: Vec<Field> = message
                     .field
                     .iter()
-                    .filter_map(|f| {
-                        let kind = match f.r#type() {
-                            Type::String => FieldKind::Text,
-                            Type::Bytes => FieldKind::Bytes,
-                            Type::Message => FieldKind::Message(*index.get(f.type_name())?),
-                            Type::Double | Type::Fixed64 | Type::Sfixed64 => FieldKind::Fixed64,
-                            Type::Float | Type::Fixed32 | Type::Sfixed32 => FieldKind::Fixed32,
-                            Type::Int64
-                            | Type::Uint64
-                            | Type::Int32
-                            | Type::Uint32
-                            | Type::Bool
-                            | Type::Enum
-                            | Type::Sint32
-                            | Type::Sint64 => FieldKind::Varint,
-                            // Proto2 groups: walked as unknown fields.
-                            Type::Group => return None,
-                        };
-                        let map = matches!(kind, FieldKind::Message(m)
-                            if found[m].2.options.as_ref().is_some_and(|o| o.map_entry()));
-                        Some(Field {
-                            number: u32::try_from(f.number()).ok()?,
-                            name: f.name().to_owned(),
-                            kind,
-                            repeated: f.label() == Label::Repeated,
-                            map,
-                        })
-                    })
+                    .filter_map(|f| field(f, &index, &found))
                     .collect();
                 fields.sort_by_key(|f| f.number);
                 Shape {
@@ -256,6 +235,41 @@ impl Schema {
             }
         })
     }
+}
+
+/// The walk's view of field `f`; `None` for a field it walks as unknown (a group, a
+/// message outside the set).
+fn field(
+    f: &FieldDescriptorProto,
+    index: &HashMap<String, usize>,
+    found: &[(String, String, &DescriptorProto)],
+) -> Option<Field> {
+    let kind = match f.r#type() {
+        Type::String => FieldKind::Text,
+        Type::Bytes => FieldKind::Bytes,
+        Type::Message => FieldKind::Message(*index.get(f.type_name())?),
+        Type::Double | Type::Fixed64 | Type::Sfixed64 => FieldKind::Fixed64,
+        Type::Float | Type::Fixed32 | Type::Sfixed32 => FieldKind::Fixed32,
+        Type::Int64
+        | Type::Uint64
+        | Type::Int32
+        | Type::Uint32
+        | Type::Bool
+        | Type::Enum
+        | Type::Sint32
+        | Type::Sint64 => FieldKind::Varint,
+        // Proto2 groups: walked as unknown fields.
+        Type::Group => return None,
+    };
+    let map = matches!(kind, FieldKind::Message(m)
+        if found[m].2.options.as_ref().is_some_and(|o| o.map_entry()));
+    Some(Field {
+        number: u32::try_from(f.number()).ok()?,
+        name: f.name().to_owned(),
+        kind,
+        repeated: f.label() == Label::Repeated,
+        map,
+    })
 }
 
 /// A fault on its way up: path segments are added innermost first.
@@ -362,102 +376,6 @@ impl Walk<'_> {
             _ => Err(Problem::WrongWireType.into()),
         }
     }
-}
-
-/// The path segment of `field` of a message of `shape`, whose key starts at `start`.
-fn segment(shape: &Shape, field: &Field, buf: &[u8], start: usize) -> String {
-    let entry_key = || {
-        let mut pos = start;
-        key(buf, &mut pos)
-            .ok()
-            .and_then(|_| delimited(buf, &mut pos).ok())
-            .and_then(map_key)
-            .unwrap_or_default()
-    };
-    let index = || occurrences(buf, start, field.number);
-    match shape.kind {
-        ShapeKind::MapEntry | ShapeKind::Value => String::new(),
-        ShapeKind::Struct if field.map => format!("/{}", pointer_token(&entry_key())),
-        ShapeKind::ListValue if field.repeated => format!("/{}", index()),
-        ShapeKind::Struct | ShapeKind::ListValue => format!(".{}", field.name),
-        ShapeKind::Plain if field.map => format!(".{}.{}", field.name, entry_key()),
-        ShapeKind::Plain if field.repeated => format!(".{}[{}]", field.name, index()),
-        ShapeKind::Plain => format!(".{}", field.name),
-    }
-}
-
-/// How many times field `number` occurs in `buf` before the key at `end`.
-fn occurrences(buf: &[u8], end: usize, number: u32) -> usize {
-    let mut pos = 0;
-    let mut count = 0;
-    while pos < end {
-        let Ok((n, wire)) = key(buf, &mut pos) else {
-            break;
-        };
-        if n == number {
-            count += 1;
-        }
-        if skip(buf, &mut pos, n, wire, 0).is_err() {
-            break;
-        }
-    }
-    count
-}
-
-/// The key (field 1) of a map entry, shown short and with control characters escaped.
-fn map_key(entry: &[u8]) -> Option<String> {
-    let mut pos = 0;
-    while pos < entry.len() {
-        let (number, wire) = key(entry, &mut pos).ok()?;
-        if number == 1 && wire == LEN {
-            let raw = delimited(entry, &mut pos).ok()?;
-            return Some(printable(&String::from_utf8_lossy(raw)));
-        }
-        skip(entry, &mut pos, number, wire, 0).ok()?;
-    }
-    Some(String::new())
-}
-
-/// At most 64 characters of `text`, control characters escaped (`\u{0}`), so that a path
-/// naming a hostile key stays short and readable.
-pub fn printable(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    let mut out = String::new();
-    for (i, ch) in text.chars().enumerate() {
-        if i == MAX_CHARS {
-            out.push('…');
-            break;
-        }
-        if ch.is_control() {
-            out.push_str(&format!("\\u{{{:x}}}", ch as u32));
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-/// A path of at most about 200 bytes: its start and its end, which say where the
-/// fault is, around an ellipsis (a document nested 30 levels deep has a long path).
-fn shorten_path(path: &str) -> String {
-    const HEAD: usize = 80;
-    const TAIL: usize = 120;
-    if path.len() <= HEAD + TAIL {
-        return path.to_owned();
-    }
-    let head_end = (0..=HEAD)
-        .rev()
-        .find(|&i| path.is_char_boundary(i))
-        .unwrap_or(0);
-    let tail_start = (path.len() - TAIL..path.len())
-        .find(|&i| path.is_char_boundary(i))
-        .unwrap_or(path.len());
-    format!("{}…{}", &path[..head_end], &path[tail_start..])
-}
-
-/// RFC 6901 escaping of one reference token.
-fn pointer_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 fn key(buf: &[u8], pos: &mut usize) -> Result<(u32, u8), Box<Trace>> {

@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentry_core::{Error, Result, apikey, model::Role, names::ApiKeyName, time::now_micros};
+use agentry_core::{
+    Error, Reason, Result, apikey, model::Role, names::ApiKeyName, time::now_micros,
+};
 use agentry_store::Store;
 use futures::future::BoxFuture;
 
@@ -89,10 +91,10 @@ impl Principal {
             return Ok(());
         }
         if self.workspace.as_deref() != Some(workspace) {
-            return Err(Error::PermissionDenied {
-                reason: "WORKSPACE_MISMATCH",
-                message: format!("this API key does not belong to workspaces/{workspace}"),
-            });
+            return Err(Error::new(
+                Reason::WorkspaceMismatch,
+                format!("this API key does not belong to workspaces/{workspace}"),
+            ));
         }
         self.check_role(action)
     }
@@ -112,10 +114,10 @@ impl Principal {
         if self.role == Role::Root || action.allows(self.role) {
             Ok(())
         } else {
-            Err(Error::PermissionDenied {
-                reason: "ROLE_NOT_ALLOWED",
-                message: format!("role {} may not do this", self.role.as_str()),
-            })
+            Err(Error::new(
+                Reason::RoleNotAllowed,
+                format!("role {} may not do this", self.role.as_str()),
+            ))
         }
     }
 }
@@ -203,13 +205,10 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
-        let unauthenticated = |reason, message: &str| Error::Unauthenticated {
-            reason,
-            message: message.to_owned(),
-        };
+        let unauthenticated = Error::new;
         let Some(header) = authorization else {
             return Err(unauthenticated(
-                "MISSING_CREDENTIALS",
+                Reason::MissingCredentials,
                 "send `authorization: Bearer <api key>`",
             ));
         };
@@ -221,7 +220,7 @@ impl Authenticator {
             }
             _ => {
                 return Err(unauthenticated(
-                    "MISSING_CREDENTIALS",
+                    Reason::MissingCredentials,
                     "send `authorization: Bearer <api key>`",
                 ));
             }
@@ -230,14 +229,14 @@ impl Authenticator {
         if apikey::hashes_equal(&hash, &self.root_hash) {
             return Ok(Principal::root());
         }
-        let expired = || unauthenticated("API_KEY_EXPIRED", "the API key has expired");
+        let expired = || unauthenticated(Reason::ApiKeyExpired, "the API key has expired");
         if let Some((principal, expire_time)) = self.cache.get(&hash) {
             if expire_time.is_some_and(|t| t <= now_micros()) {
                 return Err(expired());
             }
             return Ok(principal);
         }
-        let invalid = || unauthenticated("INVALID_API_KEY", "the API key is not valid");
+        let invalid = || unauthenticated(Reason::InvalidApiKey, "the API key is not valid");
         let (workspace, key) = apikey::parse_secret(secret).ok_or_else(invalid)?;
         let record = self
             .store
@@ -249,7 +248,7 @@ impl Authenticator {
         }
         if record.revoke_time.is_some() {
             return Err(unauthenticated(
-                "API_KEY_REVOKED",
+                Reason::ApiKeyRevoked,
                 "the API key was revoked",
             ));
         }
@@ -278,10 +277,10 @@ pub fn principal<T>(request: &tonic::Request<T>) -> std::result::Result<Principa
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| {
-            to_status(Error::Unauthenticated {
-                reason: "MISSING_CREDENTIALS",
-                message: "no credentials were checked for this call".into(),
-            })
+            to_status(Error::new(
+                Reason::MissingCredentials,
+                "no credentials were checked for this call",
+            ))
         })
 }
 

@@ -8,73 +8,21 @@
 //! whichever layer it came from. Secrets are wrapped so that they never show up in logs,
 //! `Debug` output or `agentry config`.
 
-use std::{collections::BTreeMap, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 
 use crate::tls::TlsPaths;
 
-/// A string that prints as `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+mod values;
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use values::{ListenAddr, Secret, redact_url};
+use values::{format_duration, optional_path, parse_bool, parse_duration, parse_number, positive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// A `host:port` to listen on. The host may be a name (`localhost:50051`); it is
-/// resolved when the server binds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddr(String);
-
-impl ListenAddr {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for ListenAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not host:port"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(format!("{s:?} has no host"));
-        }
-        port.parse::<u16>()
-            .map_err(|_| format!("{s:?} has no valid port"))?;
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +67,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: ListenAddr("127.0.0.1:50051".into()),
+            listen: "127.0.0.1:50051".parse().expect("a valid default"),
             database_url: Secret::new("sqlite://agentry.db"),
             migrate: true,
             root_key: None,
@@ -276,75 +224,6 @@ pub struct Loaded {
     pub sources: BTreeMap<&'static str, Source>,
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = value.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = value.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = value.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (value, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("{value:?} is not a duration (e.g. 10s, 500ms, 1.5)"))
-}
-
-fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_secs_f64() * 1000.0)
-    }
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("{value:?} is not true or false")),
-    }
-}
-
-fn parse_number<T: FromStr>(value: &str) -> Result<T, String> {
-    value
-        .trim()
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("{value:?} is not a whole number"))
-}
-
-fn optional_path(value: &str) -> Option<PathBuf> {
-    (!value.is_empty()).then(|| PathBuf::from(value))
-}
-
-/// A database URL with its password replaced, for printing.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!(
-                "{}://{user}:<redacted>@{host}{}",
-                &url[..scheme_end],
-                &rest[authority_end..]
-            ),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 impl Config {
     /// Sets the setting `key` from its text form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -460,14 +339,6 @@ impl Config {
     /// Defaults overlaid with a TOML file (kept for callers that only have a file).
     pub fn from_file(path: Option<&PathBuf>) -> anyhow::Result<Self> {
         Ok(load(path.map(PathBuf::as_path), |_| None, Vec::new())?.config)
-    }
-}
-
-fn positive(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be more than 0".into())
-    } else {
-        Ok(d)
     }
 }
 

@@ -8,8 +8,9 @@ use agentry_core::{
     names::AgentName,
     page::PageTokens,
 };
+use agentry_proto::RequestId;
 use agentry_store::{ChangeFeed, Mutation, PageRequest, Store};
-use prost::Message;
+use prost::{Message, Name};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -67,17 +68,19 @@ impl Ctx {
         Ok(found)
     }
 
-    /// Describes a write. The request hash covers the whole encoded request (maps encode
-    /// in key order), so a reused `request_id` with any other field changed is detected.
-    pub fn mutation(
+    /// Describes a write. The method is the request's type without `Request`
+    /// (`UpdateProjectRequest` → `UpdateProject`), the request id its `request_id`. The
+    /// request hash covers the method and the whole encoded request (maps encode in key
+    /// order), so a reused `request_id` with any other field changed is detected.
+    pub fn mutation<R: Message + Name + RequestId>(
         &self,
         principal: &Principal,
-        method: &'static str,
         workspace: &str,
         resource: String,
-        request_id: &str,
-        request: &impl Message,
+        request: &R,
     ) -> Result<Mutation> {
+        let method = method_of::<R>();
+        let request_id = request.request_id();
         convert::request_id(request_id)?;
         let mut hasher = Sha256::new();
         hasher.update(method.as_bytes());
@@ -137,4 +140,9 @@ impl Ctx {
 /// A required message field.
 pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "required"))
+}
+
+/// The method a request message belongs to: its name without the `Request` suffix.
+fn method_of<R: Name>() -> &'static str {
+    R::NAME.strip_suffix("Request").unwrap_or(R::NAME)
 }

@@ -159,38 +159,76 @@ pub fn text(field: &str, value: String) -> Result<String> {
     Ok(value)
 }
 
-/// The paths of an update mask, checked against the updatable fields. An absent or empty
-/// mask means every updatable field. Only the fields in `nested` (messages) may be named
-/// by a sub-path (`quotas.max_projects`); the caller checks the sub-field.
-pub fn mask_paths(
-    mask: Option<prost_types::FieldMask>,
-    allowed: &[&str],
-    nested: &[&str],
-) -> Result<Vec<String>> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok(allowed.iter().map(|s| (*s).to_owned()).collect());
-    }
-    for path in &paths {
-        let (top, sub) = path
-            .split_once('.')
-            .map_or((path.as_str(), None), |(t, s)| (t, Some(s)));
-        if !allowed.contains(&top) || (sub.is_some() && !nested.contains(&top)) {
-            return Err(Error::invalid(
-                "update_mask",
-                format!(
-                    "{} cannot be updated; updatable fields: {}",
-                    quote(path),
-                    allowed.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(paths)
+/// An update's field mask, checked against the updatable fields of the resource in the
+/// request's field `resource` (`project`, `agent` …). An absent or empty mask means every
+/// updatable field. Only the fields in `nested` (messages) may be named by a sub-path
+/// (`quotas.max_projects`); the caller checks the sub-field.
+pub struct Mask {
+    resource: &'static str,
+    paths: Vec<String>,
 }
 
-pub fn has(paths: &[String], field: &str) -> bool {
-    paths.iter().any(|p| p == field)
+impl Mask {
+    pub fn new(
+        resource: &'static str,
+        mask: Option<prost_types::FieldMask>,
+        allowed: &[&str],
+        nested: &[&str],
+    ) -> Result<Self> {
+        let paths = mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            let paths = allowed.iter().map(|s| (*s).to_owned()).collect();
+            return Ok(Self { resource, paths });
+        }
+        for path in &paths {
+            let (top, sub) = path
+                .split_once('.')
+                .map_or((path.as_str(), None), |(t, s)| (t, Some(s)));
+            if !allowed.contains(&top) || (sub.is_some() && !nested.contains(&top)) {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!(
+                        "{} cannot be updated; updatable fields: {}",
+                        quote(path),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Self { resource, paths })
+    }
+
+    /// Whether the mask names `field` itself.
+    pub fn has(&self, field: &str) -> bool {
+        self.paths.iter().any(|p| p == field)
+    }
+
+    pub fn paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// `convert(path, value)` when the mask names `field`, where `path` is the field's
+    /// path in the request (`project.display_name`); `None` when it does not.
+    pub fn pick<V, T>(
+        &self,
+        field: &str,
+        value: V,
+        convert: impl FnOnce(&str, V) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.has(field)
+            .then(|| convert(&format!("{}.{field}", self.resource), value))
+            .transpose()
+    }
+
+    /// A free-text field ([`text`]) when the mask names it.
+    pub fn text(&self, field: &str, value: String) -> Result<Option<String>> {
+        self.pick(field, value, text)
+    }
+
+    /// The `labels` field ([`labels`]) when the mask names it.
+    pub fn labels(&self, value: Labels) -> Result<Option<Labels>> {
+        self.pick("labels", value, labels)
+    }
 }
 
 /// `request_id`: empty, or up to 128 printable ASCII characters.

@@ -14,7 +14,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use agentry_core::{Error, error::shorten};
+use agentry_core::{Error, Reason, error::shorten};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -31,82 +31,53 @@ const MAX_VIOLATIONS: usize = 8;
 
 pub fn to_status(error: Error) -> Status {
     let reason = error.reason();
+    let code = grpc_code(error.code());
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
-    let (code, message) = match error {
+    let message = match error {
         Error::InvalidArgument {
             message,
             violations,
             ..
-        } => {
-            let message = with_more(message, violations.len());
-            for v in violations.into_iter().take(MAX_VIOLATIONS) {
-                details.add_bad_request_violation(
-                    shorten(&v.field, MAX_FIELD),
-                    shorten(&v.description, MAX_DESCRIPTION),
-                );
-            }
-            (Code::InvalidArgument, message)
-        }
+        } => bad_request(&mut details, message, violations),
         Error::NotFound { resource } => {
             let message = format!("{} not found", shorten(&resource, MAX_METADATA_VALUE));
             metadata.insert("resource".to_owned(), resource);
-            (Code::NotFound, message)
+            message
         }
         Error::AlreadyExists { resource } => {
             let message = format!("{} already exists", shorten(&resource, MAX_METADATA_VALUE));
             metadata.insert("resource".to_owned(), resource);
-            (Code::AlreadyExists, message)
+            message
         }
         Error::FailedPrecondition {
             message,
             metadata: extra,
             ..
-        } => {
-            metadata.extend(extra);
-            (Code::FailedPrecondition, message)
         }
-        Error::Aborted {
+        | Error::Aborted {
+            message,
+            metadata: extra,
+            ..
+        }
+        | Error::OutOfRange {
             message,
             metadata: extra,
             ..
         } => {
             metadata.extend(extra);
-            (Code::Aborted, message)
+            message
         }
-        Error::OutOfRange {
-            message,
-            metadata: extra,
-            ..
-        } => {
-            metadata.extend(extra);
-            (Code::OutOfRange, message)
-        }
-        Error::PermissionDenied { message, .. } => (Code::PermissionDenied, message),
-        Error::Unauthenticated { message, .. } => (Code::Unauthenticated, message),
-        Error::QuotaExceeded { violations } => {
-            let message = violations
-                .first()
-                .map(|v| v.description.clone())
-                .unwrap_or_else(|| "quota exceeded".into());
-            let message = with_more(message, violations.len());
-            for v in violations.into_iter().take(MAX_VIOLATIONS) {
-                details.add_quota_failure_violation(
-                    shorten(&v.subject, MAX_FIELD),
-                    shorten(&v.description, MAX_DESCRIPTION),
-                );
-            }
-            details.set_retry_info(Some(Duration::from_secs(5)));
-            (Code::ResourceExhausted, message)
-        }
+        Error::PermissionDenied { message, .. } | Error::Unauthenticated { message, .. } => message,
+        Error::QuotaExceeded { violations } => quota_failure(&mut details, violations),
         Error::Unavailable { message } => {
             tracing::warn!(%message, "dependency unavailable");
             details.set_retry_info(Some(Duration::from_secs(1)));
-            (Code::Unavailable, message)
+            message
         }
         Error::Internal(message) => {
             tracing::error!(%message, "internal error");
-            (Code::Internal, "internal error".to_owned())
+            "internal error".to_owned()
         }
     };
     let metadata = metadata
@@ -117,13 +88,31 @@ pub fn to_status(error: Error) -> Status {
     Status::with_error_details(code, shorten(&message, MAX_MESSAGE), details)
 }
 
+/// The gRPC code of a domain code: one to one.
+fn grpc_code(code: agentry_core::error::Code) -> Code {
+    use agentry_core::error::Code as C;
+    match code {
+        C::InvalidArgument => Code::InvalidArgument,
+        C::NotFound => Code::NotFound,
+        C::AlreadyExists => Code::AlreadyExists,
+        C::PermissionDenied => Code::PermissionDenied,
+        C::Unauthenticated => Code::Unauthenticated,
+        C::ResourceExhausted => Code::ResourceExhausted,
+        C::FailedPrecondition => Code::FailedPrecondition,
+        C::Aborted => Code::Aborted,
+        C::OutOfRange => Code::OutOfRange,
+        C::Unavailable => Code::Unavailable,
+        C::Internal => Code::Internal,
+    }
+}
+
 /// UNAVAILABLE with ErrorInfo `UNAVAILABLE` and RetryInfo, like a [`to_status`] of
 /// [`Error::Unavailable`] but logging nothing: for a server that is going away (a
 /// stream ended by shutdown), which is no failing dependency.
 pub fn unavailable(message: &str) -> Status {
     let mut details = ErrorDetails::new();
     details.set_retry_info(Some(Duration::from_secs(1)));
-    details.set_error_info("UNAVAILABLE", DOMAIN, HashMap::new());
+    details.set_error_info(Reason::Unavailable.as_str(), DOMAIN, HashMap::new());
     Status::with_error_details(Code::Unavailable, shorten(message, MAX_MESSAGE), details)
 }
 
@@ -155,7 +144,7 @@ pub fn message_too_large<B: Default>(
 pub fn too_large(limit: usize) -> Status {
     let mut details = ErrorDetails::new();
     details.set_error_info(
-        "MESSAGE_TOO_LARGE",
+        Reason::MessageTooLarge.as_str(),
         DOMAIN,
         HashMap::from([("limit_bytes".to_owned(), limit.to_string())]),
     );
@@ -164,6 +153,43 @@ pub fn too_large(limit: usize) -> Status {
         format!("the request is larger than the server's limit of {limit} bytes"),
         details,
     )
+}
+
+/// Adds the `BadRequest` of an INVALID_ARGUMENT; its message.
+fn bad_request(
+    details: &mut ErrorDetails,
+    message: String,
+    violations: Vec<agentry_core::FieldViolation>,
+) -> String {
+    let message = with_more(message, violations.len());
+    for v in violations.into_iter().take(MAX_VIOLATIONS) {
+        details.add_bad_request_violation(
+            shorten(&v.field, MAX_FIELD),
+            shorten(&v.description, MAX_DESCRIPTION),
+        );
+    }
+    message
+}
+
+/// Adds the `QuotaFailure` and `RetryInfo` of a RESOURCE_EXHAUSTED; its message (the
+/// first violation's).
+fn quota_failure(
+    details: &mut ErrorDetails,
+    violations: Vec<agentry_core::error::QuotaViolation>,
+) -> String {
+    let message = violations
+        .first()
+        .map(|v| v.description.clone())
+        .unwrap_or_else(|| "quota exceeded".into());
+    let message = with_more(message, violations.len());
+    for v in violations.into_iter().take(MAX_VIOLATIONS) {
+        details.add_quota_failure_violation(
+            shorten(&v.subject, MAX_FIELD),
+            shorten(&v.description, MAX_DESCRIPTION),
+        );
+    }
+    details.set_retry_info(Some(Duration::from_secs(5)));
+    message
 }
 
 /// `message`, saying how many violations were left out of the details.
@@ -243,6 +269,27 @@ mod tests {
         }
         assert!(wire_bytes(&to_status(error)) < 4096);
         assert!(wire_bytes(&to_status(Error::not_found(huge))) < 4096);
+    }
+
+    #[test]
+    fn every_reason_is_sent_with_its_one_code() {
+        for &reason in Reason::ALL {
+            let status = to_status(Error::new(reason, "resource"));
+            assert_eq!(status.code(), grpc_code(reason.code()), "{reason:?}");
+            let info = status.get_details_error_info().expect("an ErrorInfo");
+            let expected = match reason.code() {
+                // The kind's own reason: one per code.
+                agentry_core::error::Code::NotFound => Reason::ResourceNotFound,
+                agentry_core::error::Code::AlreadyExists => Reason::ResourceAlreadyExists,
+                agentry_core::error::Code::ResourceExhausted => Reason::QuotaExceeded,
+                _ => reason,
+            };
+            assert_eq!(info.reason, expected.as_str());
+        }
+        assert_eq!(
+            too_large(1).code(),
+            grpc_code(Reason::MessageTooLarge.code())
+        );
     }
 
     #[test]

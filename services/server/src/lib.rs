@@ -172,6 +172,57 @@ fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
 }
 
+/// What every handler shares, and the authenticator with its root key (generated and
+/// returned on the first start when none is configured).
+async fn handler_state(
+    config: &Config,
+    store: &Store,
+    stopping: watch::Receiver<bool>,
+) -> agentry_core::Result<(Arc<Ctx>, Arc<Authenticator>, Option<String>)> {
+    let (root_hash, generated_root_key) = match &config.root_key {
+        Some(key) => (apikey::hash(key.expose()), None),
+        None => store.root_key_hash().await?,
+    };
+    let pages = PageTokens::new(store.page_token_key().await?);
+    let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
+    let ctx = Arc::new(Ctx {
+        keys: keys.clone(),
+        store: store.clone(),
+        pages,
+        feed: store.change_feed(),
+        stopping,
+        revisions: Default::default(),
+        context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
+    });
+    let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
+    Ok((ctx, auth, generated_root_key))
+}
+
+/// Server reflection over the API and the google protos its errors and health use.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Resolves when the server is asked to stop, after reporting every service NOT_SERVING.
+async fn draining(
+    mut stopped: watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    for service in SERVICES {
+        health
+            .set_service_status(*service, ServingStatus::NotServing)
+            .await;
+    }
+    tracing::info!("draining in-flight calls");
+}
+
 /// Connects to the database, migrates, binds and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Certificate problems are start-up errors, before anything else is touched.
@@ -188,31 +239,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if config.migrate {
         store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let (root_hash, generated_root_key) = match &config.root_key {
-        Some(key) => (apikey::hash(key.expose()), None),
-        None => store
-            .root_key_hash()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
-    let pages = PageTokens::new(
-        store
-            .page_token_key()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
     let (stop, stopped) = watch::channel(false);
-    let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
-    let ctx = Arc::new(Ctx {
-        keys: keys.clone(),
-        store: store.clone(),
-        pages,
-        feed: store.change_feed(),
-        stopping: stopped.clone(),
-        revisions: Default::default(),
-        context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
-    });
-    let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
+    let (ctx, auth, generated_root_key) = handler_state(&config, &store, stopped.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in SERVICES {
@@ -220,16 +250,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .set_service_status(*service, ServingStatus::Serving)
             .await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(agentry_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let limit = config.max_message_bytes;
     let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
         .max_decoding_message_size(limit)
@@ -269,7 +291,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics_addr.is_some(),
         telemetry::tracing_enabled(),
     ));
-    let mut on_stop = stopped.clone();
     // HTTP/JSON and gRPC-Web calls become gRPC calls first (see `web`). The observe
     // layer is next: it times the whole call, auth included, and sees unauthenticated
     // calls too.
@@ -294,18 +315,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(execution);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         incoming(listener, tls.clone()),
-        async move {
-            let _ = on_stop.wait_for(|stop| *stop).await;
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            for service in SERVICES {
-                health
-                    .set_service_status(*service, ServingStatus::NotServing)
-                    .await;
-            }
-            tracing::info!("draining in-flight calls");
-        },
+        draining(stopped.clone(), health),
     ));
     tracing::info!(
         addr = %local_addr,

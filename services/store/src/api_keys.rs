@@ -66,18 +66,20 @@ impl TryFrom<KeyRow> for KeyRecord {
     }
 }
 
+/// The columns a new key sets (all but `revoke_time`), in the order inserts bind.
+const INSERTED: [ApiKeys; 7] = [
+    ApiKeys::WorkspaceId,
+    ApiKeys::KeyId,
+    ApiKeys::DisplayName,
+    ApiKeys::Role,
+    ApiKeys::SecretHash,
+    ApiKeys::CreateTime,
+    ApiKeys::ExpireTime,
+];
+
 fn select() -> SelectStatement {
     Query::select()
-        .columns([
-            ApiKeys::WorkspaceId,
-            ApiKeys::KeyId,
-            ApiKeys::DisplayName,
-            ApiKeys::Role,
-            ApiKeys::SecretHash,
-            ApiKeys::CreateTime,
-            ApiKeys::ExpireTime,
-            ApiKeys::RevokeTime,
-        ])
+        .columns(INSERTED.into_iter().chain([ApiKeys::RevokeTime]))
         .from(ApiKeys::Table)
         .to_owned()
 }
@@ -105,15 +107,7 @@ impl Store {
             };
             let insert = Query::insert()
                 .into_table(ApiKeys::Table)
-                .columns([
-                    ApiKeys::WorkspaceId,
-                    ApiKeys::KeyId,
-                    ApiKeys::DisplayName,
-                    ApiKeys::Role,
-                    ApiKeys::SecretHash,
-                    ApiKeys::CreateTime,
-                    ApiKeys::ExpireTime,
-                ])
+                .columns(INSERTED)
                 .values_panic([
                     key.workspace.clone().into(),
                     key.id.clone().into(),

@@ -32,17 +32,21 @@ pub struct AuditFilter {
     pub before_time: Option<Micros>,
 }
 
+/// The columns of an audit record that lists return (all but `outcome`), in the order
+/// rows decode and inserts bind.
+pub(crate) const COLUMNS: [AuditLog; 7] = [
+    AuditLog::WorkspaceId,
+    AuditLog::AuditId,
+    AuditLog::CreateTime,
+    AuditLog::Principal,
+    AuditLog::Method,
+    AuditLog::Resource,
+    AuditLog::RequestId,
+];
+
 fn list(workspace: &str, filter: &AuditFilter, page: &PageRequest) -> SelectStatement {
     let mut stmt = Query::select()
-        .columns([
-            AuditLog::WorkspaceId,
-            AuditLog::AuditId,
-            AuditLog::CreateTime,
-            AuditLog::Principal,
-            AuditLog::Method,
-            AuditLog::Resource,
-            AuditLog::RequestId,
-        ])
+        .columns(COLUMNS)
         .from(AuditLog::Table)
         .and_where(Expr::col(AuditLog::WorkspaceId).eq(workspace))
         .to_owned();

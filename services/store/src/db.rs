@@ -26,6 +26,42 @@ use sqlx::{
 };
 use tracing::{Instrument as _, Span};
 
+mod span;
+
+use span::{in_a_call, statement_span, system};
+
+/// One statement on a pool or a transaction's connection of back end `$backend`
+/// (`Postgres`, `Sqlite`): rendered for its dialect and run under a statement span (a
+/// child of `$parent`, the transaction's, if any). `rows $fetch` decodes rows as `R`;
+/// `execute` answers the number of rows affected.
+macro_rules! run {
+    (rows $fetch:ident, $backend:ident, $stmt:expr, $on:expr, $parent:expr) => {{
+        let (sql, values) = run!(@render $backend, $stmt);
+        let span = statement_span(Backend::$backend, &sql, $parent);
+        sqlx::query_as_with::<_, R, _>(&sql, values)
+            .$fetch($on)
+            .instrument(span)
+            .await
+            .map_err(map_err)
+    }};
+    (execute, $backend:ident, $stmt:expr, $on:expr, $parent:expr) => {{
+        let (sql, values) = run!(@render $backend, $stmt);
+        let span = statement_span(Backend::$backend, &sql, $parent);
+        sqlx::query_with(&sql, values)
+            .execute($on)
+            .instrument(span)
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(map_err)
+    }};
+    (@render Postgres, $stmt:expr) => {
+        $stmt.build_sqlx(PostgresQueryBuilder)
+    };
+    (@render Sqlite, $stmt:expr) => {
+        $stmt.build_sqlx(SqliteQueryBuilder)
+    };
+}
+
 /// A row type both drivers can decode.
 pub trait Record:
     for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
@@ -257,67 +293,23 @@ impl Db {
         stmt: &impl Statement,
     ) -> Result<Option<R>> {
         match self {
-            Self::Postgres(pool) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_optional(pool)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)
-            }
-            Self::Sqlite { reader, .. } => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_optional(reader)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)
-            }
+            Self::Postgres(pool) => run!(rows fetch_optional, Postgres, stmt, pool, None),
+            Self::Sqlite { reader, .. } => run!(rows fetch_optional, Sqlite, stmt, reader, None),
         }
     }
 
     pub(crate) async fn fetch_all<R: Record>(&self, stmt: &impl Statement) -> Result<Vec<R>> {
         match self {
-            Self::Postgres(pool) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_all(pool)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)
-            }
-            Self::Sqlite { reader, .. } => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_all(reader)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)
-            }
+            Self::Postgres(pool) => run!(rows fetch_all, Postgres, stmt, pool, None),
+            Self::Sqlite { reader, .. } => run!(rows fetch_all, Sqlite, stmt, reader, None),
         }
     }
 
     /// A statement outside any transaction (maintenance: the reaper, settings).
     pub(crate) async fn execute(&self, stmt: &impl Statement) -> Result<u64> {
         match self {
-            Self::Postgres(pool) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                Ok(sqlx::query_with(&sql, values)
-                    .execute(pool)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected())
-            }
-            Self::Sqlite { writer, .. } => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                Ok(sqlx::query_with(&sql, values)
-                    .execute(writer)
-                    .instrument(statement_span(self.backend(), &sql, None))
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected())
-            }
+            Self::Postgres(pool) => run!(execute, Postgres, stmt, pool, None),
+            Self::Sqlite { writer, .. } => run!(execute, Sqlite, stmt, writer, None),
         }
     }
 
@@ -377,50 +369,18 @@ impl Tx {
     }
 
     pub(crate) async fn fetch_all<R: Record>(&mut self, stmt: &impl Statement) -> Result<Vec<R>> {
+        let parent = Some(&self.span);
         match &mut self.conn {
-            TxConn::Postgres(tx) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_all(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)
-            }
-            TxConn::Sqlite(tx) => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_all(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)
-            }
+            TxConn::Postgres(tx) => run!(rows fetch_all, Postgres, stmt, &mut **tx, parent),
+            TxConn::Sqlite(tx) => run!(rows fetch_all, Sqlite, stmt, &mut **tx, parent),
         }
     }
 
     pub(crate) async fn execute(&mut self, stmt: &impl Statement) -> Result<u64> {
+        let parent = Some(&self.span);
         match &mut self.conn {
-            TxConn::Postgres(tx) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
-                Ok(sqlx::query_with(&sql, values)
-                    .execute(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected())
-            }
-            TxConn::Sqlite(tx) => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
-                Ok(sqlx::query_with(&sql, values)
-                    .execute(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)?
-                    .rows_affected())
-            }
+            TxConn::Postgres(tx) => run!(execute, Postgres, stmt, &mut **tx, parent),
+            TxConn::Sqlite(tx) => run!(execute, Sqlite, stmt, &mut **tx, parent),
         }
     }
 
@@ -428,25 +388,10 @@ impl Tx {
         &mut self,
         stmt: &impl Statement,
     ) -> Result<Option<R>> {
+        let parent = Some(&self.span);
         match &mut self.conn {
-            TxConn::Postgres(tx) => {
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                let span = statement_span(Backend::Postgres, &sql, Some(&self.span));
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_optional(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)
-            }
-            TxConn::Sqlite(tx) => {
-                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                let span = statement_span(Backend::Sqlite, &sql, Some(&self.span));
-                sqlx::query_as_with::<_, R, _>(&sql, values)
-                    .fetch_optional(&mut **tx)
-                    .instrument(span)
-                    .await
-                    .map_err(map_err)
-            }
+            TxConn::Postgres(tx) => run!(rows fetch_optional, Postgres, stmt, &mut **tx, parent),
+            TxConn::Sqlite(tx) => run!(rows fetch_optional, Sqlite, stmt, &mut **tx, parent),
         }
     }
 
@@ -516,95 +461,4 @@ pub(crate) fn named(e: Error, resource: impl std::fmt::Display) -> Error {
     }
 }
 
-/// The `db.system` of a back end.
-fn system(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => "postgresql",
-        Backend::Sqlite => "sqlite",
-    }
-}
-
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _sqlx_migrations WHERE success";
-
-/// Only work done for a call is traced: the background tasks' (reaper, listeners)
-/// statements would otherwise each start a trace of their own, many per second. Decided
-/// before a span is built: a span built and then dropped would still be exported.
-fn in_a_call() -> bool {
-    !Span::current().is_none()
-}
-
-/// A statement's span, named by [`summary`]; a child of its transaction's span.
-fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Span {
-    let span = match transaction {
-        Some(parent) if parent.is_disabled() => Span::none(),
-        None if !in_a_call() => Span::none(),
-        Some(parent) => tracing::debug_span!(
-            target: "agentry_store::db",
-            parent: parent,
-            "db.statement",
-            otel.name = tracing::field::Empty,
-            otel.kind = "client",
-            db.system = system(backend),
-            db.query.summary = tracing::field::Empty,
-        ),
-        None => tracing::debug_span!(
-            target: "agentry_store::db",
-            "db.statement",
-            otel.name = tracing::field::Empty,
-            otel.kind = "client",
-            db.system = system(backend),
-            db.query.summary = tracing::field::Empty,
-        ),
-    };
-    if !span.is_disabled() {
-        let summary = summary(sql);
-        span.record("otel.name", summary.as_str());
-        span.record("db.query.summary", summary.as_str());
-    }
-    span
-}
-
-/// `SELECT runs`, `INSERT audit_log`, `UPDATE contexts`: a statement's operation and its
-/// first table, from SQL whose values are all placeholders.
-pub(crate) fn summary(sql: &str) -> String {
-    let mut words = sql.split_whitespace();
-    let Some(operation) = words.next() else {
-        return String::new();
-    };
-    let operation = operation.to_ascii_uppercase();
-    let table = if operation == "UPDATE" {
-        words.next()
-    } else {
-        words
-            .by_ref()
-            .find(|w| w.eq_ignore_ascii_case("FROM") || w.eq_ignore_ascii_case("INTO"))
-            .and_then(|_| words.next())
-    };
-    match table.map(|t| t.trim_matches(|c| c == '"' || c == '`' || c == '(' || c == ')')) {
-        Some(table) if !table.is_empty() => format!("{operation} {table}"),
-        _ => operation,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::summary;
-
-    #[test]
-    fn summaries_name_operation_and_table_only() {
-        assert_eq!(
-            summary(r#"SELECT "status", COUNT("run_id") FROM "runs" WHERE "x" = $1"#),
-            "SELECT runs"
-        );
-        assert_eq!(
-            summary(r#"INSERT INTO "audit_log" ("a") VALUES ($1)"#),
-            "INSERT audit_log"
-        );
-        assert_eq!(summary(r#"UPDATE "runs" SET "a" = ?"#), "UPDATE runs");
-        assert_eq!(
-            summary(r#"DELETE FROM "idempotency_keys""#),
-            "DELETE idempotency_keys"
-        );
-        assert_eq!(summary("SELECT 1"), "SELECT");
-    }
-}

@@ -122,3 +122,30 @@ pub(crate) fn paginate<T>(
         cursors,
     }
 }
+
+/// One page of a list keyed by one text column: the rows of `stmt` after `page.after` in
+/// ascending `key` order (one more than the page holds, to know whether another
+/// follows), decoded, each with the cursor `cursor` names it by.
+pub(crate) async fn keyset_page<R, T>(
+    db: &db::Db,
+    mut stmt: sea_query::SelectStatement,
+    key: impl sea_query::IntoColumnRef + Clone,
+    page: &PageRequest,
+    cursor: impl Fn(&T) -> String,
+) -> Result<agentry_core::model::Page<T>>
+where
+    R: db::Record,
+    T: TryFrom<R, Error = agentry_core::Error>,
+{
+    use sea_query::{Expr, Order};
+    if let Some(after) = &page.after {
+        stmt.and_where(Expr::col(key.clone()).gt(after.as_str()));
+    }
+    stmt.order_by(key, Order::Asc).limit(page.size as u64 + 1);
+    let rows: Vec<R> = db.fetch_all(&stmt).await?;
+    let items = rows
+        .into_iter()
+        .map(T::try_from)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(paginate(items, page.size, cursor))
+}

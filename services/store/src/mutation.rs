@@ -9,7 +9,7 @@
 //! When two calls with one `request_id` race, the loser fails on a constraint; it then
 //! finds the winner's stored result and replays it instead of failing.
 
-use agentry_core::{Error, Result, time::now_micros};
+use agentry_core::{Error, Reason, Result, time::now_micros};
 use sea_query::{Expr, Query};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -70,7 +70,7 @@ fn lookup(m: &Mutation) -> sea_query::SelectStatement {
 fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
     if stored.method != m.method || stored.request_hash != m.request_hash {
         return Err(Error::invalid_many(
-            "REQUEST_ID_REUSED",
+            Reason::RequestIdReused,
             format!(
                 "request_id {:?} was already used for a different request",
                 m.request_id
@@ -130,16 +130,7 @@ impl Store {
         if m.audit {
             let audit = Query::insert()
                 .into_table(AuditLog::Table)
-                .columns([
-                    AuditLog::WorkspaceId,
-                    AuditLog::AuditId,
-                    AuditLog::CreateTime,
-                    AuditLog::Principal,
-                    AuditLog::Method,
-                    AuditLog::Resource,
-                    AuditLog::RequestId,
-                    AuditLog::Outcome,
-                ])
+                .columns(crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]))
                 .values_panic([
                     m.workspace.clone().into(),
                     uuid::Uuid::now_v7().to_string().into(),

@@ -1,21 +1,21 @@
 //! Projects: namespaces inside a workspace, counted against `max_projects`.
 
 use agentry_core::{
-    Error, Result,
+    Error, Reason, Result,
     error::QuotaViolation,
     model::{Labels, Page, Project},
     names::ProjectName,
     time::now_micros,
     wake::WakeKey,
 };
-use sea_query::{Condition, Expr, Func, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, Func, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
     feed::Wakes,
+    keyset_page,
     mutation::{Mutation, mutate},
-    paginate,
     rows::{check_etag, labels, to_json},
     tables::{Contexts, Instances, Projects},
     workspaces::lock_workspace,
@@ -72,18 +72,21 @@ pub(crate) struct Count {
     pub(crate) n: i64,
 }
 
+/// Every column of `projects`, in the order rows decode and inserts bind.
+const COLUMNS: [Projects; 8] = [
+    Projects::WorkspaceId,
+    Projects::ProjectId,
+    Projects::DisplayName,
+    Projects::Description,
+    Projects::Labels,
+    Projects::Etag,
+    Projects::CreateTime,
+    Projects::UpdateTime,
+];
+
 fn select() -> SelectStatement {
     Query::select()
-        .columns([
-            Projects::WorkspaceId,
-            Projects::ProjectId,
-            Projects::DisplayName,
-            Projects::Description,
-            Projects::Labels,
-            Projects::Etag,
-            Projects::CreateTime,
-            Projects::UpdateTime,
-        ])
+        .columns(COLUMNS)
         .from(Projects::Table)
         .to_owned()
 }
@@ -145,16 +148,7 @@ impl Store {
             };
             let insert = Query::insert()
                 .into_table(Projects::Table)
-                .columns([
-                    Projects::WorkspaceId,
-                    Projects::ProjectId,
-                    Projects::DisplayName,
-                    Projects::Description,
-                    Projects::Labels,
-                    Projects::Etag,
-                    Projects::CreateTime,
-                    Projects::UpdateTime,
-                ])
+                .columns(COLUMNS)
                 .values_panic([
                     project.workspace.clone().into(),
                     project.id.clone().into(),
@@ -184,20 +178,13 @@ impl Store {
         workspace: &str,
         page: &PageRequest,
     ) -> Result<Page<Project>> {
-        let mut stmt = select()
+        let stmt = select()
             .and_where(Expr::col(Projects::WorkspaceId).eq(workspace))
             .to_owned();
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(Projects::ProjectId).gt(after.as_str()));
-        }
-        stmt.order_by(Projects::ProjectId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<ProjectRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Project::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |p| p.id.clone()))
+        keyset_page::<ProjectRow, Project>(&self.db, stmt, Projects::ProjectId, page, |p| {
+            p.id.clone()
+        })
+        .await
     }
 
     pub async fn update_project(
@@ -260,7 +247,7 @@ impl Store {
                 let has_contexts = tx.exists(Contexts::Table, contexts).await?;
                 if has_instances || has_contexts {
                     return Err(Error::precondition(
-                        "HAS_CHILDREN",
+                        Reason::HasChildren,
                         format!(
                             "{name} still has live instances or contexts; delete them first or set force"
                         ),

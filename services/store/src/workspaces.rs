@@ -2,20 +2,20 @@
 //! and API keys by cascade; agent revisions and the audit log stay (append-only).
 
 use agentry_core::{
-    Error, Result,
+    Error, Reason, Result,
     model::{Labels, Page, Quotas, QuotasPatch, Workspace},
     names::WorkspaceName,
     time::now_micros,
     wake::WakeKey,
 };
-use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement, SimpleExpr};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
     feed::Wakes,
+    keyset_page,
     mutation::{Mutation, mutate},
-    paginate,
     rows::{check_etag, json, labels, to_json},
     tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
 };
@@ -68,18 +68,21 @@ impl TryFrom<WorkspaceRow> for Workspace {
     }
 }
 
+/// Every column of `workspaces`, in the order rows decode and inserts bind.
+const COLUMNS: [Workspaces; 8] = [
+    Workspaces::WorkspaceId,
+    Workspaces::DisplayName,
+    Workspaces::Description,
+    Workspaces::Quotas,
+    Workspaces::Labels,
+    Workspaces::Etag,
+    Workspaces::CreateTime,
+    Workspaces::UpdateTime,
+];
+
 fn select() -> SelectStatement {
     Query::select()
-        .columns([
-            Workspaces::WorkspaceId,
-            Workspaces::DisplayName,
-            Workspaces::Description,
-            Workspaces::Quotas,
-            Workspaces::Labels,
-            Workspaces::Etag,
-            Workspaces::CreateTime,
-            Workspaces::UpdateTime,
-        ])
+        .columns(COLUMNS)
         .from(Workspaces::Table)
         .to_owned()
 }
@@ -159,16 +162,7 @@ impl Store {
             };
             let insert = Query::insert()
                 .into_table(Workspaces::Table)
-                .columns([
-                    Workspaces::WorkspaceId,
-                    Workspaces::DisplayName,
-                    Workspaces::Description,
-                    Workspaces::Quotas,
-                    Workspaces::Labels,
-                    Workspaces::Etag,
-                    Workspaces::CreateTime,
-                    Workspaces::UpdateTime,
-                ])
+                .columns(COLUMNS)
                 .values_panic([
                     workspace.id.clone().into(),
                     workspace.display_name.clone().into(),
@@ -193,18 +187,14 @@ impl Store {
     }
 
     pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
-        let mut stmt = select();
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(Workspaces::WorkspaceId).gt(after.as_str()));
-        }
-        stmt.order_by(Workspaces::WorkspaceId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<WorkspaceRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Workspace::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |w| w.id.clone()))
+        keyset_page::<WorkspaceRow, Workspace>(
+            &self.db,
+            select(),
+            Workspaces::WorkspaceId,
+            page,
+            |w| w.id.clone(),
+        )
+        .await
     }
 
     pub async fn update_workspace(
@@ -283,7 +273,7 @@ impl Store {
                     .await?;
                 if has_projects {
                     return Err(Error::precondition(
-                        "HAS_CHILDREN",
+                        Reason::HasChildren,
                         format!(
                             "{} still has projects; delete them first or set force",
                             m.resource

@@ -84,26 +84,7 @@ pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
     let c = Client::new(global)?;
     let mut registry = c.registry();
     match command {
-        AgentsCmd::Create { file } => {
-            let mut doc = read_document(&file)?;
-            let Some(name) = doc.get("name").and_then(Value::as_str).map(str::to_owned) else {
-                return Err(fail!("{}: needs a `name` (the agent id)", file.display()));
-            };
-            let full = c.names.in_workspace("agents", &name)?;
-            let (parent, id) = full
-                .rsplit_once("/agents/")
-                .ok_or_else(|| fail!("{name:?} is not an agent name"))?;
-            strip_output_only(&mut doc);
-            let agent: pb::Agent = from_json(doc, &file.display().to_string())?;
-            let request = pb::CreateAgentRequest {
-                parent: parent.to_owned(),
-                agent_id: id.to_owned(),
-                agent: Some(agent),
-                ..Default::default()
-            };
-            c.out
-                .print(&registry.create_agent(request).await?.into_inner())
-        }
+        AgentsCmd::Create { file } => create(&c, file).await,
         AgentsCmd::Update { name, file } => {
             let mut doc = read_document(&file)?;
             strip_output_only(&mut doc);
@@ -155,24 +136,7 @@ pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
             .await?;
             c.out.print(&listed)
         }
-        AgentsCmd::Diff { name, rev_a, rev_b } => {
-            let name = c.names.in_workspace("agents", &name)?;
-            let mut docs = Vec::new();
-            for revision in [rev_a, rev_b] {
-                if revision < 1 {
-                    return Err(fail!("revisions count from 1"));
-                }
-                let request = pb::GetAgentRequest {
-                    name: name.clone(),
-                    revision,
-                };
-                let mut doc = to_json(&registry.get_agent(request).await?.into_inner());
-                strip_output_only(&mut doc);
-                docs.push(doc);
-            }
-            let operations = agentry_core::document::diff(&docs[0], &docs[1]);
-            diff::print(&c.out, &json!({ "operations": operations }))
-        }
+        AgentsCmd::Diff { name, rev_a, rev_b } => diff_revisions(&c, name, rev_a, rev_b).await,
         AgentsCmd::Delete { name, force } => {
             let name = c.names.in_workspace("agents", &name)?;
             let request = pb::DeleteAgentRequest {
@@ -184,6 +148,48 @@ pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
             c.out.empty(&format!("deleted {name}"))
         }
     }
+}
+
+/// Creates the agent a file describes (its `name` is the agent id).
+async fn create(c: &Client, file: PathBuf) -> Result<(), Failure> {
+    let mut doc = read_document(&file)?;
+    let Some(name) = doc.get("name").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(fail!("{}: needs a `name` (the agent id)", file.display()));
+    };
+    let full = c.names.in_workspace("agents", &name)?;
+    let (parent, id) = full
+        .rsplit_once("/agents/")
+        .ok_or_else(|| fail!("{name:?} is not an agent name"))?;
+    strip_output_only(&mut doc);
+    let agent: pb::Agent = from_json(doc, &file.display().to_string())?;
+    let request = pb::CreateAgentRequest {
+        parent: parent.to_owned(),
+        agent_id: id.to_owned(),
+        agent: Some(agent),
+        ..Default::default()
+    };
+    c.out
+        .print(&c.registry().create_agent(request).await?.into_inner())
+}
+
+/// Prints the changes from revision `rev_a` of an agent to `rev_b`.
+async fn diff_revisions(c: &Client, name: String, rev_a: i64, rev_b: i64) -> Result<(), Failure> {
+    let name = c.names.in_workspace("agents", &name)?;
+    let mut docs = Vec::new();
+    for revision in [rev_a, rev_b] {
+        if revision < 1 {
+            return Err(fail!("revisions count from 1"));
+        }
+        let request = pb::GetAgentRequest {
+            name: name.clone(),
+            revision,
+        };
+        let mut doc = to_json(&c.registry().get_agent(request).await?.into_inner());
+        strip_output_only(&mut doc);
+        docs.push(doc);
+    }
+    let operations = agentry_core::document::diff(&docs[0], &docs[1]);
+    diff::print(&c.out, &json!({ "operations": operations }))
 }
 
 fn strip_output_only(doc: &mut Value) {

@@ -21,23 +21,7 @@ use super::{
 #[derive(Subcommand, Debug)]
 pub enum ContextsCmd {
     /// Creates a context in --project with its first version.
-    Create {
-        id: String,
-        /// The first document, from a JSON or YAML file (`-` for stdin) [default: {}]
-        #[arg(short = 'f', long = "file")]
-        file: Option<PathBuf>,
-        /// The instance that owns it
-        #[arg(long)]
-        owner: Option<String>,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Versions to keep (0: the server's default)
-        #[arg(long, default_value_t = 0)]
-        keep_last: i32,
-        /// A label KEY=VALUE (repeatable)
-        #[arg(long = "label", value_parser = label)]
-        labels: Vec<(String, String)>,
-    },
+    Create(CreateArgs),
     /// Gets a context (its metadata).
     Get { name: String },
     /// Lists the contexts of --project.
@@ -83,6 +67,25 @@ pub enum ContextsCmd {
         #[arg(long)]
         after: Option<i64>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    id: String,
+    /// The first document, from a JSON or YAML file (`-` for stdin) [default: {}]
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// The instance that owns it
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Versions to keep (0: the server's default)
+    #[arg(long, default_value_t = 0)]
+    keep_last: i32,
+    /// A label KEY=VALUE (repeatable)
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
@@ -138,38 +141,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
     let mut contexts = c.contexts();
     let name_of = |arg: &str| c.names.in_project("contexts", arg);
     match command {
-        ContextsCmd::Create {
-            id,
-            file,
-            owner,
-            description,
-            keep_last,
-            labels,
-        } => {
-            let data = match file {
-                Some(path) => read_document(&path)?,
-                None => serde_json::json!({}),
-            };
-            let context = pb::Context {
-                owner: owner
-                    .map(|o| c.names.in_project("instances", &o))
-                    .transpose()?
-                    .unwrap_or_default(),
-                description,
-                keep_last,
-                labels: labels.into_iter().collect(),
-                ..Default::default()
-            };
-            let request = pb::CreateContextRequest {
-                parent: c.names.project()?,
-                context_id: id,
-                context: Some(context),
-                data: Some(crate::convert::json_to_value(&data)),
-                ..Default::default()
-            };
-            c.out
-                .print(&contexts.create_context(request).await?.into_inner())
-        }
+        ContextsCmd::Create(args) => create(&c, args).await,
         ContextsCmd::Get { name } => {
             let request = pb::GetContextRequest {
                 name: name_of(&name)?,
@@ -177,25 +149,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
             c.out
                 .print(&contexts.get_context(request).await?.into_inner())
         }
-        ContextsCmd::List { owner, paging } => {
-            let filter = match owner {
-                Some(o) => format!("owner = \"{}\"", c.names.in_project("instances", &o)?),
-                None => String::new(),
-            };
-            let parent = c.names.project()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut contexts = c.contexts();
-                let request = pb::ListContextsRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                    filter: filter.clone(),
-                };
-                async move { contexts.list_contexts(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
-        }
+        ContextsCmd::List { owner, paging } => list(&c, owner, &paging).await,
         ContextsCmd::Delete { name } => {
             let name = name_of(&name)?;
             let request = pb::DeleteContextRequest {
@@ -230,22 +184,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
             c.out
                 .print(&contexts.write_context(request).await?.into_inner())
         }
-        ContextsCmd::Log { name, paging } => {
-            let name = name_of(&name)?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut contexts = c.contexts();
-                let request = pb::ListContextVersionsRequest {
-                    name: name.clone(),
-                    page_size,
-                    page_token,
-                    view: pb::ContextVersionView::Basic as i32,
-                    ..Default::default()
-                };
-                async move { contexts.list_context_versions(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
-        }
+        ContextsCmd::Log { name, paging } => log(&c, name_of(&name)?, &paging).await,
         ContextsCmd::Diff { name, a, b } => {
             let request = pb::DiffContextVersionsRequest {
                 name: name_of(&name)?,
@@ -253,11 +192,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
                 to_version: b,
             };
             let answer = contexts.diff_context_versions(request).await?.into_inner();
-            let mut value = to_json(&answer);
-            if value.get("operations").is_none() {
-                value["operations"] = Value::Array(Vec::new());
-            }
-            diff::print(&c.out, &value)
+            print_diff(&c, &answer)
         }
         ContextsCmd::Rollback {
             name,
@@ -277,6 +212,80 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
         }
         ContextsCmd::Watch { name, after } => watch(&c, name_of(&name)?, after).await,
     }
+}
+
+/// Lists the contexts of --project, of one owner if asked.
+async fn list(c: &Client, owner: Option<String>, paging: &Paging) -> Result<(), Failure> {
+    let filter = match owner {
+        Some(o) => format!("owner = \"{}\"", c.names.in_project("instances", &o)?),
+        None => String::new(),
+    };
+    let parent = c.names.project()?;
+    let listed = all(paging, |page_size, page_token| {
+        let mut contexts = c.contexts();
+        let request = pb::ListContextsRequest {
+            parent: parent.clone(),
+            page_size,
+            page_token,
+            filter: filter.clone(),
+        };
+        async move { contexts.list_contexts(request).await }
+    })
+    .await?;
+    c.out.print(&listed)
+}
+
+/// Lists the versions of a context, newest first.
+async fn log(c: &Client, name: String, paging: &Paging) -> Result<(), Failure> {
+    let listed = all(paging, |page_size, page_token| {
+        let mut contexts = c.contexts();
+        let request = pb::ListContextVersionsRequest {
+            name: name.clone(),
+            page_size,
+            page_token,
+            view: pb::ContextVersionView::Basic as i32,
+            ..Default::default()
+        };
+        async move { contexts.list_context_versions(request).await }
+    })
+    .await?;
+    c.out.print(&listed)
+}
+
+/// A diff as `diff::print` shows it (no operations at all is an empty list).
+fn print_diff(c: &Client, answer: &pb::DiffContextVersionsResponse) -> Result<(), Failure> {
+    let mut value = to_json(answer);
+    if value.get("operations").is_none() {
+        value["operations"] = Value::Array(Vec::new());
+    }
+    diff::print(&c.out, &value)
+}
+
+async fn create(c: &Client, args: CreateArgs) -> Result<(), Failure> {
+    let data = match args.file {
+        Some(path) => read_document(&path)?,
+        None => serde_json::json!({}),
+    };
+    let context = pb::Context {
+        owner: args
+            .owner
+            .map(|o| c.names.in_project("instances", &o))
+            .transpose()?
+            .unwrap_or_default(),
+        description: args.description,
+        keep_last: args.keep_last,
+        labels: args.labels.into_iter().collect(),
+        ..Default::default()
+    };
+    let request = pb::CreateContextRequest {
+        parent: c.names.project()?,
+        context_id: args.id,
+        context: Some(context),
+        data: Some(crate::convert::json_to_value(&data)),
+        ..Default::default()
+    };
+    c.out
+        .print(&c.contexts().create_context(request).await?.into_inner())
 }
 
 async fn watch(c: &Client, name: String, after: Option<i64>) -> Result<(), Failure> {

@@ -59,23 +59,23 @@ impl Screen {
         write_out(&text)
     }
 
+    fn status_line(&self, change: &pb::StatusChanged, tag: &dyn Fn(&str) -> String) -> String {
+        let status = enum_name(pb::RunStatus::try_from(change.status).map(|s| s.as_str_name()));
+        let mut line = format!("{} {}", tag("status"), self.out.paint("1", status));
+        if change.stop_reason != 0 {
+            let reason = pb::StopReason::try_from(change.stop_reason).map(|s| s.as_str_name());
+            line.push_str(&format!(" ({})", enum_name(reason)));
+        }
+        if !change.message.is_empty() {
+            line.push_str(&format!(": {}", change.message));
+        }
+        line
+    }
+
     fn describe(&self, kind: &Kind) -> String {
         let tag = |name: &str| self.out.paint("2", &format!("[{name}]"));
         match kind {
-            Kind::StatusChanged(change) => {
-                let status =
-                    enum_name(pb::RunStatus::try_from(change.status).map(|s| s.as_str_name()));
-                let mut line = format!("{} {}", tag("status"), self.out.paint("1", status));
-                if change.stop_reason != 0 {
-                    let reason =
-                        pb::StopReason::try_from(change.stop_reason).map(|s| s.as_str_name());
-                    line.push_str(&format!(" ({})", enum_name(reason)));
-                }
-                if !change.message.is_empty() {
-                    line.push_str(&format!(": {}", change.message));
-                }
-                line
-            }
+            Kind::StatusChanged(change) => self.status_line(change, &tag),
             Kind::MessageCompleted(done) => {
                 let message = done.message.clone().unwrap_or_default();
                 let role =
@@ -101,21 +101,7 @@ impl Screen {
                     json(call.result.as_ref())
                 )
             }
-            Kind::PlanProposed(plan) => {
-                let approval = plan.approval.clone().unwrap_or_default();
-                let tools: Vec<&str> = approval.steps.iter().map(|s| s.tool.as_str()).collect();
-                let verdict = if plan.auto_approved {
-                    "auto-approved"
-                } else {
-                    "waiting for approval (agentry runs approve|reject)"
-                };
-                format!(
-                    "{} {} step(s): {}; {verdict}",
-                    tag("plan"),
-                    tools.len(),
-                    tools.join(", ")
-                )
-            }
+            Kind::PlanProposed(plan) => plan_line(plan, &tag),
             Kind::ApprovalDecided(decided) => {
                 let approval = decided.approval.clone().unwrap_or_default();
                 let decision =
@@ -145,6 +131,22 @@ impl Screen {
             Kind::MessageDelta(delta) => delta.text.clone(),
         }
     }
+}
+
+fn plan_line(plan: &pb::PlanProposed, tag: &dyn Fn(&str) -> String) -> String {
+    let approval = plan.approval.clone().unwrap_or_default();
+    let tools: Vec<&str> = approval.steps.iter().map(|s| s.tool.as_str()).collect();
+    let verdict = if plan.auto_approved {
+        "auto-approved"
+    } else {
+        "waiting for approval (agentry runs approve|reject)"
+    };
+    format!(
+        "{} {} step(s): {}; {verdict}",
+        tag("plan"),
+        tools.len(),
+        tools.join(", ")
+    )
 }
 
 fn enum_name(name: Result<&'static str, prost::UnknownEnumValue>) -> &'static str {

@@ -112,17 +112,7 @@ pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
             heartbeat_ttl,
             labels,
         } => {
-            let config = match (config, config_file) {
-                (Some(text), _) => Some(parse_document(&text).map_err(|e| fail!("--config: {e}"))?),
-                (None, Some(path)) => Some(read_document(&path)?),
-                (None, None) => None,
-            };
-            let config = config
-                .map(|doc| match doc {
-                    serde_json::Value::Object(_) => Ok(crate::convert::json_to_struct(&doc)),
-                    _ => Err(fail!("the config must be a JSON object")),
-                })
-                .transpose()?;
+            let config = config_struct(config, config_file)?;
             let instance = pb::Instance {
                 display_name,
                 agent: c.names.in_workspace("agents", &agent)?,
@@ -153,32 +143,7 @@ pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
             status,
             agent,
             paging,
-        } => {
-            let mut terms = Vec::new();
-            if let Some(status) = status {
-                terms.push(format!("status = {}", status.filter_name()));
-            }
-            if let Some(agent) = agent {
-                terms.push(format!(
-                    "agent = \"{}\"",
-                    c.names.in_workspace("agents", &agent)?
-                ));
-            }
-            let filter = terms.join(" AND ");
-            let parent = c.names.project()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                let request = pb::ListInstancesRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                    filter: filter.clone(),
-                };
-                async move { registry.list_instances(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
-        }
+        } => list(&c, status, agent, &paging).await,
         InstancesCmd::SetStatus {
             name,
             status,
@@ -208,4 +173,55 @@ pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
             c.out.print(&instance)
         }
     }
+}
+
+/// The instance config of `--config` (JSON or YAML text) or `--config-file`.
+fn config_struct(
+    config: Option<String>,
+    config_file: Option<std::path::PathBuf>,
+) -> Result<Option<prost_types::Struct>, Failure> {
+    let config = match (config, config_file) {
+        (Some(text), _) => Some(parse_document(&text).map_err(|e| fail!("--config: {e}"))?),
+        (None, Some(path)) => Some(read_document(&path)?),
+        (None, None) => None,
+    };
+    config
+        .map(|doc| match doc {
+            serde_json::Value::Object(_) => Ok(crate::convert::json_to_struct(&doc)),
+            _ => Err(fail!("the config must be a JSON object")),
+        })
+        .transpose()
+}
+
+/// Lists the instances of --project, of one status or agent if asked.
+async fn list(
+    c: &Client,
+    status: Option<Status>,
+    agent: Option<String>,
+    paging: &Paging,
+) -> Result<(), Failure> {
+    let mut terms = Vec::new();
+    if let Some(status) = status {
+        terms.push(format!("status = {}", status.filter_name()));
+    }
+    if let Some(agent) = agent {
+        terms.push(format!(
+            "agent = \"{}\"",
+            c.names.in_workspace("agents", &agent)?
+        ));
+    }
+    let filter = terms.join(" AND ");
+    let parent = c.names.project()?;
+    let listed = all(paging, |page_size, page_token| {
+        let mut registry = c.registry();
+        let request = pb::ListInstancesRequest {
+            parent: parent.clone(),
+            page_size,
+            page_token,
+            filter: filter.clone(),
+        };
+        async move { registry.list_instances(request).await }
+    })
+    .await?;
+    c.out.print(&listed)
 }

@@ -172,47 +172,66 @@ type Columns = &'static [(&'static str, &'static str)];
 
 /// Table columns per resource: header and JSON path (`a.b`; `x|y` takes the first
 /// non-empty).
-fn columns(full_name: &str) -> Option<Columns> {
-    Some(match full_name {
-        "agentry.v1.Workspace" => &[
+const COLUMNS: &[(&str, Columns)] = &[
+    (
+        "agentry.v1.Workspace",
+        &[
             ("NAME", "name"),
             ("DISPLAY NAME", "displayName"),
             ("CREATED", "createTime"),
         ],
-        "agentry.v1.Project" => &[
+    ),
+    (
+        "agentry.v1.Project",
+        &[
             ("NAME", "name"),
             ("DISPLAY NAME", "displayName"),
             ("DESCRIPTION", "description"),
             ("CREATED", "createTime"),
         ],
-        "agentry.v1.ApiKey" => &[
+    ),
+    (
+        "agentry.v1.ApiKey",
+        &[
             ("NAME", "name"),
             ("DISPLAY NAME", "displayName"),
             ("ROLE", "role"),
             ("CREATED", "createTime"),
             ("EXPIRES", "expireTime"),
         ],
-        "agentry.v1.Agent" => &[
+    ),
+    (
+        "agentry.v1.Agent",
+        &[
             ("NAME", "name"),
             ("REVISION", "revision"),
             ("TYPE", "agentType"),
             ("ENABLED", "enabled"),
             ("REVISED", "revisionCreateTime"),
         ],
-        "agentry.v1.Instance" => &[
+    ),
+    (
+        "agentry.v1.Instance",
+        &[
             ("NAME", "name"),
             ("AGENT", "agent"),
             ("REVISION", "agentRevision"),
             ("STATUS", "status"),
             ("LAST HEARTBEAT", "lastHeartbeatTime"),
         ],
-        "agentry.v1.Context" => &[
+    ),
+    (
+        "agentry.v1.Context",
+        &[
             ("NAME", "name"),
             ("HEAD", "headVersion"),
             ("OWNER", "owner"),
             ("UPDATED", "updateTime"),
         ],
-        "agentry.v1.ContextVersion" => &[
+    ),
+    (
+        "agentry.v1.ContextVersion",
+        &[
             ("VERSION", "version"),
             ("OP", "op"),
             ("AUTHOR", "author"),
@@ -220,41 +239,62 @@ fn columns(full_name: &str) -> Option<Columns> {
             ("CREATED", "createTime"),
             ("DESCRIPTION", "description"),
         ],
-        "agentry.v1.WriteContextResponse" => &[
+    ),
+    (
+        "agentry.v1.WriteContextResponse",
+        &[
             ("VERSION", "version.version"),
             ("OP", "version.op"),
             ("NOOP", "noop"),
             ("SIZE", "version.sizeBytes"),
             ("SHA256", "version.sha256"),
         ],
-        "agentry.v1.Session" => &[
+    ),
+    (
+        "agentry.v1.Session",
+        &[
             ("NAME", "name"),
             ("INSTANCE", "instance"),
             ("ACTIVE RUN", "activeRun"),
             ("MESSAGES", "messageCount"),
             ("CREATED", "createTime"),
         ],
-        "agentry.v1.Message" => &[
+    ),
+    (
+        "agentry.v1.Message",
+        &[
             ("SEQ", "sequence"),
             ("ROLE", "role"),
             ("CONTENT", "content|toolCall.tool"),
             ("CREATED", "createTime"),
         ],
-        "agentry.v1.Run" => &[
+    ),
+    (
+        "agentry.v1.Run",
+        &[
             ("NAME", "name"),
             ("STATUS", "status"),
             ("STOP REASON", "stopReason"),
             ("AGENT", "agent"),
             ("CREATED", "createTime"),
         ],
-        "agentry.v1.AuditRecord" => &[
+    ),
+    (
+        "agentry.v1.AuditRecord",
+        &[
             ("TIME", "createTime"),
             ("PRINCIPAL", "principal"),
             ("METHOD", "method"),
             ("RESOURCE", "resource"),
         ],
-        _ => return None,
-    })
+    ),
+];
+
+fn columns(full_name: &str) -> Option<Columns> {
+    COLUMNS
+        .iter()
+        .find(|(name, _)| *name == full_name)
+        .map(|(_, columns)| *columns)
 }
 
 fn table(columns: Columns, items: &[Value]) {

@@ -57,6 +57,28 @@ impl Spec {
     fn labels(&self) -> BTreeMap<String, String> {
         self.labels.iter().cloned().collect()
     }
+
+    /// The workspace named `name` (empty to create) with the fields given.
+    fn workspace(&self, name: String) -> pb::Workspace {
+        pb::Workspace {
+            name,
+            display_name: self.display_name.clone().unwrap_or_default(),
+            description: self.description.clone().unwrap_or_default(),
+            labels: self.labels(),
+            ..Default::default()
+        }
+    }
+
+    /// The project named `name` (empty to create) with the fields given.
+    fn project(&self, name: String) -> pb::Project {
+        pb::Project {
+            name,
+            display_name: self.display_name.clone().unwrap_or_default(),
+            description: self.description.clone().unwrap_or_default(),
+            labels: self.labels(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,12 +116,7 @@ pub async fn workspaces(global: Global, command: WorkspacesCmd) -> Result<(), Fa
     let mut registry = c.registry();
     match command {
         WorkspacesCmd::Create { id, spec } => {
-            let workspace = pb::Workspace {
-                display_name: spec.display_name.clone().unwrap_or_default(),
-                description: spec.description.clone().unwrap_or_default(),
-                labels: spec.labels(),
-                ..Default::default()
-            };
+            let workspace = spec.workspace(String::new());
             let request = pb::CreateWorkspaceRequest {
                 workspace_id: id,
                 workspace: Some(workspace),
@@ -129,13 +146,7 @@ pub async fn workspaces(global: Global, command: WorkspacesCmd) -> Result<(), Fa
             c.out.print(&listed)
         }
         WorkspacesCmd::Update { name, spec } => {
-            let workspace = pb::Workspace {
-                name: c.names.workspace_arg(name.as_deref())?,
-                display_name: spec.display_name.clone().unwrap_or_default(),
-                description: spec.description.clone().unwrap_or_default(),
-                labels: spec.labels(),
-                ..Default::default()
-            };
+            let workspace = spec.workspace(c.names.workspace_arg(name.as_deref())?);
             let request = pb::UpdateWorkspaceRequest {
                 workspace: Some(workspace),
                 update_mask: spec.mask()?,
@@ -191,12 +202,7 @@ pub async fn projects(global: Global, command: ProjectsCmd) -> Result<(), Failur
     let mut registry = c.registry();
     match command {
         ProjectsCmd::Create { id, spec } => {
-            let project = pb::Project {
-                display_name: spec.display_name.clone().unwrap_or_default(),
-                description: spec.description.clone().unwrap_or_default(),
-                labels: spec.labels(),
-                ..Default::default()
-            };
+            let project = spec.project(String::new());
             let request = pb::CreateProjectRequest {
                 parent: c.names.workspace()?,
                 project_id: id,
@@ -227,13 +233,7 @@ pub async fn projects(global: Global, command: ProjectsCmd) -> Result<(), Failur
             c.out.print(&listed)
         }
         ProjectsCmd::Update { name, spec } => {
-            let project = pb::Project {
-                name: c.names.project_arg(name.as_deref())?,
-                display_name: spec.display_name.clone().unwrap_or_default(),
-                description: spec.description.clone().unwrap_or_default(),
-                labels: spec.labels(),
-                ..Default::default()
-            };
+            let project = spec.project(c.names.project_arg(name.as_deref())?);
             let request = pb::UpdateProjectRequest {
                 project: Some(project),
                 update_mask: spec.mask()?,

@@ -141,40 +141,7 @@ pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
             labels,
             follow,
         } => {
-            let run = pb::Run {
-                input: vec![pb::Message {
-                    role: pb::MessageRole::User as i32,
-                    content: input,
-                    ..Default::default()
-                }],
-                autonomy_level: autonomy.map_or(0, |a| match a {
-                    Autonomy::L0 => pb::AutonomyLevel::L0,
-                    Autonomy::L1 => pb::AutonomyLevel::L1,
-                    Autonomy::L2 => pb::AutonomyLevel::L2,
-                    Autonomy::L3 => pb::AutonomyLevel::L3,
-                } as i32),
-                multitask_strategy: strategy.map_or(0, |s| match s {
-                    Strategy::Reject => pb::MultitaskStrategy::Reject,
-                    Strategy::Enqueue => pb::MultitaskStrategy::Enqueue,
-                    Strategy::Interrupt => pb::MultitaskStrategy::Interrupt,
-                    Strategy::Rollback => pb::MultitaskStrategy::Rollback,
-                } as i32),
-                timeout: timeout
-                    .map(|t| parse_duration(&t).map(proto_duration))
-                    .transpose()?,
-                contexts: contexts
-                    .iter()
-                    .map(|binding| {
-                        let (name, alias) = binding.split_once('=').unwrap_or((binding, ""));
-                        Ok(pb::ContextBinding {
-                            context: c.names.in_project("contexts", name)?,
-                            alias: alias.to_owned(),
-                        })
-                    })
-                    .collect::<Result<_, Failure>>()?,
-                labels: labels.into_iter().collect(),
-                ..Default::default()
-            };
+            let run = new_run(&c, input, autonomy, strategy, timeout, contexts, labels)?;
             let request = pb::CreateRunRequest {
                 parent: c.names.in_project("sessions", &session)?,
                 run: Some(run),
@@ -204,49 +171,8 @@ pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
             since,
             paging,
         } => {
-            let parent = match session {
-                Some(s) => c.names.in_project("sessions", &s)?,
-                None => format!("{}/sessions/-", c.names.project()?),
-            };
-            let mut terms = Vec::new();
-            if let Some(status) = status {
-                let name = status
-                    .to_possible_value()
-                    .expect("no skipped values")
-                    .get_name()
-                    .replace('-', "_")
-                    .to_uppercase();
-                terms.push(format!("status = {name}"));
-            }
-            if let Some(agent) = agent {
-                terms.push(format!(
-                    "agent = \"{}\"",
-                    c.names.in_workspace("agents", &agent)?
-                ));
-            }
-            if let Some(instance) = instance {
-                let instance = c.names.in_project("instances", &instance)?;
-                terms.push(format!("instance = \"{instance}\""));
-            }
-            if let Some(since) = since {
-                terms.push(format!(
-                    "create_time > \"{}\"",
-                    rfc3339(parse_time(&since)?)
-                ));
-            }
-            let filter = terms.join(" AND ");
-            let listed = all(&paging, |page_size, page_token| {
-                let mut execution = c.execution();
-                let request = pb::ListRunsRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                    filter: filter.clone(),
-                };
-                async move { execution.list_runs(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let filter = list_filter(&c, status, agent, instance, since)?;
+            list(&c, session, filter, &paging).await
         }
         RunsCmd::Follow { run, after } => {
             events::follow_run(&c, c.names.run_name(&run)?, after).await
@@ -272,6 +198,127 @@ pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
             by_agent,
         } => stats(&c, project, since, by_agent).await,
     }
+}
+
+/// Lists the runs of `session`, or of the whole project, that `filter` selects.
+async fn list(
+    c: &Client,
+    session: Option<String>,
+    filter: String,
+    paging: &Paging,
+) -> Result<(), Failure> {
+    let parent = match session {
+        Some(s) => c.names.in_project("sessions", &s)?,
+        None => format!("{}/sessions/-", c.names.project()?),
+    };
+    let listed = all(paging, |page_size, page_token| {
+        let mut execution = c.execution();
+        let request = pb::ListRunsRequest {
+            parent: parent.clone(),
+            page_size,
+            page_token,
+            filter: filter.clone(),
+        };
+        async move { execution.list_runs(request).await }
+    })
+    .await?;
+    c.out.print(&listed)
+}
+
+/// The run `runs create` asks for.
+fn new_run(
+    c: &Client,
+    input: String,
+    autonomy: Option<Autonomy>,
+    strategy: Option<Strategy>,
+    timeout: Option<String>,
+    contexts: Vec<String>,
+    labels: Vec<(String, String)>,
+) -> Result<pb::Run, Failure> {
+    Ok(pb::Run {
+        input: vec![pb::Message {
+            role: pb::MessageRole::User as i32,
+            content: input,
+            ..Default::default()
+        }],
+        autonomy_level: autonomy.map_or(0, autonomy_level),
+        multitask_strategy: strategy.map_or(0, multitask_strategy),
+        timeout: timeout
+            .map(|t| parse_duration(&t).map(proto_duration))
+            .transpose()?,
+        contexts: bindings(c, &contexts)?,
+        labels: labels.into_iter().collect(),
+        ..Default::default()
+    })
+}
+
+fn autonomy_level(a: Autonomy) -> i32 {
+    (match a {
+        Autonomy::L0 => pb::AutonomyLevel::L0,
+        Autonomy::L1 => pb::AutonomyLevel::L1,
+        Autonomy::L2 => pb::AutonomyLevel::L2,
+        Autonomy::L3 => pb::AutonomyLevel::L3,
+    }) as i32
+}
+
+fn multitask_strategy(s: Strategy) -> i32 {
+    (match s {
+        Strategy::Reject => pb::MultitaskStrategy::Reject,
+        Strategy::Enqueue => pb::MultitaskStrategy::Enqueue,
+        Strategy::Interrupt => pb::MultitaskStrategy::Interrupt,
+        Strategy::Rollback => pb::MultitaskStrategy::Rollback,
+    }) as i32
+}
+
+/// Context bindings given as `context` or `context=alias`.
+fn bindings(c: &Client, contexts: &[String]) -> Result<Vec<pb::ContextBinding>, Failure> {
+    contexts
+        .iter()
+        .map(|binding| {
+            let (name, alias) = binding.split_once('=').unwrap_or((binding, ""));
+            Ok(pb::ContextBinding {
+                context: c.names.in_project("contexts", name)?,
+                alias: alias.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The ListRuns filter of the `runs list` options.
+fn list_filter(
+    c: &Client,
+    status: Option<RunStatus>,
+    agent: Option<String>,
+    instance: Option<String>,
+    since: Option<String>,
+) -> Result<String, Failure> {
+    let mut terms = Vec::new();
+    if let Some(status) = status {
+        let name = status
+            .to_possible_value()
+            .expect("no skipped values")
+            .get_name()
+            .replace('-', "_")
+            .to_uppercase();
+        terms.push(format!("status = {name}"));
+    }
+    if let Some(agent) = agent {
+        terms.push(format!(
+            "agent = \"{}\"",
+            c.names.in_workspace("agents", &agent)?
+        ));
+    }
+    if let Some(instance) = instance {
+        let instance = c.names.in_project("instances", &instance)?;
+        terms.push(format!("instance = \"{instance}\""));
+    }
+    if let Some(since) = since {
+        terms.push(format!(
+            "create_time > \"{}\"",
+            rfc3339(parse_time(&since)?)
+        ));
+    }
+    Ok(terms.join(" AND "))
 }
 
 /// Decides the approval the run is waiting on (its id read from the run).

@@ -1,7 +1,7 @@
 //! Proto ↔ domain conversions of contexts, versions and patches.
 
 use agentry_core::{
-    Error, FieldViolation, Result,
+    Error, FieldViolation, Reason, Result,
     document::{PatchOp, PatchOpKind},
     model::{Context, ContextOp, ContextVersion},
     names::ContextName,
@@ -84,7 +84,7 @@ pub fn patch_from_proto(patch: pb::JsonPatch) -> Result<Vec<PatchOp>> {
                     let field = format!("{field}.op");
                     let description = "one of add, remove, replace, move, copy, test";
                     return Err(Error::invalid_many(
-                        "INVALID_PATCH",
+                        Reason::InvalidPatch,
                         format!("{field}: {description}"),
                         vec![FieldViolation::new(field, description)],
                     ));

@@ -74,14 +74,7 @@ pub async fn create_context(
         project: parent.project.clone(),
         context: req.context_id.clone(),
     };
-    let m = ctx.mutation(
-        p,
-        "CreateContext",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let c = req.context.unwrap_or_default();
     let new = NewContext {
         owner: owner(&parent, &c.owner)?,
@@ -147,14 +140,7 @@ pub async fn list_contexts(
 pub async fn delete_context(ctx: &Ctx, p: &Principal, req: pb::DeleteContextRequest) -> Result<()> {
     let name = ContextName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteContext",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store.delete_context(&m, &name).await?;
     Ok(())
 }
@@ -187,14 +173,7 @@ pub async fn write_context(
 ) -> Result<pb::WriteContextResponse> {
     let name = ContextName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::WriteContext)?;
-    let m = ctx.mutation(
-        p,
-        "WriteContext",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let change = match req.change {
         None => {
             return Err(Error::invalid(
@@ -229,14 +208,7 @@ pub async fn rollback_context(
             "must be a version (1 or more)",
         ));
     }
-    let m = ctx.mutation(
-        p,
-        "RollbackContext",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let update = ContextWrite {
         change: ContextChange::Rollback(req.target_version),
         expected_version: expected_version(req.expected_version)?,

@@ -57,7 +57,7 @@ rpc! {
                 .map_err(crate::error::to_status)?;
             <pb::ContextVersion as prost::Message>::decode(encoded)
                 .map(tonic::Response::new)
-                .map_err(|e| tonic::Status::internal(e.to_string()))
+                .map_err(|e| crate::error::to_status(agentry_core::Error::internal(e)))
         }
 
         async fn watch_context(

@@ -25,14 +25,7 @@ const MAX_INPUT_MESSAGES: usize = 1000;
 pub async fn create_run(ctx: &Ctx, p: &Principal, req: pb::CreateRunRequest) -> Result<pb::Run> {
     let session = SessionName::parse("parent", &req.parent)?;
     p.check(&session.workspace, Action::Execute)?;
-    let m = ctx.mutation(
-        p,
-        "CreateRun",
-        &session.workspace,
-        session.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &session.workspace, session.to_string(), &req)?;
     let run = req.run.unwrap_or_default();
     if run.input.len() > MAX_INPUT_MESSAGES {
         return Err(Error::invalid(
@@ -150,14 +143,7 @@ pub async fn cancel_run(ctx: &Ctx, p: &Principal, req: pb::CancelRunRequest) -> 
     let name = RunName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Execute)?;
     let reason = convert::text("reason", req.reason.clone())?;
-    let m = ctx.mutation(
-        p,
-        "CancelRun",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     Ok(run_to_proto(
         ctx.store.cancel_run(&m, &name, &reason).await?,
     ))
@@ -175,14 +161,7 @@ pub async fn decide_approval(
     }
     let decision = decision_from_proto(req.decision)?;
     let comment = convert::text("comment", req.comment.clone())?;
-    let m = ctx.mutation(
-        p,
-        "DecideApproval",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     Ok(run_to_proto(
         ctx.store
             .decide_approval(&m, &name, &req.approval_id, decision, &comment)

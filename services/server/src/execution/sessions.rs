@@ -32,14 +32,7 @@ pub async fn create_session(
         project: parent.project.clone(),
         session: id,
     };
-    let m = ctx.mutation(
-        p,
-        "CreateSession",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let session = req.session.unwrap_or_default();
     let instance = InstanceName::parse("session.instance", &session.instance)?;
     p.check_reference(&parent.workspace, &instance.workspace)?;
@@ -113,14 +106,7 @@ pub async fn list_sessions(
 pub async fn delete_session(ctx: &Ctx, p: &Principal, req: pb::DeleteSessionRequest) -> Result<()> {
     let name = SessionName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Execute)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteSession",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store.delete_session(&m, &name).await
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use agentry_core::wake::WakeKey;
-use agentry_core::{Error, Result, names::RunName};
+use agentry_core::{Error, Reason, Result, names::RunName};
 use agentry_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -42,14 +42,14 @@ pub async fn stream_run_events(
     )]);
     let run = ctx.store.get_run(&name).await?;
     if req.after_sequence > run.last_sequence {
-        return Err(Error::OutOfRange {
-            reason: "SEQUENCE_OUT_OF_RANGE",
-            message: format!(
+        return Err(Error::with_metadata(
+            Reason::SequenceOutOfRange,
+            format!(
                 "after_sequence {} is past the run's last event ({})",
                 req.after_sequence, run.last_sequence
             ),
-            metadata: [("last_sequence".to_owned(), run.last_sequence.to_string())].into(),
-        });
+            [("last_sequence", run.last_sequence.to_string())],
+        ));
     }
     let mut cursor = req.after_sequence;
     let finished = run.status.is_terminal();

@@ -13,7 +13,7 @@ use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
-    run::{Lease, PlanStep, Run, RunStatus},
+    run::{Lease, PlanStep, RunStatus},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
@@ -66,19 +66,6 @@ fn lease(ctx: &Ctx, p: &Principal, token: &str) -> Result<Lease> {
     Ok(lease)
 }
 
-fn lease_of(run: &Run) -> Lease {
-    Lease {
-        workspace: run.workspace.clone(),
-        project: run.project.clone(),
-        session: run.session.clone(),
-        run: run.id.clone(),
-        attempt: run.attempt,
-        epoch: run.lease_epoch,
-        agent: run.agent.clone(),
-        agent_revision: run.agent_revision,
-    }
-}
-
 fn run_name_of(lease: &Lease) -> RunName {
     RunName {
         workspace: lease.workspace.clone(),
@@ -108,6 +95,7 @@ async fn task(ctx: &Ctx, claim: Claim) -> Result<pb::Task> {
             claim.run.agent_revision,
         )
         .await?;
+    let lease = claim.lease();
     // Nothing below awaits: once delivered, the answer goes straight to the caller.
     let (run, instance) = claim.delivered();
     let resume = run
@@ -118,7 +106,7 @@ async fn task(ctx: &Ctx, claim: Claim) -> Result<pb::Task> {
             approval: Some(approval_to_proto(a)),
         });
     Ok(pb::Task {
-        task_token: encode_token(ctx, &lease_of(&run)),
+        task_token: encode_token(ctx, &lease),
         attempt: run.attempt,
         lease_expire_time: run.lease_expire_time.and_then(timestamp),
         deadline: run.deadline().and_then(timestamp),
@@ -270,14 +258,7 @@ pub async fn append_run_events(
             format!("1 to {MAX_BATCH} events per call"),
         ));
     }
-    let mut m = ctx.mutation(
-        p,
-        "AppendRunEvents",
-        &lease.workspace,
-        run_name_of(&lease).to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let mut m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
     m.audit = false;
     let inputs = req
         .events
@@ -321,14 +302,7 @@ pub async fn propose_plan(
     if req.steps.is_empty() || req.steps.len() > MAX_STEPS {
         return Err(Error::invalid("steps", format!("1 to {MAX_STEPS} steps")));
     }
-    let m = ctx.mutation(
-        p,
-        "ProposePlan",
-        &lease.workspace,
-        run_name_of(&lease).to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
     // Risks come from the revision the run pins (immutable, so read outside the write).
     let tools = pinned_tools(ctx, &lease).await?;
     let mut steps = Vec::with_capacity(req.steps.len());
@@ -374,14 +348,7 @@ pub async fn complete_task(
             format!("at most {MAX_BATCH} messages"),
         ));
     }
-    let m = ctx.mutation(
-        p,
-        "CompleteTask",
-        &lease.workspace,
-        run_name_of(&lease).to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
     let output = req
         .output
         .into_iter()
@@ -402,14 +369,7 @@ pub async fn complete_task(
 
 pub async fn fail_task(ctx: &Ctx, p: &Principal, req: pb::FailTaskRequest) -> Result<pb::Run> {
     let lease = lease(ctx, p, &req.task_token)?;
-    let m = ctx.mutation(
-        p,
-        "FailTask",
-        &lease.workspace,
-        run_name_of(&lease).to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
     let error = error_from_proto("error", req.error)?;
     let delay = req
         .next_retry_delay

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     auth::{Action, Principal},
     context::{Ctx, required},
-    convert::{self, has, json_to_struct, mask_paths, timestamp},
+    convert::{self, Mask, json_to_struct, timestamp},
 };
 
 const UPDATABLE: &[&str] = &[
@@ -156,14 +156,7 @@ pub async fn create_agent(
         workspace: parent.workspace.clone(),
         agent: req.agent_id.clone(),
     };
-    let m = ctx.mutation(
-        p,
-        "CreateAgent",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let a = required("agent", req.agent)?;
     let spec = AgentSpec {
         display_name: convert::text("agent.display_name", a.display_name)?,
@@ -229,43 +222,18 @@ pub async fn update_agent(
     let a = required("agent", req.agent.clone())?;
     let name = AgentName::parse("agent.name", &a.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(
-        p,
-        "UpdateAgent",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let mask = Mask::new("agent", req.update_mask.clone(), UPDATABLE, &[])?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let patch = AgentPatch {
-        display_name: has(&paths, "display_name")
-            .then(|| convert::text("agent.display_name", a.display_name))
-            .transpose()?,
-        description: has(&paths, "description")
-            .then(|| convert::text("agent.description", a.description))
-            .transpose()?,
-        agent_type: has(&paths, "agent_type")
-            .then(|| convert::text("agent.agent_type", a.agent_type))
-            .transpose()?,
-        capabilities: has(&paths, "capabilities")
-            .then(|| capabilities(a.capabilities))
-            .transpose()?,
-        tools: has(&paths, "tools").then(|| tools(a.tools)).transpose()?,
-        config_schema: has(&paths, "config_schema")
-            .then(|| document("agent.config_schema", a.config_schema))
-            .transpose()?,
-        default_config: has(&paths, "default_config")
-            .then(|| document("agent.default_config", a.default_config))
-            .transpose()?,
-        labels: has(&paths, "labels")
-            .then(|| convert::labels("agent.labels", a.labels))
-            .transpose()?,
-        enabled: if has(&paths, "enabled") {
-            Some(a.enabled.unwrap_or(true))
-        } else {
-            None
-        },
+        display_name: mask.text("display_name", a.display_name)?,
+        description: mask.text("description", a.description)?,
+        agent_type: mask.text("agent_type", a.agent_type)?,
+        capabilities: mask.pick("capabilities", a.capabilities, |_, v| capabilities(v))?,
+        tools: mask.pick("tools", a.tools, |_, v| tools(v))?,
+        config_schema: mask.pick("config_schema", a.config_schema, document)?,
+        default_config: mask.pick("default_config", a.default_config, document)?,
+        labels: mask.labels(a.labels)?,
+        enabled: mask.has("enabled").then(|| a.enabled.unwrap_or(true)),
         etag: a.etag,
     };
     ctx.store
@@ -277,14 +245,7 @@ pub async fn update_agent(
 pub async fn delete_agent(ctx: &Ctx, p: &Principal, req: pb::DeleteAgentRequest) -> Result<()> {
     let name = AgentName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteAgent",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store
         .delete_agent(&m, &name, req.force, &req.etag)
         .await

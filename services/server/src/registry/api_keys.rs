@@ -77,14 +77,7 @@ pub async fn create_api_key(
         role: role(key.role)?,
         expire_time,
     };
-    let m = ctx.mutation(
-        p,
-        "CreateApiKey",
-        &parent.workspace,
-        format!("{parent}/apiKeys"),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &parent.workspace, format!("{parent}/apiKeys"), &req)?;
     let created = ctx.store.create_api_key(&m, new).await?;
     Ok(pb::CreateApiKeyResponse {
         api_key: Some(to_proto(created.key)),
@@ -115,14 +108,7 @@ pub async fn list_api_keys(
 pub async fn delete_api_key(ctx: &Ctx, p: &Principal, req: pb::DeleteApiKeyRequest) -> Result<()> {
     let name = ApiKeyName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::ManageKeys)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteApiKey",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store.delete_api_key(&m, &name).await?;
     ctx.keys.forget_key(&name.to_string());
     Ok(())

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::{
     auth::{Action, Principal},
     context::{Ctx, required},
-    convert::{self, has, json_to_struct, mask_paths, timestamp},
+    convert::{self, Mask, json_to_struct, timestamp},
 };
 
 const UPDATABLE: &[&str] = &[
@@ -131,14 +131,7 @@ pub async fn create_instance(
         project: parent.project.clone(),
         instance: req.instance_id.clone(),
     };
-    let m = ctx.mutation(
-        p,
-        "CreateInstance",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let i = required("instance", req.instance)?;
     let agent = AgentName::parse("instance.agent", &i.agent)?;
     if agent.workspace != name.workspace {
@@ -223,31 +216,15 @@ pub async fn update_instance(
     let i = required("instance", req.instance.clone())?;
     let name = InstanceName::parse("instance.name", &i.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(
-        p,
-        "UpdateInstance",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let mask = Mask::new("instance", req.update_mask.clone(), UPDATABLE, &[])?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let patch = InstancePatch {
-        display_name: has(&paths, "display_name")
-            .then(|| convert::text("instance.display_name", i.display_name))
-            .transpose()?,
-        labels: has(&paths, "labels")
-            .then(|| convert::labels("instance.labels", i.labels))
-            .transpose()?,
-        config: has(&paths, "config")
-            .then(|| config(i.config))
-            .transpose()?,
-        agent_revision: has(&paths, "agent_revision")
-            .then(|| revision(i.agent_revision))
-            .transpose()?,
-        heartbeat_ttl_ms: has(&paths, "heartbeat_ttl")
-            .then(|| heartbeat_ttl_ms(i.heartbeat_ttl))
-            .transpose()?,
+        display_name: mask.text("display_name", i.display_name)?,
+        labels: mask.labels(i.labels)?,
+        config: mask.pick("config", i.config, |_, v| config(v))?,
+        agent_revision: mask.pick("agent_revision", i.agent_revision, |_, v| revision(v))?,
+        heartbeat_ttl_ms: mask
+            .pick("heartbeat_ttl", i.heartbeat_ttl, |_, v| heartbeat_ttl_ms(v))?,
         etag: i.etag,
     };
     ctx.store
@@ -263,14 +240,7 @@ pub async fn delete_instance(
 ) -> Result<pb::Instance> {
     let name = InstanceName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteInstance",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store
         .delete_instance(&m, &name, &req.etag)
         .await
@@ -292,14 +262,7 @@ pub async fn set_instance_status(
         ));
     }
     let message = convert::text("status_message", req.status_message.clone())?;
-    let m = ctx.mutation(
-        p,
-        "SetInstanceStatus",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store
         .set_instance_status(&m, &name, to, &message, &req.etag)
         .await

@@ -11,7 +11,7 @@ use agentry_store::{NewProject, ProjectPatch};
 use crate::{
     auth::{Action, Principal},
     context::{Ctx, required},
-    convert::{self, has, mask_paths, timestamp},
+    convert::{self, Mask, timestamp},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels"];
@@ -40,14 +40,7 @@ pub async fn create_project(
         workspace: parent.workspace.clone(),
         project: req.project_id.clone(),
     };
-    let m = ctx.mutation(
-        p,
-        "CreateProject",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let project = req.project.unwrap_or_default();
     let new = NewProject {
         workspace: name.workspace.clone(),
@@ -97,25 +90,12 @@ pub async fn update_project(
     let project = required("project", req.project.clone())?;
     let name = ProjectName::parse("project.name", &project.name)?;
     p.check(&name.workspace, Action::ManageProjects)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(
-        p,
-        "UpdateProject",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let mask = Mask::new("project", req.update_mask.clone(), UPDATABLE, &[])?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let patch = ProjectPatch {
-        display_name: has(&paths, "display_name")
-            .then(|| convert::text("project.display_name", project.display_name))
-            .transpose()?,
-        description: has(&paths, "description")
-            .then(|| convert::text("project.description", project.description))
-            .transpose()?,
-        labels: has(&paths, "labels")
-            .then(|| convert::labels("project.labels", project.labels))
-            .transpose()?,
+        display_name: mask.text("display_name", project.display_name)?,
+        description: mask.text("description", project.description)?,
+        labels: mask.labels(project.labels)?,
         etag: project.etag,
     };
     ctx.store
@@ -127,14 +107,7 @@ pub async fn update_project(
 pub async fn delete_project(ctx: &Ctx, p: &Principal, req: pb::DeleteProjectRequest) -> Result<()> {
     let name = ProjectName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::ManageProjects)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteProject",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store
         .delete_project(&m, &name, req.force, &req.etag)
         .await

@@ -11,7 +11,7 @@ use agentry_store::{NewWorkspace, WorkspacePatch};
 use crate::{
     auth::{Action, Principal},
     context::{Ctx, required},
-    convert::{self, has, mask_paths, timestamp},
+    convert::{self, Mask, timestamp},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels", "quotas"];
@@ -60,10 +60,10 @@ fn quotas(q: pb::Quotas) -> Result<Quotas> {
 }
 
 /// The quota fields an update mask selects (`quotas` selects them all).
-fn quotas_patch(paths: &[String], q: Quotas) -> Result<QuotasPatch> {
-    let all = has(paths, "quotas");
-    let pick = |field: &str| all || has(paths, &format!("quotas.{field}"));
-    for path in paths.iter().filter(|p| p.starts_with("quotas.")) {
+fn quotas_patch(mask: &Mask, q: Quotas) -> Result<QuotasPatch> {
+    let all = mask.has("quotas");
+    let pick = |field: &str| all || mask.has(&format!("quotas.{field}"));
+    for path in mask.paths().iter().filter(|p| p.starts_with("quotas.")) {
         let field = &path["quotas.".len()..];
         if ![
             "max_instances_per_project",
@@ -100,14 +100,7 @@ pub async fn create_workspace(
     let name = WorkspaceName {
         workspace: req.workspace_id.clone(),
     };
-    let mut m = ctx.mutation(
-        p,
-        "CreateWorkspace",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let mut m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     m.scope = String::new();
     let w = req.workspace.unwrap_or_default();
     let new = NewWorkspace {
@@ -154,31 +147,18 @@ pub async fn update_workspace(
     let w = required("workspace", req.workspace.clone())?;
     let name = WorkspaceName::parse("workspace.name", &w.name)?;
     p.check(&name.workspace, Action::ManageWorkspace)?;
-    let paths = mask_paths(req.update_mask.clone(), UPDATABLE, &["quotas"])?;
-    let changes_quotas = paths.iter().any(|path| path.starts_with("quotas"));
+    let mask = Mask::new("workspace", req.update_mask.clone(), UPDATABLE, &["quotas"])?;
+    let changes_quotas = mask.paths().iter().any(|path| path.starts_with("quotas"));
     if changes_quotas {
         p.check(&name.workspace, Action::Operate)?;
     }
-    let m = ctx.mutation(
-        p,
-        "UpdateWorkspace",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     let patch = WorkspacePatch {
-        display_name: has(&paths, "display_name")
-            .then(|| convert::text("workspace.display_name", w.display_name))
-            .transpose()?,
-        description: has(&paths, "description")
-            .then(|| convert::text("workspace.description", w.description))
-            .transpose()?,
-        labels: has(&paths, "labels")
-            .then(|| convert::labels("workspace.labels", w.labels))
-            .transpose()?,
+        display_name: mask.text("display_name", w.display_name)?,
+        description: mask.text("description", w.description)?,
+        labels: mask.labels(w.labels)?,
         quotas: if changes_quotas {
-            quotas_patch(&paths, quotas(w.quotas.unwrap_or_default())?)?
+            quotas_patch(&mask, quotas(w.quotas.unwrap_or_default())?)?
         } else {
             QuotasPatch::default()
         },
@@ -197,14 +177,7 @@ pub async fn delete_workspace(
 ) -> Result<()> {
     let name = WorkspaceName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Operate)?;
-    let m = ctx.mutation(
-        p,
-        "DeleteWorkspace",
-        &name.workspace,
-        name.to_string(),
-        &req.request_id,
-        &req,
-    )?;
+    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
     ctx.store
         .delete_workspace(&m, &name.workspace, req.force, &req.etag)
         .await?;

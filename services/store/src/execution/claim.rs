@@ -39,6 +39,11 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The lease the claim holds, which the worker's task token carries.
+    pub fn lease(&self) -> Lease {
+        lease_of(&self.run)
+    }
+
     /// The answer is on its way to the worker: the lease stays.
     pub fn delivered(mut self) -> (Run, Instance) {
         self.release.0 = None;
