@@ -41,6 +41,10 @@ pub struct Args {
     /// Measure metrics alone: the 'on' server exports no spans.
     #[arg(long)]
     no_traces: bool,
+    /// The 'on' server serves no metrics (with `--no-traces`: two identical servers, which
+    /// shows how far apart the two measurements land by chance).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// Receives spans and counts them.
@@ -91,15 +95,20 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             on_env.push(("OTEL_TRACES_SAMPLER_ARG", arg.clone()));
         }
     }
+    let on_args = if args.no_metrics {
+        Vec::new()
+    } else {
+        vec![
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ]
+    };
     let on = server::start_with(
         &cli.binary,
         &cli.database_url,
         &root,
         Some(&off),
-        &[
-            "--metrics-listen".into(),
-            format!("127.0.0.1:{metrics_port}"),
-        ],
+        &on_args,
         &on_env,
     )
     .await?;
@@ -117,8 +126,13 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
                 .unwrap_or_default()
         )
     };
+    let metrics = if args.no_metrics {
+        "no metrics"
+    } else {
+        "--metrics-listen"
+    };
     println!(
-        "observability benchmark: {} s per measurement, {CONCURRENCY} clients, both servers on one Postgres database\n  off: {} (no metrics, no traces)\n  on:  {} (--metrics-listen, {traces})\n",
+        "observability benchmark: {} s per measurement, {CONCURRENCY} clients, both servers on one Postgres database\n  off: {} (no metrics, no traces)\n  on:  {} ({metrics}, {traces})\n",
         cli.seconds, off.addr, on.addr
     );
 
@@ -130,7 +144,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         }
         channels.push(each);
     }
-    let meter = cpu::Meter::new(on.pid());
+    // The 'on' server is the meter's server, the 'off' one its peer: each slice's own
+    // server's CPU time per call is the layer's cost, steadier than throughput.
+    let meter = cpu::Meter::new(on.pid()).with_peer(off.pid());
 
     let health = |channels: &Vec<tonic::transport::Channel>| {
         let clients: Vec<_> = channels
@@ -212,6 +228,19 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         reads_off.0.per_second,
         0.95,
     );
+    for (what, (off, off_cpu), (on, on_cpu)) in [
+        ("empty call", &empty_off, &empty_on),
+        ("ReadContext", &reads_off, &reads_on),
+    ] {
+        let us = |seconds: f64, calls: usize| seconds / calls.max(1) as f64 * 1e6;
+        println!(
+            "  {what}: server CPU per call off {:.1} µs, on {:.1} µs; load generator {:.1} / {:.1} µs",
+            us(off_cpu.peer, off.ops),
+            us(on_cpu.server, on.ops),
+            us(off_cpu.bench, off.ops),
+            us(on_cpu.bench, on.ops),
+        );
+    }
     println!(
         "  the 'on' server exported {spans} spans and counted {counted:.0} RPCs in agentry_rpc_requests_total"
     );
