@@ -2,9 +2,11 @@
 //! (JSON Schema configs, the instance state machine, page tokens, API key secrets) that
 //! the store and the server share. Nothing here knows about SQL or gRPC.
 
+pub mod agent;
 pub mod apikey;
 pub mod document;
 pub mod error;
+pub mod instance;
 pub mod json;
 pub mod model;
 pub mod names;

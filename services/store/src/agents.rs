@@ -4,12 +4,13 @@
 
 use agentry_core::{
     Error, Result,
-    model::{Agent, AgentSpec, Labels, Page, Tool},
+    model::{Agent, AgentSpec, Page},
     names::AgentName,
     time::now_micros,
 };
+// The commands are core's; re-exported for the store's callers.
+pub use agentry_core::agent::{AgentPatch, NewAgent};
 use sea_query::{Alias, Expr, LockType, Order, Query, SelectStatement};
-use serde_json::Value;
 
 use crate::{
     PageRequest, Store,
@@ -20,27 +21,6 @@ use crate::{
     tables::{AgentRevisions, Agents, Instances},
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewAgent {
-    pub workspace: String,
-    pub id: String,
-    pub spec: AgentSpec,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AgentPatch {
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub agent_type: Option<String>,
-    pub capabilities: Option<Vec<String>>,
-    pub tools: Option<Vec<Tool>>,
-    pub config_schema: Option<Option<Value>>,
-    pub default_config: Option<Option<Value>>,
-    pub labels: Option<Labels>,
-    pub enabled: Option<bool>,
-    pub etag: String,
-}
 
 #[derive(sqlx::FromRow)]
 struct AgentRow {
@@ -273,14 +253,13 @@ impl Store {
         Ok(paginate(items, page.size, |a| a.revision.to_string()))
     }
 
-    /// Appends a revision holding the latest one with `patch` applied. `validate` checks
-    /// the resulting spec (the schema compiles, …) before anything is written.
+    /// Appends a revision holding the latest one with `patch` applied (core checks the
+    /// resulting spec before anything is written).
     pub async fn update_agent(
         &self,
         m: &Mutation,
         name: &AgentName,
         patch: AgentPatch,
-        validate: impl Fn(&AgentSpec) -> Result<()>,
     ) -> Result<Agent> {
         mutate!(self, m, |tx| async {
             // Locking the head serializes concurrent updates: revisions stay gapless.
@@ -303,35 +282,7 @@ impl Store {
                 uid,
             } = agent_in_tx(tx, name, None).await?;
             check_etag(current.latest_revision, &patch.etag)?;
-            let spec = &mut current.spec;
-            if let Some(v) = &patch.display_name {
-                spec.display_name = v.clone();
-            }
-            if let Some(v) = &patch.description {
-                spec.description = v.clone();
-            }
-            if let Some(v) = &patch.agent_type {
-                spec.agent_type = v.clone();
-            }
-            if let Some(v) = &patch.capabilities {
-                spec.capabilities = v.clone();
-            }
-            if let Some(v) = &patch.tools {
-                spec.tools = v.clone();
-            }
-            if let Some(v) = &patch.config_schema {
-                spec.config_schema = v.clone();
-            }
-            if let Some(v) = &patch.default_config {
-                spec.default_config = v.clone();
-            }
-            if let Some(v) = &patch.labels {
-                spec.labels = v.clone();
-            }
-            if let Some(v) = patch.enabled {
-                spec.enabled = v;
-            }
-            validate(spec)?;
+            patch.apply(&mut current.spec)?;
             let now = now_micros();
             let revision = current.latest_revision + 1;
             insert_revision(

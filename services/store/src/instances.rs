@@ -4,13 +4,14 @@
 
 use agentry_core::{
     Error, Result,
-    error::QuotaViolation,
-    model::{Instance, Labels, Page},
+    instance::check_instance_quota,
+    model::{Instance, Page},
     names::{AgentName, InstanceName, ProjectName},
-    schema,
     status::InstanceStatus,
     time::{Micros, now_micros},
 };
+// The commands are core's; re-exported for the store's callers.
+pub use agentry_core::instance::{InstanceFilter, InstancePatch, NewInstance};
 use sea_query::{Alias, Expr, Func, LockType, Order, Query, SelectStatement};
 use serde_json::Value;
 
@@ -25,35 +26,6 @@ use crate::{
     tables::Instances,
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewInstance {
-    pub name: InstanceName,
-    pub display_name: String,
-    pub agent: AgentName,
-    /// `None`: the latest revision.
-    pub agent_revision: Option<i64>,
-    pub config: Value,
-    pub heartbeat_ttl_ms: i64,
-    pub labels: Labels,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct InstancePatch {
-    pub display_name: Option<String>,
-    pub labels: Option<Labels>,
-    pub config: Option<Value>,
-    /// `Some(None)`: move to the latest revision.
-    pub agent_revision: Option<Option<i64>>,
-    pub heartbeat_ttl_ms: Option<i64>,
-    pub etag: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct InstanceFilter {
-    pub status: Option<InstanceStatus>,
-    pub agent: Option<String>,
-}
 
 #[derive(sqlx::FromRow)]
 struct InstanceRow {
@@ -210,14 +182,6 @@ async fn save(
     tx.execute(&update).await.map(|_| ())
 }
 
-/// When liveness lapses: tracked only once the instance has heartbeated.
-fn expire_time(instance: &Instance) -> Option<Micros> {
-    match (instance.status.is_live(), instance.last_heartbeat_time) {
-        (true, Some(last)) => Some(last + instance.heartbeat_ttl_ms * 1000),
-        _ => None,
-    }
-}
-
 /// Loads the pinned revision, merges and validates the config.
 async fn resolve_config(
     tx: &mut Tx,
@@ -226,18 +190,7 @@ async fn resolve_config(
     config: &Value,
 ) -> Result<(AgentRecord, Value)> {
     let record = agent_in_tx(tx, agent, revision).await?;
-    if !record.agent.spec.enabled {
-        return Err(Error::precondition(
-            "AGENT_DISABLED",
-            format!("{agent} is disabled"),
-        ));
-    }
-    let effective = schema::effective_config(record.agent.spec.default_config.as_ref(), config);
-    schema::validate_config(
-        "instance.config",
-        record.agent.spec.config_schema.as_ref(),
-        &effective,
-    )?;
+    let effective = record.agent.spec.instance_config(agent, config)?;
     Ok((record, effective))
 }
 
@@ -264,37 +217,11 @@ impl Store {
                 )
                 .await?
                 .unwrap_or(Count { n: 0 });
-            if live.n >= i64::from(quota) {
-                return Err(Error::QuotaExceeded {
-                    violations: vec![QuotaViolation {
-                        subject: project.to_string(),
-                        description: format!(
-                            "the project allows {quota} live instances (quota max_instances_per_project)"
-                        ),
-                    }],
-                });
-            }
+            check_instance_quota(&project, live.n, quota)?;
             let (record, effective) =
                 resolve_config(tx, &new.agent, new.agent_revision, &new.config).await?;
             let now = now_micros();
-            let instance = Instance {
-                workspace: new.name.workspace.clone(),
-                project: new.name.project.clone(),
-                id: new.name.instance.clone(),
-                display_name: new.display_name.clone(),
-                agent: new.agent.agent.clone(),
-                agent_revision: record.agent.revision,
-                config: new.config.clone(),
-                effective_config: effective,
-                status: InstanceStatus::Idle,
-                status_message: String::new(),
-                heartbeat_ttl_ms: new.heartbeat_ttl_ms,
-                last_heartbeat_time: None,
-                labels: new.labels.clone(),
-                create_time: now,
-                update_time: now,
-                etag: 1,
-            };
+            let instance = Instance::new(&new, record.agent.revision, effective, now);
             let insert = Query::insert()
                 .into_table(Instances::Table)
                 .columns([
@@ -392,30 +319,8 @@ impl Store {
                 status_before_offline,
             } = lock_instance(tx, name).await?;
             check_etag(instance.etag, &patch.etag)?;
-            if instance.status == InstanceStatus::Terminated {
-                return Err(Error::precondition(
-                    "INSTANCE_TERMINATED",
-                    format!("{name} is terminated"),
-                ));
-            }
-            if let Some(v) = &patch.display_name {
-                instance.display_name = v.clone();
-            }
-            if let Some(v) = &patch.labels {
-                instance.labels = v.clone();
-            }
-            if let Some(v) = patch.heartbeat_ttl_ms {
-                instance.heartbeat_ttl_ms = v;
-            }
             let mut uid = None;
-            if patch.config.is_some() || patch.agent_revision.is_some() {
-                if let Some(v) = &patch.config {
-                    instance.config = v.clone();
-                }
-                let revision = match patch.agent_revision {
-                    Some(revision) => revision,
-                    None => Some(instance.agent_revision),
-                };
+            if let Some(revision) = patch.apply(&mut instance)? {
                 let agent = AgentName {
                     workspace: name.workspace.clone(),
                     agent: instance.agent.clone(),
@@ -426,14 +331,13 @@ impl Store {
                 instance.effective_config = effective;
                 uid = Some(record.uid);
             }
-            instance.etag += 1;
-            instance.update_time = now_micros().max(instance.update_time + 1);
+            instance.touch(now_micros());
             save(
                 tx,
                 &instance,
                 uid.as_deref(),
                 status_before_offline,
-                expire_time(&instance),
+                instance.heartbeat_expire_time(),
             )
             .await?;
             Ok(instance)
@@ -449,10 +353,7 @@ impl Store {
         mutate!(self, m, |tx| async {
             let InstanceRecord { mut instance, .. } = lock_instance(tx, name).await?;
             check_etag(instance.etag, etag)?;
-            if instance.status != InstanceStatus::Terminated {
-                instance.status = InstanceStatus::Terminated;
-                instance.etag += 1;
-                instance.update_time = now_micros().max(instance.update_time + 1);
+            if instance.terminate(now_micros()) {
                 save(tx, &instance, None, None, None).await?;
             }
             Ok(instance)
@@ -473,20 +374,15 @@ impl Store {
                 status_before_offline,
             } = lock_instance(tx, name).await?;
             check_etag(instance.etag, etag)?;
-            instance.status.check_transition(to)?;
-            if instance.status == to && instance.status_message == message {
+            if !instance.set_status(to, message, now_micros())? {
                 return Ok(instance);
             }
-            instance.status = to;
-            instance.status_message = message.to_owned();
-            instance.etag += 1;
-            instance.update_time = now_micros().max(instance.update_time + 1);
             save(
                 tx,
                 &instance,
                 None,
                 status_before_offline,
-                expire_time(&instance),
+                instance.heartbeat_expire_time(),
             )
             .await?;
             Ok(instance)
@@ -501,22 +397,15 @@ impl Store {
             mut instance,
             status_before_offline,
         } = lock_instance(&mut tx, name).await?;
-        match instance.status {
-            InstanceStatus::Terminated => {
-                return Err(Error::precondition(
-                    "INSTANCE_TERMINATED",
-                    format!("{name} is terminated"),
-                ));
-            }
-            InstanceStatus::Offline => {
-                instance.status = status_before_offline.unwrap_or(InstanceStatus::Idle);
-                instance.etag += 1;
-                instance.update_time = now_micros().max(instance.update_time + 1);
-            }
-            _ => {}
-        }
-        instance.last_heartbeat_time = Some(now_micros());
-        save(&mut tx, &instance, None, None, expire_time(&instance)).await?;
+        instance.heartbeat(status_before_offline, now_micros())?;
+        save(
+            &mut tx,
+            &instance,
+            None,
+            None,
+            instance.heartbeat_expire_time(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(instance)
     }

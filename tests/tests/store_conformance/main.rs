@@ -308,7 +308,6 @@ conformance!(
                         &mutation("acme", "UpdateAgent", "echo", "", b""),
                         &name,
                         patch,
-                        |_| Ok(()),
                     )
                     .await
             })

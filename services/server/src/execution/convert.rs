@@ -1,6 +1,7 @@
 //! Proto ↔ domain conversions of sessions, messages, runs and events, with the
 //! validation of everything a client or worker sends.
 
+use agentry_core::run::EventInput;
 use agentry_core::{
     Error, Result,
     names::{ContextName, SessionName},
@@ -11,7 +12,6 @@ use agentry_core::{
     time::Micros,
 };
 use agentry_proto::v1 as pb;
-use agentry_store::EventInput;
 use prost_types::Duration;
 
 use crate::convert::{

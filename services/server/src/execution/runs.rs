@@ -1,12 +1,13 @@
 //! Runs, client side. Everyone reads; ADMIN and DEVELOPER create, cancel and decide.
 
+use agentry_core::run::{NewRun, RunFilter};
 use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewRun, Percentiles, RunFilter, RunStatsGroup};
+use agentry_store::{Percentiles, RunStatsGroup};
 
 use super::convert::{
     autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, message_from_proto,

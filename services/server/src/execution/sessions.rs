@@ -1,11 +1,11 @@
 //! Sessions and transcripts. Everyone reads; ADMIN and DEVELOPER create and delete.
 
+use agentry_core::run::NewSession;
 use agentry_core::{
     Error, Result,
     names::{InstanceName, ProjectName, SessionName, validate_slug},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::NewSession;
 
 use super::convert::{message_to_proto, session_to_proto};
 use crate::{

@@ -268,12 +268,12 @@ pub async fn append_run_events(
         .collect::<Result<Vec<_>>>()?;
     if inputs
         .iter()
-        .any(|e| matches!(e, agentry_store::EventInput::ToolStarted(_)))
+        .any(|e| matches!(e, agentry_core::run::EventInput::ToolStarted(_)))
     {
         // Tool calls name tools of the pinned revision (immutable: read outside the write).
         let tools = pinned_tools(ctx, &lease).await?;
         for (i, input) in inputs.iter().enumerate() {
-            if let agentry_store::EventInput::ToolStarted(call) = input
+            if let agentry_core::run::EventInput::ToolStarted(call) = input
                 && !tools.iter().any(|t| t.name == call.tool)
             {
                 return Err(Error::invalid(

@@ -4,7 +4,6 @@ use agentry_core::{
     Error, Result,
     model::{Agent, AgentSpec, Tool, ToolRisk},
     names::{AgentName, WorkspaceName, validate_slug},
-    schema,
 };
 use agentry_proto::v1 as pb;
 use agentry_store::{AgentPatch, NewAgent};
@@ -137,13 +136,6 @@ fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Va
 }
 
 /// Checks what a spec must satisfy before a revision is written.
-fn check_spec(spec: &AgentSpec) -> Result<()> {
-    if let Some(s) = &spec.config_schema {
-        schema::check_schema("agent.config_schema", s)?;
-    }
-    Ok(())
-}
-
 pub async fn create_agent(
     ctx: &Ctx,
     p: &Principal,
@@ -169,7 +161,7 @@ pub async fn create_agent(
         labels: convert::labels("agent.labels", a.labels)?,
         enabled: a.enabled.unwrap_or(true),
     };
-    check_spec(&spec)?;
+    spec.check()?;
     ctx.store
         .create_agent(
             &m,
@@ -236,10 +228,7 @@ pub async fn update_agent(
         enabled: mask.has("enabled").then(|| a.enabled.unwrap_or(true)),
         etag: a.etag,
     };
-    ctx.store
-        .update_agent(&m, &name, patch, check_spec)
-        .await
-        .map(to_proto)
+    ctx.store.update_agent(&m, &name, patch).await.map(to_proto)
 }
 
 pub async fn delete_agent(ctx: &Ctx, p: &Principal, req: pb::DeleteAgentRequest) -> Result<()> {

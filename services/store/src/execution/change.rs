@@ -1,13 +1,16 @@
 //! [`Change`]: one run changing inside a transaction (its row, and its session's when
-//! the transcript or the session's active run changes, both already locked). Events get
-//! the next gapless sequence numbers in memory; [`Change::save`] writes the run, the
-//! session and the events together.
+//! the transcript or the session's active run changes, both already locked). The
+//! decisions are `agentry_core::run::RunChange`'s, which a `Change` derefs to; it adds
+//! what needs the database: the open tool calls an ending closes, the hand-off of the
+//! session to its next queued run, and [`Change::save`], which writes the run, the
+//! session, the transcript, the tool calls and the events together.
+
+use std::ops::{Deref, DerefMut};
 
 use agentry_core::{
-    Error, Result,
+    Result,
     run::{
-        Approval, EventBody, MessageBody, MessageRole, Run, RunEvent, RunStatus, Session,
-        StopReason, ToolCall,
+        CallChanges, Ending, MessageBody, OpenCall, Run, RunChange, RunStatus, Session, StopReason,
     },
     time::Micros,
 };
@@ -15,7 +18,7 @@ use sea_query::{Expr, LockType, Order, Query};
 
 use super::{
     Wakes,
-    rows::{RunRow, insert_events, save_run, save_session, select_runs},
+    rows::{RunRow, insert_events, insert_run, save_run, save_session, select_runs},
 };
 use crate::{
     db::Tx,
@@ -24,146 +27,39 @@ use crate::{
 };
 
 pub(crate) struct Change<'s> {
-    pub run: Run,
+    core: RunChange,
     /// Locked by the caller when the change touches the transcript or ends the run.
-    pub session: Option<&'s mut Session>,
-    pub events: Vec<RunEvent>,
-    pub now: Micros,
+    session: Option<&'s mut Session>,
 }
 
-#[derive(sqlx::FromRow)]
-struct OpenCall {
-    call_id: String,
-    tool: String,
+impl Deref for Change<'_> {
+    type Target = RunChange;
+
+    fn deref(&self) -> &RunChange {
+        &self.core
+    }
+}
+
+impl DerefMut for Change<'_> {
+    fn deref_mut(&mut self) -> &mut RunChange {
+        &mut self.core
+    }
 }
 
 impl<'s> Change<'s> {
     pub fn new(run: Run, session: Option<&'s mut Session>, now: Micros) -> Self {
         Self {
-            run,
+            core: RunChange::new(run, session.as_deref(), now),
             session,
-            events: Vec::new(),
-            now,
         }
     }
 
-    /// Appends an event (the next sequence, the current attempt).
-    pub fn event(&mut self, body: EventBody) {
-        self.run.last_sequence += 1;
-        self.events.push(RunEvent {
-            sequence: self.run.last_sequence,
-            attempt: self.run.attempt,
-            body,
-            create_time: self.now,
-        });
+    /// A change core decided already (its session locked by the caller).
+    pub fn of(core: RunChange, session: Option<&'s mut Session>) -> Self {
+        Self { core, session }
     }
 
-    /// Moves the run along the state machine and appends the status event.
-    pub fn status(&mut self, to: RunStatus, stop_reason: StopReason, message: &str) -> Result<()> {
-        let run = &mut self.run;
-        if !run.status.can_become(to) {
-            return Err(Error::internal(format!(
-                "illegal run transition {} → {}",
-                run.status.as_str(),
-                to.as_str()
-            )));
-        }
-        let previous = run.status;
-        run.status = to;
-        run.update_time = self.now;
-        if !to.is_leased() {
-            run.lease_expire_time = None;
-        }
-        if to.is_terminal() {
-            run.stop_reason = stop_reason;
-            run.end_time = Some(self.now);
-            run.ready = false;
-        }
-        self.event(EventBody::StatusChanged {
-            previous: Some(previous),
-            status: to,
-            stop_reason,
-            message: message.to_owned(),
-        });
-        Ok(())
-    }
-
-    pub fn approval_decided(&mut self, approval: &Approval) {
-        self.event(EventBody::ApprovalDecided {
-            approval: approval.clone(),
-        });
-    }
-
-    /// The transcript length before this change's messages.
-    pub fn message_count(&self) -> i64 {
-        self.session.as_ref().map_or(0, |s| s.message_count)
-    }
-
-    /// Appends messages to the session's transcript; returns their sequence numbers.
-    pub async fn append_messages(
-        &mut self,
-        tx: &mut Tx,
-        bodies: &[MessageBody],
-    ) -> Result<Vec<i64>> {
-        let session = self
-            .session
-            .as_deref_mut()
-            .ok_or_else(|| Error::internal("a transcript change without its session"))?;
-        append_messages(tx, session, &self.run, bodies, self.now).await
-    }
-
-    /// Closes every tool call the run left open with a synthetic result, so the
-    /// transcript stays valid for the next run of the session.
-    async fn close_open_calls(&mut self, tx: &mut Tx, status: &str) -> Result<()> {
-        let open: Vec<OpenCall> = tx
-            .fetch_all(
-                &Query::select()
-                    .columns([ToolCalls::CallId, ToolCalls::Tool])
-                    .from(ToolCalls::Table)
-                    .and_where(Expr::col(ToolCalls::WorkspaceId).eq(self.run.workspace.as_str()))
-                    .and_where(Expr::col(ToolCalls::RunId).eq(self.run.id.as_str()))
-                    .and_where(Expr::col(ToolCalls::Open).eq(1))
-                    .order_by(ToolCalls::CallId, Order::Asc)
-                    .to_owned(),
-            )
-            .await?;
-        if open.is_empty() {
-            return Ok(());
-        }
-        let mut bodies = Vec::with_capacity(open.len());
-        for call in open {
-            let call = ToolCall {
-                id: call.call_id,
-                tool: call.tool,
-                arguments: None,
-                result: Some(serde_json::json!({ "status": status })),
-                is_error: true,
-            };
-            self.event(EventBody::ToolCallCompleted {
-                call: call.clone(),
-                synthetic: true,
-            });
-            bodies.push(MessageBody {
-                role: MessageRole::Tool,
-                content: String::new(),
-                tool_call: Some(call),
-            });
-        }
-        self.append_messages(tx, &bodies).await?;
-        tx.execute(
-            &Query::update()
-                .table(ToolCalls::Table)
-                .value(ToolCalls::Open, 0)
-                .and_where(Expr::col(ToolCalls::WorkspaceId).eq(self.run.workspace.as_str()))
-                .and_where(Expr::col(ToolCalls::RunId).eq(self.run.id.as_str()))
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Ends the run: closes its open tool calls, appends the terminal status event last,
-    /// and hands the session to the next queued run.
+    /// Ends the run into `to` (see [`Change::end`]).
     pub async fn finish(
         &mut self,
         tx: &mut Tx,
@@ -172,54 +68,138 @@ impl<'s> Change<'s> {
         stop_reason: StopReason,
         message: &str,
     ) -> Result<()> {
-        let synthetic = match to {
-            RunStatus::Cancelled | RunStatus::TimedOut => "cancelled",
-            _ => "failed",
-        };
-        self.close_open_calls(tx, synthetic).await?;
-        let was_leased = self.run.status.is_leased();
-        self.status(to, stop_reason, message)?;
-        if was_leased {
-            wakes.slot(&self.run.workspace);
-        }
-        wakes.run(&self.run);
-        let now = self.now;
+        self.end(tx, wakes, Ending::finish(to, stop_reason, message))
+            .await
+    }
+
+    /// Ends the attempt as core decided: closes its open tool calls, applies `ending`,
+    /// and hands the session to the next queued run when the run leaves it.
+    pub async fn end(&mut self, tx: &mut Tx, wakes: &mut Wakes, ending: Ending) -> Result<()> {
+        let open = open_calls(tx, &self.core.run).await?;
+        self.core.close_calls(open, ending.synthetic_status())?;
+        self.core.end(&ending)?;
         if let Some(session) = self.session.as_deref_mut()
-            && session.active_run == self.run.id
+            && self.core.hands_off(&ending, session)
         {
-            handoff(tx, session, wakes, now).await?;
+            flush(tx, &mut self.core, session).await?;
+            handoff(tx, session, wakes, self.core.now).await?;
         }
+        self.wakes_into(wakes);
         Ok(())
     }
 
-    /// Back to the queue for another attempt, not before `delay`; the failed attempt's
-    /// open tool calls are closed first.
-    pub async fn requeue(
-        &mut self,
-        tx: &mut Tx,
-        wakes: &mut Wakes,
-        stop_reason: StopReason,
-        message: &str,
-        delay: Micros,
-    ) -> Result<()> {
-        self.close_open_calls(tx, "failed").await?;
-        self.status(RunStatus::Queued, stop_reason, message)?;
-        self.run.attempt += 1;
-        self.run.next_attempt_time = self.now.saturating_add(delay);
-        wakes.queue(&self.run);
-        wakes.run(&self.run);
-        Ok(())
+    /// Moves the wake keys core collected so far into `wakes`.
+    pub fn wakes_into(&mut self, wakes: &mut Wakes) {
+        for key in self.core.wakes.drain(..) {
+            wakes.push(key);
+        }
     }
 
-    /// Writes the run, its session (if locked) and the new events.
+    /// [`Change::save`], its wake keys into `wakes`.
+    pub async fn persist(mut self, tx: &mut Tx, wakes: &mut Wakes) -> Result<Run> {
+        self.wakes_into(wakes);
+        self.save(tx).await
+    }
+
+    /// Writes the run, its session (if locked) with the transcript appends, the tool
+    /// call changes and the new events.
     pub async fn save(self, tx: &mut Tx) -> Result<Run> {
-        if let Some(session) = self.session {
-            save_session(tx, session, self.now).await?;
-        }
-        save_run(tx, &self.run).await?;
-        insert_events(tx, &self.run, &self.events).await?;
-        Ok(self.run)
+        self.write(tx, false).await
     }
+
+    /// [`Change::save`] of a run just created.
+    pub async fn insert(self, tx: &mut Tx) -> Result<Run> {
+        self.write(tx, true).await
+    }
+
+    async fn write(mut self, tx: &mut Tx, new: bool) -> Result<Run> {
+        if new {
+            insert_run(tx, &self.core.run).await?;
+        } else {
+            save_run(tx, &self.core.run).await?;
+        }
+        if let Some(session) = self.session {
+            flush(tx, &mut self.core, session).await?;
+            save_session(tx, session, self.core.now).await?;
+        }
+        save_calls(tx, &self.core.run, &self.core.calls).await?;
+        insert_events(tx, &self.core.run, &self.core.events).await?;
+        Ok(self.core.run)
+    }
+}
+
+/// The tool calls the run left open.
+async fn open_calls(tx: &mut Tx, run: &Run) -> Result<Vec<OpenCall>> {
+    let open: Vec<(String, String)> = tx
+        .fetch_all(
+            &Query::select()
+                .columns([ToolCalls::CallId, ToolCalls::Tool])
+                .from(ToolCalls::Table)
+                .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
+                .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+                .and_where(Expr::col(ToolCalls::Open).eq(1))
+                .order_by(ToolCalls::CallId, Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    Ok(open
+        .into_iter()
+        .map(|(id, tool)| OpenCall { id, tool })
+        .collect())
+}
+
+/// Writes the tool-call changes core decided: new calls inserted (open or not), stored
+/// ones that completed (or all of them) closed.
+async fn save_calls(tx: &mut Tx, run: &Run, calls: &CallChanges) -> Result<()> {
+    if calls.is_empty() {
+        return Ok(());
+    }
+    if !calls.inserted.is_empty() {
+        let mut insert = Query::insert()
+            .into_table(ToolCalls::Table)
+            .columns([
+                ToolCalls::WorkspaceId,
+                ToolCalls::RunId,
+                ToolCalls::CallId,
+                ToolCalls::Tool,
+                ToolCalls::Open,
+            ])
+            .to_owned();
+        for (id, tool, open) in &calls.inserted {
+            insert.values_panic([
+                run.workspace.clone().into(),
+                run.id.clone().into(),
+                id.clone().into(),
+                tool.clone().into(),
+                i32::from(*open).into(),
+            ]);
+        }
+        tx.execute(&insert).await?;
+    }
+    if !calls.closed.is_empty() || calls.close_all {
+        let mut update = Query::update()
+            .table(ToolCalls::Table)
+            .value(ToolCalls::Open, 0)
+            .and_where(Expr::col(ToolCalls::WorkspaceId).eq(run.workspace.as_str()))
+            .and_where(Expr::col(ToolCalls::RunId).eq(run.id.as_str()))
+            .to_owned();
+        if !calls.close_all {
+            update.and_where(Expr::col(ToolCalls::CallId).is_in(calls.closed.iter().cloned()));
+        }
+        tx.execute(&update).await?;
+    }
+    Ok(())
+}
+
+/// Writes the transcript appends core decided so far.
+async fn flush(tx: &mut Tx, core: &mut RunChange, session: &mut Session) -> Result<()> {
+    let (first, bodies) = core.take_transcript();
+    if bodies.is_empty() {
+        return Ok(());
+    }
+    debug_assert_eq!(first, session.message_count + 1);
+    append_messages(tx, session, &core.run, &bodies, core.now).await?;
+    Ok(())
 }
 
 /// Appends messages to a locked session's transcript; returns their sequence numbers.
@@ -296,18 +276,14 @@ pub(crate) async fn handoff(
                 .to_owned(),
         )
         .await?;
-    match next {
-        Some(row) => {
-            let mut next: Run = row.try_into()?;
-            next.ready = true;
-            next.update_time = now;
-            let input = next.input.clone();
-            append_messages(tx, session, &next, &input, now).await?;
-            save_run(tx, &next).await?;
-            session.active_run = next.id.clone();
-            wakes.queue(&next);
-        }
-        None => session.active_run.clear(),
+    let mut next: Option<Run> = next.map(Run::try_from).transpose()?;
+    if let Some(key) = session.hand_to(next.as_mut(), now) {
+        wakes.push(key);
+    }
+    if let Some(next) = next {
+        let input = next.input.clone();
+        append_messages(tx, session, &next, &input, now).await?;
+        save_run(tx, &next).await?;
     }
     Ok(())
 }

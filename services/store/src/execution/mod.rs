@@ -26,19 +26,17 @@ mod worker;
 use std::sync::Arc;
 
 use agentry_core::{
-    Error,
     model::Labels,
-    run::{AutonomyLevel, ContextBinding, MessageBody, MultitaskStrategy, RetryPolicy, RunError},
+    run::{AutonomyLevel, ContextBinding, MessageBody, MultitaskStrategy, RetryPolicy},
     time::Micros,
 };
 use serde::{Deserialize, Serialize};
 
 pub use claim::Claim;
 pub use reaper::{ReapLimits, ReapReport, RunReaper};
-pub use runs::{NewRun, RunFilter};
-pub use sessions::NewSession;
+// The commands are core's; re-exported for the store's callers.
+pub use agentry_core::run::{EventInput, NewRun, NewSession, RunFilter};
 pub use stats::{Percentiles, RunStatsGroup};
-pub use worker::EventInput;
 
 use crate::Store;
 pub(crate) use crate::feed::Wakes;
@@ -62,17 +60,4 @@ pub(crate) struct RunSpec {
     pub contexts: Vec<ContextBinding>,
     pub labels: Labels,
     pub approval_timeout: Micros,
-}
-
-pub(crate) fn stale(message: impl Into<String>) -> Error {
-    Error::precondition("STALE_TASK", message)
-}
-
-/// A run error with the defaults of a lost worker.
-pub(crate) fn worker_lost() -> RunError {
-    RunError {
-        error_type: "WorkerLost".into(),
-        message: "the worker's lease lapsed without a heartbeat".into(),
-        details: None,
-    }
 }

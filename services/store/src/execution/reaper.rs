@@ -24,7 +24,7 @@ use std::{collections::HashMap, time::Instant};
 use agentry_core::{
     Error, Result,
     names::RunName,
-    run::{Decision, Run, RunStatus, StopReason},
+    run::{Fired, Run, RunStatus, Timer},
     time::{Micros, now_micros},
     wake::WakeKey,
 };
@@ -34,7 +34,6 @@ use super::{
     Wakes,
     change::Change,
     rows::{RunRow, run_by_id, session_by_name},
-    worker_lost,
 };
 use crate::{Store, tables::Runs};
 
@@ -155,36 +154,13 @@ impl RunReaper {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Timer {
-    Lease,
-    Deadline,
-    Approval,
-}
-
-impl Timer {
-    const ALL: [Timer; 3] = [Timer::Lease, Timer::Deadline, Timer::Approval];
-
-    fn column(self) -> Runs {
-        match self {
-            Timer::Lease => Runs::LeaseExpireTime,
-            Timer::Deadline => Runs::Deadline,
-            Timer::Approval => Runs::ApprovalExpireTime,
-        }
+/// The column of the time `timer` falls due at.
+fn column(timer: Timer) -> Runs {
+    match timer {
+        Timer::Lease => Runs::LeaseExpireTime,
+        Timer::Deadline => Runs::Deadline,
+        Timer::Approval => Runs::ApprovalExpireTime,
     }
-}
-
-/// What handling one due run came to.
-enum Fired {
-    LeaseRequeued,
-    LeaseFailed,
-    LeaseCancelled,
-    TimedOut,
-    ApprovalExpired,
-    /// Not due any more (the guard re-checked under the lock) or gone.
-    Nothing,
-    /// Locked by another transaction.
-    Busy,
 }
 
 #[derive(sqlx::FromRow)]
@@ -205,7 +181,7 @@ fn due_runs(
     after: Option<&Cursor>,
     limit: u64,
 ) -> sea_query::SelectStatement {
-    let column = timer.column();
+    let column = column(timer);
     let mut stmt = Query::select()
         .expr_as(Expr::col(column), Alias::new("due_time"))
         .columns([
@@ -340,7 +316,8 @@ impl Store {
         Ok(runs)
     }
 
-    async fn fire(&self, name: &RunName, timer: Timer) -> Result<Fired> {
+    /// Fires `timer` of run `name` as core decides; `None`: another transaction holds it.
+    async fn fire(&self, name: &RunName, timer: Timer) -> Result<Option<Fired>> {
         let now = now_micros();
         let mut wakes = Wakes::default();
         let mut tx = self.db.begin().await?;
@@ -353,7 +330,7 @@ impl Store {
             )
             .await?;
         let Some(session) = session else {
-            return Ok(Fired::Busy);
+            return Ok(None);
         };
         let mut session = session.try_into()?;
         let row: Option<RunRow> = tx
@@ -364,108 +341,37 @@ impl Store {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(Fired::Busy);
+            return Ok(None);
         };
         let run: Run = row.try_into()?;
         let mut change = Change::new(run, Some(&mut session), now);
-        let run = &change.run;
-        let fired = match timer {
-            Timer::Lease => {
-                if !run.status.is_leased() || run.lease_expire_time.is_none_or(|t| t >= now) {
-                    return Ok(Fired::Nothing);
-                }
-                let w = &mut wakes;
-                if run.status == RunStatus::Cancelling {
-                    let message = "the lease lapsed while cancelling";
-                    change
-                        .finish(
-                            &mut tx,
-                            w,
-                            RunStatus::Cancelled,
-                            StopReason::Cancelled,
-                            message,
-                        )
-                        .await?;
-                    Fired::LeaseCancelled
-                } else {
-                    let lost = worker_lost();
-                    change.run.error = Some(lost.clone());
-                    let policy = &change.run.retry_policy;
-                    if policy.retries(change.run.attempt, &lost.error_type) {
-                        let delay = policy.backoff(change.run.attempt);
-                        change
-                            .requeue(&mut tx, w, StopReason::WorkerLost, &lost.message, delay)
-                            .await?;
-                        Fired::LeaseRequeued
-                    } else {
-                        change
-                            .finish(
-                                &mut tx,
-                                w,
-                                RunStatus::Failed,
-                                StopReason::WorkerLost,
-                                &lost.message,
-                            )
-                            .await?;
-                        Fired::LeaseFailed
-                    }
-                }
-            }
-            Timer::Deadline => {
-                if run.status.is_terminal() || run.deadline().is_none_or(|d| d >= now) {
-                    return Ok(Fired::Nothing);
-                }
-                let message = "the run timed out";
-                change
-                    .finish(
-                        &mut tx,
-                        &mut wakes,
-                        RunStatus::TimedOut,
-                        StopReason::Timeout,
-                        message,
-                    )
-                    .await?;
-                Fired::TimedOut
-            }
-            Timer::Approval => {
-                let expired = run.status == RunStatus::RequiresAction
-                    && run
-                        .approval
-                        .as_ref()
-                        .is_some_and(|a| a.decision.is_none() && a.expire_time < now);
-                if !expired {
-                    return Ok(Fired::Nothing);
-                }
-                let mut approval = change.run.approval.take().expect("checked above");
-                approval.decision = Some(Decision::Reject);
-                approval.decided_by = "expired".into();
-                change.approval_decided(&approval);
-                change.run.approval = Some(approval);
-                let message = "the plan expired without a decision";
-                change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
-                change.run.next_attempt_time = now;
-                wakes.queue(&change.run);
-                wakes.run(&change.run);
-                Fired::ApprovalExpired
-            }
-        };
-        change.save(&mut tx).await?;
+        let (fired, ending) = change.fire(timer)?;
+        if fired == Fired::Nothing {
+            return Ok(Some(Fired::Nothing));
+        }
+        if let Some(ending) = ending {
+            change.end(&mut tx, &mut wakes, ending).await?;
+        }
+        change.persist(&mut tx, &mut wakes).await?;
         wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
         self.wake(&wakes);
-        Ok(fired)
+        Ok(Some(fired))
     }
 }
 
 impl ReapReport {
-    fn count(&mut self, fired: Fired) {
+    fn count(&mut self, fired: Option<Fired>) {
+        let Some(fired) = fired else {
+            self.busy += 1;
+            return;
+        };
         match fired {
             Fired::LeaseRequeued => self.leases_requeued += 1,
             Fired::LeaseFailed => self.leases_failed += 1,
             Fired::LeaseCancelled => self.leases_cancelled += 1,
             Fired::TimedOut => self.timed_out += 1,
             Fired::ApprovalExpired => self.approvals_expired += 1,
-            Fired::Busy => self.busy += 1,
             Fired::Nothing => {}
         }
     }

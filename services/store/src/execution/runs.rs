@@ -3,23 +3,22 @@
 
 use agentry_core::{
     Error, Result,
-    model::{Labels, Page},
-    names::{InstanceName, ProjectName, RunName, SessionName},
+    model::Page,
+    names::{InstanceName, ProjectName, RunName},
     run::{
-        AutonomyLevel, ContextBinding, Decision, EventBody, MessageBody, MultitaskStrategy,
-        RetryPolicy, Run, RunEvent, RunStatus, Session, StopReason, Usage,
+        Admission, Cancel, Decision, NewRun, Run, RunChange, RunEvent, RunFilter, Session, admit,
+        check_takes_work, interrupt_order,
     },
-    status::InstanceStatus,
     time::{Micros, now_micros},
 };
 use sea_query::{Cond, Expr, LockType, Order, Query};
 
 use super::{
     Wakes,
-    change::{Change, append_messages},
+    change::Change,
     rows::{
-        EventRow, RunRow, events_after, insert_events, insert_run, lock_run, lock_session,
-        matches_name, run_by_id, save_session, select_runs,
+        EventRow, RunRow, events_after, lock_run, lock_session, matches_name, run_by_id,
+        select_runs,
     },
     sessions::{before_cursor, parse_time_cursor, time_cursor},
 };
@@ -32,35 +31,10 @@ use crate::{
     tables::{Contexts, Messages, Runs},
 };
 
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub session: SessionName,
-    pub autonomy: AutonomyLevel,
-    /// 0: none.
-    pub timeout: Micros,
-    pub retry_policy: RetryPolicy,
-    pub strategy: MultitaskStrategy,
-    pub input: Vec<MessageBody>,
-    pub contexts: Vec<ContextBinding>,
-    pub labels: Labels,
-    pub approval_timeout: Micros,
-}
-
-/// Filters of ListRuns.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub status: Option<RunStatus>,
-    pub agent: Option<String>,
-    pub instance: Option<String>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
-}
-
 const TERMINAL: [&str; 4] = ["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"];
 
-/// INTERRUPT and ROLLBACK: cancels every unfinished run of the session (queued ones
-/// first, so that the session is handed to none of them), marking their messages
-/// superseded for ROLLBACK.
+/// INTERRUPT and ROLLBACK: cancels every unfinished run of the session as core decides,
+/// marking their messages superseded for ROLLBACK.
 async fn interrupt(
     tx: &mut Tx,
     session: &mut Session,
@@ -84,15 +58,9 @@ async fn interrupt(
         .into_iter()
         .map(Run::try_from)
         .collect::<Result<Vec<_>>>()?;
-    runs.sort_by_key(|r| r.id == session.active_run);
-    let message = if rollback {
-        "rolled back by a new run"
-    } else {
-        "interrupted by a new run"
-    };
-    for mut run in runs {
+    interrupt_order(&mut runs, session);
+    for run in runs {
         if rollback {
-            run.supersede = true;
             tx.execute(
                 &Query::update()
                     .table(Messages::Table)
@@ -104,27 +72,32 @@ async fn interrupt(
             .await?;
         }
         let mut change = Change::new(run, Some(&mut *session), now);
-        match change.run.status {
-            RunStatus::Queued | RunStatus::RequiresAction => {
-                change
-                    .finish(
-                        tx,
-                        wakes,
-                        RunStatus::Cancelled,
-                        StopReason::Interrupted,
-                        message,
-                    )
-                    .await?;
-            }
-            RunStatus::Running => {
-                change.run.cancel_requested = true;
-                change.status(RunStatus::Cancelling, StopReason::Unspecified, message)?;
-                wakes.run(&change.run);
-            }
-            _ => {}
+        if let Some(ending) = change.interrupt(rollback)? {
+            change.end(tx, wakes, ending).await?;
         }
-        change.run.update_time = now;
-        change.save(tx).await?;
+        change.persist(tx, wakes).await?;
+    }
+    Ok(())
+}
+
+/// CreateRun's references: each bound context must exist in the session's project.
+async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<()> {
+    for binding in &new.contexts {
+        let found = tx
+            .exists(
+                Contexts::Table,
+                Cond::all()
+                    .add(Expr::col(Contexts::WorkspaceId).eq(session.workspace.as_str()))
+                    .add(Expr::col(Contexts::ProjectId).eq(session.project.as_str()))
+                    .add(Expr::col(Contexts::ContextId).eq(binding.context.as_str())),
+            )
+            .await?;
+        if !found {
+            return Err(Error::not_found(format!(
+                "workspaces/{}/projects/{}/contexts/{}",
+                session.workspace, session.project, binding.context
+            )));
+        }
     }
     Ok(())
 }
@@ -141,108 +114,16 @@ impl Store {
                 instance: session.instance.clone(),
             };
             let instance = read_instance(tx, &instance_name).await?;
-            if instance.status == InstanceStatus::Terminated {
-                return Err(Error::precondition(
-                    "INSTANCE_TERMINATED",
-                    format!("{instance_name} is terminated"),
-                ));
+            check_takes_work(&instance)?;
+            check_contexts(tx, &session, &new).await?;
+            if let Admission::Interrupt { rollback } = admit(new.strategy, &session)? {
+                interrupt(tx, &mut session, rollback, &mut wakes, now).await?;
             }
-            for binding in &new.contexts {
-                let found = tx
-                    .exists(
-                        Contexts::Table,
-                        Cond::all()
-                            .add(Expr::col(Contexts::WorkspaceId).eq(session.workspace.as_str()))
-                            .add(Expr::col(Contexts::ProjectId).eq(session.project.as_str()))
-                            .add(Expr::col(Contexts::ContextId).eq(binding.context.as_str())),
-                    )
-                    .await?;
-                if !found {
-                    return Err(Error::not_found(format!(
-                        "workspaces/{}/projects/{}/contexts/{}",
-                        session.workspace, session.project, binding.context
-                    )));
-                }
-            }
-            if !session.active_run.is_empty() {
-                match new.strategy {
-                    MultitaskStrategy::Reject => {
-                        return Err(Error::precondition(
-                            "SESSION_BUSY",
-                            format!(
-                                "{} has an active run ({}); choose multitask_strategy ENQUEUE, INTERRUPT or ROLLBACK to start another",
-                                new.session, session.active_run
-                            ),
-                        ));
-                    }
-                    MultitaskStrategy::Enqueue => {}
-                    MultitaskStrategy::Interrupt | MultitaskStrategy::Rollback => {
-                        interrupt(
-                            tx,
-                            &mut session,
-                            new.strategy == MultitaskStrategy::Rollback,
-                            &mut wakes,
-                            now,
-                        )
-                        .await?;
-                    }
-                }
-            }
-            let ready = session.active_run.is_empty();
-            let run = Run {
-                workspace: session.workspace.clone(),
-                project: session.project.clone(),
-                session: session.id.clone(),
-                id: uuid::Uuid::now_v7().to_string(),
-                instance: instance.id.clone(),
-                agent: instance.agent.clone(),
-                agent_revision: instance.agent_revision,
-                status: RunStatus::Queued,
-                stop_reason: StopReason::Unspecified,
-                autonomy: new.autonomy,
-                timeout: new.timeout,
-                retry_policy: new.retry_policy.clone(),
-                strategy: new.strategy,
-                input: new.input.clone(),
-                output: Vec::new(),
-                contexts: new.contexts.clone(),
-                attempt: 0,
-                error: None,
-                usage: Usage::default(),
-                last_sequence: 0,
-                cancel_requested: false,
-                approval: None,
-                approval_timeout: new.approval_timeout,
-                next_attempt_time: now,
-                labels: new.labels.clone(),
-                create_time: now,
-                start_time: None,
-                end_time: None,
-                update_time: now,
-                lease_epoch: 0,
-                lease_expire_time: None,
-                lease_duration: 0,
-                worker: String::new(),
-                ready,
-                supersede: false,
-            };
-            let mut change = Change::new(run, None, now);
-            change.event(EventBody::StatusChanged {
-                previous: None,
-                status: RunStatus::Queued,
-                stop_reason: StopReason::Unspecified,
-                message: String::new(),
-            });
-            let run = change.run;
-            insert_run(tx, &run).await?;
-            insert_events(tx, &run, &change.events).await?;
-            if ready {
-                session.active_run = run.id.clone();
-                append_messages(tx, &mut session, &run, &new.input, now).await?;
-                wakes.queue(&run);
-            }
-            save_session(tx, &session, now).await?;
-            wakes.run(&run);
+            let id = uuid::Uuid::now_v7().to_string();
+            let change = RunChange::created(&new, &mut session, &instance, id, now)?;
+            let mut change = Change::of(change, Some(&mut session));
+            change.wakes_into(&mut wakes);
+            let run = change.insert(tx).await?;
             wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
@@ -317,33 +198,12 @@ impl Store {
             let mut session = lock_session(tx, &name.session()).await?;
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, Some(&mut session), now);
-            match change.run.status {
-                RunStatus::Queued | RunStatus::RequiresAction => {
-                    change.run.cancel_requested = true;
-                    change
-                        .finish(
-                            tx,
-                            &mut wakes,
-                            RunStatus::Cancelled,
-                            StopReason::Cancelled,
-                            reason,
-                        )
-                        .await?;
-                }
-                RunStatus::Running => {
-                    change.run.cancel_requested = true;
-                    change.status(RunStatus::Cancelling, StopReason::Unspecified, reason)?;
-                    wakes.run(&change.run);
-                }
-                RunStatus::Cancelling | RunStatus::Cancelled => return Ok(change.run),
-                status => {
-                    return Err(Error::precondition(
-                        "RUN_FINISHED",
-                        format!("{name} already finished ({})", status.as_str()),
-                    ));
-                }
+            match change.cancel(name, reason)? {
+                Cancel::End(ending) => change.end(tx, &mut wakes, ending).await?,
+                Cancel::Requested => {}
+                Cancel::Unchanged => return Ok(change.run.clone()),
             }
-            let run = change.save(tx).await?;
+            let run = change.persist(tx, &mut wakes).await?;
             wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
@@ -363,36 +223,9 @@ impl Store {
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
-            let pending = run.status == RunStatus::RequiresAction
-                && run
-                    .approval
-                    .as_ref()
-                    .is_some_and(|a| a.id == approval_id && a.decision.is_none());
-            if !pending {
-                return Err(Error::precondition(
-                    "APPROVAL_NOT_PENDING",
-                    format!(
-                        "{name} is not waiting for a decision on approval {}",
-                        agentry_core::error::quote(approval_id)
-                    ),
-                ));
-            }
             let mut change = Change::new(run, None, now);
-            let mut approval = change.run.approval.take().expect("checked above");
-            approval.decision = Some(decision);
-            approval.comment = comment.to_owned();
-            approval.decided_by = m.principal.clone();
-            change.approval_decided(&approval);
-            change.run.approval = Some(approval);
-            let message = match decision {
-                Decision::Approve => "plan approved",
-                Decision::Reject => "plan rejected",
-            };
-            change.status(RunStatus::Queued, StopReason::Unspecified, message)?;
-            change.run.next_attempt_time = now;
-            let run = change.save(tx).await?;
-            wakes.run(&run);
-            wakes.queue(&run);
+            change.decide(name, approval_id, decision, comment, &m.principal)?;
+            let run = change.persist(tx, &mut wakes).await?;
             wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;

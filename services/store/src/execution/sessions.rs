@@ -2,10 +2,9 @@
 
 use agentry_core::{
     Error, Result,
-    model::{Labels, Page},
+    model::Page,
     names::{InstanceName, ProjectName, SessionName},
-    run::{Message, Session},
-    status::InstanceStatus,
+    run::{Message, NewSession, Session, check_takes_work},
     time::now_micros,
 };
 use sea_query::{Expr, IntoIden, Order, Query, SimpleExpr};
@@ -20,15 +19,6 @@ use crate::{
     rows::to_json,
     tables::{Messages, Sessions},
 };
-
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub name: SessionName,
-    /// Instance id in the session's project.
-    pub instance: String,
-    pub description: String,
-    pub labels: Labels,
-}
 
 /// `create_time:id` of the last row of a newest-first page.
 pub(crate) fn time_cursor(time: i64, id: &str) -> String {
@@ -65,25 +55,9 @@ impl Store {
                 instance: new.instance.clone(),
             };
             let instance = read_instance(tx, &instance_name).await?;
-            if instance.status == InstanceStatus::Terminated {
-                return Err(Error::precondition(
-                    "INSTANCE_TERMINATED",
-                    format!("{instance_name} is terminated"),
-                ));
-            }
-            let now = now_micros();
-            let session = Session {
-                workspace: new.name.workspace.clone(),
-                project: new.name.project.clone(),
-                id: new.name.session.clone(),
-                instance: new.instance.clone(),
-                description: new.description.clone(),
-                labels: new.labels.clone(),
-                active_run: String::new(),
-                message_count: 0,
-                create_time: now,
-                update_time: now,
-            };
+            check_takes_work(&instance)?;
+            let session = Session::new(&new, now_micros());
+            let now = session.create_time;
             let insert = Query::insert()
                 .into_table(Sessions::Table)
                 .columns(SESSION_COLUMNS)
@@ -154,16 +128,7 @@ impl Store {
     /// Deletes an idle session with its transcript, runs and their event logs.
     pub async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
         mutate!(self, m, |tx| async {
-            let session = lock_session(tx, name).await?;
-            if !session.active_run.is_empty() {
-                return Err(Error::precondition(
-                    "SESSION_BUSY",
-                    format!(
-                        "{name} has an unfinished run ({}/runs/{}); cancel it first",
-                        name, session.active_run
-                    ),
-                ));
-            }
+            lock_session(tx, name).await?.check_deletable()?;
             tx.execute(
                 &Query::delete()
                     .from_table(Sessions::Table)

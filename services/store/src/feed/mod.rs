@@ -79,11 +79,6 @@ impl Wakes {
         self.push(WakeKey::queue(&run.workspace, &run.agent));
     }
 
-    /// A concurrent-run slot of `workspace` was freed: a run of any agent may be next.
-    pub(crate) fn slot(&mut self, workspace: &str) {
-        self.push(WakeKey::any_queue(workspace));
-    }
-
     pub(crate) fn push(&mut self, key: WakeKey) {
         if !self.0.contains(&key) {
             self.0.push(key);
