@@ -277,7 +277,9 @@ async fn write(client: &mut server::Contexts, context: usize, n: u64) -> anyhow:
 }
 
 /// The SQL the server runs for one WriteContext (no request_id, so no idempotency
-/// lookup), in steady state where each write compacts one version.
+/// lookup), in steady state where each write compacts one version (`contexts/write.rs`).
+/// The server's wake-up for other replicas is sent after commit, batched across
+/// writers, so it is not part of a write's transaction.
 fn pgbench_script(key_id: &str, author: &str) -> String {
     // A JSON object, like a real document: reads that follow find these versions at
     // the head.
@@ -286,20 +288,11 @@ fn pgbench_script(key_id: &str, author: &str) -> String {
         r#"\set r random(1, 9000000000000000000)
 SELECT workspace_id, key_id, display_name, role, secret_hash, create_time, expire_time, revoke_time FROM api_keys WHERE workspace_id = 'bench' AND key_id = '{key_id}';
 BEGIN;
-SELECT workspace_id, project_id, context_id, owner, description, keep_last, head_version, floor_version, labels, create_time, update_time FROM contexts WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id FOR UPDATE \gset ctx_
-SELECT workspace_id, display_name, description, quotas, labels, etag, create_time, update_time FROM workspaces WHERE workspace_id = 'bench';
-SELECT version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version = :ctx_head_version;
+SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_time, (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, (SELECT v.version || ' ' || v.sha256 || CASE WHEN false THEN ' ' || b.data ELSE '' END FROM context_versions v LEFT JOIN context_blobs b ON false AND b.workspace_id = v.workspace_id AND b.sha256 = v.sha256 WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id AND v.context_id = c.context_id AND v.version = c.head_version) AS head FROM contexts c WHERE c.workspace_id = 'bench' AND c.project_id = 'p' AND c.context_id = 'c' || :client_id FOR UPDATE OF c \gset ctx_
 \set next :ctx_head_version + 1
 \set floor greatest(:next - {keep}, :ctx_floor_version)
-INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) VALUES ('bench', 'pgbench-' || :r, '{doc}', 1024, 1, 0) ON CONFLICT (workspace_id, sha256) DO UPDATE SET refs = context_blobs.refs + 1;
-INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time) VALUES ('bench', 'p', 'c' || :client_id, :next, 'REPLACE', 0, 'pgbench-' || :r, 1024, '{author}', '', '', 0);
-UPDATE contexts SET head_version = :next, floor_version = :floor, update_time = 0 WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id;
-SELECT sha256 AS old_sha, COUNT(version) AS old_n FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version < :floor GROUP BY sha256 \gset
-DELETE FROM context_versions WHERE version < :floor AND workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id;
-UPDATE context_blobs SET refs = refs - :old_n WHERE workspace_id = 'bench' AND sha256 = :old_sha;
-DELETE FROM context_blobs WHERE workspace_id = 'bench' AND sha256 = :old_sha AND refs <= 0;
-SELECT pg_notify('agentry_feed', 'pgbench c/bench/p/c' || :client_id);
-INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, request_id, outcome) VALUES ('bench', 'pgbench-' || :r, 0, '{author}', 'WriteContext', 'workspaces/bench/projects/p/contexts/c', '', 'OK');
+WITH blob AS (INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) VALUES ('bench', 'pgbench-' || :r, '{doc}', 1024, 1, 0) ON CONFLICT (workspace_id, sha256) DO UPDATE SET refs = context_blobs.refs + 1), version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time) VALUES ('bench', 'p', 'c' || :client_id, :next, 'REPLACE', 0, 'pgbench-' || :r, 1024, '{author}', '', '', 0)), head AS (UPDATE contexts SET head_version = :next, floor_version = :floor, update_time = 0 WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id) INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, request_id, outcome) SELECT 'bench', 'pgbench-' || :r, 0, '{author}', 'WriteContext', 'workspaces/bench/projects/p/contexts/c', '', 'OK' WHERE true;
+WITH gone AS (DELETE FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version < :floor RETURNING sha256), released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b JOIN released r ON b.sha256 = r.sha256 WHERE b.workspace_id = 'bench' FOR UPDATE OF b), kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l WHERE b.workspace_id = 'bench' AND b.sha256 = l.sha256 AND l.refs > 0) DELETE FROM context_blobs b USING locked l WHERE b.workspace_id = 'bench' AND b.sha256 = l.sha256 AND l.refs <= 0;
 COMMIT;
 "#,
         keep = KEEP_LAST - 1,

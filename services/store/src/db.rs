@@ -410,6 +410,18 @@ impl Tx {
         Ok(self.fetch_optional::<(i32,)>(&stmt).await?.is_some())
     }
 
+    /// The transaction's Postgres connection and a span for `sql`, for statements
+    /// sea-query cannot build (data-modifying CTEs); `None` on SQLite.
+    pub(crate) fn postgres(&mut self, sql: &str) -> Option<(&mut sqlx::PgConnection, Span)> {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
+                let span = statement_span(Backend::Postgres, sql, Some(&self.span));
+                Some((&mut **tx, span))
+            }
+            TxConn::Sqlite(_) => None,
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<()> {
         let span = self.span;
         match self.conn {

@@ -60,6 +60,10 @@ pub struct Store {
     claim_gates: ClaimGates,
     /// Head lookups shared by concurrent ReadContext calls (Postgres only).
     heads: Option<contexts::HeadBatcher>,
+    /// Sends committed context changes to the other replicas (Postgres only).
+    announcer: Option<feed::Announcer>,
+    /// Context writes in flight in this process.
+    writers: contexts::Writers,
 }
 
 type ClaimGates = std::sync::Arc<
@@ -70,15 +74,21 @@ impl Store {
     /// Connects to `postgres://…` or `sqlite:…` (the file is created when missing).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let db = db::Db::connect(url, max_connections).await?;
-        let heads = match &db {
-            db::Db::Postgres(pool) => Some(contexts::HeadBatcher::new(pool.clone())),
-            db::Db::Sqlite { .. } => None,
+        let replica = uuid::Uuid::now_v7().simple().to_string();
+        let (heads, announcer) = match &db {
+            db::Db::Postgres(pool) => (
+                Some(contexts::HeadBatcher::new(pool.clone())),
+                Some(feed::Announcer::start(db.clone(), replica.clone())),
+            ),
+            db::Db::Sqlite { .. } => (None, None),
         };
         Ok(Self {
             db,
             heads,
+            announcer,
+            writers: Default::default(),
             feed: Default::default(),
-            replica: uuid::Uuid::now_v7().simple().to_string(),
+            replica,
             claim_gates: ClaimGates::default(),
         })
     }

@@ -8,7 +8,9 @@
 //! lets versions below the floor go, so history cannot be removed any other way.
 
 mod heads;
+mod reads;
 mod versions;
+mod write;
 
 use agentry_core::{
     Error, Result,
@@ -23,6 +25,7 @@ use serde_json::Value;
 pub use heads::ContextHead;
 pub(crate) use heads::HeadBatcher;
 pub use versions::{ContextChange, ContextWrite, VersionFilter};
+pub(crate) use write::Writers;
 
 use crate::{
     PageRequest, Store,
@@ -213,8 +216,7 @@ impl Store {
                         request_id: m.request_id.clone(),
                         max_bytes: workspace.quotas.max_context_bytes,
                     };
-                    let (version, _) =
-                        versions::append(tx, &self.replica, &new.name, &mut context, write).await?;
+                    let (version, _) = versions::append(tx, &new.name, &mut context, write).await?;
                     Some(version)
                 }
                 None => None,
@@ -222,7 +224,7 @@ impl Store {
             Ok((context, version))
         })?;
         if created.1.is_some() {
-            self.wake(&Wakes::of(context_key(&new.name)));
+            self.wake_everywhere(&Wakes::of(context_key(&new.name)));
         }
         Ok(created)
     }

@@ -1,27 +1,22 @@
-//! The version log of a context: appending (CAS, patches, noop detection, blob upsert,
-//! compaction, change notification) and reading it back.
+//! The version log of a context: its rows, and appending to it (noop detection, blob
+//! upsert, compaction) one statement at a time.
 
 use std::collections::BTreeMap;
 
 use agentry_core::{
     Error, FieldViolation, Result, document,
-    model::{Context, ContextOp, ContextVersion, Page, WriteOutcome},
+    model::{Context, ContextOp, ContextVersion},
     names::{ContextName, ProjectName},
     time::{Micros, now_micros},
 };
-use sea_query::{Alias, Expr, Func, OnConflict, Order, Query, SelectStatement};
+use sea_query::{Alias, Expr, Func, OnConflict, Query, SelectStatement};
 use serde_json::Value;
 
-use super::{ContextHead, lock_context, where_context};
+use super::where_context;
 use crate::{
-    PageRequest, Store,
     db::Tx,
-    feed::Wakes,
-    mutation::{Mutation, mutate},
-    paginate,
     rows::json,
     tables::{ContextBlobs, ContextVersions, Contexts},
-    workspaces::read_workspace,
 };
 
 /// How a write derives the new document from the head.
@@ -62,8 +57,8 @@ pub(crate) struct Append {
 }
 
 #[derive(sqlx::FromRow)]
-struct VersionRow {
-    version: i64,
+pub(super) struct VersionRow {
+    pub(super) version: i64,
     op: String,
     rollback_of: i64,
     sha256: String,
@@ -110,7 +105,7 @@ pub(crate) fn where_versions<T: sea_query::ConditionalStatement>(stmt: &mut T, n
 }
 
 /// Version headers, and the document too when `full`.
-fn select_versions(name: &ContextName, full: bool) -> SelectStatement {
+pub(super) fn select_versions(name: &ContextName, full: bool) -> SelectStatement {
     let mut stmt = Query::select();
     stmt.columns([
         (ContextVersions::Table, ContextVersions::Version),
@@ -140,17 +135,17 @@ fn select_versions(name: &ContextName, full: bool) -> SelectStatement {
     stmt
 }
 
-fn one_version(name: &ContextName, version: i64, full: bool) -> SelectStatement {
+pub(super) fn one_version(name: &ContextName, version: i64, full: bool) -> SelectStatement {
     select_versions(name, full)
         .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
         .to_owned()
 }
 
-fn empty(name: &ContextName) -> Error {
+pub(super) fn empty(name: &ContextName) -> Error {
     Error::precondition("CONTEXT_EMPTY", format!("{name} has no versions yet"))
 }
 
-fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
+pub(super) fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
     Error::FailedPrecondition {
         reason: "VERSION_COMPACTED",
         message: format!(
@@ -161,7 +156,7 @@ fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
 }
 
 /// A retained version inside a transaction, with its document.
-async fn version_in_tx(
+pub(super) async fn version_in_tx(
     tx: &mut Tx,
     name: &ContextName,
     context: &Context,
@@ -175,7 +170,7 @@ async fn version_in_tx(
         .try_into()
 }
 
-fn version_conflict(name: &ContextName, expected: i64, head: i64) -> Error {
+pub(super) fn version_conflict(name: &ContextName, expected: i64, head: i64) -> Error {
     Error::Aborted {
         reason: "VERSION_CONFLICT",
         message: format!("expected version {expected} but the head of {name} is {head}"),
@@ -184,7 +179,11 @@ fn version_conflict(name: &ContextName, expected: i64, head: i64) -> Error {
 }
 
 /// The head document; an empty object before the first version.
-async fn head_document(tx: &mut Tx, name: &ContextName, context: &Context) -> Result<Value> {
+pub(super) async fn head_document(
+    tx: &mut Tx,
+    name: &ContextName,
+    context: &Context,
+) -> Result<Value> {
     Ok(match context.head_version {
         0 => Value::Object(Default::default()),
         head => version_in_tx(tx, name, context, head)
@@ -194,40 +193,56 @@ async fn head_document(tx: &mut Tx, name: &ContextName, context: &Context) -> Re
     })
 }
 
+/// A document ready to store: validated against the quota, in canonical JSON, hashed.
+pub(super) struct Prepared {
+    pub(super) canonical: String,
+    pub(super) size: i64,
+    pub(super) sha256: String,
+}
+
+impl Prepared {
+    pub(super) fn new(data: &Value, max_bytes: i64) -> Result<Self> {
+        if !data.is_object() {
+            return Err(Error::invalid(
+                "data",
+                "a context document must be a JSON object",
+            ));
+        }
+        let canonical = document::canonical_json(data);
+        let size = canonical.len() as i64;
+        if size > max_bytes {
+            return Err(Error::invalid_many(
+                "DOCUMENT_TOO_LARGE",
+                format!("the document is {size} bytes of canonical JSON; the limit is {max_bytes}"),
+                vec![FieldViolation::new(
+                    "data",
+                    format!("at most {max_bytes} bytes (quota max_context_bytes)"),
+                )],
+            ));
+        }
+        let sha256 = document::sha256_hex(&canonical);
+        Ok(Self {
+            canonical,
+            size,
+            sha256,
+        })
+    }
+}
+
 /// Appends one version holding `write.data`, or returns the head with `noop = true`
-/// when the document equals it. Compacts beyond `keep_last` and notifies watchers.
+/// when the document equals it. Compacts beyond `keep_last`. The caller wakes watchers
+/// once the transaction has committed.
 pub(crate) async fn append(
     tx: &mut Tx,
-    replica: &str,
     name: &ContextName,
     context: &mut Context,
     write: Append,
 ) -> Result<(ContextVersion, bool)> {
-    if !write.data.is_object() {
-        return Err(Error::invalid(
-            "data",
-            "a context document must be a JSON object",
-        ));
-    }
-    let canonical = document::canonical_json(&write.data);
-    let size = canonical.len() as i64;
-    if size > write.max_bytes {
-        return Err(Error::invalid_many(
-            "DOCUMENT_TOO_LARGE",
-            format!(
-                "the document is {size} bytes of canonical JSON; the limit is {}",
-                write.max_bytes
-            ),
-            vec![FieldViolation::new(
-                "data",
-                format!(
-                    "at most {} bytes (quota max_context_bytes)",
-                    write.max_bytes
-                ),
-            )],
-        ));
-    }
-    let sha256 = document::sha256_hex(&canonical);
+    let Prepared {
+        canonical,
+        size,
+        sha256,
+    } = Prepared::new(&write.data, write.max_bytes)?;
     if context.head_version > 0 {
         let row: Option<VersionRow> = tx
             .fetch_optional(&one_version(name, context.head_version, false))
@@ -330,9 +345,6 @@ pub(crate) async fn append(
         context.floor_version = floor;
         compact(tx, name, floor).await?;
     }
-    Wakes::of(super::context_key(name))
-        .notify(tx, replica)
-        .await?;
     Ok((version, false))
 }
 
@@ -419,265 +431,4 @@ pub(crate) async fn release_blobs(
         .await?;
     }
     Ok(())
-}
-
-impl Store {
-    /// WriteContext and RollbackContext: at most one new version, CAS-guarded, with
-    /// patches applied here, inside the transaction.
-    pub async fn write_context(
-        &self,
-        m: &Mutation,
-        name: &ContextName,
-        write: ContextWrite,
-    ) -> Result<WriteOutcome> {
-        // A stale CAS fails here without queueing for the row lock: under contention most
-        // attempts are stale, and waiting for the lock only to fail slows every writer.
-        // Calls with a request_id take the locked path, which can replay a stored result.
-        if let Some(expected) = write.expected_version
-            && m.request_id.is_empty()
-        {
-            let current = self.get_context(name).await?;
-            if current.head_version != expected {
-                return Err(version_conflict(name, expected, current.head_version));
-            }
-        }
-        let outcome = mutate!(self, m, |tx| async {
-            let mut context = lock_context(tx, name).await?;
-            if let Some(expected) = write.expected_version
-                && expected != context.head_version
-            {
-                return Err(version_conflict(name, expected, context.head_version));
-            }
-            let (data, op, rollback_of) = match &write.change {
-                ContextChange::Replace(data) => (data.clone(), ContextOp::Replace, 0),
-                ContextChange::MergePatch(patch) => {
-                    let mut doc = head_document(tx, name, &context).await?;
-                    agentry_core::json::merge_patch(&mut doc, patch);
-                    (doc, ContextOp::MergePatch, 0)
-                }
-                ContextChange::JsonPatch(ops) => (
-                    document::apply_patch(&head_document(tx, name, &context).await?, ops)?,
-                    ContextOp::JsonPatch,
-                    0,
-                ),
-                ContextChange::Rollback(target) => {
-                    let target_version = version_in_tx(tx, name, &context, *target).await?;
-                    (
-                        target_version.data.unwrap_or(Value::Null),
-                        ContextOp::Rollback,
-                        *target,
-                    )
-                }
-            };
-            let workspace = read_workspace(tx, &name.workspace).await?;
-            let record = Append {
-                data,
-                op,
-                rollback_of,
-                author: m.principal.clone(),
-                description: write.description.clone(),
-                request_id: m.request_id.clone(),
-                max_bytes: workspace.quotas.max_context_bytes,
-            };
-            let (version, noop) = append(tx, &self.replica, name, &mut context, record).await?;
-            Ok(WriteOutcome { version, noop })
-        })?;
-        if !outcome.noop {
-            self.wake(&Wakes::of(super::context_key(name)));
-        }
-        Ok(outcome)
-    }
-
-    /// Where a read of `version` (`None`: the head) lands: the context's head as of a
-    /// moment after this call began, and the version number, or the error such a read
-    /// gives (no such context, `CONTEXT_EMPTY`, compacted, no such version). Concurrent
-    /// calls share one statement on Postgres (see `heads`); a caller may serve the
-    /// version from its own copy, since versions never change.
-    pub async fn context_read_target(
-        &self,
-        name: &ContextName,
-        version: Option<i64>,
-    ) -> Result<(ContextHead, i64)> {
-        let head = match &self.heads {
-            Some(batcher) => batcher
-                .head(name)
-                .await?
-                .ok_or_else(|| Error::not_found(name.to_string()))?,
-            None => {
-                let context = self.get_context(name).await?;
-                ContextHead {
-                    create_time: context.create_time,
-                    head_version: context.head_version,
-                    floor_version: context.floor_version,
-                }
-            }
-        };
-        let target = match version {
-            None if head.head_version == 0 => return Err(empty(name)),
-            None => head.head_version,
-            Some(v) if v > head.head_version => {
-                return Err(Error::not_found(format!("{name}/versions/{v}")));
-            }
-            Some(v) if v < head.floor_version => {
-                return Err(compacted(name, v, head.floor_version));
-            }
-            Some(v) => v,
-        };
-        Ok((head, target))
-    }
-
-    /// Version `version`, with its document, of the context created at `create_time`
-    /// under `name` (one found by [`Self::context_read_target`]); `None` when that
-    /// context no longer has it: deleted, created again, or compacted since.
-    pub async fn context_version_of(
-        &self,
-        name: &ContextName,
-        create_time: Micros,
-        version: i64,
-    ) -> Result<Option<ContextVersion>> {
-        let mut same_context = Query::select()
-            .expr(Expr::val(1))
-            .from(Contexts::Table)
-            .and_where(Expr::col(Contexts::CreateTime).eq(create_time))
-            .to_owned();
-        where_context(&mut same_context, name);
-        let stmt = one_version(name, version, true)
-            .and_where(Expr::exists(same_context))
-            .to_owned();
-        self.db
-            .fetch_optional::<VersionRow>(&stmt)
-            .await?
-            .map(ContextVersion::try_from)
-            .transpose()
-    }
-
-    /// One version with its document. The common case is one query (the version joined
-    /// with its context and blob); only a miss pays for finding out why: no such context,
-    /// compacted, or never written. (A read of the head asks `context_read_target` for
-    /// its number first.)
-    pub async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
-        let stmt = select_versions(name, true)
-            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
-            .to_owned();
-        if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
-            return row.try_into();
-        }
-        let context = self.get_context(name).await?;
-        if version < context.floor_version && version <= context.head_version {
-            return Err(compacted(name, version, context.floor_version));
-        }
-        Err(Error::not_found(format!("{name}/versions/{version}")))
-    }
-
-    pub async fn list_context_versions(
-        &self,
-        name: &ContextName,
-        filter: &VersionFilter,
-        full: bool,
-        page: &PageRequest,
-    ) -> Result<Page<ContextVersion>> {
-        self.get_context(name).await?;
-        let mut stmt = select_versions(name, full);
-        let col = |c| Expr::col((ContextVersions::Table, c));
-        if let Some(author) = &filter.author {
-            stmt.and_where(col(ContextVersions::Author).eq(author.as_str()));
-        }
-        if let Some(op) = filter.op {
-            stmt.and_where(col(ContextVersions::Op).eq(op.as_str()));
-        }
-        if let Some(t) = filter.after_time {
-            stmt.and_where(col(ContextVersions::CreateTime).gt(t));
-        }
-        if let Some(t) = filter.before_time {
-            stmt.and_where(col(ContextVersions::CreateTime).lt(t));
-        }
-        if let Some(after) = &page.after {
-            let after: i64 = after
-                .parse()
-                .map_err(|_| Error::internal("version cursor is not a number"))?;
-            stmt.and_where(col(ContextVersions::Version).lt(after));
-        }
-        stmt.order_by(
-            (ContextVersions::Table, ContextVersions::Version),
-            Order::Desc,
-        )
-        .limit(page.size as u64 + 1);
-        let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(ContextVersion::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |v| v.version.to_string()))
-    }
-
-    /// Up to `limit` versions after `after`, oldest first, for watchers. Fails with
-    /// OUT_OF_RANGE `VERSION_COMPACTED` when versions after `after` were compacted, so a
-    /// watcher never skips one silently.
-    pub async fn context_versions_after(
-        &self,
-        name: &ContextName,
-        after: i64,
-        limit: u64,
-        full: bool,
-    ) -> Result<Vec<ContextVersion>> {
-        let stmt = select_versions(name, full)
-            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
-            .order_by(
-                (ContextVersions::Table, ContextVersions::Version),
-                Order::Asc,
-            )
-            .limit(limit)
-            .to_owned();
-        let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
-        // Versions are gapless, so a first row past `after + 1` means compaction removed
-        // what the caller has not seen: say so rather than skip it. With no rows, the
-        // context row tells (read after the versions, so a compaction racing the read
-        // shows up in the floor).
-        let floor = match rows.first() {
-            Some(first) if Some(first.version) == after.checked_add(1) => {
-                return rows.into_iter().map(ContextVersion::try_from).collect();
-            }
-            Some(first) => first.version,
-            None => {
-                let context = self.get_context(name).await?;
-                if after.saturating_add(1) >= context.floor_version || after >= context.head_version
-                {
-                    return Ok(Vec::new());
-                }
-                context.floor_version
-            }
-        };
-        Err(Error::OutOfRange {
-            reason: "VERSION_COMPACTED",
-            message: format!(
-                "versions after {after} of {name} were compacted; the oldest retained version is {floor}"
-            ),
-            metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
-        })
-    }
-
-    /// Stored blobs of a workspace (for storage accounting and tests).
-    pub async fn context_blob_stats(&self, workspace: &str) -> Result<(i64, i64)> {
-        #[derive(sqlx::FromRow)]
-        struct Stats {
-            blobs: i64,
-            bytes: Option<i64>,
-        }
-        let stmt = Query::select()
-            .expr_as(
-                Func::count(Expr::col(ContextBlobs::Sha256)),
-                Alias::new("blobs"),
-            )
-            .expr_as(
-                Expr::cust("CAST(SUM(size_bytes) AS BIGINT)"),
-                Alias::new("bytes"),
-            )
-            .from(ContextBlobs::Table)
-            .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(workspace))
-            .to_owned();
-        let stats: Option<Stats> = self.db.fetch_optional(&stmt).await?;
-        Ok(stats
-            .map(|s| (s.blobs, s.bytes.unwrap_or(0)))
-            .unwrap_or((0, 0)))
-    }
 }

@@ -2,8 +2,9 @@
 //!
 //! A transaction collects the [`WakeKey`]s of what it changes in [`Wakes`]. On Postgres
 //! it sends them to the other replicas with one `pg_notify` as its last statement (a
-//! NOTIFY is delivered only if the transaction commits); once it has committed, the store
-//! publishes them to the waiters of this process ([`Registry`]), which the replicas skip
+//! NOTIFY is delivered only if the transaction commits), or, for context writes, hands
+//! them to [`Announcer`] after commit (batched, see `announce`); once it has committed,
+//! the store publishes them to the waiters of this process ([`Registry`]), which the replicas skip
 //! when their own NOTIFY comes back. [`listen`] carries the other replicas' keys in, and
 //! is the safety net: when its connection drops or goes silent, every waiter of this
 //! replica looks at storage once, since wake-ups may have been lost meanwhile. Waiters
@@ -11,14 +12,16 @@
 //!
 //! On SQLite one process owns the file: the registry alone carries every wake-up.
 
+mod announce;
 mod listen;
 mod registry;
 
 use std::sync::Arc;
 
 use agentry_core::{Result, run::Run, wake::WakeKey};
-use sea_query::{Alias, Func, Query};
+use sea_query::{Alias, Func, Query, SelectStatement};
 
+pub(crate) use announce::Announcer;
 pub use registry::{Registry, Subscription};
 
 use crate::{
@@ -91,17 +94,22 @@ impl Wakes {
         if tx.backend() != Backend::Postgres || self.0.is_empty() {
             return Ok(());
         }
-        let mut select = Query::select();
-        for payload in payloads(replica, &self.0) {
-            select.expr(
-                Func::cust(Alias::new("pg_notify"))
-                    .arg(FEED_CHANNEL)
-                    .arg(payload),
-            );
-        }
-        tx.execute(&select).await?;
+        tx.execute(&notify_statement(replica, &self.0)).await?;
         Ok(())
     }
+}
+
+/// One statement NOTIFYing `keys` from `replica`.
+fn notify_statement(replica: &str, keys: &[WakeKey]) -> SelectStatement {
+    let mut select = Query::select();
+    for payload in payloads(replica, keys) {
+        select.expr(
+            Func::cust(Alias::new("pg_notify"))
+                .arg(FEED_CHANNEL)
+                .arg(payload),
+        );
+    }
+    select
 }
 
 /// `{replica} {keys}` payloads of at most [`MAX_PAYLOAD`] bytes each.
@@ -140,6 +148,15 @@ impl Store {
     pub(crate) fn wake(&self, wakes: &Wakes) {
         for key in &wakes.0 {
             self.feed.publish(key);
+        }
+    }
+
+    /// Wakes the waiters of every replica on the keys of a committed transaction that
+    /// did not NOTIFY them itself (see `announce`).
+    pub(crate) fn wake_everywhere(&self, wakes: &Wakes) {
+        self.wake(wakes);
+        if let Some(announcer) = &self.announcer {
+            announcer.announce(&wakes.0);
         }
     }
 

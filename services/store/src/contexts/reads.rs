@@ -1,0 +1,216 @@
+//! Reading versions back: the target of a read, one version, lists and watch batches.
+
+use std::collections::BTreeMap;
+
+use agentry_core::{
+    Error, Result,
+    model::{ContextVersion, Page},
+    names::ContextName,
+    time::Micros,
+};
+use sea_query::{Alias, Expr, Func, Order, Query};
+
+use super::{
+    ContextHead,
+    versions::{VersionFilter, VersionRow, compacted, empty, one_version, select_versions},
+    where_context,
+};
+use crate::{
+    PageRequest, Store, paginate,
+    tables::{ContextBlobs, ContextVersions, Contexts},
+};
+
+impl Store {
+    /// Where a read of `version` (`None`: the head) lands: the context's head as of a
+    /// moment after this call began, and the version number, or the error such a read
+    /// gives (no such context, `CONTEXT_EMPTY`, compacted, no such version). Concurrent
+    /// calls share one statement on Postgres (see `heads`); a caller may serve the
+    /// version from its own copy, since versions never change.
+    pub async fn context_read_target(
+        &self,
+        name: &ContextName,
+        version: Option<i64>,
+    ) -> Result<(ContextHead, i64)> {
+        let head = match &self.heads {
+            Some(batcher) => batcher
+                .head(name)
+                .await?
+                .ok_or_else(|| Error::not_found(name.to_string()))?,
+            None => {
+                let context = self.get_context(name).await?;
+                ContextHead {
+                    create_time: context.create_time,
+                    head_version: context.head_version,
+                    floor_version: context.floor_version,
+                }
+            }
+        };
+        let target = match version {
+            None if head.head_version == 0 => return Err(empty(name)),
+            None => head.head_version,
+            Some(v) if v > head.head_version => {
+                return Err(Error::not_found(format!("{name}/versions/{v}")));
+            }
+            Some(v) if v < head.floor_version => {
+                return Err(compacted(name, v, head.floor_version));
+            }
+            Some(v) => v,
+        };
+        Ok((head, target))
+    }
+
+    /// Version `version`, with its document, of the context created at `create_time`
+    /// under `name` (one found by [`Self::context_read_target`]); `None` when that
+    /// context no longer has it: deleted, created again, or compacted since.
+    pub async fn context_version_of(
+        &self,
+        name: &ContextName,
+        create_time: Micros,
+        version: i64,
+    ) -> Result<Option<ContextVersion>> {
+        let mut same_context = Query::select()
+            .expr(Expr::val(1))
+            .from(Contexts::Table)
+            .and_where(Expr::col(Contexts::CreateTime).eq(create_time))
+            .to_owned();
+        where_context(&mut same_context, name);
+        let stmt = one_version(name, version, true)
+            .and_where(Expr::exists(same_context))
+            .to_owned();
+        self.db
+            .fetch_optional::<VersionRow>(&stmt)
+            .await?
+            .map(ContextVersion::try_from)
+            .transpose()
+    }
+
+    /// One version with its document. The common case is one query (the version joined
+    /// with its context and blob); only a miss pays for finding out why: no such context,
+    /// compacted, or never written. (A read of the head asks `context_read_target` for
+    /// its number first.)
+    pub async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
+        let stmt = select_versions(name, true)
+            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
+            .to_owned();
+        if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
+            return row.try_into();
+        }
+        let context = self.get_context(name).await?;
+        if version < context.floor_version && version <= context.head_version {
+            return Err(compacted(name, version, context.floor_version));
+        }
+        Err(Error::not_found(format!("{name}/versions/{version}")))
+    }
+
+    pub async fn list_context_versions(
+        &self,
+        name: &ContextName,
+        filter: &VersionFilter,
+        full: bool,
+        page: &PageRequest,
+    ) -> Result<Page<ContextVersion>> {
+        self.get_context(name).await?;
+        let mut stmt = select_versions(name, full);
+        let col = |c| Expr::col((ContextVersions::Table, c));
+        if let Some(author) = &filter.author {
+            stmt.and_where(col(ContextVersions::Author).eq(author.as_str()));
+        }
+        if let Some(op) = filter.op {
+            stmt.and_where(col(ContextVersions::Op).eq(op.as_str()));
+        }
+        if let Some(t) = filter.after_time {
+            stmt.and_where(col(ContextVersions::CreateTime).gt(t));
+        }
+        if let Some(t) = filter.before_time {
+            stmt.and_where(col(ContextVersions::CreateTime).lt(t));
+        }
+        if let Some(after) = &page.after {
+            let after: i64 = after
+                .parse()
+                .map_err(|_| Error::internal("version cursor is not a number"))?;
+            stmt.and_where(col(ContextVersions::Version).lt(after));
+        }
+        stmt.order_by(
+            (ContextVersions::Table, ContextVersions::Version),
+            Order::Desc,
+        )
+        .limit(page.size as u64 + 1);
+        let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
+        let items = rows
+            .into_iter()
+            .map(ContextVersion::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(paginate(items, page.size, |v| v.version.to_string()))
+    }
+
+    /// Up to `limit` versions after `after`, oldest first, for watchers. Fails with
+    /// OUT_OF_RANGE `VERSION_COMPACTED` when versions after `after` were compacted, so a
+    /// watcher never skips one silently.
+    pub async fn context_versions_after(
+        &self,
+        name: &ContextName,
+        after: i64,
+        limit: u64,
+        full: bool,
+    ) -> Result<Vec<ContextVersion>> {
+        let stmt = select_versions(name, full)
+            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
+            .order_by(
+                (ContextVersions::Table, ContextVersions::Version),
+                Order::Asc,
+            )
+            .limit(limit)
+            .to_owned();
+        let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
+        // Versions are gapless, so a first row past `after + 1` means compaction removed
+        // what the caller has not seen: say so rather than skip it. With no rows, the
+        // context row tells (read after the versions, so a compaction racing the read
+        // shows up in the floor).
+        let floor = match rows.first() {
+            Some(first) if Some(first.version) == after.checked_add(1) => {
+                return rows.into_iter().map(ContextVersion::try_from).collect();
+            }
+            Some(first) => first.version,
+            None => {
+                let context = self.get_context(name).await?;
+                if after.saturating_add(1) >= context.floor_version || after >= context.head_version
+                {
+                    return Ok(Vec::new());
+                }
+                context.floor_version
+            }
+        };
+        Err(Error::OutOfRange {
+            reason: "VERSION_COMPACTED",
+            message: format!(
+                "versions after {after} of {name} were compacted; the oldest retained version is {floor}"
+            ),
+            metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
+        })
+    }
+
+    /// Stored blobs of a workspace (for storage accounting and tests).
+    pub async fn context_blob_stats(&self, workspace: &str) -> Result<(i64, i64)> {
+        #[derive(sqlx::FromRow)]
+        struct Stats {
+            blobs: i64,
+            bytes: Option<i64>,
+        }
+        let stmt = Query::select()
+            .expr_as(
+                Func::count(Expr::col(ContextBlobs::Sha256)),
+                Alias::new("blobs"),
+            )
+            .expr_as(
+                Expr::cust("CAST(SUM(size_bytes) AS BIGINT)"),
+                Alias::new("bytes"),
+            )
+            .from(ContextBlobs::Table)
+            .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(workspace))
+            .to_owned();
+        let stats: Option<Stats> = self.db.fetch_optional(&stmt).await?;
+        Ok(stats
+            .map(|s| (s.blobs, s.bytes.unwrap_or(0)))
+            .unwrap_or((0, 0)))
+    }
+}

@@ -1,0 +1,395 @@
+//! WriteContext and RollbackContext.
+//!
+//! On Postgres a write that appends a version is, besides BEGIN and COMMIT, two
+//! statements, three when it compacts: one locks the context row and reads what the
+//! write decides on (head, quota, the head's hash, and for a patch the head document);
+//! one data-modifying CTE stores the document, the version, the new head and the
+//! audit record; one deletes what fell below the retention floor and releases its
+//! documents. Watchers on other replicas are told after commit (`feed::Announcer`). On
+//! SQLite the same steps run as separate statements (`versions::append`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use agentry_core::{
+    Error, Result, document,
+    model::{Context, ContextOp, ContextVersion, Quotas, WriteOutcome},
+    names::ContextName,
+    time::now_micros,
+};
+use serde_json::Value;
+use sqlx::{FromRow as _, postgres::PgRow};
+use tracing::Instrument as _;
+
+use super::{
+    ContextRow, context_key, lock_context,
+    versions::{
+        Append, ContextChange, ContextWrite, Prepared, VersionRow, append, head_document,
+        one_version, version_conflict, version_in_tx,
+    },
+};
+use crate::{
+    Store,
+    db::{Backend, Tx, map_err},
+    feed::Wakes,
+    mutation::{Mutation, mutate},
+    rows::json,
+    workspaces::read_workspace,
+};
+
+/// Context writes in flight in this process, by context: a write that finds another
+/// one of its context running checks its CAS before queueing for the row lock.
+#[derive(Clone, Default)]
+pub(crate) struct Writers(Arc<Mutex<HashMap<String, usize>>>);
+
+/// One write in flight; leaves the count when dropped.
+struct Writing {
+    writers: Writers,
+    key: String,
+}
+
+impl Writers {
+    /// Counts a write of `name` in; whether another one was in flight.
+    fn enter(&self, name: &ContextName) -> (Writing, bool) {
+        let key = name.to_string();
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(key.clone()).or_default();
+        *count += 1;
+        let contended = *count > 1;
+        let writing = Writing {
+            writers: self.clone(),
+            key,
+        };
+        (writing, contended)
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut counts = self.writers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Locks the context row and reads the quotas, and the head's version number and hash
+/// (with its document when `$4`) as `version sha256[ document]`.
+const LOCK: &str = "SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, \
+c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_time, \
+(SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
+(SELECT v.version || ' ' || v.sha256 || CASE WHEN $4 THEN ' ' || b.data ELSE '' END \
+FROM context_versions v LEFT JOIN context_blobs b \
+ON $4 AND b.workspace_id = v.workspace_id AND b.sha256 = v.sha256 \
+WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id \
+AND v.context_id = c.context_id AND v.version = c.head_version) AS head \
+FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
+FOR UPDATE OF c";
+
+/// Stores the document (or counts one more use of it), the version and the new head,
+/// and the audit record when `$18`.
+const APPEND: &str = "WITH blob AS (\
+INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) \
+VALUES ($1, $5, $6, $7, 1, $8) ON CONFLICT (workspace_id, sha256) \
+DO UPDATE SET refs = context_blobs.refs + 1), \
+version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, \
+rollback_of, sha256, size_bytes, author, description, request_id, create_time) \
+VALUES ($1, $2, $3, $4, $9, $10, $5, $7, $11, $12, $13, $8)), \
+head AS (UPDATE contexts SET head_version = $4, floor_version = $14, update_time = $8 \
+WHERE workspace_id = $1 AND project_id = $2 AND context_id = $3) \
+INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, \
+request_id, outcome) SELECT $15, $16, $8, $11, $17, $19, $13, 'OK' WHERE $18";
+
+/// Deletes the versions below the floor `$4` (already stored on the context row, which
+/// is what lets the trigger allow it) and releases their documents: the blob rows are
+/// locked first, so their counts are current when deciding between decrement and delete.
+const COMPACT: &str = "WITH gone AS (\
+DELETE FROM context_versions WHERE workspace_id = $1 AND project_id = $2 \
+AND context_id = $3 AND version < $4 RETURNING sha256), \
+released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), \
+locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b \
+JOIN released r ON b.sha256 = r.sha256 WHERE b.workspace_id = $1 FOR UPDATE OF b), \
+kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l \
+WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs > 0) \
+DELETE FROM context_blobs b USING locked l \
+WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs <= 0";
+
+#[derive(sqlx::FromRow)]
+struct Locked {
+    #[sqlx(flatten)]
+    context: ContextRow,
+    quotas: String,
+    head: Option<String>,
+}
+
+/// The head version's hash, and its document when asked for, as the lock read them.
+struct Head {
+    sha256: String,
+    document: Option<Value>,
+}
+
+/// The head as `LOCK` read it, if that is the head the row lock holds now. A statement
+/// that waited for the lock sees the row as its holder left it, but the rest under its
+/// own older snapshot: then `None`, and the caller reads the head again.
+fn head_of(context: &Context, head: Option<&str>, with_document: bool) -> Result<Option<Head>> {
+    let Some(head) = head else {
+        return Ok(None);
+    };
+    let mut parts = head.splitn(3, ' ');
+    let version = parts.next().and_then(|v| v.parse::<i64>().ok());
+    let sha256 = parts.next().unwrap_or_default().to_owned();
+    if version != Some(context.head_version) {
+        return Ok(None);
+    }
+    let document = match (with_document, parts.next()) {
+        (true, Some(text)) => Some(json("data", text)?),
+        (true, None) => return Ok(None),
+        (false, _) => None,
+    };
+    Ok(Some(Head { sha256, document }))
+}
+
+/// The document a change makes of the head (`head`: the head document, when known).
+async fn changed_document(
+    tx: &mut Tx,
+    name: &ContextName,
+    context: &Context,
+    change: &ContextChange,
+    head: Option<Value>,
+) -> Result<(Value, ContextOp, i64)> {
+    let head = match (head, change) {
+        (Some(doc), _) => doc,
+        (None, ContextChange::MergePatch(_) | ContextChange::JsonPatch(_)) => {
+            head_document(tx, name, context).await?
+        }
+        (None, _) => Value::Null,
+    };
+    Ok(match change {
+        ContextChange::Replace(data) => (data.clone(), ContextOp::Replace, 0),
+        ContextChange::MergePatch(patch) => {
+            let mut doc = head;
+            agentry_core::json::merge_patch(&mut doc, patch);
+            (doc, ContextOp::MergePatch, 0)
+        }
+        ContextChange::JsonPatch(ops) => {
+            (document::apply_patch(&head, ops)?, ContextOp::JsonPatch, 0)
+        }
+        ContextChange::Rollback(target) => {
+            let target_version = version_in_tx(tx, name, context, *target).await?;
+            (
+                target_version.data.unwrap_or(Value::Null),
+                ContextOp::Rollback,
+                *target,
+            )
+        }
+    })
+}
+
+fn check_expected(name: &ContextName, write: &ContextWrite, context: &Context) -> Result<()> {
+    match write.expected_version {
+        Some(expected) if expected != context.head_version => {
+            Err(version_conflict(name, expected, context.head_version))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// WriteContext and RollbackContext: at most one new version, CAS-guarded, with
+    /// patches applied here, inside the transaction.
+    pub async fn write_context(
+        &self,
+        m: &Mutation,
+        name: &ContextName,
+        write: ContextWrite,
+    ) -> Result<WriteOutcome> {
+        let (_writing, contended) = self.writers.enter(name);
+        // A stale CAS fails here without queueing for the row lock: under contention most
+        // attempts are stale, and waiting for the lock only to fail slows every writer.
+        // Calls with a request_id take the locked path, which can replay a stored result.
+        if let Some(expected) = write.expected_version
+            && contended
+            && m.request_id.is_empty()
+        {
+            let current = self.get_context(name).await?;
+            if current.head_version != expected {
+                return Err(version_conflict(name, expected, current.head_version));
+            }
+        }
+        let outcome = if self.backend() == Backend::Postgres {
+            // The audit record is written with the version, in the same statement.
+            let unaudited = Mutation {
+                audit: false,
+                ..m.clone()
+            };
+            mutate!(self, &unaudited, |tx| write_postgres(tx, m, name, &write))?
+        } else {
+            mutate!(self, m, |tx| write_generic(tx, m, name, &write))?
+        };
+        if !outcome.noop {
+            self.wake_everywhere(&Wakes::of(context_key(name)));
+        }
+        Ok(outcome)
+    }
+}
+
+async fn write_generic(
+    tx: &mut Tx,
+    m: &Mutation,
+    name: &ContextName,
+    write: &ContextWrite,
+) -> Result<WriteOutcome> {
+    let mut context = lock_context(tx, name).await?;
+    check_expected(name, write, &context)?;
+    let (data, op, rollback_of) = changed_document(tx, name, &context, &write.change, None).await?;
+    let workspace = read_workspace(tx, &name.workspace).await?;
+    let record = Append {
+        data,
+        op,
+        rollback_of,
+        author: m.principal.clone(),
+        description: write.description.clone(),
+        request_id: m.request_id.clone(),
+        max_bytes: workspace.quotas.max_context_bytes,
+    };
+    let (version, noop) = append(tx, name, &mut context, record).await?;
+    Ok(WriteOutcome { version, noop })
+}
+
+async fn write_postgres(
+    tx: &mut Tx,
+    m: &Mutation,
+    name: &ContextName,
+    write: &ContextWrite,
+) -> Result<WriteOutcome> {
+    let patch = matches!(
+        write.change,
+        ContextChange::MergePatch(_) | ContextChange::JsonPatch(_)
+    );
+    let query = keyed(LOCK, name).bind(patch);
+    let locked = match statement(tx, LOCK, query).await? {
+        Some(row) => Some(Locked::from_row(&row).map_err(map_err)?),
+        None => None,
+    };
+    let locked = locked.ok_or_else(|| Error::not_found(name.to_string()))?;
+    let mut context: Context = locked.context.try_into()?;
+    check_expected(name, write, &context)?;
+    let head = head_of(&context, locked.head.as_deref(), patch)?;
+    let (head_sha256, head_document) = match head {
+        Some(head) => (Some(head.sha256), head.document),
+        None => (None, None),
+    };
+    let (data, op, rollback_of) =
+        changed_document(tx, name, &context, &write.change, head_document).await?;
+    let quotas: Quotas = json("quotas", &locked.quotas)?;
+    let prepared = Prepared::new(&data, quotas.max_context_bytes)?;
+    if context.head_version > 0 {
+        let head_sha256 = match head_sha256 {
+            Some(sha256) => sha256,
+            None => head_version(tx, name, &context).await?.sha256,
+        };
+        if head_sha256 == prepared.sha256 {
+            let version = head_version(tx, name, &context).await?;
+            return Ok(WriteOutcome {
+                version,
+                noop: true,
+            });
+        }
+    }
+    let version = ContextVersion {
+        version: context.head_version + 1,
+        op,
+        rollback_of,
+        sha256: prepared.sha256.clone(),
+        size_bytes: prepared.size,
+        author: m.principal.clone(),
+        description: write.description.clone(),
+        request_id: m.request_id.clone(),
+        create_time: now_micros(),
+        data: None,
+    };
+    let keep_last = i64::from(context.keep_last.max(1));
+    let floor = (version.version - keep_last + 1).max(context.floor_version);
+    store_version(tx, m, name, &version, prepared.canonical, floor).await?;
+    if floor > context.floor_version {
+        context.floor_version = floor;
+        compact(tx, name, floor).await?;
+    }
+    Ok(WriteOutcome {
+        version,
+        noop: false,
+    })
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `sql` with the context's key bound as `$1`, `$2`, `$3`.
+fn keyed<'q>(sql: &'q str, name: &'q ContextName) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(name.workspace.as_str())
+        .bind(name.project.as_str())
+        .bind(name.context.as_str())
+}
+
+/// Runs `query` (whose text is `sql`) in the transaction; its row, if it returns one.
+async fn statement(tx: &mut Tx, sql: &str, query: PgQuery<'_>) -> Result<Option<PgRow>> {
+    let (conn, span) = tx
+        .postgres(sql)
+        .ok_or_else(|| Error::internal("a Postgres statement on another database"))?;
+    query
+        .fetch_optional(conn)
+        .instrument(span)
+        .await
+        .map_err(map_err)
+}
+
+async fn head_version(
+    tx: &mut Tx,
+    name: &ContextName,
+    context: &Context,
+) -> Result<ContextVersion> {
+    let row: Option<VersionRow> = tx
+        .fetch_optional(&one_version(name, context.head_version, false))
+        .await?;
+    row.ok_or_else(|| Error::internal("head version row is missing"))?
+        .try_into()
+}
+
+async fn store_version(
+    tx: &mut Tx,
+    m: &Mutation,
+    name: &ContextName,
+    version: &ContextVersion,
+    canonical: String,
+    floor: i64,
+) -> Result<()> {
+    let query = keyed(APPEND, name)
+        .bind(version.version)
+        .bind(version.sha256.as_str())
+        .bind(canonical)
+        .bind(version.size_bytes)
+        .bind(version.create_time)
+        .bind(version.op.as_str())
+        .bind(version.rollback_of)
+        .bind(version.author.as_str())
+        .bind(version.description.as_str())
+        .bind(version.request_id.as_str())
+        .bind(floor)
+        .bind(m.workspace.as_str())
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(m.method)
+        .bind(m.audit)
+        .bind(m.resource.as_str());
+    statement(tx, APPEND, query).await?;
+    Ok(())
+}
+
+async fn compact(tx: &mut Tx, name: &ContextName, floor: i64) -> Result<()> {
+    statement(tx, COMPACT, keyed(COMPACT, name).bind(floor)).await?;
+    Ok(())
+}
