@@ -223,6 +223,59 @@ async fn draining(
     tracing::info!("draining in-flight calls");
 }
 
+/// Serves every service on `listener` behind the layer stack, in the background, until
+/// `stopped` turns true.
+async fn serve(
+    config: &Config,
+    ctx: Arc<Ctx>,
+    auth: Arc<Authenticator>,
+    observer: Arc<Observer>,
+    listener: TcpListener,
+    tls: Option<Arc<TlsFiles>>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in SERVICES {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
+    let limit = config.max_message_bytes;
+    let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let contexts = ContextRoutes::new(ctx.clone(), limit);
+    let execution = ExecutionServiceServer::new(Execution::new(ctx))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    // HTTP/JSON and gRPC-Web calls become gRPC calls first (see `web`). The observe
+    // layer is next: it times the whole call, auth included, and sees unauthenticated
+    // calls too.
+    let router = Server::builder()
+        .accept_http1(true)
+        .layer(tower::util::option_layer(web::cors(
+            &config.cors_allowed_origins,
+        )))
+        .layer(web::ConnectLayer::new(limit))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(ObserveLayer::new(observer))
+        .layer(AuthLayer::new(auth))
+        .layer(tower::util::MapResponseLayer::new(
+            error::message_too_large(limit),
+        ))
+        .layer(web::RefusalLayer)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(registry)
+        .add_service(contexts)
+        .add_service(execution);
+    Ok(tokio::spawn(router.serve_with_incoming_shutdown(
+        incoming(listener, tls),
+        draining(stopped, health),
+    )))
+}
+
 /// Connects to the database, migrates, binds and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Certificate problems are start-up errors, before anything else is touched.
@@ -243,23 +296,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (ctx, auth, generated_root_key) = handler_state(&config, &store, stopped.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for service in SERVICES {
-        health
-            .set_service_status(*service, ServingStatus::Serving)
-            .await;
-    }
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    let limit = config.max_message_bytes;
-    let registry = RegistryServiceServer::new(Registry::new(ctx.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let contexts = ContextRoutes::new(ctx.clone(), limit);
-    let execution = ExecutionServiceServer::new(Execution::new(ctx.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
 
     let listener = TcpListener::bind(config.listen.as_str())
         .await
@@ -291,32 +327,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics_addr.is_some(),
         telemetry::tracing_enabled(),
     ));
-    // HTTP/JSON and gRPC-Web calls become gRPC calls first (see `web`). The observe
-    // layer is next: it times the whole call, auth included, and sees unauthenticated
-    // calls too.
-    let router = Server::builder()
-        .accept_http1(true)
-        .layer(tower::util::option_layer(web::cors(
-            &config.cors_allowed_origins,
-        )))
-        .layer(web::ConnectLayer::new(limit))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(ObserveLayer::new(observer))
-        .layer(AuthLayer::new(auth))
-        .layer(tower::util::MapResponseLayer::new(
-            error::message_too_large(limit),
-        ))
-        .layer(web::RefusalLayer)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(registry)
-        .add_service(contexts)
-        .add_service(execution);
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        incoming(listener, tls.clone()),
-        draining(stopped.clone(), health),
-    ));
+    let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,
         backend = ?store.backend(),
