@@ -5,7 +5,6 @@ pub mod auth;
 pub mod cli;
 mod coalesce;
 pub mod config;
-mod context;
 mod contexts;
 mod convert;
 mod error;
@@ -15,6 +14,7 @@ mod notify;
 pub mod observe;
 mod reaper;
 mod registry;
+mod request;
 mod rpc;
 pub mod telemetry;
 pub mod tls;
@@ -38,11 +38,11 @@ use crate::{
     auth::{AuthLayer, Authenticator, KeyCache},
     coalesce::Coalesced,
     config::Config,
-    context::Ctx,
     contexts::ContextRoutes,
     execution::Execution,
     observe::{ObserveLayer, Observer},
     registry::Registry,
+    request::RequestCtx,
     tls::{Conn, TlsFiles},
 };
 
@@ -178,14 +178,14 @@ async fn handler_state(
     config: &Config,
     store: &Store,
     stopping: watch::Receiver<bool>,
-) -> agentry_core::Result<(Arc<Ctx>, Arc<Authenticator>, Option<String>)> {
+) -> agentry_core::Result<(Arc<RequestCtx>, Arc<Authenticator>, Option<String>)> {
     let (root_hash, generated_root_key) = match &config.root_key {
         Some(key) => (apikey::hash(key.expose()), None),
         None => store.root_key_hash().await?,
     };
     let pages = PageTokens::new(store.page_token_key().await?);
     let keys = Arc::new(KeyCache::new(config.auth_cache_ttl));
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(RequestCtx {
         keys: keys.clone(),
         store: store.clone(),
         pages,
@@ -227,7 +227,7 @@ async fn draining(
 /// `stopped` turns true.
 async fn serve(
     config: &Config,
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
     auth: Arc<Authenticator>,
     observer: Arc<Observer>,
     listener: TcpListener,

@@ -14,8 +14,8 @@ use super::convert::{
 };
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     convert::{self, filter_error, filter_terms, rfc3339_micros, value_to_json},
+    request::RequestCtx,
 };
 
 fn keep_last(value: i32) -> Result<i32> {
@@ -62,7 +62,7 @@ fn expected_version(value: Option<i64>) -> Result<Option<i64>> {
 }
 
 pub async fn create_context(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateContextRequest,
 ) -> Result<pb::Context> {
@@ -90,7 +90,7 @@ pub async fn create_context(
 }
 
 pub async fn get_context(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetContextRequest,
 ) -> Result<pb::Context> {
@@ -100,7 +100,7 @@ pub async fn get_context(
 }
 
 pub async fn list_contexts(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListContextsRequest,
 ) -> Result<pb::ListContextsResponse> {
@@ -137,7 +137,11 @@ pub async fn list_contexts(
     })
 }
 
-pub async fn delete_context(ctx: &Ctx, p: &Principal, req: pb::DeleteContextRequest) -> Result<()> {
+pub async fn delete_context(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::DeleteContextRequest,
+) -> Result<()> {
     let name = ContextName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Develop)?;
     let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
@@ -146,7 +150,7 @@ pub async fn delete_context(ctx: &Ctx, p: &Principal, req: pb::DeleteContextRequ
 }
 
 async fn write(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     m: agentry_store::Mutation,
     name: &ContextName,
     write: ContextWrite,
@@ -167,7 +171,7 @@ async fn write(
 }
 
 pub async fn write_context(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::WriteContextRequest,
 ) -> Result<pb::WriteContextResponse> {
@@ -196,7 +200,7 @@ pub async fn write_context(
 }
 
 pub async fn rollback_context(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::RollbackContextRequest,
 ) -> Result<pb::WriteContextResponse> {
@@ -250,7 +254,7 @@ fn version_filter(text: &str) -> Result<VersionFilter> {
 }
 
 pub async fn list_context_versions(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListContextVersionsRequest,
 ) -> Result<pb::ListContextVersionsResponse> {
@@ -277,7 +281,7 @@ pub async fn list_context_versions(
 }
 
 pub async fn diff_context_versions(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::DiffContextVersionsRequest,
 ) -> Result<pb::DiffContextVersionsResponse> {

@@ -14,17 +14,17 @@ use std::{pin::Pin, sync::Arc};
 use agentry_proto::v1::{self as pb, context_service_server::ContextService};
 use futures::Stream;
 
-use crate::{context::Ctx, rpc::rpc};
+use crate::{request::RequestCtx, rpc::rpc};
 
 pub use cache::VersionCache;
 pub use read::ContextRoutes;
 
 pub struct Contexts {
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
 }
 
 impl Contexts {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
+    pub fn new(ctx: Arc<RequestCtx>) -> Self {
         Self { ctx }
     }
 }

@@ -23,13 +23,17 @@ use tonic::{body::Body, server::NamedService};
 use super::{Contexts, convert::version_to_proto, handlers::version_number};
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
+    request::RequestCtx,
 };
 
 const READ_CONTEXT: &str = "/agentry.v1.ContextService/ReadContext";
 
 /// The encoded `pb::ContextVersion` a ReadContext answers with.
-pub async fn read_context(ctx: &Ctx, p: &Principal, req: pb::ReadContextRequest) -> Result<Bytes> {
+pub async fn read_context(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::ReadContextRequest,
+) -> Result<Bytes> {
     let name = ContextName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Read)?;
     let requested = version_number("version", req.version)?;
@@ -62,12 +66,12 @@ fn encode(name: &ContextName, version: ContextVersion) -> Bytes {
 #[derive(Clone)]
 pub struct ContextRoutes {
     generated: ContextServiceServer<Contexts>,
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
     max_message_bytes: usize,
 }
 
 impl ContextRoutes {
-    pub fn new(ctx: Arc<Ctx>, max_message_bytes: usize) -> Self {
+    pub fn new(ctx: Arc<RequestCtx>, max_message_bytes: usize) -> Self {
         Self {
             generated: ContextServiceServer::new(Contexts::new(ctx.clone()))
                 .max_decoding_message_size(max_message_bytes)
@@ -106,7 +110,7 @@ impl tower::Service<http::Request<Body>> for ContextRoutes {
     }
 }
 
-struct ReadContextMethod(Arc<Ctx>);
+struct ReadContextMethod(Arc<RequestCtx>);
 
 impl tonic::server::UnaryService<pb::ReadContextRequest> for ReadContextMethod {
     type Response = Bytes;

@@ -19,14 +19,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::convert::version_to_proto;
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     notify::{Follower, Read},
+    request::RequestCtx,
 };
 
 const BATCH: u64 = 100;
 
 pub async fn watch_context(
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
     p: &Principal,
     req: pb::WatchContextRequest,
 ) -> Result<impl Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + use<>> {

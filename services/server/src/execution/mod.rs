@@ -12,14 +12,14 @@ use std::{pin::Pin, sync::Arc};
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};
 use futures::Stream;
 
-use crate::{context::Ctx, rpc::rpc};
+use crate::{request::RequestCtx, rpc::rpc};
 
 pub struct Execution {
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
 }
 
 impl Execution {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
+    pub fn new(ctx: Arc<RequestCtx>) -> Self {
         Self { ctx }
     }
 }

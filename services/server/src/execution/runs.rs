@@ -16,14 +16,18 @@ use super::convert::{
 };
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     convert::{self, filter_error, filter_terms, micros, rfc3339_micros, timestamp},
+    request::RequestCtx,
 };
 
 const DAY: Micros = 86_400_000_000;
 const MAX_INPUT_MESSAGES: usize = 1000;
 
-pub async fn create_run(ctx: &Ctx, p: &Principal, req: pb::CreateRunRequest) -> Result<pb::Run> {
+pub async fn create_run(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::CreateRunRequest,
+) -> Result<pb::Run> {
     let session = SessionName::parse("parent", &req.parent)?;
     p.check(&session.workspace, Action::Execute)?;
     let m = ctx.mutation(p, &session.workspace, session.to_string(), &req)?;
@@ -60,7 +64,7 @@ pub async fn create_run(ctx: &Ctx, p: &Principal, req: pb::CreateRunRequest) -> 
     Ok(run_to_proto(ctx.store.create_run(&m, new).await?))
 }
 
-pub async fn get_run(ctx: &Ctx, p: &Principal, req: pb::GetRunRequest) -> Result<pb::Run> {
+pub async fn get_run(ctx: &RequestCtx, p: &Principal, req: pb::GetRunRequest) -> Result<pb::Run> {
     let name = RunName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Read)?;
     Ok(run_to_proto(ctx.store.get_run(&name).await?))
@@ -104,7 +108,7 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
 }
 
 pub async fn list_runs(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListRunsRequest,
 ) -> Result<pb::ListRunsResponse> {
@@ -140,7 +144,11 @@ pub async fn list_runs(
     })
 }
 
-pub async fn cancel_run(ctx: &Ctx, p: &Principal, req: pb::CancelRunRequest) -> Result<pb::Run> {
+pub async fn cancel_run(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::CancelRunRequest,
+) -> Result<pb::Run> {
     let name = RunName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Execute)?;
     let reason = convert::text("reason", req.reason.clone())?;
@@ -151,7 +159,7 @@ pub async fn cancel_run(ctx: &Ctx, p: &Principal, req: pb::CancelRunRequest) -> 
 }
 
 pub async fn decide_approval(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::DecideApprovalRequest,
 ) -> Result<pb::Run> {
@@ -204,7 +212,7 @@ fn stats_to_proto(agent: String, figures: RunStatsGroup) -> pb::RunStats {
 }
 
 pub async fn get_run_stats(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetRunStatsRequest,
 ) -> Result<pb::GetRunStatsResponse> {

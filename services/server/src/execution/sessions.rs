@@ -10,12 +10,12 @@ use agentry_proto::v1 as pb;
 use super::convert::{message_to_proto, session_to_proto};
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     convert,
+    request::RequestCtx,
 };
 
 pub async fn create_session(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateSessionRequest,
 ) -> Result<pb::Session> {
@@ -52,7 +52,7 @@ pub async fn create_session(
 }
 
 pub async fn get_session(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetSessionRequest,
 ) -> Result<pb::Session> {
@@ -62,7 +62,7 @@ pub async fn get_session(
 }
 
 pub async fn list_sessions(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListSessionsRequest,
 ) -> Result<pb::ListSessionsResponse> {
@@ -103,7 +103,11 @@ pub async fn list_sessions(
     })
 }
 
-pub async fn delete_session(ctx: &Ctx, p: &Principal, req: pb::DeleteSessionRequest) -> Result<()> {
+pub async fn delete_session(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::DeleteSessionRequest,
+) -> Result<()> {
     let name = SessionName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Execute)?;
     let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
@@ -111,7 +115,7 @@ pub async fn delete_session(ctx: &Ctx, p: &Principal, req: pb::DeleteSessionRequ
 }
 
 pub async fn list_messages(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListMessagesRequest,
 ) -> Result<pb::ListMessagesResponse> {

@@ -19,14 +19,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::convert::event_to_proto;
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     notify::{Follower, Read},
+    request::RequestCtx,
 };
 
 const BATCH: u64 = 500;
 
 pub async fn stream_run_events(
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
     p: &Principal,
     req: pb::StreamRunEventsRequest,
 ) -> Result<impl Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + use<>> {

@@ -25,10 +25,10 @@ use super::convert::{
 };
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     convert::{timestamp, value_to_json},
     notify::{Woken, unless_stopped, wait_for_change},
     registry,
+    request::RequestCtx,
 };
 
 const SECOND: Micros = 1_000_000;
@@ -45,13 +45,13 @@ const TOKEN_SCOPE: &str = "task";
 /// the database answers, and a bound on the drain while it does not.
 const RENEWAL_GRACE: Duration = Duration::from_millis(500);
 
-fn encode_token(ctx: &Ctx, lease: &Lease) -> String {
+fn encode_token(ctx: &RequestCtx, lease: &Lease) -> String {
     let json = serde_json::to_string(lease).expect("a lease serializes");
     ctx.pages.encode(TOKEN_SCOPE, &json)
 }
 
 /// The lease a token names, after checking the caller may work in its workspace.
-fn lease(ctx: &Ctx, p: &Principal, token: &str) -> Result<Lease> {
+fn lease(ctx: &RequestCtx, p: &Principal, token: &str) -> Result<Lease> {
     let invalid = || Error::invalid("task_token", "not a task token this service issued");
     if token.is_empty() {
         return Err(Error::invalid("task_token", "required"));
@@ -76,7 +76,7 @@ fn run_name_of(lease: &Lease) -> RunName {
 }
 
 /// Waits for a change of a key of `changes` or at most `limit`.
-async fn wait_for(ctx: &Ctx, changes: &Subscription, limit: Duration) -> Woken {
+async fn wait_for(ctx: &RequestCtx, changes: &Subscription, limit: Duration) -> Woken {
     let mut stopping = ctx.stopping.clone();
     wait_for_change(changes, Some(limit), &mut stopping, std::future::pending()).await
 }
@@ -87,7 +87,7 @@ fn remaining(deadline: Micros) -> Micros {
 
 /// The answer to a claim. The agent revision is immutable and usually cached; if it
 /// cannot be read, the error drops `claim`, which puts the run back in the queue.
-async fn task(ctx: &Ctx, claim: Claim) -> Result<pb::Task> {
+async fn task(ctx: &RequestCtx, claim: Claim) -> Result<pb::Task> {
     let agent = ctx
         .agent_revision(
             &claim.run.workspace,
@@ -118,7 +118,7 @@ async fn task(ctx: &Ctx, claim: Claim) -> Result<pb::Task> {
 }
 
 /// The tools of the agent revision the leased run pins (named by the token; cached).
-async fn pinned_tools(ctx: &Ctx, lease: &Lease) -> Result<Vec<agentry_core::model::Tool>> {
+async fn pinned_tools(ctx: &RequestCtx, lease: &Lease) -> Result<Vec<agentry_core::model::Tool>> {
     let agent = ctx
         .agent_revision(&lease.workspace, &lease.agent, lease.agent_revision)
         .await?;
@@ -126,7 +126,7 @@ async fn pinned_tools(ctx: &Ctx, lease: &Lease) -> Result<Vec<agentry_core::mode
 }
 
 pub async fn poll_task(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::PollTaskRequest,
 ) -> Result<pb::PollTaskResponse> {
@@ -193,7 +193,7 @@ pub async fn poll_task(
 }
 
 pub async fn heartbeat_task(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::HeartbeatTaskRequest,
 ) -> Result<pb::HeartbeatTaskResponse> {
@@ -247,7 +247,7 @@ pub async fn heartbeat_task(
 }
 
 pub async fn append_run_events(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::AppendRunEventsRequest,
 ) -> Result<pb::AppendRunEventsResponse> {
@@ -294,7 +294,7 @@ pub async fn append_run_events(
 }
 
 pub async fn propose_plan(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ProposePlanRequest,
 ) -> Result<pb::ProposePlanResponse> {
@@ -337,7 +337,7 @@ pub async fn propose_plan(
 }
 
 pub async fn complete_task(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CompleteTaskRequest,
 ) -> Result<pb::Run> {
@@ -367,7 +367,11 @@ pub async fn complete_task(
     Ok(run_to_proto(run))
 }
 
-pub async fn fail_task(ctx: &Ctx, p: &Principal, req: pb::FailTaskRequest) -> Result<pb::Run> {
+pub async fn fail_task(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::FailTaskRequest,
+) -> Result<pb::Run> {
     let lease = lease(ctx, p, &req.task_token)?;
     let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
     let error = error_from_proto("error", req.error)?;

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, required},
     convert::{self, Mask, json_to_struct, timestamp},
+    request::{RequestCtx, required},
 };
 
 const UPDATABLE: &[&str] = &[
@@ -137,7 +137,7 @@ fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Va
 
 /// Checks what a spec must satisfy before a revision is written.
 pub async fn create_agent(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateAgentRequest,
 ) -> Result<pb::Agent> {
@@ -175,7 +175,11 @@ pub async fn create_agent(
         .map(to_proto)
 }
 
-pub async fn get_agent(ctx: &Ctx, p: &Principal, req: pb::GetAgentRequest) -> Result<pb::Agent> {
+pub async fn get_agent(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::GetAgentRequest,
+) -> Result<pb::Agent> {
     let name = AgentName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Read)?;
     let revision = match req.revision {
@@ -187,7 +191,7 @@ pub async fn get_agent(ctx: &Ctx, p: &Principal, req: pb::GetAgentRequest) -> Re
 }
 
 pub async fn list_agents(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListAgentsRequest,
 ) -> Result<pb::ListAgentsResponse> {
@@ -207,7 +211,7 @@ pub async fn list_agents(
 }
 
 pub async fn update_agent(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::UpdateAgentRequest,
 ) -> Result<pb::Agent> {
@@ -231,7 +235,11 @@ pub async fn update_agent(
     ctx.store.update_agent(&m, &name, patch).await.map(to_proto)
 }
 
-pub async fn delete_agent(ctx: &Ctx, p: &Principal, req: pb::DeleteAgentRequest) -> Result<()> {
+pub async fn delete_agent(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::DeleteAgentRequest,
+) -> Result<()> {
     let name = AgentName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::Develop)?;
     let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
@@ -241,7 +249,7 @@ pub async fn delete_agent(ctx: &Ctx, p: &Principal, req: pb::DeleteAgentRequest)
 }
 
 pub async fn list_agent_revisions(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListAgentRevisionsRequest,
 ) -> Result<pb::ListAgentRevisionsResponse> {

@@ -11,8 +11,8 @@ use agentry_store::NewApiKey;
 
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, required},
     convert::{self, timestamp},
+    request::{RequestCtx, required},
 };
 
 fn role_to_proto(role: Role) -> pb::Role {
@@ -53,7 +53,7 @@ fn to_proto(k: ApiKey) -> pb::ApiKey {
 }
 
 pub async fn create_api_key(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateApiKeyRequest,
 ) -> Result<pb::CreateApiKeyResponse> {
@@ -86,7 +86,7 @@ pub async fn create_api_key(
 }
 
 pub async fn list_api_keys(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListApiKeysRequest,
 ) -> Result<pb::ListApiKeysResponse> {
@@ -105,7 +105,11 @@ pub async fn list_api_keys(
     })
 }
 
-pub async fn delete_api_key(ctx: &Ctx, p: &Principal, req: pb::DeleteApiKeyRequest) -> Result<()> {
+pub async fn delete_api_key(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::DeleteApiKeyRequest,
+) -> Result<()> {
     let name = ApiKeyName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::ManageKeys)?;
     let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;

@@ -9,8 +9,8 @@ use agentry_store::{AuditFilter, AuditRecord};
 
 use crate::{
     auth::{Action, Principal},
-    context::Ctx,
     convert::{filter_error, filter_terms, rfc3339_micros, timestamp},
+    request::RequestCtx,
 };
 
 const SUPPORTED: &str = "principal = \"workspaces/…/apiKeys/…\" or \"root\", method = \"CreateRun\", resource = \"workspaces/…/projects/…\", create_time > \"RFC 3339\", create_time < \"…\"";
@@ -67,7 +67,7 @@ fn to_proto(r: AuditRecord) -> pb::AuditRecord {
 }
 
 pub async fn list_audit_records(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListAuditRecordsRequest,
 ) -> Result<pb::ListAuditRecordsResponse> {

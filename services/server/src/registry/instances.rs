@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, required},
     convert::{self, Mask, json_to_struct, timestamp},
+    request::{RequestCtx, required},
 };
 
 const UPDATABLE: &[&str] = &[
@@ -119,7 +119,7 @@ fn revision(value: i64) -> Result<Option<i64>> {
 }
 
 pub async fn create_instance(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateInstanceRequest,
 ) -> Result<pb::Instance> {
@@ -153,7 +153,7 @@ pub async fn create_instance(
 }
 
 pub async fn get_instance(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetInstanceRequest,
 ) -> Result<pb::Instance> {
@@ -188,7 +188,7 @@ fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
 }
 
 pub async fn list_instances(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListInstancesRequest,
 ) -> Result<pb::ListInstancesResponse> {
@@ -209,7 +209,7 @@ pub async fn list_instances(
 }
 
 pub async fn update_instance(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::UpdateInstanceRequest,
 ) -> Result<pb::Instance> {
@@ -234,7 +234,7 @@ pub async fn update_instance(
 }
 
 pub async fn delete_instance(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::DeleteInstanceRequest,
 ) -> Result<pb::Instance> {
@@ -248,7 +248,7 @@ pub async fn delete_instance(
 }
 
 pub async fn set_instance_status(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::SetInstanceStatusRequest,
 ) -> Result<pb::Instance> {
@@ -270,7 +270,7 @@ pub async fn set_instance_status(
 }
 
 pub async fn heartbeat_instance(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::HeartbeatInstanceRequest,
 ) -> Result<pb::Instance> {

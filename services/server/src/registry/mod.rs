@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use agentry_proto::v1::{self as pb, registry_service_server::RegistryService};
 
-use crate::{context::Ctx, rpc::rpc};
+use crate::{request::RequestCtx, rpc::rpc};
 
 pub struct Registry {
-    ctx: Arc<Ctx>,
+    ctx: Arc<RequestCtx>,
 }
 
 impl Registry {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
+    pub fn new(ctx: Arc<RequestCtx>) -> Self {
         Self { ctx }
     }
 }

@@ -10,8 +10,8 @@ use agentry_store::{NewProject, ProjectPatch};
 
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, required},
     convert::{self, Mask, timestamp},
+    request::{RequestCtx, required},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels"];
@@ -29,7 +29,7 @@ fn to_proto(p: Project) -> pb::Project {
 }
 
 pub async fn create_project(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateProjectRequest,
 ) -> Result<pb::Project> {
@@ -53,7 +53,7 @@ pub async fn create_project(
 }
 
 pub async fn get_project(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetProjectRequest,
 ) -> Result<pb::Project> {
@@ -63,7 +63,7 @@ pub async fn get_project(
 }
 
 pub async fn list_projects(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListProjectsRequest,
 ) -> Result<pb::ListProjectsResponse> {
@@ -83,7 +83,7 @@ pub async fn list_projects(
 }
 
 pub async fn update_project(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::UpdateProjectRequest,
 ) -> Result<pb::Project> {
@@ -104,7 +104,11 @@ pub async fn update_project(
         .map(to_proto)
 }
 
-pub async fn delete_project(ctx: &Ctx, p: &Principal, req: pb::DeleteProjectRequest) -> Result<()> {
+pub async fn delete_project(
+    ctx: &RequestCtx,
+    p: &Principal,
+    req: pb::DeleteProjectRequest,
+) -> Result<()> {
     let name = ProjectName::parse("name", &req.name)?;
     p.check(&name.workspace, Action::ManageProjects)?;
     let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;

@@ -10,8 +10,8 @@ use agentry_store::{NewWorkspace, WorkspacePatch};
 
 use crate::{
     auth::{Action, Principal},
-    context::{Ctx, required},
     convert::{self, Mask, timestamp},
+    request::{RequestCtx, required},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels", "quotas"];
@@ -91,7 +91,7 @@ fn quotas_patch(mask: &Mask, q: Quotas) -> Result<QuotasPatch> {
 }
 
 pub async fn create_workspace(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::CreateWorkspaceRequest,
 ) -> Result<pb::Workspace> {
@@ -114,7 +114,7 @@ pub async fn create_workspace(
 }
 
 pub async fn get_workspace(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::GetWorkspaceRequest,
 ) -> Result<pb::Workspace> {
@@ -124,7 +124,7 @@ pub async fn get_workspace(
 }
 
 pub async fn list_workspaces(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::ListWorkspacesRequest,
 ) -> Result<pb::ListWorkspacesResponse> {
@@ -140,7 +140,7 @@ pub async fn list_workspaces(
 }
 
 pub async fn update_workspace(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::UpdateWorkspaceRequest,
 ) -> Result<pb::Workspace> {
@@ -171,7 +171,7 @@ pub async fn update_workspace(
 }
 
 pub async fn delete_workspace(
-    ctx: &Ctx,
+    ctx: &RequestCtx,
     p: &Principal,
     req: pb::DeleteWorkspaceRequest,
 ) -> Result<()> {

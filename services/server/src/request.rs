@@ -25,7 +25,7 @@ use crate::{
 /// limit, leaving room for the rest of the response.
 pub const PAGE_BYTES: usize = 3 << 20;
 
-pub struct Ctx {
+pub struct RequestCtx {
     pub store: Store,
     pub pages: PageTokens,
     /// Wake-ups for streams and long polls: subscribe, then look at storage.
@@ -43,7 +43,7 @@ pub struct Ctx {
 
 const MAX_CACHED_REVISIONS: usize = 4096;
 
-impl Ctx {
+impl RequestCtx {
     /// Revision `revision` of `workspaces/{workspace}/agents/{agent}`.
     pub async fn agent_revision(
         &self,
