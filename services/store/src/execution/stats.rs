@@ -1,29 +1,23 @@
-//! GetRunStats: counts, usage and duration percentiles of a project's runs created in a
-//! window (up to a year of runs), read from a rollup so that neither the time nor the
-//! memory of a call grows with the number of runs.
-//!
-//! The rollup (migration 0005) counts each run by the hour and by the day it was created
-//! in, and its queue wait and run time by a bucket of two significant digits with the
-//! bucket's smallest and largest value; triggers on `runs` keep it in the transaction
-//! that writes the run. A window is read as whole days, then whole hours at its ends,
-//! then the runs of the less than an hour left at each end (through `runs_by_project`).
+//! GetRunStats, computed by the database: counts, usage and duration percentiles of a
+//! project's runs created in a window (up to a year of runs), so that the server's memory
+//! does not grow with the number of runs.
 //!
 //! Percentiles are nearest-rank: the value at rank `max(1, ceil(q × n))` of the sorted
-//! values. The merged buckets give the bucket of that rank; when its bounds are equal
-//! that is the value, otherwise the runs of the window whose value lies within the
-//! bounds are read in value order through `runs_by_queue_wait` / `runs_by_run_time`
-//! (one bucket's runs, not the window's), so both back ends give the exact answer.
+//! values. Postgres computes them with `percentile_disc`; SQLite, which has no ordered-set
+//! aggregates, numbers the sorted values with a window function and keeps the three
+//! ranks (its sorter spills to disk, so this too is bounded in memory). Both compute the
+//! rank with the same double arithmetic, so both back ends give the same answer.
+//! (`percentile_cont` would interpolate, which SQLite cannot match exactly.)
+//!
+//! The window's rows are found through `runs_by_project` (workspace, project,
+//! create_time).
 
 use std::collections::BTreeMap;
 
 use agentry_core::{Result, names::ProjectName, run::RunStatus, run::Usage, time::Micros};
 use sea_query::{Alias, Expr, Order, Query, SelectStatement};
 
-use crate::{Store, tables::Runs};
-
-mod plan;
-
-use plan::Plan;
+use crate::{Store, db::Backend, tables::Runs};
 
 /// Percentiles of a duration (micros) and how many values they were taken over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,34 +48,20 @@ pub struct RunStatsGroup {
 /// The quantiles GetRunStats reports.
 const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
 
-/// The nearest rank of quantile `q` among `n` values (1-based).
+/// The nearest rank of quantile `q` among `n` values (1-based), as both back ends
+/// compute it.
 fn rank(q: f64, n: i64) -> i64 {
     ((q * n as f64).ceil() as i64).max(1)
 }
 
-/// The lower bound of `value`'s bucket, as `run_stat_buckets` lists them: below 100
-/// each value, above two significant digits, all negative values together.
-pub(crate) fn bucket(value: i64) -> i64 {
-    if value < 0 {
-        return i64::MIN;
-    }
-    let mut scale = 1;
-    while value / scale >= 100 {
-        scale *= 10;
-    }
-    value / scale * scale
-}
-
 /// A duration measured on a run, and which runs have it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 enum Measure {
     QueueWait,
     RunTime,
 }
 
 impl Measure {
-    const ALL: [Measure; 2] = [Measure::QueueWait, Measure::RunTime];
-
     fn value(self) -> &'static str {
         match self {
             Measure::QueueWait => "start_time - create_time",
@@ -97,9 +77,11 @@ impl Measure {
     }
 }
 
-fn of_project(stmt: &mut SelectStatement, project: &ProjectName) {
+fn in_window(stmt: &mut SelectStatement, project: &ProjectName, start: Micros, end: Micros) {
     stmt.and_where(Expr::col(Runs::WorkspaceId).eq(project.workspace.as_str()))
-        .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()));
+        .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()))
+        .and_where(Expr::col(Runs::CreateTime).gte(start))
+        .and_where(Expr::col(Runs::CreateTime).lt(end));
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,211 +96,153 @@ struct CountRow {
     ended: i64,
 }
 
-/// Counts and sums per (agent, status): of the rollup's periods (`rollup`), or of the
-/// runs at the window's ends.
-fn counts(project: &ProjectName, plan: &Plan, rollup: bool) -> SelectStatement {
-    let started = format!(
-        "CASE WHEN {} THEN 1 ELSE 0 END",
-        Measure::QueueWait.present()
-    );
-    let ended = format!("CASE WHEN {} THEN 1 ELSE 0 END", Measure::RunTime.present());
-    let (table, runs, started, ended, window) = if rollup {
-        let table = Alias::new("run_stat_counts");
-        (table, "runs", "started", "ended", plan.rollup())
-    } else {
-        let table = Alias::new("runs");
-        (table, "1", started.as_str(), ended.as_str(), plan.runs())
-    };
-    let sums = [
-        ("runs", runs),
-        ("input_tokens", "input_tokens"),
-        ("output_tokens", "output_tokens"),
-        ("started", started),
-        ("ended", ended),
-    ];
-    let mut stmt = Query::select();
-    stmt.columns([Runs::AgentId, Runs::Status]);
-    for (alias, value) in sums {
-        stmt.expr_as(
-            Expr::cust(format!("CAST(COALESCE(SUM({value}), 0) AS BIGINT)")),
-            Alias::new(alias),
-        );
-    }
-    stmt.expr_as(
-        Expr::cust("CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION)"),
-        Alias::new("cost_usd"),
-    )
-    .from(table)
-    .and_where(window)
-    .group_by_col(Runs::AgentId)
-    .group_by_col(Runs::Status);
-    of_project(&mut stmt, project);
-    stmt
-}
-
-/// One bucket of a histogram: how many values, and bounds of them.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-struct Cell {
-    runs: i64,
-    min_value: i64,
-    max_value: i64,
-}
-
-impl Cell {
-    fn merge(&mut self, other: Cell) {
-        self.runs += other.runs;
-        self.min_value = self.min_value.min(other.min_value);
-        self.max_value = self.max_value.max(other.max_value);
-    }
-}
-
-/// Bucket → cell, in value order.
-type Histogram = BTreeMap<i64, Cell>;
-
-/// (agent, measure) → histogram.
-type Histograms = BTreeMap<(String, Measure), Histogram>;
-
-fn add(histograms: &mut Histograms, agent: &str, measure: Measure, bucket: i64, cell: Cell) {
-    histograms
-        .entry((agent.to_owned(), measure))
-        .or_default()
-        .entry(bucket)
-        .and_modify(|c| c.merge(cell))
-        .or_insert(cell);
-}
-
-#[derive(sqlx::FromRow)]
-struct BucketRow {
-    agent_id: String,
-    measure: i64,
-    bucket: i64,
-    #[sqlx(flatten)]
-    cell: Cell,
-}
-
-/// The rollup's buckets of the plan's periods, per agent.
-fn rollup_buckets(project: &ProjectName, plan: &Plan) -> SelectStatement {
-    let mut stmt = Query::select();
-    stmt.column(Runs::AgentId)
-        .expr_as(Expr::cust("CAST(measure AS BIGINT)"), Alias::new("measure"))
-        .column(Alias::new("bucket"))
-        .expr_as(Expr::cust("CAST(SUM(runs) AS BIGINT)"), Alias::new("runs"))
-        .expr_as(Expr::cust("MIN(min_value)"), Alias::new("min_value"))
-        .expr_as(Expr::cust("MAX(max_value)"), Alias::new("max_value"))
-        .from(Alias::new("run_stat_durations"))
-        .and_where(Expr::cust("runs > 0"))
-        .and_where(plan.rollup())
-        .group_by_col(Runs::AgentId)
-        .group_by_col(Alias::new("measure"))
-        .group_by_col(Alias::new("bucket"));
-    of_project(&mut stmt, project);
-    stmt
-}
-
-#[derive(sqlx::FromRow)]
-struct EdgeRow {
-    agent_id: String,
-    wait: i64,
-    took: Option<i64>,
-}
-
-/// The durations of the runs at the window's ends that started.
-fn edge_durations(project: &ProjectName, plan: &Plan) -> SelectStatement {
-    let mut stmt = Query::select();
-    stmt.column(Runs::AgentId)
-        .expr_as(Expr::cust(Measure::QueueWait.value()), Alias::new("wait"))
-        .expr_as(Expr::cust(Measure::RunTime.value()), Alias::new("took"))
+/// Counts and sums per (agent, status).
+fn counts(project: &ProjectName, start: Micros, end: Micros) -> SelectStatement {
+    let mut stmt = Query::select()
+        .columns([Runs::AgentId, Runs::Status])
+        .expr_as(Expr::cust("COUNT(*)"), Alias::new("runs"))
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT)"),
+            Alias::new("input_tokens"),
+        )
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT)"),
+            Alias::new("output_tokens"),
+        )
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION)"),
+            Alias::new("cost_usd"),
+        )
+        .expr_as(
+            Expr::cust(format!(
+                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+                Measure::QueueWait.present()
+            )),
+            Alias::new("started"),
+        )
+        .expr_as(
+            Expr::cust(format!(
+                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+                Measure::RunTime.present()
+            )),
+            Alias::new("ended"),
+        )
         .from(Runs::Table)
-        .and_where(Expr::cust(Measure::QueueWait.present()))
-        .and_where(plan.runs());
-    of_project(&mut stmt, project);
+        .group_by_col(Runs::AgentId)
+        .group_by_col(Runs::Status)
+        .to_owned();
+    in_window(&mut stmt, project, start, end);
     stmt
 }
 
-/// Where the value of a rank lies.
-enum Pick {
-    Value(i64),
-    /// The `offset`-th (0-based) value of the window's runs within [min, max].
-    Within {
-        min: i64,
-        max: i64,
-        offset: i64,
-    },
+#[derive(sqlx::FromRow)]
+struct PercentileRow {
+    agent_id: String,
+    wait_p50: Option<i64>,
+    wait_p95: Option<i64>,
+    wait_p99: Option<i64>,
+    run_p50: Option<i64>,
+    run_p95: Option<i64>,
+    run_p99: Option<i64>,
 }
 
-/// Where the `rank`-th (1-based) value of `histogram` lies.
-fn pick(histogram: &Histogram, rank: i64) -> Option<Pick> {
-    let mut below = 0;
-    for cell in histogram.values() {
-        if rank <= below + cell.runs {
-            return Some(if cell.min_value == cell.max_value {
-                Pick::Value(cell.min_value)
-            } else {
-                Pick::Within {
-                    min: cell.min_value,
-                    max: cell.max_value,
-                    offset: rank - below - 1,
-                }
-            });
-        }
-        below += cell.runs;
-    }
-    None
-}
-
-/// The runs a group's figure is taken over.
-struct Scope<'a> {
-    project: &'a ProjectName,
+/// Postgres: every percentile of the total, or of each agent, in one statement.
+fn pg_percentiles(
+    project: &ProjectName,
     start: Micros,
     end: Micros,
-    /// None for the project total.
-    agent: Option<&'a str>,
-}
-
-#[derive(sqlx::FromRow)]
-struct ValueRow {
-    value: i64,
-}
-
-/// The `offset`-th value of `measure` within [min, max] among the scope's runs.
-fn nth_value(scope: &Scope, measure: Measure, min: i64, max: i64, offset: i64) -> SelectStatement {
-    let value = measure.value();
+    by_agent: bool,
+) -> SelectStatement {
     let mut stmt = Query::select();
-    stmt.expr_as(Expr::cust(value), Alias::new("value"))
-        .from(Runs::Table)
-        .and_where(Expr::cust(measure.present()))
-        .and_where(Expr::cust(format!("{value} >= {min} AND {value} <= {max}")))
-        .and_where(Expr::col(Runs::CreateTime).gte(scope.start))
-        .and_where(Expr::col(Runs::CreateTime).lt(scope.end))
-        .order_by_expr(Expr::cust(value), Order::Asc)
-        .limit(1)
-        .offset(offset as u64);
-    if let Some(agent) = scope.agent {
-        stmt.and_where(Expr::col(Runs::AgentId).eq(agent));
+    if by_agent {
+        stmt.column(Runs::AgentId).group_by_col(Runs::AgentId);
+    } else {
+        stmt.expr_as(Expr::cust("''"), Alias::new("agent_id"));
     }
-    of_project(&mut stmt, scope.project);
+    for (prefix, measure) in [("wait", Measure::QueueWait), ("run", Measure::RunTime)] {
+        for (q, suffix) in QUANTILES.iter().zip(["p50", "p95", "p99"]) {
+            stmt.expr_as(
+                Expr::cust(format!(
+                    "percentile_disc({q:?}) WITHIN GROUP (ORDER BY {}) FILTER (WHERE {})",
+                    measure.value(),
+                    measure.present()
+                )),
+                Alias::new(format!("{prefix}_{suffix}")),
+            );
+        }
+    }
+    stmt.from(Runs::Table);
+    in_window(&mut stmt, project, start, end);
     stmt
 }
 
-/// Adds a row of counts to a group's figures.
-fn count_into(figures: &mut RunStatsGroup, row: &CountRow) {
-    let status = RunStatus::parse(&row.status);
-    if row.runs == 0 {
-        return;
+#[derive(sqlx::FromRow)]
+struct RankedRow {
+    agent_id: String,
+    value: i64,
+    position: i64,
+    value_count: i64,
+}
+
+/// SQLite: the values of `measure` at the quantiles' ranks, per agent or for the total.
+fn sqlite_ranked(
+    project: &ProjectName,
+    start: Micros,
+    end: Micros,
+    by_agent: bool,
+    measure: Measure,
+) -> SelectStatement {
+    let mut values = Query::select();
+    if by_agent {
+        values.expr_as(Expr::col(Runs::AgentId), Alias::new("grp"));
+    } else {
+        values.expr_as(Expr::cust("''"), Alias::new("grp"));
     }
-    figures.total += row.runs;
-    *figures.by_status.entry(row.status.clone()).or_insert(0) += row.runs;
-    if status.is_some_and(RunStatus::is_terminal) {
-        figures.finished += row.runs;
-    }
-    if status == Some(RunStatus::Succeeded) {
-        figures.succeeded += row.runs;
-    }
-    figures.queue_wait.count += row.started;
-    figures.run_time.count += row.ended;
-    figures.usage.input_tokens += row.input_tokens;
-    figures.usage.output_tokens += row.output_tokens;
-    figures.usage.cost_usd += row.cost_usd;
+    values
+        .expr_as(Expr::cust(measure.value()), Alias::new("value"))
+        .from(Runs::Table)
+        .and_where(Expr::cust(measure.present()));
+    in_window(&mut values, project, start, end);
+    let ranked = Query::select()
+        .columns([Alias::new("grp"), Alias::new("value")])
+        .expr_as(
+            Expr::cust("ROW_NUMBER() OVER (PARTITION BY grp ORDER BY value)"),
+            Alias::new("position"),
+        )
+        .expr_as(
+            Expr::cust("COUNT(*) OVER (PARTITION BY grp)"),
+            Alias::new("value_count"),
+        )
+        .from_subquery(values, Alias::new("measured"))
+        .to_owned();
+    // max(1, ceil(q × n)) in SQL: CAST truncates, and a comparison is 0 or 1.
+    let wanted = QUANTILES
+        .iter()
+        .map(|q| {
+            format!(
+                "position = MAX(1, CAST({q:?} * value_count AS INTEGER) + ({q:?} * value_count > CAST({q:?} * value_count AS INTEGER)))"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    Query::select()
+        .expr_as(Expr::col(Alias::new("grp")), Alias::new("agent_id"))
+        .column(Alias::new("value"))
+        .columns([Alias::new("position"), Alias::new("value_count")])
+        .from_subquery(ranked, Alias::new("ranked"))
+        .and_where(Expr::cust(wanted))
+        .order_by(Alias::new("grp"), Order::Asc)
+        .to_owned()
+}
+
+/// The total, or `agent`'s figures when `grouped`.
+fn figures_of<'g>(
+    grouped: bool,
+    total: &'g mut RunStatsGroup,
+    agents: &'g mut BTreeMap<String, RunStatsGroup>,
+    agent: &str,
+) -> &'g mut RunStatsGroup {
+    if grouped { group(agents, agent) } else { total }
 }
 
 fn group<'g>(
@@ -343,118 +267,88 @@ impl Store {
         end: Micros,
         by_agent: bool,
     ) -> Result<(RunStatsGroup, Vec<RunStatsGroup>)> {
-        let plan = Plan::new(start, end);
-        let mut rows: Vec<CountRow> = self.db.fetch_all(&counts(project, &plan, true)).await?;
-        if !plan.edges.is_empty() {
-            rows.extend(
-                self.db
-                    .fetch_all::<CountRow>(&counts(project, &plan, false))
-                    .await?,
-            );
-        }
+        let rows: Vec<CountRow> = self.db.fetch_all(&counts(project, start, end)).await?;
         let mut total = RunStatsGroup::default();
         let mut agents: BTreeMap<String, RunStatsGroup> = BTreeMap::new();
-        for row in rows.iter().filter(|r| r.runs > 0) {
-            count_into(&mut total, row);
+        for row in &rows {
+            let terminal = RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal);
+            let succeeded = RunStatus::parse(&row.status) == Some(RunStatus::Succeeded);
+            let mut groups = vec![&mut total];
             if by_agent {
-                count_into(group(&mut agents, &row.agent_id), row);
+                groups.push(group(&mut agents, &row.agent_id));
+            }
+            for figures in groups {
+                figures.total += row.runs;
+                *figures.by_status.entry(row.status.clone()).or_insert(0) += row.runs;
+                if terminal {
+                    figures.finished += row.runs;
+                }
+                if succeeded {
+                    figures.succeeded += row.runs;
+                }
+                figures.queue_wait.count += row.started;
+                figures.run_time.count += row.ended;
+                figures.usage.input_tokens += row.input_tokens;
+                figures.usage.output_tokens += row.output_tokens;
+                figures.usage.cost_usd += row.cost_usd;
             }
         }
         if total.total == 0 {
             return Ok((total, agents.into_values().collect()));
         }
-        let histograms = self.histograms(project, &plan).await?;
-        let scope = Scope {
-            project,
-            start,
-            end,
-            agent: None,
-        };
-        let mut whole = Histograms::new();
-        for ((_, measure), histogram) in &histograms {
-            for (bucket, cell) in histogram {
-                add(&mut whole, "", *measure, *bucket, *cell);
-            }
+        let mut groupings = vec![false];
+        if by_agent {
+            groupings.push(true);
         }
-        self.percentiles(&scope, &whole, &mut total).await?;
-        for (agent, figures) in &mut agents {
-            let scope = Scope {
-                agent: Some(agent),
-                ..scope
-            };
-            self.percentiles(&scope, &histograms, figures).await?;
-        }
-        Ok((total, agents.into_values().collect()))
-    }
-
-    /// Every (agent, measure)'s histogram of the window.
-    async fn histograms(&self, project: &ProjectName, plan: &Plan) -> Result<Histograms> {
-        let mut histograms = Histograms::new();
-        let rows: Vec<BucketRow> = self.db.fetch_all(&rollup_buckets(project, plan)).await?;
-        for row in rows {
-            let measure = Measure::ALL[usize::from(row.measure != 0)];
-            add(
-                &mut histograms,
-                &row.agent_id,
-                measure,
-                row.bucket,
-                row.cell,
-            );
-        }
-        if plan.edges.is_empty() {
-            return Ok(histograms);
-        }
-        let edges: Vec<EdgeRow> = self.db.fetch_all(&edge_durations(project, plan)).await?;
-        for row in edges {
-            let values = [
-                (Measure::QueueWait, Some(row.wait)),
-                (Measure::RunTime, row.took),
-            ];
-            for (measure, value) in values {
-                if let Some(value) = value {
-                    let cell = Cell {
-                        runs: 1,
-                        min_value: value,
-                        max_value: value,
-                    };
-                    add(&mut histograms, &row.agent_id, measure, bucket(value), cell);
+        for grouped in groupings {
+            match self.db.backend() {
+                Backend::Postgres => {
+                    let rows: Vec<PercentileRow> = self
+                        .db
+                        .fetch_all(&pg_percentiles(project, start, end, grouped))
+                        .await?;
+                    for row in rows {
+                        let figures = figures_of(grouped, &mut total, &mut agents, &row.agent_id);
+                        let wait = &mut figures.queue_wait;
+                        (wait.p50, wait.p95, wait.p99) = (
+                            row.wait_p50.unwrap_or(0),
+                            row.wait_p95.unwrap_or(0),
+                            row.wait_p99.unwrap_or(0),
+                        );
+                        let run = &mut figures.run_time;
+                        (run.p50, run.p95, run.p99) = (
+                            row.run_p50.unwrap_or(0),
+                            row.run_p95.unwrap_or(0),
+                            row.run_p99.unwrap_or(0),
+                        );
+                    }
+                }
+                Backend::Sqlite => {
+                    for measure in [Measure::QueueWait, Measure::RunTime] {
+                        let stmt = sqlite_ranked(project, start, end, grouped, measure);
+                        let rows: Vec<RankedRow> = self.db.fetch_all(&stmt).await?;
+                        for row in rows {
+                            let figures =
+                                figures_of(grouped, &mut total, &mut agents, &row.agent_id);
+                            let percentiles = match measure {
+                                Measure::QueueWait => &mut figures.queue_wait,
+                                Measure::RunTime => &mut figures.run_time,
+                            };
+                            let slots = [
+                                &mut percentiles.p50,
+                                &mut percentiles.p95,
+                                &mut percentiles.p99,
+                            ];
+                            for (q, slot) in QUANTILES.iter().zip(slots) {
+                                if rank(*q, row.value_count) == row.position {
+                                    *slot = row.value;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
-        Ok(histograms)
-    }
-
-    /// The scope's percentiles of both measures, from its histograms.
-    async fn percentiles(
-        &self,
-        scope: &Scope<'_>,
-        histograms: &Histograms,
-        figures: &mut RunStatsGroup,
-    ) -> Result<()> {
-        for measure in Measure::ALL {
-            let key = (scope.agent.unwrap_or("").to_owned(), measure);
-            let Some(histogram) = histograms.get(&key) else {
-                continue;
-            };
-            let count: i64 = histogram.values().map(|c| c.runs).sum();
-            let mut values = [0; 3];
-            for (q, slot) in QUANTILES.iter().zip(values.iter_mut()) {
-                *slot = match pick(histogram, rank(*q, count)) {
-                    None => 0,
-                    Some(Pick::Value(value)) => value,
-                    Some(Pick::Within { min, max, offset }) => self
-                        .db
-                        .fetch_optional::<ValueRow>(&nth_value(scope, measure, min, max, offset))
-                        .await?
-                        .map_or(max, |row| row.value),
-                };
-            }
-            let percentiles = match measure {
-                Measure::QueueWait => &mut figures.queue_wait,
-                Measure::RunTime => &mut figures.run_time,
-            };
-            (percentiles.p50, percentiles.p95, percentiles.p99) = (values[0], values[1], values[2]);
-        }
-        Ok(())
+        Ok((total, agents.into_values().collect()))
     }
 }
