@@ -81,56 +81,8 @@ impl RunChange {
                 message: message.clone(),
                 sequence: self.append(message.clone())?,
             },
-            EventInput::ToolStarted(call) => {
-                if calls.contains_key(&call.id) {
-                    return Err(Error::invalid(
-                        field("tool_call_started.tool_call.id"),
-                        format!("tool call id {:?} was already used in this run", call.id),
-                    ));
-                }
-                let new = Call {
-                    tool: call.tool.clone(),
-                    open: true,
-                    stored: None,
-                };
-                calls.insert(call.id.clone(), new);
-                let call = ToolCall {
-                    result: None,
-                    is_error: false,
-                    ..call.clone()
-                };
-                self.append_call(MessageRole::Assistant, &call)?;
-                EventBody::ToolCallStarted { call }
-            }
-            EventInput::ToolCompleted(call) => {
-                let tool = match calls.get_mut(&call.id) {
-                    Some(known) if known.open => {
-                        known.open = false;
-                        known.tool.clone()
-                    }
-                    _ => {
-                        return Err(Error::invalid(
-                            field("tool_call_completed.tool_call.id"),
-                            format!("no open tool call {:?} in this run", call.id),
-                        ));
-                    }
-                };
-                if !call.tool.is_empty() && call.tool != tool {
-                    return Err(Error::invalid(
-                        field("tool_call_completed.tool_call.tool"),
-                        format!("tool call {:?} was started for tool {tool:?}", call.id),
-                    ));
-                }
-                let call = ToolCall {
-                    tool,
-                    ..call.clone()
-                };
-                self.append_call(MessageRole::Tool, &call)?;
-                EventBody::ToolCallCompleted {
-                    call,
-                    synthetic: false,
-                }
-            }
+            EventInput::ToolStarted(call) => self.start_call(&field, call, calls)?,
+            EventInput::ToolCompleted(call) => self.complete_call(&field, call, calls)?,
             EventInput::Usage(usage) => {
                 self.run.usage.add(usage);
                 EventBody::Usage {
@@ -144,6 +96,68 @@ impl RunChange {
             EventInput::Error(error) => EventBody::Error {
                 error: error.clone(),
             },
+        })
+    }
+
+    fn start_call(
+        &mut self,
+        field: &dyn Fn(&str) -> String,
+        call: &ToolCall,
+        calls: &mut HashMap<String, Call>,
+    ) -> Result<EventBody> {
+        if calls.contains_key(&call.id) {
+            return Err(Error::invalid(
+                field("tool_call_started.tool_call.id"),
+                format!("tool call id {:?} was already used in this run", call.id),
+            ));
+        }
+        let new = Call {
+            tool: call.tool.clone(),
+            open: true,
+            stored: None,
+        };
+        calls.insert(call.id.clone(), new);
+        let call = ToolCall {
+            result: None,
+            is_error: false,
+            ..call.clone()
+        };
+        self.append_call(MessageRole::Assistant, &call)?;
+        Ok(EventBody::ToolCallStarted { call })
+    }
+
+    fn complete_call(
+        &mut self,
+        field: &dyn Fn(&str) -> String,
+        call: &ToolCall,
+        calls: &mut HashMap<String, Call>,
+    ) -> Result<EventBody> {
+        let tool = match calls.get_mut(&call.id) {
+            Some(known) if known.open => {
+                known.open = false;
+                known.tool.clone()
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field("tool_call_completed.tool_call.id"),
+                    format!("no open tool call {:?} in this run", call.id),
+                ));
+            }
+        };
+        if !call.tool.is_empty() && call.tool != tool {
+            return Err(Error::invalid(
+                field("tool_call_completed.tool_call.tool"),
+                format!("tool call {:?} was started for tool {tool:?}", call.id),
+            ));
+        }
+        let call = ToolCall {
+            tool,
+            ..call.clone()
+        };
+        self.append_call(MessageRole::Tool, &call)?;
+        Ok(EventBody::ToolCallCompleted {
+            call,
+            synthetic: false,
         })
     }
 

@@ -17,6 +17,7 @@
 mod change;
 mod claim;
 mod reaper;
+mod record;
 mod rows;
 mod runs;
 mod sessions;

@@ -10,7 +10,10 @@ use agentry_core::{
 };
 use sea_query::{Expr, LockType, Order, Query, SelectStatement};
 
-use super::RunSpec;
+use super::{
+    RunSpec,
+    record::{optional_record, record, to_record},
+};
 use crate::{
     db::Tx,
     rows::{json, labels, to_json},
@@ -174,14 +177,14 @@ impl TryFrom<RunRow> for Run {
     type Error = Error;
 
     fn try_from(row: RunRow) -> Result<Self> {
-        let spec: RunSpec = json("spec", &row.spec)?;
+        let spec: RunSpec = record("spec", &row.spec)?;
         let status = RunStatus::parse(&row.status)
             .ok_or_else(|| Error::internal(format!("unknown run status {:?}", row.status)))?;
         let stop_reason = StopReason::parse(&row.stop_reason)
             .ok_or_else(|| Error::internal(format!("unknown stop reason {:?}", row.stop_reason)))?;
         Ok(Self {
             error: optional_json("error", &row.error)?,
-            approval: optional_json("approval", &row.approval)?,
+            approval: optional_record("approval", &row.approval)?,
             output: if row.output.is_empty() {
                 Vec::new()
             } else {
@@ -310,7 +313,7 @@ pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
         .value(Runs::Supersede, i32::from(run.supersede))
         .value(
             Runs::Approval,
-            run.approval.as_ref().map(to_json).unwrap_or_default(),
+            run.approval.as_ref().map(to_record).unwrap_or_default(),
         )
         .value(Runs::ApprovalExpireTime, approval_expiry)
         .value(
@@ -356,7 +359,7 @@ pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
             run.status.as_str().into(),
             run.stop_reason.as_str().into(),
             i32::from(run.ready).into(),
-            to_json(&spec_of(run)).into(),
+            to_record(&spec_of(run)).into(),
             run.attempt.into(),
             String::new().into(),
             0i64.into(),
@@ -406,7 +409,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -
                 event.sequence.into(),
                 event.attempt.into(),
                 event.body.kind().into(),
-                to_json(&event.body).into(),
+                to_record(&event.body).into(),
                 event.create_time.into(),
             ]);
         }
@@ -430,7 +433,7 @@ impl TryFrom<EventRow> for RunEvent {
         Ok(Self {
             sequence: row.sequence,
             attempt: row.attempt,
-            body: json("body", &row.body)?,
+            body: record("body", &row.body)?,
             create_time: row.create_time,
         })
     }
