@@ -87,6 +87,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+const CREATE_WORKSPACE: &str = "agentry.v1.RegistryService/CreateWorkspace";
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -375,12 +376,7 @@ async fn spans_reach_a_collector_over_mutual_tls() {
         .await
         .must();
     app.shutdown().await;
-    let spans = exported_until(
-        telemetry,
-        &collector,
-        "agentry.v1.RegistryService/CreateWorkspace",
-    )
-    .await;
+    let spans = exported_until(telemetry, &collector, CREATE_WORKSPACE).await;
     assert!(spans.is_some(), "the span reaches the collector over TLS");
 }
 
@@ -416,13 +412,9 @@ async fn a_ratio_sampler_builds_no_span_for_calls_it_leaves_out() {
         .must();
     app.shutdown().await;
 
-    let spans = exported_until(
-        telemetry,
-        &collector,
-        "agentry.v1.RegistryService/CreateWorkspace",
-    )
-    .await
-    .expect("the followed call's spans reach the collector");
+    let spans = exported_until(telemetry, &collector, CREATE_WORKSPACE)
+        .await
+        .expect("the followed call's spans reach the collector");
     let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
     let calls: Vec<&Span> = spans
         .iter()
