@@ -114,16 +114,7 @@ fn name_of(run: &Run) -> RunName {
 }
 
 fn lease_of(run: &Run) -> Lease {
-    Lease {
-        workspace: run.workspace.clone(),
-        project: run.project.clone(),
-        session: run.session.clone(),
-        run: run.id.clone(),
-        attempt: run.attempt,
-        epoch: run.lease_epoch,
-        agent: run.agent.clone(),
-        agent_revision: run.agent_revision,
-    }
+    run.lease()
 }
 
 /// The run once `done` holds of it, within 10 s.

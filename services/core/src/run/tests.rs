@@ -171,16 +171,7 @@ fn run_name() -> RunName {
 }
 
 fn lease(run: &Run) -> Lease {
-    Lease {
-        workspace: run.workspace.clone(),
-        project: run.project.clone(),
-        session: run.session.clone(),
-        run: run.id.clone(),
-        attempt: run.attempt,
-        epoch: run.lease_epoch,
-        agent: run.agent.clone(),
-        agent_revision: run.agent_revision,
-    }
+    run.lease()
 }
 
 fn statuses(c: &RunChange) -> Vec<(RunStatus, StopReason)> {

@@ -170,6 +170,20 @@ impl Run {
     pub fn deadline(&self) -> Option<Micros> {
         (self.timeout > 0).then(|| self.create_time.saturating_add(self.timeout))
     }
+
+    /// The lease the run's current attempt holds (its fencing token).
+    pub fn lease(&self) -> Lease {
+        Lease {
+            workspace: self.workspace.clone(),
+            project: self.project.clone(),
+            session: self.session.clone(),
+            run: self.id.clone(),
+            attempt: self.attempt,
+            epoch: self.lease_epoch,
+            agent: self.agent.clone(),
+            agent_revision: self.agent_revision,
+        }
+    }
 }
 
 /// What happened, as stored in the run's log.

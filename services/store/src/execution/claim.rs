@@ -41,7 +41,7 @@ pub struct Claim {
 impl Claim {
     /// The lease the claim holds, which the worker's task token carries.
     pub fn lease(&self) -> Lease {
-        lease_of(&self.run)
+        self.run.lease()
     }
 
     /// The answer is on its way to the worker: the lease stays.
@@ -146,19 +146,6 @@ fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::Sel
         .to_owned()
 }
 
-fn lease_of(run: &Run) -> Lease {
-    Lease {
-        workspace: run.workspace.clone(),
-        project: run.project.clone(),
-        session: run.session.clone(),
-        run: run.id.clone(),
-        attempt: run.attempt,
-        epoch: run.lease_epoch,
-        agent: run.agent.clone(),
-        agent_revision: run.agent_revision,
-    }
-}
-
 impl Store {
     /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
     /// free concurrent-run slot.
@@ -231,7 +218,7 @@ impl Store {
         wakes.notify(&mut tx, &self.replica).await?;
         let release = Release(Some(Undelivered {
             store: self.clone(),
-            lease: lease_of(&run),
+            lease: run.lease(),
             before,
             lease_expire_time,
         }));
