@@ -94,7 +94,9 @@ async fn compaction_story(backend: Backend) {
     assert_retained(&one, 4, 4).await;
     assert_blobs_match_retained(&store, &acme.name, &[&ctx, &one]).await;
 
-    // A blob shared by two contexts stays while either still retains it.
+    // Two contexts storing the same document each keep their own blob (blobs are per
+    // context, so writers of different contexts never wait for each other): compacting
+    // one context's version leaves the other's document in place.
     let shared = json!({"shared": true});
     let (keeper, _) = Ctx::create(&client, &web, "keeper", keeping(0), Some(shared.clone())).await;
     let (mover, _) = Ctx::create(&client, &web, "mover", keeping(1), Some(shared.clone())).await;
