@@ -48,7 +48,7 @@ async fn compaction_story(backend: Backend) {
         let result = ctx.try_read(gone).await;
         assert_status_meta(
             result,
-            Code::FailedPrecondition,
+            Code::OutOfRange,
             "VERSION_COMPACTED",
             "first_version",
             8,
@@ -57,11 +57,11 @@ async fn compaction_story(backend: Backend) {
     assert_eq!(ctx.doc(8).await, doc(8));
     assert_eq!(ctx.doc(0).await, doc(12));
     let diff = ctx.try_diff(7, 12).await;
-    assert_status(diff, Code::FailedPrecondition, "VERSION_COMPACTED");
+    assert_status(diff, Code::OutOfRange, "VERSION_COMPACTED");
     let rollback = ctx.try_rollback(3).await;
     assert_status_meta(
         rollback,
-        Code::FailedPrecondition,
+        Code::OutOfRange,
         "VERSION_COMPACTED",
         "first_version",
         8,
@@ -103,7 +103,7 @@ async fn compaction_story(backend: Backend) {
     mover.write_doc(json!({"moved": true})).await;
     assert_status(
         mover.try_read(1).await,
-        Code::FailedPrecondition,
+        Code::OutOfRange,
         "VERSION_COMPACTED",
     );
     assert_eq!(keeper.doc(0).await, shared);

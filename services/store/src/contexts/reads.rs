@@ -1,7 +1,5 @@
 //! Reading versions back: the target of a read, one version, lists and watch batches.
 
-use std::collections::BTreeMap;
-
 use agentry_core::{
     Error, Result,
     model::{ContextVersion, Page},
@@ -12,7 +10,9 @@ use sea_query::{Alias, Expr, Func, Order, Query};
 
 use super::{
     ContextHead,
-    versions::{VersionFilter, VersionRow, compacted, empty, one_version, select_versions},
+    versions::{
+        VersionFilter, VersionRow, compacted, compacted_after, empty, one_version, select_versions,
+    },
     where_context,
 };
 use crate::{
@@ -180,13 +180,7 @@ impl Store {
                 context.floor_version
             }
         };
-        Err(Error::OutOfRange {
-            reason: "VERSION_COMPACTED",
-            message: format!(
-                "versions after {after} of {name} were compacted; the oldest retained version is {floor}"
-            ),
-            metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
-        })
+        Err(compacted_after(name, after, floor))
     }
 
     /// Stored blobs of a workspace (for storage accounting and tests).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    Error, FieldViolation, Result, document,
+    Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
     names::{ContextName, ProjectName},
     time::{Micros, now_micros},
@@ -153,14 +153,25 @@ pub(super) fn empty(name: &ContextName) -> Error {
     Error::precondition("CONTEXT_EMPTY", format!("{name} has no versions yet"))
 }
 
+/// OUT_OF_RANGE `VERSION_COMPACTED`: `version` lies below the retention `floor`.
 pub(super) fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
-    Error::FailedPrecondition {
-        reason: "VERSION_COMPACTED",
-        message: format!(
-            "version {version} of {name} was compacted; the oldest retained version is {floor}"
-        ),
-        metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
-    }
+    below_floor(format!("version {version} of {name} was compacted"), floor)
+}
+
+/// OUT_OF_RANGE `VERSION_COMPACTED` for a watcher: versions after `after` were compacted.
+pub(super) fn compacted_after(name: &ContextName, after: i64, floor: i64) -> Error {
+    below_floor(
+        format!("versions after {after} of {name} were compacted"),
+        floor,
+    )
+}
+
+fn below_floor(lost: String, floor: i64) -> Error {
+    Error::with_metadata(
+        Reason::VersionCompacted,
+        format!("{lost}; the oldest retained version is {floor}"),
+        [("first_version", floor.to_string())],
+    )
 }
 
 /// A retained version inside a transaction, with its document.
