@@ -236,7 +236,7 @@ impl ProjectStore for Store {
                     ));
                 }
             }
-            crate::contexts::release_project_blobs(tx, name).await?;
+            crate::contexts::delete_project_blobs(tx, name).await?;
             // Watchers of its contexts and runs end now, on every replica.
             woken.notify(tx, &self.replica).await?;
             tx.execute(

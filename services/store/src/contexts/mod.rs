@@ -1,6 +1,8 @@
 //! Contexts: metadata rows (`contexts`) over gapless, immutable versions
-//! (`context_versions`) whose documents live once per workspace in `context_blobs`,
-//! addressed by the SHA-256 of their canonical JSON and reference counted.
+//! (`context_versions`) whose documents live once per context in `context_blobs`,
+//! addressed by the SHA-256 of their canonical JSON and reference counted by the
+//! context's own versions (so the context row's lock covers them: writers of different
+//! contexts never share a blob row).
 //!
 //! Every write locks the context row, so versions stay gapless under any number of
 //! writers and replicas (on SQLite the single writer does the same). Retention
@@ -254,13 +256,11 @@ impl ContextStore for Store {
             lock_context(tx, name).await?;
             // Watchers on every replica learn of it now (and end NOT_FOUND).
             wakes.notify(tx, &self.replica).await?;
-            // Count the blobs first: deleting the context cascades to its versions.
-            let released = versions::blobs_of(tx, name, None).await?;
+            // Deleting the context cascades to its versions; its blobs are its own.
             let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
             where_context(&mut delete, name);
             tx.execute(&delete).await?;
-            versions::release_blobs(tx, &name.workspace, released).await?;
-            Ok(())
+            versions::delete_blobs(tx, name).await
         });
         if deleted.is_ok() {
             self.wake(&wakes);
@@ -274,8 +274,4 @@ pub(crate) fn context_key(name: &ContextName) -> WakeKey {
     WakeKey::context(&name.workspace, &name.project, &name.context)
 }
 
-/// Releases the blobs of every context of a project that is about to be deleted.
-pub(crate) async fn release_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
-    let released = versions::project_blobs(tx, project).await?;
-    versions::release_blobs(tx, &project.workspace, released).await
-}
+pub(crate) use versions::delete_project_blobs;

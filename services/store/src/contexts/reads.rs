@@ -1,7 +1,5 @@
 //! Reading versions back: the target of a read, one version, lists and watch batches.
 
-use std::collections::BTreeMap;
-
 use agentry_core::{
     Error, Result,
     model::{ContextVersion, Page},
@@ -13,7 +11,7 @@ use async_trait::async_trait;
 use sea_query::{Alias, Expr, Func, Order, Query};
 
 use super::{
-    versions::{VersionRow, compacted, empty, one_version, select_versions},
+    versions::{VersionRow, compacted, compacted_after, empty, one_version, select_versions},
     where_context,
 };
 use crate::{
@@ -167,13 +165,7 @@ impl ContextReads for Store {
                 context.floor_version
             }
         };
-        Err(Error::OutOfRange {
-            reason: "VERSION_COMPACTED",
-            message: format!(
-                "versions after {after} of {name} were compacted; the oldest retained version is {floor}"
-            ),
-            metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
-        })
+        Err(compacted_after(name, after, floor))
     }
 }
 

@@ -87,7 +87,8 @@ c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_
 (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
 (SELECT v.version || ' ' || v.sha256 || CASE WHEN $4 THEN ' ' || b.data ELSE '' END \
 FROM context_versions v LEFT JOIN context_blobs b \
-ON $4 AND b.workspace_id = v.workspace_id AND b.sha256 = v.sha256 \
+ON $4 AND b.workspace_id = v.workspace_id AND b.project_id = v.project_id \
+AND b.context_id = v.context_id AND b.sha256 = v.sha256 \
 WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id \
 AND v.context_id = c.context_id AND v.version = c.head_version) AS head \
 FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
@@ -96,8 +97,9 @@ FOR UPDATE OF c";
 /// Stores the document (or counts one more use of it), the version and the new head,
 /// and the audit record when `$18`.
 const APPEND: &str = "WITH blob AS (\
-INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) \
-VALUES ($1, $5, $6, $7, 1, $8) ON CONFLICT (workspace_id, sha256) \
+INSERT INTO context_blobs (workspace_id, project_id, context_id, sha256, data, size_bytes, \
+refs, create_time) VALUES ($1, $2, $3, $5, $6, $7, 1, $8) \
+ON CONFLICT (workspace_id, project_id, context_id, sha256) \
 DO UPDATE SET refs = context_blobs.refs + 1), \
 version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, \
 rollback_of, sha256, size_bytes, author, description, request_id, create_time) \
@@ -115,11 +117,14 @@ DELETE FROM context_versions WHERE workspace_id = $1 AND project_id = $2 \
 AND context_id = $3 AND version < $4 RETURNING sha256), \
 released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), \
 locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b \
-JOIN released r ON b.sha256 = r.sha256 WHERE b.workspace_id = $1 FOR UPDATE OF b), \
+JOIN released r ON b.sha256 = r.sha256 \
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 FOR UPDATE OF b), \
 kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l \
-WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs > 0) \
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
+AND b.sha256 = l.sha256 AND l.refs > 0) \
 DELETE FROM context_blobs b USING locked l \
-WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs <= 0";
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
+AND b.sha256 = l.sha256 AND l.refs <= 0";
 
 #[derive(sqlx::FromRow)]
 struct Locked {
