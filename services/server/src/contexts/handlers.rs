@@ -5,9 +5,9 @@ use agentry_core::{
     Error, Result, document,
     model::ContextOp,
     names::{ContextName, InstanceName, ProjectName, validate_slug},
+    port::{ContextChange, ContextWrite, Mutation, NewContext, VersionFilter},
 };
 use agentry_proto::v1::{self as pb, write_context_request::Change};
-use agentry_store::{ContextChange, ContextWrite, NewContext, VersionFilter};
 
 use super::convert::{
     context_to_proto, op_from_name, patch_from_proto, patch_to_proto, version_to_proto,
@@ -151,7 +151,7 @@ pub async fn delete_context(
 
 async fn write(
     ctx: &RequestCtx,
-    m: agentry_store::Mutation,
+    m: Mutation,
     name: &ContextName,
     write: ContextWrite,
 ) -> Result<pb::WriteContextResponse> {

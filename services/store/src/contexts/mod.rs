@@ -16,17 +16,16 @@ mod write;
 
 use agentry_core::{
     Error, Result,
-    model::{Context, Labels, Page},
+    model::{Context, Page},
     names::{ContextName, InstanceName, ProjectName},
+    port::{ContextStore, NewContext},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
-use serde_json::Value;
 
-pub use heads::ContextHead;
 pub(crate) use heads::HeadBatcher;
-pub use versions::{ContextChange, ContextWrite, VersionFilter};
 pub(crate) use write::Writers;
 
 use crate::{
@@ -40,19 +39,6 @@ use crate::{
     tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewContext {
-    pub name: ContextName,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
-    pub description: String,
-    /// 0: the workspace's `context_keep_last`.
-    pub keep_last: i32,
-    pub labels: Labels,
-    /// Becomes version 1 (op CREATE).
-    pub data: Option<Value>,
-}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ContextRow {
@@ -128,8 +114,9 @@ pub(crate) async fn lock_context(tx: &mut Tx, name: &ContextName) -> Result<Cont
         .try_into()
 }
 
-impl Store {
-    pub async fn create_context(
+#[async_trait]
+impl ContextStore for Store {
+    async fn create_context(
         &self,
         m: &Mutation,
         new: NewContext,
@@ -231,13 +218,13 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_context(&self, name: &ContextName) -> Result<Context> {
+    async fn get_context(&self, name: &ContextName) -> Result<Context> {
         let row: Option<ContextRow> = self.db.fetch_optional(&by_name(name)).await?;
         row.ok_or_else(|| Error::not_found(name.to_string()))?
             .try_into()
     }
 
-    pub async fn list_contexts(
+    async fn list_contexts(
         &self,
         project: &ProjectName,
         owner: Option<&str>,
@@ -263,7 +250,7 @@ impl Store {
         Ok(paginate(items, page.size, |c| c.id.clone()))
     }
 
-    pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
+    async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
         let wakes = Wakes::of(context_key(name));
         let deleted = mutate!(self, m, |tx| async {
             lock_context(tx, name).await?;
