@@ -2,6 +2,7 @@
 //! [`start`], which tests and `agentry serve` both use.
 
 pub mod auth;
+mod call;
 pub mod cli;
 mod coalesce;
 pub mod config;
@@ -12,9 +13,11 @@ mod execution;
 pub mod metrics;
 mod notify;
 pub mod observe;
+mod paging;
 mod reaper;
 mod registry;
 mod request;
+mod resource;
 mod rpc;
 pub mod startup;
 pub mod telemetry;

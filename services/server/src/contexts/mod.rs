@@ -9,25 +9,15 @@ mod handlers;
 mod read;
 mod watch;
 
-use std::{pin::Pin, sync::Arc};
+use std::pin::Pin;
 
 use agentry_proto::v1::{self as pb, context_service_server::ContextService};
 use futures::Stream;
 
-use crate::{request::RequestCtx, rpc::rpc};
+use crate::rpc::rpc;
 
 pub use cache::VersionCache;
 pub use read::ContextRoutes;
-
-pub struct Contexts {
-    ctx: Arc<RequestCtx>,
-}
-
-impl Contexts {
-    pub fn new(ctx: Arc<RequestCtx>) -> Self {
-        Self { ctx }
-    }
-}
 
 type WatchStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + Send>>;
@@ -52,7 +42,8 @@ rpc! {
             request: tonic::Request<pb::ReadContextRequest>,
         ) -> Result<tonic::Response<pb::ContextVersion>, tonic::Status> {
             let principal = crate::auth::principal(&request)?;
-            let encoded = read::read_context(&self.ctx, &principal, request.into_inner())
+            let call = crate::call::Call::new(&self.ctx, principal);
+            let encoded = read::read_context(&call, request.into_inner())
                 .await
                 .map_err(crate::error::to_status)?;
             <pb::ContextVersion as prost::Message>::decode(encoded)

@@ -7,22 +7,12 @@ mod sessions;
 mod stream;
 mod worker;
 
-use std::{pin::Pin, sync::Arc};
+use std::pin::Pin;
 
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};
 use futures::Stream;
 
-use crate::{request::RequestCtx, rpc::rpc};
-
-pub struct Execution {
-    ctx: Arc<RequestCtx>,
-}
-
-impl Execution {
-    pub fn new(ctx: Arc<RequestCtx>) -> Self {
-        Self { ctx }
-    }
-}
+use crate::rpc::rpc;
 
 type EventStream =
     Pin<Box<dyn Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + Send>>;
