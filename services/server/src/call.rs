@@ -4,13 +4,13 @@
 
 use std::ops::Deref;
 
-use agentry_core::Result;
+use agentry_core::{Result, names::validate_slug};
 
 use crate::{
     auth::{Action, Principal},
     convert::Mask,
     request::{RequestCtx, required},
-    resource::{ResourceName, UpdateRequest},
+    resource::{ChildName, ResourceName, UpdateRequest},
 };
 
 pub struct Call<'a> {
@@ -28,6 +28,22 @@ impl<'a> Call<'a> {
     /// `action` ([`Principal::authorize`]).
     pub fn authorize<N: ResourceName>(&self, field: &str, text: &str, action: Action) -> Result<N> {
         self.caller.authorize(field, text, action)
+    }
+
+    /// For a create: the parent named in the request's `parent`, in whose workspace the
+    /// caller may do `action`, and the new resource's name, whose id (request field
+    /// `id_field`) must be a slug.
+    pub fn new_name<N: ChildName>(
+        &self,
+        parent: &str,
+        id_field: &str,
+        id: &str,
+        action: Action,
+    ) -> Result<(N::Parent, N)> {
+        let parent = self.authorize("parent", parent, action)?;
+        validate_slug(id_field, id)?;
+        let name = N::child(&parent, id.to_owned());
+        Ok((parent, name))
     }
 
     /// The resource an update request carries (required), its name checked for `action`,

@@ -44,6 +44,34 @@ resource_name!(
     RunName,
 );
 
+/// A resource name made of its parent's name and an id.
+pub trait ChildName: ResourceName {
+    type Parent: ResourceName;
+    fn child(parent: &Self::Parent, id: String) -> Self;
+}
+
+/// `Name in Parent { fields taken from the parent } . id field`.
+macro_rules! child_name {
+    ($($name:ident in $parent:ident { $($field:ident),* } . $id:ident;)*) => {
+        $(impl ChildName for $name {
+            type Parent = $parent;
+            fn child(parent: &$parent, id: String) -> Self {
+                $name {
+                    $($field: parent.$field.clone(),)*
+                    $id: id,
+                }
+            }
+        })*
+    };
+}
+
+child_name! {
+    ProjectName in WorkspaceName { workspace } . project;
+    AgentName in WorkspaceName { workspace } . agent;
+    InstanceName in ProjectName { workspace, project } . instance;
+    ContextName in ProjectName { workspace, project } . context;
+}
+
 /// An update request: the resource it carries (in its field `FIELD`), with the resource's
 /// name, and the update mask.
 pub trait UpdateRequest {

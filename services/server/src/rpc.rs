@@ -1,13 +1,15 @@
 //! Generates a service's struct (over the shared [`crate::request::RequestCtx`]) and its
 //! tonic service impl, whose unary methods hand a [`crate::call::Call`] (that state and
 //! the principal the auth layer attached) and the request to a plain async function,
-//! whose domain error becomes a status in one place. Streaming methods are written by
-//! hand after the list.
+//! whose domain error becomes a status in one place. An `@stream` method hands the state,
+//! the principal and the request to a function that returns the stream; what else a
+//! service needs is written by hand in `@extra`.
 
 macro_rules! rpc {
     (
         $service:ident for $name:ident;
         $($module:ident :: $method:ident($request:ty) -> $response:ty;)*
+        $(@stream $smodule:ident :: $smethod:ident($srequest:ty) -> $stream:ident of $item:ty;)*
         $(@extra { $($extra:item)* })?
     ) => {
         /// The service, over the server's shared state.
@@ -31,6 +33,19 @@ macro_rules! rpc {
                     $module::$method(&call, request.into_inner())
                         .await
                         .map(tonic::Response::new)
+                        .map_err($crate::error::to_status)
+                }
+            )*
+            $(
+                type $stream = std::pin::Pin<Box<
+                    dyn futures::Stream<Item = Result<$item, tonic::Status>> + Send
+                >>;
+
+                async fn $smethod(&self, request: tonic::Request<$srequest>) -> Result<tonic::Response<Self::$stream>, tonic::Status> {
+                    let principal = $crate::auth::principal(&request)?;
+                    $smodule::$smethod(self.ctx.clone(), &principal, request.into_inner())
+                        .await
+                        .map(|stream| tonic::Response::new(Box::pin(stream) as Self::$stream))
                         .map_err($crate::error::to_status)
                 }
             )*

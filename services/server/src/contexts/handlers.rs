@@ -4,7 +4,7 @@
 use agentry_core::{
     Error, Result, document,
     model::ContextOp,
-    names::{ContextName, InstanceName, ProjectName, validate_slug},
+    names::{ContextName, InstanceName, ProjectName},
 };
 use agentry_proto::v1::{self as pb, write_context_request::Change};
 use agentry_store::{ContextChange, ContextWrite, NewContext, VersionFilter};
@@ -64,13 +64,12 @@ fn expected_version(value: Option<i64>) -> Result<Option<i64>> {
 }
 
 pub async fn create_context(ctx: &Call<'_>, req: pb::CreateContextRequest) -> Result<pb::Context> {
-    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::WriteContext)?;
-    validate_slug("context_id", &req.context_id)?;
-    let name = ContextName {
-        workspace: parent.workspace.clone(),
-        project: parent.project.clone(),
-        context: req.context_id.clone(),
-    };
+    let (parent, name): (_, ContextName) = ctx.new_name(
+        &req.parent,
+        "context_id",
+        &req.context_id,
+        Action::WriteContext,
+    )?;
     let m = ctx.mutation_of(&name, &req)?;
     let c = req.context.unwrap_or_default();
     let new = NewContext {

@@ -9,18 +9,12 @@ mod handlers;
 mod read;
 mod watch;
 
-use std::pin::Pin;
-
 use agentry_proto::v1::{self as pb, context_service_server::ContextService};
-use futures::Stream;
 
 use crate::rpc::rpc;
 
 pub use cache::VersionCache;
 pub use read::ContextRoutes;
-
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + Send>>;
 
 rpc! {
     ContextService for Contexts;
@@ -32,9 +26,8 @@ rpc! {
     handlers::list_context_versions(pb::ListContextVersionsRequest) -> pb::ListContextVersionsResponse;
     handlers::diff_context_versions(pb::DiffContextVersionsRequest) -> pb::DiffContextVersionsResponse;
     handlers::rollback_context(pb::RollbackContextRequest) -> pb::WriteContextResponse;
+    @stream watch::watch_context(pb::WatchContextRequest) -> WatchContextStream of pb::WatchContextResponse;
     @extra {
-        type WatchContextStream = WatchStream;
-
         /// Served by [`ContextRoutes`], which writes the encoded response out as it is;
         /// here for the trait's sake, it decodes that response.
         async fn read_context(
@@ -49,17 +42,6 @@ rpc! {
             <pb::ContextVersion as prost::Message>::decode(encoded)
                 .map(tonic::Response::new)
                 .map_err(|e| crate::error::to_status(agentry_core::Error::internal(e)))
-        }
-
-        async fn watch_context(
-            &self,
-            request: tonic::Request<pb::WatchContextRequest>,
-        ) -> Result<tonic::Response<Self::WatchContextStream>, tonic::Status> {
-            let principal = crate::auth::principal(&request)?;
-            watch::watch_context(self.ctx.clone(), &principal, request.into_inner())
-                .await
-                .map(|stream| tonic::Response::new(Box::pin(stream) as WatchStream))
-                .map_err(crate::error::to_status)
         }
     }
 }

@@ -7,15 +7,9 @@ mod sessions;
 mod stream;
 mod worker;
 
-use std::pin::Pin;
-
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};
-use futures::Stream;
 
 use crate::rpc::rpc;
-
-type EventStream =
-    Pin<Box<dyn Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + Send>>;
 
 rpc! {
     ExecutionService for Execution;
@@ -36,18 +30,5 @@ rpc! {
     worker::propose_plan(pb::ProposePlanRequest) -> pb::ProposePlanResponse;
     worker::complete_task(pb::CompleteTaskRequest) -> pb::Run;
     worker::fail_task(pb::FailTaskRequest) -> pb::Run;
-    @extra {
-        type StreamRunEventsStream = EventStream;
-
-        async fn stream_run_events(
-            &self,
-            request: tonic::Request<pb::StreamRunEventsRequest>,
-        ) -> Result<tonic::Response<Self::StreamRunEventsStream>, tonic::Status> {
-            let principal = crate::auth::principal(&request)?;
-            stream::stream_run_events(self.ctx.clone(), &principal, request.into_inner())
-                .await
-                .map(|stream| tonic::Response::new(Box::pin(stream) as EventStream))
-                .map_err(crate::error::to_status)
-        }
-    }
+    @stream stream::stream_run_events(pb::StreamRunEventsRequest) -> StreamRunEventsStream of pb::StreamRunEventsResponse;
 }

@@ -10,7 +10,7 @@ use agentry_proto::v1 as pb;
 use agentry_store::{Percentiles, RunStatsGroup};
 
 use super::convert::{
-    autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, message_from_proto,
+    autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, messages_from_proto,
     micros_to_duration, retry_policy_from_proto, run_to_proto, status_from_name,
     strategy_from_proto,
 };
@@ -34,12 +34,7 @@ pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb:
             format!("at most {MAX_INPUT_MESSAGES} messages"),
         ));
     }
-    let input = run
-        .input
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| message_from_proto(&format!("run.input[{i}]"), m))
-        .collect::<Result<Vec<_>>>()?;
+    let input = messages_from_proto("run.input", run.input)?;
     let new = NewRun {
         autonomy: autonomy_from_proto(run.autonomy_level)?,
         timeout: match &run.timeout {

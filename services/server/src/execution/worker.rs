@@ -20,7 +20,7 @@ use agentry_proto::v1 as pb;
 use agentry_store::{Claim, Subscription};
 
 use super::convert::{
-    approval_to_proto, duration, error_from_proto, event_input_from_proto, message_from_proto,
+    approval_to_proto, duration, error_from_proto, event_input_from_proto, messages_from_proto,
     run_to_proto, stop_from_proto, usage_from_proto,
 };
 use crate::{
@@ -339,12 +339,7 @@ pub async fn complete_task(ctx: &Call<'_>, req: pb::CompleteTaskRequest) -> Resu
         ));
     }
     let m = ctx.mutation_of(&run_name_of(&lease), &req)?;
-    let output = req
-        .output
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| message_from_proto(&format!("output[{i}]"), m))
-        .collect::<Result<Vec<_>>>()?;
+    let output = messages_from_proto("output", req.output)?;
     let usage = usage_from_proto("usage", req.usage)?;
     let stop = match stop_from_proto("stop_reason", req.stop_reason)? {
         agentry_core::run::StopReason::Unspecified => agentry_core::run::StopReason::EndTurn,

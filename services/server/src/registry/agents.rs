@@ -3,7 +3,7 @@
 use agentry_core::{
     Error, Result,
     model::{Agent, AgentSpec, Tool, ToolRisk},
-    names::{AgentName, WorkspaceName, validate_slug},
+    names::{AgentName, WorkspaceName},
 };
 use agentry_proto::v1 as pb;
 use agentry_store::{AgentPatch, NewAgent};
@@ -138,12 +138,8 @@ fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Va
 
 /// Checks what a spec must satisfy before a revision is written.
 pub async fn create_agent(ctx: &Call<'_>, req: pb::CreateAgentRequest) -> Result<pb::Agent> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Develop)?;
-    validate_slug("agent_id", &req.agent_id)?;
-    let name = AgentName {
-        workspace: parent.workspace.clone(),
-        agent: req.agent_id.clone(),
-    };
+    let (_, name): (_, AgentName) =
+        ctx.new_name(&req.parent, "agent_id", &req.agent_id, Action::Develop)?;
     let m = ctx.mutation_of(&name, &req)?;
     let a = required("agent", req.agent)?;
     let spec = AgentSpec {

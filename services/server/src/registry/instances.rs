@@ -3,7 +3,7 @@
 use agentry_core::{
     Error, Result,
     model::Instance,
-    names::{AgentName, InstanceName, ProjectName, validate_slug},
+    names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
 };
 use agentry_proto::v1 as pb;
@@ -123,13 +123,12 @@ pub async fn create_instance(
     ctx: &Call<'_>,
     req: pb::CreateInstanceRequest,
 ) -> Result<pb::Instance> {
-    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Develop)?;
-    validate_slug("instance_id", &req.instance_id)?;
-    let name = InstanceName {
-        workspace: parent.workspace.clone(),
-        project: parent.project.clone(),
-        instance: req.instance_id.clone(),
-    };
+    let (_, name): (_, InstanceName) = ctx.new_name(
+        &req.parent,
+        "instance_id",
+        &req.instance_id,
+        Action::Develop,
+    )?;
     let m = ctx.mutation_of(&name, &req)?;
     let i = required("instance", req.instance)?;
     let agent = AgentName::parse("instance.agent", &i.agent)?;

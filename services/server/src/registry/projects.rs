@@ -3,7 +3,7 @@
 use agentry_core::{
     Result,
     model::Project,
-    names::{ProjectName, WorkspaceName, validate_slug},
+    names::{ProjectName, WorkspaceName},
 };
 use agentry_proto::v1 as pb;
 use agentry_store::{NewProject, ProjectPatch};
@@ -29,12 +29,12 @@ fn to_proto(p: Project) -> pb::Project {
 }
 
 pub async fn create_project(ctx: &Call<'_>, req: pb::CreateProjectRequest) -> Result<pb::Project> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ManageProjects)?;
-    validate_slug("project_id", &req.project_id)?;
-    let name = ProjectName {
-        workspace: parent.workspace.clone(),
-        project: req.project_id.clone(),
-    };
+    let (_, name): (_, ProjectName) = ctx.new_name(
+        &req.parent,
+        "project_id",
+        &req.project_id,
+        Action::ManageProjects,
+    )?;
     let m = ctx.mutation_of(&name, &req)?;
     let project = req.project.unwrap_or_default();
     let new = NewProject {
