@@ -147,3 +147,24 @@ pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 fn method_of<R: Name>() -> &'static str {
     R::NAME.strip_suffix("Request").unwrap_or(R::NAME)
 }
+
+impl crate::call::Call<'_> {
+    /// The caller's write of the resource `name` ([`RequestCtx::mutation`]).
+    pub fn mutation_of<N, R>(&self, name: &N, request: &R) -> Result<Mutation>
+    where
+        N: crate::resource::ResourceName + std::fmt::Display,
+        R: Message + Name + RequestId,
+    {
+        self.mutation_in(name.workspace(), name.to_string(), request)
+    }
+
+    /// The caller's write of `resource` in `workspace` ([`RequestCtx::mutation`]).
+    pub fn mutation_in<R: Message + Name + RequestId>(
+        &self,
+        workspace: &str,
+        resource: String,
+        request: &R,
+    ) -> Result<Mutation> {
+        self.mutation(&self.caller, workspace, resource, request)
+    }
+}

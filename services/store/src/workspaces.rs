@@ -3,23 +3,24 @@
 
 use agentry_core::{
     Error, Reason, Result,
-    model::{Page, Quotas, Workspace},
+    model::{Page, Workspace},
     names::WorkspaceName,
     port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
+    execution::slots,
     feed::Wakes,
     keyset_page,
     mutation::{Mutation, mutate},
     rows::{check_etag, json, labels, to_json},
-    tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
+    tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
 
 #[derive(sqlx::FromRow)]
@@ -94,34 +95,6 @@ pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
-/// For a run claim: locks the workspace row against other claims (FOR NO KEY UPDATE,
-/// which foreign-key checks of inserts elsewhere do not wait for) and answers, in the
-/// same round trip, its `max_concurrent_runs` and how many of its runs hold a slot.
-pub(crate) async fn lock_for_claim(tx: &mut Tx, id: &str) -> Result<(i32, i64)> {
-    let leased = Query::select()
-        .expr(Expr::col(Runs::RunId).count())
-        .from(Runs::Table)
-        .and_where(Expr::col(Runs::WorkspaceId).eq(id))
-        .and_where(Expr::col(Runs::Status).is_in(["RUNNING", "CANCELLING"]))
-        .to_owned();
-    let stmt = Query::select()
-        .column(Workspaces::Quotas)
-        .expr(SimpleExpr::SubQuery(
-            None,
-            Box::new(leased.into_sub_query_statement()),
-        ))
-        .from(Workspaces::Table)
-        .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
-        .lock(LockType::NoKeyUpdate)
-        .to_owned();
-    let (quotas, leased): (String, i64) = tx
-        .fetch_optional(&stmt)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let quotas: Quotas = json("quotas", &quotas)?;
-    Ok((quotas.max_concurrent_runs, leased))
-}
-
 /// The workspace row inside a transaction, without a lock: for reading quotas and
 /// checking existence where no count must be serialized.
 pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
@@ -132,6 +105,7 @@ pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
 #[async_trait]
 impl WorkspaceStore for Store {
     async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+        slots::check_limit(new.quotas.max_concurrent_runs)?;
         mutate!(self, m, |tx| async {
             let now = now_micros();
             let workspace = Workspace {
@@ -161,6 +135,7 @@ impl WorkspaceStore for Store {
             tx.execute(&insert)
                 .await
                 .map_err(|e| named(e, &m.resource))?;
+            slots::add(tx, &workspace.id, 1, workspace.quotas.max_concurrent_runs).await?;
             Ok(workspace)
         })
     }
@@ -187,9 +162,10 @@ impl WorkspaceStore for Store {
         id: &str,
         patch: WorkspacePatch,
     ) -> Result<Workspace> {
-        // More concurrent runs allowed: waiting pollers may claim now.
-        let slots = Wakes::of(WakeKey::any_queue(id));
-        let mut raised = false;
+        // The concurrent-run limit changed: waiting pollers look again (raised, they may
+        // claim now; lowered, a poll that met the slots locked by the change may too).
+        let freed = Wakes::of(WakeKey::any_queue(id));
+        let mut resized = false;
         let updated = mutate!(self, m, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
@@ -201,9 +177,12 @@ impl WorkspaceStore for Store {
             }
             let before = workspace.quotas.max_concurrent_runs;
             workspace.quotas = patch.quotas.apply(workspace.quotas);
-            if workspace.quotas.max_concurrent_runs > before {
-                raised = true;
-                slots.notify(tx, &self.replica).await?;
+            let after = workspace.quotas.max_concurrent_runs;
+            if after != before {
+                slots::check_limit(after)?;
+                slots::resize(tx, id, after).await?;
+                resized = true;
+                freed.notify(tx, &self.replica).await?;
             }
             if let Some(v) = &patch.labels {
                 workspace.labels = v.clone();
@@ -231,8 +210,8 @@ impl WorkspaceStore for Store {
             tx.execute(&update).await?;
             Ok(workspace)
         });
-        if raised && updated.is_ok() {
-            self.wake(&slots);
+        if resized && updated.is_ok() {
+            self.wake(&freed);
         }
         updated
     }
