@@ -206,7 +206,6 @@ impl Store {
         .await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
-        wakes.notify(&mut tx, &self.replica).await?;
         let release = Release(Some(Undelivered {
             store: self.clone(),
             lease: run.lease(),
@@ -214,7 +213,7 @@ impl Store {
             lease_expire_time,
         }));
         tx.commit().await?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         crate::observe::run_picked_up(now - before.next_attempt_time);
         Ok(Some(Claim {
             run,
@@ -257,9 +256,8 @@ impl Store {
             wakes.run(&change.run);
         }
         change.save(&mut tx).await?;
-        wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(true)
     }
 }

@@ -124,10 +124,9 @@ impl Store {
             let mut change = Change::of(change, Some(&mut session));
             change.wakes_into(&mut wakes);
             let run = change.insert(tx).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -204,10 +203,9 @@ impl Store {
                 Cancel::Unchanged => return Ok(change.run.clone()),
             }
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -226,10 +224,9 @@ impl Store {
             let mut change = Change::new(run, None, now);
             change.decide(name, approval_id, decision, comment, &m.principal)?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 

@@ -122,10 +122,9 @@ impl Store {
             let mut change = Change::new(run, session.as_mut(), now);
             change.append_events(&inputs, known)?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok((run.last_sequence, run.cancel_requested))
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(answer)
     }
 
@@ -145,10 +144,9 @@ impl Store {
             let id = uuid::Uuid::now_v7().to_string();
             let answer = change.propose(id, &steps)?;
             change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(answer)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(answer)
     }
 
@@ -168,10 +166,9 @@ impl Store {
             let ending = change.complete(&output, &usage, stop_reason)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -191,10 +188,9 @@ impl Store {
             let ending = change.fail(&error, retryable, next_retry_delay);
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 }
