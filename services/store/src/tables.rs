@@ -155,6 +155,8 @@ pub(crate) enum ContextVersions {
 pub(crate) enum ContextBlobs {
     Table,
     WorkspaceId,
+    ProjectId,
+    ContextId,
     Sha256,
     Data,
     SizeBytes,

@@ -3,11 +3,13 @@
 
 use agentry_core::{
     Error, Reason, Result,
-    model::{Labels, Page, Quotas, QuotasPatch, Workspace},
+    model::{Page, Workspace},
     names::WorkspaceName,
+    port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
@@ -20,25 +22,6 @@ use crate::{
     rows::{check_etag, json, labels, to_json},
     tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
-
-#[derive(Debug, Clone)]
-pub struct NewWorkspace {
-    pub id: String,
-    pub display_name: String,
-    pub description: String,
-    pub quotas: Quotas,
-    pub labels: Labels,
-}
-
-/// Fields to change; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct WorkspacePatch {
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub quotas: QuotasPatch,
-    pub labels: Option<Labels>,
-    pub etag: String,
-}
 
 #[derive(sqlx::FromRow)]
 struct WorkspaceRow {
@@ -119,8 +102,9 @@ pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
-impl Store {
-    pub async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+#[async_trait]
+impl WorkspaceStore for Store {
+    async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
         slots::check_limit(new.quotas.max_concurrent_runs)?;
         mutate!(self, m, |tx| async {
             let now = now_micros();
@@ -156,12 +140,12 @@ impl Store {
         })
     }
 
-    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+    async fn get_workspace(&self, id: &str) -> Result<Workspace> {
         let row: Option<WorkspaceRow> = self.db.fetch_optional(&by_id(id)).await?;
         row.ok_or_else(|| not_found(id))?.try_into()
     }
 
-    pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
         keyset_page::<WorkspaceRow, Workspace>(
             &self.db,
             select(),
@@ -172,7 +156,7 @@ impl Store {
         .await
     }
 
-    pub async fn update_workspace(
+    async fn update_workspace(
         &self,
         m: &Mutation,
         id: &str,
@@ -232,7 +216,7 @@ impl Store {
         updated
     }
 
-    pub async fn delete_workspace(
+    async fn delete_workspace(
         &self,
         m: &Mutation,
         id: &str,

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use agentry_core::{
     Error, Result,
-    model::Instance,
     names::InstanceName,
-    run::{Lease, Run, RunStatus, StopReason},
+    port::{Claim, ClaimRelease, ClaimStore, Release},
+    run::{Lease, RunStatus, StopReason},
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 use sea_query::{Cond, Expr, Order};
 
 use super::{
@@ -30,37 +31,6 @@ use super::{
     worker::fenced,
 };
 use crate::{Store, instances::read_instance, tables::Runs};
-
-/// A run leased by [`Store::claim_run`], with the instance it runs as (read in the
-/// claim's transaction). Dropped before [`Claim::delivered`], it gives the run back.
-pub struct Claim {
-    pub run: Run,
-    pub instance: Instance,
-    release: Release,
-}
-
-impl Claim {
-    /// The lease the claim holds, which the worker's task token carries.
-    pub fn lease(&self) -> Lease {
-        self.run.lease()
-    }
-
-    /// The answer is on its way to the worker: the lease stays.
-    pub fn delivered(mut self) -> (Run, Instance) {
-        self.release.0 = None;
-        (self.run, self.instance)
-    }
-}
-
-impl std::fmt::Debug for Claim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claim")
-            .field("run", &self.run.id)
-            .field("attempt", &self.run.attempt)
-            .field("armed", &self.release.0.is_some())
-            .finish()
-    }
-}
 
 /// What a release needs: the lease the claim created and what it overwrote.
 struct Undelivered {
@@ -77,19 +47,13 @@ struct Before {
     next_attempt_time: Micros,
 }
 
-/// Armed: dropping it releases the claim in a task of its own.
-struct Release(Option<Undelivered>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let Some(claim) = self.0.take() else {
-            return;
-        };
+impl ClaimRelease for Undelivered {
+    fn give_back(self: Box<Self>) {
         // Without a runtime (the process is ending) the lease lapses instead.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(claim.release());
+        runtime.spawn(self.release());
     }
 }
 
@@ -152,10 +116,9 @@ pub(super) fn candidates(
         .to_owned()
 }
 
-impl Store {
-    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
-    /// free concurrent-run slot (see `slots`).
-    pub async fn claim_run(
+#[async_trait]
+impl ClaimStore for Store {
+    async fn claim_run(
         &self,
         workspace: &str,
         agents: &[String],
@@ -206,22 +169,20 @@ impl Store {
         .await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
-        let release = Release(Some(Undelivered {
+        let release = Release::armed(Undelivered {
             store: self.clone(),
             lease: run.lease(),
             before,
             lease_expire_time,
-        }));
+        });
         tx.commit().await?;
         self.wake_everywhere(&wakes);
         crate::observe::run_picked_up(now - before.next_attempt_time);
-        Ok(Some(Claim {
-            run,
-            instance,
-            release,
-        }))
+        Ok(Some(Claim::new(run, instance, release)))
     }
+}
 
+impl Store {
     /// Puts an undelivered claim back: QUEUED on the same attempt with its old place in
     /// line, or CANCELLED if a cancel arrived meanwhile. False when the lease no longer
     /// holds (the claim never committed, or the run moved on).

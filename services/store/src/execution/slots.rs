@@ -5,7 +5,7 @@
 //! one statement, both rows with SKIP LOCKED, so the claims of one workspace proceed
 //! side by side on different slots and runs and the quota holds without counting
 //! anything. A run gives its slot back in the transaction that takes it out of RUNNING
-//! or CANCELLING, or deletes it: triggers on `runs` do that (migration 0005), so no path
+//! or CANCELLING, or deletes it: triggers on `runs` do that (migration 0006), so no path
 //! that changes a run's status, present or future, can leak a slot.
 //!
 //! A limit lowered under more held slots than it allows leaves a surplus
@@ -64,7 +64,7 @@ pub(crate) async fn add(tx: &mut Tx, workspace: &str, first: i32, last: i32) -> 
 pub(crate) async fn resize(tx: &mut Tx, workspace: &str, limit: i32) -> Result<()> {
     // Every slot row locked first (Postgres): a run letting go of its slot meanwhile has
     // locked its row before it reads the surplus, so either this sees the slot free or
-    // that run sees the new surplus (see the trigger in migration 0005).
+    // that run sees the new surplus (see the trigger in migration 0006).
     let slots: Vec<(i32, Option<String>)> = tx
         .fetch_all(
             &Query::select()
