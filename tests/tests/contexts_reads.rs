@@ -89,11 +89,7 @@ backend_tests!(
         ctx.write_doc(json!({"i": 2})).await;
         assert_eq!(ctx.doc(1).await, json!({"i": 1}), "cached now");
         ctx.write_doc(json!({"i": 3})).await;
-        assert_status(
-            ctx.try_read(1).await,
-            Code::FailedPrecondition,
-            "VERSION_COMPACTED",
-        );
+        assert_status(ctx.try_read(1).await, Code::OutOfRange, "VERSION_COMPACTED");
         let beyond = ctx.try_read(4).await.unwrap_err();
         assert_eq!(beyond.code(), Code::NotFound);
         assert_eq!(ctx.doc(0).await, json!({"i": 3}));

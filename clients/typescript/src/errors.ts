@@ -110,7 +110,8 @@ export class VersionConflictError extends AbortedError {
     return v === undefined || !/^-?\d+$/.test(v) ? undefined : BigInt(v);
   }
 }
-/** OUT_OF_RANGE, e.g. StreamRunEvents after a sequence the run has not reached. */
+/** OUT_OF_RANGE: `VERSION_COMPACTED` (a context version below the retention floor), or
+ * `SEQUENCE_OUT_OF_RANGE` (StreamRunEvents after a sequence the run has not reached). */
 export class OutOfRangeError extends AgentryError {}
 /** RESOURCE_EXHAUSTED: a quota; see `quotaViolations` and `retryDelayMs`. */
 export class QuotaExceededError extends AgentryError {}

@@ -1,5 +1,6 @@
 //! The agentry gRPC server: configuration, the auth layer, one module per service, and
-//! [`start`], which tests and `agentry serve` both use.
+//! [`start`], which tests and `agentry serve` both use. Handlers reach storage through
+//! its port (`agentry_core::port::Storage`); only [`start`] names the concrete store.
 
 pub mod auth;
 mod call;
@@ -29,7 +30,11 @@ pub use startup::StartError;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use agentry_core::{apikey, page::PageTokens};
+use agentry_core::{
+    apikey,
+    page::PageTokens,
+    port::{ChangeFeed, Storage},
+};
 use agentry_proto::v1::{
     execution_service_server::ExecutionServiceServer,
     registry_service_server::RegistryServiceServer,
@@ -76,14 +81,14 @@ pub struct RunningServer {
     listener: JoinHandle<()>,
     tls_watcher: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
-    store: Store,
+    store: Arc<dyn Storage>,
     grace: Duration,
 }
 
 impl RunningServer {
     /// The store's change feed: how many waiters it has woken, how many wait now.
-    pub fn change_feed(&self) -> Arc<dyn agentry_store::ChangeFeed> {
-        self.store.change_feed()
+    pub fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        self.store.clone()
     }
 
     /// Stops accepting calls (health turns NOT_SERVING first), waits up to the grace
@@ -187,7 +192,7 @@ fn incoming(
 /// returned on the first start when none is configured).
 async fn handler_state(
     config: &Config,
-    store: &Store,
+    store: &Arc<dyn Storage>,
     stopping: watch::Receiver<bool>,
 ) -> agentry_core::Result<(Arc<RequestCtx>, Arc<Authenticator>, Option<String>)> {
     let (root_hash, generated_root_key) = match &config.root_key {
@@ -200,7 +205,7 @@ async fn handler_state(
         keys: keys.clone(),
         store: store.clone(),
         pages,
-        feed: store.change_feed(),
+        feed: store.clone(),
         stopping,
         revisions: Default::default(),
         context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
@@ -304,6 +309,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         store.migrate().await.during(StartError::Database)?;
     }
     let (stop, stopped) = watch::channel(false);
+    // Other replicas' changes, and the feed's safety net (Postgres).
+    let follow = {
+        let (store, period, stopped) = (store.clone(), config.poll_interval, stopped.clone());
+        async move { store.follow_changes(period, stopped).await }
+    };
+    let backend = store.backend();
+    let store: Arc<dyn Storage> = Arc::new(store);
     let (ctx, auth, generated_root_key) = handler_state(&config, &store, stopped.clone())
         .await
         .during(StartError::Database)?;
@@ -315,11 +327,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         })?;
     let local_addr = listener.local_addr().during(StartError::Listen)?;
 
-    // Other replicas' changes, and the feed's safety net (Postgres).
-    let listener_task = tokio::spawn({
-        let (store, period, stopped) = (store.clone(), config.poll_interval, stopped.clone());
-        async move { store.follow_changes(period, stopped).await }
-    });
+    let listener_task = tokio::spawn(follow);
     let tls_watcher = tls
         .clone()
         .map(|tls| tokio::spawn(tls.watch(stopped.clone())));
@@ -343,7 +351,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,
-        backend = ?store.backend(),
+        backend = ?backend,
         tls = tls.is_some(),
         mutual_tls = tls.as_ref().is_some_and(|t| t.paths().client_ca.is_some()),
         metrics = ?metrics_addr,

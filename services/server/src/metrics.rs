@@ -22,8 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agentry_core::port::Storage;
 use agentry_core::run::RunStatus;
-use agentry_store::Store;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -157,7 +157,7 @@ pub fn reaper_acted(action: &'static str, count: u64) {
 #[derive(Clone)]
 struct Probe {
     handle: PrometheusHandle,
-    store: Store,
+    store: Arc<dyn Storage>,
     stopping: watch::Receiver<bool>,
     runs_counted: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
@@ -223,7 +223,7 @@ async fn ready(State(probe): State<Probe>) -> (StatusCode, String) {
 pub async fn serve(
     addr: &ListenAddr,
     handle: PrometheusHandle,
-    store: Store,
+    store: Arc<dyn Storage>,
     stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
     let listener = TcpListener::bind(addr.as_str())

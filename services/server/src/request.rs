@@ -7,9 +7,9 @@ use agentry_core::{
     model::{Agent, Page},
     names::AgentName,
     page::PageTokens,
+    port::{ChangeFeed, Mutation, PageRequest, Storage},
 };
 use agentry_proto::RequestId;
-use agentry_store::{ChangeFeed, Mutation, PageRequest, Store};
 use prost::{Message, Name};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -26,7 +26,8 @@ use crate::{
 pub const PAGE_BYTES: usize = 3 << 20;
 
 pub struct RequestCtx {
-    pub store: Store,
+    /// Storage, through its port (`agentry_core::port`).
+    pub store: Arc<dyn Storage>,
     pub pages: PageTokens,
     /// Wake-ups for streams and long polls: subscribe, then look at storage.
     pub feed: Arc<dyn ChangeFeed>,

@@ -155,6 +155,8 @@ pub(crate) enum ContextVersions {
 pub(crate) enum ContextBlobs {
     Table,
     WorkspaceId,
+    ProjectId,
+    ContextId,
     Sha256,
     Data,
     SizeBytes,
@@ -190,6 +192,21 @@ pub(crate) enum Messages {
     RunId,
     Superseded,
     CreateTime,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RunSlots {
+    Table,
+    WorkspaceId,
+    Slot,
+    RunId,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RunSlotSurplus {
+    Table,
+    WorkspaceId,
+    Surplus,
 }
 
 #[derive(Iden, Clone, Copy)]

@@ -3,41 +3,25 @@
 
 use agentry_core::{
     Error, Reason, Result,
-    model::{Labels, Page, Quotas, QuotasPatch, Workspace},
+    model::{Page, Workspace},
     names::WorkspaceName,
+    port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
-use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
+use async_trait::async_trait;
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
+    execution::slots,
     feed::Wakes,
     keyset_page,
     mutation::{Mutation, mutate},
     rows::{check_etag, json, labels, to_json},
-    tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
+    tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
-
-#[derive(Debug, Clone)]
-pub struct NewWorkspace {
-    pub id: String,
-    pub display_name: String,
-    pub description: String,
-    pub quotas: Quotas,
-    pub labels: Labels,
-}
-
-/// Fields to change; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct WorkspacePatch {
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub quotas: QuotasPatch,
-    pub labels: Option<Labels>,
-    pub etag: String,
-}
 
 #[derive(sqlx::FromRow)]
 struct WorkspaceRow {
@@ -111,34 +95,6 @@ pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
-/// For a run claim: locks the workspace row against other claims (FOR NO KEY UPDATE,
-/// which foreign-key checks of inserts elsewhere do not wait for) and answers, in the
-/// same round trip, its `max_concurrent_runs` and how many of its runs hold a slot.
-pub(crate) async fn lock_for_claim(tx: &mut Tx, id: &str) -> Result<(i32, i64)> {
-    let leased = Query::select()
-        .expr(Expr::col(Runs::RunId).count())
-        .from(Runs::Table)
-        .and_where(Expr::col(Runs::WorkspaceId).eq(id))
-        .and_where(Expr::col(Runs::Status).is_in(["RUNNING", "CANCELLING"]))
-        .to_owned();
-    let stmt = Query::select()
-        .column(Workspaces::Quotas)
-        .expr(SimpleExpr::SubQuery(
-            None,
-            Box::new(leased.into_sub_query_statement()),
-        ))
-        .from(Workspaces::Table)
-        .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
-        .lock(LockType::NoKeyUpdate)
-        .to_owned();
-    let (quotas, leased): (String, i64) = tx
-        .fetch_optional(&stmt)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let quotas: Quotas = json("quotas", &quotas)?;
-    Ok((quotas.max_concurrent_runs, leased))
-}
-
 /// The workspace row inside a transaction, without a lock: for reading quotas and
 /// checking existence where no count must be serialized.
 pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
@@ -146,8 +102,10 @@ pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     row.ok_or_else(|| not_found(id))?.try_into()
 }
 
-impl Store {
-    pub async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+#[async_trait]
+impl WorkspaceStore for Store {
+    async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+        slots::check_limit(new.quotas.max_concurrent_runs)?;
         mutate!(self, m, |tx| async {
             let now = now_micros();
             let workspace = Workspace {
@@ -177,16 +135,17 @@ impl Store {
             tx.execute(&insert)
                 .await
                 .map_err(|e| named(e, &m.resource))?;
+            slots::add(tx, &workspace.id, 1, workspace.quotas.max_concurrent_runs).await?;
             Ok(workspace)
         })
     }
 
-    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+    async fn get_workspace(&self, id: &str) -> Result<Workspace> {
         let row: Option<WorkspaceRow> = self.db.fetch_optional(&by_id(id)).await?;
         row.ok_or_else(|| not_found(id))?.try_into()
     }
 
-    pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
         keyset_page::<WorkspaceRow, Workspace>(
             &self.db,
             select(),
@@ -197,15 +156,16 @@ impl Store {
         .await
     }
 
-    pub async fn update_workspace(
+    async fn update_workspace(
         &self,
         m: &Mutation,
         id: &str,
         patch: WorkspacePatch,
     ) -> Result<Workspace> {
-        // More concurrent runs allowed: waiting pollers may claim now.
-        let slots = Wakes::of(WakeKey::any_queue(id));
-        let mut raised = false;
+        // The concurrent-run limit changed: waiting pollers look again (raised, they may
+        // claim now; lowered, a poll that met the slots locked by the change may too).
+        let freed = Wakes::of(WakeKey::any_queue(id));
+        let mut resized = false;
         let updated = mutate!(self, m, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
@@ -217,9 +177,12 @@ impl Store {
             }
             let before = workspace.quotas.max_concurrent_runs;
             workspace.quotas = patch.quotas.apply(workspace.quotas);
-            if workspace.quotas.max_concurrent_runs > before {
-                raised = true;
-                slots.notify(tx, &self.replica).await?;
+            let after = workspace.quotas.max_concurrent_runs;
+            if after != before {
+                slots::check_limit(after)?;
+                slots::resize(tx, id, after).await?;
+                resized = true;
+                freed.notify(tx, &self.replica).await?;
             }
             if let Some(v) = &patch.labels {
                 workspace.labels = v.clone();
@@ -247,13 +210,13 @@ impl Store {
             tx.execute(&update).await?;
             Ok(workspace)
         });
-        if raised && updated.is_ok() {
-            self.wake(&slots);
+        if resized && updated.is_ok() {
+            self.wake(&freed);
         }
         updated
     }
 
-    pub async fn delete_workspace(
+    async fn delete_workspace(
         &self,
         m: &Mutation,
         id: &str,

@@ -629,8 +629,9 @@ pub async fn blob_stats(store: &agentry_store::Store, workspace: &str) -> (i64, 
         .unwrap_or_else(|e| panic!("context_blob_stats: {e}"))
 }
 
-/// Asserts that the workspace stores exactly one blob per distinct document among the
-/// retained versions of `contexts` (all of the workspace's contexts), and no other.
+/// Asserts that the workspace stores exactly one blob per distinct document of each
+/// context among the retained versions of `contexts` (all of the workspace's contexts),
+/// and no other: a blob belongs to one context.
 pub async fn assert_blobs_match_retained(
     store: &agentry_store::Store,
     workspace: &str,
@@ -639,14 +640,14 @@ pub async fn assert_blobs_match_retained(
     let mut distinct = std::collections::BTreeMap::new();
     for ctx in contexts {
         for v in ctx.versions().await {
-            distinct.insert(v.sha256.clone(), v.size_bytes);
+            distinct.insert((ctx.name.clone(), v.sha256.clone()), v.size_bytes);
         }
     }
     let expected = (distinct.len() as i64, distinct.values().sum::<i64>());
     assert_eq!(
         blob_stats(store, workspace).await,
         expected,
-        "(blob count, bytes) must equal the distinct documents of the retained versions"
+        "(blob count, bytes) must equal the distinct documents of each context's retained versions"
     );
 }
 

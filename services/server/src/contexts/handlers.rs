@@ -5,9 +5,9 @@ use agentry_core::{
     Error, Result, document,
     model::ContextOp,
     names::{ContextName, InstanceName, ProjectName},
+    port::{ContextChange, ContextWrite, Mutation, NewContext, VersionFilter},
 };
 use agentry_proto::v1::{self as pb, write_context_request::Change};
-use agentry_store::{ContextChange, ContextWrite, NewContext, VersionFilter};
 
 use super::convert::{
     context_to_proto, op_from_name, patch_from_proto, patch_to_proto, version_to_proto,
@@ -131,7 +131,7 @@ pub async fn delete_context(ctx: &Call<'_>, req: pb::DeleteContextRequest) -> Re
 
 async fn write(
     ctx: &RequestCtx,
-    m: agentry_store::Mutation,
+    m: Mutation,
     name: &ContextName,
     write: ContextWrite,
 ) -> Result<pb::WriteContextResponse> {

@@ -4,10 +4,10 @@ use agentry_core::run::{NewRun, RunFilter};
 use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
+    port::{Percentiles, RunStatsGroup},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{Percentiles, RunStatsGroup};
 
 use super::convert::{
     autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, messages_from_proto,

@@ -4,7 +4,7 @@
 //! (workspace, project, session, run, attempt, lease epoch) that the store checks
 //! against the run row. A claim whose answer cannot be built, or whose caller leaves
 //! before it is answered, goes back to the queue on the same attempt (see
-//! `agentry_store::Claim`); PollTask has no request id to re-deliver it by, and a worker
+//! `agentry_core::port::Claim`); PollTask has no request id to re-deliver it by, and a worker
 //! that never saw the token could not use it anyway.
 
 use std::time::Duration;
@@ -13,11 +13,11 @@ use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
+    port::{Claim, Subscription},
     run::{Lease, PlanStep, RunStatus},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{Claim, Subscription};
 
 use super::convert::{
     approval_to_proto, duration, error_from_proto, event_input_from_proto, messages_from_proto,

@@ -2,11 +2,11 @@
 
 use agentry_core::{
     Error, Result,
+    agent::{AgentPatch, NewAgent},
     model::{Agent, AgentSpec, Tool, ToolRisk},
     names::{AgentName, WorkspaceName},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{AgentPatch, NewAgent};
 use serde_json::Value;
 
 use crate::{

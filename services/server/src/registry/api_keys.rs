@@ -4,10 +4,10 @@ use agentry_core::{
     Error, Result,
     model::{ApiKey, Role},
     names::{ApiKeyName, WorkspaceName},
+    port::NewApiKey,
     time::now_micros,
 };
 use agentry_proto::v1 as pb;
-use agentry_store::NewApiKey;
 
 use crate::{
     auth::Action,

@@ -3,9 +3,9 @@
 use agentry_core::{
     Result,
     names::{ApiKeyName, WorkspaceName},
+    port::{AuditFilter, AuditRecord},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{AuditFilter, AuditRecord};
 
 use crate::{
     auth::Action,

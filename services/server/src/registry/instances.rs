@@ -2,12 +2,12 @@
 
 use agentry_core::{
     Error, Result,
+    instance::{InstanceFilter, InstancePatch, NewInstance},
     model::Instance,
     names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{InstanceFilter, InstancePatch, NewInstance};
 use serde_json::Value;
 
 use crate::{

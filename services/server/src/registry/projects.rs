@@ -4,9 +4,9 @@ use agentry_core::{
     Result,
     model::Project,
     names::{ProjectName, WorkspaceName},
+    port::{NewProject, ProjectPatch},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewProject, ProjectPatch};
 
 use crate::{
     auth::Action,

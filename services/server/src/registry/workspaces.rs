@@ -4,9 +4,9 @@ use agentry_core::{
     Error, Result,
     model::{Quotas, QuotasPatch, Workspace},
     names::{WorkspaceName, validate_slug},
+    port::{NewWorkspace, WorkspacePatch},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewWorkspace, WorkspacePatch};
 
 use crate::{
     auth::Action,

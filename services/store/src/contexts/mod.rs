@@ -1,6 +1,8 @@
 //! Contexts: metadata rows (`contexts`) over gapless, immutable versions
-//! (`context_versions`) whose documents live once per workspace in `context_blobs`,
-//! addressed by the SHA-256 of their canonical JSON and reference counted.
+//! (`context_versions`) whose documents live once per context in `context_blobs`,
+//! addressed by the SHA-256 of their canonical JSON and reference counted by the
+//! context's own versions (so the context row's lock covers them: writers of different
+//! contexts never share a blob row).
 //!
 //! Every write locks the context row, so versions stay gapless under any number of
 //! writers and replicas (on SQLite the single writer does the same). Retention
@@ -14,17 +16,16 @@ mod write;
 
 use agentry_core::{
     Error, Result,
-    model::{Context, Labels, Page},
+    model::{Context, Page},
     names::{ContextName, InstanceName, ProjectName},
+    port::{ContextStore, NewContext},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
-use serde_json::Value;
 
-pub use heads::ContextHead;
 pub(crate) use heads::HeadBatcher;
-pub use versions::{ContextChange, ContextWrite, VersionFilter};
 pub(crate) use write::Writers;
 
 use crate::{
@@ -38,19 +39,6 @@ use crate::{
     tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewContext {
-    pub name: ContextName,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
-    pub description: String,
-    /// 0: the workspace's `context_keep_last`.
-    pub keep_last: i32,
-    pub labels: Labels,
-    /// Becomes version 1 (op CREATE).
-    pub data: Option<Value>,
-}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ContextRow {
@@ -126,8 +114,9 @@ pub(crate) async fn lock_context(tx: &mut Tx, name: &ContextName) -> Result<Cont
         .try_into()
 }
 
-impl Store {
-    pub async fn create_context(
+#[async_trait]
+impl ContextStore for Store {
+    async fn create_context(
         &self,
         m: &Mutation,
         new: NewContext,
@@ -229,13 +218,13 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_context(&self, name: &ContextName) -> Result<Context> {
+    async fn get_context(&self, name: &ContextName) -> Result<Context> {
         let row: Option<ContextRow> = self.db.fetch_optional(&by_name(name)).await?;
         row.ok_or_else(|| Error::not_found(name.to_string()))?
             .try_into()
     }
 
-    pub async fn list_contexts(
+    async fn list_contexts(
         &self,
         project: &ProjectName,
         owner: Option<&str>,
@@ -261,19 +250,17 @@ impl Store {
         Ok(paginate(items, page.size, |c| c.id.clone()))
     }
 
-    pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
+    async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
         let wakes = Wakes::of(context_key(name));
         let deleted = mutate!(self, m, |tx| async {
             lock_context(tx, name).await?;
             // Watchers on every replica learn of it now (and end NOT_FOUND).
             wakes.notify(tx, &self.replica).await?;
-            // Count the blobs first: deleting the context cascades to its versions.
-            let released = versions::blobs_of(tx, name, None).await?;
+            // Deleting the context cascades to its versions; its blobs are its own.
             let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
             where_context(&mut delete, name);
             tx.execute(&delete).await?;
-            versions::release_blobs(tx, &name.workspace, released).await?;
-            Ok(())
+            versions::delete_blobs(tx, name).await
         });
         if deleted.is_ok() {
             self.wake(&wakes);
@@ -287,8 +274,4 @@ pub(crate) fn context_key(name: &ContextName) -> WakeKey {
     WakeKey::context(&name.workspace, &name.project, &name.context)
 }
 
-/// Releases the blobs of every context of a project that is about to be deleted.
-pub(crate) async fn release_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
-    let released = versions::project_blobs(tx, project).await?;
-    versions::release_blobs(tx, &project.workspace, released).await
-}
+pub(crate) use versions::delete_project_blobs;

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    Error, FieldViolation, Result, document,
+    Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
     names::{ContextName, ProjectName},
-    time::{Micros, now_micros},
+    time::now_micros,
 };
-use sea_query::{Alias, Expr, Func, OnConflict, Query, SelectStatement};
+use sea_query::{Alias, Cond, Condition, Expr, Func, OnConflict, Query, SelectStatement};
 use serde_json::Value;
 
 use super::where_context;
@@ -18,33 +18,6 @@ use crate::{
     rows::json,
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
-
-/// How a write derives the new document from the head.
-#[derive(Debug, Clone)]
-pub enum ContextChange {
-    Replace(Value),
-    MergePatch(Value),
-    JsonPatch(Vec<document::PatchOp>),
-    /// Restore the data of this version.
-    Rollback(i64),
-}
-
-#[derive(Debug, Clone)]
-pub struct ContextWrite {
-    pub change: ContextChange,
-    /// Compare-and-swap on the head version (0: no versions yet).
-    pub expected_version: Option<i64>,
-    pub description: String,
-}
-
-/// Filters of ListContextVersions.
-#[derive(Debug, Clone, Default)]
-pub struct VersionFilter {
-    pub author: Option<String>,
-    pub op: Option<ContextOp>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
-}
 
 pub(crate) struct Append {
     pub(crate) data: Value,
@@ -126,6 +99,14 @@ pub(super) fn select_versions(name: &ContextName, full: bool) -> SelectStatement
                 Expr::col((ContextBlobs::Table, ContextBlobs::WorkspaceId))
                     .equals((ContextVersions::Table, ContextVersions::WorkspaceId))
                     .and(
+                        Expr::col((ContextBlobs::Table, ContextBlobs::ProjectId))
+                            .equals((ContextVersions::Table, ContextVersions::ProjectId)),
+                    )
+                    .and(
+                        Expr::col((ContextBlobs::Table, ContextBlobs::ContextId))
+                            .equals((ContextVersions::Table, ContextVersions::ContextId)),
+                    )
+                    .and(
                         Expr::col((ContextBlobs::Table, ContextBlobs::Sha256))
                             .equals((ContextVersions::Table, ContextVersions::Sha256)),
                     ),
@@ -145,14 +126,25 @@ pub(super) fn empty(name: &ContextName) -> Error {
     Error::precondition("CONTEXT_EMPTY", format!("{name} has no versions yet"))
 }
 
+/// OUT_OF_RANGE `VERSION_COMPACTED`: `version` lies below the retention `floor`.
 pub(super) fn compacted(name: &ContextName, version: i64, floor: i64) -> Error {
-    Error::FailedPrecondition {
-        reason: "VERSION_COMPACTED",
-        message: format!(
-            "version {version} of {name} was compacted; the oldest retained version is {floor}"
-        ),
-        metadata: BTreeMap::from([("first_version".to_owned(), floor.to_string())]),
-    }
+    below_floor(format!("version {version} of {name} was compacted"), floor)
+}
+
+/// OUT_OF_RANGE `VERSION_COMPACTED` for a watcher: versions after `after` were compacted.
+pub(super) fn compacted_after(name: &ContextName, after: i64, floor: i64) -> Error {
+    below_floor(
+        format!("versions after {after} of {name} were compacted"),
+        floor,
+    )
+}
+
+fn below_floor(lost: String, floor: i64) -> Error {
+    Error::with_metadata(
+        Reason::VersionCompacted,
+        format!("{lost}; the oldest retained version is {floor}"),
+        [("first_version", floor.to_string())],
+    )
 }
 
 /// A retained version inside a transaction, with its document.
@@ -259,6 +251,8 @@ pub(crate) async fn append(
         .into_table(ContextBlobs::Table)
         .columns([
             ContextBlobs::WorkspaceId,
+            ContextBlobs::ProjectId,
+            ContextBlobs::ContextId,
             ContextBlobs::Sha256,
             ContextBlobs::Data,
             ContextBlobs::SizeBytes,
@@ -267,6 +261,8 @@ pub(crate) async fn append(
         ])
         .values_panic([
             name.workspace.clone().into(),
+            name.project.clone().into(),
+            name.context.clone().into(),
             sha256.clone().into(),
             canonical.into(),
             size.into(),
@@ -274,12 +270,17 @@ pub(crate) async fn append(
             now.into(),
         ])
         .on_conflict(
-            OnConflict::columns([ContextBlobs::WorkspaceId, ContextBlobs::Sha256])
-                .value(
-                    ContextBlobs::Refs,
-                    Expr::col((ContextBlobs::Table, ContextBlobs::Refs)).add(1),
-                )
-                .to_owned(),
+            OnConflict::columns([
+                ContextBlobs::WorkspaceId,
+                ContextBlobs::ProjectId,
+                ContextBlobs::ContextId,
+                ContextBlobs::Sha256,
+            ])
+            .value(
+                ContextBlobs::Refs,
+                Expr::col((ContextBlobs::Table, ContextBlobs::Refs)).add(1),
+            )
+            .to_owned(),
         )
         .to_owned();
     tx.execute(&blob).await?;
@@ -351,28 +352,24 @@ pub(crate) async fn append(
 /// Deletes the versions below `floor` (already recorded on the context row, which is
 /// what lets the trigger allow it) and releases their blobs.
 async fn compact(tx: &mut Tx, name: &ContextName, floor: i64) -> Result<()> {
-    let released = blobs_of(tx, name, Some(floor)).await?;
+    let released = blobs_below(tx, name, floor).await?;
     let mut delete = Query::delete()
         .from_table(ContextVersions::Table)
         .and_where(Expr::col(ContextVersions::Version).lt(floor))
         .to_owned();
     where_versions(&mut delete, name);
     tx.execute(&delete).await?;
-    release_blobs(tx, &name.workspace, released).await
+    release_blobs(tx, name, released).await
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct BlobUse {
+struct BlobUse {
     sha256: String,
     n: i64,
 }
 
-/// How many versions of `name` (below `below`, if given) use each blob.
-pub(crate) async fn blobs_of(
-    tx: &mut Tx,
-    name: &ContextName,
-    below: Option<i64>,
-) -> Result<Vec<BlobUse>> {
+/// How many versions of `name` below `below` use each blob.
+async fn blobs_below(tx: &mut Tx, name: &ContextName, below: i64) -> Result<Vec<BlobUse>> {
     let mut stmt = Query::select()
         .column(ContextVersions::Sha256)
         .expr_as(
@@ -380,40 +377,18 @@ pub(crate) async fn blobs_of(
             Alias::new("n"),
         )
         .from(ContextVersions::Table)
+        .and_where(Expr::col(ContextVersions::Version).lt(below))
         .group_by_col(ContextVersions::Sha256)
         .to_owned();
     where_versions(&mut stmt, name);
-    if let Some(below) = below {
-        stmt.and_where(Expr::col(ContextVersions::Version).lt(below));
-    }
     tx.fetch_all(&stmt).await
 }
 
-pub(crate) async fn project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<Vec<BlobUse>> {
-    let stmt = Query::select()
-        .column(ContextVersions::Sha256)
-        .expr_as(
-            Func::count(Expr::col(ContextVersions::Version)),
-            Alias::new("n"),
-        )
-        .from(ContextVersions::Table)
-        .and_where(Expr::col(ContextVersions::WorkspaceId).eq(project.workspace.as_str()))
-        .and_where(Expr::col(ContextVersions::ProjectId).eq(project.project.as_str()))
-        .group_by_col(ContextVersions::Sha256)
-        .to_owned();
-    tx.fetch_all(&stmt).await
-}
-
-/// Drops references to blobs and deletes the blobs nothing references any more.
-pub(crate) async fn release_blobs(
-    tx: &mut Tx,
-    workspace: &str,
-    released: Vec<BlobUse>,
-) -> Result<()> {
+/// Drops references of `name`'s versions to its blobs and deletes the blobs nothing
+/// references any more.
+async fn release_blobs(tx: &mut Tx, name: &ContextName, released: Vec<BlobUse>) -> Result<()> {
     for BlobUse { sha256, n } in released {
-        let by_key = Expr::col(ContextBlobs::WorkspaceId)
-            .eq(workspace)
-            .and(Expr::col(ContextBlobs::Sha256).eq(sha256.as_str()));
+        let by_key = of_context(name).add(Expr::col(ContextBlobs::Sha256).eq(sha256.as_str()));
         tx.execute(
             &Query::update()
                 .table(ContextBlobs::Table)
@@ -425,10 +400,37 @@ pub(crate) async fn release_blobs(
         tx.execute(
             &Query::delete()
                 .from_table(ContextBlobs::Table)
-                .cond_where(by_key.and(Expr::col(ContextBlobs::Refs).lte(0)))
+                .cond_where(by_key.add(Expr::col(ContextBlobs::Refs).lte(0)))
                 .to_owned(),
         )
         .await?;
     }
     Ok(())
+}
+
+/// The blobs of one context.
+fn of_context(name: &ContextName) -> Condition {
+    Cond::all()
+        .add(Expr::col(ContextBlobs::WorkspaceId).eq(name.workspace.as_str()))
+        .add(Expr::col(ContextBlobs::ProjectId).eq(name.project.as_str()))
+        .add(Expr::col(ContextBlobs::ContextId).eq(name.context.as_str()))
+}
+
+/// Deletes every blob of a context that is being deleted (blobs belong to one context).
+pub(crate) async fn delete_blobs(tx: &mut Tx, name: &ContextName) -> Result<()> {
+    let delete = Query::delete()
+        .from_table(ContextBlobs::Table)
+        .cond_where(of_context(name))
+        .to_owned();
+    tx.execute(&delete).await.map(drop)
+}
+
+/// Deletes every blob of the contexts of a project that is being deleted.
+pub(crate) async fn delete_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
+    let delete = Query::delete()
+        .from_table(ContextBlobs::Table)
+        .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(project.workspace.as_str()))
+        .and_where(Expr::col(ContextBlobs::ProjectId).eq(project.project.as_str()))
+        .to_owned();
+    tx.execute(&delete).await.map(drop)
 }

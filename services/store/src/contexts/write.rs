@@ -17,8 +17,10 @@ use agentry_core::{
     Error, Result, document,
     model::{Context, ContextOp, ContextVersion, Quotas, WriteOutcome},
     names::ContextName,
+    port::{ContextChange, ContextStore, ContextWrite, ContextWrites},
     time::now_micros,
 };
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{FromRow as _, postgres::PgRow};
 use tracing::Instrument as _;
@@ -26,8 +28,8 @@ use tracing::Instrument as _;
 use super::{
     ContextRow, context_key, lock_context,
     versions::{
-        Append, ContextChange, ContextWrite, Prepared, VersionRow, append, head_document,
-        one_version, version_conflict, version_in_tx,
+        Append, Prepared, VersionRow, append, head_document, one_version, version_conflict,
+        version_in_tx,
     },
 };
 use crate::{
@@ -85,7 +87,8 @@ c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_
 (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
 (SELECT v.version || ' ' || v.sha256 || CASE WHEN $4 THEN ' ' || b.data ELSE '' END \
 FROM context_versions v LEFT JOIN context_blobs b \
-ON $4 AND b.workspace_id = v.workspace_id AND b.sha256 = v.sha256 \
+ON $4 AND b.workspace_id = v.workspace_id AND b.project_id = v.project_id \
+AND b.context_id = v.context_id AND b.sha256 = v.sha256 \
 WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id \
 AND v.context_id = c.context_id AND v.version = c.head_version) AS head \
 FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
@@ -94,8 +97,9 @@ FOR UPDATE OF c";
 /// Stores the document (or counts one more use of it), the version and the new head,
 /// and the audit record when `$18`.
 const APPEND: &str = "WITH blob AS (\
-INSERT INTO context_blobs (workspace_id, sha256, data, size_bytes, refs, create_time) \
-VALUES ($1, $5, $6, $7, 1, $8) ON CONFLICT (workspace_id, sha256) \
+INSERT INTO context_blobs (workspace_id, project_id, context_id, sha256, data, size_bytes, \
+refs, create_time) VALUES ($1, $2, $3, $5, $6, $7, 1, $8) \
+ON CONFLICT (workspace_id, project_id, context_id, sha256) \
 DO UPDATE SET refs = context_blobs.refs + 1), \
 version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, \
 rollback_of, sha256, size_bytes, author, description, request_id, create_time) \
@@ -113,11 +117,14 @@ DELETE FROM context_versions WHERE workspace_id = $1 AND project_id = $2 \
 AND context_id = $3 AND version < $4 RETURNING sha256), \
 released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), \
 locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b \
-JOIN released r ON b.sha256 = r.sha256 WHERE b.workspace_id = $1 FOR UPDATE OF b), \
+JOIN released r ON b.sha256 = r.sha256 \
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 FOR UPDATE OF b), \
 kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l \
-WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs > 0) \
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
+AND b.sha256 = l.sha256 AND l.refs > 0) \
 DELETE FROM context_blobs b USING locked l \
-WHERE b.workspace_id = $1 AND b.sha256 = l.sha256 AND l.refs <= 0";
+WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
+AND b.sha256 = l.sha256 AND l.refs <= 0";
 
 #[derive(sqlx::FromRow)]
 struct Locked {
@@ -199,10 +206,9 @@ fn check_expected(name: &ContextName, write: &ContextWrite, context: &Context) -
     }
 }
 
-impl Store {
-    /// WriteContext and RollbackContext: at most one new version, CAS-guarded, with
-    /// patches applied here, inside the transaction.
-    pub async fn write_context(
+#[async_trait]
+impl ContextWrites for Store {
+    async fn write_context(
         &self,
         m: &Mutation,
         name: &ContextName,

@@ -15,51 +15,22 @@ use std::time::Duration;
 
 use agentry_core::{
     Error, Result,
-    model::Instance,
     names::InstanceName,
-    run::{Lease, Run, RunStatus, StopReason},
+    port::{Claim, ClaimRelease, ClaimStore, Release},
+    run::{Lease, RunStatus, StopReason},
     time::{Micros, now_micros},
 };
-use sea_query::{Cond, Expr, LockBehavior, LockType, Order};
+use async_trait::async_trait;
+use sea_query::{Cond, Expr, Order};
 
 use super::{
     Wakes,
     change::Change,
     rows::{RunRow, select_runs},
+    slots::take,
     worker::fenced,
 };
-use crate::{Store, instances::read_instance, tables::Runs, workspaces::lock_for_claim};
-
-/// A run leased by [`Store::claim_run`], with the instance it runs as (read in the
-/// claim's transaction). Dropped before [`Claim::delivered`], it gives the run back.
-pub struct Claim {
-    pub run: Run,
-    pub instance: Instance,
-    release: Release,
-}
-
-impl Claim {
-    /// The lease the claim holds, which the worker's task token carries.
-    pub fn lease(&self) -> Lease {
-        self.run.lease()
-    }
-
-    /// The answer is on its way to the worker: the lease stays.
-    pub fn delivered(mut self) -> (Run, Instance) {
-        self.release.0 = None;
-        (self.run, self.instance)
-    }
-}
-
-impl std::fmt::Debug for Claim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claim")
-            .field("run", &self.run.id)
-            .field("attempt", &self.run.attempt)
-            .field("armed", &self.release.0.is_some())
-            .finish()
-    }
-}
+use crate::{Store, instances::read_instance, tables::Runs};
 
 /// What a release needs: the lease the claim created and what it overwrote.
 struct Undelivered {
@@ -76,19 +47,13 @@ struct Before {
     next_attempt_time: Micros,
 }
 
-/// Armed: dropping it releases the claim in a task of its own.
-struct Release(Option<Undelivered>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let Some(claim) = self.0.take() else {
-            return;
-        };
+impl ClaimRelease for Undelivered {
+    fn give_back(self: Box<Self>) {
         // Without a runtime (the process is ending) the lease lapses instead.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(claim.release());
+        runtime.spawn(self.release());
     }
 }
 
@@ -128,7 +93,12 @@ impl Undelivered {
     }
 }
 
-fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
+/// The oldest run of `agents` in `workspace` that may be claimed at `now`.
+pub(super) fn candidates(
+    workspace: &str,
+    agents: &[String],
+    now: Micros,
+) -> sea_query::SelectStatement {
     select_runs()
         .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
         .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
@@ -146,10 +116,9 @@ fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::Sel
         .to_owned()
 }
 
-impl Store {
-    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
-    /// free concurrent-run slot.
-    pub async fn claim_run(
+#[async_trait]
+impl ClaimStore for Store {
+    async fn claim_run(
         &self,
         workspace: &str,
         agents: &[String],
@@ -158,7 +127,7 @@ impl Store {
     ) -> Result<Option<Claim>> {
         let now = now_micros();
         // A cheap look without locks first: idle pollers woken for other agents' runs
-        // leave without taking the workspace lock.
+        // leave without a transaction.
         let any: Option<RunRow> = self
             .db
             .fetch_optional(&candidates(workspace, agents, now))
@@ -166,30 +135,15 @@ impl Store {
         if any.is_none() {
             return Ok(None);
         }
-        // One claim per workspace at a time in this process: the others wait here, not
-        // on the workspace row while holding a database connection.
-        let gate = self.claim_gate(workspace);
-        let _turn = gate.lock().await;
         let mut tx = self.db.begin().await?;
-        let (max_concurrent, leased) = lock_for_claim(&mut tx, workspace).await?;
-        if leased >= i64::from(max_concurrent) {
-            return Ok(None);
-        }
-        // The clock is read after the count: a slot that count saw free was released by a
-        // commit before it, so start_time never precedes the end_time of the run whose
-        // slot this one takes.
-        let now = now_micros();
-        let row: Option<RunRow> = tx
-            .fetch_optional(
-                &candidates(workspace, agents, now)
-                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
-                    .to_owned(),
-            )
-            .await?;
-        let Some(row) = row else {
+        let Some(run) = take(&mut tx, workspace, agents, now_micros()).await? else {
             return Ok(None);
         };
-        let mut change = Change::new(row.try_into()?, None, now);
+        // The clock is read after the slot is taken: the run that freed it committed
+        // before, so start_time never precedes the end_time of the run whose slot this
+        // one takes.
+        let now = now_micros();
+        let mut change = Change::new(run, None, now);
         let before = Before {
             start_time: change.run.start_time,
             next_attempt_time: change.run.next_attempt_time,
@@ -216,22 +170,20 @@ impl Store {
         let mut wakes = Wakes::default();
         wakes.run(&run);
         wakes.notify(&mut tx, &self.replica).await?;
-        let release = Release(Some(Undelivered {
+        let release = Release::armed(Undelivered {
             store: self.clone(),
             lease: run.lease(),
             before,
             lease_expire_time,
-        }));
+        });
         tx.commit().await?;
         self.wake(&wakes);
         crate::observe::run_picked_up(now - before.next_attempt_time);
-        Ok(Some(Claim {
-            run,
-            instance,
-            release,
-        }))
+        Ok(Some(Claim::new(run, instance, release)))
     }
+}
 
+impl Store {
     /// Puts an undelivered claim back: QUEUED on the same attempt with its old place in
     /// line, or CANCELLED if a cancel arrived meanwhile. False when the lease no longer
     /// holds (the claim never committed, or the run moved on).

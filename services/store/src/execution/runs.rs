@@ -5,12 +5,14 @@ use agentry_core::{
     Error, Result,
     model::Page,
     names::{InstanceName, ProjectName, RunName},
+    port::RunStore,
     run::{
         Admission, Cancel, Decision, NewRun, Run, RunChange, RunEvent, RunFilter, Session, admit,
         check_takes_work, interrupt_order,
     },
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 use sea_query::{Cond, Expr, LockType, Order, Query};
 
 use super::{
@@ -102,8 +104,9 @@ async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<
     Ok(())
 }
 
-impl Store {
-    pub async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
+#[async_trait]
+impl RunStore for Store {
+    async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
         let mut wakes = Wakes::default();
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
@@ -131,7 +134,7 @@ impl Store {
         Ok(run)
     }
 
-    pub async fn get_run(&self, name: &RunName) -> Result<Run> {
+    async fn get_run(&self, name: &RunName) -> Result<Run> {
         let row: Option<RunRow> = self
             .db
             .fetch_optional(&run_by_id(&name.workspace, &name.run))
@@ -143,9 +146,7 @@ impl Store {
         )
     }
 
-    /// Runs of one session (or of the whole project when `session` is `None`), newest
-    /// first.
-    pub async fn list_runs(
+    async fn list_runs(
         &self,
         project: &ProjectName,
         session: Option<&str>,
@@ -191,7 +192,7 @@ impl Store {
         }))
     }
 
-    pub async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
+    async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
         let mut wakes = Wakes::default();
         let run = mutate!(self, m, |tx| async {
             let now = now_micros();
@@ -211,7 +212,7 @@ impl Store {
         Ok(run)
     }
 
-    pub async fn decide_approval(
+    async fn decide_approval(
         &self,
         m: &Mutation,
         name: &RunName,
@@ -233,10 +234,7 @@ impl Store {
         Ok(run)
     }
 
-    /// Events of a run with a sequence above `after`, oldest first, at most `limit`.
-    /// With none, NOT_FOUND if the run itself is gone (its project or workspace was
-    /// deleted), so that a stream following it ends rather than waiting forever.
-    pub async fn run_events_after(
+    async fn run_events_after(
         &self,
         workspace: &str,
         run: &str,

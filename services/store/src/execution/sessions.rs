@@ -4,9 +4,11 @@ use agentry_core::{
     Error, Result,
     model::Page,
     names::{InstanceName, ProjectName, SessionName},
+    port::SessionStore,
     run::{Message, NewSession, Session, check_takes_work},
     time::now_micros,
 };
+use async_trait::async_trait;
 use sea_query::{Expr, IntoIden, Order, Query, SimpleExpr};
 
 use super::rows::{MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name};
@@ -46,8 +48,9 @@ pub(crate) fn before_cursor<C: IntoIden + Copy + 'static>(
         .lt(Expr::tuple([Expr::val(time).into(), Expr::val(id).into()]))
 }
 
-impl Store {
-    pub async fn create_session(&self, m: &Mutation, new: NewSession) -> Result<Session> {
+#[async_trait]
+impl SessionStore for Store {
+    async fn create_session(&self, m: &Mutation, new: NewSession) -> Result<Session> {
         mutate!(self, m, |tx| async {
             let instance_name = InstanceName {
                 workspace: new.name.workspace.clone(),
@@ -81,14 +84,13 @@ impl Store {
         })
     }
 
-    pub async fn get_session(&self, name: &SessionName) -> Result<Session> {
+    async fn get_session(&self, name: &SessionName) -> Result<Session> {
         let row: Option<SessionRow> = self.db.fetch_optional(&session_by_name(name)).await?;
         row.ok_or_else(|| Error::not_found(name.to_string()))?
             .try_into()
     }
 
-    /// Sessions of a project, newest first.
-    pub async fn list_sessions(
+    async fn list_sessions(
         &self,
         project: &ProjectName,
         instance: Option<&str>,
@@ -125,8 +127,7 @@ impl Store {
         }))
     }
 
-    /// Deletes an idle session with its transcript, runs and their event logs.
-    pub async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
+    async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
         mutate!(self, m, |tx| async {
             lock_session(tx, name).await?.check_deletable()?;
             tx.execute(
@@ -142,8 +143,7 @@ impl Store {
         })
     }
 
-    /// The transcript, oldest first.
-    pub async fn list_messages(
+    async fn list_messages(
         &self,
         name: &SessionName,
         show_superseded: bool,
