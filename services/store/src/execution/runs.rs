@@ -127,10 +127,9 @@ impl RunStore for Store {
             let mut change = Change::of(change, Some(&mut session));
             change.wakes_into(&mut wakes);
             let run = change.insert(tx).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -205,10 +204,9 @@ impl RunStore for Store {
                 Cancel::Unchanged => return Ok(change.run.clone()),
             }
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -227,10 +225,9 @@ impl RunStore for Store {
             let mut change = Change::new(run, None, now);
             change.decide(name, approval_id, decision, comment, &m.principal)?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 

@@ -122,10 +122,9 @@ impl WorkerStore for Store {
             let mut change = Change::new(run, session.as_mut(), now);
             change.append_events(&inputs, known)?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok((run.last_sequence, run.cancel_requested))
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(answer)
     }
 
@@ -143,10 +142,9 @@ impl WorkerStore for Store {
             let id = uuid::Uuid::now_v7().to_string();
             let answer = change.propose(id, &steps)?;
             change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(answer)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(answer)
     }
 
@@ -166,10 +164,9 @@ impl WorkerStore for Store {
             let ending = change.complete(&output, &usage, stop_reason)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 
@@ -189,10 +186,9 @@ impl WorkerStore for Store {
             let ending = change.fail(&error, retryable, next_retry_delay);
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
         })?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(run)
     }
 }
