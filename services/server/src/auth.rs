@@ -19,7 +19,10 @@ use agentry_core::{
 };
 use futures::future::BoxFuture;
 
-use crate::error::to_status;
+use crate::{
+    error::to_status,
+    layer::{StateLayer, WithState},
+};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -284,33 +287,9 @@ pub fn principal<T>(request: &tonic::Request<T>) -> std::result::Result<Principa
 }
 
 /// Tower layer that authenticates every call under `/agentry.`.
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Arc<Authenticator>,
-}
+pub type AuthLayer = StateLayer<Authenticator>;
 
-impl AuthLayer {
-    pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    auth: Arc<Authenticator>,
-}
+pub type AuthService<S> = WithState<S, Authenticator>;
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where
@@ -326,14 +305,12 @@ where
     type Future = BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner().poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone that was not polled ready stays behind; the ready one serves the call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = self.auth.clone();
+        let mut inner = self.take_ready();
+        let auth = self.state.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             if !path.starts_with("/agentry.") {

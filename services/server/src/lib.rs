@@ -11,6 +11,7 @@ mod contexts;
 mod convert;
 mod error;
 mod execution;
+mod layer;
 pub mod metrics;
 mod notify;
 pub mod observe;
@@ -271,7 +272,7 @@ async fn serve(
         .layer(tower::util::option_layer(web::cors(
             &config.cors_allowed_origins,
         )))
-        .layer(web::ConnectLayer::new(limit))
+        .layer(web::connect_layer(limit))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(ObserveLayer::new(observer))
         .layer(AuthLayer::new(auth))

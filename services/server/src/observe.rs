@@ -28,7 +28,10 @@ use tonic::body::Body;
 use tracing::{Instrument as _, Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::auth::Principal;
+use crate::{
+    auth::Principal,
+    layer::{StateLayer, WithState},
+};
 use call::Call;
 pub(crate) use call::percent_decode;
 use methods::Method;
@@ -65,33 +68,10 @@ pub fn note_request<T: RequestId>(request: &tonic::Request<T>) {
     }
 }
 
-#[derive(Clone)]
-pub struct ObserveLayer {
-    observer: Arc<Observer>,
-}
+/// Tower layer that times, counts and logs every call, in its span.
+pub type ObserveLayer = StateLayer<Observer>;
 
-impl ObserveLayer {
-    pub fn new(observer: Arc<Observer>) -> Self {
-        Self { observer }
-    }
-}
-
-impl<S> tower::Layer<S> for ObserveLayer {
-    type Service = ObserveService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ObserveService {
-            inner,
-            observer: self.observer.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ObserveService<S> {
-    inner: S,
-    observer: Arc<Observer>,
-}
+pub type ObserveService<S> = WithState<S, Observer>;
 
 impl<S, B> tower::Service<http::Request<B>> for ObserveService<S>
 where
@@ -104,13 +84,12 @@ where
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner().poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let observer = &self.observer;
+        let mut inner = self.take_ready();
+        let observer = &self.state;
         let index = observer.find(request.uri().path());
         let method = &observer.methods[index];
         let logged = if method.api {

@@ -23,6 +23,7 @@ use prost_reflect::MessageDescriptor;
 use tonic::{Code, Status, body::Body};
 
 use super::procedures::{self, Procedures};
+use crate::layer::{StateLayer, WithState};
 
 /// How a Connect request's messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,7 @@ const DROPPED_HEADERS: &[&str] = &[
     "grpc-accept-encoding",
 ];
 
-struct Shared {
+pub(crate) struct Shared {
     procedures: Procedures,
     /// `max_message_bytes`.
     limit: usize,
@@ -78,37 +79,16 @@ impl Shared {
     }
 }
 
-#[derive(Clone)]
-pub struct ConnectLayer {
-    shared: Arc<Shared>,
-}
+pub type ConnectLayer = StateLayer<Shared>;
 
-impl ConnectLayer {
-    pub fn new(limit: usize) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                procedures: Procedures::new(),
-                limit,
-            }),
-        }
-    }
-}
+pub type ConnectService<S> = WithState<S, Shared>;
 
-impl<S> tower::Layer<S> for ConnectLayer {
-    type Service = ConnectService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ConnectService {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ConnectService<S> {
-    inner: S,
-    shared: Arc<Shared>,
+/// The HTTP/JSON layer, for messages of at most `limit` bytes.
+pub fn connect_layer(limit: usize) -> ConnectLayer {
+    StateLayer::new(Arc::new(Shared {
+        procedures: Procedures::new(),
+        limit,
+    }))
 }
 
 impl<S> tower::Service<Request<Body>> for ConnectService<S>
@@ -122,16 +102,15 @@ where
     type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner().poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = self.take_ready();
         let Some(codec) = Codec::of(&request) else {
             return Box::pin(inner.call(request));
         };
-        let shared = self.shared.clone();
+        let shared = self.state.clone();
         Box::pin(async move {
             let (request, output) = shared.grpc_request(request, codec).await;
             let response = inner.call(request).await?;

@@ -1,6 +1,6 @@
 //! Plain HTTP on the gRPC port, for curl and browsers, without a second implementation:
 //!
-//! - [`ConnectLayer`]: every unary method answers `POST /{Service}/{Method}` with a JSON
+//! - [`connect_layer`]: every unary method answers `POST /{Service}/{Method}` with a JSON
 //!   (or protobuf) body, the Connect protocol's unary form; the call is transcoded to
 //!   gRPC and goes through the same layers and services as any gRPC call.
 //! - gRPC-Web (tonic-web, `application/grpc-web` and `application/grpc-web-text`, over
@@ -19,7 +19,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-pub use connect::{ConnectLayer, RefusalLayer};
+pub use connect::{RefusalLayer, connect_layer};
 
 /// Headers a browser script may read: gRPC-Web's status, for clients that read it from
 /// the headers of a trailers-only response.
