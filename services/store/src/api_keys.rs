@@ -7,12 +7,12 @@ use agentry_core::{
     names::ApiKeyName,
     time::{Micros, now_micros},
 };
-use sea_query::{Expr, Order, Query, SelectStatement};
+use sea_query::{Expr, Query, SelectStatement};
 
 use crate::{
-    PageRequest, Store,
+    PageRequest, Store, keyset_page,
     mutation::{Mutation, mutate},
-    paginate,
+    rows::insert_row,
     tables::ApiKeys,
     workspaces::read_workspace,
 };
@@ -66,6 +66,14 @@ impl TryFrom<KeyRow> for KeyRecord {
     }
 }
 
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = Error;
+
+    fn try_from(row: KeyRow) -> Result<Self> {
+        Ok(KeyRecord::try_from(row)?.key)
+    }
+}
+
 /// The columns a new key sets (all but `revoke_time`), in the order inserts bind.
 const INSERTED: [ApiKeys; 7] = [
     ApiKeys::WorkspaceId,
@@ -105,10 +113,10 @@ impl Store {
                 create_time: now_micros(),
                 expire_time: new.expire_time,
             };
-            let insert = Query::insert()
-                .into_table(ApiKeys::Table)
-                .columns(INSERTED)
-                .values_panic([
+            let insert = insert_row(
+                ApiKeys::Table,
+                INSERTED,
+                [
                     key.workspace.clone().into(),
                     key.id.clone().into(),
                     key.display_name.clone().into(),
@@ -116,8 +124,8 @@ impl Store {
                     apikey::hash(&secret).into(),
                     key.create_time.into(),
                     key.expire_time.into(),
-                ])
-                .to_owned();
+                ],
+            );
             tx.execute(&insert).await?;
             Ok(CreatedApiKey {
                 key,
@@ -128,21 +136,11 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, workspace: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
-        let mut stmt = select()
+        let stmt = select()
             .and_where(Expr::col(ApiKeys::WorkspaceId).eq(workspace))
             .and_where(Expr::col(ApiKeys::RevokeTime).is_null())
             .to_owned();
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(ApiKeys::KeyId).gt(after.as_str()));
-        }
-        stmt.order_by(ApiKeys::KeyId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<KeyRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(|r| KeyRecord::try_from(r).map(|k| k.key))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |k| k.id.clone()))
+        keyset_page::<KeyRow, ApiKey>(&self.db, stmt, ApiKeys::KeyId, page, |k| k.id.clone()).await
     }
 
     pub async fn delete_api_key(&self, m: &Mutation, name: &ApiKeyName) -> Result<()> {

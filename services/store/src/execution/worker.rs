@@ -16,14 +16,13 @@ use agentry_core::{
 use sea_query::{Expr, LockType, Query};
 
 use super::{
-    Wakes,
     change::Change,
     rows::{RunRow, lock_session, run_by_id, save_run},
 };
 use crate::{
     Store,
     db::Tx,
-    mutation::{Mutation, mutate},
+    mutation::{Mutation, mutate_waking},
     tables::ToolCalls,
 };
 
@@ -112,9 +111,8 @@ impl Store {
         lease: &Lease,
         inputs: Vec<EventInput>,
     ) -> Result<(i64, bool)> {
-        let mut wakes = Wakes::default();
         let with_session = inputs.iter().any(EventInput::touches_transcript);
-        let answer = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, with_session).await?;
             let ids = inputs.iter().filter_map(EventInput::call_id).collect();
@@ -122,11 +120,8 @@ impl Store {
             let mut change = Change::new(run, session.as_mut(), now);
             change.append_events(&inputs, known)?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok((run.last_sequence, run.cancel_requested))
-        })?;
-        self.wake(&wakes);
-        Ok(answer)
+        })
     }
 
     /// Applies the autonomy matrix to a plan: auto-approved (the lease goes on), or the
@@ -137,19 +132,15 @@ impl Store {
         lease: &Lease,
         steps: Vec<PlanStep>,
     ) -> Result<(bool, Approval)> {
-        let mut wakes = Wakes::default();
-        let answer = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (_, run) = fenced(tx, lease, now, false).await?;
             let mut change = Change::new(run, None, now);
             let id = uuid::Uuid::now_v7().to_string();
             let answer = change.propose(id, &steps)?;
             change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(answer)
-        })?;
-        self.wake(&wakes);
-        Ok(answer)
+        })
     }
 
     pub async fn complete_task(
@@ -160,19 +151,15 @@ impl Store {
         usage: Usage,
         stop_reason: StopReason,
     ) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
             let ending = change.complete(&output, &usage, stop_reason)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
-        })?;
-        self.wake(&wakes);
-        Ok(run)
+        })
     }
 
     pub async fn fail_task(
@@ -183,18 +170,14 @@ impl Store {
         retryable: bool,
         next_retry_delay: Option<Micros>,
     ) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
             let ending = change.fail(&error, retryable, next_retry_delay);
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
-            wakes.notify(tx, &self.replica).await?;
             Ok(run)
-        })?;
-        self.wake(&wakes);
-        Ok(run)
+        })
     }
 }
