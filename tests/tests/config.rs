@@ -83,11 +83,11 @@ fn load(
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    config::load(
+    Ok(config::load(
         file.map(|_| path.as_path()),
         |name| env.get(name).cloned(),
         flags,
-    )
+    )?)
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod json;
 pub mod model;
 pub mod names;
 pub mod page;
+pub mod port;
 pub mod run;
 pub mod schema;
 pub mod status;

@@ -15,9 +15,8 @@ use std::{
 };
 
 use agentry_core::{
-    Error, Reason, Result, apikey, model::Role, names::ApiKeyName, time::now_micros,
+    Error, Reason, Result, apikey, model::Role, names::ApiKeyName, port::Storage, time::now_micros,
 };
-use agentry_store::Store;
 use futures::future::BoxFuture;
 
 use crate::error::to_status;
@@ -190,13 +189,13 @@ impl KeyCache {
 
 /// Resolves bearer secrets into principals.
 pub struct Authenticator {
-    store: Store,
+    store: Arc<dyn Storage>,
     root_hash: Vec<u8>,
     cache: Arc<KeyCache>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, root_hash: Vec<u8>, cache: Arc<KeyCache>) -> Self {
+    pub fn new(store: Arc<dyn Storage>, root_hash: Vec<u8>, cache: Arc<KeyCache>) -> Self {
         Self {
             store,
             root_hash,

@@ -10,9 +10,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
-
-use crate::tls::TlsPaths;
+use crate::{
+    startup::{Context as _, StartError},
+    tls::TlsPaths,
+};
 
 mod values;
 
@@ -320,24 +321,31 @@ impl Config {
     }
 
     /// The TLS files, when TLS is configured; an error when only some are.
-    pub fn tls(&self) -> anyhow::Result<Option<TlsPaths>> {
+    pub fn tls(&self) -> Result<Option<TlsPaths>, StartError> {
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Ok(Some(TlsPaths {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: self.tls_client_ca_file.clone(),
             })),
-            (None, None) if self.tls_client_ca_file.is_some() => anyhow::bail!(
-                "tls_client_ca_file needs tls_cert_file and tls_key_file: mutual TLS is TLS"
-            ),
+            (None, None) if self.tls_client_ca_file.is_some() => Err(StartError::new(
+                StartError::Config,
+                "tls_client_ca_file needs tls_cert_file and tls_key_file: mutual TLS is TLS",
+            )),
             (None, None) => Ok(None),
-            (Some(_), None) => anyhow::bail!("tls_cert_file is set but tls_key_file is not"),
-            (None, Some(_)) => anyhow::bail!("tls_key_file is set but tls_cert_file is not"),
+            (Some(_), None) => Err(StartError::new(
+                StartError::Config,
+                "tls_cert_file is set but tls_key_file is not",
+            )),
+            (None, Some(_)) => Err(StartError::new(
+                StartError::Config,
+                "tls_key_file is set but tls_cert_file is not",
+            )),
         }
     }
 
     /// Defaults overlaid with a TOML file (kept for callers that only have a file).
-    pub fn from_file(path: Option<&PathBuf>) -> anyhow::Result<Self> {
+    pub fn from_file(path: Option<&PathBuf>) -> Result<Self, StartError> {
         Ok(load(path.map(PathBuf::as_path), |_| None, Vec::new())?.config)
     }
 }
@@ -369,20 +377,22 @@ pub fn load(
     file: Option<&std::path::Path>,
     var: impl Fn(&str) -> Option<String>,
     flags: Vec<(&'static str, String)>,
-) -> anyhow::Result<Loaded> {
+) -> Result<Loaded, StartError> {
     let mut config = Config::default();
     let mut sources: BTreeMap<&'static str, Source> =
         SETTINGS.iter().map(|s| (s.key, Source::Default)).collect();
     let key_of = |name: &str| SETTINGS.iter().find(|s| s.key == name).map(|s| s.key);
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let table: toml::Table = text
-            .parse()
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).context(StartError::Config, || {
+            format!("cannot read config file {}", path.display())
+        })?;
+        let table: toml::Table = text.parse().context(StartError::Config, || {
+            format!("invalid config file {}", path.display())
+        })?;
         for (name, value) in table {
-            let key = key_of(&name).with_context(|| {
-                format!("config file {}: unknown setting {name:?}", path.display())
+            let key = key_of(&name).ok_or_else(|| {
+                let message = format!("config file {}: unknown setting {name:?}", path.display());
+                StartError::new(StartError::Config, message)
             })?;
             let text = match value {
                 toml::Value::String(s) => s,
@@ -395,15 +405,21 @@ pub fn load(
                     .filter_map(toml::Value::as_str)
                     .collect::<Vec<_>>()
                     .join(","),
-                other => anyhow::bail!(
-                    "config file {}: {name} must be a string, number or boolean, not {}",
-                    path.display(),
-                    other.type_str()
-                ),
+                other => {
+                    return Err(StartError::new(
+                        StartError::Config,
+                        format!(
+                            "config file {}: {name} must be a string, number or boolean, not {}",
+                            path.display(),
+                            other.type_str()
+                        ),
+                    ));
+                }
             };
-            config
-                .set(key, &text)
-                .map_err(|e| anyhow::anyhow!("config file {}: {name}: {e}", path.display()))?;
+            config.set(key, &text).map_err(|e| {
+                let message = format!("config file {}: {name}: {e}", path.display());
+                StartError::new(StartError::Config, message)
+            })?;
             sources.insert(key, Source::File);
         }
     }
@@ -416,13 +432,14 @@ pub fn load(
             .unwrap_or_default();
         config
             .set(key, &value)
-            .map_err(|e| anyhow::anyhow!("{env}: {e}"))?;
+            .map_err(|e| StartError::new(StartError::Config, format!("{env}: {e}")))?;
         sources.insert(key, Source::Env);
     }
     for (key, value) in flags {
-        config
-            .set(key, &value)
-            .map_err(|e| anyhow::anyhow!("--{}: {e}", key.replace('_', "-")))?;
+        config.set(key, &value).map_err(|e| {
+            let message = format!("--{}: {e}", key.replace('_', "-"));
+            StartError::new(StartError::Config, message)
+        })?;
         sources.insert(key, Source::Flag);
     }
     // A root key file read after the key itself still names where the key came from.

@@ -29,7 +29,19 @@ const MAX_METADATA_VALUE: usize = 128;
 /// Field and quota violations sent; the message says how many more there were.
 const MAX_VIOLATIONS: usize = 8;
 
+/// The status of a domain error; an unavailable dependency and an internal error are
+/// logged (the latter's message is never sent).
 pub fn to_status(error: Error) -> Status {
+    match &error {
+        Error::Unavailable { message } => tracing::warn!(%message, "dependency unavailable"),
+        Error::Internal(message) => tracing::error!(%message, "internal error"),
+        _ => {}
+    }
+    status_of(error)
+}
+
+/// The status of a domain error, logging nothing.
+fn status_of(error: Error) -> Status {
     let reason = error.reason();
     let code = grpc_code(error.code());
     let mut details = ErrorDetails::new();
@@ -71,14 +83,10 @@ pub fn to_status(error: Error) -> Status {
         Error::PermissionDenied { message, .. } | Error::Unauthenticated { message, .. } => message,
         Error::QuotaExceeded { violations } => quota_failure(&mut details, violations),
         Error::Unavailable { message } => {
-            tracing::warn!(%message, "dependency unavailable");
             details.set_retry_info(Some(Duration::from_secs(1)));
             message
         }
-        Error::Internal(message) => {
-            tracing::error!(%message, "internal error");
-            "internal error".to_owned()
-        }
+        Error::Internal(_) => "internal error".to_owned(),
     };
     let metadata = metadata
         .into_iter()
@@ -106,14 +114,12 @@ fn grpc_code(code: agentry_core::error::Code) -> Code {
     }
 }
 
-/// UNAVAILABLE with ErrorInfo `UNAVAILABLE` and RetryInfo, like a [`to_status`] of
-/// [`Error::Unavailable`] but logging nothing: for a server that is going away (a
-/// stream ended by shutdown), which is no failing dependency.
+/// The status of [`Error::Unavailable`] without its log line: for a server that is
+/// going away (a stream ended by shutdown), which is no failing dependency.
 pub fn unavailable(message: &str) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_retry_info(Some(Duration::from_secs(1)));
-    details.set_error_info(Reason::Unavailable.as_str(), DOMAIN, HashMap::new());
-    Status::with_error_details(Code::Unavailable, shorten(message, MAX_MESSAGE), details)
+    status_of(Error::Unavailable {
+        message: message.to_owned(),
+    })
 }
 
 /// Maps tonic's own refusal of a request over the message size limit (OUT_OF_RANGE

@@ -1,7 +1,9 @@
 //! The agentry gRPC server: configuration, the auth layer, one module per service, and
-//! [`start`], which tests and `agentry serve` both use.
+//! [`start`], which tests and `agentry serve` both use. Handlers reach storage through
+//! its port (`agentry_core::port::Storage`); only [`start`] names the concrete store.
 
 pub mod auth;
+mod call;
 pub mod cli;
 mod coalesce;
 pub mod config;
@@ -12,23 +14,31 @@ mod execution;
 pub mod metrics;
 mod notify;
 pub mod observe;
+mod paging;
 mod reaper;
 mod registry;
 mod request;
+mod resource;
 mod rpc;
+pub mod startup;
 pub mod telemetry;
 pub mod tls;
 mod web;
 
+pub use startup::StartError;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use agentry_core::{apikey, page::PageTokens};
+use agentry_core::{
+    apikey,
+    page::PageTokens,
+    port::{ChangeFeed, Storage},
+};
 use agentry_proto::v1::{
     execution_service_server::ExecutionServiceServer,
     registry_service_server::RegistryServiceServer,
 };
 use agentry_store::Store;
-use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -43,6 +53,7 @@ use crate::{
     observe::{ObserveLayer, Observer},
     registry::Registry,
     request::RequestCtx,
+    startup::Context as _,
     tls::{Conn, TlsFiles},
 };
 
@@ -69,24 +80,22 @@ pub struct RunningServer {
     listener: JoinHandle<()>,
     tls_watcher: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
-    store: Store,
+    store: Arc<dyn Storage>,
     grace: Duration,
 }
 
 impl RunningServer {
     /// The store's change feed: how many waiters it has woken, how many wait now.
-    pub fn change_feed(&self) -> Arc<dyn agentry_store::ChangeFeed> {
-        self.store.change_feed()
+    pub fn change_feed(&self) -> Arc<dyn ChangeFeed> {
+        self.store.clone()
     }
 
     /// Stops accepting calls (health turns NOT_SERVING first), waits up to the grace
     /// period for in-flight calls, then closes the database pool.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), StartError> {
         let _ = self.stop.send(true);
         let result = match tokio::time::timeout(self.grace, self.server).await {
-            Ok(joined) => joined
-                .context("server task panicked")?
-                .context("server failed"),
+            Ok(joined) => served(joined),
             Err(_) => {
                 tracing::warn!(
                     grace_ms = self.grace.as_millis() as u64,
@@ -108,12 +117,18 @@ impl RunningServer {
     }
 
     /// Resolves when the server stops by itself (it failed).
-    pub async fn stopped(&mut self) -> anyhow::Result<()> {
-        (&mut self.server)
-            .await
-            .context("server task panicked")?
-            .context("server failed")
+    pub async fn stopped(&mut self) -> Result<(), StartError> {
+        served((&mut self.server).await)
     }
+}
+
+/// How the server's task ended.
+fn served(
+    joined: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), StartError> {
+    joined
+        .context(StartError::Serve, || "server task panicked".into())?
+        .context(StartError::Serve, || "server failed".into())
 }
 
 /// Accepted connections with Nagle's algorithm off (a response of several HTTP/2 frames
@@ -176,7 +191,7 @@ fn incoming(
 /// returned on the first start when none is configured).
 async fn handler_state(
     config: &Config,
-    store: &Store,
+    store: &Arc<dyn Storage>,
     stopping: watch::Receiver<bool>,
 ) -> agentry_core::Result<(Arc<RequestCtx>, Arc<Authenticator>, Option<String>)> {
     let (root_hash, generated_root_key) = match &config.root_key {
@@ -189,7 +204,7 @@ async fn handler_state(
         keys: keys.clone(),
         store: store.clone(),
         pages,
-        feed: store.change_feed(),
+        feed: store.clone(),
         stopping,
         revisions: Default::default(),
         context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
@@ -233,7 +248,7 @@ async fn serve(
     listener: TcpListener,
     tls: Option<Arc<TlsFiles>>,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in SERVICES {
         health
@@ -265,8 +280,8 @@ async fn serve(
         ))
         .layer(web::RefusalLayer)
         .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(reflection().build_v1().during(StartError::Listen)?)
+        .add_service(reflection().build_v1alpha().during(StartError::Listen)?)
         .add_service(registry)
         .add_service(contexts)
         .add_service(execution);
@@ -277,7 +292,7 @@ async fn serve(
 }
 
 /// Connects to the database, migrates, binds and serves in the background.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Certificate problems are start-up errors, before anything else is touched.
     let tls = config.tls()?.map(TlsFiles::load).transpose()?.map(Arc::new);
     // Before anything records a metric: handles bind to the recorder present then.
@@ -288,25 +303,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .transpose()?;
     let store = Store::connect(config.database_url.expose(), config.db_max_connections)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .during(StartError::Database)?;
     if config.migrate {
-        store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        store.migrate().await.during(StartError::Database)?;
     }
     let (stop, stopped) = watch::channel(false);
+    // Other replicas' changes, and the feed's safety net (Postgres).
+    let follow = {
+        let (store, period, stopped) = (store.clone(), config.poll_interval, stopped.clone());
+        async move { store.follow_changes(period, stopped).await }
+    };
+    let backend = store.backend();
+    let store: Arc<dyn Storage> = Arc::new(store);
     let (ctx, auth, generated_root_key) = handler_state(&config, &store, stopped.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .during(StartError::Database)?;
 
     let listener = TcpListener::bind(config.listen.as_str())
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local_addr = listener.local_addr()?;
+        .context(StartError::Listen, || {
+            format!("cannot listen on {}", config.listen)
+        })?;
+    let local_addr = listener.local_addr().during(StartError::Listen)?;
 
-    // Other replicas' changes, and the feed's safety net (Postgres).
-    let listener_task = tokio::spawn({
-        let (store, period, stopped) = (store.clone(), config.poll_interval, stopped.clone());
-        async move { store.follow_changes(period, stopped).await }
-    });
+    let listener_task = tokio::spawn(follow);
     let tls_watcher = tls
         .clone()
         .map(|tls| tokio::spawn(tls.watch(stopped.clone())));
@@ -330,7 +350,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,
-        backend = ?store.backend(),
+        backend = ?backend,
         tls = tls.is_some(),
         mutual_tls = tls.as_ref().is_some_and(|t| t.paths().client_ca.is_some()),
         metrics = ?metrics_addr,

@@ -62,11 +62,11 @@ struct SettingsArgs {
 
 impl SettingsArgs {
     fn load(&self) -> anyhow::Result<Loaded> {
-        config::load(
+        Ok(config::load(
             self.config.as_deref(),
             |name| std::env::var(name).ok(),
             self.flags.clone(),
-        )
+        )?)
     }
 }
 
@@ -175,13 +175,14 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         );
     }
     println!("agentry listening on {}", server.local_addr);
-    tokio::select! {
+    let result = tokio::select! {
         result = server.stopped() => result,
         _ = shutdown_signal() => {
             tracing::info!("shutdown requested");
             server.shutdown().await
         }
-    }
+    };
+    Ok(result?)
 }
 
 async fn health(args: HealthArgs) -> i32 {

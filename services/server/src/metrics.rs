@@ -22,15 +22,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agentry_core::port::Storage;
 use agentry_core::run::RunStatus;
-use agentry_store::Store;
-use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::config::ListenAddr;
+use crate::{
+    config::ListenAddr,
+    startup::{Context as _, StartError},
+};
 
 /// How long a count of runs by status is reused by scrapes.
 pub const RUNS_MAX_AGE: Duration = Duration::from_secs(2);
@@ -73,14 +75,17 @@ static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the process's Prometheus recorder (once; later servers in the same process
 /// share it) and registers every metric, so that all of them are listed from the first
 /// scrape on.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
+pub fn install() -> Result<PrometheusHandle, StartError> {
     if let Some(handle) = RECORDER.get() {
         return Ok(handle.clone());
     }
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .during(StartError::Metrics)?
         .install_recorder()
-        .context("cannot install the metrics recorder")?;
+        .context(StartError::Metrics, || {
+            "cannot install the metrics recorder".into()
+        })?;
     describe();
     Ok(RECORDER.get_or_init(|| handle).clone())
 }
@@ -152,7 +157,7 @@ pub fn reaper_acted(action: &'static str, count: u64) {
 #[derive(Clone)]
 struct Probe {
     handle: PrometheusHandle,
-    store: Store,
+    store: Arc<dyn Storage>,
     stopping: watch::Receiver<bool>,
     runs_counted: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
@@ -218,13 +223,15 @@ async fn ready(State(probe): State<Probe>) -> (StatusCode, String) {
 pub async fn serve(
     addr: &ListenAddr,
     handle: PrometheusHandle,
-    store: Store,
+    store: Arc<dyn Storage>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+) -> Result<(SocketAddr, JoinHandle<()>), StartError> {
     let listener = TcpListener::bind(addr.as_str())
         .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    let local = listener.local_addr()?;
+        .context(StartError::Metrics, || {
+            format!("cannot listen for metrics on {addr}")
+        })?;
+    let local = listener.local_addr().during(StartError::Metrics)?;
     let probe = Probe {
         handle: handle.clone(),
         store,

@@ -1,5 +1,5 @@
 //! Waiting for changes. Storage is the truth; a wake-up from the store's change feed
-//! (`agentry_store::ChangeFeed`) only says "look again". A waiter subscribes to the keys
+//! (`agentry_core::port::ChangeFeed`) only says "look again". A waiter subscribes to the keys
 //! it follows before its first look, so a change committed between a look and the wait
 //! still wakes it; it reads storage only when woken (the feed wakes every waiter once
 //! when it may have lost wake-ups), never on a timer of its own.
@@ -11,8 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use agentry_core::{Error, Result};
-use agentry_store::Subscription;
+use agentry_core::{Error, Result, port::Subscription};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::to_status;

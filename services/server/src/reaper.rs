@@ -3,13 +3,15 @@
 //! stored idempotency results older than a day are forgotten. Every replica runs it; the
 //! run timers split between replicas (SKIP LOCKED) and every change is a guarded,
 //! idempotent update, so replicas never conflict. A run the store cannot handle is
-//! logged and skipped there, never fatal to a pass (see `agentry_store::RunReaper`);
+//! logged and skipped there, never fatal to a pass (see `agentry_core::port::RunReaper`);
 //! a pass is bounded in runs and time, and ends at once when the server stops.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use agentry_core::time::now_micros;
-use agentry_store::{ReapLimits, ReapReport, RunReaper, Store};
+use agentry_core::{
+    port::{ReapLimits, ReapReport, RunReaper, Storage},
+    time::now_micros,
+};
 use tokio::sync::watch;
 
 use crate::notify::stopped;
@@ -48,7 +50,7 @@ impl ReaperActions {
     }
 }
 
-pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Arc<dyn Storage>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -59,7 +61,7 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
             () = stopped(&mut stop) => return,
         }
         ticks += 1;
-        let pass = pass(&store, &mut timers, ticks);
+        let pass = pass(store.as_ref(), &mut timers, ticks);
         tokio::select! {
             actions = pass => record(&actions),
             () = stopped(&mut stop) => return,
@@ -68,7 +70,7 @@ pub async fn run(store: Store, interval: Duration, mut stop: watch::Receiver<boo
 }
 
 /// One pass; failures are logged, and what was done is counted even then.
-async fn pass(store: &Store, timers: &mut RunReaper, ticks: u64) -> ReaperActions {
+async fn pass(store: &dyn Storage, timers: &mut RunReaper, ticks: u64) -> ReaperActions {
     let mut actions = ReaperActions::default();
     match store.reap_runs(timers).await {
         Ok(report) => actions.runs = report,

@@ -7,9 +7,9 @@ use agentry_core::{
     model::{Agent, Page},
     names::AgentName,
     page::PageTokens,
+    port::{ChangeFeed, Mutation, PageRequest, Storage},
 };
 use agentry_proto::RequestId;
-use agentry_store::{ChangeFeed, Mutation, PageRequest, Store};
 use prost::{Message, Name};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -26,7 +26,8 @@ use crate::{
 pub const PAGE_BYTES: usize = 3 << 20;
 
 pub struct RequestCtx {
-    pub store: Store,
+    /// Storage, through its port (`agentry_core::port`).
+    pub store: Arc<dyn Storage>,
     pub pages: PageTokens,
     /// Wake-ups for streams and long polls: subscribe, then look at storage.
     pub feed: Arc<dyn ChangeFeed>,
@@ -145,4 +146,25 @@ pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 /// The method a request message belongs to: its name without the `Request` suffix.
 fn method_of<R: Name>() -> &'static str {
     R::NAME.strip_suffix("Request").unwrap_or(R::NAME)
+}
+
+impl crate::call::Call<'_> {
+    /// The caller's write of the resource `name` ([`RequestCtx::mutation`]).
+    pub fn mutation_of<N, R>(&self, name: &N, request: &R) -> Result<Mutation>
+    where
+        N: crate::resource::ResourceName + std::fmt::Display,
+        R: Message + Name + RequestId,
+    {
+        self.mutation_in(name.workspace(), name.to_string(), request)
+    }
+
+    /// The caller's write of `resource` in `workspace` ([`RequestCtx::mutation`]).
+    pub fn mutation_in<R: Message + Name + RequestId>(
+        &self,
+        workspace: &str,
+        resource: String,
+        request: &R,
+    ) -> Result<Mutation> {
+        self.mutation(&self.caller, workspace, resource, request)
+    }
 }

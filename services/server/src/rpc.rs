@@ -1,22 +1,51 @@
-//! Generates a tonic service impl whose unary methods take the principal the auth layer
-//! attached and hand the request to a plain async function, whose domain error becomes a
-//! status in one place. Streaming methods are written by hand after the list.
+//! Generates a service's struct (over the shared [`crate::request::RequestCtx`]) and its
+//! tonic service impl, whose unary methods hand a [`crate::call::Call`] (that state and
+//! the principal the auth layer attached) and the request to a plain async function,
+//! whose domain error becomes a status in one place. An `@stream` method hands the state,
+//! the principal and the request to a function that returns the stream; what else a
+//! service needs is written by hand in `@extra`.
 
 macro_rules! rpc {
     (
-        $service:ident for $ty:ty;
+        $service:ident for $name:ident;
         $($module:ident :: $method:ident($request:ty) -> $response:ty;)*
+        $(@stream $smodule:ident :: $smethod:ident($srequest:ty) -> $stream:ident of $item:ty;)*
         $(@extra { $($extra:item)* })?
     ) => {
+        /// The service, over the server's shared state.
+        pub struct $name {
+            ctx: std::sync::Arc<$crate::request::RequestCtx>,
+        }
+
+        impl $name {
+            pub fn new(ctx: std::sync::Arc<$crate::request::RequestCtx>) -> Self {
+                Self { ctx }
+            }
+        }
+
         #[tonic::async_trait]
-        impl $service for $ty {
+        impl $service for $name {
             $(
                 async fn $method(&self, request: tonic::Request<$request>) -> Result<tonic::Response<$response>, tonic::Status> {
                     let principal = $crate::auth::principal(&request)?;
                     $crate::observe::note_request(&request);
-                    $module::$method(&self.ctx, &principal, request.into_inner())
+                    let call = $crate::call::Call::new(&self.ctx, principal);
+                    $module::$method(&call, request.into_inner())
                         .await
                         .map(tonic::Response::new)
+                        .map_err($crate::error::to_status)
+                }
+            )*
+            $(
+                type $stream = std::pin::Pin<Box<
+                    dyn futures::Stream<Item = Result<$item, tonic::Status>> + Send
+                >>;
+
+                async fn $smethod(&self, request: tonic::Request<$srequest>) -> Result<tonic::Response<Self::$stream>, tonic::Status> {
+                    let principal = $crate::auth::principal(&request)?;
+                    $smodule::$smethod(self.ctx.clone(), &principal, request.into_inner())
+                        .await
+                        .map(|stream| tonic::Response::new(Box::pin(stream) as Self::$stream))
                         .map_err($crate::error::to_status)
                 }
             )*

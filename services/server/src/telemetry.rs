@@ -24,7 +24,7 @@ use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use anyhow::Context as _;
+use crate::startup::{Context as _, StartError};
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
@@ -112,7 +112,7 @@ impl Drop for Telemetry {
 }
 
 /// Sets up logs and traces from the process environment.
-pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
+pub fn init(format: LogFormat) -> Result<Telemetry, StartError> {
     init_with(format, |name| std::env::var(name).ok())
 }
 
@@ -120,11 +120,13 @@ pub fn init(format: LogFormat) -> anyhow::Result<Telemetry> {
 pub fn init_with(
     format: LogFormat,
     var: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<Telemetry> {
+) -> Result<Telemetry, StartError> {
     let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let filter = match var("RUST_LOG") {
-        Some(directives) => EnvFilter::try_new(&directives)
-            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?} is not a valid filter: {e}"))?,
+        Some(directives) => EnvFilter::try_new(&directives).map_err(|e| {
+            let message = format!("RUST_LOG={directives:?} is not a valid filter: {e}");
+            StartError::new(StartError::Telemetry, message)
+        })?,
         None => EnvFilter::new("info"),
     };
     let ansi = std::io::stderr().is_terminal();
@@ -160,14 +162,15 @@ pub fn init_with(
     tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
-        .try_init()?;
+        .try_init()
+        .during(StartError::Telemetry)?;
     TRACING.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry { provider })
 }
 
 fn tracer_provider(
     var: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Option<SdkTracerProvider>> {
+) -> Result<Option<SdkTracerProvider>, StartError> {
     let Some(endpoint) =
         var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
     else {
@@ -183,11 +186,14 @@ fn tracer_provider(
         .into_iter()
         .chain(headers(var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")))
     {
-        let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
-            .map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: bad header name {key:?}"))?;
+        let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()).map_err(|_| {
+            failure(format!(
+                "OTEL_EXPORTER_OTLP_HEADERS: bad header name {key:?}"
+            ))
+        })?;
         let value = value
             .parse()
-            .map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {key}"))?;
+            .map_err(|_| failure(format!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {key}")))?;
         metadata.insert(key, value);
     }
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -196,7 +202,10 @@ fn tracer_provider(
     if let Some(tls) = exporter_tls(&endpoint, var)? {
         exporter = exporter.with_tls_config(tls);
     }
-    let exporter = exporter.with_endpoint(endpoint).build()?;
+    let exporter = exporter
+        .with_endpoint(endpoint)
+        .build()
+        .during(StartError::Telemetry)?;
     let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "agentry".into());
     let resource = Resource::builder()
         .with_service_name(service)
@@ -227,7 +236,7 @@ fn tracer_provider(
 fn exporter_tls(
     endpoint: &str,
     var: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+) -> Result<Option<tonic::transport::ClientTlsConfig>, StartError> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let setting = |name: &str| {
         let traces = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
@@ -237,7 +246,9 @@ fn exporter_tls(
             .or_else(|| var(&general).map(|v| (general, v)))
     };
     let read = |(name, path): &(String, String)| {
-        std::fs::read(path).with_context(|| format!("{name}: cannot read {path}"))
+        std::fs::read(path).context(StartError::Telemetry, || {
+            format!("{name}: cannot read {path}")
+        })
     };
     let (ca, cert, key) = (
         setting("CERTIFICATE"),
@@ -246,7 +257,9 @@ fn exporter_tls(
     );
     if !endpoint.starts_with("https://") {
         if let Some((name, _)) = ca.iter().chain(&cert).chain(&key).next() {
-            anyhow::bail!("{name} is set, but the OTLP endpoint {endpoint} is not https://");
+            return Err(failure(format!(
+                "{name} is set, but the OTLP endpoint {endpoint} is not https://"
+            )));
         }
         return Ok(None);
     }
@@ -257,9 +270,12 @@ fn exporter_tls(
     match (&cert, &key) {
         (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
         (None, None) => {}
-        _ => anyhow::bail!(
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
-        ),
+        _ => {
+            return Err(failure(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+                    .into(),
+            ));
+        }
     }
     Ok(Some(tls))
 }
@@ -271,6 +287,11 @@ struct Sampling {
     exporter: Sampler,
     root_ratio: f64,
     follow_caller: bool,
+}
+
+/// A telemetry setting that cannot be used, as `message` says.
+fn failure(message: String) -> StartError {
+    StartError::new(StartError::Telemetry, message)
 }
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,key2=value2`, values percent-encoded.
@@ -289,8 +310,8 @@ fn headers(value: Option<String>) -> Vec<(String, String)> {
 }
 
 /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, as the specification names them.
-fn sampling(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
-    let ratio = || -> anyhow::Result<f64> {
+fn sampling(var: &dyn Fn(&str) -> Option<String>) -> Result<Sampling, StartError> {
+    let ratio = || -> Result<f64, StartError> {
         match var("OTEL_TRACES_SAMPLER_ARG") {
             None => Ok(1.0),
             Some(arg) => arg
@@ -299,7 +320,9 @@ fn sampling(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
                 .ok_or_else(|| {
-                    anyhow::anyhow!("OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio in [0, 1]")
+                    failure(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio in [0, 1]"
+                    ))
                 }),
         }
     };
@@ -312,10 +335,12 @@ fn sampling(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Sampling> {
         "parentbased_always_on" => (parent_based(Sampler::AlwaysOn), 1.0, true),
         "parentbased_always_off" => (parent_based(Sampler::AlwaysOff), 0.0, true),
         "parentbased_traceidratio" => (parent_based(Sampler::AlwaysOn), ratio()?, true),
-        other => anyhow::bail!(
-            "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, \
-             parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
-        ),
+        other => {
+            return Err(failure(format!(
+                "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+            )));
+        }
     };
     Ok(Sampling {
         exporter,

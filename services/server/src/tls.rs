@@ -23,7 +23,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::Context as _;
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::CryptoProvider,
@@ -36,6 +35,8 @@ use tokio::{
     sync::watch,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::startup::{Context as _, StartError};
 
 /// How often the certificate files are looked at for changes.
 pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -63,7 +64,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Loads the files; any problem with them is an error that names the file.
-    pub fn load(paths: TlsPaths) -> anyhow::Result<Self> {
+    pub fn load(paths: TlsPaths) -> Result<Self, StartError> {
         let stamps = stamps(&paths);
         let config = build(&paths)?;
         Ok(Self {
@@ -87,7 +88,7 @@ impl TlsFiles {
 
     /// Reads the files again and, when they are valid, uses them for new connections.
     /// On error the previous configuration stays in use.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), StartError> {
         *self.stamps.lock().unwrap_or_else(|e| e.into_inner()) = stamps(&self.paths);
         let config = build(&self.paths)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
@@ -121,7 +122,7 @@ impl TlsFiles {
                 }
                 Err(error) => tracing::error!(
                     reason = why,
-                    error = format!("{error:#}"),
+                    error = error.chain(),
                     "tls certificates not reloaded; the previous ones stay in use"
                 ),
             }
@@ -173,44 +174,52 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).context(StartError::Tls, || {
+        format!("cannot read the {what} {}", path.display())
+    })
 }
 
-fn certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, StartError> {
     let pem = read(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("the {what} {} is not valid PEM", path.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "the {what} {} holds no PEM certificate",
-        path.display()
-    );
+        .context(StartError::Tls, || {
+            format!("the {what} {} is not valid PEM", path.display())
+        })?;
+    if certs.is_empty() {
+        return Err(StartError::new(
+            StartError::Tls,
+            format!("the {what} {} holds no PEM certificate", path.display()),
+        ));
+    }
     Ok(certs)
 }
 
 /// Builds a rustls configuration from the files: the certificate chain, its key, and
 /// the client CA for mutual TLS. Offers HTTP/2 first (ALPN `h2`), as gRPC clients
 /// expect, and HTTP/1.1 for HTTP/JSON and gRPC-Web clients that speak nothing else.
-fn build(paths: &TlsPaths) -> anyhow::Result<ServerConfig> {
+fn build(paths: &TlsPaths) -> Result<ServerConfig, StartError> {
     let chain = certificates(&paths.cert, "TLS certificate file")?;
     let key_pem = read(&paths.key, "TLS key file")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        anyhow::anyhow!(
-            "the TLS key file {} holds no usable PEM private key: {e}",
-            paths.key.display()
+        StartError::new(
+            StartError::Tls,
+            format!(
+                "the TLS key file {} holds no usable PEM private key: {e}",
+                paths.key.display()
+            ),
         )
     })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("tls protocol versions")?;
+        .context(StartError::Tls, || "tls protocol versions".into())?;
     let builder = match &paths.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in certificates(ca, "TLS client CA file")? {
-                roots.add(cert).with_context(|| {
+                roots.add(cert).context(StartError::Tls, || {
                     format!(
                         "the TLS client CA file {} holds an unusable certificate",
                         ca.display()
@@ -219,17 +228,21 @@ fn build(paths: &TlsPaths) -> anyhow::Result<ServerConfig> {
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
                 .build()
-                .with_context(|| format!("the TLS client CA file {}", ca.display()))?;
+                .context(StartError::Tls, || {
+                    format!("the TLS client CA file {}", ca.display())
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).with_context(|| {
-        format!(
-            "the TLS certificate {} and key {} do not make a usable pair",
-            paths.cert.display(),
-            paths.key.display()
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context(StartError::Tls, || {
+            format!(
+                "the TLS certificate {} and key {} do not make a usable pair",
+                paths.cert.display(),
+                paths.key.display()
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -6,8 +6,10 @@ use agentry_core::{
     Error, Result,
     model::{Agent, AgentSpec, Page},
     names::AgentName,
+    port::AgentStore,
     time::now_micros,
 };
+use async_trait::async_trait;
 // The commands are core's; re-exported for the store's callers.
 pub use agentry_core::agent::{AgentPatch, NewAgent};
 use sea_query::{Alias, Expr, LockType, Order, Query, SelectStatement};
@@ -169,8 +171,9 @@ async fn insert_revision(
     tx.execute(&insert).await.map(|_| ())
 }
 
-impl Store {
-    pub async fn create_agent(&self, m: &Mutation, new: NewAgent) -> Result<Agent> {
+#[async_trait]
+impl AgentStore for Store {
+    async fn create_agent(&self, m: &Mutation, new: NewAgent) -> Result<Agent> {
         mutate!(self, m, |tx| async {
             read_workspace(tx, &new.workspace).await?;
             let now = now_micros();
@@ -208,12 +211,12 @@ impl Store {
         })
     }
 
-    pub async fn get_agent(&self, name: &AgentName, revision: Option<i64>) -> Result<Agent> {
+    async fn get_agent(&self, name: &AgentName, revision: Option<i64>) -> Result<Agent> {
         let row: Option<AgentRow> = self.db.fetch_optional(&by_name(name, revision)).await?;
         Ok(AgentRecord::try_from(row.ok_or_else(|| revision_not_found(name, revision))?)?.agent)
     }
 
-    pub async fn list_agents(&self, workspace: &str, page: &PageRequest) -> Result<Page<Agent>> {
+    async fn list_agents(&self, workspace: &str, page: &PageRequest) -> Result<Page<Agent>> {
         let stmt = select(Revisions::Latest)
             .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(workspace))
             .to_owned();
@@ -221,7 +224,7 @@ impl Store {
         keyset_page::<AgentRow, Agent>(&self.db, stmt, key, page, |a| a.id.clone()).await
     }
 
-    pub async fn list_agent_revisions(
+    async fn list_agent_revisions(
         &self,
         name: &AgentName,
         page: &PageRequest,
@@ -250,9 +253,7 @@ impl Store {
         Ok(paginate(items, page.size, |a| a.revision.to_string()))
     }
 
-    /// Appends a revision holding the latest one with `patch` applied (core checks the
-    /// resulting spec before anything is written).
-    pub async fn update_agent(
+    async fn update_agent(
         &self,
         m: &Mutation,
         name: &AgentName,
@@ -313,7 +314,7 @@ impl Store {
         })
     }
 
-    pub async fn delete_agent(
+    async fn delete_agent(
         &self,
         m: &Mutation,
         name: &AgentName,

@@ -5,8 +5,10 @@ use agentry_core::{
     Error, Result, apikey,
     model::{ApiKey, CreatedApiKey, Page, Role},
     names::ApiKeyName,
-    time::{Micros, now_micros},
+    port::{ApiKeyStore, KeyRecord, NewApiKey},
+    time::now_micros,
 };
+use async_trait::async_trait;
 use sea_query::{Expr, Query, SelectStatement};
 
 use crate::{
@@ -16,22 +18,6 @@ use crate::{
     tables::ApiKeys,
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewApiKey {
-    pub workspace: String,
-    pub display_name: String,
-    pub role: Role,
-    pub expire_time: Option<Micros>,
-}
-
-/// What authentication needs to know about a key.
-#[derive(Debug, Clone)]
-pub struct KeyRecord {
-    pub key: ApiKey,
-    pub secret_hash: Vec<u8>,
-    pub revoke_time: Option<Micros>,
-}
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -99,8 +85,9 @@ fn by_id(workspace: &str, key: &str) -> SelectStatement {
         .to_owned()
 }
 
-impl Store {
-    pub async fn create_api_key(&self, m: &Mutation, new: NewApiKey) -> Result<CreatedApiKey> {
+#[async_trait]
+impl ApiKeyStore for Store {
+    async fn create_api_key(&self, m: &Mutation, new: NewApiKey) -> Result<CreatedApiKey> {
         let id = uuid::Uuid::now_v7();
         let secret = apikey::new_secret(&new.workspace, &id);
         let created: CreatedApiKey = mutate!(self, m, |tx| async {
@@ -135,7 +122,7 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn list_api_keys(&self, workspace: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
+    async fn list_api_keys(&self, workspace: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
         let stmt = select()
             .and_where(Expr::col(ApiKeys::WorkspaceId).eq(workspace))
             .and_where(Expr::col(ApiKeys::RevokeTime).is_null())
@@ -143,7 +130,7 @@ impl Store {
         keyset_page::<KeyRow, ApiKey>(&self.db, stmt, ApiKeys::KeyId, page, |k| k.id.clone()).await
     }
 
-    pub async fn delete_api_key(&self, m: &Mutation, name: &ApiKeyName) -> Result<()> {
+    async fn delete_api_key(&self, m: &Mutation, name: &ApiKeyName) -> Result<()> {
         mutate!(self, m, |tx| async {
             let row: Option<KeyRow> = tx
                 .fetch_optional(&by_id(&name.workspace, &name.key))
@@ -165,8 +152,7 @@ impl Store {
         })
     }
 
-    /// The key a secret names, revoked or not, for authentication.
-    pub async fn find_api_key(&self, workspace: &str, key: &str) -> Result<Option<KeyRecord>> {
+    async fn find_api_key(&self, workspace: &str, key: &str) -> Result<Option<KeyRecord>> {
         let row: Option<KeyRow> = self.db.fetch_optional(&by_id(workspace, key)).await?;
         row.map(KeyRecord::try_from).transpose()
     }

@@ -4,32 +4,30 @@
 //! page is a range scan of the primary key `(workspace_id, audit_id)` however long the
 //! log grows; the filters narrow that scan.
 
-use agentry_core::{Result, model::Page, time::Micros};
+use agentry_core::{
+    Result,
+    model::Page,
+    port::{AuditFilter, AuditRecord, AuditStore},
+};
+use async_trait::async_trait;
 use sea_query::{Expr, Func, Order, Query, SelectStatement};
 
 use crate::{PageRequest, Store, paginate, tables::AuditLog};
 
-/// One committed mutation.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct AuditRecord {
-    pub workspace_id: String,
-    pub audit_id: String,
-    pub create_time: i64,
-    pub principal: String,
-    pub method: String,
-    pub resource: String,
-    pub request_id: String,
-}
+/// An audit record as [`COLUMNS`] decode it.
+type AuditRow = (String, String, i64, String, String, String, String);
 
-/// Filters of ListAuditRecords; all of them must match.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub principal: Option<String>,
-    pub method: Option<String>,
-    /// The resource itself and everything under it (`{prefix}/…`).
-    pub resource: Option<String>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
+fn record(row: AuditRow) -> AuditRecord {
+    let (workspace_id, audit_id, create_time, principal, method, resource, request_id) = row;
+    AuditRecord {
+        workspace_id,
+        audit_id,
+        create_time,
+        principal,
+        method,
+        resource,
+        request_id,
+    }
 }
 
 /// The columns of an audit record that lists return (all but `outcome`), in the order
@@ -88,15 +86,16 @@ fn list(workspace: &str, filter: &AuditFilter, page: &PageRequest) -> SelectStat
 #[iden = "substr"]
 struct Substr;
 
-impl Store {
-    /// A workspace's audit records, newest first.
-    pub async fn list_audit_records(
+#[async_trait]
+impl AuditStore for Store {
+    async fn list_audit_records(
         &self,
         workspace: &str,
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<AuditRecord>> {
-        let rows: Vec<AuditRecord> = self.db.fetch_all(&list(workspace, filter, page)).await?;
-        Ok(paginate(rows, page.size, |r| r.audit_id.clone()))
+        let rows: Vec<AuditRow> = self.db.fetch_all(&list(workspace, filter, page)).await?;
+        let records = rows.into_iter().map(record).collect();
+        Ok(paginate(records, page.size, |r| r.audit_id.clone()))
     }
 }

@@ -266,10 +266,10 @@ impl Db {
         }
     }
 
-    pub(crate) fn pool_connections(&self) -> crate::observe::PoolConnections {
-        fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> crate::observe::PoolConnections {
+    pub(crate) fn pool_connections(&self) -> agentry_core::port::PoolConnections {
+        fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> agentry_core::port::PoolConnections {
             let (size, idle) = (u64::from(pool.size()), pool.num_idle() as u64);
-            crate::observe::PoolConnections {
+            agentry_core::port::PoolConnections {
                 active: size.saturating_sub(idle),
                 idle,
                 max: u64::from(pool.options().get_max_connections()),
@@ -279,7 +279,7 @@ impl Db {
             Self::Postgres(pool) => of(pool),
             Self::Sqlite { writer, reader } => {
                 let (w, r) = (of(writer), of(reader));
-                crate::observe::PoolConnections {
+                agentry_core::port::PoolConnections {
                     active: w.active + r.active,
                     idle: w.idle + r.idle,
                     max: w.max + r.max,

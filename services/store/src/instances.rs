@@ -7,9 +7,11 @@ use agentry_core::{
     instance::check_instance_quota,
     model::{Instance, Page},
     names::{AgentName, InstanceName, ProjectName},
+    port::InstanceStore,
     status::InstanceStatus,
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 // The commands are core's; re-exported for the store's callers.
 pub use agentry_core::instance::{InstanceFilter, InstancePatch, NewInstance};
 use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
@@ -213,8 +215,9 @@ async fn resolve_config(
     Ok((record, effective))
 }
 
-impl Store {
-    pub async fn create_instance(&self, m: &Mutation, new: NewInstance) -> Result<Instance> {
+#[async_trait]
+impl InstanceStore for Store {
+    async fn create_instance(&self, m: &Mutation, new: NewInstance) -> Result<Instance> {
         mutate!(self, m, |tx| async {
             let project = new.name.project();
             // The project lock serializes creates in the project, so the quota holds.
@@ -275,7 +278,7 @@ impl Store {
         })
     }
 
-    pub async fn get_instance(&self, name: &InstanceName) -> Result<Instance> {
+    async fn get_instance(&self, name: &InstanceName) -> Result<Instance> {
         found(
             self.db
                 .fetch_optional::<InstanceRow>(&by_name(name))
@@ -284,7 +287,7 @@ impl Store {
         )
     }
 
-    pub async fn list_instances(
+    async fn list_instances(
         &self,
         project: &ProjectName,
         filter: &InstanceFilter,
@@ -306,7 +309,7 @@ impl Store {
         .await
     }
 
-    pub async fn update_instance(
+    async fn update_instance(
         &self,
         m: &Mutation,
         name: &InstanceName,
@@ -340,7 +343,7 @@ impl Store {
         })
     }
 
-    pub async fn delete_instance(
+    async fn delete_instance(
         &self,
         m: &Mutation,
         name: &InstanceName,
@@ -355,7 +358,7 @@ impl Store {
         })
     }
 
-    pub async fn set_instance_status(
+    async fn set_instance_status(
         &self,
         m: &Mutation,
         name: &InstanceName,
@@ -380,9 +383,7 @@ impl Store {
         })
     }
 
-    /// Records a heartbeat. Liveness is not a managed change: no audit record, and the
-    /// etag moves only when the heartbeat brings the instance back from OFFLINE.
-    pub async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance> {
+    async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance> {
         let mut tx = self.db.begin().await?;
         let (mut instance, status_before_offline) = lock_instance(&mut tx, name, "").await?;
         instance.heartbeat(status_before_offline, now_micros())?;
@@ -398,9 +399,7 @@ impl Store {
         Ok(instance)
     }
 
-    /// Moves every live instance whose heartbeat lapsed before `now` to OFFLINE;
-    /// returns how many moved.
-    pub async fn reap_instances(&self, now: Micros) -> Result<u64> {
+    async fn reap_instances(&self, now: Micros) -> Result<u64> {
         let stmt = Query::update()
             .table(Instances::Table)
             .values([

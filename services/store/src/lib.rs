@@ -15,44 +15,35 @@ mod feed;
 mod instances;
 mod mutation;
 mod observe;
+mod port;
 mod projects;
 mod rows;
 mod settings;
 mod tables;
 mod workspaces;
 
-pub use agents::{AgentPatch, NewAgent};
-pub use api_keys::{KeyRecord, NewApiKey};
-pub use audit::{AuditFilter, AuditRecord};
-pub use contexts::{ContextChange, ContextHead, ContextWrite, NewContext, VersionFilter};
-pub use db::Backend;
-pub use execution::{
-    Claim, EventInput, NewRun, NewSession, Percentiles, ReapLimits, ReapReport, RunFilter,
-    RunReaper, RunStatsGroup,
+// The commands and results are core's (`agentry_core::port`, the port this store
+// implements); re-exported for the store's own callers and tests.
+pub use agentry_core::port::{
+    AuditFilter, AuditRecord, ChangeFeed, Claim, ContextChange, ContextHead, ContextWrite,
+    KeyRecord, Mutation, NewApiKey, NewContext, NewProject, NewWorkspace, PageRequest, Percentiles,
+    PoolConnections, ProjectPatch, ReapLimits, ReapReport, RunReaper, RunStatsGroup, Subscription,
+    VersionFilter, WorkspacePatch,
 };
-pub use feed::{ChangeFeed, FEED_CHANNEL, Subscription};
+pub use agents::{AgentPatch, NewAgent};
+pub use db::Backend;
+pub use execution::{EventInput, NewRun, NewSession, RunFilter};
+pub use feed::FEED_CHANNEL;
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
-pub use mutation::Mutation;
-pub use observe::PoolConnections;
-pub use projects::{NewProject, ProjectPatch};
-pub use workspaces::{NewWorkspace, WorkspacePatch};
 
 use agentry_core::Result;
-
-/// Where a list continues and how much of it to return.
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    pub size: usize,
-    /// The cursor from the previous page's `next_cursor`, already verified by the caller.
-    pub after: Option<String>,
-}
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: db::Db,
     /// This process's waiters, woken after the changes they wait for commit.
-    feed: std::sync::Arc<feed::Registry>,
+    feed: std::sync::Arc<agentry_core::port::Registry>,
     /// This process among the replicas: NOTIFY payloads carry it, so a replica can skip
     /// the notifications it sent itself.
     replica: String,

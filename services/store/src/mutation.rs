@@ -9,6 +9,7 @@
 //! When two calls with one `request_id` race, the loser fails on a constraint; it then
 //! finds the winner's stored result and replays it instead of failing.
 
+pub(crate) use agentry_core::port::Mutation;
 use agentry_core::{Error, Reason, Result, time::now_micros};
 use sea_query::{Expr, Query};
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,29 +20,6 @@ use crate::{
     rows::insert_row,
     tables::{AuditLog, IdempotencyKeys},
 };
-
-/// Who writes what, for the audit log and the idempotency table.
-#[derive(Debug, Clone)]
-pub struct Mutation {
-    /// The workspace the mutation belongs to (the new one, for CreateWorkspace).
-    pub workspace: String,
-    /// Where `request_id`s are unique: the workspace, or empty for calls that create
-    /// workspaces (whose request ids belong to the caller, not to the new workspace).
-    pub scope: String,
-    /// The caller: an API key's resource name, or `root`.
-    pub principal: String,
-    /// The gRPC method, e.g. `CreateProject`.
-    pub method: &'static str,
-    /// The resource name written.
-    pub resource: String,
-    /// Empty when the caller sent none.
-    pub request_id: String,
-    /// Hash of the whole request; a reused `request_id` must come with the same one.
-    pub request_hash: Vec<u8>,
-    /// Whether the mutation gets an audit record. Worker traffic (event batches,
-    /// heartbeats) is recorded in the run's own log instead.
-    pub audit: bool,
-}
 
 pub(crate) enum Begun<T> {
     Replay(T),

@@ -2,21 +2,10 @@
 //! lines store operations record (through the `metrics` facade, which does nothing
 //! unless the server installed a recorder).
 
-use agentry_core::{Result, time::Micros};
+use agentry_core::{Result, port::PoolConnections, time::Micros};
 use sea_query::{Expr, Func, Query};
 
 use crate::{Store, tables::Runs};
-
-/// Connections of the database pools, for `agentry_db_pool_connections{state}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolConnections {
-    /// Checked out by a call or a background task.
-    pub active: u64,
-    /// Open and waiting in the pool.
-    pub idle: u64,
-    /// The most the pools will open.
-    pub max: u64,
-}
 
 impl Store {
     /// Runs by status, over every workspace: one `GROUP BY` over the runs table.

@@ -3,11 +3,13 @@
 use agentry_core::{
     Error, Reason, Result,
     error::QuotaViolation,
-    model::{Labels, Page, Project},
+    model::{Page, Project},
     names::ProjectName,
+    port::{NewProject, ProjectPatch, ProjectStore},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
@@ -20,23 +22,6 @@ use crate::{
     tables::{Contexts, Instances, Projects},
     workspaces::lock_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewProject {
-    pub workspace: String,
-    pub id: String,
-    pub display_name: String,
-    pub description: String,
-    pub labels: Labels,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ProjectPatch {
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub labels: Option<Labels>,
-    pub etag: String,
-}
 
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
@@ -99,8 +84,9 @@ pub(crate) async fn lock_project(tx: &mut Tx, name: &ProjectName) -> Result<Proj
     found(tx.fetch_optional::<ProjectRow>(&locked).await?, name)
 }
 
-impl Store {
-    pub async fn create_project(&self, m: &Mutation, new: NewProject) -> Result<Project> {
+#[async_trait]
+impl ProjectStore for Store {
+    async fn create_project(&self, m: &Mutation, new: NewProject) -> Result<Project> {
         mutate!(self, m, |tx| async {
             // The workspace lock serializes creates, so the quota count cannot race.
             let workspace = lock_workspace(tx, &new.workspace).await?;
@@ -147,18 +133,14 @@ impl Store {
         })
     }
 
-    pub async fn get_project(&self, name: &ProjectName) -> Result<Project> {
+    async fn get_project(&self, name: &ProjectName) -> Result<Project> {
         found(
             self.db.fetch_optional::<ProjectRow>(&by_name(name)).await?,
             name,
         )
     }
 
-    pub async fn list_projects(
-        &self,
-        workspace: &str,
-        page: &PageRequest,
-    ) -> Result<Page<Project>> {
+    async fn list_projects(&self, workspace: &str, page: &PageRequest) -> Result<Page<Project>> {
         let stmt = select()
             .and_where(Expr::col(Projects::WorkspaceId).eq(workspace))
             .to_owned();
@@ -168,7 +150,7 @@ impl Store {
         .await
     }
 
-    pub async fn update_project(
+    async fn update_project(
         &self,
         m: &Mutation,
         name: &ProjectName,
@@ -197,7 +179,7 @@ impl Store {
         })
     }
 
-    pub async fn delete_project(
+    async fn delete_project(
         &self,
         m: &Mutation,
         name: &ProjectName,

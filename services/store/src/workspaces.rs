@@ -3,11 +3,13 @@
 
 use agentry_core::{
     Error, Reason, Result,
-    model::{Labels, Page, Quotas, QuotasPatch, Workspace},
+    model::{Page, Quotas, Workspace},
     names::WorkspaceName,
+    port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
 
 use crate::{
@@ -19,25 +21,6 @@ use crate::{
     rows::{self, check_etag, found, insert_row, json, labels, select_all, to_json},
     tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
 };
-
-#[derive(Debug, Clone)]
-pub struct NewWorkspace {
-    pub id: String,
-    pub display_name: String,
-    pub description: String,
-    pub quotas: Quotas,
-    pub labels: Labels,
-}
-
-/// Fields to change; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct WorkspacePatch {
-    pub display_name: Option<String>,
-    pub description: Option<String>,
-    pub quotas: QuotasPatch,
-    pub labels: Option<Labels>,
-    pub etag: String,
-}
 
 #[derive(sqlx::FromRow)]
 struct WorkspaceRow {
@@ -144,8 +127,9 @@ pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     )
 }
 
-impl Store {
-    pub async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+#[async_trait]
+impl WorkspaceStore for Store {
+    async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
         mutate!(self, m, |tx| async {
             let now = now_micros();
             let workspace = Workspace {
@@ -177,14 +161,14 @@ impl Store {
         })
     }
 
-    pub async fn get_workspace(&self, id: &str) -> Result<Workspace> {
+    async fn get_workspace(&self, id: &str) -> Result<Workspace> {
         found(
             self.db.fetch_optional::<WorkspaceRow>(&by_id(id)).await?,
             name(id),
         )
     }
 
-    pub async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+    async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
         keyset_page::<WorkspaceRow, Workspace>(
             &self.db,
             select(),
@@ -195,7 +179,7 @@ impl Store {
         .await
     }
 
-    pub async fn update_workspace(
+    async fn update_workspace(
         &self,
         m: &Mutation,
         id: &str,
@@ -238,7 +222,7 @@ impl Store {
         })
     }
 
-    pub async fn delete_workspace(
+    async fn delete_workspace(
         &self,
         m: &Mutation,
         id: &str,

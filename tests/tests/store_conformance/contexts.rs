@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use agentry_core::port::{ContextReads, ContextStore, ContextWrites, ProjectStore};
 use agentry_core::{Error, names::ContextName};
 use agentry_store::{ContextChange, ContextWrite, NewContext, Store};
 use serde_json::json;

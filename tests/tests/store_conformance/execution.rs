@@ -4,6 +4,9 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
+use agentry_core::port::{
+    ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+};
 use agentry_core::{
     Error,
     model::Quotas,

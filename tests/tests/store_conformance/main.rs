@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use agentry_core::port::{AgentStore, ApiKeyStore, InstanceStore, ProjectStore, WorkspaceStore};
 use agentry_core::{
     Error,
     model::{AgentSpec, Quotas},

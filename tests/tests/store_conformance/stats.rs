@@ -3,6 +3,7 @@
 //! agent, identical on both back ends.
 
 use agentry_core::names::ProjectName;
+use agentry_core::port::RunStatsStore;
 use agentry_store::Percentiles;
 
 use super::{

@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use agentry_core::port::{
+    ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+};
 use agentry_core::{
     model::Quotas,
     names::{RunName, SessionName},

@@ -12,7 +12,7 @@ use super::{
     Failure, Global,
     conn::Client,
     diff,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     output::{descriptor, from_json, to_json},
     read_document,
     status::fail,
@@ -99,42 +99,26 @@ pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
                 update_mask: Some(FieldMask { paths }),
                 ..Default::default()
             };
-            c.out
-                .print(&registry.update_agent(request).await?.into_inner())
+            c.show(registry.update_agent(request)).await
         }
         AgentsCmd::Get { name, revision } => {
             let name = c.names.in_workspace("agents", &name)?;
             let request = pb::GetAgentRequest { name, revision };
-            c.out
-                .print(&registry.get_agent(request).await?.into_inner())
+            c.show(registry.get_agent(request)).await
         }
         AgentsCmd::List { paging } => {
-            let parent = c.names.workspace()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                let request = pb::ListAgentsRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                };
-                async move { registry.list_agents(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let request = pb::ListAgentsRequest {
+                parent: c.names.workspace()?,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
         AgentsCmd::Revisions { name, paging } => {
-            let name = c.names.in_workspace("agents", &name)?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                let request = pb::ListAgentRevisionsRequest {
-                    name: name.clone(),
-                    page_size,
-                    page_token,
-                };
-                async move { registry.list_agent_revisions(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let request = pb::ListAgentRevisionsRequest {
+                name: c.names.in_workspace("agents", &name)?,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
         AgentsCmd::Diff { name, rev_a, rev_b } => diff_revisions(&c, name, rev_a, rev_b).await,
         AgentsCmd::Delete { name, force } => {
@@ -144,8 +128,7 @@ pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
                 force,
                 ..Default::default()
             };
-            registry.delete_agent(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, registry.delete_agent(request)).await
         }
     }
 }
@@ -168,8 +151,7 @@ async fn create(c: &Client, file: PathBuf) -> Result<(), Failure> {
         agent: Some(agent),
         ..Default::default()
     };
-    c.out
-        .print(&c.registry().create_agent(request).await?.into_inner())
+    c.show(c.registry().create_agent(request)).await
 }
 
 /// Prints the changes from revision `rev_a` of an agent to `rev_b`.

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use super::{
     Failure, Global,
     conn::Client,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     time::{parse_time, rfc3339},
 };
 
@@ -79,17 +79,10 @@ pub async fn run(global: Global, command: AuditCmd) -> Result<(), Failure> {
             rfc3339(parse_time(&until)?)
         ));
     }
-    let filter = terms.join(" AND ");
-    let listed = all(&paging, |page_size, page_token| {
-        let mut registry = c.registry();
-        let request = pb::ListAuditRecordsRequest {
-            parent: parent.clone(),
-            page_size,
-            page_token,
-            filter: filter.clone(),
-        };
-        async move { registry.list_audit_records(request).await }
-    })
-    .await?;
-    c.out.print(&listed)
+    let request = pb::ListAuditRecordsRequest {
+        parent,
+        filter: terms.join(" AND "),
+        ..Default::default()
+    };
+    print_all(&c, &paging, request).await
 }

@@ -8,8 +8,9 @@ use agentry_proto::v1::{
     context_service_client::ContextServiceClient, execution_service_client::ExecutionServiceClient,
     registry_service_client::RegistryServiceClient,
 };
+use prost::{Message, Name};
 use tonic::{
-    Request, Status,
+    Request, Response, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
@@ -119,6 +120,24 @@ impl Client {
     /// The connection itself, for clients other than the API's (health).
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Prints the answer of a call.
+    pub async fn show<M: Message + Name>(
+        &self,
+        call: impl Future<Output = Result<Response<M>, Status>>,
+    ) -> Result<(), Failure> {
+        self.out.print(&call.await?.into_inner())
+    }
+
+    /// Waits for a delete and says what it deleted.
+    pub async fn deleted<M>(
+        &self,
+        name: &str,
+        call: impl Future<Output = Result<Response<M>, Status>>,
+    ) -> Result<(), Failure> {
+        call.await?;
+        self.out.empty(&format!("deleted {name}"))
     }
 
     pub fn registry(&self) -> Registry {

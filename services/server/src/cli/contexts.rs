@@ -11,7 +11,7 @@ use super::{
     conn::Client,
     diff,
     follow::follow,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     output::{cell, from_json, to_json, write_out},
     parse_document, read_document,
     registry::label,
@@ -146,8 +146,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
             let request = pb::GetContextRequest {
                 name: name_of(&name)?,
             };
-            c.out
-                .print(&contexts.get_context(request).await?.into_inner())
+            c.show(contexts.get_context(request)).await
         }
         ContextsCmd::List { owner, paging } => list(&c, owner, &paging).await,
         ContextsCmd::Delete { name } => {
@@ -156,8 +155,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
                 name: name.clone(),
                 ..Default::default()
             };
-            contexts.delete_context(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, contexts.delete_context(request)).await
         }
         ContextsCmd::Read { name, version } => {
             let request = pb::ReadContextRequest {
@@ -181,8 +179,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
                 description: args.description.clone(),
                 ..Default::default()
             };
-            c.out
-                .print(&contexts.write_context(request).await?.into_inner())
+            c.show(contexts.write_context(request)).await
         }
         ContextsCmd::Log { name, paging } => log(&c, name_of(&name)?, &paging).await,
         ContextsCmd::Diff { name, a, b } => {
@@ -207,8 +204,7 @@ pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
                 description,
                 ..Default::default()
             };
-            c.out
-                .print(&contexts.rollback_context(request).await?.into_inner())
+            c.show(contexts.rollback_context(request)).await
         }
         ContextsCmd::Watch { name, after } => watch(&c, name_of(&name)?, after).await,
     }
@@ -220,36 +216,22 @@ async fn list(c: &Client, owner: Option<String>, paging: &Paging) -> Result<(), 
         Some(o) => format!("owner = \"{}\"", c.names.in_project("instances", &o)?),
         None => String::new(),
     };
-    let parent = c.names.project()?;
-    let listed = all(paging, |page_size, page_token| {
-        let mut contexts = c.contexts();
-        let request = pb::ListContextsRequest {
-            parent: parent.clone(),
-            page_size,
-            page_token,
-            filter: filter.clone(),
-        };
-        async move { contexts.list_contexts(request).await }
-    })
-    .await?;
-    c.out.print(&listed)
+    let request = pb::ListContextsRequest {
+        parent: c.names.project()?,
+        filter,
+        ..Default::default()
+    };
+    print_all(c, paging, request).await
 }
 
 /// Lists the versions of a context, newest first.
 async fn log(c: &Client, name: String, paging: &Paging) -> Result<(), Failure> {
-    let listed = all(paging, |page_size, page_token| {
-        let mut contexts = c.contexts();
-        let request = pb::ListContextVersionsRequest {
-            name: name.clone(),
-            page_size,
-            page_token,
-            view: pb::ContextVersionView::Basic as i32,
-            ..Default::default()
-        };
-        async move { contexts.list_context_versions(request).await }
-    })
-    .await?;
-    c.out.print(&listed)
+    let request = pb::ListContextVersionsRequest {
+        name,
+        view: pb::ContextVersionView::Basic as i32,
+        ..Default::default()
+    };
+    print_all(c, paging, request).await
 }
 
 /// A diff as `diff::print` shows it (no operations at all is an empty list).
@@ -284,8 +266,7 @@ async fn create(c: &Client, args: CreateArgs) -> Result<(), Failure> {
         data: Some(crate::convert::json_to_value(&data)),
         ..Default::default()
     };
-    c.out
-        .print(&c.contexts().create_context(request).await?.into_inner())
+    c.show(c.contexts().create_context(request)).await
 }
 
 async fn watch(c: &Client, name: String, after: Option<i64>) -> Result<(), Failure> {

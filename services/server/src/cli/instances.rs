@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use super::{
     Failure, Global,
     conn::Client,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     parse_document, read_document,
     registry::label,
     status::fail,
@@ -130,14 +130,12 @@ pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
                 instance: Some(instance),
                 ..Default::default()
             };
-            c.out
-                .print(&registry.create_instance(request).await?.into_inner())
+            c.show(registry.create_instance(request)).await
         }
         InstancesCmd::Get { name } => {
             let name = c.names.in_project("instances", &name)?;
             let request = pb::GetInstanceRequest { name };
-            c.out
-                .print(&registry.get_instance(request).await?.into_inner())
+            c.show(registry.get_instance(request)).await
         }
         InstancesCmd::List {
             status,
@@ -155,22 +153,19 @@ pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
                 status_message: message,
                 ..Default::default()
             };
-            c.out
-                .print(&registry.set_instance_status(request).await?.into_inner())
+            c.show(registry.set_instance_status(request)).await
         }
         InstancesCmd::Heartbeat { name } => {
             let name = c.names.in_project("instances", &name)?;
             let request = pb::HeartbeatInstanceRequest { name };
-            c.out
-                .print(&registry.heartbeat_instance(request).await?.into_inner())
+            c.show(registry.heartbeat_instance(request)).await
         }
         InstancesCmd::Delete { name } => {
             let request = pb::DeleteInstanceRequest {
                 name: c.names.in_project("instances", &name)?,
                 ..Default::default()
             };
-            let instance = registry.delete_instance(request).await?.into_inner();
-            c.out.print(&instance)
+            c.show(registry.delete_instance(request)).await
         }
     }
 }
@@ -210,18 +205,10 @@ async fn list(
             c.names.in_workspace("agents", &agent)?
         ));
     }
-    let filter = terms.join(" AND ");
-    let parent = c.names.project()?;
-    let listed = all(paging, |page_size, page_token| {
-        let mut registry = c.registry();
-        let request = pb::ListInstancesRequest {
-            parent: parent.clone(),
-            page_size,
-            page_token,
-            filter: filter.clone(),
-        };
-        async move { registry.list_instances(request).await }
-    })
-    .await?;
-    c.out.print(&listed)
+    let request = pb::ListInstancesRequest {
+        parent: c.names.project()?,
+        filter: terms.join(" AND "),
+        ..Default::default()
+    };
+    print_all(c, paging, request).await
 }

@@ -7,17 +7,26 @@ use agentry_proto::v1 as pb;
 use clap::Args;
 use tonic::{Response, Status};
 
-use super::Failure;
+use super::{Failure, conn::Client};
 
 /// A list response: its items and its continuation token.
-pub trait Listing: Default {
+pub trait Listing: Default + prost::Message + prost::Name {
     type Item;
     fn items(&mut self) -> &mut Vec<Self::Item>;
     fn token(&mut self) -> &mut String;
 }
 
+/// A list request: the page it asks for, and the call that answers it.
+pub trait ListRequest: Clone {
+    type Response: Listing;
+    fn set_page(&mut self, page_size: i32, page_token: String);
+    fn send(self, c: &Client) -> impl Future<Output = Result<Response<Self::Response>, Status>>;
+}
+
+/// `Request => client.method -> Response.items: Item`: the request's call and the
+/// response's items.
 macro_rules! listing {
-    ($($response:ident . $field:ident : $item:ident),* $(,)?) => {
+    ($($request:ident => $client:ident.$method:ident -> $response:ident.$field:ident: $item:ident),* $(,)?) => {
         $(impl Listing for pb::$response {
             type Item = pb::$item;
             fn items(&mut self) -> &mut Vec<pb::$item> {
@@ -26,23 +35,37 @@ macro_rules! listing {
             fn token(&mut self) -> &mut String {
                 &mut self.next_page_token
             }
+        }
+
+        impl ListRequest for pb::$request {
+            type Response = pb::$response;
+            fn set_page(&mut self, page_size: i32, page_token: String) {
+                self.page_size = page_size;
+                self.page_token = page_token;
+            }
+            async fn send(self, c: &Client) -> Result<Response<pb::$response>, Status> {
+                c.$client().$method(self).await
+            }
         })*
     };
 }
 
 listing!(
-    ListWorkspacesResponse.workspaces: Workspace,
-    ListProjectsResponse.projects: Project,
-    ListApiKeysResponse.api_keys: ApiKey,
-    ListAgentsResponse.agents: Agent,
-    ListAgentRevisionsResponse.revisions: Agent,
-    ListInstancesResponse.instances: Instance,
-    ListContextsResponse.contexts: Context,
-    ListContextVersionsResponse.versions: ContextVersion,
-    ListSessionsResponse.sessions: Session,
-    ListMessagesResponse.messages: Message,
-    ListRunsResponse.runs: Run,
-    ListAuditRecordsResponse.audit_records: AuditRecord,
+    ListWorkspacesRequest => registry.list_workspaces -> ListWorkspacesResponse.workspaces: Workspace,
+    ListProjectsRequest => registry.list_projects -> ListProjectsResponse.projects: Project,
+    ListApiKeysRequest => registry.list_api_keys -> ListApiKeysResponse.api_keys: ApiKey,
+    ListAgentsRequest => registry.list_agents -> ListAgentsResponse.agents: Agent,
+    ListAgentRevisionsRequest => registry.list_agent_revisions
+        -> ListAgentRevisionsResponse.revisions: Agent,
+    ListInstancesRequest => registry.list_instances -> ListInstancesResponse.instances: Instance,
+    ListContextsRequest => contexts.list_contexts -> ListContextsResponse.contexts: Context,
+    ListContextVersionsRequest => contexts.list_context_versions
+        -> ListContextVersionsResponse.versions: ContextVersion,
+    ListSessionsRequest => execution.list_sessions -> ListSessionsResponse.sessions: Session,
+    ListMessagesRequest => execution.list_messages -> ListMessagesResponse.messages: Message,
+    ListRunsRequest => execution.list_runs -> ListRunsResponse.runs: Run,
+    ListAuditRecordsRequest => registry.list_audit_records
+        -> ListAuditRecordsResponse.audit_records: AuditRecord,
 );
 
 #[derive(Args, Debug, Clone, Default)]
@@ -57,25 +80,27 @@ pub struct Paging {
 
 const PAGE: usize = 200;
 
-/// Calls `fetch(page_size, page_token)` until the list ends or `--limit` is reached.
-pub async fn all<R, F, Fut>(paging: &Paging, mut fetch: F) -> Result<R, Failure>
-where
-    R: Listing,
-    F: FnMut(i32, String) -> Fut,
-    Fut: Future<Output = Result<Response<R>, Status>>,
-{
-    let mut out = R::default();
+/// Sends `request` for one page after another until the list ends or `--limit` is
+/// reached, and prints what it read as one response.
+pub async fn print_all<Q: ListRequest>(
+    c: &Client,
+    paging: &Paging,
+    request: Q,
+) -> Result<(), Failure> {
+    let mut out = Q::Response::default();
     let mut token = paging.page_token.clone();
     loop {
         let have = out.items().len();
         let size = paging.limit.map_or(PAGE, |limit| (limit - have).min(PAGE));
-        let mut page = fetch(size as i32, token).await?.into_inner();
+        let mut page_request = request.clone();
+        page_request.set_page(size as i32, token);
+        let mut page = page_request.send(c).await?.into_inner();
         out.items().append(page.items());
         token = std::mem::take(page.token());
         let full = paging.limit.is_some_and(|limit| out.items().len() >= limit);
         if token.is_empty() || full {
             *out.token() = token;
-            return Ok(out);
+            return c.out.print(&out);
         }
     }
 }

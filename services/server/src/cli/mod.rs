@@ -88,9 +88,9 @@ pub struct Group<T: Subcommand> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Workspaces (tenants): create, get, list, update, delete.
-    Workspaces(Group<registry::WorkspacesCmd>),
+    Workspaces(Group<registry::SpecCmd>),
     /// Projects of a workspace: create, get, list, update, delete.
-    Projects(Group<registry::ProjectsCmd>),
+    Projects(Group<registry::SpecCmd>),
     /// API keys of a workspace: create (prints the secret once), list, delete.
     Keys(Group<registry::KeysCmd>),
     /// Agent definitions: create and update from a YAML or JSON file, revisions, diff.

@@ -61,27 +61,13 @@ impl Names {
 
     /// A resource of the default workspace: `agents/x` or `x` → `workspaces/w/agents/x`.
     pub fn in_workspace(&self, collection: &str, arg: &str) -> Result<String, Failure> {
-        if arg.starts_with(ROOT) {
-            return Ok(arg.to_owned());
-        }
-        Ok(format!(
-            "{}/{collection}/{}",
-            self.workspace()?,
-            strip(arg, collection)
-        ))
+        in_parent(|| self.workspace(), collection, arg)
     }
 
     /// A resource of the default project: `instances/x` or `x` →
     /// `workspaces/w/projects/p/instances/x`.
     pub fn in_project(&self, collection: &str, arg: &str) -> Result<String, Failure> {
-        if arg.starts_with(ROOT) {
-            return Ok(arg.to_owned());
-        }
-        Ok(format!(
-            "{}/{collection}/{}",
-            self.project()?,
-            strip(arg, collection)
-        ))
+        in_parent(|| self.project(), collection, arg)
     }
 
     /// A run: its full name, `sessions/{s}/runs/{r}`, or `{s}/{r}` in the default
@@ -101,6 +87,22 @@ impl Names {
         };
         Ok(format!("{}/sessions/{session}/runs/{run}", self.project()?))
     }
+}
+
+/// A resource of `collection` in the default `parent`; a full name as it is.
+fn in_parent(
+    parent: impl FnOnce() -> Result<String, Failure>,
+    collection: &str,
+    arg: &str,
+) -> Result<String, Failure> {
+    if arg.starts_with(ROOT) {
+        return Ok(arg.to_owned());
+    }
+    Ok(format!(
+        "{}/{collection}/{}",
+        parent()?,
+        strip(arg, collection)
+    ))
 }
 
 /// `agents/x` → `x` for the collection `agents`; anything else unchanged.

@@ -9,7 +9,7 @@ use prost_types::FieldMask;
 use super::{
     Failure, Global,
     conn::Client,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     status::fail,
     time::{now_micros, parse_duration, timestamp},
 };
@@ -81,29 +81,31 @@ impl Spec {
     }
 }
 
+/// The commands of workspaces and of projects, which have the same fields.
 #[derive(Subcommand, Debug)]
-pub enum WorkspacesCmd {
-    /// Creates a workspace (ROOT).
+pub enum SpecCmd {
+    /// Creates one: a workspace (ROOT), or a project in --workspace.
     Create {
         /// `[a-z][a-z0-9-]{0,62}`
         id: String,
         #[command(flatten)]
         spec: Spec,
     },
-    /// Gets a workspace [default: --workspace].
+    /// Gets one [default: --workspace, or --project].
     Get { name: Option<String> },
-    /// Lists workspaces (ROOT).
+    /// Lists the workspaces (ROOT), or the projects of --workspace.
     List {
         #[command(flatten)]
         paging: Paging,
     },
-    /// Updates the fields given.
+    /// Updates the fields given [default: --workspace, or --project].
     Update {
         name: Option<String>,
         #[command(flatten)]
         spec: Spec,
     },
-    /// Deletes a workspace (ROOT); refused while it has projects unless --force.
+    /// Deletes one; refused while a workspace has projects, or a project live instances,
+    /// unless --force.
     Delete {
         name: String,
         #[arg(long)]
@@ -111,97 +113,53 @@ pub enum WorkspacesCmd {
     },
 }
 
-pub async fn workspaces(global: Global, command: WorkspacesCmd) -> Result<(), Failure> {
+pub async fn workspaces(global: Global, command: SpecCmd) -> Result<(), Failure> {
     let c = Client::new(global)?;
     let mut registry = c.registry();
     match command {
-        WorkspacesCmd::Create { id, spec } => {
+        SpecCmd::Create { id, spec } => {
             let workspace = spec.workspace(String::new());
             let request = pb::CreateWorkspaceRequest {
                 workspace_id: id,
                 workspace: Some(workspace),
                 ..Default::default()
             };
-            c.out
-                .print(&registry.create_workspace(request).await?.into_inner())
+            c.show(registry.create_workspace(request)).await
         }
-        WorkspacesCmd::Get { name } => {
+        SpecCmd::Get { name } => {
             let name = c.names.workspace_arg(name.as_deref())?;
             let request = pb::GetWorkspaceRequest { name };
-            c.out
-                .print(&registry.get_workspace(request).await?.into_inner())
+            c.show(registry.get_workspace(request)).await
         }
-        WorkspacesCmd::List { paging } => {
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                async move {
-                    let request = pb::ListWorkspacesRequest {
-                        page_size,
-                        page_token,
-                    };
-                    registry.list_workspaces(request).await
-                }
-            })
-            .await?;
-            c.out.print(&listed)
+        SpecCmd::List { paging } => {
+            print_all(&c, &paging, pb::ListWorkspacesRequest::default()).await
         }
-        WorkspacesCmd::Update { name, spec } => {
+        SpecCmd::Update { name, spec } => {
             let workspace = spec.workspace(c.names.workspace_arg(name.as_deref())?);
             let request = pb::UpdateWorkspaceRequest {
                 workspace: Some(workspace),
                 update_mask: spec.mask()?,
                 ..Default::default()
             };
-            c.out
-                .print(&registry.update_workspace(request).await?.into_inner())
+            c.show(registry.update_workspace(request)).await
         }
-        WorkspacesCmd::Delete { name, force } => {
+        SpecCmd::Delete { name, force } => {
             let name = c.names.workspace_arg(Some(&name))?;
             let request = pb::DeleteWorkspaceRequest {
                 name: name.clone(),
                 force,
                 ..Default::default()
             };
-            registry.delete_workspace(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, registry.delete_workspace(request)).await
         }
     }
 }
 
-#[derive(Subcommand, Debug)]
-pub enum ProjectsCmd {
-    /// Creates a project in --workspace.
-    Create {
-        id: String,
-        #[command(flatten)]
-        spec: Spec,
-    },
-    /// Gets a project [default: --project].
-    Get { name: Option<String> },
-    /// Lists the projects of --workspace.
-    List {
-        #[command(flatten)]
-        paging: Paging,
-    },
-    /// Updates the fields given.
-    Update {
-        name: Option<String>,
-        #[command(flatten)]
-        spec: Spec,
-    },
-    /// Deletes a project; refused while it has live instances unless --force.
-    Delete {
-        name: String,
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-pub async fn projects(global: Global, command: ProjectsCmd) -> Result<(), Failure> {
+pub async fn projects(global: Global, command: SpecCmd) -> Result<(), Failure> {
     let c = Client::new(global)?;
     let mut registry = c.registry();
     match command {
-        ProjectsCmd::Create { id, spec } => {
+        SpecCmd::Create { id, spec } => {
             let project = spec.project(String::new());
             let request = pb::CreateProjectRequest {
                 parent: c.names.workspace()?,
@@ -209,48 +167,37 @@ pub async fn projects(global: Global, command: ProjectsCmd) -> Result<(), Failur
                 project: Some(project),
                 ..Default::default()
             };
-            c.out
-                .print(&registry.create_project(request).await?.into_inner())
+            c.show(registry.create_project(request)).await
         }
-        ProjectsCmd::Get { name } => {
+        SpecCmd::Get { name } => {
             let name = c.names.project_arg(name.as_deref())?;
             let request = pb::GetProjectRequest { name };
-            c.out
-                .print(&registry.get_project(request).await?.into_inner())
+            c.show(registry.get_project(request)).await
         }
-        ProjectsCmd::List { paging } => {
-            let parent = c.names.workspace()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                let request = pb::ListProjectsRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                };
-                async move { registry.list_projects(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+        SpecCmd::List { paging } => {
+            let request = pb::ListProjectsRequest {
+                parent: c.names.workspace()?,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
-        ProjectsCmd::Update { name, spec } => {
+        SpecCmd::Update { name, spec } => {
             let project = spec.project(c.names.project_arg(name.as_deref())?);
             let request = pb::UpdateProjectRequest {
                 project: Some(project),
                 update_mask: spec.mask()?,
                 ..Default::default()
             };
-            c.out
-                .print(&registry.update_project(request).await?.into_inner())
+            c.show(registry.update_project(request)).await
         }
-        ProjectsCmd::Delete { name, force } => {
+        SpecCmd::Delete { name, force } => {
             let name = c.names.project_arg(Some(&name))?;
             let request = pb::DeleteProjectRequest {
                 name: name.clone(),
                 force,
                 ..Default::default()
             };
-            registry.delete_project(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, registry.delete_project(request)).await
         }
     }
 }
@@ -325,18 +272,11 @@ pub async fn keys(global: Global, command: KeysCmd) -> Result<(), Failure> {
             }
         }
         KeysCmd::List { paging } => {
-            let parent = c.names.workspace()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut registry = c.registry();
-                let request = pb::ListApiKeysRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                };
-                async move { registry.list_api_keys(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let request = pb::ListApiKeysRequest {
+                parent: c.names.workspace()?,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
         KeysCmd::Delete { name } => {
             let name = c.names.in_workspace("apiKeys", &name)?;
@@ -344,8 +284,7 @@ pub async fn keys(global: Global, command: KeysCmd) -> Result<(), Failure> {
                 name: name.clone(),
                 ..Default::default()
             };
-            registry.delete_api_key(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, registry.delete_api_key(request)).await
         }
     }
 }

@@ -7,7 +7,7 @@ use super::{
     Failure, Format, Global,
     conn::Client,
     events,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     output::{cell, print_table, to_json},
     registry::label,
     status::fail,
@@ -161,7 +161,7 @@ pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
             let request = pb::GetRunRequest {
                 name: c.names.run_name(&run)?,
             };
-            c.out.print(&execution.get_run(request).await?.into_inner())
+            c.show(execution.get_run(request)).await
         }
         RunsCmd::List {
             session,
@@ -183,8 +183,7 @@ pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
                 reason,
                 ..Default::default()
             };
-            c.out
-                .print(&execution.cancel_run(request).await?.into_inner())
+            c.show(execution.cancel_run(request)).await
         }
         RunsCmd::Approve { run, comment } => {
             decide(&c, &run, pb::ApprovalDecision::Approve, comment).await
@@ -211,18 +210,12 @@ async fn list(
         Some(s) => c.names.in_project("sessions", &s)?,
         None => format!("{}/sessions/-", c.names.project()?),
     };
-    let listed = all(paging, |page_size, page_token| {
-        let mut execution = c.execution();
-        let request = pb::ListRunsRequest {
-            parent: parent.clone(),
-            page_size,
-            page_token,
-            filter: filter.clone(),
-        };
-        async move { execution.list_runs(request).await }
-    })
-    .await?;
-    c.out.print(&listed)
+    let request = pb::ListRunsRequest {
+        parent,
+        filter,
+        ..Default::default()
+    };
+    print_all(c, paging, request).await
 }
 
 /// The run `runs create` asks for.
@@ -344,8 +337,7 @@ async fn decide(
         comment,
         ..Default::default()
     };
-    c.out
-        .print(&execution.decide_approval(request).await?.into_inner())
+    c.show(execution.decide_approval(request)).await
 }
 
 async fn stats(

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use super::{
     Failure, Global,
     conn::Client,
-    listing::{Paging, all},
+    listing::{Paging, print_all},
     registry::label,
 };
 
@@ -70,33 +70,24 @@ pub async fn run(global: Global, command: SessionsCmd) -> Result<(), Failure> {
                 session: Some(session),
                 ..Default::default()
             };
-            c.out
-                .print(&execution.create_session(request).await?.into_inner())
+            c.show(execution.create_session(request)).await
         }
         SessionsCmd::Get { name } => {
             let name = c.names.in_project("sessions", &name)?;
             let request = pb::GetSessionRequest { name };
-            c.out
-                .print(&execution.get_session(request).await?.into_inner())
+            c.show(execution.get_session(request)).await
         }
         SessionsCmd::List { instance, paging } => {
             let filter = match instance {
                 Some(i) => format!("instance = \"{}\"", c.names.in_project("instances", &i)?),
                 None => String::new(),
             };
-            let parent = c.names.project()?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut execution = c.execution();
-                let request = pb::ListSessionsRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                    filter: filter.clone(),
-                };
-                async move { execution.list_sessions(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let request = pb::ListSessionsRequest {
+                parent: c.names.project()?,
+                filter,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
         SessionsCmd::Delete { name } => {
             let name = c.names.in_project("sessions", &name)?;
@@ -104,27 +95,19 @@ pub async fn run(global: Global, command: SessionsCmd) -> Result<(), Failure> {
                 name: name.clone(),
                 ..Default::default()
             };
-            execution.delete_session(request).await?;
-            c.out.empty(&format!("deleted {name}"))
+            c.deleted(&name, execution.delete_session(request)).await
         }
         SessionsCmd::Transcript {
             name,
             show_superseded,
             paging,
         } => {
-            let parent = c.names.in_project("sessions", &name)?;
-            let listed = all(&paging, |page_size, page_token| {
-                let mut execution = c.execution();
-                let request = pb::ListMessagesRequest {
-                    parent: parent.clone(),
-                    page_size,
-                    page_token,
-                    show_superseded,
-                };
-                async move { execution.list_messages(request).await }
-            })
-            .await?;
-            c.out.print(&listed)
+            let request = pb::ListMessagesRequest {
+                parent: c.names.in_project("sessions", &name)?,
+                show_superseded,
+                ..Default::default()
+            };
+            print_all(&c, &paging, request).await
         }
     }
 }

@@ -4,17 +4,19 @@
 use agentry_core::{
     Error, Result, document,
     model::ContextOp,
-    names::{ContextName, InstanceName, ProjectName, validate_slug},
+    names::{ContextName, InstanceName, ProjectName},
+    port::{ContextChange, ContextWrite, Mutation, NewContext, VersionFilter},
 };
 use agentry_proto::v1::{self as pb, write_context_request::Change};
-use agentry_store::{ContextChange, ContextWrite, NewContext, VersionFilter};
 
 use super::convert::{
     context_to_proto, op_from_name, patch_from_proto, patch_to_proto, version_to_proto,
 };
 use crate::{
-    auth::{Action, Principal},
-    convert::{self, filter_error, filter_terms, rfc3339_micros, value_to_json},
+    auth::Action,
+    call::Call,
+    convert::{self, filter_error, filter_terms, value_to_json},
+    paging::TimeBounds,
     request::RequestCtx,
 };
 
@@ -61,20 +63,14 @@ fn expected_version(value: Option<i64>) -> Result<Option<i64>> {
     }
 }
 
-pub async fn create_context(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CreateContextRequest,
-) -> Result<pb::Context> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::WriteContext)?;
-    validate_slug("context_id", &req.context_id)?;
-    let name = ContextName {
-        workspace: parent.workspace.clone(),
-        project: parent.project.clone(),
-        context: req.context_id.clone(),
-    };
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn create_context(ctx: &Call<'_>, req: pb::CreateContextRequest) -> Result<pb::Context> {
+    let (parent, name): (_, ContextName) = ctx.new_name(
+        &req.parent,
+        "context_id",
+        &req.context_id,
+        Action::WriteContext,
+    )?;
+    let m = ctx.mutation_of(&name, &req)?;
     let c = req.context.unwrap_or_default();
     let new = NewContext {
         owner: owner(&parent, &c.owner)?,
@@ -89,23 +85,16 @@ pub async fn create_context(
     Ok(context_to_proto(context))
 }
 
-pub async fn get_context(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetContextRequest,
-) -> Result<pb::Context> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_context(ctx: &Call<'_>, req: pb::GetContextRequest) -> Result<pb::Context> {
+    let name: ContextName = ctx.authorize("name", &req.name, Action::Read)?;
     ctx.store.get_context(&name).await.map(context_to_proto)
 }
 
 pub async fn list_contexts(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListContextsRequest,
 ) -> Result<pb::ListContextsResponse> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Read)?;
+    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let owner_filter = match req.filter.trim() {
         "" => None,
         text => {
@@ -130,28 +119,19 @@ pub async fn list_contexts(
         .store
         .list_contexts(&parent, owner_filter.as_deref(), &page)
         .await?;
-    let (contexts, next_page_token) = ctx.finish_page(&scope, listed, context_to_proto);
-    Ok(pb::ListContextsResponse {
-        contexts,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, context_to_proto))
 }
 
-pub async fn delete_context(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteContextRequest,
-) -> Result<()> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_context(ctx: &Call<'_>, req: pb::DeleteContextRequest) -> Result<()> {
+    let name: ContextName = ctx.authorize("name", &req.name, Action::Develop)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store.delete_context(&m, &name).await?;
     Ok(())
 }
 
 async fn write(
     ctx: &RequestCtx,
-    m: agentry_store::Mutation,
+    m: Mutation,
     name: &ContextName,
     write: ContextWrite,
 ) -> Result<pb::WriteContextResponse> {
@@ -171,13 +151,11 @@ async fn write(
 }
 
 pub async fn write_context(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::WriteContextRequest,
 ) -> Result<pb::WriteContextResponse> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::WriteContext)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let name: ContextName = ctx.authorize("name", &req.name, Action::WriteContext)?;
+    let m = ctx.mutation_of(&name, &req)?;
     let change = match req.change {
         None => {
             return Err(Error::invalid(
@@ -200,19 +178,17 @@ pub async fn write_context(
 }
 
 pub async fn rollback_context(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::RollbackContextRequest,
 ) -> Result<pb::WriteContextResponse> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::WriteContext)?;
+    let name: ContextName = ctx.authorize("name", &req.name, Action::WriteContext)?;
     if req.target_version < 1 {
         return Err(Error::invalid(
             "target_version",
             "must be a version (1 or more)",
         ));
     }
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     let update = ContextWrite {
         change: ContextChange::Rollback(req.target_version),
         expected_version: expected_version(req.expected_version)?,
@@ -235,31 +211,27 @@ fn version_filter(text: &str) -> Result<VersionFilter> {
         "author = \"…\", op = MERGE_PATCH, create_time > \"RFC 3339\", create_time < \"…\"";
     let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = VersionFilter::default();
-    for (key, operator, value) in filter_terms(text, SUPPORTED)? {
+    let mut times = TimeBounds::default();
+    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
+        if times.take(term, SUPPORTED)? {
+            continue;
+        }
         match (key, operator) {
             ("author", "=") => filter.author = Some(value.to_owned()),
             ("op", "=") => filter.op = Some(op_from_name(value).ok_or_else(|| bad("unknown op"))?),
-            ("create_time", ">") => {
-                filter.after_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
-            ("create_time", "<") => {
-                filter.before_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
             _ => return Err(bad("unsupported term")),
         }
     }
+    filter.after_time = times.after;
+    filter.before_time = times.before;
     Ok(filter)
 }
 
 pub async fn list_context_versions(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListContextVersionsRequest,
 ) -> Result<pb::ListContextVersionsResponse> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: ContextName = ctx.authorize("name", &req.name, Action::Read)?;
     let full = match pb::ContextVersionView::try_from(req.view) {
         Ok(pb::ContextVersionView::Full) => true,
         Ok(_) => false,
@@ -272,21 +244,14 @@ pub async fn list_context_versions(
         .store
         .list_context_versions(&name, &filter, full, &page)
         .await?;
-    let (versions, next_page_token) =
-        ctx.finish_page(&scope, listed, |v| version_to_proto(&name, v));
-    Ok(pb::ListContextVersionsResponse {
-        versions,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, |v| version_to_proto(&name, v)))
 }
 
 pub async fn diff_context_versions(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::DiffContextVersionsRequest,
 ) -> Result<pb::DiffContextVersionsResponse> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: ContextName = ctx.authorize("name", &req.name, Action::Read)?;
     let from = version_number("from_version", req.from_version)?
         .ok_or_else(|| Error::invalid("from_version", "required"))?;
     let to = version_number("to_version", req.to_version)?

@@ -9,28 +9,12 @@ mod handlers;
 mod read;
 mod watch;
 
-use std::{pin::Pin, sync::Arc};
-
 use agentry_proto::v1::{self as pb, context_service_server::ContextService};
-use futures::Stream;
 
-use crate::{request::RequestCtx, rpc::rpc};
+use crate::rpc::rpc;
 
 pub use cache::VersionCache;
 pub use read::ContextRoutes;
-
-pub struct Contexts {
-    ctx: Arc<RequestCtx>,
-}
-
-impl Contexts {
-    pub fn new(ctx: Arc<RequestCtx>) -> Self {
-        Self { ctx }
-    }
-}
-
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + Send>>;
 
 rpc! {
     ContextService for Contexts;
@@ -42,9 +26,8 @@ rpc! {
     handlers::list_context_versions(pb::ListContextVersionsRequest) -> pb::ListContextVersionsResponse;
     handlers::diff_context_versions(pb::DiffContextVersionsRequest) -> pb::DiffContextVersionsResponse;
     handlers::rollback_context(pb::RollbackContextRequest) -> pb::WriteContextResponse;
+    @stream watch::watch_context(pb::WatchContextRequest) -> WatchContextStream of pb::WatchContextResponse;
     @extra {
-        type WatchContextStream = WatchStream;
-
         /// Served by [`ContextRoutes`], which writes the encoded response out as it is;
         /// here for the trait's sake, it decodes that response.
         async fn read_context(
@@ -52,23 +35,13 @@ rpc! {
             request: tonic::Request<pb::ReadContextRequest>,
         ) -> Result<tonic::Response<pb::ContextVersion>, tonic::Status> {
             let principal = crate::auth::principal(&request)?;
-            let encoded = read::read_context(&self.ctx, &principal, request.into_inner())
+            let call = crate::call::Call::new(&self.ctx, principal);
+            let encoded = read::read_context(&call, request.into_inner())
                 .await
                 .map_err(crate::error::to_status)?;
             <pb::ContextVersion as prost::Message>::decode(encoded)
                 .map(tonic::Response::new)
                 .map_err(|e| crate::error::to_status(agentry_core::Error::internal(e)))
-        }
-
-        async fn watch_context(
-            &self,
-            request: tonic::Request<pb::WatchContextRequest>,
-        ) -> Result<tonic::Response<Self::WatchContextStream>, tonic::Status> {
-            let principal = crate::auth::principal(&request)?;
-            watch::watch_context(self.ctx.clone(), &principal, request.into_inner())
-                .await
-                .map(|stream| tonic::Response::new(Box::pin(stream) as WatchStream))
-                .map_err(crate::error::to_status)
         }
     }
 }

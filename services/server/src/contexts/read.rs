@@ -21,21 +21,13 @@ use prost::{Message, bytes::Bytes};
 use tonic::{body::Body, server::NamedService};
 
 use super::{Contexts, convert::version_to_proto, handlers::version_number};
-use crate::{
-    auth::{Action, Principal},
-    request::RequestCtx,
-};
+use crate::{auth::Action, call::Call, request::RequestCtx};
 
 const READ_CONTEXT: &str = "/agentry.v1.ContextService/ReadContext";
 
 /// The encoded `pb::ContextVersion` a ReadContext answers with.
-pub async fn read_context(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::ReadContextRequest,
-) -> Result<Bytes> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn read_context(ctx: &Call<'_>, req: pb::ReadContextRequest) -> Result<Bytes> {
+    let name: ContextName = ctx.authorize("name", &req.name, Action::Read)?;
     let requested = version_number("version", req.version)?;
     let (head, version) = ctx.store.context_read_target(&name, requested).await?;
     let key = (name.to_string(), head.create_time, version);
@@ -123,7 +115,7 @@ impl tonic::server::UnaryService<pb::ReadContextRequest> for ReadContextMethod {
         let ctx = self.0.clone();
         Box::pin(async move {
             let principal = crate::auth::principal(&request)?;
-            read_context(&ctx, &principal, request.into_inner())
+            read_context(&Call::new(&ctx, principal), request.into_inner())
                 .await
                 .map(tonic::Response::new)
                 .map_err(crate::error::to_status)

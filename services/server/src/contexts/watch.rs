@@ -30,8 +30,7 @@ pub async fn watch_context(
     p: &Principal,
     req: pb::WatchContextRequest,
 ) -> Result<impl Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + use<>> {
-    let name = ContextName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: ContextName = p.authorize("name", &req.name, Action::Read)?;
     let full = match pb::ContextVersionView::try_from(req.view) {
         Ok(pb::ContextVersionView::Basic) => false,
         Ok(_) => true,

@@ -147,6 +147,12 @@ pub fn message_to_proto(session: &str, m: Message) -> pb::Message {
     }
 }
 
+/// The messages of the repeated request field `field`, each as [`message_from_proto`].
+pub fn messages_from_proto(field: &str, messages: Vec<pb::Message>) -> Result<Vec<MessageBody>> {
+    let each = |(i, m): (usize, pb::Message)| message_from_proto(&format!("{field}[{i}]"), m);
+    messages.into_iter().enumerate().map(each).collect()
+}
+
 /// A message a client (run input) or worker (output, message_completed) sends: roles
 /// USER, ASSISTANT or SYSTEM with text; tool calls travel as their own events.
 pub fn message_from_proto(field: &str, m: pb::Message) -> Result<MessageBody> {

@@ -7,25 +7,9 @@ mod sessions;
 mod stream;
 mod worker;
 
-use std::{pin::Pin, sync::Arc};
-
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};
-use futures::Stream;
 
-use crate::{request::RequestCtx, rpc::rpc};
-
-pub struct Execution {
-    ctx: Arc<RequestCtx>,
-}
-
-impl Execution {
-    pub fn new(ctx: Arc<RequestCtx>) -> Self {
-        Self { ctx }
-    }
-}
-
-type EventStream =
-    Pin<Box<dyn Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + Send>>;
+use crate::rpc::rpc;
 
 rpc! {
     ExecutionService for Execution;
@@ -46,18 +30,5 @@ rpc! {
     worker::propose_plan(pb::ProposePlanRequest) -> pb::ProposePlanResponse;
     worker::complete_task(pb::CompleteTaskRequest) -> pb::Run;
     worker::fail_task(pb::FailTaskRequest) -> pb::Run;
-    @extra {
-        type StreamRunEventsStream = EventStream;
-
-        async fn stream_run_events(
-            &self,
-            request: tonic::Request<pb::StreamRunEventsRequest>,
-        ) -> Result<tonic::Response<Self::StreamRunEventsStream>, tonic::Status> {
-            let principal = crate::auth::principal(&request)?;
-            stream::stream_run_events(self.ctx.clone(), &principal, request.into_inner())
-                .await
-                .map(|stream| tonic::Response::new(Box::pin(stream) as EventStream))
-                .map_err(crate::error::to_status)
-        }
-    }
+    @stream stream::stream_run_events(pb::StreamRunEventsRequest) -> StreamRunEventsStream of pb::StreamRunEventsResponse;
 }

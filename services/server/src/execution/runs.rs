@@ -4,33 +4,29 @@ use agentry_core::run::{NewRun, RunFilter};
 use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
+    port::{Percentiles, RunStatsGroup},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{Percentiles, RunStatsGroup};
 
 use super::convert::{
-    autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, message_from_proto,
+    autonomy_from_proto, bindings_from_proto, decision_from_proto, duration, messages_from_proto,
     micros_to_duration, retry_policy_from_proto, run_to_proto, status_from_name,
     strategy_from_proto,
 };
 use crate::{
     auth::{Action, Principal},
-    convert::{self, filter_error, filter_terms, micros, rfc3339_micros, timestamp},
-    request::RequestCtx,
+    call::Call,
+    convert::{self, filter_error, filter_terms, micros, timestamp},
+    paging::TimeBounds,
 };
 
 const DAY: Micros = 86_400_000_000;
 const MAX_INPUT_MESSAGES: usize = 1000;
 
-pub async fn create_run(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CreateRunRequest,
-) -> Result<pb::Run> {
-    let session = SessionName::parse("parent", &req.parent)?;
-    p.check(&session.workspace, Action::Execute)?;
-    let m = ctx.mutation(p, &session.workspace, session.to_string(), &req)?;
+pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb::Run> {
+    let session: SessionName = ctx.authorize("parent", &req.parent, Action::Execute)?;
+    let m = ctx.mutation_of(&session, &req)?;
     let run = req.run.unwrap_or_default();
     if run.input.len() > MAX_INPUT_MESSAGES {
         return Err(Error::invalid(
@@ -38,12 +34,7 @@ pub async fn create_run(
             format!("at most {MAX_INPUT_MESSAGES} messages"),
         ));
     }
-    let input = run
-        .input
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| message_from_proto(&format!("run.input[{i}]"), m))
-        .collect::<Result<Vec<_>>>()?;
+    let input = messages_from_proto("run.input", run.input)?;
     let new = NewRun {
         autonomy: autonomy_from_proto(run.autonomy_level)?,
         timeout: match &run.timeout {
@@ -52,7 +43,7 @@ pub async fn create_run(
         },
         retry_policy: retry_policy_from_proto(run.retry_policy)?,
         strategy: strategy_from_proto(run.multitask_strategy)?,
-        contexts: bindings_from_proto(p, &session, run.contexts)?,
+        contexts: bindings_from_proto(&ctx.caller, &session, run.contexts)?,
         labels: convert::labels("run.labels", run.labels)?,
         approval_timeout: match &req.approval_timeout {
             Some(d) => duration("approval_timeout", d, 1000, 365 * DAY)?,
@@ -64,9 +55,8 @@ pub async fn create_run(
     Ok(run_to_proto(ctx.store.create_run(&m, new).await?))
 }
 
-pub async fn get_run(ctx: &RequestCtx, p: &Principal, req: pb::GetRunRequest) -> Result<pb::Run> {
-    let name = RunName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_run(ctx: &Call<'_>, req: pb::GetRunRequest) -> Result<pb::Run> {
+    let name: RunName = ctx.authorize("name", &req.name, Action::Read)?;
     Ok(run_to_proto(ctx.store.get_run(&name).await?))
 }
 
@@ -75,7 +65,11 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
     const SUPPORTED: &str = "status = RUNNING, agent = \"workspaces/…/agents/…\", instance = \"…/instances/…\", create_time > \"RFC 3339\", create_time < \"…\"";
     let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = RunFilter::default();
-    for (key, operator, value) in filter_terms(text, SUPPORTED)? {
+    let mut times = TimeBounds::default();
+    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
+        if times.take(term, SUPPORTED)? {
+            continue;
+        }
         match (key, operator) {
             ("status", "=") => {
                 filter.status = Some(status_from_name(value).ok_or_else(|| bad("unknown status"))?)
@@ -93,25 +87,15 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
                 }
                 filter.instance = Some(instance.instance);
             }
-            ("create_time", ">") => {
-                filter.after_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
-            ("create_time", "<") => {
-                filter.before_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
             _ => return Err(bad("unsupported term")),
         }
     }
+    filter.after_time = times.after;
+    filter.before_time = times.before;
     Ok(filter)
 }
 
-pub async fn list_runs(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::ListRunsRequest,
-) -> Result<pb::ListRunsResponse> {
+pub async fn list_runs(ctx: &Call<'_>, req: pb::ListRunsRequest) -> Result<pb::ListRunsResponse> {
     let (project, session) = match req.parent.strip_suffix("/sessions/-") {
         Some(project) => (ProjectName::parse("parent", project)?, None),
         None => {
@@ -119,8 +103,8 @@ pub async fn list_runs(
             (session.project(), Some(session.session))
         }
     };
-    p.check(&project.workspace, Action::Read)?;
-    let filter = run_filter(p, &project, &req.filter)?;
+    ctx.caller.check(&project.workspace, Action::Read)?;
+    let filter = run_filter(&ctx.caller, &project, &req.filter)?;
     if let Some(session) = &session {
         // A missing session is NOT_FOUND, not an empty list.
         ctx.store
@@ -137,40 +121,26 @@ pub async fn list_runs(
         .store
         .list_runs(&project, session.as_deref(), &filter, &page)
         .await?;
-    let (runs, next_page_token) = ctx.finish_page(&scope, listed, run_to_proto);
-    Ok(pb::ListRunsResponse {
-        runs,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, run_to_proto))
 }
 
-pub async fn cancel_run(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CancelRunRequest,
-) -> Result<pb::Run> {
-    let name = RunName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Execute)?;
+pub async fn cancel_run(ctx: &Call<'_>, req: pb::CancelRunRequest) -> Result<pb::Run> {
+    let name: RunName = ctx.authorize("name", &req.name, Action::Execute)?;
     let reason = convert::text("reason", req.reason.clone())?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     Ok(run_to_proto(
         ctx.store.cancel_run(&m, &name, &reason).await?,
     ))
 }
 
-pub async fn decide_approval(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DecideApprovalRequest,
-) -> Result<pb::Run> {
-    let name = RunName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Execute)?;
+pub async fn decide_approval(ctx: &Call<'_>, req: pb::DecideApprovalRequest) -> Result<pb::Run> {
+    let name: RunName = ctx.authorize("name", &req.name, Action::Execute)?;
     if req.approval_id.is_empty() {
         return Err(Error::invalid("approval_id", "required"));
     }
     let decision = decision_from_proto(req.decision)?;
     let comment = convert::text("comment", req.comment.clone())?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     Ok(run_to_proto(
         ctx.store
             .decide_approval(&m, &name, &req.approval_id, decision, &comment)
@@ -212,12 +182,10 @@ fn stats_to_proto(agent: String, figures: RunStatsGroup) -> pb::RunStats {
 }
 
 pub async fn get_run_stats(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::GetRunStatsRequest,
 ) -> Result<pb::GetRunStatsResponse> {
-    let project = ProjectName::parse("parent", &req.parent)?;
-    p.check(&project.workspace, Action::Read)?;
+    let project: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let end = match &req.end_time {
         Some(t) => micros("end_time", t)?,
         None => now_micros() + 1,

@@ -8,19 +8,10 @@ use agentry_core::{
 use agentry_proto::v1 as pb;
 
 use super::convert::{message_to_proto, session_to_proto};
-use crate::{
-    auth::{Action, Principal},
-    convert,
-    request::RequestCtx,
-};
+use crate::{auth::Action, call::Call, convert};
 
-pub async fn create_session(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CreateSessionRequest,
-) -> Result<pb::Session> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Execute)?;
+pub async fn create_session(ctx: &Call<'_>, req: pb::CreateSessionRequest) -> Result<pb::Session> {
+    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Execute)?;
     let id = if req.session_id.is_empty() {
         uuid::Uuid::now_v7().to_string()
     } else {
@@ -32,10 +23,11 @@ pub async fn create_session(
         project: parent.project.clone(),
         session: id,
     };
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     let session = req.session.unwrap_or_default();
     let instance = InstanceName::parse("session.instance", &session.instance)?;
-    p.check_reference(&parent.workspace, &instance.workspace)?;
+    ctx.caller
+        .check_reference(&parent.workspace, &instance.workspace)?;
     if instance.project() != parent {
         return Err(Error::invalid(
             "session.instance",
@@ -51,23 +43,16 @@ pub async fn create_session(
     Ok(session_to_proto(ctx.store.create_session(&m, new).await?))
 }
 
-pub async fn get_session(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetSessionRequest,
-) -> Result<pb::Session> {
-    let name = SessionName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_session(ctx: &Call<'_>, req: pb::GetSessionRequest) -> Result<pb::Session> {
+    let name: SessionName = ctx.authorize("name", &req.name, Action::Read)?;
     Ok(session_to_proto(ctx.store.get_session(&name).await?))
 }
 
 pub async fn list_sessions(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListSessionsRequest,
 ) -> Result<pb::ListSessionsResponse> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Read)?;
+    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let instance = match req.filter.trim() {
         "" => None,
         filter => {
@@ -83,7 +68,8 @@ pub async fn list_sessions(
                     )
                 })?;
             let instance = InstanceName::parse("filter", value)?;
-            p.check_reference(&parent.workspace, &instance.workspace)?;
+            ctx.caller
+                .check_reference(&parent.workspace, &instance.workspace)?;
             if instance.project() != parent {
                 return Err(Error::invalid("filter", "an instance of this project"));
             }
@@ -96,31 +82,20 @@ pub async fn list_sessions(
         .store
         .list_sessions(&parent, instance.as_deref(), &page)
         .await?;
-    let (sessions, next_page_token) = ctx.finish_page(&scope, listed, session_to_proto);
-    Ok(pb::ListSessionsResponse {
-        sessions,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, session_to_proto))
 }
 
-pub async fn delete_session(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteSessionRequest,
-) -> Result<()> {
-    let name = SessionName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Execute)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_session(ctx: &Call<'_>, req: pb::DeleteSessionRequest) -> Result<()> {
+    let name: SessionName = ctx.authorize("name", &req.name, Action::Execute)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store.delete_session(&m, &name).await
 }
 
 pub async fn list_messages(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListMessagesRequest,
 ) -> Result<pb::ListMessagesResponse> {
-    let name = SessionName::parse("parent", &req.parent)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: SessionName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let scope = format!("ListMessages {name} {}", req.show_superseded);
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
     let listed = ctx
@@ -128,10 +103,5 @@ pub async fn list_messages(
         .list_messages(&name, req.show_superseded, &page)
         .await?;
     let session = name.to_string();
-    let (messages, next_page_token) =
-        ctx.finish_page(&scope, listed, |m| message_to_proto(&session, m));
-    Ok(pb::ListMessagesResponse {
-        messages,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, |m| message_to_proto(&session, m)))
 }

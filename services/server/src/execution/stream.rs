@@ -30,8 +30,7 @@ pub async fn stream_run_events(
     p: &Principal,
     req: pb::StreamRunEventsRequest,
 ) -> Result<impl Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + use<>> {
-    let name = RunName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: RunName = p.authorize("name", &req.name, Action::Read)?;
     if req.after_sequence < 0 {
         return Err(Error::invalid("after_sequence", "must not be negative"));
     }

@@ -4,7 +4,7 @@
 //! (workspace, project, session, run, attempt, lease epoch) that the store checks
 //! against the run row. A claim whose answer cannot be built, or whose caller leaves
 //! before it is answered, goes back to the queue on the same attempt (see
-//! `agentry_store::Claim`); PollTask has no request id to re-deliver it by, and a worker
+//! `agentry_core::port::Claim`); PollTask has no request id to re-deliver it by, and a worker
 //! that never saw the token could not use it anyway.
 
 use std::time::Duration;
@@ -13,18 +13,19 @@ use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
+    port::{Claim, Subscription},
     run::{Lease, PlanStep, RunStatus},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{Claim, Subscription};
 
 use super::convert::{
-    approval_to_proto, duration, error_from_proto, event_input_from_proto, message_from_proto,
+    approval_to_proto, duration, error_from_proto, event_input_from_proto, messages_from_proto,
     run_to_proto, stop_from_proto, usage_from_proto,
 };
 use crate::{
     auth::{Action, Principal},
+    call::Call,
     convert::{timestamp, value_to_json},
     notify::{Woken, unless_stopped, wait_for_change},
     registry,
@@ -125,13 +126,8 @@ async fn pinned_tools(ctx: &RequestCtx, lease: &Lease) -> Result<Vec<agentry_cor
     Ok(agent.spec.tools)
 }
 
-pub async fn poll_task(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::PollTaskRequest,
-) -> Result<pb::PollTaskResponse> {
-    let workspace = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&workspace.workspace, Action::Work)?;
+pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::PollTaskResponse> {
+    let workspace: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Work)?;
     if req.agents.is_empty() || req.agents.len() > MAX_AGENTS {
         return Err(Error::invalid(
             "agents",
@@ -141,7 +137,8 @@ pub async fn poll_task(
     let mut agents = Vec::with_capacity(req.agents.len());
     for (i, agent) in req.agents.iter().enumerate() {
         let name = AgentName::parse(&format!("agents[{i}]"), agent)?;
-        p.check_reference(&workspace.workspace, &name.workspace)?;
+        ctx.caller
+            .check_reference(&workspace.workspace, &name.workspace)?;
         if name.workspace != workspace.workspace {
             return Err(Error::invalid(
                 format!("agents[{i}]"),
@@ -193,11 +190,10 @@ pub async fn poll_task(
 }
 
 pub async fn heartbeat_task(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::HeartbeatTaskRequest,
 ) -> Result<pb::HeartbeatTaskResponse> {
-    let lease = lease(ctx, p, &req.task_token)?;
+    let lease = lease(ctx, &ctx.caller, &req.task_token)?;
     let wait = match &req.wait {
         Some(d) => duration("wait", d, 0, MAX_WAIT)?,
         None => 0,
@@ -247,18 +243,17 @@ pub async fn heartbeat_task(
 }
 
 pub async fn append_run_events(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::AppendRunEventsRequest,
 ) -> Result<pb::AppendRunEventsResponse> {
-    let lease = lease(ctx, p, &req.task_token)?;
+    let lease = lease(ctx, &ctx.caller, &req.task_token)?;
     if req.events.is_empty() || req.events.len() > MAX_BATCH {
         return Err(Error::invalid(
             "events",
             format!("1 to {MAX_BATCH} events per call"),
         ));
     }
-    let mut m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
+    let mut m = ctx.mutation_of(&run_name_of(&lease), &req)?;
     m.audit = false;
     let inputs = req
         .events
@@ -294,15 +289,14 @@ pub async fn append_run_events(
 }
 
 pub async fn propose_plan(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ProposePlanRequest,
 ) -> Result<pb::ProposePlanResponse> {
-    let lease = lease(ctx, p, &req.task_token)?;
+    let lease = lease(ctx, &ctx.caller, &req.task_token)?;
     if req.steps.is_empty() || req.steps.len() > MAX_STEPS {
         return Err(Error::invalid("steps", format!("1 to {MAX_STEPS} steps")));
     }
-    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
+    let m = ctx.mutation_of(&run_name_of(&lease), &req)?;
     // Risks come from the revision the run pins (immutable, so read outside the write).
     let tools = pinned_tools(ctx, &lease).await?;
     let mut steps = Vec::with_capacity(req.steps.len());
@@ -336,25 +330,16 @@ pub async fn propose_plan(
     })
 }
 
-pub async fn complete_task(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CompleteTaskRequest,
-) -> Result<pb::Run> {
-    let lease = lease(ctx, p, &req.task_token)?;
+pub async fn complete_task(ctx: &Call<'_>, req: pb::CompleteTaskRequest) -> Result<pb::Run> {
+    let lease = lease(ctx, &ctx.caller, &req.task_token)?;
     if req.output.len() > MAX_BATCH {
         return Err(Error::invalid(
             "output",
             format!("at most {MAX_BATCH} messages"),
         ));
     }
-    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
-    let output = req
-        .output
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| message_from_proto(&format!("output[{i}]"), m))
-        .collect::<Result<Vec<_>>>()?;
+    let m = ctx.mutation_of(&run_name_of(&lease), &req)?;
+    let output = messages_from_proto("output", req.output)?;
     let usage = usage_from_proto("usage", req.usage)?;
     let stop = match stop_from_proto("stop_reason", req.stop_reason)? {
         agentry_core::run::StopReason::Unspecified => agentry_core::run::StopReason::EndTurn,
@@ -367,13 +352,9 @@ pub async fn complete_task(
     Ok(run_to_proto(run))
 }
 
-pub async fn fail_task(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::FailTaskRequest,
-) -> Result<pb::Run> {
-    let lease = lease(ctx, p, &req.task_token)?;
-    let m = ctx.mutation(p, &lease.workspace, run_name_of(&lease).to_string(), &req)?;
+pub async fn fail_task(ctx: &Call<'_>, req: pb::FailTaskRequest) -> Result<pb::Run> {
+    let lease = lease(ctx, &ctx.caller, &req.task_token)?;
+    let m = ctx.mutation_of(&run_name_of(&lease), &req)?;
     let error = error_from_proto("error", req.error)?;
     let delay = req
         .next_retry_delay

@@ -2,17 +2,18 @@
 
 use agentry_core::{
     Error, Result,
+    agent::{AgentPatch, NewAgent},
     model::{Agent, AgentSpec, Tool, ToolRisk},
-    names::{AgentName, WorkspaceName, validate_slug},
+    names::{AgentName, WorkspaceName},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{AgentPatch, NewAgent};
 use serde_json::Value;
 
 use crate::{
-    auth::{Action, Principal},
-    convert::{self, Mask, json_to_struct, timestamp},
-    request::{RequestCtx, required},
+    auth::Action,
+    call::Call,
+    convert::{self, json_to_struct, timestamp},
+    request::required,
 };
 
 const UPDATABLE: &[&str] = &[
@@ -136,19 +137,10 @@ fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Va
 }
 
 /// Checks what a spec must satisfy before a revision is written.
-pub async fn create_agent(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CreateAgentRequest,
-) -> Result<pb::Agent> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Develop)?;
-    validate_slug("agent_id", &req.agent_id)?;
-    let name = AgentName {
-        workspace: parent.workspace.clone(),
-        agent: req.agent_id.clone(),
-    };
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn create_agent(ctx: &Call<'_>, req: pb::CreateAgentRequest) -> Result<pb::Agent> {
+    let (_, name): (_, AgentName) =
+        ctx.new_name(&req.parent, "agent_id", &req.agent_id, Action::Develop)?;
+    let m = ctx.mutation_of(&name, &req)?;
     let a = required("agent", req.agent)?;
     let spec = AgentSpec {
         display_name: convert::text("agent.display_name", a.display_name)?,
@@ -175,13 +167,8 @@ pub async fn create_agent(
         .map(to_proto)
 }
 
-pub async fn get_agent(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetAgentRequest,
-) -> Result<pb::Agent> {
-    let name = AgentName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_agent(ctx: &Call<'_>, req: pb::GetAgentRequest) -> Result<pb::Agent> {
+    let name: AgentName = ctx.authorize("name", &req.name, Action::Read)?;
     let revision = match req.revision {
         0 => None,
         n if n < 0 => return Err(Error::invalid("revision", "must not be negative")),
@@ -191,35 +178,19 @@ pub async fn get_agent(
 }
 
 pub async fn list_agents(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListAgentsRequest,
 ) -> Result<pb::ListAgentsResponse> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Read)?;
+    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let scope = format!("ListAgents {parent}");
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let (agents, next_page_token) = ctx.finish_page(
-        &scope,
-        ctx.store.list_agents(&parent.workspace, &page).await?,
-        to_proto,
-    );
-    Ok(pb::ListAgentsResponse {
-        agents,
-        next_page_token,
-    })
+    let listed = ctx.store.list_agents(&parent.workspace, &page).await?;
+    Ok(ctx.respond(&scope, listed, to_proto))
 }
 
-pub async fn update_agent(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::UpdateAgentRequest,
-) -> Result<pb::Agent> {
-    let a = required("agent", req.agent.clone())?;
-    let name = AgentName::parse("agent.name", &a.name)?;
-    p.check(&name.workspace, Action::Develop)?;
-    let mask = Mask::new("agent", req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn update_agent(ctx: &Call<'_>, req: pb::UpdateAgentRequest) -> Result<pb::Agent> {
+    let (a, name, mask) = ctx.update::<_, AgentName>(&req, Action::Develop, UPDATABLE, &[])?;
+    let m = ctx.mutation_of(&name, &req)?;
     let patch = AgentPatch {
         display_name: mask.text("display_name", a.display_name)?,
         description: mask.text("description", a.description)?,
@@ -235,35 +206,21 @@ pub async fn update_agent(
     ctx.store.update_agent(&m, &name, patch).await.map(to_proto)
 }
 
-pub async fn delete_agent(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteAgentRequest,
-) -> Result<()> {
-    let name = AgentName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_agent(ctx: &Call<'_>, req: pb::DeleteAgentRequest) -> Result<()> {
+    let name: AgentName = ctx.authorize("name", &req.name, Action::Develop)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store
         .delete_agent(&m, &name, req.force, &req.etag)
         .await
 }
 
 pub async fn list_agent_revisions(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListAgentRevisionsRequest,
 ) -> Result<pb::ListAgentRevisionsResponse> {
-    let name = AgentName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+    let name: AgentName = ctx.authorize("name", &req.name, Action::Read)?;
     let scope = format!("ListAgentRevisions {name}");
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let (revisions, next_page_token) = ctx.finish_page(
-        &scope,
-        ctx.store.list_agent_revisions(&name, &page).await?,
-        to_proto,
-    );
-    Ok(pb::ListAgentRevisionsResponse {
-        revisions,
-        next_page_token,
-    })
+    let listed = ctx.store.list_agent_revisions(&name, &page).await?;
+    Ok(ctx.respond(&scope, listed, to_proto))
 }

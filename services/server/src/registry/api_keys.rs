@@ -4,15 +4,16 @@ use agentry_core::{
     Error, Result,
     model::{ApiKey, Role},
     names::{ApiKeyName, WorkspaceName},
+    port::NewApiKey,
     time::now_micros,
 };
 use agentry_proto::v1 as pb;
-use agentry_store::NewApiKey;
 
 use crate::{
-    auth::{Action, Principal},
+    auth::Action,
+    call::Call,
     convert::{self, timestamp},
-    request::{RequestCtx, required},
+    request::required,
 };
 
 fn role_to_proto(role: Role) -> pb::Role {
@@ -53,12 +54,10 @@ fn to_proto(k: ApiKey) -> pb::ApiKey {
 }
 
 pub async fn create_api_key(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::CreateApiKeyRequest,
 ) -> Result<pb::CreateApiKeyResponse> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::ManageKeys)?;
+    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ManageKeys)?;
     let key = required("api_key", req.api_key.clone())?;
     let expire_time = key
         .expire_time
@@ -77,7 +76,7 @@ pub async fn create_api_key(
         role: role(key.role)?,
         expire_time,
     };
-    let m = ctx.mutation(p, &parent.workspace, format!("{parent}/apiKeys"), &req)?;
+    let m = ctx.mutation_in(&parent.workspace, format!("{parent}/apiKeys"), &req)?;
     let created = ctx.store.create_api_key(&m, new).await?;
     Ok(pb::CreateApiKeyResponse {
         api_key: Some(to_proto(created.key)),
@@ -86,33 +85,19 @@ pub async fn create_api_key(
 }
 
 pub async fn list_api_keys(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListApiKeysRequest,
 ) -> Result<pb::ListApiKeysResponse> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::ManageKeys)?;
+    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ManageKeys)?;
     let scope = format!("ListApiKeys {parent}");
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let (api_keys, next_page_token) = ctx.finish_page(
-        &scope,
-        ctx.store.list_api_keys(&parent.workspace, &page).await?,
-        to_proto,
-    );
-    Ok(pb::ListApiKeysResponse {
-        api_keys,
-        next_page_token,
-    })
+    let listed = ctx.store.list_api_keys(&parent.workspace, &page).await?;
+    Ok(ctx.respond(&scope, listed, to_proto))
 }
 
-pub async fn delete_api_key(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteApiKeyRequest,
-) -> Result<()> {
-    let name = ApiKeyName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::ManageKeys)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_api_key(ctx: &Call<'_>, req: pb::DeleteApiKeyRequest) -> Result<()> {
+    let name: ApiKeyName = ctx.authorize("name", &req.name, Action::ManageKeys)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store.delete_api_key(&m, &name).await?;
     ctx.keys.forget_key(&name.to_string());
     Ok(())

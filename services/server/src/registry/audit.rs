@@ -3,14 +3,15 @@
 use agentry_core::{
     Result,
     names::{ApiKeyName, WorkspaceName},
+    port::{AuditFilter, AuditRecord},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{AuditFilter, AuditRecord};
 
 use crate::{
-    auth::{Action, Principal},
-    convert::{filter_error, filter_terms, rfc3339_micros, timestamp},
-    request::RequestCtx,
+    auth::Action,
+    call::Call,
+    convert::{filter_error, filter_terms, timestamp},
+    paging::TimeBounds,
 };
 
 const SUPPORTED: &str = "principal = \"workspaces/…/apiKeys/…\" or \"root\", method = \"CreateRun\", resource = \"workspaces/…/projects/…\", create_time > \"RFC 3339\", create_time < \"…\"";
@@ -19,7 +20,11 @@ const SUPPORTED: &str = "principal = \"workspaces/…/apiKeys/…\" or \"root\",
 fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
     let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = AuditFilter::default();
-    for (key, operator, value) in filter_terms(text, SUPPORTED)? {
+    let mut times = TimeBounds::default();
+    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
+        if times.take(term, SUPPORTED)? {
+            continue;
+        }
         match (key, operator) {
             ("principal", "=") => {
                 if value != "root" {
@@ -41,17 +46,11 @@ fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
                 }
                 filter.resource = Some(value.to_owned());
             }
-            ("create_time", ">") => {
-                filter.after_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
-            ("create_time", "<") => {
-                filter.before_time =
-                    Some(rfc3339_micros(value).ok_or_else(|| bad("not an RFC 3339 time"))?)
-            }
             _ => return Err(bad("unsupported term")),
         }
     }
+    filter.after_time = times.after;
+    filter.before_time = times.before;
     Ok(filter)
 }
 
@@ -67,12 +66,10 @@ fn to_proto(r: AuditRecord) -> pb::AuditRecord {
 }
 
 pub async fn list_audit_records(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListAuditRecordsRequest,
 ) -> Result<pb::ListAuditRecordsResponse> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::ReadAudit)?;
+    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ReadAudit)?;
     let filter = audit_filter(&parent, &req.filter)?;
     let scope = format!("ListAuditRecords {parent} {}", req.filter);
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
@@ -80,9 +77,5 @@ pub async fn list_audit_records(
         .store
         .list_audit_records(&parent.workspace, &filter, &page)
         .await?;
-    let (audit_records, next_page_token) = ctx.finish_page(&scope, listed, to_proto);
-    Ok(pb::ListAuditRecordsResponse {
-        audit_records,
-        next_page_token,
-    })
+    Ok(ctx.respond(&scope, listed, to_proto))
 }

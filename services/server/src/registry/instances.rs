@@ -2,18 +2,19 @@
 
 use agentry_core::{
     Error, Result,
+    instance::{InstanceFilter, InstancePatch, NewInstance},
     model::Instance,
-    names::{AgentName, InstanceName, ProjectName, validate_slug},
+    names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{InstanceFilter, InstancePatch, NewInstance};
 use serde_json::Value;
 
 use crate::{
-    auth::{Action, Principal},
-    convert::{self, Mask, json_to_struct, timestamp},
-    request::{RequestCtx, required},
+    auth::Action,
+    call::Call,
+    convert::{self, json_to_struct, timestamp},
+    request::required,
 };
 
 const UPDATABLE: &[&str] = &[
@@ -119,19 +120,16 @@ fn revision(value: i64) -> Result<Option<i64>> {
 }
 
 pub async fn create_instance(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::CreateInstanceRequest,
 ) -> Result<pb::Instance> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Develop)?;
-    validate_slug("instance_id", &req.instance_id)?;
-    let name = InstanceName {
-        workspace: parent.workspace.clone(),
-        project: parent.project.clone(),
-        instance: req.instance_id.clone(),
-    };
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let (_, name): (_, InstanceName) = ctx.new_name(
+        &req.parent,
+        "instance_id",
+        &req.instance_id,
+        Action::Develop,
+    )?;
+    let m = ctx.mutation_of(&name, &req)?;
     let i = required("instance", req.instance)?;
     let agent = AgentName::parse("instance.agent", &i.agent)?;
     if agent.workspace != name.workspace {
@@ -152,13 +150,8 @@ pub async fn create_instance(
     ctx.store.create_instance(&m, new).await.map(to_proto)
 }
 
-pub async fn get_instance(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetInstanceRequest,
-) -> Result<pb::Instance> {
-    let name = InstanceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_instance(ctx: &Call<'_>, req: pb::GetInstanceRequest) -> Result<pb::Instance> {
+    let name: InstanceName = ctx.authorize("name", &req.name, Action::Read)?;
     ctx.store.get_instance(&name).await.map(to_proto)
 }
 
@@ -188,36 +181,23 @@ fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
 }
 
 pub async fn list_instances(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListInstancesRequest,
 ) -> Result<pb::ListInstancesResponse> {
-    let parent = ProjectName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Read)?;
+    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let filter = filter(&parent.workspace, &req.filter)?;
     let scope = format!("ListInstances {parent} {}", req.filter);
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let (instances, next_page_token) = ctx.finish_page(
-        &scope,
-        ctx.store.list_instances(&parent, &filter, &page).await?,
-        to_proto,
-    );
-    Ok(pb::ListInstancesResponse {
-        instances,
-        next_page_token,
-    })
+    let listed = ctx.store.list_instances(&parent, &filter, &page).await?;
+    Ok(ctx.respond(&scope, listed, to_proto))
 }
 
 pub async fn update_instance(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::UpdateInstanceRequest,
 ) -> Result<pb::Instance> {
-    let i = required("instance", req.instance.clone())?;
-    let name = InstanceName::parse("instance.name", &i.name)?;
-    p.check(&name.workspace, Action::Develop)?;
-    let mask = Mask::new("instance", req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let (i, name, mask) = ctx.update::<_, InstanceName>(&req, Action::Develop, UPDATABLE, &[])?;
+    let m = ctx.mutation_of(&name, &req)?;
     let patch = InstancePatch {
         display_name: mask.text("display_name", i.display_name)?,
         labels: mask.labels(i.labels)?,
@@ -234,13 +214,11 @@ pub async fn update_instance(
 }
 
 pub async fn delete_instance(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::DeleteInstanceRequest,
 ) -> Result<pb::Instance> {
-    let name = InstanceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Develop)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let name: InstanceName = ctx.authorize("name", &req.name, Action::Develop)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store
         .delete_instance(&m, &name, &req.etag)
         .await
@@ -248,12 +226,10 @@ pub async fn delete_instance(
 }
 
 pub async fn set_instance_status(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::SetInstanceStatusRequest,
 ) -> Result<pb::Instance> {
-    let name = InstanceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Develop)?;
+    let name: InstanceName = ctx.authorize("name", &req.name, Action::Develop)?;
     let to = status("status", req.status)?;
     if !to.is_settable() {
         return Err(Error::invalid(
@@ -262,7 +238,7 @@ pub async fn set_instance_status(
         ));
     }
     let message = convert::text("status_message", req.status_message.clone())?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store
         .set_instance_status(&m, &name, to, &message, &req.etag)
         .await
@@ -270,11 +246,9 @@ pub async fn set_instance_status(
 }
 
 pub async fn heartbeat_instance(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::HeartbeatInstanceRequest,
 ) -> Result<pb::Instance> {
-    let name = InstanceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::HeartbeatInstance)?;
+    let name: InstanceName = ctx.authorize("name", &req.name, Action::HeartbeatInstance)?;
     ctx.store.heartbeat_instance(&name).await.map(to_proto)
 }

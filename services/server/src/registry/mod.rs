@@ -7,21 +7,9 @@ pub(crate) mod instances;
 mod projects;
 mod workspaces;
 
-use std::sync::Arc;
-
 use agentry_proto::v1::{self as pb, registry_service_server::RegistryService};
 
-use crate::{request::RequestCtx, rpc::rpc};
-
-pub struct Registry {
-    ctx: Arc<RequestCtx>,
-}
-
-impl Registry {
-    pub fn new(ctx: Arc<RequestCtx>) -> Self {
-        Self { ctx }
-    }
-}
+use crate::rpc::rpc;
 
 rpc! {
     RegistryService for Registry;

@@ -3,15 +3,15 @@
 use agentry_core::{
     Result,
     model::Project,
-    names::{ProjectName, WorkspaceName, validate_slug},
+    names::{ProjectName, WorkspaceName},
+    port::{NewProject, ProjectPatch},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewProject, ProjectPatch};
 
 use crate::{
-    auth::{Action, Principal},
-    convert::{self, Mask, timestamp},
-    request::{RequestCtx, required},
+    auth::Action,
+    call::Call,
+    convert::{self, timestamp},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels"];
@@ -28,19 +28,14 @@ fn to_proto(p: Project) -> pb::Project {
     }
 }
 
-pub async fn create_project(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::CreateProjectRequest,
-) -> Result<pb::Project> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::ManageProjects)?;
-    validate_slug("project_id", &req.project_id)?;
-    let name = ProjectName {
-        workspace: parent.workspace.clone(),
-        project: req.project_id.clone(),
-    };
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn create_project(ctx: &Call<'_>, req: pb::CreateProjectRequest) -> Result<pb::Project> {
+    let (_, name): (_, ProjectName) = ctx.new_name(
+        &req.parent,
+        "project_id",
+        &req.project_id,
+        Action::ManageProjects,
+    )?;
+    let m = ctx.mutation_of(&name, &req)?;
     let project = req.project.unwrap_or_default();
     let new = NewProject {
         workspace: name.workspace.clone(),
@@ -52,46 +47,26 @@ pub async fn create_project(
     ctx.store.create_project(&m, new).await.map(to_proto)
 }
 
-pub async fn get_project(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetProjectRequest,
-) -> Result<pb::Project> {
-    let name = ProjectName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_project(ctx: &Call<'_>, req: pb::GetProjectRequest) -> Result<pb::Project> {
+    let name: ProjectName = ctx.authorize("name", &req.name, Action::Read)?;
     ctx.store.get_project(&name).await.map(to_proto)
 }
 
 pub async fn list_projects(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListProjectsRequest,
 ) -> Result<pb::ListProjectsResponse> {
-    let parent = WorkspaceName::parse("parent", &req.parent)?;
-    p.check(&parent.workspace, Action::Read)?;
+    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let scope = format!("ListProjects {parent}");
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let (projects, next_page_token) = ctx.finish_page(
-        &scope,
-        ctx.store.list_projects(&parent.workspace, &page).await?,
-        to_proto,
-    );
-    Ok(pb::ListProjectsResponse {
-        projects,
-        next_page_token,
-    })
+    let listed = ctx.store.list_projects(&parent.workspace, &page).await?;
+    Ok(ctx.respond(&scope, listed, to_proto))
 }
 
-pub async fn update_project(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::UpdateProjectRequest,
-) -> Result<pb::Project> {
-    let project = required("project", req.project.clone())?;
-    let name = ProjectName::parse("project.name", &project.name)?;
-    p.check(&name.workspace, Action::ManageProjects)?;
-    let mask = Mask::new("project", req.update_mask.clone(), UPDATABLE, &[])?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn update_project(ctx: &Call<'_>, req: pb::UpdateProjectRequest) -> Result<pb::Project> {
+    let (project, name, mask) =
+        ctx.update::<_, ProjectName>(&req, Action::ManageProjects, UPDATABLE, &[])?;
+    let m = ctx.mutation_of(&name, &req)?;
     let patch = ProjectPatch {
         display_name: mask.text("display_name", project.display_name)?,
         description: mask.text("description", project.description)?,
@@ -104,14 +79,9 @@ pub async fn update_project(
         .map(to_proto)
 }
 
-pub async fn delete_project(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteProjectRequest,
-) -> Result<()> {
-    let name = ProjectName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::ManageProjects)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_project(ctx: &Call<'_>, req: pb::DeleteProjectRequest) -> Result<()> {
+    let name: ProjectName = ctx.authorize("name", &req.name, Action::ManageProjects)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store
         .delete_project(&m, &name, req.force, &req.etag)
         .await

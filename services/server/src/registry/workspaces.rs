@@ -4,14 +4,14 @@ use agentry_core::{
     Error, Result,
     model::{Quotas, QuotasPatch, Workspace},
     names::{WorkspaceName, validate_slug},
+    port::{NewWorkspace, WorkspacePatch},
 };
 use agentry_proto::v1 as pb;
-use agentry_store::{NewWorkspace, WorkspacePatch};
 
 use crate::{
-    auth::{Action, Principal},
+    auth::Action,
+    call::Call,
     convert::{self, Mask, timestamp},
-    request::{RequestCtx, required},
 };
 
 const UPDATABLE: &[&str] = &["display_name", "description", "labels", "quotas"];
@@ -91,16 +91,15 @@ fn quotas_patch(mask: &Mask, q: Quotas) -> Result<QuotasPatch> {
 }
 
 pub async fn create_workspace(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::CreateWorkspaceRequest,
 ) -> Result<pb::Workspace> {
-    p.check_role(Action::Operate)?;
+    ctx.caller.check_role(Action::Operate)?;
     validate_slug("workspace_id", &req.workspace_id)?;
     let name = WorkspaceName {
         workspace: req.workspace_id.clone(),
     };
-    let mut m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let mut m = ctx.mutation_of(&name, &req)?;
     m.scope = String::new();
     let w = req.workspace.unwrap_or_default();
     let new = NewWorkspace {
@@ -113,46 +112,32 @@ pub async fn create_workspace(
     ctx.store.create_workspace(&m, new).await.map(to_proto)
 }
 
-pub async fn get_workspace(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::GetWorkspaceRequest,
-) -> Result<pb::Workspace> {
-    let name = WorkspaceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Read)?;
+pub async fn get_workspace(ctx: &Call<'_>, req: pb::GetWorkspaceRequest) -> Result<pb::Workspace> {
+    let name: WorkspaceName = ctx.authorize("name", &req.name, Action::Read)?;
     ctx.store.get_workspace(&name.workspace).await.map(to_proto)
 }
 
 pub async fn list_workspaces(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::ListWorkspacesRequest,
 ) -> Result<pb::ListWorkspacesResponse> {
-    p.check_role(Action::Operate)?;
+    ctx.caller.check_role(Action::Operate)?;
     let scope = "ListWorkspaces";
     let page = ctx.page(scope, req.page_size, &req.page_token)?;
-    let (workspaces, next_page_token) =
-        ctx.finish_page(scope, ctx.store.list_workspaces(&page).await?, to_proto);
-    Ok(pb::ListWorkspacesResponse {
-        workspaces,
-        next_page_token,
-    })
+    Ok(ctx.respond(scope, ctx.store.list_workspaces(&page).await?, to_proto))
 }
 
 pub async fn update_workspace(
-    ctx: &RequestCtx,
-    p: &Principal,
+    ctx: &Call<'_>,
     req: pb::UpdateWorkspaceRequest,
 ) -> Result<pb::Workspace> {
-    let w = required("workspace", req.workspace.clone())?;
-    let name = WorkspaceName::parse("workspace.name", &w.name)?;
-    p.check(&name.workspace, Action::ManageWorkspace)?;
-    let mask = Mask::new("workspace", req.update_mask.clone(), UPDATABLE, &["quotas"])?;
+    let (w, name, mask) =
+        ctx.update::<_, WorkspaceName>(&req, Action::ManageWorkspace, UPDATABLE, &["quotas"])?;
     let changes_quotas = mask.paths().iter().any(|path| path.starts_with("quotas"));
     if changes_quotas {
-        p.check(&name.workspace, Action::Operate)?;
+        ctx.caller.check(&name.workspace, Action::Operate)?;
     }
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+    let m = ctx.mutation_of(&name, &req)?;
     let patch = WorkspacePatch {
         display_name: mask.text("display_name", w.display_name)?,
         description: mask.text("description", w.description)?,
@@ -170,14 +155,9 @@ pub async fn update_workspace(
         .map(to_proto)
 }
 
-pub async fn delete_workspace(
-    ctx: &RequestCtx,
-    p: &Principal,
-    req: pb::DeleteWorkspaceRequest,
-) -> Result<()> {
-    let name = WorkspaceName::parse("name", &req.name)?;
-    p.check(&name.workspace, Action::Operate)?;
-    let m = ctx.mutation(p, &name.workspace, name.to_string(), &req)?;
+pub async fn delete_workspace(ctx: &Call<'_>, req: pb::DeleteWorkspaceRequest) -> Result<()> {
+    let name: WorkspaceName = ctx.authorize("name", &req.name, Action::Operate)?;
+    let m = ctx.mutation_of(&name, &req)?;
     ctx.store
         .delete_workspace(&m, &name.workspace, req.force, &req.etag)
         .await?;

@@ -323,22 +323,15 @@ async fn read_capped(mut body: Body, cap: usize, limit: usize) -> Result<Bytes, 
 }
 
 fn malformed(input: &MessageDescriptor, error: &str) -> Status {
-    use tonic_types::{ErrorDetails, StatusExt as _};
-    let mut details = ErrorDetails::new();
-    details.set_error_info(
-        "MALFORMED_REQUEST",
-        crate::error::DOMAIN,
-        std::collections::HashMap::<String, String>::new(),
-    );
     let message = format!(
         "the request is not valid JSON for {}: {error}",
         input.full_name()
     );
-    Status::with_error_details(
-        Code::InvalidArgument,
-        agentry_core::error::shorten(&message, 256),
-        details,
-    )
+    crate::error::to_status(agentry_core::Error::invalid_many(
+        agentry_core::Reason::MalformedRequest,
+        message,
+        Vec::new(),
+    ))
 }
 
 /// A gRPC message frame: no compression, the length, the message.

@@ -34,7 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentry_core::{Error, Result, names::ContextName, time::Micros};
+use agentry_core::{Error, Result, names::ContextName, port::ContextHead};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
@@ -42,16 +42,6 @@ use crate::db::{IDLE_BEFORE_PING, map_err};
 
 /// Lookups one statement answers at most.
 const MAX_BATCH: usize = 256;
-
-/// A context's identity and bounds at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContextHead {
-    /// Tells a context from one deleted and created again under the same name.
-    pub create_time: Micros,
-    /// 0 when the context has no versions yet.
-    pub head_version: i64,
-    pub floor_version: i64,
-}
 
 type Key = (String, String, String);
 type Answer = std::result::Result<Option<ContextHead>, Arc<Error>>;

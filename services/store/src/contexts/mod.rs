@@ -16,17 +16,16 @@ mod write;
 
 use agentry_core::{
     Error, Result,
-    model::{Context, Labels, Page},
+    model::{Context, Page},
     names::{ContextName, InstanceName, ProjectName},
+    port::{ContextStore, NewContext},
     time::now_micros,
     wake::WakeKey,
 };
+use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, SelectStatement};
-use serde_json::Value;
 
-pub use heads::ContextHead;
 pub(crate) use heads::HeadBatcher;
-pub use versions::{ContextChange, ContextWrite, VersionFilter};
 pub(crate) use write::Writers;
 
 use crate::{
@@ -41,19 +40,6 @@ use crate::{
     tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
-
-#[derive(Debug, Clone)]
-pub struct NewContext {
-    pub name: ContextName,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
-    pub description: String,
-    /// 0: the workspace's `context_keep_last`.
-    pub keep_last: i32,
-    pub labels: Labels,
-    /// Becomes version 1 (op CREATE).
-    pub data: Option<Value>,
-}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ContextRow {
@@ -134,8 +120,9 @@ pub(crate) async fn lock_context(tx: &mut Tx, name: &ContextName) -> Result<Cont
     found(tx.fetch_optional::<ContextRow>(&locked).await?, name)
 }
 
-impl Store {
-    pub async fn create_context(
+#[async_trait]
+impl ContextStore for Store {
+    async fn create_context(
         &self,
         m: &Mutation,
         new: NewContext,
@@ -209,14 +196,14 @@ impl Store {
         Ok(created)
     }
 
-    pub async fn get_context(&self, name: &ContextName) -> Result<Context> {
+    async fn get_context(&self, name: &ContextName) -> Result<Context> {
         found(
             self.db.fetch_optional::<ContextRow>(&by_name(name)).await?,
             name,
         )
     }
 
-    pub async fn list_contexts(
+    async fn list_contexts(
         &self,
         project: &ProjectName,
         owner: Option<&str>,
@@ -235,7 +222,7 @@ impl Store {
         .await
     }
 
-    pub async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
+    async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
         // Watchers on every replica learn of it (and end NOT_FOUND).
         let wakes = Wakes::of(context_key(name));
         mutate_waking!(self, m, wakes, |tx| async {

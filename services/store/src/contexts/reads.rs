@@ -4,15 +4,14 @@ use agentry_core::{
     Error, Result,
     model::{ContextVersion, Page},
     names::ContextName,
+    port::{ContextHead, ContextReads, ContextStore, VersionFilter},
     time::Micros,
 };
+use async_trait::async_trait;
 use sea_query::{Alias, Expr, Func, Order, Query};
 
 use super::{
-    ContextHead,
-    versions::{
-        VersionFilter, VersionRow, compacted, compacted_after, empty, one_version, select_versions,
-    },
+    versions::{VersionRow, compacted, compacted_after, empty, one_version, select_versions},
     where_context,
 };
 use crate::{
@@ -20,13 +19,9 @@ use crate::{
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
 
-impl Store {
-    /// Where a read of `version` (`None`: the head) lands: the context's head as of a
-    /// moment after this call began, and the version number, or the error such a read
-    /// gives (no such context, `CONTEXT_EMPTY`, compacted, no such version). Concurrent
-    /// calls share one statement on Postgres (see `heads`); a caller may serve the
-    /// version from its own copy, since versions never change.
-    pub async fn context_read_target(
+#[async_trait]
+impl ContextReads for Store {
+    async fn context_read_target(
         &self,
         name: &ContextName,
         version: Option<i64>,
@@ -59,10 +54,7 @@ impl Store {
         Ok((head, target))
     }
 
-    /// Version `version`, with its document, of the context created at `create_time`
-    /// under `name` (one found by [`Self::context_read_target`]); `None` when that
-    /// context no longer has it: deleted, created again, or compacted since.
-    pub async fn context_version_of(
+    async fn context_version_of(
         &self,
         name: &ContextName,
         create_time: Micros,
@@ -84,11 +76,7 @@ impl Store {
             .transpose()
     }
 
-    /// One version with its document. The common case is one query (the version joined
-    /// with its context and blob); only a miss pays for finding out why: no such context,
-    /// compacted, or never written. (A read of the head asks `context_read_target` for
-    /// its number first.)
-    pub async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
+    async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
         let stmt = select_versions(name, true)
             .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
             .to_owned();
@@ -102,7 +90,7 @@ impl Store {
         Err(Error::not_found(format!("{name}/versions/{version}")))
     }
 
-    pub async fn list_context_versions(
+    async fn list_context_versions(
         &self,
         name: &ContextName,
         filter: &VersionFilter,
@@ -143,10 +131,7 @@ impl Store {
         Ok(paginate(items, page.size, |v| v.version.to_string()))
     }
 
-    /// Up to `limit` versions after `after`, oldest first, for watchers. Fails with
-    /// OUT_OF_RANGE `VERSION_COMPACTED` when versions after `after` were compacted, so a
-    /// watcher never skips one silently.
-    pub async fn context_versions_after(
+    async fn context_versions_after(
         &self,
         name: &ContextName,
         after: i64,
@@ -182,7 +167,9 @@ impl Store {
         };
         Err(compacted_after(name, after, floor))
     }
+}
 
+impl Store {
     /// Stored blobs of a workspace (for storage accounting and tests).
     pub async fn context_blob_stats(&self, workspace: &str) -> Result<(i64, i64)> {
         #[derive(sqlx::FromRow)]

@@ -7,7 +7,7 @@ use agentry_core::{
     Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
     names::{ContextName, ProjectName},
-    time::{Micros, now_micros},
+    time::now_micros,
 };
 use sea_query::{Alias, Cond, Condition, Expr, Func, OnConflict, Query, SelectStatement};
 use serde_json::Value;
@@ -18,33 +18,6 @@ use crate::{
     rows::{insert_row, json},
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
-
-/// How a write derives the new document from the head.
-#[derive(Debug, Clone)]
-pub enum ContextChange {
-    Replace(Value),
-    MergePatch(Value),
-    JsonPatch(Vec<document::PatchOp>),
-    /// Restore the data of this version.
-    Rollback(i64),
-}
-
-#[derive(Debug, Clone)]
-pub struct ContextWrite {
-    pub change: ContextChange,
-    /// Compare-and-swap on the head version (0: no versions yet).
-    pub expected_version: Option<i64>,
-    pub description: String,
-}
-
-/// Filters of ListContextVersions.
-#[derive(Debug, Clone, Default)]
-pub struct VersionFilter {
-    pub author: Option<String>,
-    pub op: Option<ContextOp>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
-}
 
 pub(crate) struct Append {
     pub(crate) data: Value,

@@ -17,8 +17,10 @@ use agentry_core::{
     Error, Result, document,
     model::{Context, ContextOp, ContextVersion, Quotas, WriteOutcome},
     names::ContextName,
+    port::{ContextChange, ContextStore, ContextWrite, ContextWrites},
     time::now_micros,
 };
+use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{FromRow as _, postgres::PgRow};
 use tracing::Instrument as _;
@@ -26,8 +28,8 @@ use tracing::Instrument as _;
 use super::{
     ContextRow, context_key, lock_context,
     versions::{
-        Append, ContextChange, ContextWrite, Prepared, VersionRow, append, head_document,
-        one_version, version_conflict, version_in_tx,
+        Append, Prepared, VersionRow, append, head_document, one_version, version_conflict,
+        version_in_tx,
     },
 };
 use crate::{
@@ -204,10 +206,9 @@ fn check_expected(name: &ContextName, write: &ContextWrite, context: &Context) -
     }
 }
 
-impl Store {
-    /// WriteContext and RollbackContext: at most one new version, CAS-guarded, with
-    /// patches applied here, inside the transaction.
-    pub async fn write_context(
+#[async_trait]
+impl ContextWrites for Store {
+    async fn write_context(
         &self,
         m: &Mutation,
         name: &ContextName,

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use agentry_core::{
     Error, Result,
-    model::Instance,
     names::InstanceName,
-    run::{Lease, Run, RunStatus, StopReason},
+    port::{Claim, ClaimRelease, ClaimStore, Release},
+    run::{Lease, RunStatus, StopReason},
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 use sea_query::{Cond, Expr, LockBehavior, LockType, Order};
 
 use super::{
@@ -29,37 +30,6 @@ use super::{
     worker::fenced,
 };
 use crate::{Store, instances::read_instance, tables::Runs, workspaces::lock_for_claim};
-
-/// A run leased by [`Store::claim_run`], with the instance it runs as (read in the
-/// claim's transaction). Dropped before [`Claim::delivered`], it gives the run back.
-pub struct Claim {
-    pub run: Run,
-    pub instance: Instance,
-    release: Release,
-}
-
-impl Claim {
-    /// The lease the claim holds, which the worker's task token carries.
-    pub fn lease(&self) -> Lease {
-        self.run.lease()
-    }
-
-    /// The answer is on its way to the worker: the lease stays.
-    pub fn delivered(mut self) -> (Run, Instance) {
-        self.release.0 = None;
-        (self.run, self.instance)
-    }
-}
-
-impl std::fmt::Debug for Claim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Claim")
-            .field("run", &self.run.id)
-            .field("attempt", &self.run.attempt)
-            .field("armed", &self.release.0.is_some())
-            .finish()
-    }
-}
 
 /// What a release needs: the lease the claim created and what it overwrote.
 struct Undelivered {
@@ -76,19 +46,13 @@ struct Before {
     next_attempt_time: Micros,
 }
 
-/// Armed: dropping it releases the claim in a task of its own.
-struct Release(Option<Undelivered>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let Some(claim) = self.0.take() else {
-            return;
-        };
+impl ClaimRelease for Undelivered {
+    fn give_back(self: Box<Self>) {
         // Without a runtime (the process is ending) the lease lapses instead.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(claim.release());
+        runtime.spawn(self.release());
     }
 }
 
@@ -146,10 +110,9 @@ fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::Sel
         .to_owned()
 }
 
-impl Store {
-    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
-    /// free concurrent-run slot.
-    pub async fn claim_run(
+#[async_trait]
+impl ClaimStore for Store {
+    async fn claim_run(
         &self,
         workspace: &str,
         agents: &[String],
@@ -216,22 +179,20 @@ impl Store {
         let mut wakes = Wakes::default();
         wakes.run(&run);
         wakes.notify(&mut tx, &self.replica).await?;
-        let release = Release(Some(Undelivered {
+        let release = Release::armed(Undelivered {
             store: self.clone(),
             lease: run.lease(),
             before,
             lease_expire_time,
-        }));
+        });
         tx.commit().await?;
         self.wake(&wakes);
         crate::observe::run_picked_up(now - before.next_attempt_time);
-        Ok(Some(Claim {
-            run,
-            instance,
-            release,
-        }))
+        Ok(Some(Claim::new(run, instance, release)))
     }
+}
 
+impl Store {
     /// Puts an undelivered claim back: QUEUED on the same attempt with its old place in
     /// line, or CANCELLED if a cancel arrived meanwhile. False when the lease no longer
     /// holds (the claim never committed, or the run moved on).

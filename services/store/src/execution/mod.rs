@@ -33,11 +33,8 @@ use agentry_core::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use claim::Claim;
-pub use reaper::{ReapLimits, ReapReport, RunReaper};
 // The commands are core's; re-exported for the store's callers.
 pub use agentry_core::run::{EventInput, NewRun, NewSession, RunFilter};
-pub use stats::{Percentiles, RunStatsGroup};
 
 use crate::Store;
 pub(crate) use crate::feed::Wakes;

@@ -5,12 +5,14 @@ use agentry_core::{
     Error, Result,
     model::Page,
     names::{ContextName, InstanceName, ProjectName, RunName},
+    port::RunStore,
     run::{
         Admission, Cancel, Decision, NewRun, Run, RunChange, RunEvent, RunFilter, Session, admit,
         check_takes_work, interrupt_order,
     },
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 use sea_query::{Expr, LockType, Order, Query};
 
 use super::{
@@ -86,8 +88,9 @@ async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<
     Ok(())
 }
 
-impl Store {
-    pub async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
+#[async_trait]
+impl RunStore for Store {
+    async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
         mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &new.session).await?;
@@ -108,15 +111,13 @@ impl Store {
         })
     }
 
-    pub async fn get_run(&self, name: &RunName) -> Result<Run> {
+    async fn get_run(&self, name: &RunName) -> Result<Run> {
         let stmt = run_by_id(&name.workspace, &name.run);
         let row = self.db.fetch_optional::<RunRow>(&stmt).await?;
         matches_name(found(row, name)?, name)
     }
 
-    /// Runs of one session (or of the whole project when `session` is `None`), newest
-    /// first.
-    pub async fn list_runs(
+    async fn list_runs(
         &self,
         project: &ProjectName,
         session: Option<&str>,
@@ -157,7 +158,7 @@ impl Store {
         .await
     }
 
-    pub async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
+    async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
         mutate_waking!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &name.session()).await?;
@@ -173,7 +174,7 @@ impl Store {
         })
     }
 
-    pub async fn decide_approval(
+    async fn decide_approval(
         &self,
         m: &Mutation,
         name: &RunName,
@@ -191,10 +192,7 @@ impl Store {
         })
     }
 
-    /// Events of a run with a sequence above `after`, oldest first, at most `limit`.
-    /// With none, NOT_FOUND if the run itself is gone (its project or workspace was
-    /// deleted), so that a stream following it ends rather than waiting forever.
-    pub async fn run_events_after(
+    async fn run_events_after(
         &self,
         workspace: &str,
         run: &str,

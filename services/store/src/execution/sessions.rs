@@ -4,9 +4,11 @@ use agentry_core::{
     Error, Result,
     model::Page,
     names::{InstanceName, ProjectName, SessionName},
+    port::SessionStore,
     run::{Message, NewSession, Session, check_takes_work},
     time::now_micros,
 };
+use async_trait::async_trait;
 use sea_query::{Expr, IntoIden, Order, SimpleExpr};
 
 use super::rows::{
@@ -47,8 +49,9 @@ pub(crate) fn before_cursor<C: IntoIden + Copy + 'static>(
         .lt(Expr::tuple([Expr::val(time).into(), Expr::val(id).into()]))
 }
 
-impl Store {
-    pub async fn create_session(&self, m: &Mutation, new: NewSession) -> Result<Session> {
+#[async_trait]
+impl SessionStore for Store {
+    async fn create_session(&self, m: &Mutation, new: NewSession) -> Result<Session> {
         mutate!(self, m, |tx| async {
             let instance_name =
                 InstanceName::new(&new.name.workspace, &new.name.project, &new.instance);
@@ -77,13 +80,12 @@ impl Store {
         })
     }
 
-    pub async fn get_session(&self, name: &SessionName) -> Result<Session> {
+    async fn get_session(&self, name: &SessionName) -> Result<Session> {
         let stmt = session_by_name(name);
         found(self.db.fetch_optional::<SessionRow>(&stmt).await?, name)
     }
 
-    /// Sessions of a project, newest first.
-    pub async fn list_sessions(
+    async fn list_sessions(
         &self,
         project: &ProjectName,
         instance: Option<&str>,
@@ -113,8 +115,7 @@ impl Store {
         .await
     }
 
-    /// Deletes an idle session with its transcript, runs and their event logs.
-    pub async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
+    async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
         mutate!(self, m, |tx| async {
             lock_session(tx, name).await?.check_deletable()?;
             tx.delete(Sessions::Table, session_key(name)).await?;
@@ -122,8 +123,7 @@ impl Store {
         })
     }
 
-    /// The transcript, oldest first.
-    pub async fn list_messages(
+    async fn list_messages(
         &self,
         name: &SessionName,
         show_superseded: bool,

@@ -14,36 +14,17 @@
 
 use std::collections::BTreeMap;
 
-use agentry_core::{Result, names::ProjectName, run::RunStatus, run::Usage, time::Micros};
+use agentry_core::{
+    Result,
+    names::ProjectName,
+    port::{RunStatsGroup, RunStatsStore},
+    run::RunStatus,
+    time::Micros,
+};
+use async_trait::async_trait;
 use sea_query::{Alias, Expr, Order, Query, SelectStatement};
 
 use crate::{Store, db::Backend, tables::Runs};
-
-/// Percentiles of a duration (micros) and how many values they were taken over.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Percentiles {
-    pub count: i64,
-    pub p50: Micros,
-    pub p95: Micros,
-    pub p99: Micros,
-}
-
-/// The figures of one group of runs: a project's, or one agent's in it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunStatsGroup {
-    /// Empty for the project total.
-    pub agent: String,
-    pub total: i64,
-    /// By stored status name (`SUCCEEDED` …).
-    pub by_status: BTreeMap<String, i64>,
-    pub finished: i64,
-    pub succeeded: i64,
-    /// Creation to first start, of runs that started.
-    pub queue_wait: Percentiles,
-    /// First start to end, of runs that ended.
-    pub run_time: Percentiles,
-    pub usage: Usage,
-}
 
 /// The quantiles GetRunStats reports.
 const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
@@ -257,10 +238,9 @@ fn group<'g>(
         })
 }
 
-impl Store {
-    /// The figures of `project`'s runs created in `[start, end)`: the total, and with
-    /// `by_agent` each agent's (ordered by agent id).
-    pub async fn run_stats(
+#[async_trait]
+impl RunStatsStore for Store {
+    async fn run_stats(
         &self,
         project: &ProjectName,
         start: Micros,

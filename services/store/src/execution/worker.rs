@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use agentry_core::{
     Error, Result,
     names::SessionName,
+    port::WorkerStore,
     run::{
         Approval, EventInput, KnownCall, Lease, MessageBody, PlanStep, Run, RunError, Session,
         StopReason, Usage, stale,
     },
     time::{Micros, now_micros},
 };
+use async_trait::async_trait;
 use sea_query::{Expr, LockType, Query};
 
 use super::{
@@ -90,10 +92,9 @@ async fn known_calls(tx: &mut Tx, run: &Run, ids: Vec<&str>) -> Result<HashMap<S
         .collect())
 }
 
-impl Store {
-    /// Renews the lease for `wait` (the caller holds its reply that long) plus the
-    /// lease's duration.
-    pub async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {
+#[async_trait]
+impl WorkerStore for Store {
+    async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {
         let now = now_micros();
         let mut tx = self.db.begin().await?;
         let (_, run) = fenced(&mut tx, lease, now, false).await?;
@@ -104,8 +105,7 @@ impl Store {
         Ok(change.run.clone())
     }
 
-    /// Appends a batch; returns the last sequence and whether a cancel was requested.
-    pub async fn append_run_events(
+    async fn append_run_events(
         &self,
         m: &Mutation,
         lease: &Lease,
@@ -124,9 +124,7 @@ impl Store {
         })
     }
 
-    /// Applies the autonomy matrix to a plan: auto-approved (the lease goes on), or the
-    /// run waits for a human in REQUIRES_ACTION and the lease ends.
-    pub async fn propose_plan(
+    async fn propose_plan(
         &self,
         m: &Mutation,
         lease: &Lease,
@@ -143,7 +141,7 @@ impl Store {
         })
     }
 
-    pub async fn complete_task(
+    async fn complete_task(
         &self,
         m: &Mutation,
         lease: &Lease,
@@ -162,7 +160,7 @@ impl Store {
         })
     }
 
-    pub async fn fail_task(
+    async fn fail_task(
         &self,
         m: &Mutation,
         lease: &Lease,

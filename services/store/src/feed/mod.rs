@@ -4,7 +4,7 @@
 //! it sends them to the other replicas with one `pg_notify` as its last statement (a
 //! NOTIFY is delivered only if the transaction commits), or, for context writes, hands
 //! them to [`Announcer`] after commit (batched, see `announce`); once it has committed,
-//! the store publishes them to the waiters of this process ([`Registry`]), which the replicas skip
+//! the store publishes them to the waiters of this process ([`Registry`], in core), which the replicas skip
 //! when their own NOTIFY comes back. [`listen`] carries the other replicas' keys in, and
 //! is the safety net: when its connection drops or goes silent, every waiter of this
 //! replica looks at storage once, since wake-ups may have been lost meanwhile. Waiters
@@ -14,15 +14,18 @@
 
 mod announce;
 mod listen;
-mod registry;
 
 use std::sync::Arc;
 
-use agentry_core::{Result, run::Run, wake::WakeKey};
+use agentry_core::{
+    Result,
+    port::{ChangeFeed, Subscription},
+    run::Run,
+    wake::WakeKey,
+};
 use sea_query::{Alias, Func, Query, SelectStatement};
 
 pub(crate) use announce::Announcer;
-pub use registry::{Registry, Subscription};
 
 use crate::{
     Store,
@@ -36,16 +39,6 @@ pub const FEED_CHANNEL: &str = "agentry_feed";
 /// Payloads stay under Postgres's 8000-byte limit; more keys go in further notifications
 /// of the same statement.
 const MAX_PAYLOAD: usize = 7000;
-
-/// The port through which the server waits for changes.
-pub trait ChangeFeed: Send + Sync {
-    /// A waiter on `keys`: woken when a change of any of them commits, on any replica.
-    fn subscribe(&self, keys: Vec<WakeKey>) -> Subscription;
-    /// Waiters woken so far in this process (a test and metrics hook).
-    fn wakeups(&self) -> u64;
-    /// Waiters registered now (one per key a waiter follows).
-    fn waiting(&self) -> usize;
-}
 
 impl ChangeFeed for Store {
     fn subscribe(&self, keys: Vec<WakeKey>) -> Subscription {

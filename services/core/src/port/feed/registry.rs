@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use agentry_core::wake::WakeKey;
+use crate::wake::WakeKey;
 use tokio::sync::Notify;
 
 type Waiters = BTreeMap<u64, Arc<Waiter>>;

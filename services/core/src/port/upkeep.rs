@@ -1,0 +1,196 @@
+//! Upkeep's side of the storage port: what start-up reads, what the probes and metrics
+//! ask, and the background reaper's passes.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::{
+    Result,
+    run::Fired,
+    time::{Micros, now_micros},
+};
+
+/// Connections of the database pools, for `agentry_db_pool_connections{state}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolConnections {
+    /// Checked out by a call or a background task.
+    pub active: u64,
+    /// Open and waiting in the pool.
+    pub idle: u64,
+    /// The most the pools will open.
+    pub max: u64,
+}
+
+/// Bounds of one pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ReapLimits {
+    /// Due runs looked at per pass, all timers together.
+    pub max_runs: u64,
+    /// Time after which a pass stops at the next run.
+    pub max_time: std::time::Duration,
+    /// Due runs read per query.
+    pub page: u64,
+}
+
+impl Default for ReapLimits {
+    fn default() -> Self {
+        Self {
+            max_runs: 1000,
+            max_time: std::time::Duration::from_secs(2),
+            page: 100,
+        }
+    }
+}
+
+/// What one pass did, per action.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReapReport {
+    /// Lapsed leases re-queued for another attempt (WORKER_LOST).
+    pub leases_requeued: u64,
+    /// Lapsed leases that used up the attempts: FAILED (WORKER_LOST).
+    pub leases_failed: u64,
+    /// Lapsed leases of CANCELLING runs: CANCELLED.
+    pub leases_cancelled: u64,
+    /// Runs past their timeout: TIMED_OUT.
+    pub timed_out: u64,
+    /// Plans nobody decided in time: rejected, the run re-queued.
+    pub approvals_expired: u64,
+    /// Re-queued runs whose backoff ended, whose workspaces' pollers were woken.
+    pub backoffs_woken: u64,
+    /// Due runs whose handling failed (each logged with the reason); tried again later.
+    pub failed: u64,
+    /// Due runs another transaction held (another replica's reaper, a worker call):
+    /// left to it or to the next pass.
+    pub busy: u64,
+    /// The pass stopped at its bounds with due runs left for the next one.
+    pub truncated: bool,
+}
+
+impl ReapReport {
+    /// Lapsed leases handled, however they ended.
+    pub fn leases_expired(&self) -> u64 {
+        self.leases_requeued + self.leases_failed + self.leases_cancelled
+    }
+
+    /// Runs this pass changed.
+    pub fn changed(&self) -> u64 {
+        self.leases_expired() + self.timed_out + self.approvals_expired
+    }
+}
+
+impl ReapReport {
+    /// Counts what handling one due run did (`None`: another transaction held it).
+    pub fn count(&mut self, fired: Option<Fired>) {
+        let Some(fired) = fired else {
+            self.busy += 1;
+            return;
+        };
+        match fired {
+            Fired::LeaseRequeued => self.leases_requeued += 1,
+            Fired::LeaseFailed => self.leases_failed += 1,
+            Fired::LeaseCancelled => self.leases_cancelled += 1,
+            Fired::TimedOut => self.timed_out += 1,
+            Fired::ApprovalExpired => self.approvals_expired += 1,
+            Fired::Nothing => {}
+        }
+    }
+}
+
+/// What the reaper keeps between passes: where the last one ended in time (for backoff
+/// wake-ups) and the runs whose handling failed, with when to try them again.
+#[derive(Debug)]
+pub struct RunReaper {
+    pub limits: ReapLimits,
+    since: Micros,
+    failing: HashMap<(String, String), Failing>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    retry_time: Micros,
+    failures: u32,
+}
+
+/// The first wait before a failed run is tried again; it doubles up to the maximum.
+const FAILED_RETRY_FIRST: Micros = 1_000_000;
+const FAILED_RETRY_MAX: Micros = 300_000_000;
+/// Failing runs remembered at most; past that the memory starts afresh.
+const MAX_FAILING: usize = 10_000;
+
+impl RunReaper {
+    pub fn new(limits: ReapLimits) -> Self {
+        Self {
+            limits,
+            since: now_micros(),
+            failing: HashMap::new(),
+        }
+    }
+
+    /// Starts counting backoff wake-ups from `since` (tests: from the beginning).
+    pub fn since(mut self, since: Micros) -> Self {
+        self.since = since;
+        self
+    }
+
+    /// Where this pass counts backoff wake-ups from: where the last one ended.
+    pub fn backoffs_since(&self) -> Micros {
+        self.since
+    }
+
+    /// The pass that ran up to `now` is over; the next counts backoffs from there.
+    pub fn passed(&mut self, now: Micros) {
+        self.since = now;
+    }
+
+    /// Whether the run `key` (workspace, run) failed lately and waits before its next try.
+    pub fn deferred(&self, key: &(String, String), now: Micros) -> bool {
+        self.failing.get(key).is_some_and(|f| f.retry_time > now)
+    }
+
+    /// The run `key` was handled: it is tried on time again.
+    pub fn handled(&mut self, key: &(String, String)) {
+        self.failing.remove(key);
+    }
+
+    /// The handling of run `key` failed: it waits longer before each next try. Returns
+    /// how many times in a row it failed.
+    pub fn failed(&mut self, key: (String, String), now: Micros) -> u32 {
+        if self.failing.len() >= MAX_FAILING {
+            self.failing.clear();
+        }
+        let entry = self.failing.entry(key).or_insert(Failing {
+            retry_time: now,
+            failures: 0,
+        });
+        entry.failures += 1;
+        let wait = FAILED_RETRY_FIRST
+            .saturating_mul(1 << entry.failures.min(16).saturating_sub(1))
+            .min(FAILED_RETRY_MAX);
+        entry.retry_time = now.saturating_add(wait);
+        entry.failures
+    }
+}
+
+/// Settings, probes, metrics and the reaper.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
+    /// The HMAC key for page tokens, created by whichever replica starts first.
+    async fn page_token_key(&self) -> Result<String>;
+    /// The stored root key hash, generating a root key when there is none yet. Returns
+    /// the hash and, only on the start that generated it, the secret itself.
+    async fn root_key_hash(&self) -> Result<(Vec<u8>, Option<String>)>;
+    /// Ready to serve: the database answers and every migration this build knows is
+    /// applied. The error says which is not the case.
+    async fn readiness(&self) -> std::result::Result<(), String>;
+    /// Connections of the database pools now.
+    fn pool_connections(&self) -> PoolConnections;
+    /// Runs by status, over every workspace: one `GROUP BY` over the runs table.
+    async fn count_runs_by_status(&self) -> Result<Vec<(String, i64)>>;
+    /// One pass over the run timers that fell due, within `reaper.limits`.
+    async fn reap_runs(&self, reaper: &mut RunReaper) -> Result<ReapReport>;
+    /// Forgets stored results older than `before` (micros); the reaper calls this.
+    async fn purge_idempotency_keys(&self, before: i64) -> Result<u64>;
+    /// Closes the connections; the store serves nothing after.
+    async fn close(&self);
+}
