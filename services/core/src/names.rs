@@ -122,29 +122,42 @@ impl fmt::Display for WorkspaceName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProjectName {
-    pub workspace: String,
-    pub project: String,
+/// Names of resources that live in a workspace: `workspaces/{w}/{collection}/{id}`.
+macro_rules! workspace_scoped_name {
+    ($name:ident, $field:ident, $collection:literal, $kind:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name {
+            pub workspace: String,
+            pub $field: String,
+        }
+
+        impl $name {
+            pub fn parse(field: &str, name: &str) -> Result<Self> {
+                let ids = segments(field, name, &["workspaces", $collection], $kind)?;
+                for id in &ids {
+                    check_slug!(field, name, id);
+                }
+                Ok(Self {
+                    workspace: ids[0].to_owned(),
+                    $field: ids[1].to_owned(),
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!("workspaces/{}/", $collection, "/{}"),
+                    self.workspace, self.$field
+                )
+            }
+        }
+    };
 }
 
-impl ProjectName {
-    pub fn parse(field: &str, name: &str) -> Result<Self> {
-        let ids = segments(field, name, &["workspaces", "projects"], "project")?;
-        check_slug!(field, name, ids[0]);
-        check_slug!(field, name, ids[1]);
-        Ok(Self {
-            workspace: ids[0].to_owned(),
-            project: ids[1].to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for ProjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "workspaces/{}/projects/{}", self.workspace, self.project)
-    }
-}
+workspace_scoped_name!(ProjectName, project, "projects", "project");
+workspace_scoped_name!(AgentName, agent, "agents", "agent");
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApiKeyName {
@@ -178,30 +191,6 @@ impl fmt::Display for ApiKeyName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AgentName {
-    pub workspace: String,
-    pub agent: String,
-}
-
-impl AgentName {
-    pub fn parse(field: &str, name: &str) -> Result<Self> {
-        let ids = segments(field, name, &["workspaces", "agents"], "agent")?;
-        check_slug!(field, name, ids[0]);
-        check_slug!(field, name, ids[1]);
-        Ok(Self {
-            workspace: ids[0].to_owned(),
-            agent: ids[1].to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for AgentName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "workspaces/{}/agents/{}", self.workspace, self.agent)
-    }
-}
-
 /// Names of resources that live in a project: `workspaces/{w}/projects/{p}/{collection}/{id}`.
 macro_rules! project_scoped_name {
     ($name:ident, $field:ident, $collection:literal, $kind:literal) => {
@@ -216,6 +205,15 @@ macro_rules! project_scoped_name {
         }
 
         impl $name {
+            /// The name of `id` in `project` of `workspace`.
+            pub fn new(workspace: &str, project: &str, id: &str) -> Self {
+                Self {
+                    workspace: workspace.to_owned(),
+                    project: project.to_owned(),
+                    $field: id.to_owned(),
+                }
+            }
+
             pub fn parse(field: &str, name: &str) -> Result<Self> {
                 let ids = segments(field, name, &["workspaces", "projects", $collection], $kind)?;
                 for id in &ids[..2] {

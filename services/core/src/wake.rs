@@ -98,6 +98,11 @@ impl WakeKey {
     /// The text form: `c/{w}/{p}/{context}`, `r/{w}/{p}/{run}`, `q/{w}/{agent}` (`q/{w}`
     /// for any agent), `u/{w}/{p}` (`u/{w}` for the whole workspace).
     pub fn encode(&self) -> String {
+        // The optional last field, when present.
+        let then = |head: String, last: &Option<String>| match last {
+            Some(last) => format!("{head}/{last}"),
+            None => head,
+        };
         match self {
             Self::Context {
                 workspace,
@@ -109,22 +114,8 @@ impl WakeKey {
                 project,
                 run,
             } => format!("r/{workspace}/{project}/{run}"),
-            Self::Queue {
-                workspace,
-                agent: Some(agent),
-            } => format!("q/{workspace}/{agent}"),
-            Self::Queue {
-                workspace,
-                agent: None,
-            } => format!("q/{workspace}"),
-            Self::Under {
-                workspace,
-                project: Some(project),
-            } => format!("u/{workspace}/{project}"),
-            Self::Under {
-                workspace,
-                project: None,
-            } => format!("u/{workspace}"),
+            Self::Queue { workspace, agent } => then(format!("q/{workspace}"), agent),
+            Self::Under { workspace, project } => then(format!("u/{workspace}"), project),
         }
     }
 

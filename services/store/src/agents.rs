@@ -17,9 +17,10 @@ use sea_query::{Alias, Expr, LockType, Order, Query, SelectStatement};
 use crate::{
     PageRequest, Store,
     db::{Tx, named},
+    keyset_page,
     mutation::{Mutation, mutate},
     paginate,
-    rows::{check_etag, json, to_json},
+    rows::{check_etag, decode_all, insert_row, json, to_json},
     tables::{AgentRevisions, Agents, Instances},
     workspaces::read_workspace,
 };
@@ -58,6 +59,14 @@ impl TryFrom<AgentRow> for AgentRecord {
             },
             uid: row.agent_uid,
         })
+    }
+}
+
+impl TryFrom<AgentRow> for Agent {
+    type Error = Error;
+
+    fn try_from(row: AgentRow) -> Result<Self> {
+        Ok(AgentRecord::try_from(row)?.agent)
     }
 }
 
@@ -140,25 +149,25 @@ async fn insert_revision(
     spec: &AgentSpec,
     now: i64,
 ) -> Result<()> {
-    let insert = Query::insert()
-        .into_table(AgentRevisions::Table)
-        .columns([
+    let insert = insert_row(
+        AgentRevisions::Table,
+        [
             AgentRevisions::WorkspaceId,
             AgentRevisions::AgentUid,
             AgentRevisions::Revision,
             AgentRevisions::AgentId,
             AgentRevisions::Spec,
             AgentRevisions::CreateTime,
-        ])
-        .values_panic([
+        ],
+        [
             workspace.into(),
             uid.into(),
             revision.into(),
             id.into(),
             to_json(spec).into(),
             now.into(),
-        ])
-        .to_owned();
+        ],
+    );
     tx.execute(&insert).await.map(|_| ())
 }
 
@@ -169,25 +178,25 @@ impl AgentStore for Store {
             read_workspace(tx, &new.workspace).await?;
             let now = now_micros();
             let uid = uuid::Uuid::now_v7().to_string();
-            let head = Query::insert()
-                .into_table(Agents::Table)
-                .columns([
+            let head = insert_row(
+                Agents::Table,
+                [
                     Agents::WorkspaceId,
                     Agents::AgentId,
                     Agents::AgentUid,
                     Agents::LatestRevision,
                     Agents::CreateTime,
                     Agents::UpdateTime,
-                ])
-                .values_panic([
+                ],
+                [
                     new.workspace.clone().into(),
                     new.id.clone().into(),
                     uid.clone().into(),
                     1i64.into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
+                ],
+            );
             tx.execute(&head).await.map_err(|e| named(e, &m.resource))?;
             insert_revision(tx, &new.workspace, &new.id, &uid, 1, &new.spec, now).await?;
             Ok(Agent {
@@ -208,20 +217,11 @@ impl AgentStore for Store {
     }
 
     async fn list_agents(&self, workspace: &str, page: &PageRequest) -> Result<Page<Agent>> {
-        let mut stmt = select(Revisions::Latest)
+        let stmt = select(Revisions::Latest)
             .and_where(Expr::col((Agents::Table, Agents::WorkspaceId)).eq(workspace))
             .to_owned();
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col((Agents::Table, Agents::AgentId)).gt(after.as_str()));
-        }
-        stmt.order_by((Agents::Table, Agents::AgentId), Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<AgentRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(|r| AgentRecord::try_from(r).map(|a| a.agent))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |a| a.id.clone()))
+        let key = (Agents::Table, Agents::AgentId);
+        keyset_page::<AgentRow, Agent>(&self.db, stmt, key, page, |a| a.id.clone()).await
     }
 
     async fn list_agent_revisions(
@@ -249,10 +249,7 @@ impl AgentStore for Store {
         if rows.is_empty() && page.after.is_none() {
             return Err(Error::not_found(name.to_string()));
         }
-        let items = rows
-            .into_iter()
-            .map(|r| AgentRecord::try_from(r).map(|a| a.agent))
-            .collect::<Result<Vec<_>>>()?;
+        let items: Vec<Agent> = decode_all(rows)?;
         Ok(paginate(items, page.size, |a| a.revision.to_string()))
     }
 
@@ -354,14 +351,10 @@ impl AgentStore for Store {
                     ));
                 }
             }
-            tx.execute(
-                &Query::delete()
-                    .from_table(Agents::Table)
-                    .and_where(Expr::col(Agents::WorkspaceId).eq(name.workspace.as_str()))
-                    .and_where(Expr::col(Agents::AgentId).eq(name.agent.as_str()))
-                    .to_owned(),
-            )
-            .await?;
+            let head = Expr::col(Agents::WorkspaceId)
+                .eq(name.workspace.as_str())
+                .and(Expr::col(Agents::AgentId).eq(name.agent.as_str()));
+            tx.delete(Agents::Table, head).await?;
             Ok(())
         })
     }

@@ -9,12 +9,12 @@ use agentry_core::{
     time::now_micros,
 };
 use async_trait::async_trait;
-use sea_query::{Expr, Order, Query, SelectStatement};
+use sea_query::{Expr, Query, SelectStatement};
 
 use crate::{
-    PageRequest, Store,
+    PageRequest, Store, keyset_page,
     mutation::{Mutation, mutate},
-    paginate,
+    rows::insert_row,
     tables::ApiKeys,
     workspaces::read_workspace,
 };
@@ -49,6 +49,14 @@ impl TryFrom<KeyRow> for KeyRecord {
             secret_hash: row.secret_hash,
             revoke_time: row.revoke_time,
         })
+    }
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = Error;
+
+    fn try_from(row: KeyRow) -> Result<Self> {
+        Ok(KeyRecord::try_from(row)?.key)
     }
 }
 
@@ -92,10 +100,10 @@ impl ApiKeyStore for Store {
                 create_time: now_micros(),
                 expire_time: new.expire_time,
             };
-            let insert = Query::insert()
-                .into_table(ApiKeys::Table)
-                .columns(INSERTED)
-                .values_panic([
+            let insert = insert_row(
+                ApiKeys::Table,
+                INSERTED,
+                [
                     key.workspace.clone().into(),
                     key.id.clone().into(),
                     key.display_name.clone().into(),
@@ -103,8 +111,8 @@ impl ApiKeyStore for Store {
                     apikey::hash(&secret).into(),
                     key.create_time.into(),
                     key.expire_time.into(),
-                ])
-                .to_owned();
+                ],
+            );
             tx.execute(&insert).await?;
             Ok(CreatedApiKey {
                 key,
@@ -115,21 +123,11 @@ impl ApiKeyStore for Store {
     }
 
     async fn list_api_keys(&self, workspace: &str, page: &PageRequest) -> Result<Page<ApiKey>> {
-        let mut stmt = select()
+        let stmt = select()
             .and_where(Expr::col(ApiKeys::WorkspaceId).eq(workspace))
             .and_where(Expr::col(ApiKeys::RevokeTime).is_null())
             .to_owned();
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(ApiKeys::KeyId).gt(after.as_str()));
-        }
-        stmt.order_by(ApiKeys::KeyId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<KeyRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(|r| KeyRecord::try_from(r).map(|k| k.key))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |k| k.id.clone()))
+        keyset_page::<KeyRow, ApiKey>(&self.db, stmt, ApiKeys::KeyId, page, |k| k.id.clone()).await
     }
 
     async fn delete_api_key(&self, m: &Mutation, name: &ApiKeyName) -> Result<()> {

@@ -14,17 +14,17 @@ use agentry_core::{
 use async_trait::async_trait;
 // The commands are core's; re-exported for the store's callers.
 pub use agentry_core::instance::{InstanceFilter, InstancePatch, NewInstance};
-use sea_query::{Alias, Expr, Func, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 use serde_json::Value;
 
 use crate::{
     PageRequest, Store,
     agents::{AgentRecord, agent_in_tx},
-    db::{Tx, named},
+    db::Tx,
+    keyset_page,
     mutation::{Mutation, mutate},
-    paginate,
-    projects::{Count, lock_project},
-    rows::{check_etag, json, labels, to_json},
+    projects::lock_project,
+    rows::{check_etag, found, insert_row, json, labels, select_all, to_json},
     tables::Instances,
     workspaces::read_workspace,
 };
@@ -93,6 +93,14 @@ impl TryFrom<InstanceRow> for InstanceRecord {
     }
 }
 
+impl TryFrom<InstanceRow> for Instance {
+    type Error = Error;
+
+    fn try_from(row: InstanceRow) -> Result<Self> {
+        Ok(InstanceRecord::try_from(row)?.instance)
+    }
+}
+
 const COLUMNS: [Instances; 17] = [
     Instances::WorkspaceId,
     Instances::ProjectId,
@@ -113,28 +121,39 @@ const COLUMNS: [Instances; 17] = [
     Instances::UpdateTime,
 ];
 
+/// The row of instance `name`.
+pub(crate) fn instance_row(name: &InstanceName) -> Condition {
+    Condition::all()
+        .add(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
+        .add(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+        .add(Expr::col(Instances::InstanceId).eq(name.instance.as_str()))
+}
+
 fn by_name(name: &InstanceName) -> SelectStatement {
-    Query::select()
-        .columns(COLUMNS)
-        .from(Instances::Table)
-        .and_where(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
-        .and_where(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
-        .and_where(Expr::col(Instances::InstanceId).eq(name.instance.as_str()))
+    select_all(Instances::Table, COLUMNS)
+        .cond_where(instance_row(name))
         .to_owned()
 }
 
 /// The instance inside a transaction, without a lock (sessions and runs read its pin).
 pub(crate) async fn read_instance(tx: &mut Tx, name: &InstanceName) -> Result<Instance> {
-    let row: Option<InstanceRow> = tx.fetch_optional(&by_name(name)).await?;
-    Ok(InstanceRecord::try_from(row.ok_or_else(|| Error::not_found(name.to_string()))?)?.instance)
+    found(
+        tx.fetch_optional::<InstanceRow>(&by_name(name)).await?,
+        name,
+    )
 }
 
-async fn lock_instance(tx: &mut Tx, name: &InstanceName) -> Result<InstanceRecord> {
-    let row: Option<InstanceRow> = tx
-        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
-        .await?;
-    row.ok_or_else(|| Error::not_found(name.to_string()))?
-        .try_into()
+/// The instance, locked for a change when the caller's `etag` (empty: any) is current,
+/// and the status a heartbeat would restore.
+async fn lock_instance(
+    tx: &mut Tx,
+    name: &InstanceName,
+    etag: &str,
+) -> Result<(Instance, Option<InstanceStatus>)> {
+    let locked = by_name(name).lock(LockType::Update).to_owned();
+    let record: InstanceRecord = found(tx.fetch_optional::<InstanceRow>(&locked).await?, name)?;
+    check_etag(record.instance.etag, etag)?;
+    Ok((record.instance, record.status_before_offline))
 }
 
 /// Writes every mutable column of `instance` back.
@@ -205,29 +224,19 @@ impl InstanceStore for Store {
             lock_project(tx, &project).await?;
             let workspace = read_workspace(tx, &new.name.workspace).await?;
             let quota = workspace.quotas.max_instances_per_project;
-            let live: Count = tx
-                .fetch_optional(
-                    &Query::select()
-                        .expr_as(
-                            Func::count(Expr::col(Instances::InstanceId)),
-                            Alias::new("n"),
-                        )
-                        .from(Instances::Table)
-                        .and_where(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
-                        .and_where(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
-                        .and_where(Expr::col(Instances::Status).ne("TERMINATED"))
-                        .to_owned(),
-                )
-                .await?
-                .unwrap_or(Count { n: 0 });
-            check_instance_quota(&project, live.n, quota)?;
+            let live = Condition::all()
+                .add(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
+                .add(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
+                .add(Expr::col(Instances::Status).ne("TERMINATED"));
+            let live = tx.count(Instances::Table, live).await?;
+            check_instance_quota(&project, live, quota)?;
             let (record, effective) =
                 resolve_config(tx, &new.agent, new.agent_revision, &new.config).await?;
             let now = now_micros();
             let instance = Instance::new(&new, record.agent.revision, effective, now);
-            let insert = Query::insert()
-                .into_table(Instances::Table)
-                .columns([
+            let insert = insert_row(
+                Instances::Table,
+                [
                     Instances::WorkspaceId,
                     Instances::ProjectId,
                     Instances::InstanceId,
@@ -244,8 +253,8 @@ impl InstanceStore for Store {
                     Instances::Etag,
                     Instances::CreateTime,
                     Instances::UpdateTime,
-                ])
-                .values_panic([
+                ],
+                [
                     instance.workspace.clone().into(),
                     instance.project.clone().into(),
                     instance.id.clone().into(),
@@ -262,20 +271,19 @@ impl InstanceStore for Store {
                     instance.etag.into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
-            tx.execute(&insert)
-                .await
-                .map_err(|e| named(e, &m.resource))?;
+                ],
+            );
+            tx.insert(&insert, &m.resource).await?;
             Ok(instance)
         })
     }
 
     async fn get_instance(&self, name: &InstanceName) -> Result<Instance> {
-        let row: Option<InstanceRow> = self.db.fetch_optional(&by_name(name)).await?;
-        Ok(
-            InstanceRecord::try_from(row.ok_or_else(|| Error::not_found(name.to_string()))?)?
-                .instance,
+        found(
+            self.db
+                .fetch_optional::<InstanceRow>(&by_name(name))
+                .await?,
+            name,
         )
     }
 
@@ -285,9 +293,7 @@ impl InstanceStore for Store {
         filter: &InstanceFilter,
         page: &PageRequest,
     ) -> Result<Page<Instance>> {
-        let mut stmt = Query::select()
-            .columns(COLUMNS)
-            .from(Instances::Table)
+        let mut stmt = select_all(Instances::Table, COLUMNS)
             .and_where(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
             .and_where(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
             .to_owned();
@@ -297,17 +303,10 @@ impl InstanceStore for Store {
         if let Some(agent) = &filter.agent {
             stmt.and_where(Expr::col(Instances::AgentId).eq(agent.as_str()));
         }
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(Instances::InstanceId).gt(after.as_str()));
-        }
-        stmt.order_by(Instances::InstanceId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<InstanceRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(|r| InstanceRecord::try_from(r).map(|i| i.instance))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |i| i.id.clone()))
+        keyset_page::<InstanceRow, Instance>(&self.db, stmt, Instances::InstanceId, page, |i| {
+            i.id.clone()
+        })
+        .await
     }
 
     async fn update_instance(
@@ -317,11 +316,8 @@ impl InstanceStore for Store {
         patch: InstancePatch,
     ) -> Result<Instance> {
         mutate!(self, m, |tx| async {
-            let InstanceRecord {
-                mut instance,
-                status_before_offline,
-            } = lock_instance(tx, name).await?;
-            check_etag(instance.etag, &patch.etag)?;
+            let (mut instance, status_before_offline) =
+                lock_instance(tx, name, &patch.etag).await?;
             let mut uid = None;
             if let Some(revision) = patch.apply(&mut instance)? {
                 let agent = AgentName {
@@ -354,8 +350,7 @@ impl InstanceStore for Store {
         etag: &str,
     ) -> Result<Instance> {
         mutate!(self, m, |tx| async {
-            let InstanceRecord { mut instance, .. } = lock_instance(tx, name).await?;
-            check_etag(instance.etag, etag)?;
+            let (mut instance, _) = lock_instance(tx, name, etag).await?;
             if instance.terminate(now_micros()) {
                 save(tx, &instance, None, None, None).await?;
             }
@@ -372,11 +367,7 @@ impl InstanceStore for Store {
         etag: &str,
     ) -> Result<Instance> {
         mutate!(self, m, |tx| async {
-            let InstanceRecord {
-                mut instance,
-                status_before_offline,
-            } = lock_instance(tx, name).await?;
-            check_etag(instance.etag, etag)?;
+            let (mut instance, status_before_offline) = lock_instance(tx, name, etag).await?;
             if !instance.set_status(to, message, now_micros())? {
                 return Ok(instance);
             }
@@ -394,10 +385,7 @@ impl InstanceStore for Store {
 
     async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance> {
         let mut tx = self.db.begin().await?;
-        let InstanceRecord {
-            mut instance,
-            status_before_offline,
-        } = lock_instance(&mut tx, name).await?;
+        let (mut instance, status_before_offline) = lock_instance(&mut tx, name, "").await?;
         instance.heartbeat(status_before_offline, now_micros())?;
         save(
             &mut tx,

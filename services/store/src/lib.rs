@@ -135,11 +135,23 @@ where
     if let Some(after) = &page.after {
         stmt.and_where(Expr::col(key.clone()).gt(after.as_str()));
     }
-    stmt.order_by(key, Order::Asc).limit(page.size as u64 + 1);
+    stmt.order_by(key, Order::Asc);
+    fetch_page::<R, T>(db, stmt, page.size, cursor).await
+}
+
+/// One page of the rows of `stmt`, already ordered and after the cursor: one more row
+/// than the page holds is fetched, to know whether another follows.
+pub(crate) async fn fetch_page<R, T>(
+    db: &db::Db,
+    mut stmt: sea_query::SelectStatement,
+    size: usize,
+    cursor: impl Fn(&T) -> String,
+) -> Result<agentry_core::model::Page<T>>
+where
+    R: db::Record,
+    T: TryFrom<R, Error = agentry_core::Error>,
+{
+    stmt.limit(size as u64 + 1);
     let rows: Vec<R> = db.fetch_all(&stmt).await?;
-    let items = rows
-        .into_iter()
-        .map(T::try_from)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(paginate(items, page.size, cursor))
+    Ok(paginate(rows::decode_all(rows)?, size, cursor))
 }

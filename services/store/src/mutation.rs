@@ -17,6 +17,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     Store,
     db::Tx,
+    rows::insert_row,
     tables::{AuditLog, IdempotencyKeys},
 };
 
@@ -106,10 +107,10 @@ impl Store {
     ) -> Result<()> {
         let now = now_micros();
         if m.audit {
-            let audit = Query::insert()
-                .into_table(AuditLog::Table)
-                .columns(crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]))
-                .values_panic([
+            let audit = insert_row(
+                AuditLog::Table,
+                crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
+                [
                     m.workspace.clone().into(),
                     uuid::Uuid::now_v7().to_string().into(),
                     now.into(),
@@ -118,31 +119,31 @@ impl Store {
                     m.resource.clone().into(),
                     m.request_id.clone().into(),
                     "OK".into(),
-                ])
-                .to_owned();
+                ],
+            );
             tx.execute(&audit).await?;
         }
         if !m.request_id.is_empty() {
             let response = serde_json::to_string(value).map_err(Error::internal)?;
-            let stored = Query::insert()
-                .into_table(IdempotencyKeys::Table)
-                .columns([
+            let stored = insert_row(
+                IdempotencyKeys::Table,
+                [
                     IdempotencyKeys::WorkspaceId,
                     IdempotencyKeys::RequestId,
                     IdempotencyKeys::Method,
                     IdempotencyKeys::RequestHash,
                     IdempotencyKeys::Response,
                     IdempotencyKeys::CreateTime,
-                ])
-                .values_panic([
+                ],
+                [
                     m.scope.clone().into(),
                     m.request_id.clone().into(),
                     m.method.into(),
                     m.request_hash.clone().into(),
                     response.into(),
                     now.into(),
-                ])
-                .to_owned();
+                ],
+            );
             tx.execute(&stored).await?;
         }
         tx.commit().await
@@ -193,3 +194,51 @@ macro_rules! mutate {
     }};
 }
 pub(crate) use mutate;
+
+/// [`mutate!`] for a mutation that collects the wake keys of what it changes in
+/// `$wakes` (a [`Wakes`](crate::feed::Wakes), new and empty in the `|tx, wakes|` form):
+/// the other replicas are NOTIFYed inside the transaction, the waiters of this process
+/// once it has committed.
+macro_rules! mutate_waking {
+    ($store:expr, $m:expr, |$tx:ident, $wakes:ident| $body:expr) => {{
+        let mut $wakes = $crate::feed::Wakes::default();
+        $crate::mutation::mutate_waking!($store, $m, $wakes, |$tx| $body)
+    }};
+    ($store:expr, $m:expr, $wakes:ident, |$tx:ident| $body:expr) => {{
+        let store = $store;
+        let result = $crate::mutation::mutate!(store, $m, |tx| async {
+            let value: agentry_core::Result<_> = {
+                let $tx = &mut *tx;
+                $body.await
+            };
+            let value = value?;
+            $wakes.notify(tx, &store.replica).await?;
+            Ok(value)
+        });
+        if result.is_ok() {
+            store.wake(&$wakes);
+        }
+        result
+    }};
+}
+pub(crate) use mutate_waking;
+
+/// [`mutate!`] for changes whose wake-ups other replicas learn after commit (runs): the
+/// body fills `$wakes`; once the transaction commits, this process's waiters are woken
+/// and the keys are announced to the other replicas, batched (`feed/announce.rs`), with
+/// no NOTIFY inside the transaction.
+macro_rules! mutate_announcing {
+    ($store:expr, $m:expr, |$tx:ident, $wakes:ident| $body:expr) => {{
+        let store = $store;
+        let mut $wakes = $crate::feed::Wakes::default();
+        let result = $crate::mutation::mutate!(store, $m, |tx| async {
+            let $tx = &mut *tx;
+            $body.await
+        });
+        if result.is_ok() {
+            store.wake_everywhere(&$wakes);
+        }
+        result
+    }};
+}
+pub(crate) use mutate_announcing;

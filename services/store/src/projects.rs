@@ -10,15 +10,15 @@ use agentry_core::{
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, Func, LockType, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
-    db::{Tx, named},
+    db::Tx,
     feed::Wakes,
     keyset_page,
-    mutation::{Mutation, mutate},
-    rows::{check_etag, labels, to_json},
+    mutation::{Mutation, mutate, mutate_waking},
+    rows::{self, check_etag, found, insert_row, labels, select_all, to_json},
     tables::{Contexts, Instances, Projects},
     workspaces::lock_workspace,
 };
@@ -52,11 +52,6 @@ impl TryFrom<ProjectRow> for Project {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct Count {
-    pub(crate) n: i64,
-}
-
 /// Every column of `projects`, in the order rows decode and inserts bind.
 const COLUMNS: [Projects; 8] = [
     Projects::WorkspaceId,
@@ -70,25 +65,23 @@ const COLUMNS: [Projects; 8] = [
 ];
 
 fn select() -> SelectStatement {
-    Query::select()
-        .columns(COLUMNS)
-        .from(Projects::Table)
-        .to_owned()
+    select_all(Projects::Table, COLUMNS)
+}
+
+/// The row of project `name`.
+fn key(name: &ProjectName) -> Condition {
+    Condition::all()
+        .add(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
+        .add(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
 }
 
 fn by_name(name: &ProjectName) -> SelectStatement {
-    select()
-        .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
-        .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
-        .to_owned()
+    select().cond_where(key(name)).to_owned()
 }
 
 pub(crate) async fn lock_project(tx: &mut Tx, name: &ProjectName) -> Result<Project> {
-    let row: Option<ProjectRow> = tx
-        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
-        .await?;
-    row.ok_or_else(|| Error::not_found(name.to_string()))?
-        .try_into()
+    let locked = by_name(name).lock(LockType::Update).to_owned();
+    found(tx.fetch_optional::<ProjectRow>(&locked).await?, name)
 }
 
 #[async_trait]
@@ -97,20 +90,9 @@ impl ProjectStore for Store {
         mutate!(self, m, |tx| async {
             // The workspace lock serializes creates, so the quota count cannot race.
             let workspace = lock_workspace(tx, &new.workspace).await?;
-            let count: Count = tx
-                .fetch_optional(
-                    &Query::select()
-                        .expr_as(
-                            Func::count(Expr::col(Projects::ProjectId)),
-                            sea_query::Alias::new("n"),
-                        )
-                        .from(Projects::Table)
-                        .and_where(Expr::col(Projects::WorkspaceId).eq(new.workspace.as_str()))
-                        .to_owned(),
-                )
-                .await?
-                .unwrap_or(Count { n: 0 });
-            if count.n >= i64::from(workspace.quotas.max_projects) {
+            let projects = Expr::col(Projects::WorkspaceId).eq(new.workspace.as_str());
+            let count = tx.count(Projects::Table, projects).await?;
+            if count >= i64::from(workspace.quotas.max_projects) {
                 return Err(Error::QuotaExceeded {
                     violations: vec![QuotaViolation {
                         subject: format!("workspaces/{}", new.workspace),
@@ -132,10 +114,10 @@ impl ProjectStore for Store {
                 create_time: now,
                 update_time: now,
             };
-            let insert = Query::insert()
-                .into_table(Projects::Table)
-                .columns(COLUMNS)
-                .values_panic([
+            let insert = insert_row(
+                Projects::Table,
+                COLUMNS,
+                [
                     project.workspace.clone().into(),
                     project.id.clone().into(),
                     project.display_name.clone().into(),
@@ -144,19 +126,18 @@ impl ProjectStore for Store {
                     project.etag.into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
-            tx.execute(&insert)
-                .await
-                .map_err(|e| named(e, &m.resource))?;
+                ],
+            );
+            tx.insert(&insert, &m.resource).await?;
             Ok(project)
         })
     }
 
     async fn get_project(&self, name: &ProjectName) -> Result<Project> {
-        let row: Option<ProjectRow> = self.db.fetch_optional(&by_name(name)).await?;
-        row.ok_or_else(|| Error::not_found(name.to_string()))?
-            .try_into()
+        found(
+            self.db.fetch_optional::<ProjectRow>(&by_name(name)).await?,
+            name,
+        )
     }
 
     async fn list_projects(&self, workspace: &str, page: &PageRequest) -> Result<Page<Project>> {
@@ -178,17 +159,10 @@ impl ProjectStore for Store {
         mutate!(self, m, |tx| async {
             let mut project = lock_project(tx, name).await?;
             check_etag(project.etag, &patch.etag)?;
-            if let Some(v) = &patch.display_name {
-                project.display_name = v.clone();
-            }
-            if let Some(v) = &patch.description {
-                project.description = v.clone();
-            }
-            if let Some(v) = &patch.labels {
-                project.labels = v.clone();
-            }
-            project.etag += 1;
-            project.update_time = now_micros().max(project.update_time + 1);
+            rows::patch(&mut project.display_name, &patch.display_name);
+            rows::patch(&mut project.description, &patch.description);
+            rows::patch(&mut project.labels, &patch.labels);
+            rows::bump(&mut project.etag, &mut project.update_time);
             let update = Query::update()
                 .table(Projects::Table)
                 .values([
@@ -198,8 +172,7 @@ impl ProjectStore for Store {
                     (Projects::Etag, project.etag.into()),
                     (Projects::UpdateTime, project.update_time.into()),
                 ])
-                .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
-                .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
+                .cond_where(key(name))
                 .to_owned();
             tx.execute(&update).await?;
             Ok(project)
@@ -213,8 +186,9 @@ impl ProjectStore for Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
+        // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(&name.workspace, Some(&name.project)));
-        let deleted = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, woken, |tx| async {
             let project = lock_project(tx, name).await?;
             check_etag(project.etag, etag)?;
             if !force {
@@ -237,21 +211,8 @@ impl ProjectStore for Store {
                 }
             }
             crate::contexts::delete_project_blobs(tx, name).await?;
-            // Watchers of its contexts and runs end now, on every replica.
-            woken.notify(tx, &self.replica).await?;
-            tx.execute(
-                &Query::delete()
-                    .from_table(Projects::Table)
-                    .and_where(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
-                    .and_where(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
-                    .to_owned(),
-            )
-            .await?;
+            tx.delete(Projects::Table, key(name)).await?;
             Ok(())
-        });
-        if deleted.is_ok() {
-            self.wake(&woken);
-        }
-        deleted
+        })
     }
 }

@@ -1,7 +1,16 @@
-//! Decoding helpers for columns that hold JSON text and enum names.
+//! Whole rows: decoding columns that hold JSON text and the rows a lookup found;
+//! selecting, inserting, counting and deleting rows; patching a resource.
+
+use std::fmt::Display;
 
 use agentry_core::{Error, Result, model::Labels};
+use sea_query::{
+    Asterisk, Expr, Func, InsertStatement, IntoColumnRef, IntoCondition, IntoIden, IntoTableRef,
+    Query, SelectStatement, SimpleExpr,
+};
 use serde::de::DeserializeOwned;
+
+use crate::db::{Tx, named};
 
 pub(crate) fn json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     serde_json::from_str(text)
@@ -22,5 +31,107 @@ pub(crate) fn check_etag(current: i64, expected: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::etag_mismatch(&current.to_string()))
+    }
+}
+
+/// The row a lookup found, decoded, or NOT_FOUND naming `name`.
+pub(crate) fn found<R, T>(row: Option<R>, name: impl Display) -> Result<T>
+where
+    R: TryInto<T, Error = Error>,
+{
+    row.ok_or_else(|| Error::not_found(name.to_string()))?
+        .try_into()
+}
+
+/// Fetched rows, each decoded.
+pub(crate) fn decode_all<R, T>(rows: Vec<R>) -> Result<Vec<T>>
+where
+    R: TryInto<T, Error = Error>,
+{
+    rows.into_iter().map(R::try_into).collect()
+}
+
+/// A patch's field: `Some` replaces the value.
+pub(crate) fn patch<T: Clone>(field: &mut T, value: &Option<T>) {
+    if let Some(v) = value {
+        *field = v.clone();
+    }
+}
+
+/// A resource changed now: its etag counts up and its update time moves forward, never
+/// back (a clock step back still orders the updates).
+pub(crate) fn bump(etag: &mut i64, update_time: &mut i64) {
+    *etag += 1;
+    *update_time = agentry_core::time::now_micros().max(*update_time + 1);
+}
+
+/// `columns` of every row of `table`.
+pub(crate) fn select_all<C: IntoColumnRef>(
+    table: impl IntoTableRef,
+    columns: impl IntoIterator<Item = C>,
+) -> SelectStatement {
+    Query::select().columns(columns).from(table).to_owned()
+}
+
+/// One row of `values` for `columns` of `table`.
+pub(crate) fn insert_row<C: IntoIden>(
+    table: impl IntoTableRef,
+    columns: impl IntoIterator<Item = C>,
+    values: impl IntoIterator<Item = SimpleExpr>,
+) -> InsertStatement {
+    Query::insert()
+        .into_table(table)
+        .columns(columns)
+        .values_panic(values)
+        .to_owned()
+}
+
+impl Tx {
+    /// INSERTs the new resource `resource`: a unique violation is ALREADY_EXISTS naming it.
+    pub(crate) async fn insert(
+        &mut self,
+        stmt: &InsertStatement,
+        resource: impl Display,
+    ) -> Result<()> {
+        self.execute(stmt).await.map_err(|e| named(e, resource))?;
+        Ok(())
+    }
+
+    /// How many rows of `table` match `condition`.
+    pub(crate) async fn count(
+        &mut self,
+        table: impl IntoTableRef,
+        condition: impl IntoCondition,
+    ) -> Result<i64> {
+        let stmt = Query::select()
+            .expr(Func::count(Expr::col(Asterisk)))
+            .from(table)
+            .cond_where(condition)
+            .to_owned();
+        let (n,): (i64,) = self.fetch_optional(&stmt).await?.unwrap_or((0,));
+        Ok(n)
+    }
+
+    /// DELETEs the rows of `table` that match `condition`; answers how many went.
+    pub(crate) async fn delete(
+        &mut self,
+        table: impl IntoTableRef,
+        condition: impl IntoCondition,
+    ) -> Result<u64> {
+        self.execute(&*Query::delete().from_table(table).cond_where(condition))
+            .await
+    }
+
+    /// NOT_FOUND naming `name` unless a row of `table` matches `condition`.
+    pub(crate) async fn must_exist(
+        &mut self,
+        table: impl IntoTableRef,
+        condition: impl IntoCondition,
+        name: impl Display,
+    ) -> Result<()> {
+        match self.exists(table, condition).await? {
+            true => Ok(()),
+            false => Err(Error::not_found(name.to_string())),
+        }
     }
 }

@@ -14,12 +14,12 @@ use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
-    db::{Tx, named},
+    db::Tx,
     execution::slots,
     feed::Wakes,
     keyset_page,
-    mutation::{Mutation, mutate},
-    rows::{check_etag, json, labels, to_json},
+    mutation::{Mutation, mutate, mutate_waking},
+    rows::{self, check_etag, found, insert_row, json, labels, select_all, to_json},
     tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
 
@@ -65,10 +65,7 @@ const COLUMNS: [Workspaces; 8] = [
 ];
 
 fn select() -> SelectStatement {
-    Query::select()
-        .columns(COLUMNS)
-        .from(Workspaces::Table)
-        .to_owned()
+    select_all(Workspaces::Table, COLUMNS)
 }
 
 fn by_id(id: &str) -> SelectStatement {
@@ -77,29 +74,26 @@ fn by_id(id: &str) -> SelectStatement {
         .to_owned()
 }
 
-fn not_found(id: &str) -> Error {
-    Error::not_found(
-        WorkspaceName {
-            workspace: id.to_owned(),
-        }
-        .to_string(),
-    )
+fn name(id: &str) -> WorkspaceName {
+    WorkspaceName {
+        workspace: id.to_owned(),
+    }
 }
 
 /// The workspace row, locked until the transaction ends (a no-op lock on SQLite, where
 /// the single writer already serializes).
 pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
-    let row: Option<WorkspaceRow> = tx
-        .fetch_optional(&by_id(id).lock(LockType::Update).to_owned())
-        .await?;
-    row.ok_or_else(|| not_found(id))?.try_into()
+    let locked = by_id(id).lock(LockType::Update).to_owned();
+    found(tx.fetch_optional::<WorkspaceRow>(&locked).await?, name(id))
 }
 
 /// The workspace row inside a transaction, without a lock: for reading quotas and
 /// checking existence where no count must be serialized.
 pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
-    let row: Option<WorkspaceRow> = tx.fetch_optional(&by_id(id)).await?;
-    row.ok_or_else(|| not_found(id))?.try_into()
+    found(
+        tx.fetch_optional::<WorkspaceRow>(&by_id(id)).await?,
+        name(id),
+    )
 }
 
 #[async_trait]
@@ -118,10 +112,10 @@ impl WorkspaceStore for Store {
                 create_time: now,
                 update_time: now,
             };
-            let insert = Query::insert()
-                .into_table(Workspaces::Table)
-                .columns(COLUMNS)
-                .values_panic([
+            let insert = insert_row(
+                Workspaces::Table,
+                COLUMNS,
+                [
                     workspace.id.clone().into(),
                     workspace.display_name.clone().into(),
                     workspace.description.clone().into(),
@@ -130,19 +124,19 @@ impl WorkspaceStore for Store {
                     workspace.etag.into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
-            tx.execute(&insert)
-                .await
-                .map_err(|e| named(e, &m.resource))?;
+                ],
+            );
+            tx.insert(&insert, &m.resource).await?;
             slots::add(tx, &workspace.id, 1, workspace.quotas.max_concurrent_runs).await?;
             Ok(workspace)
         })
     }
 
     async fn get_workspace(&self, id: &str) -> Result<Workspace> {
-        let row: Option<WorkspaceRow> = self.db.fetch_optional(&by_id(id)).await?;
-        row.ok_or_else(|| not_found(id))?.try_into()
+        found(
+            self.db.fetch_optional::<WorkspaceRow>(&by_id(id)).await?,
+            name(id),
+        )
     }
 
     async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
@@ -164,31 +158,22 @@ impl WorkspaceStore for Store {
     ) -> Result<Workspace> {
         // The concurrent-run limit changed: waiting pollers look again (raised, they may
         // claim now; lowered, a poll that met the slots locked by the change may too).
-        let freed = Wakes::of(WakeKey::any_queue(id));
-        let mut resized = false;
-        let updated = mutate!(self, m, |tx| async {
+        let mut slots = Wakes::default();
+        mutate_waking!(self, m, slots, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
-            if let Some(v) = &patch.display_name {
-                workspace.display_name = v.clone();
-            }
-            if let Some(v) = &patch.description {
-                workspace.description = v.clone();
-            }
+            rows::patch(&mut workspace.display_name, &patch.display_name);
+            rows::patch(&mut workspace.description, &patch.description);
             let before = workspace.quotas.max_concurrent_runs;
             workspace.quotas = patch.quotas.apply(workspace.quotas);
             let after = workspace.quotas.max_concurrent_runs;
             if after != before {
                 slots::check_limit(after)?;
                 slots::resize(tx, id, after).await?;
-                resized = true;
-                freed.notify(tx, &self.replica).await?;
+                slots.push(WakeKey::any_queue(id));
             }
-            if let Some(v) = &patch.labels {
-                workspace.labels = v.clone();
-            }
-            workspace.etag += 1;
-            workspace.update_time = now_micros().max(workspace.update_time + 1);
+            rows::patch(&mut workspace.labels, &patch.labels);
+            rows::bump(&mut workspace.etag, &mut workspace.update_time);
             let update = Query::update()
                 .table(Workspaces::Table)
                 .values([
@@ -209,11 +194,7 @@ impl WorkspaceStore for Store {
                 .to_owned();
             tx.execute(&update).await?;
             Ok(workspace)
-        });
-        if resized && updated.is_ok() {
-            self.wake(&freed);
-        }
-        updated
+        })
     }
 
     async fn delete_workspace(
@@ -223,8 +204,9 @@ impl WorkspaceStore for Store {
         force: bool,
         etag: &str,
     ) -> Result<()> {
+        // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(id, None));
-        let deleted = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, woken, |tx| async {
             let workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, etag)?;
             if !force {
@@ -244,35 +226,17 @@ impl WorkspaceStore for Store {
                     ));
                 }
             }
-            // Watchers of its contexts and runs end now, on every replica.
-            woken.notify(tx, &self.replica).await?;
-            tx.execute(
-                &Query::delete()
-                    .from_table(Workspaces::Table)
-                    .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
-                    .to_owned(),
-            )
-            .await?;
-            tx.execute(
-                &Query::delete()
-                    .from_table(ContextBlobs::Table)
-                    .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(id))
-                    .to_owned(),
+            tx.delete(Workspaces::Table, Expr::col(Workspaces::WorkspaceId).eq(id))
+                .await?;
+            tx.delete(
+                ContextBlobs::Table,
+                Expr::col(ContextBlobs::WorkspaceId).eq(id),
             )
             .await?;
             // Results stored for the old workspace must not be replayed for a new one.
-            tx.execute(
-                &Query::delete()
-                    .from_table(IdempotencyKeys::Table)
-                    .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(id))
-                    .to_owned(),
-            )
-            .await?;
+            let keys = Expr::col(IdempotencyKeys::WorkspaceId).eq(id);
+            tx.delete(IdempotencyKeys::Table, keys).await?;
             Ok(())
-        });
-        if deleted.is_ok() {
-            self.wake(&woken);
-        }
-        deleted
+        })
     }
 }

@@ -143,11 +143,11 @@ fn apply_op(doc: &mut Value, op: &PatchOp) -> Result<(), OpFailure> {
     let value = || {
         op.value
             .as_ref()
-            .ok_or_else(|| format!("\"{}\" needs a \"value\"", kind_name(op.op)))
+            .ok_or_else(|| format!("\"{}\" needs a \"value\"", op.op.as_str()))
     };
     let from = || match &op.from {
         Some(from) => parse_pointer(from),
-        None => Err(format!("\"{}\" needs a \"from\"", kind_name(op.op))),
+        None => Err(format!("\"{}\" needs a \"from\"", op.op.as_str())),
     };
     match op.op {
         PatchOpKind::Add => add_at(doc, &path, value()?.clone())?,
@@ -190,14 +190,17 @@ fn apply_op(doc: &mut Value, op: &PatchOp) -> Result<(), OpFailure> {
     Ok(())
 }
 
-fn kind_name(kind: PatchOpKind) -> &'static str {
-    match kind {
-        PatchOpKind::Add => "add",
-        PatchOpKind::Remove => "remove",
-        PatchOpKind::Replace => "replace",
-        PatchOpKind::Move => "move",
-        PatchOpKind::Copy => "copy",
-        PatchOpKind::Test => "test",
+impl PatchOpKind {
+    /// The RFC 6902 `op`, as JSON and the proto spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Remove => "remove",
+            Self::Replace => "replace",
+            Self::Move => "move",
+            Self::Copy => "copy",
+            Self::Test => "test",
+        }
     }
 }
 

@@ -587,25 +587,26 @@ fn one_changed_nested_field_is_one_deep_replace() {
 }
 
 #[test]
-fn inserting_at_the_front_of_a_long_array_is_one_add() {
+fn inserting_at_the_front_or_removing_from_the_middle_of_a_long_array_is_one_op() {
     let from = Value::Array((0..1000).map(Value::from).collect());
-    let mut to = from.clone();
-    to.as_array_mut().unwrap().insert(0, json!("first"));
-    assert_eq!(
-        assert_diff_reproduces(&from, &to),
-        ops(json!([{"op": "add", "path": "/0", "value": "first"}]))
-    );
-}
-
-#[test]
-fn removing_from_the_middle_of_an_array_is_one_remove() {
-    let from = Value::Array((0..1000).map(Value::from).collect());
-    let mut to = from.clone();
-    to.as_array_mut().unwrap().remove(500);
-    assert_eq!(
-        assert_diff_reproduces(&from, &to),
-        ops(json!([{"op": "remove", "path": "/500"}]))
-    );
+    type Edit = fn(&mut Vec<Value>);
+    let cases: [(Edit, Value); 2] = [
+        (
+            |items| items.insert(0, json!("first")),
+            json!([{"op": "add", "path": "/0", "value": "first"}]),
+        ),
+        (
+            |items| {
+                items.remove(500);
+            },
+            json!([{"op": "remove", "path": "/500"}]),
+        ),
+    ];
+    for (edit, expected) in cases {
+        let mut to = from.clone();
+        edit(to.as_array_mut().unwrap());
+        assert_eq!(assert_diff_reproduces(&from, &to), ops(expected));
+    }
 }
 
 #[test]

@@ -919,50 +919,68 @@ fn at(mut c: RunChange, now: Micros) -> RunChange {
 }
 
 #[test]
-fn a_lapsed_lease_is_retried_as_worker_lost() {
-    let mut c = at(change(RunStatus::Running, "r"), NOW + 51);
-    let (fired, ending) = c.fire(Timer::Lease).unwrap();
-    assert_eq!(fired, Fired::LeaseRequeued);
-    assert!(matches!(
-        ending,
-        Some(Ending::Requeue {
-            reason: StopReason::WorkerLost,
-            delay: RetryPolicy::DEFAULT_INITIAL,
-            ..
-        })
-    ));
-    assert_eq!(c.run.error, Some(worker_lost()));
-}
-
-#[test]
-fn a_lapsed_lease_on_the_last_attempt_fails_the_run() {
-    let mut c = at(change(RunStatus::Running, "r"), NOW + 51);
-    c.run.attempt = RetryPolicy::DEFAULT_MAX_ATTEMPTS;
-    let (fired, ending) = c.fire(Timer::Lease).unwrap();
-    assert_eq!(fired, Fired::LeaseFailed);
-    assert!(matches!(
-        ending,
-        Some(Ending::Finish {
-            to: RunStatus::Failed,
-            reason: StopReason::WorkerLost,
-            ..
-        })
-    ));
-}
-
-#[test]
-fn a_lapsed_lease_while_cancelling_cancels() {
-    let mut c = at(change(RunStatus::Cancelling, "r"), NOW + 51);
-    let (fired, ending) = c.fire(Timer::Lease).unwrap();
-    assert_eq!(fired, Fired::LeaseCancelled);
-    assert!(matches!(
-        ending,
-        Some(Ending::Finish {
-            to: RunStatus::Cancelled,
-            ..
-        })
-    ));
-    assert_eq!(c.run.error, None);
+fn a_lapsed_lease_is_retried_as_worker_lost_fails_the_last_attempt_or_cancels() {
+    type Ends = fn(&Option<Ending>) -> bool;
+    let requeued: Ends = |ending| {
+        matches!(
+            ending,
+            Some(Ending::Requeue {
+                reason: StopReason::WorkerLost,
+                delay: RetryPolicy::DEFAULT_INITIAL,
+                ..
+            })
+        )
+    };
+    let failed: Ends = |ending| {
+        matches!(
+            ending,
+            Some(Ending::Finish {
+                to: RunStatus::Failed,
+                reason: StopReason::WorkerLost,
+                ..
+            })
+        )
+    };
+    let cancelled: Ends = |ending| {
+        matches!(
+            ending,
+            Some(Ending::Finish {
+                to: RunStatus::Cancelled,
+                ..
+            })
+        )
+    };
+    let last = Some(RetryPolicy::DEFAULT_MAX_ATTEMPTS);
+    // The run's status (and attempt), what fires, the ending, the run's error after.
+    let cases = [
+        (
+            RunStatus::Running,
+            None,
+            Fired::LeaseRequeued,
+            requeued,
+            Some(Some(worker_lost())),
+        ),
+        (RunStatus::Running, last, Fired::LeaseFailed, failed, None),
+        (
+            RunStatus::Cancelling,
+            None,
+            Fired::LeaseCancelled,
+            cancelled,
+            Some(None),
+        ),
+    ];
+    for (status, attempt, expected, ends, error) in cases {
+        let mut c = at(change(status, "r"), NOW + 51);
+        if let Some(attempt) = attempt {
+            c.run.attempt = attempt;
+        }
+        let (fired, ending) = c.fire(Timer::Lease).unwrap();
+        assert_eq!(fired, expected, "{status:?}");
+        assert!(ends(&ending), "{status:?}: {ending:?}");
+        if let Some(error) = error {
+            assert_eq!(c.run.error, error, "{status:?}");
+        }
+    }
 }
 
 #[test]

@@ -106,15 +106,7 @@ pub fn patch_from_proto(patch: pb::JsonPatch) -> Result<Vec<PatchOp>> {
 pub fn patch_to_proto(ops: Vec<PatchOp>) -> Vec<pb::JsonPatchOperation> {
     ops.into_iter()
         .map(|op| pb::JsonPatchOperation {
-            op: match op.op {
-                PatchOpKind::Add => "add",
-                PatchOpKind::Remove => "remove",
-                PatchOpKind::Replace => "replace",
-                PatchOpKind::Move => "move",
-                PatchOpKind::Copy => "copy",
-                PatchOpKind::Test => "test",
-            }
-            .to_owned(),
+            op: op.op.as_str().to_owned(),
             path: op.path,
             from: op.from.unwrap_or_default(),
             value: op.value.as_ref().map(json_to_value),

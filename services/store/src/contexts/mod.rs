@@ -23,19 +23,20 @@ use agentry_core::{
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, SelectStatement};
 
 pub(crate) use heads::HeadBatcher;
 pub(crate) use write::Writers;
 
 use crate::{
     PageRequest, Store,
-    db::{Tx, named},
+    db::Tx,
     feed::Wakes,
-    mutation::{Mutation, mutate},
-    paginate,
+    instances::instance_row,
+    keyset_page,
+    mutation::{Mutation, mutate, mutate_waking},
     projects::lock_project,
-    rows::{labels, to_json},
+    rows::{found, insert_row, labels, select_all, to_json},
     tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
@@ -75,23 +76,31 @@ impl TryFrom<ContextRow> for Context {
     }
 }
 
+/// Every column of `contexts`, in the order rows decode and inserts bind.
+const COLUMNS: [Contexts; 11] = [
+    Contexts::WorkspaceId,
+    Contexts::ProjectId,
+    Contexts::ContextId,
+    Contexts::Owner,
+    Contexts::Description,
+    Contexts::KeepLast,
+    Contexts::HeadVersion,
+    Contexts::FloorVersion,
+    Contexts::Labels,
+    Contexts::CreateTime,
+    Contexts::UpdateTime,
+];
+
 fn select() -> SelectStatement {
-    Query::select()
-        .columns([
-            Contexts::WorkspaceId,
-            Contexts::ProjectId,
-            Contexts::ContextId,
-            Contexts::Owner,
-            Contexts::Description,
-            Contexts::KeepLast,
-            Contexts::HeadVersion,
-            Contexts::FloorVersion,
-            Contexts::Labels,
-            Contexts::CreateTime,
-            Contexts::UpdateTime,
-        ])
-        .from(Contexts::Table)
-        .to_owned()
+    select_all(Contexts::Table, COLUMNS)
+}
+
+/// The row of context `name`.
+pub(crate) fn context_row(name: &ContextName) -> Condition {
+    Condition::all()
+        .add(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
+        .add(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
+        .add(Expr::col(Contexts::ContextId).eq(name.context.as_str()))
 }
 
 pub(crate) fn where_context<T: sea_query::ConditionalStatement>(stmt: &mut T, name: &ContextName) {
@@ -107,11 +116,8 @@ fn by_name(name: &ContextName) -> SelectStatement {
 }
 
 pub(crate) async fn lock_context(tx: &mut Tx, name: &ContextName) -> Result<Context> {
-    let row: Option<ContextRow> = tx
-        .fetch_optional(&by_name(name).lock(LockType::Update).to_owned())
-        .await?;
-    row.ok_or_else(|| Error::not_found(name.to_string()))?
-        .try_into()
+    let locked = by_name(name).lock(LockType::Update).to_owned();
+    found(tx.fetch_optional::<ContextRow>(&locked).await?, name)
 }
 
 #[async_trait]
@@ -126,23 +132,9 @@ impl ContextStore for Store {
             lock_project(tx, &project).await?;
             let workspace = read_workspace(tx, &project.workspace).await?;
             if !new.owner.is_empty() {
-                let owner = InstanceName {
-                    workspace: project.workspace.clone(),
-                    project: project.project.clone(),
-                    instance: new.owner.clone(),
-                };
-                let found = tx
-                    .exists(
-                        Instances::Table,
-                        Condition::all()
-                            .add(Expr::col(Instances::WorkspaceId).eq(owner.workspace.as_str()))
-                            .add(Expr::col(Instances::ProjectId).eq(owner.project.as_str()))
-                            .add(Expr::col(Instances::InstanceId).eq(owner.instance.as_str())),
-                    )
+                let owner = InstanceName::new(&project.workspace, &project.project, &new.owner);
+                tx.must_exist(Instances::Table, instance_row(&owner), &owner)
                     .await?;
-                if !found {
-                    return Err(Error::not_found(owner.to_string()));
-                }
             }
             let now = now_micros();
             let mut context = Context {
@@ -162,22 +154,10 @@ impl ContextStore for Store {
                 create_time: now,
                 update_time: now,
             };
-            let insert = Query::insert()
-                .into_table(Contexts::Table)
-                .columns([
-                    Contexts::WorkspaceId,
-                    Contexts::ProjectId,
-                    Contexts::ContextId,
-                    Contexts::Owner,
-                    Contexts::Description,
-                    Contexts::KeepLast,
-                    Contexts::HeadVersion,
-                    Contexts::FloorVersion,
-                    Contexts::Labels,
-                    Contexts::CreateTime,
-                    Contexts::UpdateTime,
-                ])
-                .values_panic([
+            let insert = insert_row(
+                Contexts::Table,
+                COLUMNS,
+                [
                     context.workspace.clone().into(),
                     context.project.clone().into(),
                     context.id.clone().into(),
@@ -189,11 +169,9 @@ impl ContextStore for Store {
                     to_json(&context.labels).into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
-            tx.execute(&insert)
-                .await
-                .map_err(|e| named(e, &m.resource))?;
+                ],
+            );
+            tx.insert(&insert, &m.resource).await?;
             let version = match &new.data {
                 Some(data) => {
                     let write = versions::Append {
@@ -219,9 +197,10 @@ impl ContextStore for Store {
     }
 
     async fn get_context(&self, name: &ContextName) -> Result<Context> {
-        let row: Option<ContextRow> = self.db.fetch_optional(&by_name(name)).await?;
-        row.ok_or_else(|| Error::not_found(name.to_string()))?
-            .try_into()
+        found(
+            self.db.fetch_optional::<ContextRow>(&by_name(name)).await?,
+            name,
+        )
     }
 
     async fn list_contexts(
@@ -237,35 +216,21 @@ impl ContextStore for Store {
         if let Some(owner) = owner {
             stmt.and_where(Expr::col(Contexts::Owner).eq(owner));
         }
-        if let Some(after) = &page.after {
-            stmt.and_where(Expr::col(Contexts::ContextId).gt(after.as_str()));
-        }
-        stmt.order_by(Contexts::ContextId, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<ContextRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Context::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |c| c.id.clone()))
+        keyset_page::<ContextRow, Context>(&self.db, stmt, Contexts::ContextId, page, |c| {
+            c.id.clone()
+        })
+        .await
     }
 
     async fn delete_context(&self, m: &Mutation, name: &ContextName) -> Result<()> {
+        // Watchers on every replica learn of it (and end NOT_FOUND).
         let wakes = Wakes::of(context_key(name));
-        let deleted = mutate!(self, m, |tx| async {
+        mutate_waking!(self, m, wakes, |tx| async {
             lock_context(tx, name).await?;
-            // Watchers on every replica learn of it now (and end NOT_FOUND).
-            wakes.notify(tx, &self.replica).await?;
             // Deleting the context cascades to its versions; its blobs are its own.
-            let mut delete = Query::delete().from_table(Contexts::Table).to_owned();
-            where_context(&mut delete, name);
-            tx.execute(&delete).await?;
+            tx.delete(Contexts::Table, context_row(name)).await?;
             versions::delete_blobs(tx, name).await
-        });
-        if deleted.is_ok() {
-            self.wake(&wakes);
-        }
-        deleted
+        })
     }
 }
 

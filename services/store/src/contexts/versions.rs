@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::where_context;
 use crate::{
     db::Tx,
-    rows::json,
+    rows::{insert_row, json},
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
 
@@ -247,9 +247,9 @@ pub(crate) async fn append(
         }
     }
     let now = now_micros();
-    let blob = Query::insert()
-        .into_table(ContextBlobs::Table)
-        .columns([
+    let blob = insert_row(
+        ContextBlobs::Table,
+        [
             ContextBlobs::WorkspaceId,
             ContextBlobs::ProjectId,
             ContextBlobs::ContextId,
@@ -258,8 +258,8 @@ pub(crate) async fn append(
             ContextBlobs::SizeBytes,
             ContextBlobs::Refs,
             ContextBlobs::CreateTime,
-        ])
-        .values_panic([
+        ],
+        [
             name.workspace.clone().into(),
             name.project.clone().into(),
             name.context.clone().into(),
@@ -268,21 +268,22 @@ pub(crate) async fn append(
             size.into(),
             1i64.into(),
             now.into(),
+        ],
+    )
+    .on_conflict(
+        OnConflict::columns([
+            ContextBlobs::WorkspaceId,
+            ContextBlobs::ProjectId,
+            ContextBlobs::ContextId,
+            ContextBlobs::Sha256,
         ])
-        .on_conflict(
-            OnConflict::columns([
-                ContextBlobs::WorkspaceId,
-                ContextBlobs::ProjectId,
-                ContextBlobs::ContextId,
-                ContextBlobs::Sha256,
-            ])
-            .value(
-                ContextBlobs::Refs,
-                Expr::col((ContextBlobs::Table, ContextBlobs::Refs)).add(1),
-            )
-            .to_owned(),
+        .value(
+            ContextBlobs::Refs,
+            Expr::col((ContextBlobs::Table, ContextBlobs::Refs)).add(1),
         )
-        .to_owned();
+        .to_owned(),
+    )
+    .to_owned();
     tx.execute(&blob).await?;
     let version = ContextVersion {
         version: context.head_version + 1,
@@ -296,9 +297,9 @@ pub(crate) async fn append(
         create_time: now,
         data: None,
     };
-    let insert = Query::insert()
-        .into_table(ContextVersions::Table)
-        .columns([
+    let insert = insert_row(
+        ContextVersions::Table,
+        [
             ContextVersions::WorkspaceId,
             ContextVersions::ProjectId,
             ContextVersions::ContextId,
@@ -311,8 +312,8 @@ pub(crate) async fn append(
             ContextVersions::Description,
             ContextVersions::RequestId,
             ContextVersions::CreateTime,
-        ])
-        .values_panic([
+        ],
+        [
             name.workspace.clone().into(),
             name.project.clone().into(),
             name.context.clone().into(),
@@ -325,8 +326,8 @@ pub(crate) async fn append(
             version.description.clone().into(),
             version.request_id.clone().into(),
             now.into(),
-        ])
-        .to_owned();
+        ],
+    );
     tx.execute(&insert).await?;
     context.head_version = version.version;
     context.update_time = now;

@@ -18,7 +18,9 @@ use sea_query::{Expr, LockType, Order, Query};
 
 use super::{
     Wakes,
-    rows::{RunRow, insert_events, insert_run, save_run, save_session, select_runs},
+    rows::{
+        MESSAGE_COLUMNS, RunRow, insert_events, insert_run, save_run, save_session, session_runs,
+    },
 };
 use crate::{
     db::Tx,
@@ -215,18 +217,15 @@ pub(crate) async fn append_messages(
     for chunk in bodies.chunks(500) {
         let mut stmt = Query::insert()
             .into_table(Messages::Table)
-            .columns([
-                Messages::WorkspaceId,
-                Messages::ProjectId,
-                Messages::SessionId,
-                Messages::Sequence,
-                Messages::Role,
-                Messages::Content,
-                Messages::ToolCall,
-                Messages::RunId,
-                Messages::Superseded,
-                Messages::CreateTime,
-            ])
+            .columns(
+                [
+                    Messages::WorkspaceId,
+                    Messages::ProjectId,
+                    Messages::SessionId,
+                ]
+                .into_iter()
+                .chain(MESSAGE_COLUMNS),
+            )
             .to_owned();
         for body in chunk {
             session.message_count += 1;
@@ -263,10 +262,7 @@ pub(crate) async fn handoff(
 ) -> Result<()> {
     let next: Option<RunRow> = tx
         .fetch_optional(
-            &select_runs()
-                .and_where(Expr::col(Runs::WorkspaceId).eq(session.workspace.as_str()))
-                .and_where(Expr::col(Runs::ProjectId).eq(session.project.as_str()))
-                .and_where(Expr::col(Runs::SessionId).eq(session.id.as_str()))
+            &session_runs(session)
                 .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
                 .and_where(Expr::col(Runs::Ready).eq(0))
                 .order_by(Runs::CreateTime, Order::Asc)

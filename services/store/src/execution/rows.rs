@@ -8,7 +8,7 @@ use agentry_core::{
     },
     time::Micros,
 };
-use sea_query::{Expr, LockType, Order, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
 use super::{
     RunSpec,
@@ -16,8 +16,8 @@ use super::{
 };
 use crate::{
     db::Tx,
-    rows::{json, labels, to_json},
-    tables::{RunEvents, Runs, Sessions},
+    rows::{found, insert_row, json, labels, select_all, to_json},
+    tables::{Messages, RunEvents, Runs, Sessions},
 };
 
 #[derive(sqlx::FromRow)]
@@ -53,6 +53,17 @@ impl TryFrom<SessionRow> for Session {
     }
 }
 
+/// The columns of `messages` that a [`MessageRow`] decodes, in its order.
+pub(crate) const MESSAGE_COLUMNS: [Messages; 7] = [
+    Messages::Sequence,
+    Messages::Role,
+    Messages::Content,
+    Messages::ToolCall,
+    Messages::RunId,
+    Messages::Superseded,
+    Messages::CreateTime,
+];
+
 pub(crate) const SESSION_COLUMNS: [Sessions; 10] = [
     Sessions::WorkspaceId,
     Sessions::ProjectId,
@@ -66,22 +77,23 @@ pub(crate) const SESSION_COLUMNS: [Sessions; 10] = [
     Sessions::UpdateTime,
 ];
 
+/// The row of session `name`.
+pub(crate) fn session_key(name: &SessionName) -> Condition {
+    Condition::all()
+        .add(Expr::col(Sessions::WorkspaceId).eq(name.workspace.as_str()))
+        .add(Expr::col(Sessions::ProjectId).eq(name.project.as_str()))
+        .add(Expr::col(Sessions::SessionId).eq(name.session.as_str()))
+}
+
 pub(crate) fn session_by_name(name: &SessionName) -> SelectStatement {
-    Query::select()
-        .columns(SESSION_COLUMNS)
-        .from(Sessions::Table)
-        .and_where(Expr::col(Sessions::WorkspaceId).eq(name.workspace.as_str()))
-        .and_where(Expr::col(Sessions::ProjectId).eq(name.project.as_str()))
-        .and_where(Expr::col(Sessions::SessionId).eq(name.session.as_str()))
+    select_all(Sessions::Table, SESSION_COLUMNS)
+        .cond_where(session_key(name))
         .to_owned()
 }
 
 pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Session> {
-    let row: Option<SessionRow> = tx
-        .fetch_optional(&session_by_name(name).lock(LockType::NoKeyUpdate).to_owned())
-        .await?;
-    row.ok_or_else(|| Error::not_found(name.to_string()))?
-        .try_into()
+    let locked = session_by_name(name).lock(LockType::NoKeyUpdate).to_owned();
+    found(tx.fetch_optional::<SessionRow>(&locked).await?, name)
 }
 
 pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: Micros) -> Result<()> {
@@ -244,9 +256,15 @@ pub(crate) fn spec_of(run: &Run) -> RunSpec {
 }
 
 pub(crate) fn select_runs() -> SelectStatement {
-    Query::select()
-        .columns(RUN_COLUMNS)
-        .from(Runs::Table)
+    select_all(Runs::Table, RUN_COLUMNS)
+}
+
+/// The runs of `session`.
+pub(crate) fn session_runs(session: &Session) -> SelectStatement {
+    select_runs()
+        .and_where(Expr::col(Runs::WorkspaceId).eq(session.workspace.as_str()))
+        .and_where(Expr::col(Runs::ProjectId).eq(session.project.as_str()))
+        .and_where(Expr::col(Runs::SessionId).eq(session.id.as_str()))
         .to_owned()
 }
 
@@ -267,16 +285,11 @@ pub(crate) fn matches_name(run: Run, name: &RunName) -> Result<Run> {
 }
 
 pub(crate) async fn lock_run(tx: &mut Tx, name: &RunName) -> Result<Run> {
-    let row: Option<RunRow> = tx
-        .fetch_optional(
-            &run_by_id(&name.workspace, &name.run)
-                .lock(LockType::NoKeyUpdate)
-                .to_owned(),
-        )
-        .await?;
+    let locked = run_by_id(&name.workspace, &name.run)
+        .lock(LockType::NoKeyUpdate)
+        .to_owned();
     matches_name(
-        row.ok_or_else(|| Error::not_found(name.to_string()))?
-            .try_into()?,
+        found(tx.fetch_optional::<RunRow>(&locked).await?, name)?,
         name,
     )
 }
@@ -341,14 +354,12 @@ pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
 }
 
 pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
-    let stmt = Query::insert()
-        .into_table(Runs::Table)
-        .columns(
-            RUN_COLUMNS
-                .into_iter()
-                .chain([Runs::ApprovalExpireTime, Runs::Deadline]),
-        )
-        .values_panic([
+    let stmt = insert_row(
+        Runs::Table,
+        RUN_COLUMNS
+            .into_iter()
+            .chain([Runs::ApprovalExpireTime, Runs::Deadline]),
+        [
             run.workspace.clone().into(),
             run.id.clone().into(),
             run.project.clone().into(),
@@ -381,8 +392,8 @@ pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
             run.update_time.into(),
             None::<i64>.into(),
             deadline_of(run).into(),
-        ])
-        .to_owned();
+        ],
+    );
     tx.execute(&stmt).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use agentry_core::{
     Error, Result,
     model::Page,
-    names::{InstanceName, ProjectName, RunName},
+    names::{ContextName, InstanceName, ProjectName, RunName},
     port::RunStore,
     run::{
         Admission, Cancel, Decision, NewRun, Run, RunChange, RunEvent, RunFilter, Session, admit,
@@ -13,23 +13,25 @@ use agentry_core::{
     time::{Micros, now_micros},
 };
 use async_trait::async_trait;
-use sea_query::{Cond, Expr, LockType, Order, Query};
+use sea_query::{Expr, LockType, Order, Query};
 
 use super::{
     Wakes,
     change::Change,
     rows::{
         EventRow, RunRow, events_after, lock_run, lock_session, matches_name, run_by_id,
-        select_runs,
+        select_runs, session_runs,
     },
     sessions::{before_cursor, parse_time_cursor, time_cursor},
 };
 use crate::{
     PageRequest, Store,
+    contexts::context_row,
     db::Tx,
+    fetch_page,
     instances::read_instance,
-    mutation::{Mutation, mutate},
-    paginate,
+    mutation::{Mutation, mutate_announcing},
+    rows::{decode_all, found},
     tables::{Contexts, Messages, Runs},
 };
 
@@ -46,20 +48,14 @@ async fn interrupt(
 ) -> Result<()> {
     let rows: Vec<RunRow> = tx
         .fetch_all(
-            &select_runs()
-                .and_where(Expr::col(Runs::WorkspaceId).eq(session.workspace.as_str()))
-                .and_where(Expr::col(Runs::ProjectId).eq(session.project.as_str()))
-                .and_where(Expr::col(Runs::SessionId).eq(session.id.as_str()))
+            &session_runs(session)
                 .and_where(Expr::col(Runs::Status).is_not_in(TERMINAL))
                 .order_by(Runs::CreateTime, Order::Asc)
                 .lock(LockType::NoKeyUpdate)
                 .to_owned(),
         )
         .await?;
-    let mut runs = rows
-        .into_iter()
-        .map(Run::try_from)
-        .collect::<Result<Vec<_>>>()?;
+    let mut runs = decode_all(rows)?;
     interrupt_order(&mut runs, session);
     for run in runs {
         if rollback {
@@ -85,21 +81,9 @@ async fn interrupt(
 /// CreateRun's references: each bound context must exist in the session's project.
 async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<()> {
     for binding in &new.contexts {
-        let found = tx
-            .exists(
-                Contexts::Table,
-                Cond::all()
-                    .add(Expr::col(Contexts::WorkspaceId).eq(session.workspace.as_str()))
-                    .add(Expr::col(Contexts::ProjectId).eq(session.project.as_str()))
-                    .add(Expr::col(Contexts::ContextId).eq(binding.context.as_str())),
-            )
+        let name = ContextName::new(&session.workspace, &session.project, &binding.context);
+        tx.must_exist(Contexts::Table, context_row(&name), &name)
             .await?;
-        if !found {
-            return Err(Error::not_found(format!(
-                "workspaces/{}/projects/{}/contexts/{}",
-                session.workspace, session.project, binding.context
-            )));
-        }
     }
     Ok(())
 }
@@ -107,15 +91,11 @@ async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<
 #[async_trait]
 impl RunStore for Store {
     async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &new.session).await?;
-            let instance_name = InstanceName {
-                workspace: session.workspace.clone(),
-                project: session.project.clone(),
-                instance: session.instance.clone(),
-            };
+            let instance_name =
+                InstanceName::new(&session.workspace, &session.project, &session.instance);
             let instance = read_instance(tx, &instance_name).await?;
             check_takes_work(&instance)?;
             check_contexts(tx, &session, &new).await?;
@@ -128,21 +108,13 @@ impl RunStore for Store {
             change.wakes_into(&mut wakes);
             let run = change.insert(tx).await?;
             Ok(run)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(run)
+        })
     }
 
     async fn get_run(&self, name: &RunName) -> Result<Run> {
-        let row: Option<RunRow> = self
-            .db
-            .fetch_optional(&run_by_id(&name.workspace, &name.run))
-            .await?;
-        matches_name(
-            row.ok_or_else(|| Error::not_found(name.to_string()))?
-                .try_into()?,
-            name,
-        )
+        let stmt = run_by_id(&name.workspace, &name.run);
+        let row = self.db.fetch_optional::<RunRow>(&stmt).await?;
+        matches_name(found(row, name)?, name)
     }
 
     async fn list_runs(
@@ -179,21 +151,15 @@ impl RunStore for Store {
             stmt.and_where(before_cursor(Runs::CreateTime, Runs::RunId, time, id));
         }
         stmt.order_by(Runs::CreateTime, Order::Desc)
-            .order_by(Runs::RunId, Order::Desc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<RunRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Run::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |r| {
+            .order_by(Runs::RunId, Order::Desc);
+        fetch_page::<RunRow, Run>(&self.db, stmt, page.size, |r| {
             time_cursor(r.create_time, &r.id)
-        }))
+        })
+        .await
     }
 
     async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &name.session()).await?;
             let run = lock_run(tx, name).await?;
@@ -205,9 +171,7 @@ impl RunStore for Store {
             }
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(run)
+        })
     }
 
     async fn decide_approval(
@@ -218,17 +182,14 @@ impl RunStore for Store {
         decision: Decision,
         comment: &str,
     ) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, None, now);
             change.decide(name, approval_id, decision, comment, &m.principal)?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(run)
+        })
     }
 
     async fn run_events_after(

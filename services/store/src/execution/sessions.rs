@@ -9,16 +9,17 @@ use agentry_core::{
     time::now_micros,
 };
 use async_trait::async_trait;
-use sea_query::{Expr, IntoIden, Order, Query, SimpleExpr};
+use sea_query::{Expr, IntoIden, Order, SimpleExpr};
 
-use super::rows::{MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name};
+use super::rows::{
+    MESSAGE_COLUMNS, MessageRow, SESSION_COLUMNS, SessionRow, lock_session, session_by_name,
+    session_key,
+};
 use crate::{
-    PageRequest, Store,
-    db::named,
+    PageRequest, Store, fetch_page,
     instances::read_instance,
     mutation::{Mutation, mutate},
-    paginate,
-    rows::to_json,
+    rows::{found, insert_row, select_all, to_json},
     tables::{Messages, Sessions},
 };
 
@@ -52,19 +53,16 @@ pub(crate) fn before_cursor<C: IntoIden + Copy + 'static>(
 impl SessionStore for Store {
     async fn create_session(&self, m: &Mutation, new: NewSession) -> Result<Session> {
         mutate!(self, m, |tx| async {
-            let instance_name = InstanceName {
-                workspace: new.name.workspace.clone(),
-                project: new.name.project.clone(),
-                instance: new.instance.clone(),
-            };
+            let instance_name =
+                InstanceName::new(&new.name.workspace, &new.name.project, &new.instance);
             let instance = read_instance(tx, &instance_name).await?;
             check_takes_work(&instance)?;
             let session = Session::new(&new, now_micros());
             let now = session.create_time;
-            let insert = Query::insert()
-                .into_table(Sessions::Table)
-                .columns(SESSION_COLUMNS)
-                .values_panic([
+            let insert = insert_row(
+                Sessions::Table,
+                SESSION_COLUMNS,
+                [
                     session.workspace.clone().into(),
                     session.project.clone().into(),
                     session.id.clone().into(),
@@ -75,19 +73,16 @@ impl SessionStore for Store {
                     0i64.into(),
                     now.into(),
                     now.into(),
-                ])
-                .to_owned();
-            tx.execute(&insert)
-                .await
-                .map_err(|e| named(e, &m.resource))?;
+                ],
+            );
+            tx.insert(&insert, &m.resource).await?;
             Ok(session)
         })
     }
 
     async fn get_session(&self, name: &SessionName) -> Result<Session> {
-        let row: Option<SessionRow> = self.db.fetch_optional(&session_by_name(name)).await?;
-        row.ok_or_else(|| Error::not_found(name.to_string()))?
-            .try_into()
+        let stmt = session_by_name(name);
+        found(self.db.fetch_optional::<SessionRow>(&stmt).await?, name)
     }
 
     async fn list_sessions(
@@ -96,9 +91,7 @@ impl SessionStore for Store {
         instance: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<Session>> {
-        let mut stmt = Query::select()
-            .columns(SESSION_COLUMNS)
-            .from(Sessions::Table)
+        let mut stmt = select_all(Sessions::Table, SESSION_COLUMNS)
             .and_where(Expr::col(Sessions::WorkspaceId).eq(project.workspace.as_str()))
             .and_where(Expr::col(Sessions::ProjectId).eq(project.project.as_str()))
             .to_owned();
@@ -115,30 +108,17 @@ impl SessionStore for Store {
             ));
         }
         stmt.order_by(Sessions::CreateTime, Order::Desc)
-            .order_by(Sessions::SessionId, Order::Desc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<SessionRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Session::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |s| {
+            .order_by(Sessions::SessionId, Order::Desc);
+        fetch_page::<SessionRow, Session>(&self.db, stmt, page.size, |s| {
             time_cursor(s.create_time, &s.id)
-        }))
+        })
+        .await
     }
 
     async fn delete_session(&self, m: &Mutation, name: &SessionName) -> Result<()> {
         mutate!(self, m, |tx| async {
             lock_session(tx, name).await?.check_deletable()?;
-            tx.execute(
-                &Query::delete()
-                    .from_table(Sessions::Table)
-                    .and_where(Expr::col(Sessions::WorkspaceId).eq(name.workspace.as_str()))
-                    .and_where(Expr::col(Sessions::ProjectId).eq(name.project.as_str()))
-                    .and_where(Expr::col(Sessions::SessionId).eq(name.session.as_str()))
-                    .to_owned(),
-            )
-            .await?;
+            tx.delete(Sessions::Table, session_key(name)).await?;
             Ok(())
         })
     }
@@ -151,17 +131,7 @@ impl SessionStore for Store {
     ) -> Result<Page<Message>> {
         // A missing session is NOT_FOUND, not an empty list.
         self.get_session(name).await?;
-        let mut stmt = Query::select()
-            .columns([
-                Messages::Sequence,
-                Messages::Role,
-                Messages::Content,
-                Messages::ToolCall,
-                Messages::RunId,
-                Messages::Superseded,
-                Messages::CreateTime,
-            ])
-            .from(Messages::Table)
+        let mut stmt = select_all(Messages::Table, MESSAGE_COLUMNS)
             .and_where(Expr::col(Messages::WorkspaceId).eq(name.workspace.as_str()))
             .and_where(Expr::col(Messages::ProjectId).eq(name.project.as_str()))
             .and_where(Expr::col(Messages::SessionId).eq(name.session.as_str()))
@@ -175,13 +145,8 @@ impl SessionStore for Store {
                 .map_err(|_| Error::invalid("page_token", "not a token of this list"))?;
             stmt.and_where(Expr::col(Messages::Sequence).gt(after));
         }
-        stmt.order_by(Messages::Sequence, Order::Asc)
-            .limit(page.size as u64 + 1);
-        let rows: Vec<MessageRow> = self.db.fetch_all(&stmt).await?;
-        let items = rows
-            .into_iter()
-            .map(Message::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(paginate(items, page.size, |m| m.sequence.to_string()))
+        stmt.order_by(Messages::Sequence, Order::Asc);
+        fetch_page::<MessageRow, Message>(&self.db, stmt, page.size, |m| m.sequence.to_string())
+            .await
     }
 }

@@ -18,14 +18,13 @@ use async_trait::async_trait;
 use sea_query::{Expr, LockType, Query};
 
 use super::{
-    Wakes,
     change::Change,
     rows::{RunRow, lock_session, run_by_id, save_run},
 };
 use crate::{
     Store,
     db::Tx,
-    mutation::{Mutation, mutate},
+    mutation::{Mutation, mutate_announcing},
     tables::ToolCalls,
 };
 
@@ -112,9 +111,8 @@ impl WorkerStore for Store {
         lease: &Lease,
         inputs: Vec<EventInput>,
     ) -> Result<(i64, bool)> {
-        let mut wakes = Wakes::default();
         let with_session = inputs.iter().any(EventInput::touches_transcript);
-        let answer = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, with_session).await?;
             let ids = inputs.iter().filter_map(EventInput::call_id).collect();
@@ -123,9 +121,7 @@ impl WorkerStore for Store {
             change.append_events(&inputs, known)?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok((run.last_sequence, run.cancel_requested))
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(answer)
+        })
     }
 
     async fn propose_plan(
@@ -134,8 +130,7 @@ impl WorkerStore for Store {
         lease: &Lease,
         steps: Vec<PlanStep>,
     ) -> Result<(bool, Approval)> {
-        let mut wakes = Wakes::default();
-        let answer = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (_, run) = fenced(tx, lease, now, false).await?;
             let mut change = Change::new(run, None, now);
@@ -143,9 +138,7 @@ impl WorkerStore for Store {
             let answer = change.propose(id, &steps)?;
             change.persist(tx, &mut wakes).await?;
             Ok(answer)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(answer)
+        })
     }
 
     async fn complete_task(
@@ -156,8 +149,7 @@ impl WorkerStore for Store {
         usage: Usage,
         stop_reason: StopReason,
     ) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
@@ -165,9 +157,7 @@ impl WorkerStore for Store {
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(run)
+        })
     }
 
     async fn fail_task(
@@ -178,8 +168,7 @@ impl WorkerStore for Store {
         retryable: bool,
         next_retry_delay: Option<Micros>,
     ) -> Result<Run> {
-        let mut wakes = Wakes::default();
-        let run = mutate!(self, m, |tx| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
@@ -187,8 +176,6 @@ impl WorkerStore for Store {
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
-        })?;
-        self.wake_everywhere(&wakes);
-        Ok(run)
+        })
     }
 }
