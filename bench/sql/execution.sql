@@ -20,9 +20,11 @@
 -- Variables given with -D: now (micros since the epoch), developer and worker (API key
 -- resource names, for the audit records).
 --
--- A client may claim another client's run (as a worker would): the claim returns a run
--- whenever the client's own is still unclaimed, because claims serialize on the
--- workspace row and each client creates one run before it claims one.
+-- The claim takes the client's own run (the server's takes the oldest of the agent's):
+-- claims no longer take turns, and a claim's statement sees only the runs committed
+-- before it started, so with the oldest-first order a client could find every run it
+-- sees taken by clients whose own runs it cannot see yet. The statement is otherwise the
+-- server's: a free slot and the run, both SKIP LOCKED, and the slot marked held.
 
 \set r random(1, 9000000000000000000)
 \set lease :now + 30000000
@@ -40,11 +42,10 @@ SELECT pg_notify('agentry_feed', 'pgbench r/bench/p/pgbench-' || :r || E'\nq/ben
 INSERT INTO "audit_log" ("workspace_id", "audit_id", "create_time", "principal", "method", "resource", "request_id", "outcome") VALUES ('bench', 'pgbench-create-' || :r, :now, :developer, 'CreateRun', 'workspaces/bench/projects/p/sessions/pg' || :client_id, '', 'OK');
 COMMIT;
 
--- PollTask: an unlocked look, then the claim, serialized on the workspace row
+-- PollTask: an unlocked look, then the claim: a free slot and the run in one statement
 SELECT "workspace_id", "run_id", "project_id", "session_id", "instance_id", "agent_id", "agent_revision", "status", "stop_reason", "ready", "spec", "attempt", "error", "input_tokens", "output_tokens", "cost_usd", "last_sequence", "cancel_requested", "supersede", "approval", "output", "next_attempt_time", "lease_epoch", "lease_expire_time", "lease_duration", "worker", "create_time", "start_time", "end_time", "update_time" FROM "runs" WHERE "workspace_id" = 'bench' AND "status" = 'QUEUED' AND "ready" = 1 AND "agent_id" IN ('echo') AND "next_attempt_time" <= :now AND ("deadline" IS NULL OR "deadline" > :now) ORDER BY "next_attempt_time" ASC, "run_id" ASC LIMIT 1;
 BEGIN;
-SELECT "quotas", (SELECT COUNT("run_id") FROM "runs" WHERE "workspace_id" = 'bench' AND "status" IN ('RUNNING', 'CANCELLING')) FROM "workspaces" WHERE "workspace_id" = 'bench' FOR NO KEY UPDATE;
-SELECT "workspace_id", "run_id", "project_id", "session_id", "instance_id", "agent_id", "agent_revision", "status", "stop_reason", "ready", "spec", "attempt", "error", "input_tokens", "output_tokens", "cost_usd", "last_sequence", "cancel_requested", "supersede", "approval", "output", "next_attempt_time", "lease_epoch", "lease_expire_time", "lease_duration", "worker", "create_time", "start_time", "end_time", "update_time" FROM "runs" WHERE "workspace_id" = 'bench' AND "status" = 'QUEUED' AND "ready" = 1 AND "agent_id" IN ('echo') AND "next_attempt_time" <= :now AND ("deadline" IS NULL OR "deadline" > :now) ORDER BY "next_attempt_time" ASC, "run_id" ASC LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED \gset c_
+WITH slot AS MATERIALIZED (SELECT slot FROM run_slots WHERE workspace_id = 'bench' AND run_id IS NULL ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED), run AS MATERIALIZED (SELECT * FROM runs WHERE workspace_id = 'bench' AND status = 'QUEUED' AND ready = 1 AND agent_id = ANY(ARRAY['echo']) AND next_attempt_time <= :now AND (deadline IS NULL OR deadline > :now) AND run_id = 'pgbench-' || :r AND EXISTS (SELECT 1 FROM slot) ORDER BY next_attempt_time, run_id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED), held AS (UPDATE run_slots SET run_id = run.run_id FROM slot, run WHERE run_slots.workspace_id = 'bench' AND run_slots.slot = slot.slot) SELECT * FROM run \gset c_
 UPDATE "runs" SET "status" = 'RUNNING', "stop_reason" = '', "ready" = 1, "attempt" = 1, "error" = '', "input_tokens" = 0, "output_tokens" = 0, "cost_usd" = 0, "last_sequence" = 2, "cancel_requested" = 0, "supersede" = 0, "approval" = '', "approval_expire_time" = NULL, "output" = '', "next_attempt_time" = :now, "deadline" = NULL, "lease_epoch" = 1, "lease_expire_time" = :lease, "lease_duration" = 30000000, "worker" = 'pgbench', "start_time" = :now, "end_time" = NULL, "update_time" = :now WHERE "workspace_id" = 'bench' AND "run_id" = :c_run_id;
 INSERT INTO "run_events" ("workspace_id", "run_id", "sequence", "attempt", "kind", "body", "create_time") VALUES ('bench', :c_run_id, 2, 1, 'status_changed', '{"kind":"status_changed","previous":"Queued","status":"Running","stop_reason":"Unspecified","message":""}', :now);
 SELECT pg_notify('agentry_feed', 'pgbench r/bench/p/' || :c_run_id);

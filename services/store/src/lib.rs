@@ -47,8 +47,6 @@ pub struct Store {
     /// This process among the replicas: NOTIFY payloads carry it, so a replica can skip
     /// the notifications it sent itself.
     replica: String,
-    /// One claim per workspace at a time in this process.
-    claim_gates: ClaimGates,
     /// Head lookups shared by concurrent ReadContext calls (Postgres only).
     heads: Option<contexts::HeadBatcher>,
     /// Sends committed context changes to the other replicas (Postgres only).
@@ -56,10 +54,6 @@ pub struct Store {
     /// Context writes in flight in this process.
     writers: contexts::Writers,
 }
-
-type ClaimGates = std::sync::Arc<
-    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
->;
 
 impl Store {
     /// Connects to `postgres://…` or `sqlite:…` (the file is created when missing).
@@ -80,7 +74,6 @@ impl Store {
             writers: Default::default(),
             feed: Default::default(),
             replica,
-            claim_gates: ClaimGates::default(),
         })
     }
 

@@ -195,6 +195,21 @@ pub(crate) enum Messages {
 }
 
 #[derive(Iden, Clone, Copy)]
+pub(crate) enum RunSlots {
+    Table,
+    WorkspaceId,
+    Slot,
+    RunId,
+}
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RunSlotSurplus {
+    Table,
+    WorkspaceId,
+    Surplus,
+}
+
+#[derive(Iden, Clone, Copy)]
 pub(crate) enum Runs {
     Table,
     WorkspaceId,

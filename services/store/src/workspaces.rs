@@ -3,23 +3,24 @@
 
 use agentry_core::{
     Error, Reason, Result,
-    model::{Page, Quotas, Workspace},
+    model::{Page, Workspace},
     names::WorkspaceName,
     port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
 
 use crate::{
     PageRequest, Store,
     db::Tx,
+    execution::slots,
     feed::Wakes,
     keyset_page,
     mutation::{Mutation, mutate, mutate_waking},
     rows::{self, check_etag, found, insert_row, json, labels, select_all, to_json},
-    tables::{ContextBlobs, IdempotencyKeys, Projects, Runs, Workspaces},
+    tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
 
 #[derive(sqlx::FromRow)]
@@ -79,43 +80,11 @@ fn name(id: &str) -> WorkspaceName {
     }
 }
 
-fn not_found(id: &str) -> Error {
-    Error::not_found(name(id).to_string())
-}
-
 /// The workspace row, locked until the transaction ends (a no-op lock on SQLite, where
 /// the single writer already serializes).
 pub(crate) async fn lock_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
     let locked = by_id(id).lock(LockType::Update).to_owned();
     found(tx.fetch_optional::<WorkspaceRow>(&locked).await?, name(id))
-}
-
-/// For a run claim: locks the workspace row against other claims (FOR NO KEY UPDATE,
-/// which foreign-key checks of inserts elsewhere do not wait for) and answers, in the
-/// same round trip, its `max_concurrent_runs` and how many of its runs hold a slot.
-pub(crate) async fn lock_for_claim(tx: &mut Tx, id: &str) -> Result<(i32, i64)> {
-    let leased = Query::select()
-        .expr(Expr::col(Runs::RunId).count())
-        .from(Runs::Table)
-        .and_where(Expr::col(Runs::WorkspaceId).eq(id))
-        .and_where(Expr::col(Runs::Status).is_in(["RUNNING", "CANCELLING"]))
-        .to_owned();
-    let stmt = Query::select()
-        .column(Workspaces::Quotas)
-        .expr(SimpleExpr::SubQuery(
-            None,
-            Box::new(leased.into_sub_query_statement()),
-        ))
-        .from(Workspaces::Table)
-        .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
-        .lock(LockType::NoKeyUpdate)
-        .to_owned();
-    let (quotas, leased): (String, i64) = tx
-        .fetch_optional(&stmt)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let quotas: Quotas = json("quotas", &quotas)?;
-    Ok((quotas.max_concurrent_runs, leased))
 }
 
 /// The workspace row inside a transaction, without a lock: for reading quotas and
@@ -130,6 +99,7 @@ pub(crate) async fn read_workspace(tx: &mut Tx, id: &str) -> Result<Workspace> {
 #[async_trait]
 impl WorkspaceStore for Store {
     async fn create_workspace(&self, m: &Mutation, new: NewWorkspace) -> Result<Workspace> {
+        slots::check_limit(new.quotas.max_concurrent_runs)?;
         mutate!(self, m, |tx| async {
             let now = now_micros();
             let workspace = Workspace {
@@ -157,6 +127,7 @@ impl WorkspaceStore for Store {
                 ],
             );
             tx.insert(&insert, &m.resource).await?;
+            slots::add(tx, &workspace.id, 1, workspace.quotas.max_concurrent_runs).await?;
             Ok(workspace)
         })
     }
@@ -185,17 +156,21 @@ impl WorkspaceStore for Store {
         id: &str,
         patch: WorkspacePatch,
     ) -> Result<Workspace> {
-        let mut slots = Wakes::default();
-        mutate_waking!(self, m, slots, |tx| async {
+        // The concurrent-run limit changed: waiting pollers look again (raised, they may
+        // claim now; lowered, a poll that met the slots locked by the change may too).
+        let mut freed = Wakes::default();
+        mutate_waking!(self, m, freed, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
             rows::patch(&mut workspace.display_name, &patch.display_name);
             rows::patch(&mut workspace.description, &patch.description);
             let before = workspace.quotas.max_concurrent_runs;
             workspace.quotas = patch.quotas.apply(workspace.quotas);
-            if workspace.quotas.max_concurrent_runs > before {
-                // More concurrent runs allowed: waiting pollers may claim now.
-                slots.push(WakeKey::any_queue(id));
+            let after = workspace.quotas.max_concurrent_runs;
+            if after != before {
+                slots::check_limit(after)?;
+                slots::resize(tx, id, after).await?;
+                freed.push(WakeKey::any_queue(id));
             }
             rows::patch(&mut workspace.labels, &patch.labels);
             rows::bump(&mut workspace.etag, &mut workspace.update_time);

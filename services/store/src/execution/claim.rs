@@ -21,15 +21,16 @@ use agentry_core::{
     time::{Micros, now_micros},
 };
 use async_trait::async_trait;
-use sea_query::{Cond, Expr, LockBehavior, LockType, Order};
+use sea_query::{Cond, Expr, Order};
 
 use super::{
     Wakes,
     change::Change,
     rows::{RunRow, select_runs},
+    slots::take,
     worker::fenced,
 };
-use crate::{Store, instances::read_instance, tables::Runs, workspaces::lock_for_claim};
+use crate::{Store, instances::read_instance, tables::Runs};
 
 /// What a release needs: the lease the claim created and what it overwrote.
 struct Undelivered {
@@ -92,7 +93,12 @@ impl Undelivered {
     }
 }
 
-fn candidates(workspace: &str, agents: &[String], now: Micros) -> sea_query::SelectStatement {
+/// The oldest run of `agents` in `workspace` that may be claimed at `now`.
+pub(super) fn candidates(
+    workspace: &str,
+    agents: &[String],
+    now: Micros,
+) -> sea_query::SelectStatement {
     select_runs()
         .and_where(Expr::col(Runs::WorkspaceId).eq(workspace))
         .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
@@ -121,7 +127,7 @@ impl ClaimStore for Store {
     ) -> Result<Option<Claim>> {
         let now = now_micros();
         // A cheap look without locks first: idle pollers woken for other agents' runs
-        // leave without taking the workspace lock.
+        // leave without a transaction.
         let any: Option<RunRow> = self
             .db
             .fetch_optional(&candidates(workspace, agents, now))
@@ -129,30 +135,15 @@ impl ClaimStore for Store {
         if any.is_none() {
             return Ok(None);
         }
-        // One claim per workspace at a time in this process: the others wait here, not
-        // on the workspace row while holding a database connection.
-        let gate = self.claim_gate(workspace);
-        let _turn = gate.lock().await;
         let mut tx = self.db.begin().await?;
-        let (max_concurrent, leased) = lock_for_claim(&mut tx, workspace).await?;
-        if leased >= i64::from(max_concurrent) {
-            return Ok(None);
-        }
-        // The clock is read after the count: a slot that count saw free was released by a
-        // commit before it, so start_time never precedes the end_time of the run whose
-        // slot this one takes.
-        let now = now_micros();
-        let row: Option<RunRow> = tx
-            .fetch_optional(
-                &candidates(workspace, agents, now)
-                    .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
-                    .to_owned(),
-            )
-            .await?;
-        let Some(row) = row else {
+        let Some(run) = take(&mut tx, workspace, agents, now_micros()).await? else {
             return Ok(None);
         };
-        let mut change = Change::new(row.try_into()?, None, now);
+        // The clock is read after the slot is taken: the run that freed it committed
+        // before, so start_time never precedes the end_time of the run whose slot this
+        // one takes.
+        let now = now_micros();
+        let mut change = Change::new(run, None, now);
         let before = Before {
             start_time: change.run.start_time,
             next_attempt_time: change.run.next_attempt_time,

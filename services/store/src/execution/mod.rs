@@ -10,9 +10,11 @@
 //! fenced by the lease it names: the run must still be leased, to the same attempt and
 //! lease epoch, with the lease not expired.
 //!
-//! Claims serialize per workspace on the workspace row (FOR NO KEY UPDATE), which is
-//! what keeps `max_concurrent_runs` exact, and pick the run with FOR UPDATE SKIP LOCKED;
-//! on SQLite the single writer does both.
+//! A claim takes one of the workspace's concurrent-run slots (`run_slots`, one row per
+//! slot) together with the run, both with SKIP LOCKED on Postgres, which keeps
+//! `max_concurrent_runs` exact without serializing the claims of a workspace; a run
+//! gives its slot back, by trigger, when it leaves RUNNING or CANCELLING (see `slots`).
+//! On SQLite the single writer serializes claims.
 
 mod change;
 mod claim;
@@ -21,10 +23,9 @@ mod record;
 mod rows;
 mod runs;
 mod sessions;
+pub(crate) mod slots;
 mod stats;
 mod worker;
-
-use std::sync::Arc;
 
 use agentry_core::{
     model::Labels,
@@ -36,16 +37,7 @@ use serde::{Deserialize, Serialize};
 // The commands are core's; re-exported for the store's callers.
 pub use agentry_core::run::{EventInput, NewRun, NewSession, RunFilter};
 
-use crate::Store;
 pub(crate) use crate::feed::Wakes;
-
-impl Store {
-    /// The in-process turnstile of `workspace`'s claims.
-    pub(crate) fn claim_gate(&self, workspace: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self.claim_gates.lock().expect("claim gates lock");
-        gates.entry(workspace.to_owned()).or_default().clone()
-    }
-}
 
 /// What CreateRun fixes for the life of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
