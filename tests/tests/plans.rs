@@ -37,7 +37,7 @@ FROM generate_series(0, 99999) i;
 INSERT INTO contexts SELECT 'w', 'p', 'c' || lpad(i::text, 7, '0'),
     CASE WHEN i % 1000 = 1 THEN 'i1' ELSE '' END, '', 0, 1000, 1, '{}', i, i
     FROM generate_series(0, 99999) i;
-INSERT INTO context_blobs VALUES ('w', 'h', '{}', 2, 1000, 0);
+INSERT INTO context_blobs VALUES ('w', 'p', 'c0000000', 'h', '{}', 2, 1000, 0);
 INSERT INTO context_versions SELECT 'w', 'p', 'c0000000', v, 'PUT', 0, 'h', 2,
     CASE WHEN v % 100 = 0 THEN 'rare' ELSE 'author' END, '', '', v
     FROM generate_series(1, 1000) v;

@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
-use agentry_server::config::{self, Loaded, SETTINGS};
+use agentry_server::{
+    StartError,
+    config::{self, Loaded, SETTINGS},
+    startup::Context as _,
+};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command as ClapCommand, FromArgMatches, Parser};
 use clap::{Subcommand, parser::ValueSource};
 
@@ -61,12 +65,12 @@ struct SettingsArgs {
 }
 
 impl SettingsArgs {
-    fn load(&self) -> anyhow::Result<Loaded> {
-        Ok(config::load(
+    fn load(&self) -> Result<Loaded, StartError> {
+        config::load(
             self.config.as_deref(),
             |name| std::env::var(name).ok(),
             self.flags.clone(),
-        )?)
+        )
     }
 }
 
@@ -138,7 +142,7 @@ impl Args for SettingsArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), StartError> {
     match Cli::parse().command {
         Command::Client(command) => {
             let code =
@@ -156,15 +160,15 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = agentry_server::telemetry::init(config.log_format)?;
             let store = agentry_store::Store::connect(config.database_url.expose(), 2)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            store.migrate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                .during(StartError::Database)?;
+            store.migrate().await.during(StartError::Database)?;
             tracing::info!("migrations applied");
             Ok(())
         }
     }
 }
 
-async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+async fn serve(loaded: Loaded) -> Result<(), StartError> {
     let config = loaded.config;
     let _telemetry = agentry_server::telemetry::init(config.log_format)?;
     let mut server = agentry_server::start(config).await?;
@@ -175,14 +179,13 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         );
     }
     println!("agentry listening on {}", server.local_addr);
-    let result = tokio::select! {
+    tokio::select! {
         result = server.stopped() => result,
         _ = shutdown_signal() => {
             tracing::info!("shutdown requested");
             server.shutdown().await
         }
-    };
-    Ok(result?)
+    }
 }
 
 async fn health(args: HealthArgs) -> i32 {

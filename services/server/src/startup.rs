@@ -7,8 +7,9 @@ use std::{error::Error as StdError, fmt};
 /// A lower error of any kind.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// Why the server did not start, or stopped by itself.
-#[derive(Debug, thiserror::Error)]
+/// Why the server did not start, or stopped by itself. Its `Debug` form is what `main`
+/// prints: the message, then the errors under it (`Caused by:`), as anyhow prints them.
+#[derive(thiserror::Error)]
 pub enum StartError {
     /// A setting: its value, the config file, or settings that only go together.
     #[error(transparent)]
@@ -31,6 +32,29 @@ pub enum StartError {
     /// The running server failed (or its task panicked).
     #[error(transparent)]
     Serve(Cause),
+}
+
+impl fmt::Debug for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        let mut causes = Vec::new();
+        let mut source = StdError::source(self);
+        while let Some(error) = source {
+            causes.push(error.to_string());
+            source = error.source();
+        }
+        match causes.as_slice() {
+            [] => Ok(()),
+            [cause] => write!(f, "\n\nCaused by:\n    {cause}"),
+            _ => {
+                write!(f, "\n\nCaused by:")?;
+                for (i, cause) in causes.iter().enumerate() {
+                    write!(f, "\n    {i}: {cause}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A step of start-up: the variant of [`StartError`] its errors are.
@@ -117,5 +141,48 @@ impl<T, E: Into<BoxError>> Context<T> for Result<T, E> {
 
     fn during(self, step: Step) -> Result<T, StartError> {
         self.map_err(|error| StartError::from_error(step, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn missing() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_step_error_says_what_failed_and_keeps_its_cause() {
+        let error = Err::<(), _>(missing())
+            .context(StartError::Tls, || {
+                "cannot read the TLS key file k.pem".into()
+            })
+            .unwrap_err();
+        assert!(matches!(error, StartError::Tls(_)));
+        assert_eq!(error.to_string(), "cannot read the TLS key file k.pem");
+        assert_eq!(
+            error.chain(),
+            "cannot read the TLS key file k.pem: no such file"
+        );
+        assert_eq!(
+            format!("{error:?}"),
+            "cannot read the TLS key file k.pem\n\nCaused by:\n    no such file"
+        );
+    }
+
+    #[test]
+    fn a_lower_error_alone_is_the_message() {
+        let error = Err::<(), _>(missing())
+            .during(StartError::Database)
+            .unwrap_err();
+        assert!(matches!(error, StartError::Database(_)));
+        assert_eq!(error.to_string(), "no such file");
+        assert_eq!(format!("{error:?}"), "no such file");
+        let plain = StartError::new(
+            StartError::Config,
+            "tls_cert_file is set but tls_key_file is not",
+        );
+        assert_eq!(format!("{plain:?}"), plain.to_string());
     }
 }

@@ -7,35 +7,35 @@
 //! or nothing, so a retry replays the first answer. What an operation changes wakes its
 //! waiters through the [`ChangeFeed`] once it commits.
 //!
-//! The traits follow what they serve, one per kind of resource or call (as a metastore
-//! groups its methods by resource), in four files: the registry's ([`WorkspaceStore`],
+//! The traits (`traits.rs`) follow what they serve, one per kind of resource or call
+//! (as a metastore groups its methods by resource): the registry's ([`WorkspaceStore`],
 //! [`ProjectStore`], [`ApiKeyStore`], [`AgentStore`], [`InstanceStore`], [`AuditStore`]),
 //! the contexts' ([`ContextStore`], [`ContextReads`], [`ContextWrites`]), execution's
 //! ([`SessionStore`], [`RunStore`], [`RunStatsStore`], [`ClaimStore`], [`WorkerStore`])
 //! and [`Upkeep`] (start-up settings, probes, metrics, the reaper). [`Storage`] is all
-//! of them with the [`ChangeFeed`]: what the server holds, as `Arc<dyn Storage>`.
+//! of them with the [`ChangeFeed`]: what the server holds, as `Arc<dyn Storage>`. Their
+//! commands and results are in `commands.rs`, [`Claim`] in `claim.rs`, the reaper's
+//! state in `reaper.rs`.
 
-pub mod contexts;
-pub mod execution;
-pub mod feed;
-pub mod registry;
-pub mod upkeep;
+mod claim;
+mod commands;
+mod feed;
+mod reaper;
+mod traits;
 
-pub use contexts::{
-    ContextChange, ContextHead, ContextReads, ContextStore, ContextWrite, ContextWrites,
-    NewContext, VersionFilter,
-};
-pub use execution::{
-    Claim, ClaimRelease, ClaimStore, Percentiles, Release, RunStatsGroup, RunStatsStore, RunStore,
-    SessionStore, WorkerStore,
+pub use claim::{Claim, ClaimRelease, Release};
+pub use commands::{
+    AuditFilter, AuditRecord, ContextChange, ContextHead, ContextWrite, KeyRecord, NewApiKey,
+    NewContext, NewProject, NewWorkspace, Percentiles, PoolConnections, ProjectPatch,
+    RunStatsGroup, VersionFilter, WorkspacePatch,
 };
 pub use feed::{ChangeFeed, Registry, Subscription};
-pub use registry::{
-    AgentStore, ApiKeyStore, AuditFilter, AuditRecord, AuditStore, InstanceStore, KeyRecord,
-    NewApiKey, NewProject, NewWorkspace, ProjectPatch, ProjectStore, WorkspacePatch,
+pub use reaper::{ReapLimits, ReapReport, RunReaper};
+pub use traits::{
+    AgentStore, ApiKeyStore, AuditStore, ClaimStore, ContextReads, ContextStore, ContextWrites,
+    InstanceStore, ProjectStore, RunStatsStore, RunStore, SessionStore, Upkeep, WorkerStore,
     WorkspaceStore,
 };
-pub use upkeep::{PoolConnections, ReapLimits, ReapReport, RunReaper, Upkeep};
 
 /// Everything the server asks of storage; a backend implements every part and then
 /// this (`impl Storage for Store {}`).

@@ -9,7 +9,7 @@ use prost_types::FieldMask;
 use serde_json::{Value, json};
 
 use super::{
-    Failure, Global,
+    Failure,
     conn::Client,
     diff,
     listing::{Paging, print_all},
@@ -80,8 +80,7 @@ fn is_output_only(key: &str) -> bool {
     OUTPUT_ONLY.contains(&camel.as_str())
 }
 
-pub async fn run(global: Global, command: AgentsCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: AgentsCmd) -> Result<(), Failure> {
     let mut registry = c.registry();
     match command {
         AgentsCmd::Create { file } => create(&c, file).await,

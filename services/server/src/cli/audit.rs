@@ -4,7 +4,7 @@ use agentry_proto::v1 as pb;
 use clap::Subcommand;
 
 use super::{
-    Failure, Global,
+    Failure,
     conn::Client,
     listing::{Paging, print_all},
     time::{parse_time, rfc3339},
@@ -35,8 +35,7 @@ pub enum AuditCmd {
     },
 }
 
-pub async fn run(global: Global, command: AuditCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: AuditCmd) -> Result<(), Failure> {
     let AuditCmd::List {
         principal,
         method,

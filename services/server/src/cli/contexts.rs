@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::{
-    Failure, Format, Global,
+    Failure, Format,
     conn::Client,
     diff,
     follow::follow,
@@ -136,8 +136,7 @@ fn change(args: &WriteArgs) -> Result<pb::write_context_request::Change, Failure
     Ok(Change::JsonPatch(patch))
 }
 
-pub async fn run(global: Global, command: ContextsCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: ContextsCmd) -> Result<(), Failure> {
     let mut contexts = c.contexts();
     let name_of = |arg: &str| c.names.in_project("contexts", arg);
     match command {

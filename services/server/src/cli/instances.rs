@@ -6,7 +6,7 @@ use agentry_proto::v1 as pb;
 use clap::{Subcommand, ValueEnum};
 
 use super::{
-    Failure, Global,
+    Failure,
     conn::Client,
     listing::{Paging, print_all},
     parse_document, read_document,
@@ -98,8 +98,7 @@ pub enum InstancesCmd {
     Delete { name: String },
 }
 
-pub async fn run(global: Global, command: InstancesCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: InstancesCmd) -> Result<(), Failure> {
     let mut registry = c.registry();
     match command {
         InstancesCmd::Create {

@@ -124,15 +124,15 @@ pub enum Shell {
 /// command line definition, for completion scripts.
 pub async fn run(command: Command, top: impl FnOnce() -> clap::Command) -> i32 {
     let result = match command {
-        Command::Workspaces(g) => registry::workspaces(g.global, g.command).await,
-        Command::Projects(g) => registry::projects(g.global, g.command).await,
-        Command::Keys(g) => registry::keys(g.global, g.command).await,
-        Command::Agents(g) => agents::run(g.global, g.command).await,
-        Command::Instances(g) => instances::run(g.global, g.command).await,
-        Command::Contexts(g) => contexts::run(g.global, g.command).await,
-        Command::Sessions(g) => sessions::run(g.global, g.command).await,
-        Command::Runs(g) => runs::run(g.global, g.command).await,
-        Command::Audit(g) => audit::run(g.global, g.command).await,
+        Command::Workspaces(g) => connect(g, registry::workspaces).await,
+        Command::Projects(g) => connect(g, registry::projects).await,
+        Command::Keys(g) => connect(g, registry::keys).await,
+        Command::Agents(g) => connect(g, agents::run).await,
+        Command::Instances(g) => connect(g, instances::run).await,
+        Command::Contexts(g) => connect(g, contexts::run).await,
+        Command::Sessions(g) => connect(g, sessions::run).await,
+        Command::Runs(g) => connect(g, runs::run).await,
+        Command::Audit(g) => connect(g, audit::run).await,
         Command::Profile(args) => profile::run(args),
         Command::Completion { shell } => {
             let shell = match shell {
@@ -147,6 +147,14 @@ pub async fn run(command: Command, top: impl FnOnce() -> clap::Command) -> i32 {
         Ok(()) => 0,
         Err(failure) => failure.report(),
     }
+}
+
+/// Runs a group's command with a client made from the group's connection options.
+async fn connect<T: Subcommand>(
+    group: Group<T>,
+    run: impl AsyncFnOnce(conn::Client, T) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    run(conn::Client::new(group.global)?, group.command).await
 }
 
 /// A YAML or JSON document from a file, or from stdin for `-`.

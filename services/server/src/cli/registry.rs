@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use prost_types::FieldMask;
 
 use super::{
-    Failure, Global,
+    Failure,
     conn::Client,
     listing::{Paging, print_all},
     status::fail,
@@ -113,8 +113,7 @@ pub enum SpecCmd {
     },
 }
 
-pub async fn workspaces(global: Global, command: SpecCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn workspaces(c: Client, command: SpecCmd) -> Result<(), Failure> {
     let mut registry = c.registry();
     match command {
         SpecCmd::Create { id, spec } => {
@@ -155,8 +154,7 @@ pub async fn workspaces(global: Global, command: SpecCmd) -> Result<(), Failure>
     }
 }
 
-pub async fn projects(global: Global, command: SpecCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn projects(c: Client, command: SpecCmd) -> Result<(), Failure> {
     let mut registry = c.registry();
     match command {
         SpecCmd::Create { id, spec } => {
@@ -231,8 +229,7 @@ pub enum KeysCmd {
     Delete { name: String },
 }
 
-pub async fn keys(global: Global, command: KeysCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn keys(c: Client, command: KeysCmd) -> Result<(), Failure> {
     let mut registry = c.registry();
     match command {
         KeysCmd::Create {

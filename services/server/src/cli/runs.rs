@@ -4,7 +4,7 @@ use agentry_proto::v1 as pb;
 use clap::{Subcommand, ValueEnum};
 
 use super::{
-    Failure, Format, Global,
+    Failure, Format,
     conn::Client,
     events,
     listing::{Paging, print_all},
@@ -127,8 +127,7 @@ pub enum RunsCmd {
     },
 }
 
-pub async fn run(global: Global, command: RunsCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: RunsCmd) -> Result<(), Failure> {
     let mut execution = c.execution();
     match command {
         RunsCmd::Create {

@@ -4,7 +4,7 @@ use agentry_proto::v1 as pb;
 use clap::Subcommand;
 
 use super::{
-    Failure, Global,
+    Failure,
     conn::Client,
     listing::{Paging, print_all},
     registry::label,
@@ -48,8 +48,7 @@ pub enum SessionsCmd {
     },
 }
 
-pub async fn run(global: Global, command: SessionsCmd) -> Result<(), Failure> {
-    let c = Client::new(global)?;
+pub async fn run(c: Client, command: SessionsCmd) -> Result<(), Failure> {
     let mut execution = c.execution();
     match command {
         SessionsCmd::Create {

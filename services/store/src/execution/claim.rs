@@ -169,7 +169,6 @@ impl ClaimStore for Store {
         .await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
-        wakes.notify(&mut tx, &self.replica).await?;
         let release = Release::armed(Undelivered {
             store: self.clone(),
             lease: run.lease(),
@@ -177,7 +176,7 @@ impl ClaimStore for Store {
             lease_expire_time,
         });
         tx.commit().await?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         crate::observe::run_picked_up(now - before.next_attempt_time);
         Ok(Some(Claim::new(run, instance, release)))
     }
@@ -218,9 +217,8 @@ impl Store {
             wakes.run(&change.run);
         }
         change.save(&mut tx).await?;
-        wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(true)
     }
 }

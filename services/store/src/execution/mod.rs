@@ -5,8 +5,9 @@
 //! Every change to a run happens in one transaction that locks the session row (when the
 //! transcript or the session's active run changes) and then the run row — always in that
 //! order — applies the state machine of `agentry_core::run` in memory, appends the
-//! events that describe it with the next gapless sequence numbers, writes the run back
-//! and NOTIFYs the wake keys of what it changed (see `crate::feed`). A worker call is
+//! events that describe it with the next gapless sequence numbers and writes the run
+//! back; once it has committed, the wake keys of what it changed go to this replica's
+//! waiters and, batched, to the other replicas (see `crate::feed`). A worker call is
 //! fenced by the lease it names: the run must still be leased, to the same attempt and
 //! lease epoch, with the lease not expired.
 //!

@@ -242,9 +242,8 @@ impl Store {
             change.end(&mut tx, &mut wakes, ending).await?;
         }
         change.persist(&mut tx, &mut wakes).await?;
-        wakes.notify(&mut tx, &self.replica).await?;
         tx.commit().await?;
-        self.wake(&wakes);
+        self.wake_everywhere(&wakes);
         Ok(Some(fired))
     }
 }

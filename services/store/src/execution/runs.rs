@@ -30,7 +30,7 @@ use crate::{
     db::Tx,
     fetch_page,
     instances::read_instance,
-    mutation::{Mutation, mutate_waking},
+    mutation::{Mutation, mutate_announcing},
     rows::{decode_all, found},
     tables::{Contexts, Messages, Runs},
 };
@@ -91,7 +91,7 @@ async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<
 #[async_trait]
 impl RunStore for Store {
     async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &new.session).await?;
             let instance_name =
@@ -159,7 +159,7 @@ impl RunStore for Store {
     }
 
     async fn cancel_run(&self, m: &Mutation, name: &RunName, reason: &str) -> Result<Run> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let mut session = lock_session(tx, &name.session()).await?;
             let run = lock_run(tx, name).await?;
@@ -182,7 +182,7 @@ impl RunStore for Store {
         decision: Decision,
         comment: &str,
     ) -> Result<Run> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, None, now);

@@ -24,7 +24,7 @@ use super::{
 use crate::{
     Store,
     db::Tx,
-    mutation::{Mutation, mutate_waking},
+    mutation::{Mutation, mutate_announcing},
     tables::ToolCalls,
 };
 
@@ -112,7 +112,7 @@ impl WorkerStore for Store {
         inputs: Vec<EventInput>,
     ) -> Result<(i64, bool)> {
         let with_session = inputs.iter().any(EventInput::touches_transcript);
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, with_session).await?;
             let ids = inputs.iter().filter_map(EventInput::call_id).collect();
@@ -130,7 +130,7 @@ impl WorkerStore for Store {
         lease: &Lease,
         steps: Vec<PlanStep>,
     ) -> Result<(bool, Approval)> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (_, run) = fenced(tx, lease, now, false).await?;
             let mut change = Change::new(run, None, now);
@@ -149,7 +149,7 @@ impl WorkerStore for Store {
         usage: Usage,
         stop_reason: StopReason,
     ) -> Result<Run> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
@@ -168,7 +168,7 @@ impl WorkerStore for Store {
         retryable: bool,
         next_retry_delay: Option<Micros>,
     ) -> Result<Run> {
-        mutate_waking!(self, m, |tx, wakes| async {
+        mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);

@@ -1,9 +1,9 @@
 //! The change feed: who waits for which change, and how a committed write reaches them.
 //!
 //! A transaction collects the [`WakeKey`]s of what it changes in [`Wakes`]. On Postgres
-//! it sends them to the other replicas with one `pg_notify` as its last statement (a
-//! NOTIFY is delivered only if the transaction commits), or, for context writes, hands
-//! them to [`Announcer`] after commit (batched, see `announce`); once it has committed,
+//! context writes and run changes hand them to [`Announcer`] after commit (batched, see
+//! `announce`); other mutations send them with one `pg_notify` as their last statement
+//! (a NOTIFY is delivered only if the transaction commits). Once it has committed,
 //! the store publishes them to the waiters of this process ([`Registry`], in core), which the replicas skip
 //! when their own NOTIFY comes back. [`listen`] carries the other replicas' keys in, and
 //! is the safety net: when its connection drops or goes silent, every waiter of this

@@ -1,26 +1,11 @@
-//! Upkeep's side of the storage port: what start-up reads, what the probes and metrics
-//! ask, and the background reaper's passes.
+//! The background reaper's bounds, report and memory between passes.
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-
 use crate::{
-    Result,
     run::Fired,
     time::{Micros, now_micros},
 };
-
-/// Connections of the database pools, for `agentry_db_pool_connections{state}`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolConnections {
-    /// Checked out by a call or a background task.
-    pub active: u64,
-    /// Open and waiting in the pool.
-    pub idle: u64,
-    /// The most the pools will open.
-    pub max: u64,
-}
 
 /// Bounds of one pass.
 #[derive(Debug, Clone, Copy)]
@@ -170,27 +155,4 @@ impl RunReaper {
         entry.retry_time = now.saturating_add(wait);
         entry.failures
     }
-}
-
-/// Settings, probes, metrics and the reaper.
-#[async_trait]
-pub trait Upkeep: Send + Sync {
-    /// The HMAC key for page tokens, created by whichever replica starts first.
-    async fn page_token_key(&self) -> Result<String>;
-    /// The stored root key hash, generating a root key when there is none yet. Returns
-    /// the hash and, only on the start that generated it, the secret itself.
-    async fn root_key_hash(&self) -> Result<(Vec<u8>, Option<String>)>;
-    /// Ready to serve: the database answers and every migration this build knows is
-    /// applied. The error says which is not the case.
-    async fn readiness(&self) -> std::result::Result<(), String>;
-    /// Connections of the database pools now.
-    fn pool_connections(&self) -> PoolConnections;
-    /// Runs by status, over every workspace: one `GROUP BY` over the runs table.
-    async fn count_runs_by_status(&self) -> Result<Vec<(String, i64)>>;
-    /// One pass over the run timers that fell due, within `reaper.limits`.
-    async fn reap_runs(&self, reaper: &mut RunReaper) -> Result<ReapReport>;
-    /// Forgets stored results older than `before` (micros); the reaper calls this.
-    async fn purge_idempotency_keys(&self, before: i64) -> Result<u64>;
-    /// Closes the connections; the store serves nothing after.
-    async fn close(&self);
 }

@@ -1,0 +1,176 @@
+//! The commands and results of the storage port, as the server and the store exchange
+//! them: what to create or change, filters, and what some calls give back.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{
+    document,
+    model::{ApiKey, ContextOp, Labels, Quotas, QuotasPatch, Role},
+    names::ContextName,
+    run::Usage,
+    time::Micros,
+};
+
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub quotas: Quotas,
+    pub labels: Labels,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspacePatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub quotas: QuotasPatch,
+    pub labels: Option<Labels>,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub workspace: String,
+    pub id: String,
+    pub display_name: String,
+    pub description: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProjectPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub labels: Option<Labels>,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub workspace: String,
+    pub display_name: String,
+    pub role: Role,
+    pub expire_time: Option<Micros>,
+}
+
+/// What authentication needs to know about a key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub key: ApiKey,
+    pub secret_hash: Vec<u8>,
+    pub revoke_time: Option<Micros>,
+}
+
+/// One committed mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub workspace_id: String,
+    pub audit_id: String,
+    pub create_time: i64,
+    pub principal: String,
+    pub method: String,
+    pub resource: String,
+    pub request_id: String,
+}
+
+/// Filters of ListAuditRecords; all of them must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub principal: Option<String>,
+    pub method: Option<String>,
+    /// The resource itself and everything under it (`{prefix}/…`).
+    pub resource: Option<String>,
+    pub after_time: Option<Micros>,
+    pub before_time: Option<Micros>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewContext {
+    pub name: ContextName,
+    /// Instance id in the same project, or empty.
+    pub owner: String,
+    pub description: String,
+    /// 0: the workspace's `context_keep_last`.
+    pub keep_last: i32,
+    pub labels: Labels,
+    /// Becomes version 1 (op CREATE).
+    pub data: Option<Value>,
+}
+
+/// How a write derives the new document from the head.
+#[derive(Debug, Clone)]
+pub enum ContextChange {
+    Replace(Value),
+    MergePatch(Value),
+    JsonPatch(Vec<document::PatchOp>),
+    /// Restore the data of this version.
+    Rollback(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ContextWrite {
+    pub change: ContextChange,
+    /// Compare-and-swap on the head version (0: no versions yet).
+    pub expected_version: Option<i64>,
+    pub description: String,
+}
+
+/// Filters of ListContextVersions.
+#[derive(Debug, Clone, Default)]
+pub struct VersionFilter {
+    pub author: Option<String>,
+    pub op: Option<ContextOp>,
+    pub after_time: Option<Micros>,
+    pub before_time: Option<Micros>,
+}
+
+/// A context's identity and bounds at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextHead {
+    /// Tells a context from one deleted and created again under the same name.
+    pub create_time: Micros,
+    /// 0 when the context has no versions yet.
+    pub head_version: i64,
+    pub floor_version: i64,
+}
+
+/// Percentiles of a duration (micros) and how many values they were taken over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub count: i64,
+    pub p50: Micros,
+    pub p95: Micros,
+    pub p99: Micros,
+}
+
+/// The figures of one group of runs: a project's, or one agent's in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStatsGroup {
+    /// Empty for the project total.
+    pub agent: String,
+    pub total: i64,
+    /// By stored status name (`SUCCEEDED` …).
+    pub by_status: BTreeMap<String, i64>,
+    pub finished: i64,
+    pub succeeded: i64,
+    /// Creation to first start, of runs that started.
+    pub queue_wait: Percentiles,
+    /// First start to end, of runs that ended.
+    pub run_time: Percentiles,
+    pub usage: Usage,
+}
+
+/// Connections of the database pools, for `agentry_db_pool_connections{state}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolConnections {
+    /// Checked out by a call or a background task.
+    pub active: u64,
+    /// Open and waiting in the pool.
+    pub idle: u64,
+    /// The most the pools will open.
+    pub max: u64,
+}
