@@ -196,14 +196,9 @@ macro_rules! mutate {
 pub(crate) use mutate;
 
 /// [`mutate!`] for a mutation that collects the wake keys of what it changes in
-/// `$wakes` (a [`Wakes`](crate::feed::Wakes), new and empty in the `|tx, wakes|` form):
-/// the other replicas are NOTIFYed inside the transaction, the waiters of this process
-/// once it has committed.
+/// `$wakes` (a [`Wakes`](crate::feed::Wakes)): the other replicas are NOTIFYed inside
+/// the transaction, the waiters of this process once it has committed.
 macro_rules! mutate_waking {
-    ($store:expr, $m:expr, |$tx:ident, $wakes:ident| $body:expr) => {{
-        let mut $wakes = $crate::feed::Wakes::default();
-        $crate::mutation::mutate_waking!($store, $m, $wakes, |$tx| $body)
-    }};
     ($store:expr, $m:expr, $wakes:ident, |$tx:ident| $body:expr) => {{
         let store = $store;
         let result = $crate::mutation::mutate!(store, $m, |tx| async {
@@ -223,18 +218,14 @@ macro_rules! mutate_waking {
 }
 pub(crate) use mutate_waking;
 
-/// [`mutate!`] for changes whose wake-ups other replicas learn after commit (runs): the
-/// body fills `$wakes`; once the transaction commits, this process's waiters are woken
-/// and the keys are announced to the other replicas, batched (`feed/announce.rs`), with
-/// no NOTIFY inside the transaction.
+/// [`mutate!`] for a run change, whose wake keys `$body` collects in `$wakes` (new and
+/// empty): once it has committed they wake this process's waiters and are announced to
+/// the other replicas, batched (`feed::announce`).
 macro_rules! mutate_announcing {
     ($store:expr, $m:expr, |$tx:ident, $wakes:ident| $body:expr) => {{
         let store = $store;
         let mut $wakes = $crate::feed::Wakes::default();
-        let result = $crate::mutation::mutate!(store, $m, |tx| async {
-            let $tx = &mut *tx;
-            $body.await
-        });
+        let result = $crate::mutation::mutate!(store, $m, |$tx| $body);
         if result.is_ok() {
             store.wake_everywhere(&$wakes);
         }

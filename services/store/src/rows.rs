@@ -79,11 +79,25 @@ pub(crate) fn insert_row<C: IntoIden>(
     columns: impl IntoIterator<Item = C>,
     values: impl IntoIterator<Item = SimpleExpr>,
 ) -> InsertStatement {
-    Query::insert()
-        .into_table(table)
-        .columns(columns)
-        .values_panic(values)
-        .to_owned()
+    insert_rows(table, columns, [values])
+}
+
+/// `rows` of values for `columns` of `table`, in one statement.
+pub(crate) fn insert_rows<C, V>(
+    table: impl IntoTableRef,
+    columns: impl IntoIterator<Item = C>,
+    rows: impl IntoIterator<Item = V>,
+) -> InsertStatement
+where
+    C: IntoIden,
+    V: IntoIterator<Item = SimpleExpr>,
+{
+    let mut stmt = Query::insert();
+    stmt.into_table(table).columns(columns);
+    for values in rows {
+        stmt.values_panic(values);
+    }
+    stmt
 }
 
 impl Tx {

@@ -158,8 +158,8 @@ impl WorkspaceStore for Store {
     ) -> Result<Workspace> {
         // The concurrent-run limit changed: waiting pollers look again (raised, they may
         // claim now; lowered, a poll that met the slots locked by the change may too).
-        let mut slots = Wakes::default();
-        mutate_waking!(self, m, slots, |tx| async {
+        let mut freed = Wakes::default();
+        mutate_waking!(self, m, freed, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
             check_etag(workspace.etag, &patch.etag)?;
             rows::patch(&mut workspace.display_name, &patch.display_name);
@@ -170,7 +170,7 @@ impl WorkspaceStore for Store {
             if after != before {
                 slots::check_limit(after)?;
                 slots::resize(tx, id, after).await?;
-                slots.push(WakeKey::any_queue(id));
+                freed.push(WakeKey::any_queue(id));
             }
             rows::patch(&mut workspace.labels, &patch.labels);
             rows::bump(&mut workspace.etag, &mut workspace.update_time);

@@ -702,16 +702,19 @@ fn a_started_call_drops_any_result_it_carries() {
     assert_eq!(c.calls.inserted, [("c1".into(), "t".into(), true)]);
 }
 
+/// Call `id` of tool `t` as an earlier batch stored it.
+fn stored_call(id: &str, open: bool) -> HashMap<String, KnownCall> {
+    let call = KnownCall {
+        tool: "t".into(),
+        open,
+    };
+    HashMap::from([(id.to_string(), call)])
+}
+
 #[test]
 fn a_stored_open_call_completes_in_a_later_batch() {
     let mut c = change(RunStatus::Running, "r");
-    let known = HashMap::from([(
-        "c1".to_string(),
-        KnownCall {
-            tool: "t".into(),
-            open: true,
-        },
-    )]);
+    let known = stored_call("c1", true);
     c.append_events(&[EventInput::ToolCompleted(call("c1", "t"))], known)
         .unwrap();
     assert_eq!(c.calls.closed, ["c1"]);
@@ -721,13 +724,7 @@ fn a_stored_open_call_completes_in_a_later_batch() {
 #[test]
 fn a_call_id_is_used_once_per_run() {
     let mut c = change(RunStatus::Running, "r");
-    let known = HashMap::from([(
-        "c1".to_string(),
-        KnownCall {
-            tool: "t".into(),
-            open: false,
-        },
-    )]);
+    let known = stored_call("c1", false);
     let err = c
         .append_events(&[EventInput::ToolStarted(call("c1", "t"))], known)
         .unwrap_err();

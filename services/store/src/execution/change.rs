@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     db::Tx,
-    rows::to_json,
+    rows::{insert_rows, to_json},
     tables::{Messages, Runs, ToolCalls},
 };
 
@@ -157,25 +157,23 @@ async fn save_calls(tx: &mut Tx, run: &Run, calls: &CallChanges) -> Result<()> {
         return Ok(());
     }
     if !calls.inserted.is_empty() {
-        let mut insert = Query::insert()
-            .into_table(ToolCalls::Table)
-            .columns([
-                ToolCalls::WorkspaceId,
-                ToolCalls::RunId,
-                ToolCalls::CallId,
-                ToolCalls::Tool,
-                ToolCalls::Open,
-            ])
-            .to_owned();
-        for (id, tool, open) in &calls.inserted {
-            insert.values_panic([
+        let rows = calls.inserted.iter().map(|(id, tool, open)| {
+            [
                 run.workspace.clone().into(),
                 run.id.clone().into(),
                 id.clone().into(),
                 tool.clone().into(),
                 i32::from(*open).into(),
-            ]);
-        }
+            ]
+        });
+        let columns = [
+            ToolCalls::WorkspaceId,
+            ToolCalls::RunId,
+            ToolCalls::CallId,
+            ToolCalls::Tool,
+            ToolCalls::Open,
+        ];
+        let insert = insert_rows(ToolCalls::Table, columns, rows);
         tx.execute(&insert).await?;
     }
     if !calls.closed.is_empty() || calls.close_all {
@@ -215,22 +213,10 @@ pub(crate) async fn append_messages(
     let mut sequences = Vec::with_capacity(bodies.len());
     // Chunked: SQLite binds at most 32766 parameters per statement.
     for chunk in bodies.chunks(500) {
-        let mut stmt = Query::insert()
-            .into_table(Messages::Table)
-            .columns(
-                [
-                    Messages::WorkspaceId,
-                    Messages::ProjectId,
-                    Messages::SessionId,
-                ]
-                .into_iter()
-                .chain(MESSAGE_COLUMNS),
-            )
-            .to_owned();
-        for body in chunk {
+        let rows = chunk.iter().map(|body| {
             session.message_count += 1;
             sequences.push(session.message_count);
-            stmt.values_panic([
+            [
                 session.workspace.clone().into(),
                 session.project.clone().into(),
                 session.id.clone().into(),
@@ -245,8 +231,18 @@ pub(crate) async fn append_messages(
                 run.id.clone().into(),
                 i32::from(run.supersede).into(),
                 now.into(),
-            ]);
-        }
+            ]
+        });
+        let columns = [
+            Messages::WorkspaceId,
+            Messages::ProjectId,
+            Messages::SessionId,
+        ];
+        let stmt = insert_rows(
+            Messages::Table,
+            columns.into_iter().chain(MESSAGE_COLUMNS),
+            rows,
+        );
         tx.execute(&stmt).await?;
     }
     Ok(sequences)

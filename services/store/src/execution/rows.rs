@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     db::Tx,
-    rows::{found, insert_row, json, labels, select_all, to_json},
+    rows::{found, insert_row, insert_rows, json, labels, select_all, to_json},
     tables::{Messages, RunEvents, Runs, Sessions},
 };
 
@@ -401,20 +401,8 @@ pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
 pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -> Result<()> {
     // Chunked: SQLite binds at most 32766 parameters per statement.
     for chunk in events.chunks(500) {
-        let mut stmt = Query::insert()
-            .into_table(RunEvents::Table)
-            .columns([
-                RunEvents::WorkspaceId,
-                RunEvents::RunId,
-                RunEvents::Sequence,
-                RunEvents::Attempt,
-                RunEvents::Kind,
-                RunEvents::Body,
-                RunEvents::CreateTime,
-            ])
-            .to_owned();
-        for event in chunk {
-            stmt.values_panic([
+        let rows = chunk.iter().map(|event| {
+            [
                 run.workspace.clone().into(),
                 run.id.clone().into(),
                 event.sequence.into(),
@@ -422,9 +410,19 @@ pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -
                 event.body.kind().into(),
                 to_record(&event.body).into(),
                 event.create_time.into(),
-            ]);
-        }
-        tx.execute(&stmt).await?;
+            ]
+        });
+        let columns = [
+            RunEvents::WorkspaceId,
+            RunEvents::RunId,
+            RunEvents::Sequence,
+            RunEvents::Attempt,
+            RunEvents::Kind,
+            RunEvents::Body,
+            RunEvents::CreateTime,
+        ];
+        tx.execute(&insert_rows(RunEvents::Table, columns, rows))
+            .await?;
     }
     Ok(())
 }

@@ -79,39 +79,37 @@ struct CountRow {
 
 /// Counts and sums per (agent, status).
 fn counts(project: &ProjectName, start: Micros, end: Micros) -> SelectStatement {
-    let mut stmt = Query::select()
-        .columns([Runs::AgentId, Runs::Status])
-        .expr_as(Expr::cust("COUNT(*)"), Alias::new("runs"))
-        .expr_as(
-            Expr::cust("CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT)"),
-            Alias::new("input_tokens"),
+    let present = |m: Measure| {
+        format!(
+            "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
+            m.present()
         )
-        .expr_as(
-            Expr::cust("CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT)"),
-            Alias::new("output_tokens"),
-        )
-        .expr_as(
-            Expr::cust("CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION)"),
-            Alias::new("cost_usd"),
-        )
-        .expr_as(
-            Expr::cust(format!(
-                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
-                Measure::QueueWait.present()
-            )),
-            Alias::new("started"),
-        )
-        .expr_as(
-            Expr::cust(format!(
-                "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
-                Measure::RunTime.present()
-            )),
-            Alias::new("ended"),
-        )
-        .from(Runs::Table)
+    };
+    let columns = [
+        ("runs", "COUNT(*)".to_owned()),
+        (
+            "input_tokens",
+            "CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT)".into(),
+        ),
+        (
+            "output_tokens",
+            "CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT)".into(),
+        ),
+        (
+            "cost_usd",
+            "CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION)".into(),
+        ),
+        ("started", present(Measure::QueueWait)),
+        ("ended", present(Measure::RunTime)),
+    ];
+    let mut stmt = Query::select();
+    stmt.columns([Runs::AgentId, Runs::Status]);
+    for (alias, sql) in columns {
+        stmt.expr_as(Expr::cust(sql), Alias::new(alias));
+    }
+    stmt.from(Runs::Table)
         .group_by_col(Runs::AgentId)
-        .group_by_col(Runs::Status)
-        .to_owned();
+        .group_by_col(Runs::Status);
     in_window(&mut stmt, project, start, end);
     stmt
 }
