@@ -135,3 +135,39 @@ pub(super) fn positive(d: Duration) -> Result<Duration, String> {
         Ok(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_only() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/agentry?sslmode=require"),
+            "postgres://app:<redacted>@db:5432/agentry?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/agentry"),
+            "postgres://app@db/agentry"
+        );
+        assert_eq!(redact_url("sqlite://agentry.db"), "sqlite://agentry.db");
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+    }
+
+    #[test]
+    fn listen_addresses_take_host_names() {
+        assert!("localhost:50051".parse::<ListenAddr>().is_ok());
+        assert!("[::1]:0".parse::<ListenAddr>().is_ok());
+        assert!("localhost".parse::<ListenAddr>().is_err());
+        assert!(":50051".parse::<ListenAddr>().is_err());
+    }
+}
