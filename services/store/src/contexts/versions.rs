@@ -247,6 +247,50 @@ pub(crate) async fn append(
         }
     }
     let now = now_micros();
+    store_blob(tx, name, &sha256, canonical, size, now).await?;
+    let version = ContextVersion {
+        version: context.head_version + 1,
+        op: write.op,
+        rollback_of: write.rollback_of,
+        sha256,
+        size_bytes: size,
+        author: write.author,
+        description: write.description,
+        request_id: write.request_id,
+        create_time: now,
+        data: None,
+    };
+    insert_version(tx, name, &version).await?;
+    context.head_version = version.version;
+    context.update_time = now;
+    let keep_last = i64::from(context.keep_last.max(1));
+    let floor = (context.head_version - keep_last + 1).max(context.floor_version);
+    let mut update = Query::update()
+        .table(Contexts::Table)
+        .values([
+            (Contexts::HeadVersion, context.head_version.into()),
+            (Contexts::FloorVersion, floor.into()),
+            (Contexts::UpdateTime, now.into()),
+        ])
+        .to_owned();
+    where_context(&mut update, name);
+    tx.execute(&update).await?;
+    if floor > context.floor_version {
+        context.floor_version = floor;
+        compact(tx, name, floor).await?;
+    }
+    Ok((version, false))
+}
+
+/// Stores `name`'s document `sha256`, or counts one more of its versions using it.
+async fn store_blob(
+    tx: &mut Tx,
+    name: &ContextName,
+    sha256: &str,
+    canonical: String,
+    size: i64,
+    now: i64,
+) -> Result<()> {
     let blob = insert_row(
         ContextBlobs::Table,
         [
@@ -263,7 +307,7 @@ pub(crate) async fn append(
             name.workspace.clone().into(),
             name.project.clone().into(),
             name.context.clone().into(),
-            sha256.clone().into(),
+            sha256.into(),
             canonical.into(),
             size.into(),
             1i64.into(),
@@ -285,18 +329,11 @@ pub(crate) async fn append(
     )
     .to_owned();
     tx.execute(&blob).await?;
-    let version = ContextVersion {
-        version: context.head_version + 1,
-        op: write.op,
-        rollback_of: write.rollback_of,
-        sha256,
-        size_bytes: size,
-        author: write.author,
-        description: write.description,
-        request_id: write.request_id,
-        create_time: now,
-        data: None,
-    };
+    Ok(())
+}
+
+/// Inserts the row of a new version of `name`.
+async fn insert_version(tx: &mut Tx, name: &ContextName, version: &ContextVersion) -> Result<()> {
     let insert = insert_row(
         ContextVersions::Table,
         [
@@ -325,29 +362,11 @@ pub(crate) async fn append(
             version.author.clone().into(),
             version.description.clone().into(),
             version.request_id.clone().into(),
-            now.into(),
+            version.create_time.into(),
         ],
     );
     tx.execute(&insert).await?;
-    context.head_version = version.version;
-    context.update_time = now;
-    let keep_last = i64::from(context.keep_last.max(1));
-    let floor = (context.head_version - keep_last + 1).max(context.floor_version);
-    let mut update = Query::update()
-        .table(Contexts::Table)
-        .values([
-            (Contexts::HeadVersion, context.head_version.into()),
-            (Contexts::FloorVersion, floor.into()),
-            (Contexts::UpdateTime, now.into()),
-        ])
-        .to_owned();
-    where_context(&mut update, name);
-    tx.execute(&update).await?;
-    if floor > context.floor_version {
-        context.floor_version = floor;
-        compact(tx, name, floor).await?;
-    }
-    Ok((version, false))
+    Ok(())
 }
 
 /// Deletes the versions below `floor` (already recorded on the context row, which is
