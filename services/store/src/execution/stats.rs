@@ -236,6 +236,38 @@ fn group<'g>(
         })
 }
 
+type Agents = BTreeMap<String, RunStatsGroup>;
+
+/// Adds each count row to the project's figures and, when `by_agent`, its agent's.
+fn tally(rows: &[CountRow], by_agent: bool) -> (RunStatsGroup, Agents) {
+    let mut total = RunStatsGroup::default();
+    let mut agents = Agents::new();
+    for row in rows {
+        let terminal = RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal);
+        let succeeded = RunStatus::parse(&row.status) == Some(RunStatus::Succeeded);
+        let mut groups = vec![&mut total];
+        if by_agent {
+            groups.push(group(&mut agents, &row.agent_id));
+        }
+        for figures in groups {
+            figures.total += row.runs;
+            *figures.by_status.entry(row.status.clone()).or_insert(0) += row.runs;
+            if terminal {
+                figures.finished += row.runs;
+            }
+            if succeeded {
+                figures.succeeded += row.runs;
+            }
+            figures.queue_wait.count += row.started;
+            figures.run_time.count += row.ended;
+            figures.usage.input_tokens += row.input_tokens;
+            figures.usage.output_tokens += row.output_tokens;
+            figures.usage.cost_usd += row.cost_usd;
+        }
+    }
+    (total, agents)
+}
+
 #[async_trait]
 impl RunStatsStore for Store {
     async fn run_stats(
@@ -246,31 +278,7 @@ impl RunStatsStore for Store {
         by_agent: bool,
     ) -> Result<(RunStatsGroup, Vec<RunStatsGroup>)> {
         let rows: Vec<CountRow> = self.db.fetch_all(&counts(project, start, end)).await?;
-        let mut total = RunStatsGroup::default();
-        let mut agents: BTreeMap<String, RunStatsGroup> = BTreeMap::new();
-        for row in &rows {
-            let terminal = RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal);
-            let succeeded = RunStatus::parse(&row.status) == Some(RunStatus::Succeeded);
-            let mut groups = vec![&mut total];
-            if by_agent {
-                groups.push(group(&mut agents, &row.agent_id));
-            }
-            for figures in groups {
-                figures.total += row.runs;
-                *figures.by_status.entry(row.status.clone()).or_insert(0) += row.runs;
-                if terminal {
-                    figures.finished += row.runs;
-                }
-                if succeeded {
-                    figures.succeeded += row.runs;
-                }
-                figures.queue_wait.count += row.started;
-                figures.run_time.count += row.ended;
-                figures.usage.input_tokens += row.input_tokens;
-                figures.usage.output_tokens += row.output_tokens;
-                figures.usage.cost_usd += row.cost_usd;
-            }
-        }
+        let (mut total, mut agents) = tally(&rows, by_agent);
         if total.total == 0 {
             return Ok((total, agents.into_values().collect()));
         }
@@ -279,54 +287,85 @@ impl RunStatsStore for Store {
             groupings.push(true);
         }
         for grouped in groupings {
+            let window = Window {
+                project,
+                start,
+                end,
+                grouped,
+            };
             match self.db.backend() {
-                Backend::Postgres => {
-                    let rows: Vec<PercentileRow> = self
-                        .db
-                        .fetch_all(&pg_percentiles(project, start, end, grouped))
-                        .await?;
-                    for row in rows {
-                        let figures = figures_of(grouped, &mut total, &mut agents, &row.agent_id);
-                        let wait = &mut figures.queue_wait;
-                        (wait.p50, wait.p95, wait.p99) = (
-                            row.wait_p50.unwrap_or(0),
-                            row.wait_p95.unwrap_or(0),
-                            row.wait_p99.unwrap_or(0),
-                        );
-                        let run = &mut figures.run_time;
-                        (run.p50, run.p95, run.p99) = (
-                            row.run_p50.unwrap_or(0),
-                            row.run_p95.unwrap_or(0),
-                            row.run_p99.unwrap_or(0),
-                        );
-                    }
-                }
-                Backend::Sqlite => {
-                    for measure in [Measure::QueueWait, Measure::RunTime] {
-                        let stmt = sqlite_ranked(project, start, end, grouped, measure);
-                        let rows: Vec<RankedRow> = self.db.fetch_all(&stmt).await?;
-                        for row in rows {
-                            let figures =
-                                figures_of(grouped, &mut total, &mut agents, &row.agent_id);
-                            let percentiles = match measure {
-                                Measure::QueueWait => &mut figures.queue_wait,
-                                Measure::RunTime => &mut figures.run_time,
-                            };
-                            let slots = [
-                                &mut percentiles.p50,
-                                &mut percentiles.p95,
-                                &mut percentiles.p99,
-                            ];
-                            for (q, slot) in QUANTILES.iter().zip(slots) {
-                                if rank(*q, row.value_count) == row.position {
-                                    *slot = row.value;
-                                }
-                            }
-                        }
+                Backend::Postgres => self.pg_fill(&window, &mut total, &mut agents).await?,
+                Backend::Sqlite => self.sqlite_fill(&window, &mut total, &mut agents).await?,
+            }
+        }
+        Ok((total, agents.into_values().collect()))
+    }
+}
+
+/// The runs a percentile query reads, and whether it groups them by agent.
+struct Window<'a> {
+    project: &'a ProjectName,
+    start: Micros,
+    end: Micros,
+    grouped: bool,
+}
+
+impl Store {
+    /// Postgres computes the percentiles itself (`percentile_disc`).
+    async fn pg_fill(
+        &self,
+        w: &Window<'_>,
+        total: &mut RunStatsGroup,
+        agents: &mut Agents,
+    ) -> Result<()> {
+        let stmt = pg_percentiles(w.project, w.start, w.end, w.grouped);
+        let rows: Vec<PercentileRow> = self.db.fetch_all(&stmt).await?;
+        for row in rows {
+            let figures = figures_of(w.grouped, total, agents, &row.agent_id);
+            let wait = &mut figures.queue_wait;
+            (wait.p50, wait.p95, wait.p99) = (
+                row.wait_p50.unwrap_or(0),
+                row.wait_p95.unwrap_or(0),
+                row.wait_p99.unwrap_or(0),
+            );
+            let run = &mut figures.run_time;
+            (run.p50, run.p95, run.p99) = (
+                row.run_p50.unwrap_or(0),
+                row.run_p95.unwrap_or(0),
+                row.run_p99.unwrap_or(0),
+            );
+        }
+        Ok(())
+    }
+
+    /// SQLite ranks the values; the rows at the quantiles' ranks are the percentiles.
+    async fn sqlite_fill(
+        &self,
+        w: &Window<'_>,
+        total: &mut RunStatsGroup,
+        agents: &mut Agents,
+    ) -> Result<()> {
+        for measure in [Measure::QueueWait, Measure::RunTime] {
+            let stmt = sqlite_ranked(w.project, w.start, w.end, w.grouped, measure);
+            let rows: Vec<RankedRow> = self.db.fetch_all(&stmt).await?;
+            for row in rows {
+                let figures = figures_of(w.grouped, total, agents, &row.agent_id);
+                let percentiles = match measure {
+                    Measure::QueueWait => &mut figures.queue_wait,
+                    Measure::RunTime => &mut figures.run_time,
+                };
+                let slots = [
+                    &mut percentiles.p50,
+                    &mut percentiles.p95,
+                    &mut percentiles.p99,
+                ];
+                for (q, slot) in QUANTILES.iter().zip(slots) {
+                    if rank(*q, row.value_count) == row.position {
+                        *slot = row.value;
                     }
                 }
             }
         }
-        Ok((total, agents.into_values().collect()))
+        Ok(())
     }
 }
