@@ -53,54 +53,39 @@ ORDER BY context_id, sha256";
 
 type BlobRow = (String, String, String, i64, i64);
 
+/// Migrations 1-4 on `$conn`, the old rows, then the store's own migrations (all of
+/// them, as a server start runs them); answers the blob rows as they are then.
+macro_rules! upgrade {
+    ($conn:expr, $old:expr, $url:expr) => {{
+        let mut conn = $conn.await.expect("connect");
+        $old.run(&mut conn).await.expect("migrations 1-4");
+        conn.execute(SHARED_BLOBS)
+            .await
+            .expect("write the old rows");
+        let store = Store::connect($url, 2).await.expect("connect the store");
+        store
+            .migrate()
+            .await
+            .expect("migrate to the current schema");
+        store.close().await;
+        let blobs: Vec<BlobRow> = sqlx::query_as(BLOBS)
+            .fetch_all(&mut conn)
+            .await
+            .expect("read");
+        blobs
+    }};
+}
+
 async fn upgrade_story(backend: Backend) {
     let db = fresh_database(backend).await;
     let old = migrations_up_to(backend, 4).await;
-    let blobs: Vec<BlobRow> = match backend {
-        Backend::Postgres => {
-            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
-            old.run(&mut conn).await.expect("migrations 1-4");
-            conn.execute(SHARED_BLOBS)
-                .await
-                .expect("write the old rows");
-            conn.close().await.expect("close");
-            let store = Store::connect(&db.url, 2).await.expect("connect the store");
-            store
-                .migrate()
-                .await
-                .expect("migrate to the current schema");
-            store.close().await;
-            let mut conn = PgConnection::connect(&db.url).await.expect("connect");
-            sqlx::query_as(BLOBS)
-                .fetch_all(&mut conn)
-                .await
-                .expect("read")
-        }
+    let blobs = match backend {
+        Backend::Postgres => upgrade!(PgConnection::connect(&db.url), old, &db.url),
         Backend::Sqlite => {
             let options = SqliteConnectOptions::from_str(&db.url)
                 .expect("sqlite url")
                 .create_if_missing(true);
-            let mut conn = SqliteConnection::connect_with(&options)
-                .await
-                .expect("connect");
-            old.run(&mut conn).await.expect("migrations 1-4");
-            conn.execute(SHARED_BLOBS)
-                .await
-                .expect("write the old rows");
-            conn.close().await.expect("close");
-            let store = Store::connect(&db.url, 2).await.expect("connect the store");
-            store
-                .migrate()
-                .await
-                .expect("migrate to the current schema");
-            store.close().await;
-            let mut conn = SqliteConnection::connect_with(&options)
-                .await
-                .expect("connect");
-            sqlx::query_as(BLOBS)
-                .fetch_all(&mut conn)
-                .await
-                .expect("read")
+            upgrade!(SqliteConnection::connect_with(&options), old, &db.url)
         }
     };
     let row = |c: &str, s: &str, d: &str, size: i64, refs: i64| -> BlobRow {
