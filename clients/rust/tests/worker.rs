@@ -300,9 +300,18 @@ async fn the_concurrency_limit_holds_and_a_stop_lets_running_handlers_finish() {
     }
     assert_eq!(most.load(Ordering::SeqCst), 2, "never more than 2 at once");
 
-    // Stop while a handler runs: run() returns after the run succeeded.
+    // Stop while a handler runs: run() returns after the run succeeded. The handler
+    // itself says it runs; the run's RUNNING status alone would not do, because it
+    // commits before the worker has the task, and a stop in that instant drops the
+    // answer (the run is then retried once its lease lapses).
     let last = world.run("during stop", pb::AutonomyLevel::L0).await;
-    wait_for(&world, &last.name, |r| r.status() == pb::RunStatus::Running).await;
+    tokio::time::timeout(LONG, async {
+        while now.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the handler starts");
     stop.stop();
     tokio::time::timeout(LONG, worker)
         .await
