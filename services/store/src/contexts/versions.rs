@@ -7,7 +7,7 @@ use agentry_core::{
     Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
     names::{ContextName, ProjectName},
-    time::now_micros,
+    time::{Micros, now_micros},
 };
 use sea_query::{Alias, Cond, Condition, Expr, Func, OnConflict, Query, SelectStatement};
 use serde_json::Value;
@@ -289,7 +289,7 @@ async fn store_blob(
     sha256: &str,
     canonical: String,
     size: i64,
-    now: i64,
+    now: Micros,
 ) -> Result<()> {
     let blob = insert_row(
         ContextBlobs::Table,
