@@ -349,10 +349,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         _ => (None, None),
     };
-    let observer = Arc::new(Observer::new(
-        metrics_addr.is_some(),
-        telemetry::tracing_enabled(),
-    ));
+    let observer = Arc::new(Observer::new(metrics_addr.is_some(), telemetry::tracer()));
     let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,
