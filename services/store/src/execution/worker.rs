@@ -9,8 +9,8 @@ use agentry_core::{
     names::SessionName,
     port::WorkerStore,
     run::{
-        Approval, EventInput, KnownCall, Lease, MessageBody, PlanStep, Run, RunError, Session,
-        StopReason, Usage, stale,
+        Approval, Ending, EventInput, KnownCall, Lease, PlanStep, Run, Session, TaskCompletion,
+        TaskFailure, stale,
     },
     time::{Micros, now_micros},
 };
@@ -145,34 +145,40 @@ impl WorkerStore for Store {
         &self,
         m: &Mutation,
         lease: &Lease,
-        output: Vec<MessageBody>,
-        usage: Usage,
-        stop_reason: StopReason,
+        done: TaskCompletion,
     ) -> Result<Run> {
-        mutate_announcing!(self, m, |tx, wakes| async {
-            let now = now_micros();
-            let (mut session, run) = fenced(tx, lease, now, true).await?;
-            let mut change = Change::new(run, session.as_mut(), now);
-            let ending = change.complete(&output, &usage, stop_reason)?;
-            change.end(tx, &mut wakes, ending).await?;
-            let run = change.persist(tx, &mut wakes).await?;
-            Ok(run)
+        self.end_task(m, lease, move |change| {
+            change.complete(&done.output, &done.usage, done.stop_reason)
         })
+        .await
     }
 
-    async fn fail_task(
+    async fn fail_task(&self, m: &Mutation, lease: &Lease, failure: TaskFailure) -> Result<Run> {
+        let TaskFailure {
+            error,
+            retryable,
+            next_retry_delay,
+        } = failure;
+        self.end_task(m, lease, move |change| {
+            Ok(change.fail(&error, retryable, next_retry_delay))
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// CompleteTask and FailTask: the attempt ends as `end` decides.
+    async fn end_task(
         &self,
         m: &Mutation,
         lease: &Lease,
-        error: RunError,
-        retryable: bool,
-        next_retry_delay: Option<Micros>,
+        end: impl FnOnce(&mut Change<'_>) -> Result<Ending> + Send,
     ) -> Result<Run> {
         mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
-            let ending = change.fail(&error, retryable, next_retry_delay);
+            let ending = end(&mut change)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
