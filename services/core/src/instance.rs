@@ -46,6 +46,14 @@ pub struct InstanceFilter {
     pub agent: Option<String>,
 }
 
+/// SetInstanceStatus: move to `to`, with `message`, if the etag (when not empty) matches.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub to: InstanceStatus,
+    pub message: String,
+    pub etag: String,
+}
+
 /// CreateInstance within the project's quota of `quota` live instances, `live` now.
 pub fn check_instance_quota(project: &ProjectName, live: i64, quota: i32) -> Result<()> {
     if live < i64::from(quota) {

@@ -296,3 +296,15 @@ pub struct WriteOutcome {
     pub version: ContextVersion,
     pub noop: bool,
 }
+
+/// One committed mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub workspace_id: String,
+    pub audit_id: String,
+    pub create_time: i64,
+    pub principal: String,
+    pub method: String,
+    pub resource: String,
+    pub request_id: String,
+}

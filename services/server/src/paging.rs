@@ -2,7 +2,11 @@
 //! type ([`ListResponse`], [`RequestCtx::respond`]) and the `create_time` bounds of
 //! their filters ([`TimeBounds`]).
 
-use agentry_core::{Result, model::Page, time::Micros};
+use agentry_core::{
+    Result,
+    model::Page,
+    time::{Micros, TimeRange},
+};
 use agentry_proto::v1 as pb;
 use prost::Message;
 
@@ -65,6 +69,15 @@ impl RequestCtx {
 pub struct TimeBounds {
     pub after: Option<Micros>,
     pub before: Option<Micros>,
+}
+
+impl From<TimeBounds> for TimeRange {
+    fn from(bounds: TimeBounds) -> Self {
+        Self {
+            after: bounds.after,
+            before: bounds.before,
+        }
+    }
 }
 
 impl TimeBounds {

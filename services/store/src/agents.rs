@@ -6,7 +6,7 @@ use agentry_core::{
     Error, Result,
     model::{Agent, AgentSpec, Page},
     names::AgentName,
-    port::AgentStore,
+    port::{AgentStore, DeleteGuard},
     time::now_micros,
 };
 use async_trait::async_trait;
@@ -20,10 +20,15 @@ use crate::{
     keyset_page,
     mutation::{Mutation, mutate},
     paginate,
-    rows::{check_etag, decode_all, insert_row, json, to_json},
+    rows::{check_etag, columns, decode, decode_all, insert_row, json, to_json, values},
     tables::{AgentRevisions, Agents, Instances},
     workspaces::read_workspace,
 };
+
+columns!(
+    /// The columns of an agent's head row, in the order inserts bind.
+    HEAD_COLUMNS: Agents [WorkspaceId, AgentId, AgentUid, LatestRevision, CreateTime, UpdateTime]
+);
 
 #[derive(sqlx::FromRow)]
 struct AgentRow {
@@ -43,32 +48,20 @@ pub(crate) struct AgentRecord {
     pub(crate) uid: String,
 }
 
-impl TryFrom<AgentRow> for AgentRecord {
-    type Error = Error;
+decode!(AgentRow => AgentRecord, |row| Ok(Self {
+    agent: Agent {
+        workspace: row.workspace_id,
+        id: row.agent_id,
+        revision: row.revision,
+        latest_revision: row.latest_revision,
+        create_time: row.create_time,
+        revision_create_time: row.revision_create_time,
+        spec: json("spec", &row.spec)?,
+    },
+    uid: row.agent_uid,
+}));
 
-    fn try_from(row: AgentRow) -> Result<Self> {
-        Ok(Self {
-            agent: Agent {
-                spec: json("spec", &row.spec)?,
-                workspace: row.workspace_id,
-                id: row.agent_id,
-                revision: row.revision,
-                latest_revision: row.latest_revision,
-                create_time: row.create_time,
-                revision_create_time: row.revision_create_time,
-            },
-            uid: row.agent_uid,
-        })
-    }
-}
-
-impl TryFrom<AgentRow> for Agent {
-    type Error = Error;
-
-    fn try_from(row: AgentRow) -> Result<Self> {
-        Ok(AgentRecord::try_from(row)?.agent)
-    }
-}
+decode!(AgentRow => Agent, |row| Ok(AgentRecord::try_from(row)?.agent));
 
 /// Which revisions a head is joined with.
 #[derive(Clone, Copy)]
@@ -151,22 +144,8 @@ async fn insert_revision(
 ) -> Result<()> {
     let insert = insert_row(
         AgentRevisions::Table,
-        [
-            AgentRevisions::WorkspaceId,
-            AgentRevisions::AgentUid,
-            AgentRevisions::Revision,
-            AgentRevisions::AgentId,
-            AgentRevisions::Spec,
-            AgentRevisions::CreateTime,
-        ],
-        [
-            workspace.into(),
-            uid.into(),
-            revision.into(),
-            id.into(),
-            to_json(spec).into(),
-            now.into(),
-        ],
+        columns!(AgentRevisions [WorkspaceId, AgentUid, Revision, AgentId, Spec, CreateTime]),
+        values![workspace, uid, revision, id, to_json(spec), now,],
     );
     tx.execute(&insert).await.map(|_| ())
 }
@@ -180,22 +159,8 @@ impl AgentStore for Store {
             let uid = uuid::Uuid::now_v7().to_string();
             let head = insert_row(
                 Agents::Table,
-                [
-                    Agents::WorkspaceId,
-                    Agents::AgentId,
-                    Agents::AgentUid,
-                    Agents::LatestRevision,
-                    Agents::CreateTime,
-                    Agents::UpdateTime,
-                ],
-                [
-                    new.workspace.clone().into(),
-                    new.id.clone().into(),
-                    uid.clone().into(),
-                    1i64.into(),
-                    now.into(),
-                    now.into(),
-                ],
+                HEAD_COLUMNS,
+                values![new.workspace, new.id, uid, 1i64, now, now,],
             );
             tx.execute(&head).await.map_err(|e| named(e, &m.resource))?;
             insert_revision(tx, &new.workspace, &new.id, &uid, 1, &new.spec, now).await?;
@@ -318,9 +283,9 @@ impl AgentStore for Store {
         &self,
         m: &Mutation,
         name: &AgentName,
-        force: bool,
-        etag: &str,
+        guard: &DeleteGuard,
     ) -> Result<()> {
+        let (force, etag) = (guard.force, guard.etag.as_str());
         mutate!(self, m, |tx| async {
             let AgentRecord { agent, uid } = agent_in_tx(tx, name, None).await?;
             check_etag(agent.latest_revision, etag)?;

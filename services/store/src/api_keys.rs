@@ -14,7 +14,7 @@ use sea_query::{Expr, Query, SelectStatement};
 use crate::{
     PageRequest, Store, keyset_page,
     mutation::{Mutation, mutate},
-    rows::insert_row,
+    rows::{columns, decode, insert_row, values},
     tables::ApiKeys,
     workspaces::read_workspace,
 };
@@ -31,45 +31,31 @@ struct KeyRow {
     revoke_time: Option<i64>,
 }
 
-impl TryFrom<KeyRow> for KeyRecord {
-    type Error = Error;
+decode!(KeyRow => KeyRecord, |row| {
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?;
+    Ok(Self {
+        key: ApiKey {
+            workspace: row.workspace_id,
+            id: row.key_id,
+            display_name: row.display_name,
+            role,
+            create_time: row.create_time,
+            expire_time: row.expire_time,
+        },
+        secret_hash: row.secret_hash,
+        revoke_time: row.revoke_time,
+    })
+});
 
-    fn try_from(row: KeyRow) -> Result<Self> {
-        let role = Role::parse(&row.role)
-            .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?;
-        Ok(Self {
-            key: ApiKey {
-                workspace: row.workspace_id,
-                id: row.key_id,
-                display_name: row.display_name,
-                role,
-                create_time: row.create_time,
-                expire_time: row.expire_time,
-            },
-            secret_hash: row.secret_hash,
-            revoke_time: row.revoke_time,
-        })
-    }
-}
+decode!(KeyRow => ApiKey, |row| Ok(KeyRecord::try_from(row)?.key));
 
-impl TryFrom<KeyRow> for ApiKey {
-    type Error = Error;
-
-    fn try_from(row: KeyRow) -> Result<Self> {
-        Ok(KeyRecord::try_from(row)?.key)
-    }
-}
-
-/// The columns a new key sets (all but `revoke_time`), in the order inserts bind.
-const INSERTED: [ApiKeys; 7] = [
-    ApiKeys::WorkspaceId,
-    ApiKeys::KeyId,
-    ApiKeys::DisplayName,
-    ApiKeys::Role,
-    ApiKeys::SecretHash,
-    ApiKeys::CreateTime,
-    ApiKeys::ExpireTime,
-];
+columns!(
+    /// The columns a new key sets (all but `revoke_time`), in the order inserts bind.
+    INSERTED: ApiKeys [
+        WorkspaceId, KeyId, DisplayName, Role, SecretHash, CreateTime, ExpireTime
+    ]
+);
 
 fn select() -> SelectStatement {
     Query::select()
@@ -103,14 +89,14 @@ impl ApiKeyStore for Store {
             let insert = insert_row(
                 ApiKeys::Table,
                 INSERTED,
-                [
-                    key.workspace.clone().into(),
-                    key.id.clone().into(),
-                    key.display_name.clone().into(),
-                    key.role.as_str().into(),
-                    apikey::hash(&secret).into(),
-                    key.create_time.into(),
-                    key.expire_time.into(),
+                values![
+                    key.workspace,
+                    key.id,
+                    key.display_name,
+                    key.role.as_str(),
+                    apikey::hash(&secret),
+                    key.create_time,
+                    key.expire_time,
                 ],
             );
             tx.execute(&insert).await?;

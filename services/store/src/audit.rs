@@ -12,7 +12,11 @@ use agentry_core::{
 use async_trait::async_trait;
 use sea_query::{Expr, Func, Order, Query, SelectStatement};
 
-use crate::{PageRequest, Store, paginate, tables::AuditLog};
+use crate::{
+    PageRequest, Store, paginate,
+    rows::{columns, within},
+    tables::AuditLog,
+};
 
 /// An audit record as [`COLUMNS`] decode it.
 type AuditRow = (String, String, i64, String, String, String, String);
@@ -30,17 +34,13 @@ fn record(row: AuditRow) -> AuditRecord {
     }
 }
 
-/// The columns of an audit record that lists return (all but `outcome`), in the order
-/// rows decode and inserts bind.
-pub(crate) const COLUMNS: [AuditLog; 7] = [
-    AuditLog::WorkspaceId,
-    AuditLog::AuditId,
-    AuditLog::CreateTime,
-    AuditLog::Principal,
-    AuditLog::Method,
-    AuditLog::Resource,
-    AuditLog::RequestId,
-];
+columns!(
+    /// The columns of an audit record that lists return (all but `outcome`), in the order
+    /// rows decode and inserts bind.
+    pub(crate) COLUMNS: AuditLog [
+        WorkspaceId, AuditId, CreateTime, Principal, Method, Resource, RequestId
+    ]
+);
 
 fn list(workspace: &str, filter: &AuditFilter, page: &PageRequest) -> SelectStatement {
     let mut stmt = Query::select()
@@ -68,12 +68,7 @@ fn list(workspace: &str, filter: &AuditFilter, page: &PageRequest) -> SelectStat
                 .or(Expr::expr(head).eq(under)),
         );
     }
-    if let Some(after) = filter.after_time {
-        stmt.and_where(Expr::col(AuditLog::CreateTime).gt(after));
-    }
-    if let Some(before) = filter.before_time {
-        stmt.and_where(Expr::col(AuditLog::CreateTime).lt(before));
-    }
+    within(&mut stmt, AuditLog::CreateTime, filter.created);
     if let Some(after) = &page.after {
         stmt.and_where(Expr::col(AuditLog::AuditId).lt(after.as_str()));
     }

@@ -4,7 +4,7 @@
 
 use agentry_core::{
     Error, Result,
-    instance::check_instance_quota,
+    instance::{StatusChange, check_instance_quota},
     model::{Instance, Page},
     names::{AgentName, InstanceName, ProjectName},
     port::InstanceStore,
@@ -24,7 +24,10 @@ use crate::{
     keyset_page,
     mutation::{Mutation, mutate},
     projects::lock_project,
-    rows::{check_etag, found, insert_row, json, labels, select_all, to_json},
+    rows::{
+        ProjectKeyed, check_etag, columns, decode, found, insert_row, json, labels, select_all,
+        to_json, values,
+    },
     tables::Instances,
     workspaces::read_workspace,
 };
@@ -61,71 +64,44 @@ struct InstanceRecord {
     status_before_offline: Option<InstanceStatus>,
 }
 
-impl TryFrom<InstanceRow> for InstanceRecord {
-    type Error = Error;
+decode!(InstanceRow => InstanceRecord, |row| Ok(Self {
+    status_before_offline: row
+        .status_before_offline
+        .as_deref()
+        .map(|s| status("status_before_offline", s))
+        .transpose()?,
+    instance: Instance {
+        workspace: row.workspace_id,
+        project: row.project_id,
+        id: row.instance_id,
+        display_name: row.display_name,
+        agent: row.agent_id,
+        agent_revision: row.agent_revision,
+        status_message: row.status_message,
+        heartbeat_ttl_ms: row.heartbeat_ttl_ms,
+        last_heartbeat_time: row.last_heartbeat_time,
+        create_time: row.create_time,
+        update_time: row.update_time,
+        etag: row.etag,
+        config: json("config", &row.config)?,
+        effective_config: json("effective_config", &row.effective_config)?,
+        status: status("status", &row.status)?,
+        labels: labels(&row.labels)?,
+    },
+}));
 
-    fn try_from(row: InstanceRow) -> Result<Self> {
-        Ok(Self {
-            status_before_offline: row
-                .status_before_offline
-                .as_deref()
-                .map(|s| status("status_before_offline", s))
-                .transpose()?,
-            instance: Instance {
-                config: json("config", &row.config)?,
-                effective_config: json("effective_config", &row.effective_config)?,
-                status: status("status", &row.status)?,
-                labels: labels(&row.labels)?,
-                workspace: row.workspace_id,
-                project: row.project_id,
-                id: row.instance_id,
-                display_name: row.display_name,
-                agent: row.agent_id,
-                agent_revision: row.agent_revision,
-                status_message: row.status_message,
-                heartbeat_ttl_ms: row.heartbeat_ttl_ms,
-                last_heartbeat_time: row.last_heartbeat_time,
-                create_time: row.create_time,
-                update_time: row.update_time,
-                etag: row.etag,
-            },
-        })
-    }
-}
+decode!(InstanceRow => Instance, |row| Ok(InstanceRecord::try_from(row)?.instance));
 
-impl TryFrom<InstanceRow> for Instance {
-    type Error = Error;
-
-    fn try_from(row: InstanceRow) -> Result<Self> {
-        Ok(InstanceRecord::try_from(row)?.instance)
-    }
-}
-
-const COLUMNS: [Instances; 17] = [
-    Instances::WorkspaceId,
-    Instances::ProjectId,
-    Instances::InstanceId,
-    Instances::DisplayName,
-    Instances::AgentId,
-    Instances::AgentRevision,
-    Instances::Config,
-    Instances::EffectiveConfig,
-    Instances::Status,
-    Instances::StatusBeforeOffline,
-    Instances::StatusMessage,
-    Instances::HeartbeatTtlMs,
-    Instances::LastHeartbeatTime,
-    Instances::Labels,
-    Instances::Etag,
-    Instances::CreateTime,
-    Instances::UpdateTime,
-];
+columns!(COLUMNS: Instances [
+    WorkspaceId, ProjectId, InstanceId, DisplayName, AgentId, AgentRevision, Config,
+    EffectiveConfig, Status, StatusBeforeOffline, StatusMessage, HeartbeatTtlMs, LastHeartbeatTime,
+    Labels, Etag, CreateTime, UpdateTime
+]);
 
 /// The row of instance `name`.
 pub(crate) fn instance_row(name: &InstanceName) -> Condition {
     Condition::all()
-        .add(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
-        .add(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+        .add(Instances::in_project(name))
         .add(Expr::col(Instances::InstanceId).eq(name.instance.as_str()))
 }
 
@@ -194,8 +170,7 @@ async fn save(
             (Instances::Etag, instance.etag.into()),
             (Instances::UpdateTime, instance.update_time.into()),
         ])
-        .and_where(Expr::col(Instances::WorkspaceId).eq(instance.workspace.as_str()))
-        .and_where(Expr::col(Instances::ProjectId).eq(instance.project.as_str()))
+        .cond_where(Instances::in_project(instance))
         .and_where(Expr::col(Instances::InstanceId).eq(instance.id.as_str()));
     if let Some(uid) = uid {
         update.value(Instances::AgentUid, uid);
@@ -225,8 +200,7 @@ impl InstanceStore for Store {
             let workspace = read_workspace(tx, &new.name.workspace).await?;
             let quota = workspace.quotas.max_instances_per_project;
             let live = Condition::all()
-                .add(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
-                .add(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
+                .add(Instances::in_project(&project))
                 .add(Expr::col(Instances::Status).ne("TERMINATED"));
             let live = tx.count(Instances::Table, live).await?;
             check_instance_quota(&project, live, quota)?;
@@ -254,23 +228,23 @@ impl InstanceStore for Store {
                     Instances::CreateTime,
                     Instances::UpdateTime,
                 ],
-                [
-                    instance.workspace.clone().into(),
-                    instance.project.clone().into(),
-                    instance.id.clone().into(),
-                    instance.display_name.clone().into(),
-                    instance.agent.clone().into(),
-                    record.uid.clone().into(),
-                    instance.agent_revision.into(),
-                    to_json(&instance.config).into(),
-                    to_json(&instance.effective_config).into(),
-                    instance.status.as_str().into(),
-                    String::new().into(),
-                    instance.heartbeat_ttl_ms.into(),
-                    to_json(&instance.labels).into(),
-                    instance.etag.into(),
-                    now.into(),
-                    now.into(),
+                values![
+                    instance.workspace,
+                    instance.project,
+                    instance.id,
+                    instance.display_name,
+                    instance.agent,
+                    record.uid,
+                    instance.agent_revision,
+                    to_json(&instance.config),
+                    to_json(&instance.effective_config),
+                    instance.status.as_str(),
+                    String::new(),
+                    instance.heartbeat_ttl_ms,
+                    to_json(&instance.labels),
+                    instance.etag,
+                    now,
+                    now,
                 ],
             );
             tx.insert(&insert, &m.resource).await?;
@@ -294,8 +268,7 @@ impl InstanceStore for Store {
         page: &PageRequest,
     ) -> Result<Page<Instance>> {
         let mut stmt = select_all(Instances::Table, COLUMNS)
-            .and_where(Expr::col(Instances::WorkspaceId).eq(project.workspace.as_str()))
-            .and_where(Expr::col(Instances::ProjectId).eq(project.project.as_str()))
+            .cond_where(Instances::in_project(project))
             .to_owned();
         if let Some(status) = filter.status {
             stmt.and_where(Expr::col(Instances::Status).eq(status.as_str()));
@@ -362,10 +335,9 @@ impl InstanceStore for Store {
         &self,
         m: &Mutation,
         name: &InstanceName,
-        to: InstanceStatus,
-        message: &str,
-        etag: &str,
+        change: StatusChange,
     ) -> Result<Instance> {
+        let (to, message, etag) = (change.to, change.message.as_str(), change.etag.as_str());
         mutate!(self, m, |tx| async {
             let (mut instance, status_before_offline) = lock_instance(tx, name, etag).await?;
             if !instance.set_status(to, message, now_micros())? {

@@ -17,9 +17,16 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     Store,
     db::Tx,
-    rows::insert_row,
+    rows::{columns, insert_row, values},
     tables::{AuditLog, IdempotencyKeys},
 };
+
+columns!(
+    /// The columns of a stored result, in the order inserts bind.
+    STORED_COLUMNS: IdempotencyKeys [
+        WorkspaceId, RequestId, Method, RequestHash, Response, CreateTime
+    ]
+);
 
 pub(crate) enum Begun<T> {
     Replay(T),
@@ -110,15 +117,15 @@ impl Store {
             let audit = insert_row(
                 AuditLog::Table,
                 crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
-                [
-                    m.workspace.clone().into(),
-                    uuid::Uuid::now_v7().to_string().into(),
-                    now.into(),
-                    m.principal.clone().into(),
-                    m.method.into(),
-                    m.resource.clone().into(),
-                    m.request_id.clone().into(),
-                    "OK".into(),
+                values![
+                    m.workspace,
+                    uuid::Uuid::now_v7().to_string(),
+                    now,
+                    m.principal,
+                    m.method,
+                    m.resource,
+                    m.request_id,
+                    "OK",
                 ],
             );
             tx.execute(&audit).await?;
@@ -127,21 +134,14 @@ impl Store {
             let response = serde_json::to_string(value).map_err(Error::internal)?;
             let stored = insert_row(
                 IdempotencyKeys::Table,
-                [
-                    IdempotencyKeys::WorkspaceId,
-                    IdempotencyKeys::RequestId,
-                    IdempotencyKeys::Method,
-                    IdempotencyKeys::RequestHash,
-                    IdempotencyKeys::Response,
-                    IdempotencyKeys::CreateTime,
-                ],
-                [
-                    m.scope.clone().into(),
-                    m.request_id.clone().into(),
-                    m.method.into(),
-                    m.request_hash.clone().into(),
-                    response.into(),
-                    now.into(),
+                STORED_COLUMNS,
+                values![
+                    m.scope,
+                    m.request_id,
+                    m.method,
+                    m.request_hash,
+                    response,
+                    now,
                 ],
             );
             tx.execute(&stored).await?;

@@ -5,12 +5,12 @@ use agentry_core::{
     error::QuotaViolation,
     model::{Page, Project},
     names::ProjectName,
-    port::{NewProject, ProjectPatch, ProjectStore},
+    port::{DeleteGuard, NewProject, ProjectPatch, ProjectStore},
     time::now_micros,
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
 
 use crate::{
     PageRequest, Store,
@@ -18,10 +18,20 @@ use crate::{
     feed::Wakes,
     keyset_page,
     mutation::{Mutation, mutate, mutate_waking},
-    rows::{self, check_etag, found, insert_row, labels, select_all, to_json},
+    rows::{
+        self, ProjectKeyed, check_etag, columns, decode, found, insert_row, labels, select_all,
+        to_json, values,
+    },
     tables::{Contexts, Instances, Projects},
     workspaces::lock_workspace,
 };
+
+columns!(
+    /// Every column of `projects`, in the order rows decode and inserts bind.
+    COLUMNS: Projects [
+        WorkspaceId, ProjectId, DisplayName, Description, Labels, Etag, CreateTime, UpdateTime
+    ]
+);
 
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
@@ -35,44 +45,38 @@ struct ProjectRow {
     update_time: i64,
 }
 
-impl TryFrom<ProjectRow> for Project {
-    type Error = Error;
-
-    fn try_from(row: ProjectRow) -> Result<Self> {
-        Ok(Self {
-            labels: labels(&row.labels)?,
-            workspace: row.workspace_id,
-            id: row.project_id,
-            display_name: row.display_name,
-            description: row.description,
-            etag: row.etag,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        })
-    }
-}
-
-/// Every column of `projects`, in the order rows decode and inserts bind.
-const COLUMNS: [Projects; 8] = [
-    Projects::WorkspaceId,
-    Projects::ProjectId,
-    Projects::DisplayName,
-    Projects::Description,
-    Projects::Labels,
-    Projects::Etag,
-    Projects::CreateTime,
-    Projects::UpdateTime,
-];
-
-fn select() -> SelectStatement {
-    select_all(Projects::Table, COLUMNS)
-}
+decode!(ProjectRow => Project, |row| Ok(Self {
+    workspace: row.workspace_id,
+    id: row.project_id,
+    display_name: row.display_name,
+    description: row.description,
+    etag: row.etag,
+    create_time: row.create_time,
+    update_time: row.update_time,
+    labels: labels(&row.labels)?,
+}));
 
 /// The row of project `name`.
 fn key(name: &ProjectName) -> Condition {
-    Condition::all()
-        .add(Expr::col(Projects::WorkspaceId).eq(name.workspace.as_str()))
-        .add(Expr::col(Projects::ProjectId).eq(name.project.as_str()))
+    Projects::in_project(name)
+}
+
+/// A project's row, in [`COLUMNS`] order.
+fn row(p: &Project) -> [SimpleExpr; COLUMNS.len()] {
+    values![
+        p.workspace,
+        p.id,
+        p.display_name,
+        p.description,
+        to_json(&p.labels),
+        p.etag,
+        p.create_time,
+        p.update_time,
+    ]
+}
+
+fn select() -> SelectStatement {
+    select_all(Projects::Table, COLUMNS)
 }
 
 fn by_name(name: &ProjectName) -> SelectStatement {
@@ -114,20 +118,7 @@ impl ProjectStore for Store {
                 create_time: now,
                 update_time: now,
             };
-            let insert = insert_row(
-                Projects::Table,
-                COLUMNS,
-                [
-                    project.workspace.clone().into(),
-                    project.id.clone().into(),
-                    project.display_name.clone().into(),
-                    project.description.clone().into(),
-                    to_json(&project.labels).into(),
-                    project.etag.into(),
-                    now.into(),
-                    now.into(),
-                ],
-            );
+            let insert = insert_row(Projects::Table, COLUMNS, row(&project));
             tx.insert(&insert, &m.resource).await?;
             Ok(project)
         })
@@ -183,9 +174,9 @@ impl ProjectStore for Store {
         &self,
         m: &Mutation,
         name: &ProjectName,
-        force: bool,
-        etag: &str,
+        guard: &DeleteGuard,
     ) -> Result<()> {
+        let (force, etag) = (guard.force, guard.etag.as_str());
         // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(&name.workspace, Some(&name.project)));
         mutate_waking!(self, m, woken, |tx| async {
@@ -193,13 +184,10 @@ impl ProjectStore for Store {
             check_etag(project.etag, etag)?;
             if !force {
                 let live = Condition::all()
-                    .add(Expr::col(Instances::WorkspaceId).eq(name.workspace.as_str()))
-                    .add(Expr::col(Instances::ProjectId).eq(name.project.as_str()))
+                    .add(Instances::in_project(name))
                     .add(Expr::col(Instances::Status).ne("TERMINATED"));
                 let has_instances = tx.exists(Instances::Table, live).await?;
-                let contexts = Condition::all()
-                    .add(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
-                    .add(Expr::col(Contexts::ProjectId).eq(name.project.as_str()));
+                let contexts = Condition::all().add(Contexts::in_project(name));
                 let has_contexts = tx.exists(Contexts::Table, contexts).await?;
                 if has_instances || has_contexts {
                     return Err(Error::precondition(

@@ -3,14 +3,22 @@
 
 use std::fmt::Display;
 
-use agentry_core::{Error, Result, model::Labels};
+use agentry_core::{
+    Error, Result,
+    model::{Instance, Labels},
+    names::{ContextName, InstanceName, ProjectName, SessionName},
+    time::TimeRange,
+};
 use sea_query::{
-    Asterisk, Expr, Func, InsertStatement, IntoColumnRef, IntoCondition, IntoIden, IntoTableRef,
-    Query, SelectStatement, SimpleExpr,
+    Asterisk, Condition, ConditionalStatement, Expr, Func, InsertStatement, IntoColumnRef,
+    IntoCondition, IntoIden, IntoTableRef, Query, SelectStatement, SimpleExpr,
 };
 use serde::de::DeserializeOwned;
 
-use crate::db::{Tx, named};
+use crate::{
+    db::{Tx, named},
+    tables::{ContextBlobs, Contexts, Instances, Messages, Projects, Runs, Sessions},
+};
 
 pub(crate) fn json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     serde_json::from_str(text)
@@ -51,6 +59,46 @@ where
     rows.into_iter().map(R::try_into).collect()
 }
 
+/// `const $name`: the columns of `$table` named, in the order rows decode and inserts
+/// bind; without a name, the array of those columns.
+macro_rules! columns {
+    ($(#[$attr:meta])* $vis:vis $name:ident: $table:ident [$($column:ident),* $(,)?]) => {
+        $(#[$attr])*
+        $vis const $name: [$table; [$(stringify!($column)),*].len()] = [$($table::$column),*];
+    };
+    ($table:ident [$($column:ident),* $(,)?]) => {
+        [$($table::$column),*]
+    };
+}
+pub(crate) use columns;
+
+/// `impl TryFrom<$row> for $model`: `$body` decodes the row, bound to `$r`.
+macro_rules! decode {
+    ($row:ty => $model:ty, |$r:ident| $body:expr) => {
+        impl TryFrom<$row> for $model {
+            type Error = agentry_core::Error;
+
+            fn try_from($r: $row) -> agentry_core::Result<Self> {
+                $body
+            }
+        }
+    };
+}
+pub(crate) use decode;
+
+/// The values of one row to insert, in column order: each expression's value, cloned.
+macro_rules! values {
+    ($($value:expr),* $(,)?) => {
+        [$($crate::rows::value(&$value)),*]
+    };
+}
+pub(crate) use values;
+
+/// A value to bind, cloned from a field.
+pub(crate) fn value<T: Clone + Into<SimpleExpr>>(v: &T) -> SimpleExpr {
+    v.clone().into()
+}
+
 /// A patch's field: `Some` replaces the value.
 pub(crate) fn patch<T: Clone>(field: &mut T, value: &Option<T>) {
     if let Some(v) = value {
@@ -63,6 +111,75 @@ pub(crate) fn patch<T: Clone>(field: &mut T, value: &Option<T>) {
 pub(crate) fn bump(etag: &mut i64, update_time: &mut i64) {
     *etag += 1;
     *update_time = agentry_core::time::now_micros().max(*update_time + 1);
+}
+
+/// What lives in a project: a project's name, or the name of something under one.
+pub(crate) trait InProject {
+    /// Its workspace id and project id.
+    fn ids(&self) -> (&str, &str);
+}
+
+macro_rules! in_project_by_fields {
+    ($($ty:ty),*) => {
+        $(impl InProject for $ty {
+            fn ids(&self) -> (&str, &str) {
+                (&self.workspace, &self.project)
+            }
+        })*
+    };
+}
+in_project_by_fields!(
+    ProjectName,
+    InstanceName,
+    ContextName,
+    SessionName,
+    Instance
+);
+
+/// A table keyed by `(workspace_id, project_id, …)`.
+pub(crate) trait ProjectKeyed: IntoColumnRef + Copy + 'static {
+    const WORKSPACE_ID: Self;
+    const PROJECT_ID: Self;
+
+    /// The rows of `of`'s project.
+    fn in_project(of: &impl InProject) -> Condition {
+        let (workspace, project) = of.ids();
+        Condition::all()
+            .add(Expr::col(Self::WORKSPACE_ID).eq(workspace))
+            .add(Expr::col(Self::PROJECT_ID).eq(project))
+    }
+}
+
+macro_rules! project_keyed {
+    ($($table:ident),*) => {
+        $(impl ProjectKeyed for $table {
+            const WORKSPACE_ID: Self = Self::WorkspaceId;
+            const PROJECT_ID: Self = Self::ProjectId;
+        })*
+    };
+}
+project_keyed!(
+    Projects,
+    Instances,
+    Contexts,
+    ContextBlobs,
+    Sessions,
+    Messages,
+    Runs
+);
+
+/// Narrows `stmt` to rows whose `column` lies within `range`.
+pub(crate) fn within<C: IntoColumnRef + Copy>(
+    stmt: &mut impl ConditionalStatement,
+    column: C,
+    range: TimeRange,
+) {
+    if let Some(after) = range.after {
+        stmt.and_where(Expr::col(column).gt(after));
+    }
+    if let Some(before) = range.before {
+        stmt.and_where(Expr::col(column).lt(before));
+    }
 }
 
 /// `columns` of every row of `table`.

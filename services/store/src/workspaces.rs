@@ -5,12 +5,12 @@ use agentry_core::{
     Error, Reason, Result,
     model::{Page, Workspace},
     names::WorkspaceName,
-    port::{NewWorkspace, WorkspacePatch, WorkspaceStore},
+    port::{DeleteGuard, NewWorkspace, WorkspacePatch, WorkspaceStore},
     time::now_micros,
     wake::WakeKey,
 };
 use async_trait::async_trait;
-use sea_query::{Condition, Expr, LockType, Query, SelectStatement};
+use sea_query::{Condition, Expr, LockType, Query, SelectStatement, SimpleExpr};
 
 use crate::{
     PageRequest, Store,
@@ -19,9 +19,19 @@ use crate::{
     feed::Wakes,
     keyset_page,
     mutation::{Mutation, mutate, mutate_waking},
-    rows::{self, check_etag, found, insert_row, json, labels, select_all, to_json},
+    rows::{
+        self, check_etag, columns, decode, found, insert_row, json, labels, select_all, to_json,
+        values,
+    },
     tables::{ContextBlobs, IdempotencyKeys, Projects, Workspaces},
 };
+
+columns!(
+    /// Every column of `workspaces`, in the order rows decode and inserts bind.
+    COLUMNS: Workspaces [
+        WorkspaceId, DisplayName, Description, Quotas, Labels, Etag, CreateTime, UpdateTime
+    ]
+);
 
 #[derive(sqlx::FromRow)]
 struct WorkspaceRow {
@@ -35,41 +45,33 @@ struct WorkspaceRow {
     update_time: i64,
 }
 
-impl TryFrom<WorkspaceRow> for Workspace {
-    type Error = Error;
+decode!(WorkspaceRow => Workspace, |row| Ok(Self {
+    id: row.workspace_id,
+    display_name: row.display_name,
+    description: row.description,
+    etag: row.etag,
+    create_time: row.create_time,
+    update_time: row.update_time,
+    quotas: json("quotas", &row.quotas)?,
+    labels: labels(&row.labels)?,
+}));
 
-    fn try_from(row: WorkspaceRow) -> Result<Self> {
-        Ok(Self {
-            quotas: json("quotas", &row.quotas)?,
-            labels: labels(&row.labels)?,
-            id: row.workspace_id,
-            display_name: row.display_name,
-            description: row.description,
-            etag: row.etag,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        })
-    }
-}
-
-/// Every column of `workspaces`, in the order rows decode and inserts bind.
-const COLUMNS: [Workspaces; 8] = [
-    Workspaces::WorkspaceId,
-    Workspaces::DisplayName,
-    Workspaces::Description,
-    Workspaces::Quotas,
-    Workspaces::Labels,
-    Workspaces::Etag,
-    Workspaces::CreateTime,
-    Workspaces::UpdateTime,
-];
-
-fn select() -> SelectStatement {
-    select_all(Workspaces::Table, COLUMNS)
+/// A workspace's row, in [`COLUMNS`] order.
+fn row(w: &Workspace) -> [SimpleExpr; COLUMNS.len()] {
+    values![
+        w.id,
+        w.display_name,
+        w.description,
+        to_json(&w.quotas),
+        to_json(&w.labels),
+        w.etag,
+        w.create_time,
+        w.update_time,
+    ]
 }
 
 fn by_id(id: &str) -> SelectStatement {
-    select()
+    select_all(Workspaces::Table, COLUMNS)
         .and_where(Expr::col(Workspaces::WorkspaceId).eq(id))
         .to_owned()
 }
@@ -112,20 +114,7 @@ impl WorkspaceStore for Store {
                 create_time: now,
                 update_time: now,
             };
-            let insert = insert_row(
-                Workspaces::Table,
-                COLUMNS,
-                [
-                    workspace.id.clone().into(),
-                    workspace.display_name.clone().into(),
-                    workspace.description.clone().into(),
-                    to_json(&workspace.quotas).into(),
-                    to_json(&workspace.labels).into(),
-                    workspace.etag.into(),
-                    now.into(),
-                    now.into(),
-                ],
-            );
+            let insert = insert_row(Workspaces::Table, COLUMNS, row(&workspace));
             tx.insert(&insert, &m.resource).await?;
             slots::add(tx, &workspace.id, 1, workspace.quotas.max_concurrent_runs).await?;
             Ok(workspace)
@@ -142,7 +131,7 @@ impl WorkspaceStore for Store {
     async fn list_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
         keyset_page::<WorkspaceRow, Workspace>(
             &self.db,
-            select(),
+            select_all(Workspaces::Table, COLUMNS),
             Workspaces::WorkspaceId,
             page,
             |w| w.id.clone(),
@@ -197,13 +186,8 @@ impl WorkspaceStore for Store {
         })
     }
 
-    async fn delete_workspace(
-        &self,
-        m: &Mutation,
-        id: &str,
-        force: bool,
-        etag: &str,
-    ) -> Result<()> {
+    async fn delete_workspace(&self, m: &Mutation, id: &str, guard: &DeleteGuard) -> Result<()> {
+        let (force, etag) = (guard.force, guard.etag.as_str());
         // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(id, None));
         mutate_waking!(self, m, woken, |tx| async {

@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use agentry_core::port::{
-    ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+    ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
 };
 use agentry_core::{
     Error,
@@ -13,7 +13,7 @@ use agentry_core::{
     names::{ProjectName, RunName, SessionName},
     run::{
         AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
-        RunStatus, StopReason, Usage,
+        RunSpec, RunStatus, StopReason, TaskCompletion, TaskFailure, Usage,
     },
 };
 use agentry_store::{
@@ -70,9 +70,8 @@ async fn session(store: &Store, id: &str) -> SessionName {
     name
 }
 
-fn new_run(session: &SessionName, retry: RetryPolicy) -> NewRun {
-    NewRun {
-        session: session.clone(),
+pub(super) fn new_run(session: &SessionName, retry: RetryPolicy) -> NewRun {
+    let spec = RunSpec {
         autonomy: AutonomyLevel(0),
         timeout: 0,
         retry_policy: retry,
@@ -85,6 +84,10 @@ fn new_run(session: &SessionName, retry: RetryPolicy) -> NewRun {
         contexts: vec![],
         labels: Default::default(),
         approval_timeout: 3600 * SECOND,
+    };
+    NewRun {
+        session: session.clone(),
+        spec,
     }
 }
 
@@ -123,9 +126,33 @@ pub(super) async fn reap(store: &Store) -> ReapReport {
     store.reap_runs(&mut reaper).await.expect("reap")
 }
 
+/// A completion with no output, ending the turn.
+fn ended() -> TaskCompletion {
+    TaskCompletion {
+        events: vec![],
+        output: vec![],
+        usage: Usage::default(),
+        stop_reason: StopReason::EndTurn,
+    }
+}
+
+/// A failure with the default error, retryable or not, with the policy's backoff.
+fn failure(retryable: bool) -> TaskFailure {
+    TaskFailure {
+        error: Default::default(),
+        retryable,
+        next_retry_delay: None,
+    }
+}
+
 async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
     store
-        .claim_run("acme", &["echo".to_owned()], "w", lease_micros)
+        .claim_run(ClaimRequest {
+            workspace: "acme",
+            agents: &["echo".to_owned()],
+            worker: "w",
+            lease_duration: lease_micros,
+        })
         .await
         .expect("claim")
         .map(|claim| claim.delivered().0)
@@ -147,7 +174,7 @@ fn assert_stale(result: Result<impl std::fmt::Debug, Error>) {
 
 async fn sequences(store: &Store, run: &Run) -> Vec<i64> {
     store
-        .run_events_after("acme", &run.id, 0, 10_000)
+        .run_events_after(&name(run), 0, 10_000)
         .await
         .expect("events")
         .iter()
@@ -174,14 +201,7 @@ conformance!(
         }
         assert_eq!(db.count("run_events").await, 3);
         store
-            .complete_task(
-                &quiet("CompleteTask"),
-                &lease(&leased),
-                vec![],
-                vec![],
-                Usage::default(),
-                StopReason::EndTurn,
-            )
+            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
             .await
             .expect("complete");
         store
@@ -220,7 +240,12 @@ conformance!(
                 for _ in 0..3 {
                     loop {
                         match store
-                            .claim_run("acme", &["echo".to_owned()], "w", 30 * SECOND)
+                            .claim_run(ClaimRequest {
+                                workspace: "acme",
+                                agents: &["echo".to_owned()],
+                                worker: "w",
+                                lease_duration: 30 * SECOND,
+                            })
                             .await
                         {
                             Ok(Some(claim)) => {
@@ -257,7 +282,7 @@ conformance!(
             project: "web".into(),
         };
         let runs = store
-            .list_runs(&project, None, &Default::default(), &page)
+            .list_runs(&project, &Default::default(), &page)
             .await
             .expect("list")
             .items;
@@ -310,14 +335,7 @@ conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
     let r = run(&store, &s).await;
     let leased = claim(&store, 250_000).await.expect("claimed");
     let done = store
-        .complete_task(
-            &quiet("CompleteTask"),
-            &lease(&leased),
-            vec![],
-            vec![],
-            Usage::default(),
-            StopReason::EndTurn,
-        )
+        .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
         .await
         .expect("complete");
     assert_eq!(done.status, RunStatus::Succeeded);
@@ -328,13 +346,7 @@ conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
     assert_eq!(after.last_sequence, done.last_sequence);
     assert_stale(
         store
-            .fail_task(
-                &quiet("FailTask"),
-                &lease(&leased),
-                Default::default(),
-                true,
-                None,
-            )
+            .fail_task(&quiet("FailTask"), &lease(&leased), failure(true))
             .await,
     );
 });
@@ -379,13 +391,7 @@ conformance!(
             task.await.expect("writer");
         }
         let done = store
-            .fail_task(
-                &quiet("FailTask"),
-                &lease(&leased),
-                Default::default(),
-                false,
-                None,
-            )
+            .fail_task(&quiet("FailTask"), &lease(&leased), failure(false))
             .await
             .expect("the worker confirms");
         assert_eq!(done.status, RunStatus::Cancelled);

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use agentry_core::port::{AgentStore, ApiKeyStore, InstanceStore, ProjectStore, WorkspaceStore};
+use agentry_core::port::{
+    AgentStore, ApiKeyStore, DeleteGuard, InstanceStore, ProjectStore, WorkspaceStore,
+};
 use agentry_core::{
     Error,
+    instance::StatusChange,
     model::{AgentSpec, Quotas},
     names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
@@ -406,9 +409,11 @@ conformance!(
                 .set_instance_status(
                     &mutation("acme", "SetInstanceStatus", "i", "", b""),
                     &watched,
-                    to,
-                    "",
-                    "",
+                    StatusChange {
+                        to,
+                        message: String::new(),
+                        etag: String::new(),
+                    },
                 )
                 .await
                 .unwrap();
@@ -507,8 +512,7 @@ conformance!(
             .delete_workspace(
                 &mutation("acme", "DeleteWorkspace", "acme", "", b""),
                 "acme",
-                false,
-                "",
+                &DeleteGuard::default(),
             )
             .await
             .unwrap_err();
@@ -517,8 +521,10 @@ conformance!(
             .delete_workspace(
                 &mutation("acme", "DeleteWorkspace", "acme", "", b""),
                 "acme",
-                true,
-                "",
+                &DeleteGuard {
+                    force: true,
+                    etag: String::new(),
+                },
             )
             .await
             .unwrap();

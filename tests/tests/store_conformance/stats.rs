@@ -3,7 +3,7 @@
 //! agent, identical on both back ends.
 
 use agentry_core::names::ProjectName;
-use agentry_core::port::RunStatsStore;
+use agentry_core::port::{RunStatsQuery, RunStatsStore};
 use agentry_store::Percentiles;
 
 use super::{
@@ -89,7 +89,7 @@ conformance!(run_stats_are_aggregated_by_the_database, |store, db| {
         project: "web".into(),
     };
     let (total, agents) = store
-        .run_stats(&project, 0, i64::MAX, true)
+        .run_stats(&project, stats_query(0, i64::MAX))
         .await
         .expect("stats");
     assert_eq!(total.agent, "");
@@ -143,7 +143,19 @@ conformance!(run_stats_are_aggregated_by_the_database, |store, db| {
     assert_eq!(other.by_status.get("QUEUED"), None);
 
     // An empty window: zeros, no agents.
-    let (empty, none) = store.run_stats(&project, 0, 1, true).await.expect("stats");
+    let (empty, none) = store
+        .run_stats(&project, stats_query(0, 1))
+        .await
+        .expect("stats");
     assert_eq!((empty.total, empty.queue_wait), (0, Percentiles::default()));
     assert!(none.is_empty());
 });
+
+/// Every agent's figures too, over `[start, end)`.
+fn stats_query(start: i64, end: i64) -> RunStatsQuery {
+    RunStatsQuery {
+        start,
+        end,
+        by_agent: true,
+    }
+}

@@ -7,17 +7,14 @@
 use std::time::{Duration, Instant};
 
 use agentry_core::port::{
-    ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+    ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
 };
 use agentry_core::{
     model::Quotas,
     names::{RunName, SessionName},
-    run::{
-        AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
-        RunStatus, StopReason,
-    },
+    run::{Lease, RetryPolicy, Run, RunStatus, StopReason},
 };
-use agentry_store::{Claim, NewRun, NewSession, ReapLimits, ReapReport, RunReaper, Store};
+use agentry_store::{Claim, NewSession, ReapLimits, ReapReport, RunReaper, Store};
 use sqlx::{Connection, Executor};
 
 use super::*;
@@ -63,24 +60,12 @@ pub(super) async fn run_in(store: &Store, ws: &str, session: &str, timeout: i64)
         )
         .await
         .expect("session");
-    let new = NewRun {
-        session: name,
-        autonomy: AutonomyLevel(0),
-        timeout,
-        retry_policy: RetryPolicy {
-            initial_interval: SECOND / 10,
-            ..RetryPolicy::default()
-        },
-        strategy: MultitaskStrategy::Enqueue,
-        input: vec![MessageBody {
-            role: MessageRole::User,
-            content: "hi".into(),
-            tool_call: None,
-        }],
-        contexts: vec![],
-        labels: Default::default(),
-        approval_timeout: 3600 * SECOND,
+    let retry = RetryPolicy {
+        initial_interval: SECOND / 10,
+        ..RetryPolicy::default()
     };
+    let mut new = super::execution::new_run(&name, retry);
+    new.spec.timeout = timeout;
     store
         .create_run(&mutation(ws, "CreateRun", "r", "", b""), new)
         .await
@@ -94,7 +79,12 @@ async fn claim_in(store: &Store, ws: &str, lease_micros: i64) -> Claim {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let claimed = store
-            .claim_run(ws, &["echo".to_owned()], "w", lease_micros)
+            .claim_run(ClaimRequest {
+                workspace: ws,
+                agents: &["echo".to_owned()],
+                worker: "w",
+                lease_duration: lease_micros,
+            })
             .await
             .expect("claim");
         match claimed {
@@ -141,7 +131,7 @@ async fn eventually(store: &Store, run: &Run, done: impl Fn(&Run) -> bool) -> Ru
 /// Each event of the run as `STATUS` or its kind, in order.
 async fn story(store: &Store, run: &Run) -> Vec<String> {
     store
-        .run_events_after(&run.workspace, &run.id, 0, 1000)
+        .run_events_after(&name_of(run), 0, 1000)
         .await
         .expect("events")
         .into_iter()

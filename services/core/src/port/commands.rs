@@ -10,7 +10,7 @@ use crate::{
     model::{ApiKey, ContextOp, Labels, Quotas, QuotasPatch, Role},
     names::ContextName,
     run::Usage,
-    time::Micros,
+    time::{Micros, TimeRange},
 };
 
 #[derive(Debug, Clone)]
@@ -49,6 +49,14 @@ pub struct ProjectPatch {
     pub etag: String,
 }
 
+/// The guards of a delete: without `force` a resource that still has children is
+/// refused; a non-empty `etag` must match the resource's.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteGuard {
+    pub force: bool,
+    pub etag: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
     pub workspace: String,
@@ -65,18 +73,6 @@ pub struct KeyRecord {
     pub revoke_time: Option<Micros>,
 }
 
-/// One committed mutation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub workspace_id: String,
-    pub audit_id: String,
-    pub create_time: i64,
-    pub principal: String,
-    pub method: String,
-    pub resource: String,
-    pub request_id: String,
-}
-
 /// Filters of ListAuditRecords; all of them must match.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -84,8 +80,8 @@ pub struct AuditFilter {
     pub method: Option<String>,
     /// The resource itself and everything under it (`{prefix}/…`).
     pub resource: Option<String>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
+    /// Created within these bounds.
+    pub created: TimeRange,
 }
 
 #[derive(Debug, Clone)]
@@ -119,13 +115,24 @@ pub struct ContextWrite {
     pub description: String,
 }
 
-/// Filters of ListContextVersions.
+/// Filters of ListContextVersions, and whether the versions come with their documents.
 #[derive(Debug, Clone, Default)]
 pub struct VersionFilter {
     pub author: Option<String>,
     pub op: Option<ContextOp>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
+    /// Created within these bounds.
+    pub created: TimeRange,
+    /// With each version's document (the FULL view), not only its metadata.
+    pub full: bool,
+}
+
+/// A watcher's batch: up to `limit` versions after `after`, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionsAfter {
+    pub after: i64,
+    pub limit: u64,
+    /// With each version's document.
+    pub full: bool,
 }
 
 /// A context's identity and bounds at one moment.
@@ -136,6 +143,25 @@ pub struct ContextHead {
     /// 0 when the context has no versions yet.
     pub head_version: i64,
     pub floor_version: i64,
+}
+
+/// GetRunStats: the runs created in `[start, end)`, with each agent's figures too when
+/// `by_agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStatsQuery {
+    pub start: Micros,
+    pub end: Micros,
+    pub by_agent: bool,
+}
+
+/// PollTask's claim: a run of one of `agents` in `workspace`, leased to `worker` for
+/// `lease_duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub workspace: &'a str,
+    pub agents: &'a [String],
+    pub worker: &'a str,
+    pub lease_duration: Micros,
 }
 
 /// Percentiles of a duration (micros) and how many values they were taken over.

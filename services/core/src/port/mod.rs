@@ -25,10 +25,12 @@ mod traits;
 
 pub use claim::{Claim, ClaimRelease, Release};
 pub use commands::{
-    AuditFilter, AuditRecord, ContextChange, ContextHead, ContextWrite, KeyRecord, NewApiKey,
-    NewContext, NewProject, NewWorkspace, Percentiles, PoolConnections, ProjectPatch,
-    RunStatsGroup, VersionFilter, WorkspacePatch,
+    AuditFilter, ClaimRequest, ContextChange, ContextHead, ContextWrite, DeleteGuard, KeyRecord,
+    NewApiKey, NewContext, NewProject, NewWorkspace, Percentiles, PoolConnections, ProjectPatch,
+    RunStatsGroup, RunStatsQuery, VersionFilter, VersionsAfter, WorkspacePatch,
 };
+// A committed mutation is a record of the model; the port names it where it lists them.
+pub use crate::model::AuditRecord;
 pub use feed::{ChangeFeed, Registry, Subscription};
 pub use reaper::{ReapLimits, ReapReport, RunReaper};
 pub use traits::{

@@ -4,24 +4,24 @@
 use async_trait::async_trait;
 
 use super::{
-    AuditFilter, AuditRecord, Claim, ContextHead, ContextWrite, KeyRecord, Mutation, NewApiKey,
-    NewContext, NewProject, NewWorkspace, PageRequest, PoolConnections, ProjectPatch, ReapReport,
-    RunReaper, RunStatsGroup, VersionFilter, WorkspacePatch,
+    AuditFilter, Claim, ClaimRequest, ContextHead, ContextWrite, DeleteGuard, KeyRecord, Mutation,
+    NewApiKey, NewContext, NewProject, NewWorkspace, PageRequest, PoolConnections, ProjectPatch,
+    ReapReport, RunReaper, RunStatsGroup, RunStatsQuery, VersionFilter, VersionsAfter,
+    WorkspacePatch,
 };
 use crate::{
     Result,
     agent::{AgentPatch, NewAgent},
-    instance::{InstanceFilter, InstancePatch, NewInstance},
+    instance::{InstanceFilter, InstancePatch, NewInstance, StatusChange},
     model::{
-        Agent, ApiKey, Context, ContextVersion, CreatedApiKey, Instance, Page, Project, Workspace,
-        WriteOutcome,
+        Agent, ApiKey, AuditRecord, Context, ContextVersion, CreatedApiKey, Instance, Page,
+        Project, Workspace, WriteOutcome,
     },
     names::{AgentName, ApiKeyName, ContextName, InstanceName, ProjectName, RunName, SessionName},
     run::{
-        Approval, Decision, EventInput, Lease, Message, MessageBody, NewRun, NewSession, PlanStep,
-        Run, RunError, RunEvent, RunFilter, Session, StopReason, Usage,
+        Approval, ApprovalDecision, EventInput, Lease, Message, NewRun, NewSession, PlanStep, Run,
+        RunEvent, RunFilter, Session, TaskCompletion, TaskFailure,
     },
-    status::InstanceStatus,
     time::Micros,
 };
 
@@ -38,8 +38,7 @@ pub trait WorkspaceStore: Send + Sync {
         id: &str,
         patch: WorkspacePatch,
     ) -> Result<Workspace>;
-    async fn delete_workspace(&self, m: &Mutation, id: &str, force: bool, etag: &str)
-    -> Result<()>;
+    async fn delete_workspace(&self, m: &Mutation, id: &str, guard: &DeleteGuard) -> Result<()>;
 }
 
 /// Projects: namespaces inside a workspace, counted against `max_projects`.
@@ -58,8 +57,7 @@ pub trait ProjectStore: Send + Sync {
         &self,
         m: &Mutation,
         name: &ProjectName,
-        force: bool,
-        etag: &str,
+        guard: &DeleteGuard,
     ) -> Result<()>;
 }
 
@@ -92,13 +90,8 @@ pub trait AgentStore: Send + Sync {
         name: &AgentName,
         patch: AgentPatch,
     ) -> Result<Agent>;
-    async fn delete_agent(
-        &self,
-        m: &Mutation,
-        name: &AgentName,
-        force: bool,
-        etag: &str,
-    ) -> Result<()>;
+    async fn delete_agent(&self, m: &Mutation, name: &AgentName, guard: &DeleteGuard)
+    -> Result<()>;
 }
 
 /// Instances and their status and heartbeats.
@@ -128,9 +121,7 @@ pub trait InstanceStore: Send + Sync {
         &self,
         m: &Mutation,
         name: &InstanceName,
-        to: InstanceStatus,
-        message: &str,
-        etag: &str,
+        change: StatusChange,
     ) -> Result<Instance>;
     /// Records a heartbeat. Liveness is not a managed change: no audit record, and the
     /// etag moves only when the heartbeat brings the instance back from OFFLINE.
@@ -201,18 +192,15 @@ pub trait ContextReads: Send + Sync {
         &self,
         name: &ContextName,
         filter: &VersionFilter,
-        full: bool,
         page: &PageRequest,
     ) -> Result<Page<ContextVersion>>;
-    /// Up to `limit` versions after `after`, oldest first, for watchers. Fails with
-    /// OUT_OF_RANGE `VERSION_COMPACTED` when versions after `after` were compacted, so a
-    /// watcher never skips one silently.
+    /// Up to `batch.limit` versions after `batch.after`, oldest first, for watchers.
+    /// Fails with OUT_OF_RANGE `VERSION_COMPACTED` when versions after `batch.after`
+    /// were compacted, so a watcher never skips one silently.
     async fn context_versions_after(
         &self,
         name: &ContextName,
-        after: i64,
-        limit: u64,
-        full: bool,
+        batch: VersionsAfter,
     ) -> Result<Vec<ContextVersion>>;
 }
 
@@ -257,12 +245,11 @@ pub trait SessionStore: Send + Sync {
 pub trait RunStore: Send + Sync {
     async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run>;
     async fn get_run(&self, name: &RunName) -> Result<Run>;
-    /// Runs of one session (or of the whole project when `session` is `None`), newest
-    /// first.
+    /// Runs of one session (or of the whole project when `filter.session` is `None`),
+    /// newest first.
     async fn list_runs(
         &self,
         project: &ProjectName,
-        session: Option<&str>,
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Page<Run>>;
@@ -271,17 +258,14 @@ pub trait RunStore: Send + Sync {
         &self,
         m: &Mutation,
         name: &RunName,
-        approval_id: &str,
-        decision: Decision,
-        comment: &str,
+        verdict: &ApprovalDecision,
     ) -> Result<Run>;
     /// Events of a run with a sequence above `after`, oldest first, at most `limit`.
     /// With none, NOT_FOUND if the run itself is gone (its project or workspace was
     /// deleted), so that a stream following it ends rather than waiting forever.
     async fn run_events_after(
         &self,
-        workspace: &str,
-        run: &str,
+        name: &RunName,
         after: i64,
         limit: u64,
     ) -> Result<Vec<RunEvent>>;
@@ -290,29 +274,21 @@ pub trait RunStore: Send + Sync {
 /// GetRunStats, computed by the database.
 #[async_trait]
 pub trait RunStatsStore: Send + Sync {
-    /// The figures of `project`'s runs created in `[start, end)`: the total, and with
-    /// `by_agent` each agent's (ordered by agent id).
+    /// The figures of `project`'s runs created in `[query.start, query.end)`: the total,
+    /// and with `query.by_agent` each agent's (ordered by agent id).
     async fn run_stats(
         &self,
         project: &ProjectName,
-        start: Micros,
-        end: Micros,
-        by_agent: bool,
+        query: RunStatsQuery,
     ) -> Result<(RunStatsGroup, Vec<RunStatsGroup>)>;
 }
 
 /// PollTask's claims.
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
-    /// Leases the oldest claimable run of `agents` in `workspace`, if the workspace has a
-    /// free concurrent-run slot.
-    async fn claim_run(
-        &self,
-        workspace: &str,
-        agents: &[String],
-        worker: &str,
-        lease_duration: Micros,
-    ) -> Result<Option<Claim>>;
+    /// Leases the oldest claimable run of `claim.agents` in `claim.workspace`, if the
+    /// workspace has a free concurrent-run slot.
+    async fn claim_run(&self, claim: ClaimRequest<'_>) -> Result<Option<Claim>>;
 }
 
 /// The calls a worker makes under a run's lease. Each is fenced by the lease it names:
@@ -338,25 +314,9 @@ pub trait WorkerStore: Send + Sync {
         lease: &Lease,
         steps: Vec<PlanStep>,
     ) -> Result<(bool, Approval)>;
-    /// Appends `events` (as [`WorkerStore::append_run_events`] would), then ends the
-    /// attempt as SUCCEEDED with `output`, all in one transaction.
-    async fn complete_task(
-        &self,
-        m: &Mutation,
-        lease: &Lease,
-        events: Vec<EventInput>,
-        output: Vec<MessageBody>,
-        usage: Usage,
-        stop_reason: StopReason,
-    ) -> Result<Run>;
-    async fn fail_task(
-        &self,
-        m: &Mutation,
-        lease: &Lease,
-        error: RunError,
-        retryable: bool,
-        next_retry_delay: Option<Micros>,
-    ) -> Result<Run>;
+    async fn complete_task(&self, m: &Mutation, lease: &Lease, done: TaskCompletion)
+    -> Result<Run>;
+    async fn fail_task(&self, m: &Mutation, lease: &Lease, failure: TaskFailure) -> Result<Run>;
 }
 
 /// Settings, probes, metrics and the reaper.

@@ -19,12 +19,12 @@ impl RunChange {
         let mut approval = Approval {
             id,
             steps: steps.to_vec(),
-            expire_time: self.now.saturating_add(self.run.approval_timeout),
+            expire_time: self.now.saturating_add(self.run.spec.approval_timeout),
             decision: None,
             comment: String::new(),
             decided_by: String::new(),
         };
-        let auto = steps.iter().all(|s| self.run.autonomy.allows(s.risk));
+        let auto = steps.iter().all(|s| self.run.spec.autonomy.allows(s.risk));
         self.event(EventBody::PlanProposed {
             approval: approval.clone(),
             auto_approved: auto,

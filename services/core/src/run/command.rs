@@ -2,11 +2,12 @@
 //! from requests, [`super::RunChange`] and the session rules decide on them, the store
 //! persists what they decide.
 
-use super::{
-    AutonomyLevel, ContextBinding, MessageBody, MultitaskStrategy, RetryPolicy, RunError,
-    RunStatus, ToolCall, Usage,
+use super::{Decision, MessageBody, RunError, RunSpec, RunStatus, StopReason, ToolCall, Usage};
+use crate::{
+    model::Labels,
+    names::SessionName,
+    time::{Micros, TimeRange},
 };
-use crate::{model::Labels, names::SessionName, time::Micros};
 
 /// CreateSession.
 #[derive(Debug, Clone)]
@@ -18,29 +19,50 @@ pub struct NewSession {
     pub labels: Labels,
 }
 
-/// CreateRun.
+/// CreateRun: a run of `session` as `spec` says.
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub session: SessionName,
-    pub autonomy: AutonomyLevel,
-    /// 0: none.
-    pub timeout: Micros,
-    pub retry_policy: RetryPolicy,
-    pub strategy: MultitaskStrategy,
-    pub input: Vec<MessageBody>,
-    pub contexts: Vec<ContextBinding>,
-    pub labels: Labels,
-    pub approval_timeout: Micros,
+    pub spec: RunSpec,
 }
 
 /// Filters of ListRuns.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// One session's runs; `None`: the whole project's.
+    pub session: Option<String>,
     pub status: Option<RunStatus>,
     pub agent: Option<String>,
     pub instance: Option<String>,
-    pub after_time: Option<Micros>,
-    pub before_time: Option<Micros>,
+    /// Created within these bounds.
+    pub created: TimeRange,
+}
+
+/// DecideApproval: the verdict on the run's pending approval `approval_id`.
+#[derive(Debug, Clone)]
+pub struct ApprovalDecision {
+    pub approval_id: String,
+    pub decision: Decision,
+    pub comment: String,
+}
+
+/// CompleteTask: what the attempt produced.
+#[derive(Debug, Clone)]
+pub struct TaskCompletion {
+    /// The attempt's last events, appended (as AppendRunEvents would) before it ends.
+    pub events: Vec<EventInput>,
+    pub output: Vec<MessageBody>,
+    pub usage: Usage,
+    pub stop_reason: StopReason,
+}
+
+/// FailTask: why the attempt failed and whether another may follow (after
+/// `next_retry_delay`, or the retry policy's backoff).
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    pub error: RunError,
+    pub retryable: bool,
+    pub next_retry_delay: Option<Micros>,
 }
 
 /// One event a worker appends.

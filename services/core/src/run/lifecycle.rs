@@ -76,22 +76,15 @@ impl Run {
             agent_revision: instance.agent_revision,
             status: RunStatus::Queued,
             stop_reason: StopReason::Unspecified,
-            autonomy: new.autonomy,
-            timeout: new.timeout,
-            retry_policy: new.retry_policy.clone(),
-            strategy: new.strategy,
-            input: new.input.clone(),
+            spec: new.spec.clone(),
             output: Vec::new(),
-            contexts: new.contexts.clone(),
             attempt: 0,
             error: None,
             usage: Usage::default(),
             last_sequence: 0,
             cancel_requested: false,
             approval: None,
-            approval_timeout: new.approval_timeout,
             next_attempt_time: now,
-            labels: new.labels.clone(),
             create_time: now,
             start_time: None,
             end_time: None,
@@ -128,7 +121,7 @@ impl RunChange {
         });
         if ready {
             session.active_run = change.run.id.clone();
-            for message in &new.input {
+            for message in &new.spec.input {
                 change.append(message.clone())?;
             }
             change.wake_queue();
@@ -236,7 +229,7 @@ impl RunChange {
         });
         self.run.error = Some(error.clone());
         let attempt = self.run.attempt;
-        let policy = &self.run.retry_policy;
+        let policy = &self.run.spec.retry_policy;
         if self.run.status == RunStatus::Cancelling {
             confirmed_cancel()
         } else if retryable && policy.retries(attempt, &error.error_type) {

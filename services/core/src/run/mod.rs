@@ -26,8 +26,10 @@ pub use timers::*;
 pub use toolcalls::*;
 pub use types::*;
 
+/// `string_enum!(Name { Variant => "TEXT", … })`: an enum whose variants stand for
+/// the given texts, with `ALL`, `as_str` and `parse`.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name { $($variant),* }
@@ -51,14 +53,14 @@ string_enum!(
     /// RUNNING → REQUIRES_ACTION → QUEUED; RUNNING → CANCELLING → CANCELLED;
     /// RUNNING → QUEUED (retry).
     RunStatus {
-        Queued = "QUEUED",
-        Running = "RUNNING",
-        RequiresAction = "REQUIRES_ACTION",
-        Cancelling = "CANCELLING",
-        Succeeded = "SUCCEEDED",
-        Failed = "FAILED",
-        Cancelled = "CANCELLED",
-        TimedOut = "TIMED_OUT",
+        Queued => "QUEUED",
+        Running => "RUNNING",
+        RequiresAction => "REQUIRES_ACTION",
+        Cancelling => "CANCELLING",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
+        TimedOut => "TIMED_OUT",
     }
 );
 
@@ -98,30 +100,30 @@ impl RunStatus {
 }
 
 string_enum!(StopReason {
-    Unspecified = "",
-    EndTurn = "END_TURN",
-    MaxSteps = "MAX_STEPS",
-    MaxTokens = "MAX_TOKENS",
-    Error = "ERROR",
-    Cancelled = "CANCELLED",
-    Timeout = "TIMEOUT",
-    WorkerLost = "WORKER_LOST",
-    Rejected = "REJECTED",
-    Interrupted = "INTERRUPTED",
+    Unspecified => "",
+    EndTurn => "END_TURN",
+    MaxSteps => "MAX_STEPS",
+    MaxTokens => "MAX_TOKENS",
+    Error => "ERROR",
+    Cancelled => "CANCELLED",
+    Timeout => "TIMEOUT",
+    WorkerLost => "WORKER_LOST",
+    Rejected => "REJECTED",
+    Interrupted => "INTERRUPTED",
 });
 
 string_enum!(MultitaskStrategy {
-    Reject = "REJECT",
-    Enqueue = "ENQUEUE",
-    Interrupt = "INTERRUPT",
-    Rollback = "ROLLBACK",
+    Reject => "REJECT",
+    Enqueue => "ENQUEUE",
+    Interrupt => "INTERRUPT",
+    Rollback => "ROLLBACK",
 });
 
 string_enum!(MessageRole {
-    User = "USER",
-    Assistant = "ASSISTANT",
-    System = "SYSTEM",
-    Tool = "TOOL",
+    User => "USER",
+    Assistant => "ASSISTANT",
+    System => "SYSTEM",
+    Tool => "TOOL",
 });
 
 /// L0 approves nothing by itself; L1 read-only tools; L2 read-only and write; L3 all.

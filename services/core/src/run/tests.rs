@@ -111,14 +111,16 @@ fn instance(status: InstanceStatus) -> Instance {
 fn new_run(strategy: MultitaskStrategy) -> NewRun {
     NewRun {
         session: session("").name(),
-        autonomy: AutonomyLevel(1),
-        timeout: 0,
-        retry_policy: RetryPolicy::default(),
-        strategy,
-        input: vec![user("hello")],
-        contexts: Vec::new(),
-        labels: Default::default(),
-        approval_timeout: 60,
+        spec: RunSpec {
+            autonomy: AutonomyLevel(1),
+            timeout: 0,
+            retry_policy: RetryPolicy::default(),
+            strategy,
+            input: vec![user("hello")],
+            contexts: Vec::new(),
+            labels: Default::default(),
+            approval_timeout: 60,
+        },
     }
 }
 
@@ -195,6 +197,14 @@ fn call(id: &str, tool: &str) -> ToolCall {
         arguments: None,
         result: None,
         is_error: false,
+    }
+}
+
+fn usage(input_tokens: i64, output_tokens: i64, cost_usd: f64) -> Usage {
+    Usage {
+        input_tokens,
+        output_tokens,
+        cost_usd,
     }
 }
 
@@ -410,7 +420,7 @@ fn a_run_on_an_idle_session_owns_it_and_its_input_joins_the_transcript() {
     let c = RunChange::created(&new, &mut s, &i, "r".into(), NOW).unwrap();
     assert!(c.run.ready);
     assert_eq!(s.active_run, "r");
-    assert_eq!(c.transcript, new.input);
+    assert_eq!(c.transcript, new.spec.input);
     assert_eq!(c.next_message(), 6);
     assert_eq!(c.run.agent_revision, 3);
     assert_eq!(c.run.last_sequence, 1);
@@ -548,11 +558,7 @@ fn cancel_by_status() {
 #[test]
 fn completion_appends_the_output_and_succeeds() {
     let mut c = change(RunStatus::Running, "r");
-    let usage = Usage {
-        input_tokens: 3,
-        output_tokens: 4,
-        cost_usd: 0.5,
-    };
+    let usage = usage(3, 4, 0.5);
     let out = [user("answer")];
     let ending = c.complete(&out, &usage, StopReason::EndTurn).unwrap();
     assert_eq!(
@@ -629,7 +635,7 @@ fn failures_that_may_not_retry_fail_the_run() {
     let mut last = change(RunStatus::Running, "r");
     last.run.attempt = RetryPolicy::DEFAULT_MAX_ATTEMPTS;
     let mut fatal = change(RunStatus::Running, "r");
-    fatal.run.retry_policy.non_retryable_error_types = vec!["Fatal".into()];
+    fatal.run.spec.retry_policy.non_retryable_error_types = vec!["Fatal".into()];
     let cases = [
         (change(RunStatus::Running, "r"), "Transient", false),
         (last, "Transient", true),
@@ -764,11 +770,7 @@ fn only_an_open_call_completes_and_only_by_its_tool() {
 #[test]
 fn a_batch_numbers_its_messages_and_adds_usage() {
     let mut c = change(RunStatus::Running, "r");
-    let usage = Usage {
-        input_tokens: 1,
-        output_tokens: 2,
-        cost_usd: 0.0,
-    };
+    let usage = usage(1, 2, 0.0);
     let inputs = [
         EventInput::Delta {
             message_id: "m".into(),
@@ -996,7 +998,7 @@ fn a_lease_not_lapsed_or_not_held_fires_nothing() {
 #[test]
 fn a_run_past_its_timeout_times_out() {
     let mut c = change(RunStatus::Queued, "r");
-    c.run.timeout = 50;
+    c.run.spec.timeout = 50;
     let deadline = c.run.deadline().unwrap();
     assert_eq!(deadline, NOW - 50);
     let (fired, ending) = c.fire(Timer::Deadline).unwrap();
@@ -1019,7 +1021,7 @@ fn a_run_without_timeout_or_finished_never_times_out() {
     assert_eq!(c.run.deadline(), None);
     assert_eq!(c.fire(Timer::Deadline).unwrap().0, Fired::Nothing);
     let mut c = at(change(RunStatus::Succeeded, ""), i64::MAX);
-    c.run.timeout = 1;
+    c.run.spec.timeout = 1;
     assert_eq!(c.fire(Timer::Deadline).unwrap().0, Fired::Nothing);
 }
 

@@ -54,7 +54,7 @@ impl RunChange {
                     return Ok((Fired::LeaseCancelled, Some(ending)));
                 }
                 let lost = worker_lost();
-                let policy = &run.retry_policy;
+                let policy = &run.spec.retry_policy;
                 let fired = if policy.retries(run.attempt, &lost.error_type) {
                     let ending = Ending::Requeue {
                         reason: StopReason::WorkerLost,

@@ -22,6 +22,14 @@ struct Call {
     stored: Option<bool>,
 }
 
+/// The calls the batch knows, by id.
+type Calls = HashMap<String, Call>;
+
+/// The request field `what` of the batch's event `index`.
+fn field(index: usize, what: &str) -> String {
+    format!("events[{index}].{what}")
+}
+
 impl RunChange {
     /// AppendRunEvents: the events of `inputs`, in order, given the run's stored calls
     /// the batch names (`known`, by id). Messages and tool calls join the transcript;
@@ -31,7 +39,7 @@ impl RunChange {
         inputs: &[EventInput],
         known: HashMap<String, KnownCall>,
     ) -> Result<()> {
-        let mut calls: HashMap<String, Call> = known
+        let mut calls: Calls = known
             .into_iter()
             .map(|(id, k)| {
                 let call = Call {
@@ -69,9 +77,8 @@ impl RunChange {
         &mut self,
         index: usize,
         input: &EventInput,
-        calls: &mut HashMap<String, Call>,
+        calls: &mut Calls,
     ) -> Result<EventBody> {
-        let field = |what: &str| format!("events[{index}].{what}");
         Ok(match input {
             EventInput::Delta { message_id, text } => EventBody::MessageDelta {
                 message_id: message_id.clone(),
@@ -81,8 +88,8 @@ impl RunChange {
                 message: message.clone(),
                 sequence: self.append(message.clone())?,
             },
-            EventInput::ToolStarted(call) => self.start_call(&field, call, calls)?,
-            EventInput::ToolCompleted(call) => self.complete_call(&field, call, calls)?,
+            EventInput::ToolStarted(call) => self.start_call(index, call, calls)?,
+            EventInput::ToolCompleted(call) => self.complete_call(index, call, calls)?,
             EventInput::Usage(usage) => {
                 self.run.usage.add(usage);
                 EventBody::Usage {
@@ -101,13 +108,13 @@ impl RunChange {
 
     fn start_call(
         &mut self,
-        field: &dyn Fn(&str) -> String,
+        index: usize,
         call: &ToolCall,
-        calls: &mut HashMap<String, Call>,
+        calls: &mut Calls,
     ) -> Result<EventBody> {
         if calls.contains_key(&call.id) {
             return Err(Error::invalid(
-                field("tool_call_started.tool_call.id"),
+                field(index, "tool_call_started.tool_call.id"),
                 format!("tool call id {:?} was already used in this run", call.id),
             ));
         }
@@ -128,9 +135,9 @@ impl RunChange {
 
     fn complete_call(
         &mut self,
-        field: &dyn Fn(&str) -> String,
+        index: usize,
         call: &ToolCall,
-        calls: &mut HashMap<String, Call>,
+        calls: &mut Calls,
     ) -> Result<EventBody> {
         let tool = match calls.get_mut(&call.id) {
             Some(known) if known.open => {
@@ -139,14 +146,14 @@ impl RunChange {
             }
             _ => {
                 return Err(Error::invalid(
-                    field("tool_call_completed.tool_call.id"),
+                    field(index, "tool_call_completed.tool_call.id"),
                     format!("no open tool call {:?} in this run", call.id),
                 ));
             }
         };
         if !call.tool.is_empty() && call.tool != tool {
             return Err(Error::invalid(
-                field("tool_call_completed.tool_call.tool"),
+                field(index, "tool_call_completed.tool_call.tool"),
                 format!("tool call {:?} was started for tool {tool:?}", call.id),
             ));
         }

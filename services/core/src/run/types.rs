@@ -121,6 +121,20 @@ pub struct ContextBinding {
     pub alias: String,
 }
 
+/// What CreateRun fixes for the life of a run: how it runs, then what it works on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub autonomy: AutonomyLevel,
+    /// 0: none.
+    pub timeout: Micros,
+    pub retry_policy: RetryPolicy,
+    pub strategy: MultitaskStrategy,
+    pub approval_timeout: Micros,
+    pub labels: Labels,
+    pub input: Vec<MessageBody>,
+    pub contexts: Vec<ContextBinding>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub workspace: String,
@@ -132,23 +146,17 @@ pub struct Run {
     pub agent_revision: i64,
     pub status: RunStatus,
     pub stop_reason: StopReason,
-    pub autonomy: AutonomyLevel,
-    /// 0: none.
-    pub timeout: Micros,
-    pub retry_policy: RetryPolicy,
-    pub strategy: MultitaskStrategy,
-    pub input: Vec<MessageBody>,
+    /// What CreateRun fixed (in the run's JSON, its fields stand beside the others).
+    #[serde(flatten)]
+    pub spec: RunSpec,
     pub output: Vec<MessageBody>,
-    pub contexts: Vec<ContextBinding>,
     pub attempt: i32,
     pub error: Option<RunError>,
     pub usage: Usage,
     pub last_sequence: i64,
     pub cancel_requested: bool,
     pub approval: Option<Approval>,
-    pub approval_timeout: Micros,
     pub next_attempt_time: Micros,
-    pub labels: Labels,
     pub create_time: Micros,
     pub start_time: Option<Micros>,
     pub end_time: Option<Micros>,
@@ -168,7 +176,8 @@ pub struct Run {
 impl Run {
     /// When the run times out, if it has a timeout.
     pub fn deadline(&self) -> Option<Micros> {
-        (self.timeout > 0).then(|| self.create_time.saturating_add(self.timeout))
+        let timeout = self.spec.timeout;
+        (timeout > 0).then(|| self.create_time.saturating_add(timeout))
     }
 
     /// The lease the run's current attempt holds (its fencing token).

@@ -222,8 +222,7 @@ fn version_filter(text: &str) -> Result<VersionFilter> {
             _ => return Err(bad("unsupported term")),
         }
     }
-    filter.after_time = times.after;
-    filter.before_time = times.before;
+    filter.created = times.into();
     Ok(filter)
 }
 
@@ -237,12 +236,15 @@ pub async fn list_context_versions(
         Ok(_) => false,
         Err(_) => return Err(Error::invalid("view", "BASIC or FULL")),
     };
-    let filter = version_filter(&req.filter)?;
+    let filter = VersionFilter {
+        full,
+        ..version_filter(&req.filter)?
+    };
     let scope = format!("ListContextVersions {name} {full} {}", req.filter);
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
     let listed = ctx
         .store
-        .list_context_versions(&name, &filter, full, &page)
+        .list_context_versions(&name, &filter, &page)
         .await?;
     Ok(ctx.respond(&scope, listed, |v| version_to_proto(&name, v)))
 }

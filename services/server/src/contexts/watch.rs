@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use agentry_core::{Error, Result, names::ContextName, wake::WakeKey};
+use agentry_core::{Error, Result, names::ContextName, port::VersionsAfter, wake::WakeKey};
 use agentry_proto::v1 as pb;
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -24,6 +24,15 @@ use crate::{
 };
 
 const BATCH: u64 = 100;
+
+/// The next batch of versions after `after`.
+fn batch(after: i64, full: bool) -> VersionsAfter {
+    VersionsAfter {
+        after,
+        limit: BATCH,
+        full,
+    }
+}
 
 pub async fn watch_context(
     ctx: Arc<RequestCtx>,
@@ -54,7 +63,7 @@ pub async fn watch_context(
     // Fail the call itself (not the stream) when the start is already compacted or gone.
     let mut pending = ctx
         .store
-        .context_versions_after(&name, cursor, BATCH, full)
+        .context_versions_after(&name, batch(cursor, full))
         .await?;
     let (sender, receiver) = mpsc::channel(64);
     let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_version");
@@ -69,7 +78,7 @@ pub async fn watch_context(
                     return; // the client went away
                 }
             }
-            let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
+            let read = ctx.store.context_versions_after(&name, batch(cursor, full));
             match follower.read(cursor, read).await {
                 Read::Got(batch) if batch.is_empty() => {}
                 Read::Got(batch) => {

@@ -345,12 +345,13 @@ pub fn run_to_proto(r: Run) -> pb::Run {
         agent_revision: r.agent_revision,
         status: status_to_proto(r.status),
         stop_reason: stop_to_proto(r.stop_reason),
-        autonomy_level: autonomy_to_proto(r.autonomy),
-        timeout: (r.timeout > 0).then(|| micros_to_duration(r.timeout)),
-        retry_policy: Some(retry_policy_to_proto(&r.retry_policy)),
-        multitask_strategy: strategy_to_proto(r.strategy),
-        input: r.input.iter().map(body_to_proto).collect(),
+        autonomy_level: autonomy_to_proto(r.spec.autonomy),
+        timeout: (r.spec.timeout > 0).then(|| micros_to_duration(r.spec.timeout)),
+        retry_policy: Some(retry_policy_to_proto(&r.spec.retry_policy)),
+        multitask_strategy: strategy_to_proto(r.spec.strategy),
+        input: r.spec.input.iter().map(body_to_proto).collect(),
         contexts: r
+            .spec
             .contexts
             .iter()
             .map(|b| pb::ContextBinding {
@@ -367,7 +368,7 @@ pub fn run_to_proto(r: Run) -> pb::Run {
         next_attempt_time: (r.status == RunStatus::Queued)
             .then(|| timestamp(r.next_attempt_time))
             .flatten(),
-        labels: r.labels,
+        labels: r.spec.labels,
         create_time: timestamp(r.create_time),
         start_time: r.start_time.and_then(timestamp),
         end_time: r.end_time.and_then(timestamp),

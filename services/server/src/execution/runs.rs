@@ -1,10 +1,10 @@
 //! Runs, client side. Everyone reads; ADMIN and DEVELOPER create, cancel and decide.
 
-use agentry_core::run::{NewRun, RunFilter};
+use agentry_core::run::{ApprovalDecision, NewRun, RunFilter, RunSpec};
 use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
-    port::{Percentiles, RunStatsGroup},
+    port::{Percentiles, RunStatsGroup, RunStatsQuery},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
@@ -35,7 +35,7 @@ pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb:
         ));
     }
     let input = messages_from_proto("run.input", run.input)?;
-    let new = NewRun {
+    let spec = RunSpec {
         autonomy: autonomy_from_proto(run.autonomy_level)?,
         timeout: match &run.timeout {
             Some(d) => duration("run.timeout", d, 1000, 365 * DAY)?,
@@ -50,8 +50,8 @@ pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb:
             None => DAY,
         },
         input,
-        session,
     };
+    let new = NewRun { session, spec };
     Ok(run_to_proto(ctx.store.create_run(&m, new).await?))
 }
 
@@ -90,8 +90,7 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
             _ => return Err(bad("unsupported term")),
         }
     }
-    filter.after_time = times.after;
-    filter.before_time = times.before;
+    filter.created = times.into();
     Ok(filter)
 }
 
@@ -104,7 +103,7 @@ pub async fn list_runs(ctx: &Call<'_>, req: pb::ListRunsRequest) -> Result<pb::L
         }
     };
     ctx.caller.check(&project.workspace, Action::Read)?;
-    let filter = run_filter(&ctx.caller, &project, &req.filter)?;
+    let mut filter = run_filter(&ctx.caller, &project, &req.filter)?;
     if let Some(session) = &session {
         // A missing session is NOT_FOUND, not an empty list.
         ctx.store
@@ -115,12 +114,10 @@ pub async fn list_runs(ctx: &Call<'_>, req: pb::ListRunsRequest) -> Result<pb::L
             })
             .await?;
     }
+    filter.session = session;
     let scope = format!("ListRuns {} {}", req.parent, req.filter);
     let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx
-        .store
-        .list_runs(&project, session.as_deref(), &filter, &page)
-        .await?;
+    let listed = ctx.store.list_runs(&project, &filter, &page).await?;
     Ok(ctx.respond(&scope, listed, run_to_proto))
 }
 
@@ -138,13 +135,14 @@ pub async fn decide_approval(ctx: &Call<'_>, req: pb::DecideApprovalRequest) -> 
     if req.approval_id.is_empty() {
         return Err(Error::invalid("approval_id", "required"));
     }
-    let decision = decision_from_proto(req.decision)?;
-    let comment = convert::text("comment", req.comment.clone())?;
+    let verdict = ApprovalDecision {
+        approval_id: req.approval_id.clone(),
+        decision: decision_from_proto(req.decision)?,
+        comment: convert::text("comment", req.comment.clone())?,
+    };
     let m = ctx.mutation_of(&name, &req)?;
     Ok(run_to_proto(
-        ctx.store
-            .decide_approval(&m, &name, &req.approval_id, decision, &comment)
-            .await?,
+        ctx.store.decide_approval(&m, &name, &verdict).await?,
     ))
 }
 
@@ -205,7 +203,14 @@ pub async fn get_run_stats(
     }
     let (total, agents) = ctx
         .store
-        .run_stats(&project, start, end, req.group_by_agent)
+        .run_stats(
+            &project,
+            RunStatsQuery {
+                start,
+                end,
+                by_agent: req.group_by_agent,
+            },
+        )
         .await?;
     let total = stats_to_proto(String::new(), total);
     let by_agent = agents

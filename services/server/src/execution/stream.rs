@@ -58,9 +58,7 @@ pub async fn stream_run_events(
     tokio::spawn(async move {
         loop {
             let read = async {
-                let read = ctx
-                    .store
-                    .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+                let read = ctx.store.run_events_after(&name, cursor, BATCH);
                 // Its project or workspace was deleted: say which run is gone.
                 read.await.map_err(|error| match error {
                     Error::NotFound { .. } => Error::not_found(full_name.clone()),

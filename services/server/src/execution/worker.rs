@@ -13,8 +13,8 @@ use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
-    port::{Claim, Subscription},
-    run::{EventInput, Lease, PlanStep, RunStatus},
+    port::{Claim, ClaimRequest, Subscription},
+    run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
@@ -166,9 +166,12 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
     let changes = ctx.feed.subscribe(queues);
     loop {
         // A claim dropped by shutdown (or by the client leaving) goes back to the queue.
-        let claimed = ctx
-            .store
-            .claim_run(&workspace.workspace, &agents, &identity, lease_duration);
+        let claimed = ctx.store.claim_run(ClaimRequest {
+            workspace: &workspace.workspace,
+            agents: &agents,
+            worker: &identity,
+            lease_duration,
+        });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {
             return Ok(pb::PollTaskResponse::default());
         };
@@ -363,10 +366,13 @@ pub async fn complete_task(ctx: &Call<'_>, req: pb::CompleteTaskRequest) -> Resu
         agentry_core::run::StopReason::Unspecified => agentry_core::run::StopReason::EndTurn,
         other => other,
     };
-    let run = ctx
-        .store
-        .complete_task(&m, &lease, events, output, usage, stop)
-        .await?;
+    let done = TaskCompletion {
+        events,
+        output,
+        usage,
+        stop_reason: stop,
+    };
+    let run = ctx.store.complete_task(&m, &lease, done).await?;
     Ok(run_to_proto(run))
 }
 
@@ -379,10 +385,12 @@ pub async fn fail_task(ctx: &Call<'_>, req: pb::FailTaskRequest) -> Result<pb::R
         .as_ref()
         .map(|d| duration("next_retry_delay", d, 0, 7 * 86_400 * SECOND))
         .transpose()?;
-    let run = ctx
-        .store
-        .fail_task(&m, &lease, error, req.retryable, delay)
-        .await?;
+    let failure = TaskFailure {
+        error,
+        retryable: req.retryable,
+        next_retry_delay: delay,
+    };
+    let run = ctx.store.fail_task(&m, &lease, failure).await?;
     debug_assert!(run.status != RunStatus::Running);
     Ok(run_to_proto(run))
 }

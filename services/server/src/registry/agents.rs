@@ -5,6 +5,7 @@ use agentry_core::{
     agent::{AgentPatch, NewAgent},
     model::{Agent, AgentSpec, Tool, ToolRisk},
     names::{AgentName, WorkspaceName},
+    port::DeleteGuard,
 };
 use agentry_proto::v1 as pb;
 use serde_json::Value;
@@ -210,7 +211,14 @@ pub async fn delete_agent(ctx: &Call<'_>, req: pb::DeleteAgentRequest) -> Result
     let name: AgentName = ctx.authorize("name", &req.name, Action::Develop)?;
     let m = ctx.mutation_of(&name, &req)?;
     ctx.store
-        .delete_agent(&m, &name, req.force, &req.etag)
+        .delete_agent(
+            &m,
+            &name,
+            &DeleteGuard {
+                force: req.force,
+                etag: req.etag,
+            },
+        )
         .await
 }
 

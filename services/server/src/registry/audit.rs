@@ -49,8 +49,7 @@ fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
             _ => return Err(bad("unsupported term")),
         }
     }
-    filter.after_time = times.after;
-    filter.before_time = times.before;
+    filter.created = times.into();
     Ok(filter)
 }
 

@@ -2,7 +2,7 @@
 
 use agentry_core::{
     Error, Result,
-    instance::{InstanceFilter, InstancePatch, NewInstance},
+    instance::{InstanceFilter, InstancePatch, NewInstance, StatusChange},
     model::Instance,
     names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
@@ -239,8 +239,10 @@ pub async fn set_instance_status(
     }
     let message = convert::text("status_message", req.status_message.clone())?;
     let m = ctx.mutation_of(&name, &req)?;
+    let etag = req.etag.clone();
+    let change = StatusChange { to, message, etag };
     ctx.store
-        .set_instance_status(&m, &name, to, &message, &req.etag)
+        .set_instance_status(&m, &name, change)
         .await
         .map(to_proto)
 }

@@ -4,7 +4,7 @@ use agentry_core::{
     Result,
     model::Project,
     names::{ProjectName, WorkspaceName},
-    port::{NewProject, ProjectPatch},
+    port::{DeleteGuard, NewProject, ProjectPatch},
 };
 use agentry_proto::v1 as pb;
 
@@ -83,6 +83,13 @@ pub async fn delete_project(ctx: &Call<'_>, req: pb::DeleteProjectRequest) -> Re
     let name: ProjectName = ctx.authorize("name", &req.name, Action::ManageProjects)?;
     let m = ctx.mutation_of(&name, &req)?;
     ctx.store
-        .delete_project(&m, &name, req.force, &req.etag)
+        .delete_project(
+            &m,
+            &name,
+            &DeleteGuard {
+                force: req.force,
+                etag: req.etag,
+            },
+        )
         .await
 }

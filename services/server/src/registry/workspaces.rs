@@ -4,7 +4,7 @@ use agentry_core::{
     Error, Result,
     model::{Quotas, QuotasPatch, Workspace},
     names::{WorkspaceName, validate_slug},
-    port::{NewWorkspace, WorkspacePatch},
+    port::{DeleteGuard, NewWorkspace, WorkspacePatch},
 };
 use agentry_proto::v1 as pb;
 
@@ -159,7 +159,14 @@ pub async fn delete_workspace(ctx: &Call<'_>, req: pb::DeleteWorkspaceRequest) -
     let name: WorkspaceName = ctx.authorize("name", &req.name, Action::Operate)?;
     let m = ctx.mutation_of(&name, &req)?;
     ctx.store
-        .delete_workspace(&m, &name.workspace, req.force, &req.etag)
+        .delete_workspace(
+            &m,
+            &name.workspace,
+            &DeleteGuard {
+                force: req.force,
+                etag: req.etag,
+            },
+        )
         .await?;
     ctx.keys.forget_workspace(&name.workspace);
     Ok(())

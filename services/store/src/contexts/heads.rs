@@ -40,6 +40,21 @@ use tokio::sync::oneshot;
 
 use crate::db::{IDLE_BEFORE_PING, map_err};
 
+/// Runs `$sql`, one of the lookups below, with the workspace, project and context ids
+/// (one of each, or arrays of them) bound in that order: its rows, or the error.
+macro_rules! lookup {
+    ($conn:expr, $sql:expr, $workspace:expr, $project:expr, $context:expr) => {
+        bounded(
+            sqlx::query_as::<_, (i64, i64, i64, i64)>($sql)
+                .bind($workspace)
+                .bind($project)
+                .bind($context)
+                .fetch_all($conn),
+        )
+        .await
+    };
+}
+
 /// Lookups one statement answers at most.
 const MAX_BATCH: usize = 256;
 
@@ -164,14 +179,7 @@ impl HeadBatcher {
         };
         let mut heads = vec![None; keys.len()];
         let rows = if let [(workspace, project, context)] = keys.as_slice() {
-            bounded(
-                sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP_ONE)
-                    .bind(workspace)
-                    .bind(project)
-                    .bind(context)
-                    .fetch_all(&mut conn),
-            )
-            .await
+            lookup!(&mut conn, LOOKUP_ONE, workspace, project, context)
         } else {
             let mut workspaces = Vec::with_capacity(keys.len());
             let mut projects = Vec::with_capacity(keys.len());
@@ -181,14 +189,7 @@ impl HeadBatcher {
                 projects.push(p);
                 contexts.push(c);
             }
-            bounded(
-                sqlx::query_as::<_, (i64, i64, i64, i64)>(LOOKUP)
-                    .bind(workspaces)
-                    .bind(projects)
-                    .bind(contexts)
-                    .fetch_all(&mut conn),
-            )
-            .await
+            lookup!(&mut conn, LOOKUP, workspaces, projects, contexts)
         };
         // A connection that failed or timed out a statement is not trusted again.
         let rows = rows?;

@@ -15,7 +15,7 @@ mod versions;
 mod write;
 
 use agentry_core::{
-    Error, Result,
+    Result,
     model::{Context, Page},
     names::{ContextName, InstanceName, ProjectName},
     port::{ContextStore, NewContext},
@@ -36,10 +36,18 @@ use crate::{
     keyset_page,
     mutation::{Mutation, mutate, mutate_waking},
     projects::lock_project,
-    rows::{found, insert_row, labels, select_all, to_json},
+    rows::{ProjectKeyed, columns, decode, found, insert_row, labels, select_all, to_json, values},
     tables::{Contexts, Instances},
     workspaces::read_workspace,
 };
+
+columns!(
+    /// Every column of `contexts`, in the order rows decode and inserts bind.
+    COLUMNS: Contexts [
+        WorkspaceId, ProjectId, ContextId, Owner, Description, KeepLast, HeadVersion, FloorVersion,
+        Labels, CreateTime, UpdateTime
+    ]
+);
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ContextRow {
@@ -56,61 +64,34 @@ pub(crate) struct ContextRow {
     update_time: i64,
 }
 
-impl TryFrom<ContextRow> for Context {
-    type Error = Error;
-
-    fn try_from(row: ContextRow) -> Result<Self> {
-        Ok(Self {
-            labels: labels(&row.labels)?,
-            workspace: row.workspace_id,
-            project: row.project_id,
-            id: row.context_id,
-            owner: row.owner,
-            description: row.description,
-            keep_last: row.keep_last,
-            head_version: row.head_version,
-            floor_version: row.floor_version,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        })
-    }
-}
-
-/// Every column of `contexts`, in the order rows decode and inserts bind.
-const COLUMNS: [Contexts; 11] = [
-    Contexts::WorkspaceId,
-    Contexts::ProjectId,
-    Contexts::ContextId,
-    Contexts::Owner,
-    Contexts::Description,
-    Contexts::KeepLast,
-    Contexts::HeadVersion,
-    Contexts::FloorVersion,
-    Contexts::Labels,
-    Contexts::CreateTime,
-    Contexts::UpdateTime,
-];
-
-fn select() -> SelectStatement {
-    select_all(Contexts::Table, COLUMNS)
-}
+decode!(ContextRow => Context, |row| Ok(Self {
+    workspace: row.workspace_id,
+    project: row.project_id,
+    id: row.context_id,
+    owner: row.owner,
+    description: row.description,
+    keep_last: row.keep_last,
+    head_version: row.head_version,
+    floor_version: row.floor_version,
+    create_time: row.create_time,
+    update_time: row.update_time,
+    labels: labels(&row.labels)?,
+}));
 
 /// The row of context `name`.
 pub(crate) fn context_row(name: &ContextName) -> Condition {
     Condition::all()
-        .add(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
-        .add(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
+        .add(Contexts::in_project(name))
         .add(Expr::col(Contexts::ContextId).eq(name.context.as_str()))
 }
 
 pub(crate) fn where_context<T: sea_query::ConditionalStatement>(stmt: &mut T, name: &ContextName) {
-    stmt.and_where(Expr::col(Contexts::WorkspaceId).eq(name.workspace.as_str()))
-        .and_where(Expr::col(Contexts::ProjectId).eq(name.project.as_str()))
+    stmt.cond_where(Contexts::in_project(name))
         .and_where(Expr::col(Contexts::ContextId).eq(name.context.as_str()));
 }
 
 fn by_name(name: &ContextName) -> SelectStatement {
-    let mut stmt = select();
+    let mut stmt = select_all(Contexts::Table, COLUMNS);
     where_context(&mut stmt, name);
     stmt
 }
@@ -157,18 +138,18 @@ impl ContextStore for Store {
             let insert = insert_row(
                 Contexts::Table,
                 COLUMNS,
-                [
-                    context.workspace.clone().into(),
-                    context.project.clone().into(),
-                    context.id.clone().into(),
-                    context.owner.clone().into(),
-                    context.description.clone().into(),
-                    context.keep_last.into(),
-                    0i64.into(),
-                    1i64.into(),
-                    to_json(&context.labels).into(),
-                    now.into(),
-                    now.into(),
+                values![
+                    context.workspace,
+                    context.project,
+                    context.id,
+                    context.owner,
+                    context.description,
+                    context.keep_last,
+                    0i64,
+                    1i64,
+                    to_json(&context.labels),
+                    now,
+                    now,
                 ],
             );
             tx.insert(&insert, &m.resource).await?;
@@ -209,9 +190,8 @@ impl ContextStore for Store {
         owner: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<Context>> {
-        let mut stmt = select()
-            .and_where(Expr::col(Contexts::WorkspaceId).eq(project.workspace.as_str()))
-            .and_where(Expr::col(Contexts::ProjectId).eq(project.project.as_str()))
+        let mut stmt = select_all(Contexts::Table, COLUMNS)
+            .cond_where(Contexts::in_project(project))
             .to_owned();
         if let Some(owner) = owner {
             stmt.and_where(Expr::col(Contexts::Owner).eq(owner));

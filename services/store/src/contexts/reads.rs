@@ -4,7 +4,7 @@ use agentry_core::{
     Error, Result,
     model::{ContextVersion, Page},
     names::ContextName,
-    port::{ContextHead, ContextReads, ContextStore, VersionFilter},
+    port::{ContextHead, ContextReads, ContextStore, VersionFilter, VersionsAfter},
     time::Micros,
 };
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     PageRequest, Store, paginate,
+    rows::within,
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
 
@@ -94,11 +95,10 @@ impl ContextReads for Store {
         &self,
         name: &ContextName,
         filter: &VersionFilter,
-        full: bool,
         page: &PageRequest,
     ) -> Result<Page<ContextVersion>> {
         self.get_context(name).await?;
-        let mut stmt = select_versions(name, full);
+        let mut stmt = select_versions(name, filter.full);
         let col = |c| Expr::col((ContextVersions::Table, c));
         if let Some(author) = &filter.author {
             stmt.and_where(col(ContextVersions::Author).eq(author.as_str()));
@@ -106,12 +106,8 @@ impl ContextReads for Store {
         if let Some(op) = filter.op {
             stmt.and_where(col(ContextVersions::Op).eq(op.as_str()));
         }
-        if let Some(t) = filter.after_time {
-            stmt.and_where(col(ContextVersions::CreateTime).gt(t));
-        }
-        if let Some(t) = filter.before_time {
-            stmt.and_where(col(ContextVersions::CreateTime).lt(t));
-        }
+        let created = (ContextVersions::Table, ContextVersions::CreateTime);
+        within(&mut stmt, created, filter.created);
         if let Some(after) = &page.after {
             let after: i64 = after
                 .parse()
@@ -134,10 +130,9 @@ impl ContextReads for Store {
     async fn context_versions_after(
         &self,
         name: &ContextName,
-        after: i64,
-        limit: u64,
-        full: bool,
+        batch: VersionsAfter,
     ) -> Result<Vec<ContextVersion>> {
+        let VersionsAfter { after, limit, full } = batch;
         let stmt = select_versions(name, full)
             .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
             .order_by(

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::where_context;
 use crate::{
     db::Tx,
-    rows::{insert_row, json},
+    rows::{ProjectKeyed, columns, decode, insert_row, json, values},
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
 
@@ -44,25 +44,19 @@ pub(super) struct VersionRow {
     data: Option<String>,
 }
 
-impl TryFrom<VersionRow> for ContextVersion {
-    type Error = Error;
-
-    fn try_from(row: VersionRow) -> Result<Self> {
-        Ok(Self {
-            op: ContextOp::parse(&row.op)
-                .ok_or_else(|| Error::internal(format!("unknown context op {:?}", row.op)))?,
-            data: row.data.as_deref().map(|d| json("data", d)).transpose()?,
-            version: row.version,
-            rollback_of: row.rollback_of,
-            sha256: row.sha256,
-            size_bytes: row.size_bytes,
-            author: row.author,
-            description: row.description,
-            request_id: row.request_id,
-            create_time: row.create_time,
-        })
-    }
-}
+decode!(VersionRow => ContextVersion, |row| Ok(Self {
+    op: ContextOp::parse(&row.op)
+        .ok_or_else(|| Error::internal(format!("unknown context op {:?}", row.op)))?,
+    version: row.version,
+    rollback_of: row.rollback_of,
+    sha256: row.sha256,
+    size_bytes: row.size_bytes,
+    author: row.author,
+    description: row.description,
+    request_id: row.request_id,
+    create_time: row.create_time,
+    data: row.data.as_deref().map(|d| json("data", d)).transpose()?,
+}));
 
 pub(crate) fn where_versions<T: sea_query::ConditionalStatement>(stmt: &mut T, name: &ContextName) {
     stmt.and_where(
@@ -293,16 +287,9 @@ async fn store_blob(
 ) -> Result<()> {
     let blob = insert_row(
         ContextBlobs::Table,
-        [
-            ContextBlobs::WorkspaceId,
-            ContextBlobs::ProjectId,
-            ContextBlobs::ContextId,
-            ContextBlobs::Sha256,
-            ContextBlobs::Data,
-            ContextBlobs::SizeBytes,
-            ContextBlobs::Refs,
-            ContextBlobs::CreateTime,
-        ],
+        columns!(ContextBlobs [
+            WorkspaceId, ProjectId, ContextId, Sha256, Data, SizeBytes, Refs, CreateTime
+        ]),
         [
             name.workspace.clone().into(),
             name.project.clone().into(),
@@ -336,33 +323,23 @@ async fn store_blob(
 async fn insert_version(tx: &mut Tx, name: &ContextName, version: &ContextVersion) -> Result<()> {
     let insert = insert_row(
         ContextVersions::Table,
-        [
-            ContextVersions::WorkspaceId,
-            ContextVersions::ProjectId,
-            ContextVersions::ContextId,
-            ContextVersions::Version,
-            ContextVersions::Op,
-            ContextVersions::RollbackOf,
-            ContextVersions::Sha256,
-            ContextVersions::SizeBytes,
-            ContextVersions::Author,
-            ContextVersions::Description,
-            ContextVersions::RequestId,
-            ContextVersions::CreateTime,
-        ],
-        [
-            name.workspace.clone().into(),
-            name.project.clone().into(),
-            name.context.clone().into(),
-            version.version.into(),
-            version.op.as_str().into(),
-            version.rollback_of.into(),
-            version.sha256.clone().into(),
-            version.size_bytes.into(),
-            version.author.clone().into(),
-            version.description.clone().into(),
-            version.request_id.clone().into(),
-            version.create_time.into(),
+        columns!(ContextVersions [
+            WorkspaceId, ProjectId, ContextId, Version, Op, RollbackOf, Sha256, SizeBytes, Author,
+            Description, RequestId, CreateTime
+        ]),
+        values![
+            name.workspace,
+            name.project,
+            name.context,
+            version.version,
+            version.op.as_str(),
+            version.rollback_of,
+            version.sha256,
+            version.size_bytes,
+            version.author,
+            version.description,
+            version.request_id,
+            version.create_time,
         ],
     );
     tx.execute(&insert).await?;
@@ -431,8 +408,7 @@ async fn release_blobs(tx: &mut Tx, name: &ContextName, released: Vec<BlobUse>) 
 /// The blobs of one context.
 fn of_context(name: &ContextName) -> Condition {
     Cond::all()
-        .add(Expr::col(ContextBlobs::WorkspaceId).eq(name.workspace.as_str()))
-        .add(Expr::col(ContextBlobs::ProjectId).eq(name.project.as_str()))
+        .add(ContextBlobs::in_project(name))
         .add(Expr::col(ContextBlobs::ContextId).eq(name.context.as_str()))
 }
 
@@ -449,8 +425,7 @@ pub(crate) async fn delete_blobs(tx: &mut Tx, name: &ContextName) -> Result<()> 
 pub(crate) async fn delete_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
     let delete = Query::delete()
         .from_table(ContextBlobs::Table)
-        .and_where(Expr::col(ContextBlobs::WorkspaceId).eq(project.workspace.as_str()))
-        .and_where(Expr::col(ContextBlobs::ProjectId).eq(project.project.as_str()))
+        .cond_where(ContextBlobs::in_project(project))
         .to_owned();
     tx.execute(&delete).await.map(drop)
 }

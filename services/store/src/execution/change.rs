@@ -279,7 +279,7 @@ pub(crate) async fn handoff(
         wakes.push(key);
     }
     if let Some(next) = next {
-        let input = next.input.clone();
+        let input = next.spec.input.clone();
         append_messages(tx, session, &next, &input, now).await?;
         save_run(tx, &next).await?;
     }

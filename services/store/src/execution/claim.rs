@@ -16,7 +16,7 @@ use std::time::Duration;
 use agentry_core::{
     Error, Result,
     names::InstanceName,
-    port::{Claim, ClaimRelease, ClaimStore, Release},
+    port::{Claim, ClaimRelease, ClaimRequest, ClaimStore, Release},
     run::{Lease, RunStatus, StopReason},
     time::{Micros, now_micros},
 };
@@ -118,13 +118,13 @@ pub(super) fn candidates(
 
 #[async_trait]
 impl ClaimStore for Store {
-    async fn claim_run(
-        &self,
-        workspace: &str,
-        agents: &[String],
-        worker: &str,
-        lease_duration: Micros,
-    ) -> Result<Option<Claim>> {
+    async fn claim_run(&self, claim: ClaimRequest<'_>) -> Result<Option<Claim>> {
+        let ClaimRequest {
+            workspace,
+            agents,
+            worker,
+            lease_duration,
+        } = claim;
         let now = now_micros();
         // A cheap look without locks first: idle pollers woken for other agents' runs
         // leave without a transaction.

@@ -28,27 +28,8 @@ pub(crate) mod slots;
 mod stats;
 mod worker;
 
-use agentry_core::{
-    model::Labels,
-    run::{AutonomyLevel, ContextBinding, MessageBody, MultitaskStrategy, RetryPolicy},
-    time::Micros,
-};
-use serde::{Deserialize, Serialize};
-
 // The commands are core's; re-exported for the store's callers.
+pub(crate) use agentry_core::run::RunSpec;
 pub use agentry_core::run::{EventInput, NewRun, NewSession, RunFilter};
 
 pub(crate) use crate::feed::Wakes;
-
-/// What CreateRun fixes for the life of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RunSpec {
-    pub autonomy: AutonomyLevel,
-    pub timeout: Micros,
-    pub retry_policy: RetryPolicy,
-    pub strategy: MultitaskStrategy,
-    pub input: Vec<MessageBody>,
-    pub contexts: Vec<ContextBinding>,
-    pub labels: Labels,
-    pub approval_timeout: Micros,
-}

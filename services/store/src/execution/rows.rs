@@ -16,7 +16,9 @@ use super::{
 };
 use crate::{
     db::Tx,
-    rows::{found, insert_row, insert_rows, json, labels, select_all, to_json},
+    rows::{
+        columns, decode, found, insert_row, insert_rows, json, labels, select_all, to_json, values,
+    },
     tables::{Messages, RunEvents, Runs, Sessions},
 };
 
@@ -34,48 +36,30 @@ pub(crate) struct SessionRow {
     update_time: i64,
 }
 
-impl TryFrom<SessionRow> for Session {
-    type Error = Error;
+decode!(SessionRow => Session, |row| Ok(Self {
+    workspace: row.workspace_id,
+    project: row.project_id,
+    id: row.session_id,
+    instance: row.instance_id,
+    description: row.description,
+    active_run: row.active_run,
+    message_count: row.message_count,
+    create_time: row.create_time,
+    update_time: row.update_time,
+    labels: labels(&row.labels)?,
+}));
 
-    fn try_from(row: SessionRow) -> Result<Self> {
-        Ok(Self {
-            labels: labels(&row.labels)?,
-            workspace: row.workspace_id,
-            project: row.project_id,
-            id: row.session_id,
-            instance: row.instance_id,
-            description: row.description,
-            active_run: row.active_run,
-            message_count: row.message_count,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        })
-    }
-}
+columns!(
+    /// The columns of `messages` that a [`MessageRow`] decodes, in its order.
+    pub(crate) MESSAGE_COLUMNS: Messages [
+        Sequence, Role, Content, ToolCall, RunId, Superseded, CreateTime
+    ]
+);
 
-/// The columns of `messages` that a [`MessageRow`] decodes, in its order.
-pub(crate) const MESSAGE_COLUMNS: [Messages; 7] = [
-    Messages::Sequence,
-    Messages::Role,
-    Messages::Content,
-    Messages::ToolCall,
-    Messages::RunId,
-    Messages::Superseded,
-    Messages::CreateTime,
-];
-
-pub(crate) const SESSION_COLUMNS: [Sessions; 10] = [
-    Sessions::WorkspaceId,
-    Sessions::ProjectId,
-    Sessions::SessionId,
-    Sessions::InstanceId,
-    Sessions::Description,
-    Sessions::Labels,
-    Sessions::ActiveRun,
-    Sessions::MessageCount,
-    Sessions::CreateTime,
-    Sessions::UpdateTime,
-];
+columns!(pub(crate) SESSION_COLUMNS: Sessions [
+    WorkspaceId, ProjectId, SessionId, InstanceId, Description, Labels, ActiveRun, MessageCount,
+    CreateTime, UpdateTime
+]);
 
 /// The row of session `name`.
 pub(crate) fn session_key(name: &SessionName) -> Condition {
@@ -144,38 +128,12 @@ pub(crate) struct RunRow {
     update_time: i64,
 }
 
-pub(crate) const RUN_COLUMNS: [Runs; 30] = [
-    Runs::WorkspaceId,
-    Runs::RunId,
-    Runs::ProjectId,
-    Runs::SessionId,
-    Runs::InstanceId,
-    Runs::AgentId,
-    Runs::AgentRevision,
-    Runs::Status,
-    Runs::StopReason,
-    Runs::Ready,
-    Runs::Spec,
-    Runs::Attempt,
-    Runs::Error,
-    Runs::InputTokens,
-    Runs::OutputTokens,
-    Runs::CostUsd,
-    Runs::LastSequence,
-    Runs::CancelRequested,
-    Runs::Supersede,
-    Runs::Approval,
-    Runs::Output,
-    Runs::NextAttemptTime,
-    Runs::LeaseEpoch,
-    Runs::LeaseExpireTime,
-    Runs::LeaseDuration,
-    Runs::Worker,
-    Runs::CreateTime,
-    Runs::StartTime,
-    Runs::EndTime,
-    Runs::UpdateTime,
-];
+columns!(pub(crate) RUN_COLUMNS: Runs [
+    WorkspaceId, RunId, ProjectId, SessionId, InstanceId, AgentId, AgentRevision, Status,
+    StopReason, Ready, Spec, Attempt, Error, InputTokens, OutputTokens, CostUsd, LastSequence,
+    CancelRequested, Supersede, Approval, Output, NextAttemptTime, LeaseEpoch, LeaseExpireTime,
+    LeaseDuration, Worker, CreateTime, StartTime, EndTime, UpdateTime
+]);
 
 fn optional_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<Option<T>> {
     if text.is_empty() {
@@ -185,75 +143,50 @@ fn optional_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Re
     }
 }
 
-impl TryFrom<RunRow> for Run {
-    type Error = Error;
-
-    fn try_from(row: RunRow) -> Result<Self> {
-        let spec: RunSpec = record("spec", &row.spec)?;
-        let status = RunStatus::parse(&row.status)
-            .ok_or_else(|| Error::internal(format!("unknown run status {:?}", row.status)))?;
-        let stop_reason = StopReason::parse(&row.stop_reason)
-            .ok_or_else(|| Error::internal(format!("unknown stop reason {:?}", row.stop_reason)))?;
-        Ok(Self {
-            error: optional_json("error", &row.error)?,
-            approval: optional_record("approval", &row.approval)?,
-            output: if row.output.is_empty() {
-                Vec::new()
-            } else {
-                json("output", &row.output)?
-            },
-            workspace: row.workspace_id,
-            project: row.project_id,
-            session: row.session_id,
-            id: row.run_id,
-            instance: row.instance_id,
-            agent: row.agent_id,
-            agent_revision: row.agent_revision,
-            status,
-            stop_reason,
-            autonomy: spec.autonomy,
-            timeout: spec.timeout,
-            retry_policy: spec.retry_policy,
-            strategy: spec.strategy,
-            input: spec.input,
-            contexts: spec.contexts,
-            attempt: row.attempt,
-            usage: Usage {
-                input_tokens: row.input_tokens,
-                output_tokens: row.output_tokens,
-                cost_usd: row.cost_usd,
-            },
-            last_sequence: row.last_sequence,
-            cancel_requested: row.cancel_requested != 0,
-            approval_timeout: spec.approval_timeout,
-            next_attempt_time: row.next_attempt_time,
-            labels: spec.labels,
-            create_time: row.create_time,
-            start_time: row.start_time,
-            end_time: row.end_time,
-            update_time: row.update_time,
-            lease_epoch: row.lease_epoch,
-            lease_expire_time: row.lease_expire_time,
-            lease_duration: row.lease_duration,
-            worker: row.worker,
-            ready: row.ready != 0,
-            supersede: row.supersede != 0,
-        })
-    }
-}
-
-pub(crate) fn spec_of(run: &Run) -> RunSpec {
-    RunSpec {
-        autonomy: run.autonomy,
-        timeout: run.timeout,
-        retry_policy: run.retry_policy.clone(),
-        strategy: run.strategy,
-        input: run.input.clone(),
-        contexts: run.contexts.clone(),
-        labels: run.labels.clone(),
-        approval_timeout: run.approval_timeout,
-    }
-}
+decode!(RunRow => Run, |row| {
+    let status = RunStatus::parse(&row.status)
+        .ok_or_else(|| Error::internal(format!("unknown run status {:?}", row.status)))?;
+    let stop_reason = StopReason::parse(&row.stop_reason)
+        .ok_or_else(|| Error::internal(format!("unknown stop reason {:?}", row.stop_reason)))?;
+    Ok(Self {
+        error: optional_json("error", &row.error)?,
+        approval: optional_record("approval", &row.approval)?,
+        output: if row.output.is_empty() {
+            Vec::new()
+        } else {
+            json("output", &row.output)?
+        },
+        workspace: row.workspace_id,
+        project: row.project_id,
+        session: row.session_id,
+        id: row.run_id,
+        instance: row.instance_id,
+        agent: row.agent_id,
+        agent_revision: row.agent_revision,
+        status,
+        stop_reason,
+        spec: record::<RunSpec>("spec", &row.spec)?,
+        attempt: row.attempt,
+        usage: Usage {
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cost_usd: row.cost_usd,
+        },
+        last_sequence: row.last_sequence,
+        cancel_requested: row.cancel_requested != 0,
+        next_attempt_time: row.next_attempt_time,
+        create_time: row.create_time,
+        start_time: row.start_time,
+        end_time: row.end_time,
+        update_time: row.update_time,
+        lease_epoch: row.lease_epoch,
+        lease_expire_time: row.lease_expire_time,
+        lease_duration: row.lease_duration,
+        worker: row.worker,
+        ready: row.ready != 0,
+        supersede: row.supersede != 0,
+    })
+});
 
 pub(crate) fn select_runs() -> SelectStatement {
     select_all(Runs::Table, RUN_COLUMNS)
@@ -359,39 +292,39 @@ pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
         RUN_COLUMNS
             .into_iter()
             .chain([Runs::ApprovalExpireTime, Runs::Deadline]),
-        [
-            run.workspace.clone().into(),
-            run.id.clone().into(),
-            run.project.clone().into(),
-            run.session.clone().into(),
-            run.instance.clone().into(),
-            run.agent.clone().into(),
-            run.agent_revision.into(),
-            run.status.as_str().into(),
-            run.stop_reason.as_str().into(),
-            i32::from(run.ready).into(),
-            to_record(&spec_of(run)).into(),
-            run.attempt.into(),
-            String::new().into(),
-            0i64.into(),
-            0i64.into(),
-            0f64.into(),
-            run.last_sequence.into(),
-            0i32.into(),
-            i32::from(run.supersede).into(),
-            String::new().into(),
-            String::new().into(),
-            run.next_attempt_time.into(),
-            0i64.into(),
-            None::<i64>.into(),
-            0i64.into(),
-            String::new().into(),
-            run.create_time.into(),
-            None::<i64>.into(),
-            None::<i64>.into(),
-            run.update_time.into(),
-            None::<i64>.into(),
-            deadline_of(run).into(),
+        values![
+            run.workspace,
+            run.id,
+            run.project,
+            run.session,
+            run.instance,
+            run.agent,
+            run.agent_revision,
+            run.status.as_str(),
+            run.stop_reason.as_str(),
+            i32::from(run.ready),
+            to_record(&run.spec),
+            run.attempt,
+            String::new(),
+            0i64,
+            0i64,
+            0f64,
+            run.last_sequence,
+            0i32,
+            i32::from(run.supersede),
+            String::new(),
+            String::new(),
+            run.next_attempt_time,
+            0i64,
+            None::<i64>,
+            0i64,
+            String::new(),
+            run.create_time,
+            None::<i64>,
+            None::<i64>,
+            run.update_time,
+            None::<i64>,
+            deadline_of(run),
         ],
     );
     tx.execute(&stmt).await?;
@@ -435,18 +368,12 @@ pub(crate) struct EventRow {
     create_time: i64,
 }
 
-impl TryFrom<EventRow> for RunEvent {
-    type Error = Error;
-
-    fn try_from(row: EventRow) -> Result<Self> {
-        Ok(Self {
-            sequence: row.sequence,
-            attempt: row.attempt,
-            body: record("body", &row.body)?,
-            create_time: row.create_time,
-        })
-    }
-}
+decode!(EventRow => RunEvent, |row| Ok(Self {
+    sequence: row.sequence,
+    attempt: row.attempt,
+    create_time: row.create_time,
+    body: record("body", &row.body)?,
+}));
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MessageRow {
@@ -459,24 +386,18 @@ pub(crate) struct MessageRow {
     create_time: i64,
 }
 
-impl TryFrom<MessageRow> for Message {
-    type Error = Error;
-
-    fn try_from(row: MessageRow) -> Result<Self> {
-        Ok(Self {
-            sequence: row.sequence,
-            body: MessageBody {
-                role: MessageRole::parse(&row.role)
-                    .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?,
-                content: row.content,
-                tool_call: optional_json("tool_call", &row.tool_call)?,
-            },
-            run: row.run_id,
-            superseded: row.superseded != 0,
-            create_time: row.create_time,
-        })
-    }
-}
+decode!(MessageRow => Message, |row| Ok(Self {
+    sequence: row.sequence,
+    body: MessageBody {
+        role: MessageRole::parse(&row.role)
+            .ok_or_else(|| Error::internal(format!("unknown role {:?}", row.role)))?,
+        content: row.content,
+        tool_call: optional_json("tool_call", &row.tool_call)?,
+    },
+    run: row.run_id,
+    superseded: row.superseded != 0,
+    create_time: row.create_time,
+}));
 
 /// Reads the events of a run after `after`, oldest first.
 pub(crate) fn events_after(workspace: &str, run: &str, after: i64, limit: u64) -> SelectStatement {

@@ -7,8 +7,8 @@ use agentry_core::{
     names::{ContextName, InstanceName, ProjectName, RunName},
     port::RunStore,
     run::{
-        Admission, Cancel, Decision, NewRun, Run, RunChange, RunEvent, RunFilter, Session, admit,
-        check_takes_work, interrupt_order,
+        Admission, ApprovalDecision, Cancel, NewRun, Run, RunChange, RunEvent, RunFilter, Session,
+        admit, check_takes_work, interrupt_order,
     },
     time::{Micros, now_micros},
 };
@@ -31,7 +31,7 @@ use crate::{
     fetch_page,
     instances::read_instance,
     mutation::{Mutation, mutate_announcing},
-    rows::{decode_all, found},
+    rows::{ProjectKeyed, decode_all, found, within},
     tables::{Contexts, Messages, Runs},
 };
 
@@ -80,7 +80,7 @@ async fn interrupt(
 
 /// CreateRun's references: each bound context must exist in the session's project.
 async fn check_contexts(tx: &mut Tx, session: &Session, new: &NewRun) -> Result<()> {
-    for binding in &new.contexts {
+    for binding in &new.spec.contexts {
         let name = ContextName::new(&session.workspace, &session.project, &binding.context);
         tx.must_exist(Contexts::Table, context_row(&name), &name)
             .await?;
@@ -99,7 +99,7 @@ impl RunStore for Store {
             let instance = read_instance(tx, &instance_name).await?;
             check_takes_work(&instance)?;
             check_contexts(tx, &session, &new).await?;
-            if let Admission::Interrupt { rollback } = admit(new.strategy, &session)? {
+            if let Admission::Interrupt { rollback } = admit(new.spec.strategy, &session)? {
                 interrupt(tx, &mut session, rollback, &mut wakes, now).await?;
             }
             let id = uuid::Uuid::now_v7().to_string();
@@ -120,16 +120,14 @@ impl RunStore for Store {
     async fn list_runs(
         &self,
         project: &ProjectName,
-        session: Option<&str>,
         filter: &RunFilter,
         page: &PageRequest,
     ) -> Result<Page<Run>> {
         let mut stmt = select_runs()
-            .and_where(Expr::col(Runs::WorkspaceId).eq(project.workspace.as_str()))
-            .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()))
+            .cond_where(Runs::in_project(project))
             .to_owned();
-        if let Some(session) = session {
-            stmt.and_where(Expr::col(Runs::SessionId).eq(session));
+        if let Some(session) = &filter.session {
+            stmt.and_where(Expr::col(Runs::SessionId).eq(session.as_str()));
         }
         if let Some(status) = filter.status {
             stmt.and_where(Expr::col(Runs::Status).eq(status.as_str()));
@@ -140,12 +138,7 @@ impl RunStore for Store {
         if let Some(instance) = &filter.instance {
             stmt.and_where(Expr::col(Runs::InstanceId).eq(instance.as_str()));
         }
-        if let Some(after) = filter.after_time {
-            stmt.and_where(Expr::col(Runs::CreateTime).gt(after));
-        }
-        if let Some(before) = filter.before_time {
-            stmt.and_where(Expr::col(Runs::CreateTime).lt(before));
-        }
+        within(&mut stmt, Runs::CreateTime, filter.created);
         if let Some(after) = &page.after {
             let (time, id) = parse_time_cursor(after)?;
             stmt.and_where(before_cursor(Runs::CreateTime, Runs::RunId, time, id));
@@ -178,15 +171,18 @@ impl RunStore for Store {
         &self,
         m: &Mutation,
         name: &RunName,
-        approval_id: &str,
-        decision: Decision,
-        comment: &str,
+        verdict: &ApprovalDecision,
     ) -> Result<Run> {
+        let ApprovalDecision {
+            approval_id,
+            decision,
+            comment,
+        } = verdict;
         mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, None, now);
-            change.decide(name, approval_id, decision, comment, &m.principal)?;
+            change.decide(name, approval_id, *decision, comment, &m.principal)?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
         })
@@ -194,11 +190,11 @@ impl RunStore for Store {
 
     async fn run_events_after(
         &self,
-        workspace: &str,
-        run: &str,
+        name: &RunName,
         after: i64,
         limit: u64,
     ) -> Result<Vec<RunEvent>> {
+        let (workspace, run) = (name.workspace.as_str(), name.run.as_str());
         let rows: Vec<EventRow> = self
             .db
             .fetch_all(&events_after(workspace, run, after, limit))

@@ -19,7 +19,7 @@ use crate::{
     PageRequest, Store, fetch_page,
     instances::read_instance,
     mutation::{Mutation, mutate},
-    rows::{found, insert_row, select_all, to_json},
+    rows::{ProjectKeyed, found, insert_row, select_all, to_json, values},
     tables::{Messages, Sessions},
 };
 
@@ -62,17 +62,17 @@ impl SessionStore for Store {
             let insert = insert_row(
                 Sessions::Table,
                 SESSION_COLUMNS,
-                [
-                    session.workspace.clone().into(),
-                    session.project.clone().into(),
-                    session.id.clone().into(),
-                    session.instance.clone().into(),
-                    session.description.clone().into(),
-                    to_json(&session.labels).into(),
-                    String::new().into(),
-                    0i64.into(),
-                    now.into(),
-                    now.into(),
+                values![
+                    session.workspace,
+                    session.project,
+                    session.id,
+                    session.instance,
+                    session.description,
+                    to_json(&session.labels),
+                    String::new(),
+                    0i64,
+                    now,
+                    now,
                 ],
             );
             tx.insert(&insert, &m.resource).await?;
@@ -92,8 +92,7 @@ impl SessionStore for Store {
         page: &PageRequest,
     ) -> Result<Page<Session>> {
         let mut stmt = select_all(Sessions::Table, SESSION_COLUMNS)
-            .and_where(Expr::col(Sessions::WorkspaceId).eq(project.workspace.as_str()))
-            .and_where(Expr::col(Sessions::ProjectId).eq(project.project.as_str()))
+            .cond_where(Sessions::in_project(project))
             .to_owned();
         if let Some(instance) = instance {
             stmt.and_where(Expr::col(Sessions::InstanceId).eq(instance));
@@ -132,8 +131,7 @@ impl SessionStore for Store {
         // A missing session is NOT_FOUND, not an empty list.
         self.get_session(name).await?;
         let mut stmt = select_all(Messages::Table, MESSAGE_COLUMNS)
-            .and_where(Expr::col(Messages::WorkspaceId).eq(name.workspace.as_str()))
-            .and_where(Expr::col(Messages::ProjectId).eq(name.project.as_str()))
+            .cond_where(Messages::in_project(name))
             .and_where(Expr::col(Messages::SessionId).eq(name.session.as_str()))
             .to_owned();
         if !show_superseded {

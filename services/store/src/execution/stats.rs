@@ -17,14 +17,14 @@ use std::collections::BTreeMap;
 use agentry_core::{
     Result,
     names::ProjectName,
-    port::{RunStatsGroup, RunStatsStore},
+    port::{RunStatsGroup, RunStatsQuery, RunStatsStore},
     run::RunStatus,
     time::Micros,
 };
 use async_trait::async_trait;
 use sea_query::{Alias, Expr, Order, Query, SelectStatement};
 
-use crate::{Store, db::Backend, tables::Runs};
+use crate::{Store, db::Backend, rows::ProjectKeyed, tables::Runs};
 
 /// The quantiles GetRunStats reports.
 const QUANTILES: [f64; 3] = [0.50, 0.95, 0.99];
@@ -59,8 +59,7 @@ impl Measure {
 }
 
 fn in_window(stmt: &mut SelectStatement, project: &ProjectName, start: Micros, end: Micros) {
-    stmt.and_where(Expr::col(Runs::WorkspaceId).eq(project.workspace.as_str()))
-        .and_where(Expr::col(Runs::ProjectId).eq(project.project.as_str()))
+    stmt.cond_where(Runs::in_project(project))
         .and_where(Expr::col(Runs::CreateTime).gte(start))
         .and_where(Expr::col(Runs::CreateTime).lt(end));
 }
@@ -126,14 +125,9 @@ struct PercentileRow {
 }
 
 /// Postgres: every percentile of the total, or of each agent, in one statement.
-fn pg_percentiles(
-    project: &ProjectName,
-    start: Micros,
-    end: Micros,
-    by_agent: bool,
-) -> SelectStatement {
+fn pg_percentiles(w: &Window<'_>) -> SelectStatement {
     let mut stmt = Query::select();
-    if by_agent {
+    if w.grouped {
         stmt.column(Runs::AgentId).group_by_col(Runs::AgentId);
     } else {
         stmt.expr_as(Expr::cust("''"), Alias::new("agent_id"));
@@ -151,7 +145,7 @@ fn pg_percentiles(
         }
     }
     stmt.from(Runs::Table);
-    in_window(&mut stmt, project, start, end);
+    in_window(&mut stmt, w.project, w.start, w.end);
     stmt
 }
 
@@ -164,15 +158,9 @@ struct RankedRow {
 }
 
 /// SQLite: the values of `measure` at the quantiles' ranks, per agent or for the total.
-fn sqlite_ranked(
-    project: &ProjectName,
-    start: Micros,
-    end: Micros,
-    by_agent: bool,
-    measure: Measure,
-) -> SelectStatement {
+fn sqlite_ranked(w: &Window<'_>, measure: Measure) -> SelectStatement {
     let mut values = Query::select();
-    if by_agent {
+    if w.grouped {
         values.expr_as(Expr::col(Runs::AgentId), Alias::new("grp"));
     } else {
         values.expr_as(Expr::cust("''"), Alias::new("grp"));
@@ -181,7 +169,7 @@ fn sqlite_ranked(
         .expr_as(Expr::cust(measure.value()), Alias::new("value"))
         .from(Runs::Table)
         .and_where(Expr::cust(measure.present()));
-    in_window(&mut values, project, start, end);
+    in_window(&mut values, w.project, w.start, w.end);
     let ranked = Query::select()
         .columns([Alias::new("grp"), Alias::new("value")])
         .expr_as(
@@ -214,14 +202,27 @@ fn sqlite_ranked(
         .to_owned()
 }
 
-/// The total, or `agent`'s figures when `grouped`.
-fn figures_of<'g>(
-    grouped: bool,
-    total: &'g mut RunStatsGroup,
-    agents: &'g mut BTreeMap<String, RunStatsGroup>,
-    agent: &str,
-) -> &'g mut RunStatsGroup {
-    if grouped { group(agents, agent) } else { total }
+/// The project's figures and, when asked for, each agent's.
+#[derive(Default)]
+struct Figures {
+    total: RunStatsGroup,
+    agents: Agents,
+}
+
+impl Figures {
+    /// The total, or `agent`'s figures when `grouped`.
+    fn of(&mut self, grouped: bool, agent: &str) -> &mut RunStatsGroup {
+        if grouped {
+            group(&mut self.agents, agent)
+        } else {
+            &mut self.total
+        }
+    }
+
+    /// What GetRunStats answers: the total and the agents' figures, by agent id.
+    fn into_parts(self) -> (RunStatsGroup, Vec<RunStatsGroup>) {
+        (self.total, self.agents.into_values().collect())
+    }
 }
 
 fn group<'g>(
@@ -239,9 +240,11 @@ fn group<'g>(
 type Agents = BTreeMap<String, RunStatsGroup>;
 
 /// Adds each count row to the project's figures and, when `by_agent`, its agent's.
-fn tally(rows: &[CountRow], by_agent: bool) -> (RunStatsGroup, Agents) {
-    let mut total = RunStatsGroup::default();
-    let mut agents = Agents::new();
+fn tally(rows: &[CountRow], by_agent: bool) -> Figures {
+    let Figures {
+        mut total,
+        mut agents,
+    } = Figures::default();
     for row in rows {
         let terminal = RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal);
         let succeeded = RunStatus::parse(&row.status) == Some(RunStatus::Succeeded);
@@ -265,7 +268,7 @@ fn tally(rows: &[CountRow], by_agent: bool) -> (RunStatsGroup, Agents) {
             figures.usage.cost_usd += row.cost_usd;
         }
     }
-    (total, agents)
+    Figures { total, agents }
 }
 
 #[async_trait]
@@ -273,14 +276,17 @@ impl RunStatsStore for Store {
     async fn run_stats(
         &self,
         project: &ProjectName,
-        start: Micros,
-        end: Micros,
-        by_agent: bool,
+        query: RunStatsQuery,
     ) -> Result<(RunStatsGroup, Vec<RunStatsGroup>)> {
+        let RunStatsQuery {
+            start,
+            end,
+            by_agent,
+        } = query;
         let rows: Vec<CountRow> = self.db.fetch_all(&counts(project, start, end)).await?;
-        let (mut total, mut agents) = tally(&rows, by_agent);
-        if total.total == 0 {
-            return Ok((total, agents.into_values().collect()));
+        let mut figures = tally(&rows, by_agent);
+        if figures.total.total == 0 {
+            return Ok(figures.into_parts());
         }
         let mut groupings = vec![false];
         if by_agent {
@@ -294,11 +300,11 @@ impl RunStatsStore for Store {
                 grouped,
             };
             match self.db.backend() {
-                Backend::Postgres => self.pg_fill(&window, &mut total, &mut agents).await?,
-                Backend::Sqlite => self.sqlite_fill(&window, &mut total, &mut agents).await?,
+                Backend::Postgres => self.pg_fill(&window, &mut figures).await?,
+                Backend::Sqlite => self.sqlite_fill(&window, &mut figures).await?,
             }
         }
-        Ok((total, agents.into_values().collect()))
+        Ok(figures.into_parts())
     }
 }
 
@@ -312,16 +318,11 @@ struct Window<'a> {
 
 impl Store {
     /// Postgres computes the percentiles itself (`percentile_disc`).
-    async fn pg_fill(
-        &self,
-        w: &Window<'_>,
-        total: &mut RunStatsGroup,
-        agents: &mut Agents,
-    ) -> Result<()> {
-        let stmt = pg_percentiles(w.project, w.start, w.end, w.grouped);
+    async fn pg_fill(&self, w: &Window<'_>, all: &mut Figures) -> Result<()> {
+        let stmt = pg_percentiles(w);
         let rows: Vec<PercentileRow> = self.db.fetch_all(&stmt).await?;
         for row in rows {
-            let figures = figures_of(w.grouped, total, agents, &row.agent_id);
+            let figures = all.of(w.grouped, &row.agent_id);
             let wait = &mut figures.queue_wait;
             (wait.p50, wait.p95, wait.p99) = (
                 row.wait_p50.unwrap_or(0),
@@ -339,17 +340,12 @@ impl Store {
     }
 
     /// SQLite ranks the values; the rows at the quantiles' ranks are the percentiles.
-    async fn sqlite_fill(
-        &self,
-        w: &Window<'_>,
-        total: &mut RunStatsGroup,
-        agents: &mut Agents,
-    ) -> Result<()> {
+    async fn sqlite_fill(&self, w: &Window<'_>, all: &mut Figures) -> Result<()> {
         for measure in [Measure::QueueWait, Measure::RunTime] {
-            let stmt = sqlite_ranked(w.project, w.start, w.end, w.grouped, measure);
+            let stmt = sqlite_ranked(w, measure);
             let rows: Vec<RankedRow> = self.db.fetch_all(&stmt).await?;
             for row in rows {
-                let figures = figures_of(w.grouped, total, agents, &row.agent_id);
+                let figures = all.of(w.grouped, &row.agent_id);
                 let percentiles = match measure {
                     Measure::QueueWait => &mut figures.queue_wait,
                     Measure::RunTime => &mut figures.run_time,

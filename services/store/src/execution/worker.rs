@@ -9,8 +9,8 @@ use agentry_core::{
     names::SessionName,
     port::WorkerStore,
     run::{
-        Approval, EventInput, KnownCall, Lease, MessageBody, PlanStep, Run, RunError, Session,
-        StopReason, Usage, stale,
+        Approval, Ending, EventInput, KnownCall, Lease, PlanStep, Run, Session, TaskCompletion,
+        TaskFailure, stale,
     },
     time::{Micros, now_micros},
 };
@@ -151,10 +151,42 @@ impl WorkerStore for Store {
         &self,
         m: &Mutation,
         lease: &Lease,
+        done: TaskCompletion,
+    ) -> Result<Run> {
+        let TaskCompletion {
+            events,
+            output,
+            usage,
+            stop_reason,
+        } = done;
+        self.end_task(m, lease, events, move |change| {
+            change.complete(&output, &usage, stop_reason)
+        })
+        .await
+    }
+
+    async fn fail_task(&self, m: &Mutation, lease: &Lease, failure: TaskFailure) -> Result<Run> {
+        let TaskFailure {
+            error,
+            retryable,
+            next_retry_delay,
+        } = failure;
+        self.end_task(m, lease, Vec::new(), move |change| {
+            Ok(change.fail(&error, retryable, next_retry_delay))
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// CompleteTask and FailTask: `events` are appended (as AppendRunEvents would), then
+    /// the attempt ends as `end` decides, all in one transaction.
+    async fn end_task(
+        &self,
+        m: &Mutation,
+        lease: &Lease,
         events: Vec<EventInput>,
-        output: Vec<MessageBody>,
-        usage: Usage,
-        stop_reason: StopReason,
+        end: impl FnOnce(&mut Change<'_>) -> Result<Ending> + Send,
     ) -> Result<Run> {
         mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
@@ -165,26 +197,7 @@ impl WorkerStore for Store {
                 // Written now: the ending closes the calls it finds open in storage.
                 change.write_calls(tx).await?;
             }
-            let ending = change.complete(&output, &usage, stop_reason)?;
-            change.end(tx, &mut wakes, ending).await?;
-            let run = change.persist(tx, &mut wakes).await?;
-            Ok(run)
-        })
-    }
-
-    async fn fail_task(
-        &self,
-        m: &Mutation,
-        lease: &Lease,
-        error: RunError,
-        retryable: bool,
-        next_retry_delay: Option<Micros>,
-    ) -> Result<Run> {
-        mutate_announcing!(self, m, |tx, wakes| async {
-            let now = now_micros();
-            let (mut session, run) = fenced(tx, lease, now, true).await?;
-            let mut change = Change::new(run, session.as_mut(), now);
-            let ending = change.fail(&error, retryable, next_retry_delay);
+            let ending = end(&mut change)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
