@@ -12,6 +12,8 @@
 //!    AppendRunEvents (3 message_delta events) → CompleteTask, while `--clients` clients
 //!    create runs, each on its own session (strategy ENQUEUE), one run in flight per
 //!    session so that the session does not serialize the workers: runs/s over all runs.
+//!    Then the same with the three events carried by CompleteTask, and the same load
+//!    spread over `--workspaces` workspaces (one workspace should reach 80 % of that).
 //! 3. Ceiling, in the same run: pgbench executing the SQL the server runs for one run
 //!    (`bench/sql/execution.sql`: the CreateRun, claim, AppendRunEvents and CompleteTask
 //!    transactions) at the same concurrency as the workers, `-M prepared`; each pgbench
@@ -42,10 +44,8 @@ use crate::{
 };
 
 const CHANNELS: usize = 4;
-const WORKSPACE: &str = "workspaces/bench";
-const PROJECT: &str = "workspaces/bench/projects/p";
-const AGENT: &str = "workspaces/bench/agents/echo";
-const INSTANCE: &str = "workspaces/bench/projects/p/instances/echo-1";
+/// The workspace of the single-workspace phases; the others are `bench-{i}`.
+pub(crate) const WORKSPACE_ID: &str = "bench";
 /// How long the light-load phase lets a PollTask or HeartbeatTask reach the server and
 /// start waiting before the client acts.
 const SETTLE: Duration = Duration::from_millis(25);
@@ -58,6 +58,8 @@ const GOAL_PICKUP_P99: Duration = Duration::from_millis(20);
 const GOAL_EVENT_P99: Duration = Duration::from_millis(10);
 const GOAL_CANCEL_P99: Duration = Duration::from_millis(100);
 const GOAL_RATIO: f64 = 0.3;
+/// One workspace alone reaches this share of the rate of many (issue 15).
+const GOAL_ONE_OF_MANY: f64 = 0.8;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -74,6 +76,15 @@ pub struct Args {
     /// Runs in the light-load latency phase (after the warm-up runs).
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Workspaces of the many-workspace throughput phase (workers and clients spread
+    /// over them), compared with the same load on one workspace.
+    #[arg(long, default_value_t = 4)]
+    workspaces: usize,
+    /// Only the throughput phase (`--runs` runs, then the server stops), its events
+    /// with CompleteTask when set to `with-completion`: a clean window for
+    /// pg_stat_statements or a profiler.
+    #[arg(long, value_name = "appended|with-completion")]
+    only_throughput: Option<String>,
 }
 
 /// Adds `authorization: Bearer <key>`.
@@ -106,8 +117,20 @@ fn duration(d: Duration) -> prost_types::Duration {
     }
 }
 
-fn session_name(id: &str) -> String {
-    format!("{PROJECT}/sessions/{id}")
+fn workspace_name(workspace: &str) -> String {
+    format!("workspaces/{workspace}")
+}
+
+fn project_name(workspace: &str) -> String {
+    format!("workspaces/{workspace}/projects/p")
+}
+
+fn agent_name(workspace: &str) -> String {
+    format!("workspaces/{workspace}/agents/echo")
+}
+
+fn session_name(workspace: &str, id: &str) -> String {
+    format!("{}/sessions/{id}", project_name(workspace))
 }
 
 /// The session id of `…/sessions/{s}/runs/{r}`.
@@ -116,9 +139,9 @@ fn session_of(run: &str) -> Option<&str> {
     Some(rest.split_once('/')?.0)
 }
 
-pub(crate) fn create_run_request(session: &str, n: usize) -> pb::CreateRunRequest {
+pub(crate) fn create_run_request(workspace: &str, session: &str, n: usize) -> pb::CreateRunRequest {
     pb::CreateRunRequest {
-        parent: session_name(session),
+        parent: session_name(workspace, session),
         run: Some(pb::Run {
             input: vec![pb::Message {
                 role: pb::MessageRole::User as i32,
@@ -132,10 +155,10 @@ pub(crate) fn create_run_request(session: &str, n: usize) -> pb::CreateRunReques
     }
 }
 
-pub(crate) fn poll_request(identity: &str, wait: Duration) -> pb::PollTaskRequest {
+pub(crate) fn poll_request(workspace: &str, identity: &str, wait: Duration) -> pb::PollTaskRequest {
     pb::PollTaskRequest {
-        parent: WORKSPACE.into(),
-        agents: vec![AGENT.into()],
+        parent: workspace_name(workspace),
+        agents: vec![agent_name(workspace)],
         identity: identity.into(),
         wait: Some(duration(wait)),
         lease_duration: Some(duration(Duration::from_secs(30))),
@@ -143,19 +166,32 @@ pub(crate) fn poll_request(identity: &str, wait: Duration) -> pb::PollTaskReques
 }
 
 /// Three message_delta events, as a streaming model would append them.
+fn three_deltas(n: usize) -> Vec<pb::RunEventInput> {
+    ["Hel", "lo, ", "world"]
+        .iter()
+        .map(|text| pb::RunEventInput {
+            kind: Some(pb::run_event_input::Kind::MessageDelta(pb::MessageDelta {
+                message_id: format!("m{n}"),
+                text: (*text).into(),
+            })),
+        })
+        .collect()
+}
+
 fn append_request(token: &str, n: usize) -> pb::AppendRunEventsRequest {
     pb::AppendRunEventsRequest {
         task_token: token.into(),
-        events: ["Hel", "lo, ", "world"]
-            .iter()
-            .map(|text| pb::RunEventInput {
-                kind: Some(pb::run_event_input::Kind::MessageDelta(pb::MessageDelta {
-                    message_id: format!("m{n}"),
-                    text: (*text).into(),
-                })),
-            })
-            .collect(),
+        events: three_deltas(n),
         request_id: String::new(),
+    }
+}
+
+/// CompleteTask carrying the three events (no AppendRunEvents call before it).
+fn complete_with_events_request(token: &str) -> pb::CompleteTaskRequest {
+    pb::CompleteTaskRequest {
+        task_token: token.into(),
+        events: three_deltas(0),
+        ..Default::default()
     }
 }
 
@@ -167,6 +203,8 @@ pub(crate) fn complete_request(token: &str) -> pb::CompleteTaskRequest {
 }
 
 pub(crate) struct Keys {
+    /// The workspace's id.
+    pub(crate) workspace: String,
     pub(crate) developer: String,
     pub(crate) worker: String,
     /// Resource names, for the pgbench script.
@@ -177,13 +215,16 @@ pub(crate) struct Keys {
 pub(crate) async fn setup(
     channel: Channel,
     root: &str,
+    workspace: &str,
     workers: usize,
     clients: usize,
 ) -> anyhow::Result<Keys> {
+    let ws = workspace_name(workspace);
+    let project = project_name(workspace);
     let mut registry = server::registry(channel.clone(), root);
     registry
         .create_workspace(pb::CreateWorkspaceRequest {
-            workspace_id: "bench".into(),
+            workspace_id: workspace.into(),
             workspace: Some(pb::Workspace::default()),
             request_id: String::new(),
         })
@@ -192,7 +233,7 @@ pub(crate) async fn setup(
     registry
         .update_workspace(pb::UpdateWorkspaceRequest {
             workspace: Some(pb::Workspace {
-                name: WORKSPACE.into(),
+                name: ws.clone(),
                 quotas: Some(pb::Quotas {
                     max_concurrent_runs: (workers * 4).max(64) as i32,
                     ..Default::default()
@@ -208,7 +249,7 @@ pub(crate) async fn setup(
         .context("raise max_concurrent_runs")?;
     registry
         .create_project(pb::CreateProjectRequest {
-            parent: WORKSPACE.into(),
+            parent: ws.clone(),
             project_id: "p".into(),
             project: Some(pb::Project::default()),
             request_id: String::new(),
@@ -217,7 +258,7 @@ pub(crate) async fn setup(
     let mut key = async |role: pb::Role| -> anyhow::Result<(String, String)> {
         let created = registry
             .create_api_key(pb::CreateApiKeyRequest {
-                parent: WORKSPACE.into(),
+                parent: ws.clone(),
                 api_key: Some(pb::ApiKey {
                     role: role as i32,
                     ..Default::default()
@@ -236,7 +277,7 @@ pub(crate) async fn setup(
     let mut registry = server::registry(channel.clone(), &developer);
     registry
         .create_agent(pb::CreateAgentRequest {
-            parent: WORKSPACE.into(),
+            parent: ws.clone(),
             agent_id: "echo".into(),
             agent: Some(pb::Agent {
                 display_name: "Echo".into(),
@@ -247,10 +288,10 @@ pub(crate) async fn setup(
         .await?;
     registry
         .create_instance(pb::CreateInstanceRequest {
-            parent: PROJECT.into(),
+            parent: project.clone(),
             instance_id: "echo-1".into(),
             instance: Some(pb::Instance {
-                agent: AGENT.into(),
+                agent: agent_name(workspace),
                 ..Default::default()
             }),
             request_id: String::new(),
@@ -264,10 +305,10 @@ pub(crate) async fn setup(
     for id in ids {
         client
             .create_session(pb::CreateSessionRequest {
-                parent: PROJECT.into(),
+                parent: project.clone(),
                 session_id: id,
                 session: Some(pb::Session {
-                    instance: INSTANCE.into(),
+                    instance: format!("{project}/instances/echo-1"),
                     ..Default::default()
                 }),
                 request_id: String::new(),
@@ -276,6 +317,7 @@ pub(crate) async fn setup(
             .context("CreateSession")?;
     }
     Ok(Keys {
+        workspace: workspace.into(),
         developer,
         worker,
         developer_name,
@@ -292,7 +334,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let server = server::start(&cli.binary, &cli.database_url, &root).await?;
     let channels: Vec<_> =
         futures::future::try_join_all((0..CHANNELS).map(|_| channel(&server.addr))).await?;
-    let keys = setup(channels[0].clone(), &root, args.workers, clients).await?;
+    let keys = setup(
+        channels[0].clone(),
+        &root,
+        WORKSPACE_ID,
+        args.workers,
+        clients,
+    )
+    .await?;
     // Other work on the machine moves every figure; say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -320,6 +369,17 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         );
     };
 
+    if let Some(events) = &args.only_throughput {
+        let events = match events.as_str() {
+            "appended" => Events::Appended,
+            "with-completion" => Events::WithCompletion,
+            other => bail!("--only-throughput {other}: appended or with-completion"),
+        };
+        let one = std::slice::from_ref(&keys);
+        let t = throughput(&channels, one, args.workers, clients, args.runs, events).await?;
+        println!("runs: {:.0} runs/s", t.runs_per_second);
+        return Ok(());
+    }
     let light = light_load(&channels, &keys, args.samples).await?;
     println!("— light load: 1 client, 1 worker, one run at a time");
     line("CreateRun (client call)", &light.create);
@@ -337,7 +397,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     );
     println!();
 
-    let throughput = throughput(&channels, &keys, args.workers, clients, args.runs).await?;
+    let throughput = appended_runs(&channels, std::slice::from_ref(&keys), args, clients).await?;
     println!(
         "— throughput: {} runs (CreateRun → PollTask → AppendRunEvents ×3 → CompleteTask), {} workers, {clients} clients",
         args.runs, args.workers
@@ -369,6 +429,10 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         "pgbench: the SQL of one run", args.workers
     );
     let ratio = throughput.runs_per_second / ceiling;
+    let fused =
+        throughput_with_completion(&channels, &keys, args.workers, clients, args.runs).await?;
+    let many = many_workspaces(&channels, &root, args, clients).await?;
+    let share = throughput.runs_per_second / many.runs_per_second;
     println!();
 
     let verdict = |ok: bool| if ok { "✓" } else { "✗" };
@@ -399,7 +463,81 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
         ceiling,
         verdict(ratio >= GOAL_RATIO)
     );
+    println!(
+        "| one workspace vs {} workspaces, same load | {:.0} / {:.0} = {share:.2} | ≥ {GOAL_ONE_OF_MANY} | {} |",
+        args.workspaces,
+        throughput.runs_per_second,
+        many.runs_per_second,
+        verdict(share >= GOAL_ONE_OF_MANY)
+    );
+    println!(
+        "| runs/s, events in CompleteTask vs AppendRunEvents | {:.0} / {:.0} = {:.2} | — | |",
+        fused.runs_per_second,
+        throughput.runs_per_second,
+        fused.runs_per_second / throughput.runs_per_second
+    );
     Ok(())
+}
+
+/// The throughput phase on `tenants`, the events appended before CompleteTask.
+async fn appended_runs(
+    channels: &[Channel],
+    tenants: &[Keys],
+    args: &Args,
+    clients: usize,
+) -> anyhow::Result<Throughput> {
+    let (workers, runs) = (args.workers, args.runs);
+    throughput(channels, tenants, workers, clients, runs, Events::Appended).await
+}
+
+/// The throughput phase with the three events carried by CompleteTask.
+async fn throughput_with_completion(
+    channels: &[Channel],
+    keys: &Keys,
+    workers: usize,
+    clients: usize,
+    runs: usize,
+) -> anyhow::Result<Throughput> {
+    let one = std::slice::from_ref(keys);
+    let t = throughput(
+        channels,
+        one,
+        workers,
+        clients,
+        runs,
+        Events::WithCompletion,
+    )
+    .await?;
+    println!(
+        "  {:<58} {:>9.0} runs/s   ({:.2} s)",
+        "runs, the 3 events in CompleteTask (no AppendRunEvents)",
+        t.runs_per_second,
+        t.elapsed.as_secs_f64()
+    );
+    Ok(t)
+}
+
+/// The throughput phase with its workers and clients spread over `--workspaces`
+/// workspaces: what one workspace reaches is compared with this.
+async fn many_workspaces(
+    channels: &[Channel],
+    root: &str,
+    args: &Args,
+    clients: usize,
+) -> anyhow::Result<Throughput> {
+    let mut tenants = Vec::new();
+    for i in 0..args.workspaces.max(1) {
+        let id = format!("{WORKSPACE_ID}-{i}");
+        tenants.push(setup(channels[0].clone(), root, &id, args.workers, clients).await?);
+    }
+    let t = appended_runs(channels, &tenants, args, clients).await?;
+    println!(
+        "  {:<58} {:>9.0} runs/s   ({:.2} s)",
+        format!("runs, {} workspaces", tenants.len()),
+        t.runs_per_second,
+        t.elapsed.as_secs_f64()
+    );
+    Ok(t)
 }
 
 struct Light {
@@ -431,16 +569,15 @@ async fn light_load(channels: &[Channel], keys: &Keys, samples: usize) -> anyhow
 
         // Pickup: the worker is already waiting when the run is created.
         let mut w = worker.clone();
+        let request = poll_request(&keys.workspace, "bench-light", Duration::from_secs(30));
         let poll = tokio::spawn(async move {
-            let task = w
-                .poll_task(poll_request("bench-light", Duration::from_secs(30)))
-                .await;
+            let task = w.poll_task(request).await;
             (task, Instant::now())
         });
         tokio::time::sleep(SETTLE).await;
         let sent = Instant::now();
         let run = client
-            .create_run(create_run_request("lat", n))
+            .create_run(create_run_request(&keys.workspace, "lat", n))
             .await
             .context("CreateRun")?
             .into_inner();
@@ -570,12 +707,23 @@ pub(crate) struct Throughput {
     pub run: Summary,
 }
 
+/// How the workers of [`throughput`] report a run's three events.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Events {
+    /// AppendRunEvents, then CompleteTask.
+    Appended,
+    /// In CompleteTask's `events`.
+    WithCompletion,
+}
+
+/// `runs` no-op runs; client and worker `i` work in workspace `tenants[i % len]`.
 pub(crate) async fn throughput(
     channels: &[Channel],
-    keys: &Keys,
+    tenants: &[Keys],
     workers: usize,
     clients: usize,
     runs: usize,
+    events: Events,
 ) -> anyhow::Result<Throughput> {
     // One run in flight per client session: a client creates its next run once a worker
     // has completed its previous one.
@@ -601,6 +749,8 @@ pub(crate) async fn throughput(
 
     let client_tasks: Vec<_> = (0..clients)
         .map(|i| {
+            let keys = &tenants[i % tenants.len()];
+            let workspace = keys.workspace.clone();
             let mut client = exec(channels[i % CHANNELS].clone(), &keys.developer);
             let (window, created, sent_at) = (window.clone(), created.clone(), sent_at.clone());
             let (stop, halt) = (stop.clone(), halt.clone());
@@ -619,7 +769,7 @@ pub(crate) async fn throughput(
                         }
                         let t = Instant::now();
                         let run = client
-                            .create_run(create_run_request(&session, n))
+                            .create_run(create_run_request(&workspace, &session, n))
                             .await
                             .context("CreateRun")?
                             .into_inner();
@@ -639,6 +789,8 @@ pub(crate) async fn throughput(
 
     let worker_tasks: Vec<_> = (0..workers)
         .map(|i| {
+            let keys = &tenants[i % tenants.len()];
+            let workspace = keys.workspace.clone();
             let mut worker = exec(channels[(i + 1) % CHANNELS].clone(), &keys.worker);
             let (window, completed, sent_at, finished) = (
                 window.clone(),
@@ -655,22 +807,32 @@ pub(crate) async fn throughput(
                     while completed.load(Ordering::SeqCst) < runs && !stop.load(Ordering::SeqCst) {
                         let t = Instant::now();
                         let task = worker
-                            .poll_task(poll_request(&identity, Duration::from_millis(500)))
+                            .poll_task(poll_request(
+                                &workspace,
+                                &identity,
+                                Duration::from_millis(500),
+                            ))
                             .await
                             .context("PollTask")?
                             .into_inner()
                             .task;
                         let Some(task) = task else { continue };
                         poll.push(t.elapsed());
+                        let token = &task.task_token;
+                        let completion = if events == Events::Appended {
+                            let t = Instant::now();
+                            worker
+                                .append_run_events(append_request(token, 0))
+                                .await
+                                .context("AppendRunEvents")?;
+                            append.push(t.elapsed());
+                            complete_request(token)
+                        } else {
+                            complete_with_events_request(token)
+                        };
                         let t = Instant::now();
                         worker
-                            .append_run_events(append_request(&task.task_token, 0))
-                            .await
-                            .context("AppendRunEvents")?;
-                        append.push(t.elapsed());
-                        let t = Instant::now();
-                        worker
-                            .complete_task(complete_request(&task.task_token))
+                            .complete_task(completion)
                             .await
                             .context("CompleteTask")?;
                         let done = Instant::now();

@@ -227,7 +227,14 @@ async fn waiting_pollers(cli: &Cli, sizes: &[usize], rate: u32) -> anyhow::Resul
         .for_cluster(&server.database_url)
         .await?;
     // Quotas leave room for every poller; sessions c0…c15 take the runs.
-    let keys = execution::setup(channel(&server.addr).await?, &root, most, SESSIONS).await?;
+    let keys = execution::setup(
+        channel(&server.addr).await?,
+        &root,
+        execution::WORKSPACE_ID,
+        most,
+        SESSIONS,
+    )
+    .await?;
     println!(
         "\nwaiting PollTask long-polls on one workspace; {rate} runs/s created, each completed at once"
     );
@@ -262,6 +269,7 @@ async fn waiting_pollers(cli: &Cli, sizes: &[usize], rate: u32) -> anyhow::Resul
             let run = creator
                 .clone()
                 .create_run(execution::create_run_request(
+                    execution::WORKSPACE_ID,
                     &format!("c{}", n % SESSIONS),
                     n,
                 ))
@@ -319,7 +327,11 @@ async fn waiting_pollers(cli: &Cli, sizes: &[usize], rate: u32) -> anyhow::Resul
 async fn poll(mut worker: execution::Exec, picked: Seen, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(answer) = worker
-            .poll_task(execution::poll_request("scale", Duration::from_secs(30)))
+            .poll_task(execution::poll_request(
+                execution::WORKSPACE_ID,
+                "scale",
+                Duration::from_secs(30),
+            ))
             .await
         else {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -188,10 +188,14 @@ async fn one_size(cli: &Cli, args: &Args, size: i64) -> anyhow::Result<()> {
     let root = format!("bench-root-{}", uuid::Uuid::now_v7().simple());
     let server = server::start(&cli.binary, &cli.database_url, &root).await?;
     let channel = channel(&server.addr).await?;
-    let keys = execution::setup(channel.clone(), &root, 1, 0).await?;
+    let keys = execution::setup(channel.clone(), &root, execution::WORKSPACE_ID, 1, 0).await?;
     let mut client = execution::exec(channel, &keys.developer);
     let template = client
-        .create_run(execution::create_run_request("lat", 0))
+        .create_run(execution::create_run_request(
+            execution::WORKSPACE_ID,
+            "lat",
+            0,
+        ))
         .await
         .context("CreateRun")?
         .into_inner();

@@ -246,6 +246,7 @@ backend_tests!(
                 usage: None,
                 stop_reason: pb::StopReason::Rejected as i32,
                 request_id: String::new(),
+                events: vec![],
             })
             .await
             .expect("CompleteTask")

@@ -312,6 +312,7 @@ backend_tests!(
                 usage: None,
                 stop_reason: 99,
                 request_id: String::new(),
+                events: vec![],
             })
             .await;
         assert_status(complete, Code::InvalidArgument, "INVALID_ARGUMENT");

@@ -707,6 +707,7 @@ backend_tests!(
             usage: Some(usage(1, 1, 0.0)),
             stop_reason: 0,
             request_id: "c-1".into(),
+            events: vec![],
         };
         let done = client.complete_task(complete()).await.must();
         assert_eq!(done.status, RunStatus::Succeeded as i32);
@@ -1163,5 +1164,138 @@ backend_tests!(
             .expect("a retried delete is not NOT_FOUND");
         let gone = c.get_session(get_session(&first.name)).await;
         assert_status(gone, Code::NotFound, "RESOURCE_NOT_FOUND");
+    }
+);
+
+/// A session `s`, a run "go" in it, and its task, claimed.
+async fn claimed(w: &World) -> (pb::Session, pb::Run, pb::Task) {
+    let session = w.session("s").await;
+    let run = w.run(&session.name, "go").await;
+    (session, run, w.worker.claim().await)
+}
+
+backend_tests!(
+    complete_task_appends_its_events_before_the_output_in_one_step,
+    |app| async move {
+        let w = World::setup(&app).await;
+        let (session, run, task) = claimed(&w).await;
+        w.worker
+            .append(&task.task_token, vec![delta("m0", "first")])
+            .await;
+        let complete = |request_id: &str, last: &str| pb::CompleteTaskRequest {
+            task_token: task.task_token.clone(),
+            events: vec![
+                delta("m1", "thinking"),
+                said(assistant("thought")),
+                tool_started("c1", READ_TOOL, json!({"q": "rust"})),
+                tool_completed("c1", READ_TOOL, json!({"hits": 1})),
+                tool_started("c2", READ_TOOL, json!({"q": last})),
+            ],
+            output: vec![assistant(last)],
+            usage: Some(usage(2, 1, 0.0)),
+            request_id: request_id.into(),
+            ..Default::default()
+        };
+        let mut client = w.worker.client.clone();
+        let done = client.complete_task(complete("c-1", "done")).await.must();
+        assert_eq!(done.status, RunStatus::Succeeded as i32);
+        let expected = [
+            "status none->QUEUED",
+            "status QUEUED->RUNNING",
+            "delta m0 \"first\"",
+            "delta m1 \"thinking\"",
+            "message ASSISTANT \"thought\"",
+            "tool_started c1 search",
+            "tool_completed c1 search",
+            "tool_started c2 search",
+            "message ASSISTANT \"done\"",
+            "usage 2/1",
+            "tool_completed c2 search synthetic",
+            "status RUNNING->SUCCEEDED END_TURN",
+        ];
+        let log = w.finished_log(&run.name).await;
+        assert_gapless(&run.name, &log);
+        assert_eq!(describe_all(&log), expected);
+        assert_eq!(done.last_sequence, expected.len() as i64);
+        assert_eq!(
+            transcript(&w.messages(&session.name, false).await),
+            [
+                line("USER", "go", ""),
+                line("ASSISTANT", "thought", ""),
+                line("ASSISTANT", "", "c1"),
+                line("TOOL", "", "c1"),
+                line("ASSISTANT", "", "c2"),
+                line("ASSISTANT", "done", ""),
+                line("TOOL", "", "c2"),
+            ],
+            "the events' messages, the output, then the call the ending closed"
+        );
+
+        // A retry (the reply was lost) answers the first result and appends nothing.
+        let replay = client.complete_task(complete("c-1", "done")).await.must();
+        assert_eq!(
+            (replay.last_sequence, replay.status),
+            (done.last_sequence, done.status)
+        );
+        let reused = client.complete_task(complete("c-1", "other")).await;
+        assert_status(reused, Code::InvalidArgument, "REQUEST_ID_REUSED");
+        assert_eq!(w.story(&run.name).await, expected);
+        assert_eq!(w.messages(&session.name, false).await.len(), 7);
+    }
+);
+
+backend_tests!(
+    a_refused_complete_task_with_events_leaves_nothing,
+    |app| async move {
+        let w = World::setup(&app).await;
+        let (session, run, task) = claimed(&w).await;
+        let complete = |events: Vec<pb::RunEventInput>| pb::CompleteTaskRequest {
+            task_token: task.task_token.clone(),
+            events,
+            output: vec![assistant("done")],
+            ..Default::default()
+        };
+        let mut client = w.worker.client.clone();
+        // Refused by the state machine after earlier events of the batch were accepted.
+        let unknown_call = vec![
+            said(assistant("partial")),
+            tool_completed("nope", READ_TOOL, json!({})),
+        ];
+        let refused = client.complete_task(complete(unknown_call)).await;
+        assert_status(refused, Code::InvalidArgument, "INVALID_ARGUMENT");
+        // Refused before the write: a tool the pinned revision does not have.
+        let unknown_tool = vec![tool_started("c1", "no_such_tool", json!({}))];
+        let refused = client.complete_task(complete(unknown_tool)).await;
+        assert_status(refused, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let too_many = vec![delta("m", "x"); 1001];
+        let refused = client.complete_task(complete(too_many)).await;
+        assert_status(refused, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(
+            w.story(&run.name).await,
+            ["status none->QUEUED", "status QUEUED->RUNNING"]
+        );
+        let running = w.get_run(&run.name).await;
+        assert_eq!(
+            (running.status, running.last_sequence),
+            (RunStatus::Running as i32, 2)
+        );
+        assert_eq!(w.messages(&session.name, false).await.len(), 1);
+
+        // The lease still holds: the same completion without the bad event goes through.
+        let done = client
+            .complete_task(complete(vec![said(assistant("partial"))]))
+            .await
+            .must();
+        assert_eq!(done.status, RunStatus::Succeeded as i32);
+        assert_eq!(
+            w.story(&run.name).await,
+            [
+                "status none->QUEUED",
+                "status QUEUED->RUNNING",
+                "message ASSISTANT \"partial\"",
+                "message ASSISTANT \"done\"",
+                "status RUNNING->SUCCEEDED END_TURN",
+            ]
+        );
     }
 );

@@ -73,6 +73,10 @@ pub struct Args {
     /// Rounds of the run workload, alternating Agentry and graphile-worker.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Agentry's workers send the run's three events with CompleteTask instead of an
+    /// AppendRunEvents call before it.
+    #[arg(long)]
+    events_with_completion: bool,
 }
 
 /// One system's figures for a workload.
@@ -200,15 +204,35 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             .await?;
         let channels: Vec<_> =
             futures::future::try_join_all((0..CHANNELS).map(|_| channel(&server.addr))).await?;
-        let keys = execution::setup(channels[0].clone(), &root, args.workers, args.clients).await?;
+        let keys = execution::setup(
+            channels[0].clone(),
+            &root,
+            execution::WORKSPACE_ID,
+            args.workers,
+            args.clients,
+        )
+        .await?;
+        let tenants = std::slice::from_ref(&keys);
+        let events = if args.events_with_completion {
+            execution::Events::WithCompletion
+        } else {
+            execution::Events::Appended
+        };
         // Warm both up (connections, prepared statements, caches).
-        execution::throughput(&channels, &keys, args.workers, args.clients, 200).await?;
+        execution::throughput(&channels, tenants, args.workers, args.clients, 200, events).await?;
         graphile.run_jobs(args.clients, 200).await?;
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
             let before = meter.now();
-            let t = execution::throughput(&channels, &keys, args.workers, args.clients, args.runs)
-                .await?;
+            let t = execution::throughput(
+                &channels,
+                tenants,
+                args.workers,
+                args.clients,
+                args.runs,
+                events,
+            )
+            .await?;
             let cpu = meter.now().since(&before);
             ours.push(Side {
                 summary: Summary {

@@ -959,6 +959,7 @@ impl Worker {
             usage,
             stop_reason: 0,
             request_id: String::new(),
+            events: vec![],
         };
         self.client.clone().complete_task(request).await.inner()
     }

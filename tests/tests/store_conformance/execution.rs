@@ -178,6 +178,7 @@ conformance!(
                 &quiet("CompleteTask"),
                 &lease(&leased),
                 vec![],
+                vec![],
                 Usage::default(),
                 StopReason::EndTurn,
             )
@@ -312,6 +313,7 @@ conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
         .complete_task(
             &quiet("CompleteTask"),
             &lease(&leased),
+            vec![],
             vec![],
             Usage::default(),
             StopReason::EndTurn,

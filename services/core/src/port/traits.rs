@@ -338,10 +338,13 @@ pub trait WorkerStore: Send + Sync {
         lease: &Lease,
         steps: Vec<PlanStep>,
     ) -> Result<(bool, Approval)>;
+    /// Appends `events` (as [`WorkerStore::append_run_events`] would), then ends the
+    /// attempt as SUCCEEDED with `output`, all in one transaction.
     async fn complete_task(
         &self,
         m: &Mutation,
         lease: &Lease,
+        events: Vec<EventInput>,
         output: Vec<MessageBody>,
         usage: Usage,
         stop_reason: StopReason,

@@ -14,7 +14,7 @@ use agentry_core::{
     Error, Result,
     names::{AgentName, RunName, WorkspaceName},
     port::{Claim, Subscription},
-    run::{Lease, PlanStep, RunStatus},
+    run::{EventInput, Lease, PlanStep, RunStatus},
     time::{Micros, now_micros},
 };
 use agentry_proto::v1 as pb;
@@ -242,6 +242,42 @@ pub async fn heartbeat_task(
     })
 }
 
+/// A worker's events: decoded, and the tools of the calls they start checked against the
+/// revision the leased run pins.
+async fn events_from_proto(
+    ctx: &RequestCtx,
+    lease: &Lease,
+    events: Vec<pb::RunEventInput>,
+) -> Result<Vec<EventInput>> {
+    let inputs = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| event_input_from_proto(i, e))
+        .collect::<Result<Vec<_>>>()?;
+    if !inputs
+        .iter()
+        .any(|e| matches!(e, EventInput::ToolStarted(_)))
+    {
+        return Ok(inputs);
+    }
+    // Tool calls name tools of the pinned revision (immutable: read outside the write).
+    let tools = pinned_tools(ctx, lease).await?;
+    for (i, input) in inputs.iter().enumerate() {
+        if let EventInput::ToolStarted(call) = input
+            && !tools.iter().any(|t| t.name == call.tool)
+        {
+            return Err(Error::invalid(
+                format!("events[{i}].tool_call_started.tool_call.tool"),
+                format!(
+                    "{} is not a tool of the agent revision this run pins",
+                    agentry_core::error::quote(&call.tool)
+                ),
+            ));
+        }
+    }
+    Ok(inputs)
+}
+
 pub async fn append_run_events(
     ctx: &Call<'_>,
     req: pb::AppendRunEventsRequest,
@@ -255,32 +291,7 @@ pub async fn append_run_events(
     }
     let mut m = ctx.mutation_of(&run_name_of(&lease), &req)?;
     m.audit = false;
-    let inputs = req
-        .events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| event_input_from_proto(i, e))
-        .collect::<Result<Vec<_>>>()?;
-    if inputs
-        .iter()
-        .any(|e| matches!(e, agentry_core::run::EventInput::ToolStarted(_)))
-    {
-        // Tool calls name tools of the pinned revision (immutable: read outside the write).
-        let tools = pinned_tools(ctx, &lease).await?;
-        for (i, input) in inputs.iter().enumerate() {
-            if let agentry_core::run::EventInput::ToolStarted(call) = input
-                && !tools.iter().any(|t| t.name == call.tool)
-            {
-                return Err(Error::invalid(
-                    format!("events[{i}].tool_call_started.tool_call.tool"),
-                    format!(
-                        "{} is not a tool of the agent revision this run pins",
-                        agentry_core::error::quote(&call.tool)
-                    ),
-                ));
-            }
-        }
-    }
+    let inputs = events_from_proto(ctx, &lease, req.events).await?;
     let (last_sequence, cancel_requested) = ctx.store.append_run_events(&m, &lease, inputs).await?;
     Ok(pb::AppendRunEventsResponse {
         last_sequence,
@@ -338,7 +349,14 @@ pub async fn complete_task(ctx: &Call<'_>, req: pb::CompleteTaskRequest) -> Resu
             format!("at most {MAX_BATCH} messages"),
         ));
     }
+    if req.events.len() > MAX_BATCH {
+        return Err(Error::invalid(
+            "events",
+            format!("at most {MAX_BATCH} events"),
+        ));
+    }
     let m = ctx.mutation_of(&run_name_of(&lease), &req)?;
+    let events = events_from_proto(ctx, &lease, req.events).await?;
     let output = messages_from_proto("output", req.output)?;
     let usage = usage_from_proto("usage", req.usage)?;
     let stop = match stop_from_proto("stop_reason", req.stop_reason)? {
@@ -347,7 +365,7 @@ pub async fn complete_task(ctx: &Call<'_>, req: pb::CompleteTaskRequest) -> Resu
     };
     let run = ctx
         .store
-        .complete_task(&m, &lease, output, usage, stop)
+        .complete_task(&m, &lease, events, output, usage, stop)
         .await?;
     Ok(run_to_proto(run))
 }

@@ -1,12 +1,13 @@
 //! WriteContext and RollbackContext.
 //!
 //! On Postgres a write that appends a version is, besides BEGIN and COMMIT, two
-//! statements, three when it compacts (once every `COMPACTION_BATCH` versions): one locks the context row and reads what the
-//! write decides on (head, quota, the head's hash, and for a patch the head document);
-//! one data-modifying CTE stores the document, the version, the new head and the
-//! audit record; one deletes what fell below the retention floor and releases its
-//! documents. Watchers on other replicas are told after commit (`feed::Announcer`). On
-//! SQLite the same steps run as separate statements (`versions::append`).
+//! statements, three when it compacts (once every `COMPACTION_BATCH` versions): one
+//! locks the context row and reads what the write decides on (head, quota, the head's
+//! hash, and for a patch the head document); one data-modifying CTE stores the
+//! document, the version, the new head and the audit record; one deletes what fell
+//! below the retention floor and releases its documents. Watchers on other replicas
+//! are told after commit (`feed::Announcer`). On SQLite the same steps run as
+//! separate statements (`versions::append`).
 
 use std::{
     collections::HashMap,
@@ -23,7 +24,6 @@ use agentry_core::{
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{FromRow as _, postgres::PgRow};
-use tracing::Instrument as _;
 
 use super::{
     ContextRow,
@@ -346,14 +346,10 @@ fn keyed<'q>(sql: &'q str, name: &'q ContextName) -> PgQuery<'q> {
 
 /// Runs `query` (whose text is `sql`) in the transaction; its row, if it returns one.
 async fn statement(tx: &mut Tx, sql: &str, query: PgQuery<'_>) -> Result<Option<PgRow>> {
-    let (conn, span) = tx
+    let (conn, _span) = tx
         .postgres(sql)
         .ok_or_else(|| Error::internal("a Postgres statement on another database"))?;
-    query
-        .fetch_optional(conn)
-        .instrument(span)
-        .await
-        .map_err(map_err)
+    query.fetch_optional(conn).await.map_err(map_err)
 }
 
 async fn head_version(

@@ -97,6 +97,12 @@ impl<'s> Change<'s> {
         }
     }
 
+    /// Writes the tool-call changes decided so far, before the rest of the change.
+    pub async fn write_calls(&mut self, tx: &mut Tx) -> Result<()> {
+        let calls = std::mem::take(&mut self.core.calls);
+        save_calls(tx, &self.core.run, &calls).await
+    }
+
     /// [`Change::save`], its wake keys into `wakes`.
     pub async fn persist(mut self, tx: &mut Tx, wakes: &mut Wakes) -> Result<Run> {
         self.wakes_into(wakes);

@@ -92,6 +92,14 @@ async fn known_calls(tx: &mut Tx, run: &Run, ids: Vec<&str>) -> Result<HashMap<S
         .collect())
 }
 
+/// Adds `inputs` to the change of a fenced run (its session locked when they touch the
+/// transcript), checked against the tool calls it stored.
+async fn append(tx: &mut Tx, change: &mut Change<'_>, inputs: &[EventInput]) -> Result<()> {
+    let ids = inputs.iter().filter_map(EventInput::call_id).collect();
+    let known = known_calls(tx, &change.run, ids).await?;
+    change.append_events(inputs, known)
+}
+
 #[async_trait]
 impl WorkerStore for Store {
     async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {
@@ -115,10 +123,8 @@ impl WorkerStore for Store {
         mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, with_session).await?;
-            let ids = inputs.iter().filter_map(EventInput::call_id).collect();
-            let known = known_calls(tx, &run, ids).await?;
             let mut change = Change::new(run, session.as_mut(), now);
-            change.append_events(&inputs, known)?;
+            append(tx, &mut change, &inputs).await?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok((run.last_sequence, run.cancel_requested))
         })
@@ -145,6 +151,7 @@ impl WorkerStore for Store {
         &self,
         m: &Mutation,
         lease: &Lease,
+        events: Vec<EventInput>,
         output: Vec<MessageBody>,
         usage: Usage,
         stop_reason: StopReason,
@@ -153,6 +160,11 @@ impl WorkerStore for Store {
             let now = now_micros();
             let (mut session, run) = fenced(tx, lease, now, true).await?;
             let mut change = Change::new(run, session.as_mut(), now);
+            if !events.is_empty() {
+                append(tx, &mut change, &events).await?;
+                // Written now: the ending closes the calls it finds open in storage.
+                change.write_calls(tx).await?;
+            }
             let ending = change.complete(&output, &usage, stop_reason)?;
             change.end(tx, &mut wakes, ending).await?;
             let run = change.persist(tx, &mut wakes).await?;

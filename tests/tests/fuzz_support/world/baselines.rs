@@ -555,6 +555,7 @@ impl World {
                     }),
                     stop_reason: pb::StopReason::EndTurn as i32,
                     request_id: String::new(),
+                    events: vec![],
                 }
                 .encode_to_vec()
             }

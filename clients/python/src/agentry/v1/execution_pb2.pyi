@@ -1901,6 +1901,7 @@ class CompleteTaskRequest(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     task_token: _builtins.str
     stop_reason: Global___StopReason.ValueType
     """Default END_TURN."""
@@ -1913,6 +1914,13 @@ class CompleteTaskRequest(_message.Message):
     def usage(self) -> Global___Usage:
         """Added to the run's totals."""
 
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunEventInput]:
+        """At most 1000 events appended before the output, in order, as AppendRunEvents
+        would, in the same transaction as the completion: all of it or none of it. Saves
+        the worker the AppendRunEvents call of its last batch.
+        """
+
     def __init__(
         self,
         *,
@@ -1921,10 +1929,11 @@ class CompleteTaskRequest(_message.Message):
         usage: Global___Usage | None = ...,
         stop_reason: Global___StopReason.ValueType = ...,
         request_id: _builtins.str = ...,
+        events: _abc.Iterable[Global___RunEventInput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "request_id", b"request_id", "stop_reason", b"stop_reason", "task_token", b"task_token", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "output", b"output", "request_id", b"request_id", "stop_reason", b"stop_reason", "task_token", b"task_token", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
