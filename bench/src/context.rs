@@ -1,6 +1,7 @@
 //! The ContextService benchmark (issue: ContextService). Setup: one workspace, one
 //! project, 32 contexts pre-filled past their retention (keep_last 50) so that every
-//! measured write also compacts, as in steady state.
+//! measured write also raises the retention floor (and every 16th compacts), as in
+//! steady state.
 //!
 //! Ceilings, measured in the same run:
 //! - writes: pgbench running the statements the server runs for one WriteContext (key
@@ -30,6 +31,8 @@ use crate::{
 const CONCURRENCY: [usize; 2] = [1, 32];
 pub(crate) const CHANNELS: usize = 4;
 const KEEP_LAST: i32 = 50;
+/// The store's `COMPACTION_BATCH`: the floor crossing a multiple of it compacts.
+const COMPACTION_BATCH: i64 = 16;
 /// The empty call and the reads are measured in alternating slices this long.
 pub(crate) const SLICE: Duration = Duration::from_secs(1);
 
@@ -277,7 +280,8 @@ async fn write(client: &mut server::Contexts, context: usize, n: u64) -> anyhow:
 }
 
 /// The SQL the server runs for one WriteContext (no request_id, so no idempotency
-/// lookup), in steady state where each write compacts one version (`contexts/write.rs`).
+/// lookup), in steady state where each write raises the floor by one version and every
+/// `COMPACTION_BATCH`-th deletes what lies below it (`contexts/write.rs`).
 /// The server's wake-up for other replicas is sent after commit, batched across
 /// writers, so it is not part of a write's transaction.
 fn pgbench_script(key_id: &str, author: &str) -> String {
@@ -292,10 +296,13 @@ SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, c.kee
 \set next :ctx_head_version + 1
 \set floor greatest(:next - {keep}, :ctx_floor_version)
 WITH blob AS (INSERT INTO context_blobs (workspace_id, project_id, context_id, sha256, data, size_bytes, refs, create_time) VALUES ('bench', 'p', 'c' || :client_id, 'pgbench-' || :r, '{doc}', 1024, 1, 0) ON CONFLICT (workspace_id, project_id, context_id, sha256) DO UPDATE SET refs = context_blobs.refs + 1), version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, rollback_of, sha256, size_bytes, author, description, request_id, create_time) VALUES ('bench', 'p', 'c' || :client_id, :next, 'REPLACE', 0, 'pgbench-' || :r, 1024, '{author}', '', '', 0)), head AS (UPDATE contexts SET head_version = :next, floor_version = :floor, update_time = 0 WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id) INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, request_id, outcome) SELECT 'bench', 'pgbench-' || :r, 0, '{author}', 'WriteContext', 'workspaces/bench/projects/p/contexts/c', '', 'OK' WHERE true;
-WITH gone AS (DELETE FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version < :floor RETURNING sha256), released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b JOIN released r ON b.sha256 = r.sha256 WHERE b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id FOR UPDATE OF b), kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l WHERE b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id AND b.sha256 = l.sha256 AND l.refs > 0) DELETE FROM context_blobs b USING locked l WHERE b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id AND b.sha256 = l.sha256 AND l.refs <= 0;
+\if :floor / {batch} > :ctx_floor_version / {batch}
+WITH gone AS (DELETE FROM context_versions WHERE workspace_id = 'bench' AND project_id = 'p' AND context_id = 'c' || :client_id AND version < :floor RETURNING sha256), released AS (SELECT b.sha256, b.refs - count(*) AS refs FROM gone g JOIN context_blobs b ON b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id AND b.sha256 = g.sha256 GROUP BY b.sha256, b.refs), kept AS (UPDATE context_blobs b SET refs = r.refs FROM released r WHERE b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id AND b.sha256 = r.sha256 AND r.refs > 0) DELETE FROM context_blobs b USING released r WHERE b.workspace_id = 'bench' AND b.project_id = 'p' AND b.context_id = 'c' || :client_id AND b.sha256 = r.sha256 AND r.refs <= 0;
+\endif
 COMMIT;
 "#,
         keep = KEEP_LAST - 1,
+        batch = COMPACTION_BATCH,
     )
 }
 

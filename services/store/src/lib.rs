@@ -31,6 +31,7 @@ pub use agentry_core::port::{
     VersionFilter, WorkspacePatch,
 };
 pub use agents::{AgentPatch, NewAgent};
+pub use contexts::COMPACTION_BATCH;
 pub use db::Backend;
 pub use execution::{EventInput, NewRun, NewSession, RunFilter};
 pub use feed::FEED_CHANNEL;

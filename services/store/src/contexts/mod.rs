@@ -9,6 +9,7 @@
 //! compaction raises `floor_version` before deleting below it: the database trigger only
 //! lets versions below the floor go, so history cannot be removed any other way.
 
+mod compaction;
 mod heads;
 mod reads;
 mod versions;
@@ -25,6 +26,7 @@ use agentry_core::{
 use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, SelectStatement};
 
+pub use compaction::COMPACTION_BATCH;
 pub(crate) use heads::HeadBatcher;
 pub(crate) use write::Writers;
 
@@ -209,7 +211,7 @@ impl ContextStore for Store {
             lock_context(tx, name).await?;
             // Deleting the context cascades to its versions; its blobs are its own.
             tx.delete(Contexts::Table, context_row(name)).await?;
-            versions::delete_blobs(tx, name).await
+            compaction::delete_blobs(tx, name).await
         })
     }
 }
@@ -219,4 +221,4 @@ pub(crate) fn context_key(name: &ContextName) -> WakeKey {
     WakeKey::context(&name.workspace, &name.project, &name.context)
 }
 
-pub(crate) use versions::delete_project_blobs;
+pub(crate) use compaction::delete_project_blobs;

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use sea_query::{Alias, Expr, Func, Order, Query};
 
 use super::{
-    versions::{VersionRow, compacted, compacted_after, empty, one_version, select_versions},
+    compaction::retained,
+    versions::{
+        VersionRow, compacted, compacted_after, empty, one_version, select_versions, where_versions,
+    },
     where_context,
 };
 use crate::{
@@ -78,9 +81,10 @@ impl ContextReads for Store {
     }
 
     async fn read_context(&self, name: &ContextName, version: i64) -> Result<ContextVersion> {
-        let stmt = select_versions(name, true)
+        let mut stmt = select_versions(name, true)
             .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).eq(version))
             .to_owned();
+        retained(&mut stmt, name);
         if let Some(row) = self.db.fetch_optional::<VersionRow>(&stmt).await? {
             return row.try_into();
         }
@@ -99,6 +103,7 @@ impl ContextReads for Store {
     ) -> Result<Page<ContextVersion>> {
         self.get_context(name).await?;
         let mut stmt = select_versions(name, filter.full);
+        retained(&mut stmt, name);
         let col = |c| Expr::col((ContextVersions::Table, c));
         if let Some(author) = &filter.author {
             stmt.and_where(col(ContextVersions::Author).eq(author.as_str()));
@@ -133,14 +138,14 @@ impl ContextReads for Store {
         batch: VersionsAfter,
     ) -> Result<Vec<ContextVersion>> {
         let VersionsAfter { after, limit, full } = batch;
-        let stmt = select_versions(name, full)
-            .and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
+        let mut stmt = select_versions(name, full);
+        retained(&mut stmt, name);
+        stmt.and_where(Expr::col((ContextVersions::Table, ContextVersions::Version)).gt(after))
             .order_by(
                 (ContextVersions::Table, ContextVersions::Version),
                 Order::Asc,
             )
-            .limit(limit)
-            .to_owned();
+            .limit(limit);
         let rows: Vec<VersionRow> = self.db.fetch_all(&stmt).await?;
         // Versions are gapless, so a first row past `after + 1` means compaction removed
         // what the caller has not seen: say so rather than skip it. With no rows, the
@@ -165,6 +170,23 @@ impl ContextReads for Store {
 }
 
 impl Store {
+    /// The numbers of the versions `name` stores, ascending: the retained ones and those
+    /// below the floor that compaction has not deleted yet (for tests).
+    pub async fn context_stored_versions(&self, name: &ContextName) -> Result<Vec<i64>> {
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            version: i64,
+        }
+        let mut stmt = Query::select()
+            .column(ContextVersions::Version)
+            .from(ContextVersions::Table)
+            .order_by(ContextVersions::Version, Order::Asc)
+            .to_owned();
+        where_versions(&mut stmt, name);
+        let rows: Vec<Stored> = self.db.fetch_all(&stmt).await?;
+        Ok(rows.into_iter().map(|r| r.version).collect())
+    }
+
     /// Stored blobs of a workspace (for storage accounting and tests).
     pub async fn context_blob_stats(&self, workspace: &str) -> Result<(i64, i64)> {
         #[derive(sqlx::FromRow)]

@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 use agentry_core::{
     Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
-    names::{ContextName, ProjectName},
+    names::ContextName,
     time::{Micros, now_micros},
 };
-use sea_query::{Alias, Cond, Condition, Expr, Func, OnConflict, Query, SelectStatement};
+use sea_query::{Expr, OnConflict, Query, SelectStatement};
 use serde_json::Value;
 
-use super::where_context;
+use super::{
+    compaction::{compact, compaction_due},
+    where_context,
+};
 use crate::{
     db::Tx,
-    rows::{ProjectKeyed, columns, decode, insert_row, json, values},
+    rows::{columns, decode, insert_row, json, values},
     tables::{ContextBlobs, ContextVersions, Contexts},
 };
 
@@ -188,6 +191,14 @@ pub(super) struct Prepared {
 
 impl Prepared {
     pub(super) fn new(data: &Value, max_bytes: i64) -> Result<Self> {
+        let prepared = Self::of(data)?;
+        prepared.within(max_bytes)?;
+        Ok(prepared)
+    }
+
+    /// `data` in canonical JSON, hashed; its size is checked against a quota by
+    /// [`Prepared::within`].
+    pub(super) fn of(data: &Value) -> Result<Self> {
         if !data.is_object() {
             return Err(Error::invalid(
                 "data",
@@ -196,6 +207,17 @@ impl Prepared {
         }
         let canonical = document::canonical_json(data);
         let size = canonical.len() as i64;
+        let sha256 = document::sha256_hex(&canonical);
+        Ok(Self {
+            canonical,
+            size,
+            sha256,
+        })
+    }
+
+    /// Fails with `DOCUMENT_TOO_LARGE` beyond `max_bytes` (quota max_context_bytes).
+    pub(super) fn within(&self, max_bytes: i64) -> Result<()> {
+        let size = self.size;
         if size > max_bytes {
             return Err(Error::invalid_many(
                 "DOCUMENT_TOO_LARGE",
@@ -206,18 +228,13 @@ impl Prepared {
                 )],
             ));
         }
-        let sha256 = document::sha256_hex(&canonical);
-        Ok(Self {
-            canonical,
-            size,
-            sha256,
-        })
+        Ok(())
     }
 }
 
 /// Appends one version holding `write.data`, or returns the head with `noop = true`
-/// when the document equals it. Compacts beyond `keep_last`. The caller wakes watchers
-/// once the transaction has committed.
+/// when the document equals it. Raises the floor beyond `keep_last`, compacting when
+/// due. The caller wakes watchers once the transaction has committed.
 pub(crate) async fn append(
     tx: &mut Tx,
     name: &ContextName,
@@ -270,8 +287,11 @@ pub(crate) async fn append(
     where_context(&mut update, name);
     tx.execute(&update).await?;
     if floor > context.floor_version {
+        let due = compaction_due(context.floor_version, floor);
         context.floor_version = floor;
-        compact(tx, name, floor).await?;
+        if due {
+            compact(tx, name, floor).await?;
+        }
     }
     Ok((version, false))
 }
@@ -344,88 +364,4 @@ async fn insert_version(tx: &mut Tx, name: &ContextName, version: &ContextVersio
     );
     tx.execute(&insert).await?;
     Ok(())
-}
-
-/// Deletes the versions below `floor` (already recorded on the context row, which is
-/// what lets the trigger allow it) and releases their blobs.
-async fn compact(tx: &mut Tx, name: &ContextName, floor: i64) -> Result<()> {
-    let released = blobs_below(tx, name, floor).await?;
-    let mut delete = Query::delete()
-        .from_table(ContextVersions::Table)
-        .and_where(Expr::col(ContextVersions::Version).lt(floor))
-        .to_owned();
-    where_versions(&mut delete, name);
-    tx.execute(&delete).await?;
-    release_blobs(tx, name, released).await
-}
-
-#[derive(sqlx::FromRow)]
-struct BlobUse {
-    sha256: String,
-    n: i64,
-}
-
-/// How many versions of `name` below `below` use each blob.
-async fn blobs_below(tx: &mut Tx, name: &ContextName, below: i64) -> Result<Vec<BlobUse>> {
-    let mut stmt = Query::select()
-        .column(ContextVersions::Sha256)
-        .expr_as(
-            Func::count(Expr::col(ContextVersions::Version)),
-            Alias::new("n"),
-        )
-        .from(ContextVersions::Table)
-        .and_where(Expr::col(ContextVersions::Version).lt(below))
-        .group_by_col(ContextVersions::Sha256)
-        .to_owned();
-    where_versions(&mut stmt, name);
-    tx.fetch_all(&stmt).await
-}
-
-/// Drops references of `name`'s versions to its blobs and deletes the blobs nothing
-/// references any more.
-async fn release_blobs(tx: &mut Tx, name: &ContextName, released: Vec<BlobUse>) -> Result<()> {
-    for BlobUse { sha256, n } in released {
-        let by_key = of_context(name).add(Expr::col(ContextBlobs::Sha256).eq(sha256.as_str()));
-        tx.execute(
-            &Query::update()
-                .table(ContextBlobs::Table)
-                .value(ContextBlobs::Refs, Expr::col(ContextBlobs::Refs).sub(n))
-                .cond_where(by_key.clone())
-                .to_owned(),
-        )
-        .await?;
-        tx.execute(
-            &Query::delete()
-                .from_table(ContextBlobs::Table)
-                .cond_where(by_key.add(Expr::col(ContextBlobs::Refs).lte(0)))
-                .to_owned(),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// The blobs of one context.
-fn of_context(name: &ContextName) -> Condition {
-    Cond::all()
-        .add(ContextBlobs::in_project(name))
-        .add(Expr::col(ContextBlobs::ContextId).eq(name.context.as_str()))
-}
-
-/// Deletes every blob of a context that is being deleted (blobs belong to one context).
-pub(crate) async fn delete_blobs(tx: &mut Tx, name: &ContextName) -> Result<()> {
-    let delete = Query::delete()
-        .from_table(ContextBlobs::Table)
-        .cond_where(of_context(name))
-        .to_owned();
-    tx.execute(&delete).await.map(drop)
-}
-
-/// Deletes every blob of the contexts of a project that is being deleted.
-pub(crate) async fn delete_project_blobs(tx: &mut Tx, project: &ProjectName) -> Result<()> {
-    let delete = Query::delete()
-        .from_table(ContextBlobs::Table)
-        .cond_where(ContextBlobs::in_project(project))
-        .to_owned();
-    tx.execute(&delete).await.map(drop)
 }

@@ -1,12 +1,13 @@
 //! WriteContext and RollbackContext.
 //!
 //! On Postgres a write that appends a version is, besides BEGIN and COMMIT, two
-//! statements, three when it compacts: one locks the context row and reads what the
-//! write decides on (head, quota, the head's hash, and for a patch the head document);
-//! one data-modifying CTE stores the document, the version, the new head and the
-//! audit record; one deletes what fell below the retention floor and releases its
-//! documents. Watchers on other replicas are told after commit (`feed::Announcer`). On
-//! SQLite the same steps run as separate statements (`versions::append`).
+//! statements, three when it compacts (once every `COMPACTION_BATCH` versions): one
+//! locks the context row and reads what the write decides on (head, quota, the head's
+//! hash, and for a patch the head document); one data-modifying CTE stores the
+//! document, the version, the new head and the audit record; one deletes what fell
+//! below the retention floor and releases its documents. Watchers on other replicas
+//! are told after commit (`feed::Announcer`). On SQLite the same steps run as
+//! separate statements (`versions::append`).
 
 use std::{
     collections::HashMap,
@@ -25,7 +26,9 @@ use serde_json::Value;
 use sqlx::{FromRow as _, postgres::PgRow};
 
 use super::{
-    ContextRow, context_key, lock_context,
+    ContextRow,
+    compaction::compaction_due,
+    context_key, lock_context,
     versions::{
         Append, Prepared, VersionRow, append, head_document, one_version, version_conflict,
         version_in_tx,
@@ -109,21 +112,22 @@ INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, r
 request_id, outcome) SELECT $15, $16, $8, $11, $17, $19, $13, 'OK' WHERE $18";
 
 /// Deletes the versions below the floor `$4` (already stored on the context row, which
-/// is what lets the trigger allow it) and releases their documents: the blob rows are
-/// locked first, so their counts are current when deciding between decrement and delete.
+/// is what lets the trigger allow it) and releases their documents. The blob rows need
+/// no lock of their own: a context's blobs change only under its row lock, which the
+/// writer holds (DeleteContext takes it too; a forced DeleteProject deletes the
+/// contexts, so it waits for that lock before it can commit).
 const COMPACT: &str = "WITH gone AS (\
 DELETE FROM context_versions WHERE workspace_id = $1 AND project_id = $2 \
 AND context_id = $3 AND version < $4 RETURNING sha256), \
-released AS (SELECT sha256, count(*) AS n FROM gone GROUP BY sha256), \
-locked AS (SELECT b.sha256, b.refs - r.n AS refs FROM context_blobs b \
-JOIN released r ON b.sha256 = r.sha256 \
-WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 FOR UPDATE OF b), \
-kept AS (UPDATE context_blobs b SET refs = l.refs FROM locked l \
+released AS (SELECT b.sha256, b.refs - count(*) AS refs FROM gone g JOIN context_blobs b \
+ON b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 AND b.sha256 = g.sha256 \
+GROUP BY b.sha256, b.refs), \
+kept AS (UPDATE context_blobs b SET refs = r.refs FROM released r \
 WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
-AND b.sha256 = l.sha256 AND l.refs > 0) \
-DELETE FROM context_blobs b USING locked l \
+AND b.sha256 = r.sha256 AND r.refs > 0) \
+DELETE FROM context_blobs b USING released r \
 WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
-AND b.sha256 = l.sha256 AND l.refs <= 0";
+AND b.sha256 = r.sha256 AND r.refs <= 0";
 
 #[derive(sqlx::FromRow)]
 struct Locked {
@@ -282,7 +286,7 @@ async fn write_postgres(
         None => None,
     };
     let locked = locked.ok_or_else(|| Error::not_found(name.to_string()))?;
-    let mut context: Context = locked.context.try_into()?;
+    let context: Context = locked.context.try_into()?;
     check_expected(name, write, &context)?;
     let head = head_of(&context, locked.head.as_deref(), patch)?;
     let (head_sha256, head_document) = match head {
@@ -321,8 +325,7 @@ async fn write_postgres(
     let keep_last = i64::from(context.keep_last.max(1));
     let floor = (version.version - keep_last + 1).max(context.floor_version);
     store_version(tx, m, name, &version, prepared.canonical, floor).await?;
-    if floor > context.floor_version {
-        context.floor_version = floor;
+    if compaction_due(context.floor_version, floor) {
         compact(tx, name, floor).await?;
     }
     Ok(WriteOutcome {
