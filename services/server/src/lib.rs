@@ -206,11 +206,16 @@ async fn handler_state(
         store: store.clone(),
         pages,
         feed: store.clone(),
-        stopping,
+        stopping: stopping.clone(),
         revisions: Default::default(),
         context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
     });
-    let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        root_hash,
+        keys,
+        stopping.clone(),
+    ));
     Ok((ctx, auth, generated_root_key))
 }
 
