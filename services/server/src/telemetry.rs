@@ -34,7 +34,7 @@ use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracer, SdkTracerProvider},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider},
 };
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -227,9 +227,30 @@ fn tracer_provider(
         SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler)
-            .with_batch_exporter(exporter)
+            .with_span_processor(batch_processor(exporter, var))
             .build(),
     ))
+}
+
+/// The batch span processor, with the SDK's `OTEL_BSP_*` variables, except that unset
+/// ones default to a queue of [`QUEUE`] spans and batches of [`BATCH`] rather than 2,048
+/// and 512: the SDK's queue filled, and spans were dropped, at 60k spans/s.
+fn batch_processor(
+    exporter: opentelemetry_otlp::SpanExporter,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> BatchSpanProcessor {
+    const QUEUE: usize = 8_192;
+    const BATCH: usize = 2_048;
+    let mut config = BatchConfigBuilder::default();
+    if var("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        config = config.with_max_queue_size(QUEUE);
+    }
+    if var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+        config = config.with_max_export_batch_size(BATCH);
+    }
+    BatchSpanProcessor::builder(exporter)
+        .with_batch_config(config.build())
+        .build()
 }
 
 /// TLS to the collector when the endpoint is `https://`, as the specification's variables
