@@ -45,6 +45,10 @@ pub struct Args {
     /// shows how far apart the two measurements land by chance).
     #[arg(long)]
     no_metrics: bool,
+    /// Measure only one of the two calls (`empty` or `read`): with the servers under
+    /// `valgrind --tool=callgrind`, their instruction counts are then that call's alone.
+    #[arg(long, value_parser = ["empty", "read"])]
+    only: Option<String>,
 }
 
 /// Receives spans and counts them.
@@ -114,6 +118,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     .await?;
     let (key, _) = prepare_contexts(&off).await?;
     let duration = Duration::from_secs(cli.seconds);
+    // A call left out by `--only` runs for no time: no call, a report of zeros.
+    let for_call = |call: &str| match &args.only {
+        Some(only) if only != call => Duration::ZERO,
+        _ => duration,
+    };
     let traces = if args.no_traces {
         "no traces".to_owned()
     } else {
@@ -165,7 +174,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     };
     let [empty_off, empty_on] = alternate(
         CONCURRENCY,
-        duration,
+        for_call("empty"),
         SLICE,
         &meter,
         health(&channels[0]),
@@ -193,7 +202,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     };
     let [reads_off, reads_on] = alternate(
         CONCURRENCY,
-        duration,
+        for_call("read"),
         SLICE,
         &meter,
         reads(&channels[0]),

@@ -18,6 +18,7 @@ use agentry_core::{
     Error, Reason, Result, apikey, model::Role, names::ApiKeyName, port::Storage, time::now_micros,
 };
 use futures::future::BoxFuture;
+use tokio::sync::watch;
 
 use crate::{
     error::to_status,
@@ -195,14 +196,23 @@ pub struct Authenticator {
     store: Arc<dyn Storage>,
     root_hash: Vec<u8>,
     cache: Arc<KeyCache>,
+    /// True once the server drains: new calls are refused (UNAVAILABLE), so that a
+    /// client retries them on a server that will still be there to answer.
+    stopping: watch::Receiver<bool>,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Storage>, root_hash: Vec<u8>, cache: Arc<KeyCache>) -> Self {
+    pub fn new(
+        store: Arc<dyn Storage>,
+        root_hash: Vec<u8>,
+        cache: Arc<KeyCache>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             root_hash,
             cache,
+            stopping,
         }
     }
 
@@ -316,6 +326,13 @@ where
             if !path.starts_with("/agentry.") {
                 return inner.call(request).await;
             }
+            if *auth.stopping.borrow() {
+                // A call accepted now would be cut at the end of the grace period.
+                return Ok(crate::error::unavailable(
+                    "the server is shutting down; retry the call",
+                )
+                .into_http());
+            }
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)
@@ -335,5 +352,75 @@ where
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+
+    /// A service that answers every call it is handed with an empty OK.
+    fn answering() -> impl tower::Service<
+        http::Request<()>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(tonic::body::Body::empty()))
+        })
+    }
+
+    fn grpc_status(response: &http::Response<tonic::body::Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_draining_server_refuses_new_calls_with_unavailable() {
+        let dir = std::env::temp_dir().join(format!("agentry-drain-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("a.db").display());
+        let store: Arc<dyn Storage> =
+            Arc::new(agentry_store::Store::connect(&url, 1).await.unwrap());
+        let (stop, stopping) = watch::channel(false);
+        let auth = Authenticator::new(
+            store,
+            vec![0; 32],
+            Arc::new(KeyCache::new(Duration::ZERO)),
+            stopping,
+        );
+        let service = AuthLayer::new(Arc::new(auth)).layer(answering());
+        let call = |path: &str| {
+            http::Request::builder()
+                .uri(format!("http://agentry{path}"))
+                .body(())
+                .unwrap()
+        };
+        let api = "/agentry.v1.RegistryService/GetWorkspace";
+        let before = service.clone().oneshot(call(api)).await.unwrap();
+        assert_eq!(grpc_status(&before), Some("16"), "no key: UNAUTHENTICATED");
+
+        stop.send(true).unwrap();
+        let during = service.clone().oneshot(call(api)).await.unwrap();
+        assert_eq!(grpc_status(&during), Some("14"), "draining: UNAVAILABLE");
+        let health = service
+            .oneshot(call("/grpc.health.v1.Health/Check"))
+            .await
+            .unwrap();
+        assert_eq!(
+            grpc_status(&health),
+            None,
+            "health still answers while draining"
+        );
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -206,11 +206,16 @@ async fn handler_state(
         store: store.clone(),
         pages,
         feed: store.clone(),
-        stopping,
+        stopping: stopping.clone(),
         revisions: Default::default(),
         context_versions: contexts::VersionCache::new(CONTEXT_CACHE_BYTES),
     });
-    let auth = Arc::new(Authenticator::new(store.clone(), root_hash, keys));
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        root_hash,
+        keys,
+        stopping.clone(),
+    ));
     Ok((ctx, auth, generated_root_key))
 }
 
@@ -344,10 +349,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         _ => (None, None),
     };
-    let observer = Arc::new(Observer::new(
-        metrics_addr.is_some(),
-        telemetry::tracing_enabled(),
-    ));
+    let observer = Arc::new(Observer::new(metrics_addr.is_some(), telemetry::tracer()));
     let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,

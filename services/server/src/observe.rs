@@ -24,9 +24,13 @@ use std::{
 
 use agentry_proto::RequestId;
 use futures::future::BoxFuture;
+use opentelemetry::{
+    Context as OtelContext,
+    trace::{FutureExt as _, SpanBuilder, SpanKind, TraceContextExt as _},
+};
+use opentelemetry_sdk::trace::SdkTracer;
 use tonic::body::Body;
-use tracing::{Instrument as _, Level, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing::Level;
 
 use crate::{
     auth::Principal,
@@ -97,7 +101,7 @@ where
         } else {
             tracing::enabled!(target: "agentry_server::rpc", Level::DEBUG)
         };
-        if !observer.metrics && !observer.tracing && !logged {
+        if !observer.metrics && observer.tracer.is_none() && !logged {
             return Box::pin(inner.call(request));
         }
         // Only the log line uses who called and the request's id.
@@ -107,44 +111,54 @@ where
             info
         });
         let headers = request.headers();
-        let span =
-            if observer.tracing && crate::telemetry::traced(headers.contains_key(TRACEPARENT)) {
-                server_span(method, headers)
-            } else {
-                Span::none()
-            };
-        let caller_trace_id = if logged && span.is_disabled() {
+        let trace = observer
+            .tracer
+            .as_ref()
+            .filter(|_| crate::telemetry::traced(headers.contains_key(TRACEPARENT)))
+            .map(|tracer| server_span(tracer, method, headers));
+        let caller_trace_id = if logged && trace.is_none() {
             caller_trace_id(headers)
         } else {
             None
         };
-        let call = Call::new(observer.clone(), index, info, span.clone(), caller_trace_id);
-        let response = inner.call(request).instrument(span);
-        Box::pin(async move { Ok(call.respond(response.await?)) })
+        let call = Call::new(
+            observer.clone(),
+            index,
+            info,
+            trace.clone(),
+            caller_trace_id,
+        );
+        let response = inner.call(request);
+        match trace {
+            // The handler runs in the span's context: the store's spans are its children.
+            Some(trace) => {
+                Box::pin(async move { Ok(call.respond(response.with_context(trace).await?)) })
+            }
+            None => Box::pin(async move { Ok(call.respond(response.await?)) }),
+        }
     }
 }
 
 const TRACEPARENT: &str = "traceparent";
 
-/// The server span: named `package.Service/Method`, with the RPC semantic-convention
-/// attributes, continuing the caller's W3C trace context.
-fn server_span(method: &Method, headers: &http::HeaderMap) -> Span {
-    let span = tracing::debug_span!(
-        target: "agentry_server::rpc",
-        "rpc",
-        otel.name = &method.path[1..],
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = method.service,
-        rpc.method = method.method,
-    );
-    if headers.contains_key(TRACEPARENT) {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+/// The server span, in a context of its own: named `package.Service/Method`, with the RPC
+/// semantic-convention attributes, continuing the caller's W3C trace context.
+fn server_span(tracer: &SdkTracer, method: &Method, headers: &http::HeaderMap) -> OtelContext {
+    let parent = if headers.contains_key(TRACEPARENT) {
+        opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(headers))
-        });
-        let _ = span.set_parent(parent);
-    }
-    span
+        })
+    } else {
+        OtelContext::new()
+    };
+    // Room for the status code the call ends with.
+    let mut attributes = Vec::with_capacity(method.span_attributes.len() + 1);
+    attributes.extend_from_slice(&method.span_attributes);
+    let span = SpanBuilder::from_name(method.name())
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);

@@ -9,9 +9,10 @@
 //! `OTEL_SERVICE_NAME` (default `agentry`), `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`),
 //! `OTEL_EXPORTER_OTLP_HEADERS`, and the batch processor's `OTEL_BSP_*`. W3C
-//! `traceparent` headers are continued. Only the server's own spans are exported (the
-//! RPC spans and the store's transaction and statement spans); they are built at DEBUG
-//! level, so with tracing off and the log filter at info they cost nothing.
+//! `traceparent` headers are continued. Only the server's own spans are exported: the
+//! RPC spans and, within a traced call, the store's transaction and statement spans.
+//! They are built with the OpenTelemetry API (see [`tracer`]) and only while exporting,
+//! so with tracing off they cost nothing.
 //!
 //! A ratio sampler decides before any span is built: a call that starts no trace (a
 //! root the ratio leaves out, with no sampled caller's context) gets no span at all, nor
@@ -21,7 +22,10 @@
 use std::{
     cell::Cell,
     io::IsTerminal,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use crate::startup::{Context as _, StartError};
@@ -30,15 +34,15 @@ use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
 };
-use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
-};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
+/// The exporter's tracer, which builds the server spans (see [`tracer`]).
+static TRACER: Mutex<Option<SdkTracer>> = Mutex::new(None);
 /// The share of calls without a caller's sampled trace that start one (f64 bits).
 static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
 /// Whether a caller's `traceparent` decides instead of the ratio (the `parentbased_*`
@@ -48,6 +52,15 @@ static FOLLOW_CALLER: AtomicBool = AtomicBool::new(true);
 /// Whether spans are exported (RPC spans are only built then).
 pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
+}
+
+/// The tracer of the exported spans, when they are. Spans are built with the
+/// OpenTelemetry API directly rather than as `tracing` spans through
+/// `tracing-opentelemetry`, whose bridge cost about as much again per span (a registry
+/// entry, field visitors, a context attached on every poll). A call runs in its server
+/// span's OpenTelemetry context, where the store finds the parent of its spans.
+pub fn tracer() -> Option<SdkTracer> {
+    TRACER.lock().ok()?.clone()
 }
 
 /// Whether a call gets a span: with a caller's trace context under a `parentbased_*`
@@ -145,26 +158,18 @@ pub fn init_with(
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider(&var)?;
-    let otel = provider.as_ref().map(|provider| {
-        // Only what the spans declare: no busy/idle timing (a clock read on every poll),
-        // thread, source location or target attributes, which cost on every span.
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("agentry"))
-            .with_tracked_inactivity(false)
-            .with_threads(false)
-            .with_location(false)
-            .with_target(false)
-            .with_level(false)
-            .with_filter(filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with("agentry_")
-            }))
-    });
     tracing_subscriber::registry()
         .with(fmt)
-        .with(otel)
         .try_init()
         .during(StartError::Telemetry)?;
     TRACING.store(provider.is_some(), Ordering::Relaxed);
+    if let Some(provider) = &provider {
+        // The store builds its spans with the global tracer.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    if let Ok(mut tracer) = TRACER.lock() {
+        *tracer = provider.as_ref().map(|provider| provider.tracer("agentry"));
+    }
     Ok(Telemetry { provider })
 }
 

@@ -6,11 +6,10 @@
 //! reads through a separate pool (WAL mode lets them run beside the writer). On Postgres
 //! one pool serves both, and writers that must serialize take row locks.
 //!
-//! Every transaction and every statement gets a `tracing` span (target
-//! `agentry_store::db`, level DEBUG, so that nothing is built unless a trace exporter or
-//! `RUST_LOG=debug` asks for it) with `db.system` and the statement's summary, such as
-//! `SELECT runs`: the operation and its table, read from the rendered SQL, whose values
-//! are always bound parameters, so no value can reach a span.
+//! Within a traced call, every transaction and every statement gets an OpenTelemetry
+//! span with `db.system` and the statement's summary, such as `SELECT runs`: the
+//! operation and its table, read from the rendered SQL, whose values are always bound
+//! parameters, so no value can reach a span. Untraced, nothing is built.
 
 use std::{panic::Location, str::FromStr, time::Duration};
 
@@ -24,11 +23,10 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
-use tracing::{Instrument as _, Span};
-
 mod span;
 
-use span::{in_a_call, statement_span, system};
+pub(crate) use span::StatementSpan;
+use span::{statement_span, transaction_span};
 
 /// One statement on a pool or a transaction's connection of back end `$backend`
 /// (`Postgres`, `Sqlite`): rendered for its dialect and run under a statement span (a
@@ -37,19 +35,17 @@ use span::{in_a_call, statement_span, system};
 macro_rules! run {
     (rows $fetch:ident, $backend:ident, $stmt:expr, $on:expr, $parent:expr) => {{
         let (sql, values) = run!(@render $backend, $stmt);
-        let span = statement_span(Backend::$backend, &sql, $parent);
+        let _span = statement_span(Backend::$backend, &sql, $parent);
         sqlx::query_as_with::<_, R, _>(&sql, values)
             .$fetch($on)
-            .instrument(span)
             .await
             .map_err(map_err)
     }};
     (execute, $backend:ident, $stmt:expr, $on:expr, $parent:expr) => {{
         let (sql, values) = run!(@render $backend, $stmt);
-        let span = statement_span(Backend::$backend, &sql, $parent);
+        let _span = statement_span(Backend::$backend, &sql, $parent);
         sqlx::query_with(&sql, values)
             .execute($on)
-            .instrument(span)
             .await
             .map(|done| done.rows_affected())
             .map_err(map_err)
@@ -183,52 +179,13 @@ impl Db {
         &self,
         operation: &'static str,
     ) -> impl std::future::Future<Output = Result<Tx>> + Send + '_ {
-        let caller = Location::caller();
-        let span = if in_a_call() {
-            tracing::debug_span!(
-                target: "agentry_store::db",
-                "db.transaction",
-                otel.name = tracing::field::Empty,
-                otel.kind = "client",
-                db.system = system(self.backend()),
-                db.operation.name = tracing::field::Empty,
-                code.filepath = caller.file(),
-                code.lineno = caller.line(),
-            )
-        } else {
-            Span::none()
-        };
-        if !span.is_disabled() {
-            let name = if operation.is_empty() {
-                "transaction".to_owned()
-            } else {
-                format!("transaction {operation}")
-            };
-            span.record("otel.name", name.as_str());
-            span.record(
-                "db.operation.name",
-                if operation.is_empty() {
-                    "transaction"
-                } else {
-                    operation
-                },
-            );
-        }
+        let span = transaction_span(self.backend(), operation, Location::caller());
         async move {
             let conn = match self {
-                Self::Postgres(pool) => TxConn::Postgres(
-                    pool.begin()
-                        .instrument(span.clone())
-                        .await
-                        .map_err(map_err)?,
-                ),
-                Self::Sqlite { writer, .. } => TxConn::Sqlite(
-                    writer
-                        .begin()
-                        .instrument(span.clone())
-                        .await
-                        .map_err(map_err)?,
-                ),
+                Self::Postgres(pool) => TxConn::Postgres(pool.begin().await.map_err(map_err)?),
+                Self::Sqlite { writer, .. } => {
+                    TxConn::Sqlite(writer.begin().await.map_err(map_err)?)
+                }
             };
             Ok(Tx { conn, span })
         }
@@ -351,8 +308,9 @@ impl Db {
 /// An open write transaction on either back end. Dropping it rolls back.
 pub(crate) struct Tx {
     conn: TxConn,
-    /// Open until the transaction commits or is dropped.
-    span: Span,
+    /// The context of the transaction's span (empty when untraced), which ends when the
+    /// transaction commits or is dropped.
+    span: opentelemetry::Context,
 }
 
 enum TxConn {
@@ -412,7 +370,10 @@ impl Tx {
 
     /// The transaction's Postgres connection and a span for `sql`, for statements
     /// sea-query cannot build (data-modifying CTEs); `None` on SQLite.
-    pub(crate) fn postgres(&mut self, sql: &str) -> Option<(&mut sqlx::PgConnection, Span)> {
+    pub(crate) fn postgres(
+        &mut self,
+        sql: &str,
+    ) -> Option<(&mut sqlx::PgConnection, StatementSpan)> {
         match &mut self.conn {
             TxConn::Postgres(tx) => {
                 let span = statement_span(Backend::Postgres, sql, Some(&self.span));
@@ -423,10 +384,10 @@ impl Tx {
     }
 
     pub(crate) async fn commit(self) -> Result<()> {
-        let span = self.span;
+        let _span = self.span;
         match self.conn {
-            TxConn::Postgres(tx) => tx.commit().instrument(span).await.map_err(map_err),
-            TxConn::Sqlite(tx) => tx.commit().instrument(span).await.map_err(map_err),
+            TxConn::Postgres(tx) => tx.commit().await.map_err(map_err),
+            TxConn::Sqlite(tx) => tx.commit().await.map_err(map_err),
         }
     }
 }

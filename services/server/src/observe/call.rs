@@ -10,10 +10,13 @@ use std::{
 };
 
 use http_body::{Frame, SizeHint};
+use opentelemetry::{
+    Context as OtelContext, KeyValue,
+    trace::{Status, TraceContextExt as _},
+};
 use prost::bytes::Bytes;
 use tonic::{Code, body::Body};
-use tracing::{Level, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing::Level;
 
 use super::{
     CallInfo,
@@ -61,7 +64,8 @@ pub(super) struct Call {
     index: usize,
     /// Set when the call's line is logged.
     info: Option<Arc<CallInfo>>,
-    span: Span,
+    /// The context of the call's span, when it has one.
+    trace: Option<OtelContext>,
     caller_trace_id: Option<String>,
     started: Instant,
     stream_open: bool,
@@ -73,14 +77,14 @@ impl Call {
         observer: Arc<Observer>,
         index: usize,
         info: Option<Arc<CallInfo>>,
-        span: Span,
+        trace: Option<OtelContext>,
         caller_trace_id: Option<String>,
     ) -> Self {
         Self {
             observer,
             index,
             info,
-            span,
+            trace,
             caller_trace_id,
             started: Instant::now(),
             stream_open: false,
@@ -129,26 +133,18 @@ impl Call {
                 gauge.decrement(1.0);
             }
         }
-        if !self.span.is_disabled() {
-            self.span.set_attribute("rpc.grpc.status_code", code as i64);
+        if let Some(trace) = &self.trace {
+            let span = trace.span();
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
             if code != Code::Ok {
-                self.span
-                    .set_status(opentelemetry::trace::Status::error(format!(
-                        "{code_name}: {message}"
-                    )));
+                span.set_status(Status::error(format!("{code_name}: {message}")));
             }
+            span.end();
         }
         let Some(info) = &self.info else { return };
-        let trace_id = if self.span.is_disabled() {
-            self.caller_trace_id.clone().unwrap_or_default()
-        } else {
-            use opentelemetry::trace::TraceContextExt as _;
-            self.span
-                .context()
-                .span()
-                .span_context()
-                .trace_id()
-                .to_string()
+        let trace_id = match &self.trace {
+            Some(trace) => trace.span().span_context().trace_id().to_string(),
+            None => self.caller_trace_id.clone().unwrap_or_default(),
         };
         let (workspace, key) = info
             .principal
@@ -162,7 +158,7 @@ impl Call {
                 tracing::event!(
                     target: "agentry_server::rpc",
                     $level,
-                    method = %&method.path[1..],
+                    method = %method.name(),
                     code = %code_name,
                     duration_ms,
                     workspace = %workspace,

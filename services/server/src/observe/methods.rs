@@ -4,6 +4,8 @@
 use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge, Histogram};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::SdkTracer;
 use prost::Message as _;
 use tonic::Code;
 
@@ -36,9 +38,12 @@ pub const STREAM_KINDS: &[(&str, &str)] = &[
 
 /// One method the server serves, with its metric handles.
 pub(super) struct Method {
-    pub(super) path: String,
+    /// `/package.Service/Method`.
+    pub(super) path: &'static str,
     pub(super) service: &'static str,
     pub(super) method: &'static str,
+    /// The server span's RPC attributes, built once: a span only clones them.
+    pub(super) span_attributes: [KeyValue; 3],
     /// `agentry.*`: logged at info; health and reflection at debug.
     pub(super) api: bool,
     pub(super) stream: Option<Gauge>,
@@ -49,6 +54,11 @@ pub(super) struct Method {
 }
 
 impl Method {
+    /// `package.Service/Method`: the span's name and the log line's `method`.
+    pub(super) fn name(&self) -> &'static str {
+        &self.path[1..]
+    }
+
     pub(super) fn requests(&self, code: Code) -> &Counter {
         let code = code as usize % CODE_NAMES.len();
         self.requests[code].get_or_init(|| {
@@ -76,7 +86,8 @@ pub struct Observer {
     /// Where calls of paths that name no method are counted.
     unknown: usize,
     pub(super) metrics: bool,
-    pub(super) tracing: bool,
+    /// Set when spans are exported: the server spans are built with it directly.
+    pub(super) tracer: Option<SdkTracer>,
 }
 
 fn leak(s: &str) -> &'static str {
@@ -86,7 +97,7 @@ fn leak(s: &str) -> &'static str {
 impl Observer {
     /// The methods of every served descriptor set. Metric handles bind to the recorder
     /// installed now, so this runs after [`crate::metrics::install`].
-    pub fn new(metrics: bool, tracing: bool) -> Self {
+    pub fn new(metrics: bool, tracer: Option<SdkTracer>) -> Self {
         let sets = [
             agentry_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -115,7 +126,12 @@ impl Observer {
                     .find(|(m, _)| *m == method && service.starts_with("agentry."))
                     .map(|(_, kind)| metrics::gauge!("agentry_streams_open", "kind" => *kind));
                 Method {
-                    path: format!("/{service}/{method}"),
+                    path: leak(&format!("/{service}/{method}")),
+                    span_attributes: [
+                        KeyValue::new("rpc.system", "grpc"),
+                        KeyValue::new("rpc.service", service),
+                        KeyValue::new("rpc.method", method),
+                    ],
                     api: service.starts_with("agentry."),
                     stream,
                     requests: Default::default(),
@@ -125,7 +141,7 @@ impl Observer {
                 }
             })
             .collect();
-        methods.sort_by(|a, b| a.path.cmp(&b.path));
+        methods.sort_by(|a, b| a.path.cmp(b.path));
         methods.dedup_by(|a, b| a.path == b.path);
         let unknown = methods
             .iter()
@@ -135,13 +151,13 @@ impl Observer {
             methods,
             unknown,
             metrics,
-            tracing,
+            tracer,
         }
     }
 
     pub(super) fn find(&self, path: &str) -> usize {
         self.methods
-            .binary_search_by(|m| m.path.as_str().cmp(path))
+            .binary_search_by(|m| m.path.cmp(path))
             .unwrap_or(self.unknown)
     }
 }
@@ -170,11 +186,11 @@ mod tests {
 
     #[test]
     fn every_served_method_is_found_and_other_paths_are_unknown() {
-        let observer = Observer::new(false, false);
+        let observer = Observer::new(false, None);
         assert!(observer.methods.len() > 40);
         for method in &observer.methods {
             assert_eq!(
-                observer.methods[observer.find(&method.path)].path,
+                observer.methods[observer.find(method.path)].path,
                 method.path
             );
         }

@@ -23,7 +23,6 @@ use agentry_core::{
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{FromRow as _, postgres::PgRow};
-use tracing::Instrument as _;
 
 use super::{
     ContextRow, context_key, lock_context,
@@ -344,14 +343,10 @@ fn keyed<'q>(sql: &'q str, name: &'q ContextName) -> PgQuery<'q> {
 
 /// Runs `query` (whose text is `sql`) in the transaction; its row, if it returns one.
 async fn statement(tx: &mut Tx, sql: &str, query: PgQuery<'_>) -> Result<Option<PgRow>> {
-    let (conn, span) = tx
+    let (conn, _span) = tx
         .postgres(sql)
         .ok_or_else(|| Error::internal("a Postgres statement on another database"))?;
-    query
-        .fetch_optional(conn)
-        .instrument(span)
-        .await
-        .map_err(map_err)
+    query.fetch_optional(conn).await.map_err(map_err)
 }
 
 async fn head_version(

@@ -1,8 +1,19 @@
-//! The tracing spans of transactions and statements (see the module above).
+//! The spans of transactions and statements (see the module above), built with the
+//! OpenTelemetry API: only within a traced call, as children of the span in the current
+//! OpenTelemetry context (the call's server span) or of their transaction's.
 
-use tracing::Span;
+use std::{panic::Location, sync::OnceLock};
+
+use opentelemetry::{
+    Context, KeyValue,
+    global::{BoxedSpan, BoxedTracer},
+    trace::{SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _},
+};
 
 use super::Backend;
+
+/// A statement's span: ends when dropped, after the statement.
+pub(crate) type StatementSpan = Option<BoxedSpan>;
 
 /// The `db.system` of a back end.
 pub(super) fn system(backend: Backend) -> &'static str {
@@ -12,42 +23,76 @@ pub(super) fn system(backend: Backend) -> &'static str {
     }
 }
 
-/// Only work done for a call is traced: the background tasks' (reaper, listeners)
-/// statements would otherwise each start a trace of their own, many per second. Decided
-/// before a span is built: a span built and then dropped would still be exported.
-pub(super) fn in_a_call() -> bool {
-    !Span::current().is_none()
+/// The global tracer, which the server sets up before it serves a traced call (the only
+/// place these spans are built).
+fn tracer() -> &'static BoxedTracer {
+    static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
+    TRACER.get_or_init(|| opentelemetry::global::tracer("agentry"))
 }
 
-/// A statement's span, named by [`summary`]; a child of its transaction's span.
-pub(super) fn statement_span(backend: Backend, sql: &str, transaction: Option<&Span>) -> Span {
-    let span = match transaction {
-        Some(parent) if parent.is_disabled() => Span::none(),
-        None if !in_a_call() => Span::none(),
-        Some(parent) => tracing::debug_span!(
-            target: "agentry_store::db",
-            parent: parent,
-            "db.statement",
-            otel.name = tracing::field::Empty,
-            otel.kind = "client",
-            db.system = system(backend),
-            db.query.summary = tracing::field::Empty,
-        ),
-        None => tracing::debug_span!(
-            target: "agentry_store::db",
-            "db.statement",
-            otel.name = tracing::field::Empty,
-            otel.kind = "client",
-            db.system = system(backend),
-            db.query.summary = tracing::field::Empty,
-        ),
+/// Only work done for a traced call is traced: the background tasks' (reaper, listeners)
+/// statements would otherwise each start a trace of their own, many per second; and the
+/// children of a span that is not sampled would not be either. Decided before a span is
+/// built: a span built and then dropped would still be exported.
+fn traced(parent: &Context) -> bool {
+    parent.has_active_span() && parent.span().span_context().is_sampled()
+}
+
+fn child(parent: &Context, name: String, attributes: Vec<KeyValue>) -> BoxedSpan {
+    let builder = SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes);
+    tracer().build_with_context(builder, parent)
+}
+
+/// A transaction's span, in a context its statements' spans take as their parent (an
+/// empty context when the call is not traced): `transaction {operation}`, naming the
+/// code that began it.
+pub(super) fn transaction_span(
+    backend: Backend,
+    operation: &'static str,
+    caller: &'static Location<'static>,
+) -> Context {
+    Context::map_current(|parent| {
+        if !traced(parent) {
+            return Context::new();
+        }
+        let (name, operation) = if operation.is_empty() {
+            ("transaction".to_owned(), "transaction")
+        } else {
+            (format!("transaction {operation}"), operation)
+        };
+        let attributes = vec![
+            KeyValue::new("db.system", system(backend)),
+            KeyValue::new("db.operation.name", operation),
+            KeyValue::new("code.filepath", caller.file()),
+            KeyValue::new("code.lineno", i64::from(caller.line())),
+        ];
+        parent.with_span(child(parent, name, attributes))
+    })
+}
+
+/// A statement's span, named by [`summary`]: a child of its transaction's span, or else
+/// of the current context's.
+pub(super) fn statement_span(
+    backend: Backend,
+    sql: &str,
+    transaction: Option<&Context>,
+) -> StatementSpan {
+    let span = |parent: &Context| {
+        traced(parent).then(|| {
+            let summary = summary(sql);
+            let attributes = vec![
+                KeyValue::new("db.system", system(backend)),
+                KeyValue::new("db.query.summary", summary.clone()),
+            ];
+            child(parent, summary, attributes)
+        })
     };
-    if !span.is_disabled() {
-        let summary = summary(sql);
-        span.record("otel.name", summary.as_str());
-        span.record("db.query.summary", summary.as_str());
+    match transaction {
+        Some(parent) => span(parent),
+        None => Context::map_current(span),
     }
-    span
 }
 
 /// `SELECT runs`, `INSERT audit_log`, `UPDATE contexts`: a statement's operation and its

@@ -16,7 +16,6 @@
 
 use agentry_core::{Error, Result, run::Run, time::Micros};
 use sea_query::{Expr, LockType, OnConflict, Order, Query};
-use tracing::Instrument as _;
 
 use super::{claim::candidates, rows::RunRow};
 use crate::{
@@ -165,13 +164,12 @@ pub(super) async fn take(
     agents: &[String],
     now: Micros,
 ) -> Result<Option<Run>> {
-    if let Some((conn, span)) = tx.postgres(TAKE) {
+    if let Some((conn, _span)) = tx.postgres(TAKE) {
         let row: Option<RunRow> = sqlx::query_as(TAKE)
             .bind(workspace)
             .bind(agents)
             .bind(now)
             .fetch_optional(conn)
-            .instrument(span)
             .await
             .map_err(map_err)?;
         return row.map(Run::try_from).transpose();
