@@ -12,14 +12,10 @@ use std::sync::Arc;
 
 use agentry_core::{Error, Result, names::ContextName, wake::WakeKey};
 use agentry_proto::v1 as pb;
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::version_to_proto;
 use crate::{
-    auth::{Action, Principal},
-    notify::{Follower, Read},
+    notify::{Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -27,10 +23,9 @@ const BATCH: u64 = 100;
 
 pub async fn watch_context(
     ctx: Arc<RequestCtx>,
-    p: &Principal,
+    name: ContextName,
     req: pb::WatchContextRequest,
-) -> Result<impl Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + use<>> {
-    let name: ContextName = p.authorize("name", &req.name, Action::Read)?;
+) -> Result<Replies<pb::WatchContextResponse>> {
     let full = match pb::ContextVersionView::try_from(req.view) {
         Ok(pb::ContextVersionView::Basic) => false,
         Ok(_) => true,
@@ -56,35 +51,38 @@ pub async fn watch_context(
         .store
         .context_versions_after(&name, cursor, BATCH, full)
         .await?;
-    let (sender, receiver) = mpsc::channel(64);
-    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_version");
-    tokio::spawn(async move {
-        loop {
-            for version in pending.drain(..) {
-                cursor = version.version;
-                let item = pb::WatchContextResponse {
-                    version: Some(version_to_proto(&name, version)),
-                };
-                if !follower.send(item).await {
-                    return; // the client went away
+    let stopping = ctx.stopping.clone();
+    Ok(follow(
+        &stopping,
+        "after_version",
+        64,
+        move |mut follower| async move {
+            loop {
+                for version in pending.drain(..) {
+                    cursor = version.version;
+                    let item = pb::WatchContextResponse {
+                        version: Some(version_to_proto(&name, version)),
+                    };
+                    if !follower.send(item).await {
+                        return; // the client went away
+                    }
+                }
+                let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
+                match follower.read(cursor, read).await {
+                    Read::Got(batch) if batch.is_empty() => {}
+                    Read::Got(batch) => {
+                        pending = batch;
+                        continue;
+                    }
+                    Read::Again => continue,
+                    Read::Ended => return,
+                }
+                // Caught up: wait for a wake-up about this context, the poll timer, shutdown
+                // or the client leaving.
+                if !follower.wait(&changes, cursor).await {
+                    return;
                 }
             }
-            let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
-            match follower.read(cursor, read).await {
-                Read::Got(batch) if batch.is_empty() => {}
-                Read::Got(batch) => {
-                    pending = batch;
-                    continue;
-                }
-                Read::Again => continue,
-                Read::Ended => return,
-            }
-            // Caught up: wait for a wake-up about this context, the poll timer, shutdown
-            // or the client leaving.
-            if !follower.wait(&changes, cursor).await {
-                return;
-            }
-        }
-    });
-    Ok(ReceiverStream::new(receiver))
+        },
+    ))
 }

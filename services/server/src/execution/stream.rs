@@ -12,14 +12,10 @@ use std::sync::Arc;
 use agentry_core::wake::WakeKey;
 use agentry_core::{Error, Reason, Result, names::RunName};
 use agentry_proto::v1 as pb;
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::event_to_proto;
 use crate::{
-    auth::{Action, Principal},
-    notify::{Follower, Read},
+    notify::{Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -27,10 +23,9 @@ const BATCH: u64 = 500;
 
 pub async fn stream_run_events(
     ctx: Arc<RequestCtx>,
-    p: &Principal,
+    name: RunName,
     req: pb::StreamRunEventsRequest,
-) -> Result<impl Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + use<>> {
-    let name: RunName = p.authorize("name", &req.name, Action::Read)?;
+) -> Result<Replies<pb::StreamRunEventsResponse>> {
     if req.after_sequence < 0 {
         return Err(Error::invalid("after_sequence", "must not be negative"));
     }
@@ -53,49 +48,52 @@ pub async fn stream_run_events(
     let mut cursor = req.after_sequence;
     let finished = run.status.is_terminal();
     let full_name = name.to_string();
-    let (sender, receiver) = mpsc::channel(256);
-    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_sequence");
-    tokio::spawn(async move {
-        loop {
-            let read = async {
-                let read = ctx
-                    .store
-                    .run_events_after(&name.workspace, &name.run, cursor, BATCH);
-                // Its project or workspace was deleted: say which run is gone.
-                read.await.map_err(|error| match error {
-                    Error::NotFound { .. } => Error::not_found(full_name.clone()),
-                    other => other,
-                })
-            };
-            let batch = match follower.read(cursor, read).await {
-                Read::Got(batch) => batch,
-                Read::Again => continue,
-                Read::Ended => return,
-            };
-            let full = batch.len() as u64 == BATCH;
-            for event in batch {
-                cursor = event.sequence;
-                let terminal = event.body.is_terminal();
-                let item = pb::StreamRunEventsResponse {
-                    event: Some(event_to_proto(&full_name, event)),
+    let stopping = ctx.stopping.clone();
+    Ok(follow(
+        &stopping,
+        "after_sequence",
+        256,
+        move |mut follower| async move {
+            loop {
+                let read = async {
+                    let read =
+                        ctx.store
+                            .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+                    // Its project or workspace was deleted: say which run is gone.
+                    read.await.map_err(|error| match error {
+                        Error::NotFound { .. } => Error::not_found(full_name.clone()),
+                        other => other,
+                    })
                 };
-                if !follower.send(item).await {
-                    return; // the client went away
+                let batch = match follower.read(cursor, read).await {
+                    Read::Got(batch) => batch,
+                    Read::Again => continue,
+                    Read::Ended => return,
+                };
+                let full = batch.len() as u64 == BATCH;
+                for event in batch {
+                    cursor = event.sequence;
+                    let terminal = event.body.is_terminal();
+                    let item = pb::StreamRunEventsResponse {
+                        event: Some(event_to_proto(&full_name, event)),
+                    };
+                    if !follower.send(item).await {
+                        return; // the client went away
+                    }
+                    if terminal {
+                        return;
+                    }
                 }
-                if terminal {
+                if full {
+                    continue;
+                }
+                if finished && cursor >= run.last_sequence {
+                    return;
+                }
+                if !follower.wait(&changes, cursor).await {
                     return;
                 }
             }
-            if full {
-                continue;
-            }
-            if finished && cursor >= run.last_sequence {
-                return;
-            }
-            if !follower.wait(&changes, cursor).await {
-                return;
-            }
-        }
-    });
-    Ok(ReceiverStream::new(receiver))
+        },
+    ))
 }
