@@ -15,7 +15,7 @@ use agentry_proto::v1 as pb;
 
 use super::convert::version_to_proto;
 use crate::{
-    notify::{Read, Replies, follow},
+    notify::{Follower, Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -52,37 +52,33 @@ pub async fn watch_context(
         .context_versions_after(&name, cursor, BATCH, full)
         .await?;
     let stopping = ctx.stopping.clone();
-    Ok(follow(
-        &stopping,
-        "after_version",
-        64,
-        move |mut follower| async move {
-            loop {
-                for version in pending.drain(..) {
-                    cursor = version.version;
-                    let item = pb::WatchContextResponse {
-                        version: Some(version_to_proto(&name, version)),
-                    };
-                    if !follower.send(item).await {
-                        return; // the client went away
-                    }
-                }
-                let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
-                match follower.read(cursor, read).await {
-                    Read::Got(batch) if batch.is_empty() => {}
-                    Read::Got(batch) => {
-                        pending = batch;
-                        continue;
-                    }
-                    Read::Again => continue,
-                    Read::Ended => return,
-                }
-                // Caught up: wait for a wake-up about this context, the poll timer, shutdown
-                // or the client leaving.
-                if !follower.wait(&changes, cursor).await {
-                    return;
+    let serve = move |mut follower: Follower<pb::WatchContextResponse>| async move {
+        loop {
+            for version in pending.drain(..) {
+                cursor = version.version;
+                let item = pb::WatchContextResponse {
+                    version: Some(version_to_proto(&name, version)),
+                };
+                if !follower.send(item).await {
+                    return; // the client went away
                 }
             }
-        },
-    ))
+            let read = ctx.store.context_versions_after(&name, cursor, BATCH, full);
+            match follower.read(cursor, read).await {
+                Read::Got(batch) if batch.is_empty() => {}
+                Read::Got(batch) => {
+                    pending = batch;
+                    continue;
+                }
+                Read::Again => continue,
+                Read::Ended => return,
+            }
+            // Caught up: wait for a wake-up about this context, the poll timer, shutdown
+            // or the client leaving.
+            if !follower.wait(&changes, cursor).await {
+                return;
+            }
+        }
+    };
+    Ok(follow(&stopping, "after_version", 64, serve))
 }

@@ -15,7 +15,7 @@ use agentry_proto::v1 as pb;
 
 use super::convert::event_to_proto;
 use crate::{
-    notify::{Read, Replies, follow},
+    notify::{Follower, Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -49,51 +49,47 @@ pub async fn stream_run_events(
     let finished = run.status.is_terminal();
     let full_name = name.to_string();
     let stopping = ctx.stopping.clone();
-    Ok(follow(
-        &stopping,
-        "after_sequence",
-        256,
-        move |mut follower| async move {
-            loop {
-                let read = async {
-                    let read =
-                        ctx.store
-                            .run_events_after(&name.workspace, &name.run, cursor, BATCH);
-                    // Its project or workspace was deleted: say which run is gone.
-                    read.await.map_err(|error| match error {
-                        Error::NotFound { .. } => Error::not_found(full_name.clone()),
-                        other => other,
-                    })
+    let serve = move |mut follower: Follower<pb::StreamRunEventsResponse>| async move {
+        loop {
+            let read = async {
+                let read = ctx
+                    .store
+                    .run_events_after(&name.workspace, &name.run, cursor, BATCH);
+                // Its project or workspace was deleted: say which run is gone.
+                read.await.map_err(|error| match error {
+                    Error::NotFound { .. } => Error::not_found(full_name.clone()),
+                    other => other,
+                })
+            };
+            let batch = match follower.read(cursor, read).await {
+                Read::Got(batch) => batch,
+                Read::Again => continue,
+                Read::Ended => return,
+            };
+            let full = batch.len() as u64 == BATCH;
+            for event in batch {
+                cursor = event.sequence;
+                let terminal = event.body.is_terminal();
+                let item = pb::StreamRunEventsResponse {
+                    event: Some(event_to_proto(&full_name, event)),
                 };
-                let batch = match follower.read(cursor, read).await {
-                    Read::Got(batch) => batch,
-                    Read::Again => continue,
-                    Read::Ended => return,
-                };
-                let full = batch.len() as u64 == BATCH;
-                for event in batch {
-                    cursor = event.sequence;
-                    let terminal = event.body.is_terminal();
-                    let item = pb::StreamRunEventsResponse {
-                        event: Some(event_to_proto(&full_name, event)),
-                    };
-                    if !follower.send(item).await {
-                        return; // the client went away
-                    }
-                    if terminal {
-                        return;
-                    }
+                if !follower.send(item).await {
+                    return; // the client went away
                 }
-                if full {
-                    continue;
-                }
-                if finished && cursor >= run.last_sequence {
-                    return;
-                }
-                if !follower.wait(&changes, cursor).await {
+                if terminal {
                     return;
                 }
             }
-        },
-    ))
+            if full {
+                continue;
+            }
+            if finished && cursor >= run.last_sequence {
+                return;
+            }
+            if !follower.wait(&changes, cursor).await {
+                return;
+            }
+        }
+    };
+    Ok(follow(&stopping, "after_sequence", 256, serve))
 }

@@ -19,10 +19,6 @@ use crate::{
     request::required,
 };
 
-const DEFAULT_HEARTBEAT_TTL_MS: i64 = 30_000;
-/// 1 s to 1 day.
-const HEARTBEAT_TTLS_MS: RangeInclusive<i64> = 1_000..=86_400_000;
-
 pub(crate) fn status_to_proto(s: InstanceStatus) -> pb::InstanceStatus {
     match s {
         InstanceStatus::Idle => pb::InstanceStatus::Idle,
@@ -78,6 +74,10 @@ pub fn to_proto(i: Instance) -> pb::Instance {
         etag: i.etag.to_string(),
     }
 }
+
+const DEFAULT_HEARTBEAT_TTL_MS: i64 = 30_000;
+/// 1 s to 1 day.
+const HEARTBEAT_TTLS_MS: RangeInclusive<i64> = 1_000..=86_400_000;
 
 fn heartbeat_ttl_ms(value: Option<prost_types::Duration>) -> Result<i64> {
     let Some(d) = value else {
