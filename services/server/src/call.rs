@@ -4,14 +4,19 @@
 
 use std::ops::Deref;
 
-use agentry_core::{Result, names::validate_slug};
+use agentry_core::{Result, names::validate_slug, port::Mutation};
+use agentry_proto::RequestId;
+use prost::{Message, Name};
 
 use crate::{
     auth::{Action, Principal},
     convert::Mask,
     request::{RequestCtx, required},
-    resource::{ChildName, ResourceName, UpdateRequest},
+    resource::{ChildName, CreateRequest, ResourceName, UpdateRequest},
 };
+
+/// What a create is about: the parent, the new resource's name and the write.
+pub type Created<N> = (<N as ChildName>::Parent, N, Mutation);
 
 pub struct Call<'a> {
     ctx: &'a RequestCtx,
@@ -30,35 +35,29 @@ impl<'a> Call<'a> {
         self.caller.authorize(field, text, action)
     }
 
-    /// For a create: the parent named in the request's `parent`, in whose workspace the
-    /// caller may do `action`, and the new resource's name, whose id (request field
-    /// `id_field`) must be a slug.
-    pub fn new_name<N: ChildName>(
-        &self,
-        parent: &str,
-        id_field: &str,
-        id: &str,
-        action: Action,
-    ) -> Result<(N::Parent, N)> {
-        let parent = self.authorize("parent", parent, action)?;
-        validate_slug(id_field, id)?;
-        let name = N::child(&parent, id.to_owned());
-        Ok((parent, name))
+    /// For a create: the parent the request names, in whose workspace the caller may do
+    /// `action`, the new resource's name, whose id must be a slug, and the write.
+    pub fn create<R>(&self, req: &R, action: Action) -> Result<Created<R::Name>>
+    where
+        R: CreateRequest + Message + Name + RequestId,
+    {
+        let parent = self.authorize("parent", req.parent(), action)?;
+        validate_slug(R::ID_FIELD, req.id())?;
+        let name = <R::Name as ChildName>::child(&parent, req.id().to_owned());
+        let m = self.mutation_of(&name, req)?;
+        Ok((parent, name, m))
     }
 
     /// The resource an update request carries (required), its name checked for `action`,
-    /// and its mask checked against the `updatable` fields, of which `nested` may be named
-    /// by a sub-path.
-    pub fn update<R: UpdateRequest, N: ResourceName>(
+    /// and its mask checked against the fields the request may update.
+    pub fn update<R: UpdateRequest>(
         &self,
         req: &R,
         action: Action,
-        updatable: &[&str],
-        nested: &[&str],
-    ) -> Result<(R::Resource, N, Mask)> {
+    ) -> Result<(R::Resource, R::Name, Mask)> {
         let resource = required(R::FIELD, req.resource())?;
         let name = self.authorize(&format!("{}.name", R::FIELD), R::name(&resource), action)?;
-        let mask = Mask::new(R::FIELD, req.mask(), updatable, nested)?;
+        let mask = Mask::new(R::FIELD, req.mask(), R::UPDATABLE, R::NESTED)?;
         Ok((resource, name, mask))
     }
 }

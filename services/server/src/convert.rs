@@ -330,6 +330,28 @@ pub fn filter_terms<'a>(
         .collect()
 }
 
+/// `{parent}/{collection}/{id}`, or empty when `id` is (no such resource).
+pub fn child_name(parent: &str, collection: &str, id: &str) -> String {
+    if id.is_empty() {
+        String::new()
+    } else {
+        format!("{parent}/{collection}/{id}")
+    }
+}
+
+/// The value of a filter that may only be `key = "value"` (`example` shows one); `None`
+/// when the filter is empty.
+pub fn only_term<'a>(text: &'a str, key: &str, example: &str) -> Result<Option<&'a str>> {
+    match text.trim() {
+        "" => Ok(None),
+        text => text
+            .strip_prefix(key)
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+            .map(|v| Some(v.trim().trim_matches('"')))
+            .ok_or_else(|| Error::invalid("filter", format!("supported: {key} = \"{example}\""))),
+    }
+}
+
 pub fn filter_error(why: &str, supported: &str) -> Error {
     Error::invalid(
         "filter",

@@ -21,6 +21,7 @@ mod registry;
 mod request;
 mod resource;
 mod rpc;
+mod standard;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;

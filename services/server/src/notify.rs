@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use agentry_core::{Error, Result, port::Subscription};
 use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::to_status;
 
@@ -223,6 +224,26 @@ impl<T> Follower<T> {
             }
         }
     }
+}
+
+/// What a server stream answers: the items a [`Follower`] sends.
+pub type Replies<T> = ReceiverStream<Result<T, tonic::Status>>;
+
+/// A server stream: `serve` runs in a task of its own with a [`Follower`] (clients resume
+/// with the request field `resume`); the stream yields what it sends, `buffer` items
+/// ahead of the client at most.
+pub fn follow<T, F>(
+    stopping: &watch::Receiver<bool>,
+    resume: &'static str,
+    buffer: usize,
+    serve: impl FnOnce(Follower<T>) -> F,
+) -> Replies<T>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(buffer);
+    tokio::spawn(serve(Follower::new(sender, stopping.clone(), resume)));
+    ReceiverStream::new(receiver)
 }
 
 /// Between half and all of `pause`.

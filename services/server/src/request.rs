@@ -144,7 +144,7 @@ pub fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 }
 
 /// The method a request message belongs to: its name without the `Request` suffix.
-fn method_of<R: Name>() -> &'static str {
+pub fn method_of<R: Name>() -> &'static str {
     R::NAME.strip_suffix("Request").unwrap_or(R::NAME)
 }
 

@@ -72,21 +72,62 @@ child_name! {
     ContextName in ProjectName { workspace, project } . context;
 }
 
+/// A create request: the parent it names, and the new resource's id (in its field
+/// `ID_FIELD`), which together make the new resource's name.
+pub trait CreateRequest {
+    const ID_FIELD: &'static str;
+    type Name: ChildName + std::fmt::Display;
+    fn parent(&self) -> &str;
+    fn id(&self) -> &str;
+}
+
+/// `Request.id_field -> Name`.
+macro_rules! create_request {
+    ($($request:ident . $id:ident -> $name:ident),* $(,)?) => {
+        $(impl CreateRequest for pb::$request {
+            const ID_FIELD: &'static str = stringify!($id);
+            type Name = $name;
+            fn parent(&self) -> &str {
+                &self.parent
+            }
+            fn id(&self) -> &str {
+                &self.$id
+            }
+        })*
+    };
+}
+
+create_request!(
+    CreateProjectRequest.project_id -> ProjectName,
+    CreateAgentRequest.agent_id -> AgentName,
+    CreateInstanceRequest.instance_id -> InstanceName,
+    CreateContextRequest.context_id -> ContextName,
+);
+
 /// An update request: the resource it carries (in its field `FIELD`), with the resource's
-/// name, and the update mask.
+/// name, and the update mask, which may name the `UPDATABLE` fields (those of `NESTED` by
+/// a sub-path too).
 pub trait UpdateRequest {
     const FIELD: &'static str;
+    const UPDATABLE: &'static [&'static str];
+    const NESTED: &'static [&'static str];
     type Resource;
+    type Name: ResourceName;
     fn resource(&self) -> Option<Self::Resource>;
     fn name(resource: &Self::Resource) -> &str;
     fn mask(&self) -> Option<FieldMask>;
 }
 
+/// `Request.field: Resource(Name) [updatable fields] nested [fields]`.
 macro_rules! update_request {
-    ($($request:ident . $field:ident : $resource:ident),* $(,)?) => {
+    ($($request:ident . $field:ident : $resource:ident($name:ident)
+        [$($updatable:ident),*] nested [$($nested:ident),*]),* $(,)?) => {
         $(impl UpdateRequest for pb::$request {
             const FIELD: &'static str = stringify!($field);
+            const UPDATABLE: &'static [&'static str] = &[$(stringify!($updatable)),*];
+            const NESTED: &'static [&'static str] = &[$(stringify!($nested)),*];
             type Resource = pb::$resource;
+            type Name = $name;
             fn resource(&self) -> Option<pb::$resource> {
                 self.$field.clone()
             }
@@ -101,10 +142,16 @@ macro_rules! update_request {
 }
 
 update_request!(
-    UpdateWorkspaceRequest.workspace: Workspace,
-    UpdateProjectRequest.project: Project,
-    UpdateAgentRequest.agent: Agent,
-    UpdateInstanceRequest.instance: Instance,
+    UpdateWorkspaceRequest.workspace: Workspace(WorkspaceName)
+        [display_name, description, labels, quotas] nested [quotas],
+    UpdateProjectRequest.project: Project(ProjectName)
+        [display_name, description, labels] nested [],
+    UpdateAgentRequest.agent: Agent(AgentName) [
+        display_name, description, agent_type, capabilities, tools, config_schema,
+        default_config, labels, enabled
+    ] nested [],
+    UpdateInstanceRequest.instance: Instance(InstanceName)
+        [display_name, labels, config, agent_revision, heartbeat_ttl] nested [],
 );
 
 impl Principal {

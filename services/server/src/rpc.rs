@@ -2,8 +2,9 @@
 //! tonic service impl, whose unary methods hand a [`crate::call::Call`] (that state and
 //! the principal the auth layer attached) and the request to a plain async function,
 //! whose domain error becomes a status in one place. An `@stream` method hands the state,
-//! the principal and the request to a function that returns the stream; what else a
-//! service needs is written by hand in `@extra`.
+//! the resource the request names (the caller authorized as its
+//! [`crate::standard::ByName`] says) and the request to a function that returns the
+//! stream; what else a service needs is written by hand in `@extra`.
 
 macro_rules! rpc {
     (
@@ -43,7 +44,15 @@ macro_rules! rpc {
 
                 async fn $smethod(&self, request: tonic::Request<$srequest>) -> Result<tonic::Response<Self::$stream>, tonic::Status> {
                     let principal = $crate::auth::principal(&request)?;
-                    $smodule::$smethod(self.ctx.clone(), &principal, request.into_inner())
+                    let request = request.into_inner();
+                    let name = principal
+                        .authorize(
+                            "name",
+                            $crate::standard::ByName::name(&request),
+                            <$srequest as $crate::standard::ByName>::ACTION,
+                        )
+                        .map_err($crate::error::to_status)?;
+                    $smodule::$smethod(self.ctx.clone(), name, request)
                         .await
                         .map(|stream| tonic::Response::new(Box::pin(stream) as Self::$stream))
                         .map_err($crate::error::to_status)

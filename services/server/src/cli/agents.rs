@@ -17,6 +17,7 @@ use super::{
     read_document,
     status::fail,
 };
+use super::{listing::Under, named::Named};
 
 #[derive(Subcommand, Debug)]
 pub enum AgentsCmd {
@@ -102,14 +103,10 @@ pub async fn run(c: Client, command: AgentsCmd) -> Result<(), Failure> {
         }
         AgentsCmd::Get { name, revision } => {
             let name = c.names.in_workspace("agents", &name)?;
-            let request = pb::GetAgentRequest { name, revision };
-            c.show(registry.get_agent(request)).await
+            c.send(pb::GetAgentRequest { name, revision }).await
         }
         AgentsCmd::List { paging } => {
-            let request = pb::ListAgentsRequest {
-                parent: c.names.workspace()?,
-                ..Default::default()
-            };
+            let request = pb::ListAgentsRequest::under(c.names.workspace()?);
             print_all(&c, &paging, request).await
         }
         AgentsCmd::Revisions { name, paging } => {
@@ -123,11 +120,10 @@ pub async fn run(c: Client, command: AgentsCmd) -> Result<(), Failure> {
         AgentsCmd::Delete { name, force } => {
             let name = c.names.in_workspace("agents", &name)?;
             let request = pb::DeleteAgentRequest {
-                name: name.clone(),
                 force,
-                ..Default::default()
+                ..Named::named(name)
             };
-            c.deleted(&name, registry.delete_agent(request)).await
+            c.delete(request).await
         }
     }
 }

@@ -130,16 +130,6 @@ impl Client {
         self.out.print(&call.await?.into_inner())
     }
 
-    /// Waits for a delete and says what it deleted.
-    pub async fn deleted<M>(
-        &self,
-        name: &str,
-        call: impl Future<Output = Result<Response<M>, Status>>,
-    ) -> Result<(), Failure> {
-        call.await?;
-        self.out.empty(&format!("deleted {name}"))
-    }
-
     pub fn registry(&self) -> Registry {
         RegistryServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

@@ -6,6 +6,7 @@ use agentry_proto::v1 as pb;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use super::named::{Create, Named};
 use super::{
     Failure, Format,
     conn::Client,
@@ -141,20 +142,11 @@ pub async fn run(c: Client, command: ContextsCmd) -> Result<(), Failure> {
     let name_of = |arg: &str| c.names.in_project("contexts", arg);
     match command {
         ContextsCmd::Create(args) => create(&c, args).await,
-        ContextsCmd::Get { name } => {
-            let request = pb::GetContextRequest {
-                name: name_of(&name)?,
-            };
-            c.show(contexts.get_context(request)).await
-        }
+        ContextsCmd::Get { name } => c.send(pb::GetContextRequest::named(name_of(&name)?)).await,
         ContextsCmd::List { owner, paging } => list(&c, owner, &paging).await,
         ContextsCmd::Delete { name } => {
-            let name = name_of(&name)?;
-            let request = pb::DeleteContextRequest {
-                name: name.clone(),
-                ..Default::default()
-            };
-            c.deleted(&name, contexts.delete_context(request)).await
+            c.delete(pb::DeleteContextRequest::named(name_of(&name)?))
+                .await
         }
         ContextsCmd::Read { name, version } => {
             let request = pb::ReadContextRequest {
@@ -211,13 +203,9 @@ pub async fn run(c: Client, command: ContextsCmd) -> Result<(), Failure> {
 
 /// Lists the contexts of --project, of one owner if asked.
 async fn list(c: &Client, owner: Option<String>, paging: &Paging) -> Result<(), Failure> {
-    let filter = match owner {
-        Some(o) => format!("owner = \"{}\"", c.names.in_project("instances", &o)?),
-        None => String::new(),
-    };
     let request = pb::ListContextsRequest {
         parent: c.names.project()?,
-        filter,
+        filter: c.names.instance_filter("owner", owner)?,
         ..Default::default()
     };
     print_all(c, paging, request).await
@@ -259,11 +247,8 @@ async fn create(c: &Client, args: CreateArgs) -> Result<(), Failure> {
         ..Default::default()
     };
     let request = pb::CreateContextRequest {
-        parent: c.names.project()?,
-        context_id: args.id,
-        context: Some(context),
         data: Some(crate::convert::json_to_value(&data)),
-        ..Default::default()
+        ..Create::create(c.names.project()?, args.id, context)
     };
     c.show(c.contexts().create_context(request)).await
 }

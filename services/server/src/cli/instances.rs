@@ -1,10 +1,12 @@
 //! `agentry instances …`: instances of an agent in a project, their status and liveness.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::LazyLock};
 
+use agentry_core::status::InstanceStatus;
 use agentry_proto::v1 as pb;
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum, builder::PossibleValue};
 
+use super::named::{Create, Named};
 use super::{
     Failure,
     conn::Client,
@@ -15,63 +17,61 @@ use super::{
     time::{parse_duration, proto_duration},
 };
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Status {
-    Idle,
-    Initializing,
-    Active,
-    Busy,
-    Error,
-    Offline,
-    Terminated,
+/// An instance status as the command line spells it (`idle`, `active` …).
+#[derive(Clone, Copy, Debug)]
+pub struct Status(InstanceStatus);
+
+impl ValueEnum for Status {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: LazyLock<Vec<Status>> =
+            LazyLock::new(|| InstanceStatus::ALL.map(Status).to_vec());
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.as_str().to_ascii_lowercase()))
+    }
 }
 
 impl Status {
     fn proto(self) -> pb::InstanceStatus {
-        match self {
-            Self::Idle => pb::InstanceStatus::Idle,
-            Self::Initializing => pb::InstanceStatus::Initializing,
-            Self::Active => pb::InstanceStatus::Active,
-            Self::Busy => pb::InstanceStatus::Busy,
-            Self::Error => pb::InstanceStatus::Error,
-            Self::Offline => pb::InstanceStatus::Offline,
-            Self::Terminated => pb::InstanceStatus::Terminated,
-        }
+        crate::registry::instances::status_to_proto(self.0)
     }
 
     fn filter_name(self) -> &'static str {
-        self.proto()
-            .as_str_name()
-            .trim_start_matches("INSTANCE_STATUS_")
+        self.0.as_str()
     }
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    id: String,
+    /// The agent (its id in --workspace, or its full name)
+    #[arg(long)]
+    agent: String,
+    /// The agent revision to pin [default: the latest]
+    #[arg(long, default_value_t = 0)]
+    revision: i64,
+    /// The config, as JSON
+    #[arg(long, conflicts_with = "config_file")]
+    config: Option<String>,
+    /// The config, from a JSON or YAML file (`-` for stdin)
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    display_name: String,
+    /// How long a heartbeat keeps it live (e.g. 30s)
+    #[arg(long)]
+    heartbeat_ttl: Option<String>,
+    /// A label KEY=VALUE (repeatable)
+    #[arg(long = "label", value_parser = label)]
+    labels: Vec<(String, String)>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum InstancesCmd {
     /// Creates an instance of an agent in --project.
-    Create {
-        id: String,
-        /// The agent (its id in --workspace, or its full name)
-        #[arg(long)]
-        agent: String,
-        /// The agent revision to pin [default: the latest]
-        #[arg(long, default_value_t = 0)]
-        revision: i64,
-        /// The config, as JSON
-        #[arg(long, conflicts_with = "config_file")]
-        config: Option<String>,
-        /// The config, from a JSON or YAML file (`-` for stdin)
-        #[arg(long)]
-        config_file: Option<PathBuf>,
-        #[arg(long, default_value = "")]
-        display_name: String,
-        /// How long a heartbeat keeps it live (e.g. 30s)
-        #[arg(long)]
-        heartbeat_ttl: Option<String>,
-        /// A label KEY=VALUE (repeatable)
-        #[arg(long = "label", value_parser = label)]
-        labels: Vec<(String, String)>,
-    },
+    Create(CreateArgs),
     /// Gets an instance.
     Get { name: String },
     /// Lists the instances of --project.
@@ -99,43 +99,10 @@ pub enum InstancesCmd {
 }
 
 pub async fn run(c: Client, command: InstancesCmd) -> Result<(), Failure> {
-    let mut registry = c.registry();
+    let name_of = |arg: &str| c.names.in_project("instances", arg);
     match command {
-        InstancesCmd::Create {
-            id,
-            agent,
-            revision,
-            config,
-            config_file,
-            display_name,
-            heartbeat_ttl,
-            labels,
-        } => {
-            let config = config_struct(config, config_file)?;
-            let instance = pb::Instance {
-                display_name,
-                agent: c.names.in_workspace("agents", &agent)?,
-                agent_revision: revision,
-                config,
-                heartbeat_ttl: heartbeat_ttl
-                    .map(|t| parse_duration(&t).map(proto_duration))
-                    .transpose()?,
-                labels: labels.into_iter().collect(),
-                ..Default::default()
-            };
-            let request = pb::CreateInstanceRequest {
-                parent: c.names.project()?,
-                instance_id: id,
-                instance: Some(instance),
-                ..Default::default()
-            };
-            c.show(registry.create_instance(request)).await
-        }
-        InstancesCmd::Get { name } => {
-            let name = c.names.in_project("instances", &name)?;
-            let request = pb::GetInstanceRequest { name };
-            c.show(registry.get_instance(request)).await
-        }
+        InstancesCmd::Create(args) => create(&c, args).await,
+        InstancesCmd::Get { name } => c.send(pb::GetInstanceRequest::named(name_of(&name)?)).await,
         InstancesCmd::List {
             status,
             agent,
@@ -147,26 +114,39 @@ pub async fn run(c: Client, command: InstancesCmd) -> Result<(), Failure> {
             message,
         } => {
             let request = pb::SetInstanceStatusRequest {
-                name: c.names.in_project("instances", &name)?,
                 status: status.proto() as i32,
                 status_message: message,
-                ..Default::default()
+                ..Named::named(name_of(&name)?)
             };
-            c.show(registry.set_instance_status(request)).await
+            c.send(request).await
         }
         InstancesCmd::Heartbeat { name } => {
-            let name = c.names.in_project("instances", &name)?;
-            let request = pb::HeartbeatInstanceRequest { name };
-            c.show(registry.heartbeat_instance(request)).await
+            c.send(pb::HeartbeatInstanceRequest::named(name_of(&name)?))
+                .await
         }
         InstancesCmd::Delete { name } => {
-            let request = pb::DeleteInstanceRequest {
-                name: c.names.in_project("instances", &name)?,
-                ..Default::default()
-            };
-            c.show(registry.delete_instance(request)).await
+            c.send(pb::DeleteInstanceRequest::named(name_of(&name)?))
+                .await
         }
     }
+}
+
+/// Creates the instance `args` describe in --project.
+async fn create(c: &Client, args: CreateArgs) -> Result<(), Failure> {
+    let instance = pb::Instance {
+        display_name: args.display_name,
+        agent: c.names.in_workspace("agents", &args.agent)?,
+        agent_revision: args.revision,
+        config: config_struct(args.config, args.config_file)?,
+        heartbeat_ttl: args
+            .heartbeat_ttl
+            .map(|t| parse_duration(&t).map(proto_duration))
+            .transpose()?,
+        labels: args.labels.into_iter().collect(),
+        ..Default::default()
+    };
+    let request = pb::CreateInstanceRequest::create(c.names.project()?, args.id, instance);
+    c.show(c.registry().create_instance(request)).await
 }
 
 /// The instance config of `--config` (JSON or YAML text) or `--config-file`.

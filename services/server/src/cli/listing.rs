@@ -68,6 +68,30 @@ listing!(
         -> ListAuditRecordsResponse.audit_records: AuditRecord,
 );
 
+/// A list request of the resources under a parent (its `parent` field).
+pub trait Under: Default {
+    fn parent_mut(&mut self) -> &mut String;
+
+    /// The request for the resources under `parent`, its other fields at their defaults.
+    fn under(parent: String) -> Self {
+        let mut request = Self::default();
+        *request.parent_mut() = parent;
+        request
+    }
+}
+
+macro_rules! under {
+    ($($request:ident),* $(,)?) => {
+        $(impl Under for pb::$request {
+            fn parent_mut(&mut self) -> &mut String {
+                &mut self.parent
+            }
+        })*
+    };
+}
+
+under!(ListProjectsRequest, ListApiKeysRequest, ListAgentsRequest);
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct Paging {
     /// Show at most this many items [default: all]

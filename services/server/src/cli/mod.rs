@@ -17,6 +17,7 @@ mod follow;
 pub mod health;
 mod instances;
 mod listing;
+mod named;
 mod names;
 mod output;
 mod profile;

@@ -70,6 +70,18 @@ impl Names {
         in_parent(|| self.project(), collection, arg)
     }
 
+    /// The filter `key = "…/instances/…"` of the instance `arg` names in the default
+    /// project; empty without one.
+    pub fn instance_filter(&self, key: &str, arg: Option<String>) -> Result<String, Failure> {
+        let Some(arg) = arg else {
+            return Ok(String::new());
+        };
+        Ok(format!(
+            "{key} = \"{}\"",
+            self.in_project("instances", &arg)?
+        ))
+    }
+
     /// A run: its full name, `sessions/{s}/runs/{r}`, or `{s}/{r}` in the default
     /// project.
     pub fn run_name(&self, arg: &str) -> Result<String, Failure> {

@@ -25,44 +25,36 @@ pub struct ConfigFile {
     pub profiles: BTreeMap<String, Profile>,
 }
 
-/// Connection settings under a name; every one is optional.
+/// Connection settings under a name; every one is optional (TOML leaves out the unset).
 #[derive(Serialize, Deserialize, Default, Debug, Clone, Args)]
+#[serde(default)]
 pub struct Profile {
     /// Server address: host:port or an http(s):// URL
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Bearer API key
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
     /// Default workspace for relative names
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     /// Default project for relative names
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     /// Default output format
     #[arg(long, value_enum)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Format>,
     /// PEM CA certificate of the server (turns TLS on)
     #[arg(long, value_name = "PATH")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
     /// PEM client certificate (mutual TLS)
     #[arg(long, value_name = "PATH")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert
     #[arg(long, value_name = "PATH")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
     /// Name to verify the server's certificate against
     #[arg(long)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
 }
 

@@ -13,6 +13,10 @@ use super::{
     status::fail,
     time::{now_micros, parse_duration, timestamp},
 };
+use super::{
+    listing::Under,
+    named::{Create, Named},
+};
 
 /// `k=v` → (k, v).
 pub fn label(text: &str) -> Result<(String, String), String> {
@@ -127,8 +131,7 @@ pub async fn workspaces(c: Client, command: SpecCmd) -> Result<(), Failure> {
         }
         SpecCmd::Get { name } => {
             let name = c.names.workspace_arg(name.as_deref())?;
-            let request = pb::GetWorkspaceRequest { name };
-            c.show(registry.get_workspace(request)).await
+            c.send(pb::GetWorkspaceRequest { name }).await
         }
         SpecCmd::List { paging } => {
             print_all(&c, &paging, pb::ListWorkspacesRequest::default()).await
@@ -145,11 +148,10 @@ pub async fn workspaces(c: Client, command: SpecCmd) -> Result<(), Failure> {
         SpecCmd::Delete { name, force } => {
             let name = c.names.workspace_arg(Some(&name))?;
             let request = pb::DeleteWorkspaceRequest {
-                name: name.clone(),
                 force,
-                ..Default::default()
+                ..Named::named(name)
             };
-            c.deleted(&name, registry.delete_workspace(request)).await
+            c.delete(request).await
         }
     }
 }
@@ -159,24 +161,15 @@ pub async fn projects(c: Client, command: SpecCmd) -> Result<(), Failure> {
     match command {
         SpecCmd::Create { id, spec } => {
             let project = spec.project(String::new());
-            let request = pb::CreateProjectRequest {
-                parent: c.names.workspace()?,
-                project_id: id,
-                project: Some(project),
-                ..Default::default()
-            };
+            let request = pb::CreateProjectRequest::create(c.names.workspace()?, id, project);
             c.show(registry.create_project(request)).await
         }
         SpecCmd::Get { name } => {
             let name = c.names.project_arg(name.as_deref())?;
-            let request = pb::GetProjectRequest { name };
-            c.show(registry.get_project(request)).await
+            c.send(pb::GetProjectRequest { name }).await
         }
         SpecCmd::List { paging } => {
-            let request = pb::ListProjectsRequest {
-                parent: c.names.workspace()?,
-                ..Default::default()
-            };
+            let request = pb::ListProjectsRequest::under(c.names.workspace()?);
             print_all(&c, &paging, request).await
         }
         SpecCmd::Update { name, spec } => {
@@ -191,11 +184,10 @@ pub async fn projects(c: Client, command: SpecCmd) -> Result<(), Failure> {
         SpecCmd::Delete { name, force } => {
             let name = c.names.project_arg(Some(&name))?;
             let request = pb::DeleteProjectRequest {
-                name: name.clone(),
                 force,
-                ..Default::default()
+                ..Named::named(name)
             };
-            c.deleted(&name, registry.delete_project(request)).await
+            c.delete(request).await
         }
     }
 }
@@ -269,19 +261,12 @@ pub async fn keys(c: Client, command: KeysCmd) -> Result<(), Failure> {
             }
         }
         KeysCmd::List { paging } => {
-            let request = pb::ListApiKeysRequest {
-                parent: c.names.workspace()?,
-                ..Default::default()
-            };
+            let request = pb::ListApiKeysRequest::under(c.names.workspace()?);
             print_all(&c, &paging, request).await
         }
         KeysCmd::Delete { name } => {
             let name = c.names.in_workspace("apiKeys", &name)?;
-            let request = pb::DeleteApiKeyRequest {
-                name: name.clone(),
-                ..Default::default()
-            };
-            c.deleted(&name, registry.delete_api_key(request)).await
+            c.delete(pb::DeleteApiKeyRequest::named(name)).await
         }
     }
 }

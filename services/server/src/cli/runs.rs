@@ -157,10 +157,8 @@ pub async fn run(c: Client, command: RunsCmd) -> Result<(), Failure> {
             }
         }
         RunsCmd::Get { run } => {
-            let request = pb::GetRunRequest {
-                name: c.names.run_name(&run)?,
-            };
-            c.show(execution.get_run(request)).await
+            let name = c.names.run_name(&run)?;
+            c.send(pb::GetRunRequest { name }).await
         }
         RunsCmd::List {
             session,

@@ -3,6 +3,7 @@
 use agentry_proto::v1 as pb;
 use clap::Subcommand;
 
+use super::named::{Create, Named};
 use super::{
     Failure,
     conn::Client,
@@ -50,6 +51,7 @@ pub enum SessionsCmd {
 
 pub async fn run(c: Client, command: SessionsCmd) -> Result<(), Failure> {
     let mut execution = c.execution();
+    let name_of = |arg: &str| c.names.in_project("sessions", arg);
     match command {
         SessionsCmd::Create {
             id,
@@ -63,46 +65,31 @@ pub async fn run(c: Client, command: SessionsCmd) -> Result<(), Failure> {
                 labels: labels.into_iter().collect(),
                 ..Default::default()
             };
-            let request = pb::CreateSessionRequest {
-                parent: c.names.project()?,
-                session_id: id.unwrap_or_default(),
-                session: Some(session),
-                ..Default::default()
-            };
+            let parent = c.names.project()?;
+            let request = pb::CreateSessionRequest::create(parent, id.unwrap_or_default(), session);
             c.show(execution.create_session(request)).await
         }
-        SessionsCmd::Get { name } => {
-            let name = c.names.in_project("sessions", &name)?;
-            let request = pb::GetSessionRequest { name };
-            c.show(execution.get_session(request)).await
-        }
+        SessionsCmd::Get { name } => c.send(pb::GetSessionRequest::named(name_of(&name)?)).await,
         SessionsCmd::List { instance, paging } => {
-            let filter = match instance {
-                Some(i) => format!("instance = \"{}\"", c.names.in_project("instances", &i)?),
-                None => String::new(),
-            };
             let request = pb::ListSessionsRequest {
                 parent: c.names.project()?,
-                filter,
+                filter: c.names.instance_filter("instance", instance)?,
                 ..Default::default()
             };
             print_all(&c, &paging, request).await
         }
         SessionsCmd::Delete { name } => {
-            let name = c.names.in_project("sessions", &name)?;
-            let request = pb::DeleteSessionRequest {
-                name: name.clone(),
-                ..Default::default()
-            };
-            c.deleted(&name, execution.delete_session(request)).await
+            c.delete(pb::DeleteSessionRequest::named(name_of(&name)?))
+                .await
         }
         SessionsCmd::Transcript {
             name,
             show_superseded,
             paging,
         } => {
+            let parent = name_of(&name)?;
             let request = pb::ListMessagesRequest {
-                parent: c.names.in_project("sessions", &name)?,
+                parent,
                 show_superseded,
                 ..Default::default()
             };

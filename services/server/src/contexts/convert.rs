@@ -14,11 +14,7 @@ pub fn context_to_proto(c: Context) -> pb::Context {
     let prefix = format!("workspaces/{}/projects/{}", c.workspace, c.project);
     pb::Context {
         name: format!("{prefix}/contexts/{}", c.id),
-        owner: if c.owner.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/instances/{}", c.owner)
-        },
+        owner: crate::convert::child_name(&prefix, "instances", &c.owner),
         description: c.description,
         keep_last: c.keep_last,
         head_version: c.head_version,

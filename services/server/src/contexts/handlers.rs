@@ -15,7 +15,7 @@ use super::convert::{
 use crate::{
     auth::Action,
     call::Call,
-    convert::{self, filter_error, filter_terms, value_to_json},
+    convert::{self, filter_error, value_to_json},
     paging::TimeBounds,
     request::RequestCtx,
 };
@@ -64,13 +64,7 @@ fn expected_version(value: Option<i64>) -> Result<Option<i64>> {
 }
 
 pub async fn create_context(ctx: &Call<'_>, req: pb::CreateContextRequest) -> Result<pb::Context> {
-    let (parent, name): (_, ContextName) = ctx.new_name(
-        &req.parent,
-        "context_id",
-        &req.context_id,
-        Action::WriteContext,
-    )?;
-    let m = ctx.mutation_of(&name, &req)?;
+    let (parent, name, m) = ctx.create(&req, Action::WriteContext)?;
     let c = req.context.unwrap_or_default();
     let new = NewContext {
         owner: owner(&parent, &c.owner)?,
@@ -85,48 +79,14 @@ pub async fn create_context(ctx: &Call<'_>, req: pb::CreateContextRequest) -> Re
     Ok(context_to_proto(context))
 }
 
-pub async fn get_context(ctx: &Call<'_>, req: pb::GetContextRequest) -> Result<pb::Context> {
-    let name: ContextName = ctx.authorize("name", &req.name, Action::Read)?;
-    ctx.store.get_context(&name).await.map(context_to_proto)
-}
-
-pub async fn list_contexts(
-    ctx: &Call<'_>,
-    req: pb::ListContextsRequest,
-) -> Result<pb::ListContextsResponse> {
-    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
-    let owner_filter = match req.filter.trim() {
-        "" => None,
-        text => {
-            let value = text
-                .strip_prefix("owner")
-                .and_then(|rest| rest.trim_start().strip_prefix('='))
-                .map(|v| v.trim().trim_matches('"'))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "filter",
-                        "supported: owner = \"workspaces/w/projects/p/instances/i\"",
-                    )
-                })?;
-            Some(owner(&parent, value).map_err(|_| {
-                Error::invalid("filter", "owner must be an instance of this project")
-            })?)
-        }
-    };
-    let scope = format!("ListContexts {parent} {}", req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx
-        .store
-        .list_contexts(&parent, owner_filter.as_deref(), &page)
-        .await?;
-    Ok(ctx.respond(&scope, listed, context_to_proto))
-}
-
-pub async fn delete_context(ctx: &Call<'_>, req: pb::DeleteContextRequest) -> Result<()> {
-    let name: ContextName = ctx.authorize("name", &req.name, Action::Develop)?;
-    let m = ctx.mutation_of(&name, &req)?;
-    ctx.store.delete_context(&m, &name).await?;
-    Ok(())
+/// ListContexts' filter: `owner = "…/instances/…"`, an instance of the project, or none.
+pub fn owner_filter(parent: &ProjectName, text: &str) -> Result<Option<String>> {
+    convert::only_term(text, "owner", "workspaces/w/projects/p/instances/i")?
+        .map(|value| {
+            owner(parent, value)
+                .map_err(|_| Error::invalid("filter", "owner must be an instance of this project"))
+        })
+        .transpose()
 }
 
 async fn write(
@@ -209,19 +169,18 @@ pub(super) fn version_number(field: &str, value: i64) -> Result<Option<i64>> {
 fn version_filter(text: &str) -> Result<VersionFilter> {
     const SUPPORTED: &str =
         "author = \"…\", op = MERGE_PATCH, create_time > \"RFC 3339\", create_time < \"…\"";
-    let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = VersionFilter::default();
-    let mut times = TimeBounds::default();
-    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
-        if times.take(term, SUPPORTED)? {
-            continue;
-        }
+    let times = TimeBounds::filter(text, SUPPORTED, |key, operator, value| {
         match (key, operator) {
             ("author", "=") => filter.author = Some(value.to_owned()),
-            ("op", "=") => filter.op = Some(op_from_name(value).ok_or_else(|| bad("unknown op"))?),
-            _ => return Err(bad("unsupported term")),
+            ("op", "=") => {
+                let op = op_from_name(value);
+                filter.op = Some(op.ok_or_else(|| filter_error("unknown op", SUPPORTED))?)
+            }
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     filter.created = times.into();
     Ok(filter)
 }
@@ -241,7 +200,7 @@ pub async fn list_context_versions(
         ..version_filter(&req.filter)?
     };
     let scope = format!("ListContextVersions {name} {full} {}", req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let page = ctx.page_of(&scope, &req)?;
     let listed = ctx
         .store
         .list_context_versions(&name, &filter, &page)

@@ -11,17 +11,19 @@ mod watch;
 
 use agentry_proto::v1::{self as pb, context_service_server::ContextService};
 
-use crate::rpc::rpc;
+use crate::{rpc::rpc, standard};
 
 pub use cache::VersionCache;
+pub(crate) use convert::context_to_proto;
+pub(crate) use handlers::owner_filter;
 pub use read::ContextRoutes;
 
 rpc! {
     ContextService for Contexts;
     handlers::create_context(pb::CreateContextRequest) -> pb::Context;
-    handlers::get_context(pb::GetContextRequest) -> pb::Context;
-    handlers::list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
-    handlers::delete_context(pb::DeleteContextRequest) -> ();
+    standard::get_context(pb::GetContextRequest) -> pb::Context;
+    standard::list_contexts(pb::ListContextsRequest) -> pb::ListContextsResponse;
+    standard::delete_context(pb::DeleteContextRequest) -> ();
     handlers::write_context(pb::WriteContextRequest) -> pb::WriteContextResponse;
     handlers::list_context_versions(pb::ListContextVersionsRequest) -> pb::ListContextVersionsResponse;
     handlers::diff_context_versions(pb::DiffContextVersionsRequest) -> pb::DiffContextVersionsResponse;

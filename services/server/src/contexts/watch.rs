@@ -12,14 +12,10 @@ use std::sync::Arc;
 
 use agentry_core::{Error, Result, names::ContextName, port::VersionsAfter, wake::WakeKey};
 use agentry_proto::v1 as pb;
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::version_to_proto;
 use crate::{
-    auth::{Action, Principal},
-    notify::{Follower, Read},
+    notify::{Follower, Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -36,10 +32,9 @@ fn batch(after: i64, full: bool) -> VersionsAfter {
 
 pub async fn watch_context(
     ctx: Arc<RequestCtx>,
-    p: &Principal,
+    name: ContextName,
     req: pb::WatchContextRequest,
-) -> Result<impl Stream<Item = Result<pb::WatchContextResponse, tonic::Status>> + use<>> {
-    let name: ContextName = p.authorize("name", &req.name, Action::Read)?;
+) -> Result<Replies<pb::WatchContextResponse>> {
     let full = match pb::ContextVersionView::try_from(req.view) {
         Ok(pb::ContextVersionView::Basic) => false,
         Ok(_) => true,
@@ -65,9 +60,8 @@ pub async fn watch_context(
         .store
         .context_versions_after(&name, batch(cursor, full))
         .await?;
-    let (sender, receiver) = mpsc::channel(64);
-    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_version");
-    tokio::spawn(async move {
+    let stopping = ctx.stopping.clone();
+    let serve = move |mut follower: Follower<pb::WatchContextResponse>| async move {
         loop {
             for version in pending.drain(..) {
                 cursor = version.version;
@@ -94,6 +88,6 @@ pub async fn watch_context(
                 return;
             }
         }
-    });
-    Ok(ReceiverStream::new(receiver))
+    };
+    Ok(follow(&stopping, "after_version", 64, serve))
 }

@@ -78,11 +78,7 @@ pub fn session_to_proto(s: Session) -> pb::Session {
     let name = format!("{prefix}/sessions/{}", s.id);
     pb::Session {
         instance: format!("{prefix}/instances/{}", s.instance),
-        active_run: if s.active_run.is_empty() {
-            String::new()
-        } else {
-            format!("{name}/runs/{}", s.active_run)
-        },
+        active_run: crate::convert::child_name(&name, "runs", &s.active_run),
         name,
         description: s.description,
         labels: s.labels,

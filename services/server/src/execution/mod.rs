@@ -9,17 +9,20 @@ mod worker;
 
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};
 
-use crate::rpc::rpc;
+use crate::{rpc::rpc, standard};
+
+pub(crate) use convert::{run_to_proto, session_to_proto};
+pub(crate) use sessions::instance_filter;
 
 rpc! {
     ExecutionService for Execution;
     sessions::create_session(pb::CreateSessionRequest) -> pb::Session;
-    sessions::get_session(pb::GetSessionRequest) -> pb::Session;
-    sessions::list_sessions(pb::ListSessionsRequest) -> pb::ListSessionsResponse;
-    sessions::delete_session(pb::DeleteSessionRequest) -> ();
+    standard::get_session(pb::GetSessionRequest) -> pb::Session;
+    standard::list_sessions(pb::ListSessionsRequest) -> pb::ListSessionsResponse;
+    standard::delete_session(pb::DeleteSessionRequest) -> ();
     sessions::list_messages(pb::ListMessagesRequest) -> pb::ListMessagesResponse;
     runs::create_run(pb::CreateRunRequest) -> pb::Run;
-    runs::get_run(pb::GetRunRequest) -> pb::Run;
+    standard::get_run(pb::GetRunRequest) -> pb::Run;
     runs::list_runs(pb::ListRunsRequest) -> pb::ListRunsResponse;
     runs::cancel_run(pb::CancelRunRequest) -> pb::Run;
     runs::decide_approval(pb::DecideApprovalRequest) -> pb::Run;

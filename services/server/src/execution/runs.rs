@@ -17,7 +17,7 @@ use super::convert::{
 use crate::{
     auth::{Action, Principal},
     call::Call,
-    convert::{self, filter_error, filter_terms, micros, timestamp},
+    convert::{self, filter_error, micros, timestamp},
     paging::TimeBounds,
 };
 
@@ -55,21 +55,12 @@ pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb:
     Ok(run_to_proto(ctx.store.create_run(&m, new).await?))
 }
 
-pub async fn get_run(ctx: &Call<'_>, req: pb::GetRunRequest) -> Result<pb::Run> {
-    let name: RunName = ctx.authorize("name", &req.name, Action::Read)?;
-    Ok(run_to_proto(ctx.store.get_run(&name).await?))
-}
-
 /// `status = RUNNING AND agent = "…" AND instance = "…" AND create_time > "RFC 3339"`.
 fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFilter> {
     const SUPPORTED: &str = "status = RUNNING, agent = \"workspaces/…/agents/…\", instance = \"…/instances/…\", create_time > \"RFC 3339\", create_time < \"…\"";
     let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = RunFilter::default();
-    let mut times = TimeBounds::default();
-    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
-        if times.take(term, SUPPORTED)? {
-            continue;
-        }
+    let times = TimeBounds::filter(text, SUPPORTED, |key, operator, value| {
         match (key, operator) {
             ("status", "=") => {
                 filter.status = Some(status_from_name(value).ok_or_else(|| bad("unknown status"))?)
@@ -87,9 +78,10 @@ fn run_filter(p: &Principal, project: &ProjectName, text: &str) -> Result<RunFil
                 }
                 filter.instance = Some(instance.instance);
             }
-            _ => return Err(bad("unsupported term")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     filter.created = times.into();
     Ok(filter)
 }
@@ -116,7 +108,7 @@ pub async fn list_runs(ctx: &Call<'_>, req: pb::ListRunsRequest) -> Result<pb::L
     }
     filter.session = session;
     let scope = format!("ListRuns {} {}", req.parent, req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let page = ctx.page_of(&scope, &req)?;
     let listed = ctx.store.list_runs(&project, &filter, &page).await?;
     Ok(ctx.respond(&scope, listed, run_to_proto))
 }

@@ -8,7 +8,11 @@ use agentry_core::{
 use agentry_proto::v1 as pb;
 
 use super::convert::{message_to_proto, session_to_proto};
-use crate::{auth::Action, call::Call, convert};
+use crate::{
+    auth::{Action, Principal},
+    call::Call,
+    convert,
+};
 
 pub async fn create_session(ctx: &Call<'_>, req: pb::CreateSessionRequest) -> Result<pb::Session> {
     let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Execute)?;
@@ -43,52 +47,22 @@ pub async fn create_session(ctx: &Call<'_>, req: pb::CreateSessionRequest) -> Re
     Ok(session_to_proto(ctx.store.create_session(&m, new).await?))
 }
 
-pub async fn get_session(ctx: &Call<'_>, req: pb::GetSessionRequest) -> Result<pb::Session> {
-    let name: SessionName = ctx.authorize("name", &req.name, Action::Read)?;
-    Ok(session_to_proto(ctx.store.get_session(&name).await?))
-}
-
-pub async fn list_sessions(
-    ctx: &Call<'_>,
-    req: pb::ListSessionsRequest,
-) -> Result<pb::ListSessionsResponse> {
-    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
-    let instance = match req.filter.trim() {
-        "" => None,
-        filter => {
-            let value = filter
-                .strip_prefix("instance")
-                .map(str::trim_start)
-                .and_then(|rest| rest.strip_prefix('='))
-                .map(|v| v.trim().trim_matches('"'))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "filter",
-                        "supported: instance = \"workspaces/…/instances/…\"",
-                    )
-                })?;
-            let instance = InstanceName::parse("filter", value)?;
-            ctx.caller
-                .check_reference(&parent.workspace, &instance.workspace)?;
-            if instance.project() != parent {
-                return Err(Error::invalid("filter", "an instance of this project"));
-            }
-            Some(instance.instance)
-        }
+/// ListSessions' filter: `instance = "…/instances/…"`, an instance of the project the
+/// caller may name, or none.
+pub fn instance_filter(
+    caller: &Principal,
+    parent: &ProjectName,
+    text: &str,
+) -> Result<Option<String>> {
+    let Some(value) = convert::only_term(text, "instance", "workspaces/…/instances/…")? else {
+        return Ok(None);
     };
-    let scope = format!("ListSessions {parent} {}", req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx
-        .store
-        .list_sessions(&parent, instance.as_deref(), &page)
-        .await?;
-    Ok(ctx.respond(&scope, listed, session_to_proto))
-}
-
-pub async fn delete_session(ctx: &Call<'_>, req: pb::DeleteSessionRequest) -> Result<()> {
-    let name: SessionName = ctx.authorize("name", &req.name, Action::Execute)?;
-    let m = ctx.mutation_of(&name, &req)?;
-    ctx.store.delete_session(&m, &name).await
+    let instance = InstanceName::parse("filter", value)?;
+    caller.check_reference(&parent.workspace, &instance.workspace)?;
+    if instance.project() != *parent {
+        return Err(Error::invalid("filter", "an instance of this project"));
+    }
+    Ok(Some(instance.instance))
 }
 
 pub async fn list_messages(
@@ -97,7 +71,7 @@ pub async fn list_messages(
 ) -> Result<pb::ListMessagesResponse> {
     let name: SessionName = ctx.authorize("parent", &req.parent, Action::Read)?;
     let scope = format!("ListMessages {name} {}", req.show_superseded);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
+    let page = ctx.page_of(&scope, &req)?;
     let listed = ctx
         .store
         .list_messages(&name, req.show_superseded, &page)

@@ -12,14 +12,10 @@ use std::sync::Arc;
 use agentry_core::wake::WakeKey;
 use agentry_core::{Error, Reason, Result, names::RunName};
 use agentry_proto::v1 as pb;
-use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::convert::event_to_proto;
 use crate::{
-    auth::{Action, Principal},
-    notify::{Follower, Read},
+    notify::{Follower, Read, Replies, follow},
     request::RequestCtx,
 };
 
@@ -27,10 +23,9 @@ const BATCH: u64 = 500;
 
 pub async fn stream_run_events(
     ctx: Arc<RequestCtx>,
-    p: &Principal,
+    name: RunName,
     req: pb::StreamRunEventsRequest,
-) -> Result<impl Stream<Item = Result<pb::StreamRunEventsResponse, tonic::Status>> + use<>> {
-    let name: RunName = p.authorize("name", &req.name, Action::Read)?;
+) -> Result<Replies<pb::StreamRunEventsResponse>> {
     if req.after_sequence < 0 {
         return Err(Error::invalid("after_sequence", "must not be negative"));
     }
@@ -53,9 +48,8 @@ pub async fn stream_run_events(
     let mut cursor = req.after_sequence;
     let finished = run.status.is_terminal();
     let full_name = name.to_string();
-    let (sender, receiver) = mpsc::channel(256);
-    let mut follower = Follower::new(sender, ctx.stopping.clone(), "after_sequence");
-    tokio::spawn(async move {
+    let stopping = ctx.stopping.clone();
+    let serve = move |mut follower: Follower<pb::StreamRunEventsResponse>| async move {
         loop {
             let read = async {
                 let read = ctx.store.run_events_after(&name, cursor, BATCH);
@@ -94,6 +88,6 @@ pub async fn stream_run_events(
                 return;
             }
         }
-    });
-    Ok(ReceiverStream::new(receiver))
+    };
+    Ok(follow(&stopping, "after_sequence", 256, serve))
 }

@@ -4,8 +4,7 @@ use agentry_core::{
     Error, Result,
     agent::{AgentPatch, NewAgent},
     model::{Agent, AgentSpec, Tool, ToolRisk},
-    names::{AgentName, WorkspaceName},
-    port::DeleteGuard,
+    names::AgentName,
 };
 use agentry_proto::v1 as pb;
 use serde_json::Value;
@@ -17,17 +16,6 @@ use crate::{
     request::required,
 };
 
-const UPDATABLE: &[&str] = &[
-    "display_name",
-    "description",
-    "agent_type",
-    "capabilities",
-    "tools",
-    "config_schema",
-    "default_config",
-    "labels",
-    "enabled",
-];
 const MAX_TOOLS: usize = 256;
 const MAX_CAPABILITIES: usize = 256;
 
@@ -139,9 +127,7 @@ fn document(field: &str, value: Option<prost_types::Struct>) -> Result<Option<Va
 
 /// Checks what a spec must satisfy before a revision is written.
 pub async fn create_agent(ctx: &Call<'_>, req: pb::CreateAgentRequest) -> Result<pb::Agent> {
-    let (_, name): (_, AgentName) =
-        ctx.new_name(&req.parent, "agent_id", &req.agent_id, Action::Develop)?;
-    let m = ctx.mutation_of(&name, &req)?;
+    let (_, name, m) = ctx.create(&req, Action::Develop)?;
     let a = required("agent", req.agent)?;
     let spec = AgentSpec {
         display_name: convert::text("agent.display_name", a.display_name)?,
@@ -178,19 +164,8 @@ pub async fn get_agent(ctx: &Call<'_>, req: pb::GetAgentRequest) -> Result<pb::A
     ctx.store.get_agent(&name, revision).await.map(to_proto)
 }
 
-pub async fn list_agents(
-    ctx: &Call<'_>,
-    req: pb::ListAgentsRequest,
-) -> Result<pb::ListAgentsResponse> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Read)?;
-    let scope = format!("ListAgents {parent}");
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx.store.list_agents(&parent.workspace, &page).await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
-}
-
 pub async fn update_agent(ctx: &Call<'_>, req: pb::UpdateAgentRequest) -> Result<pb::Agent> {
-    let (a, name, mask) = ctx.update::<_, AgentName>(&req, Action::Develop, UPDATABLE, &[])?;
+    let (a, name, mask) = ctx.update(&req, Action::Develop)?;
     let m = ctx.mutation_of(&name, &req)?;
     let patch = AgentPatch {
         display_name: mask.text("display_name", a.display_name)?,
@@ -205,30 +180,4 @@ pub async fn update_agent(ctx: &Call<'_>, req: pb::UpdateAgentRequest) -> Result
         etag: a.etag,
     };
     ctx.store.update_agent(&m, &name, patch).await.map(to_proto)
-}
-
-pub async fn delete_agent(ctx: &Call<'_>, req: pb::DeleteAgentRequest) -> Result<()> {
-    let name: AgentName = ctx.authorize("name", &req.name, Action::Develop)?;
-    let m = ctx.mutation_of(&name, &req)?;
-    ctx.store
-        .delete_agent(
-            &m,
-            &name,
-            &DeleteGuard {
-                force: req.force,
-                etag: req.etag,
-            },
-        )
-        .await
-}
-
-pub async fn list_agent_revisions(
-    ctx: &Call<'_>,
-    req: pb::ListAgentRevisionsRequest,
-) -> Result<pb::ListAgentRevisionsResponse> {
-    let name: AgentName = ctx.authorize("name", &req.name, Action::Read)?;
-    let scope = format!("ListAgentRevisions {name}");
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx.store.list_agent_revisions(&name, &page).await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
 }

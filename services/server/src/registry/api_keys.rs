@@ -43,7 +43,7 @@ fn role(value: i32) -> Result<Role> {
     }
 }
 
-fn to_proto(k: ApiKey) -> pb::ApiKey {
+pub(crate) fn to_proto(k: ApiKey) -> pb::ApiKey {
     pb::ApiKey {
         name: format!("workspaces/{}/apiKeys/{}", k.workspace, k.id),
         display_name: k.display_name,
@@ -82,17 +82,6 @@ pub async fn create_api_key(
         api_key: Some(to_proto(created.key)),
         secret: created.secret,
     })
-}
-
-pub async fn list_api_keys(
-    ctx: &Call<'_>,
-    req: pb::ListApiKeysRequest,
-) -> Result<pb::ListApiKeysResponse> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ManageKeys)?;
-    let scope = format!("ListApiKeys {parent}");
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx.store.list_api_keys(&parent.workspace, &page).await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
 }
 
 pub async fn delete_api_key(ctx: &Call<'_>, req: pb::DeleteApiKeyRequest) -> Result<()> {

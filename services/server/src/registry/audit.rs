@@ -1,4 +1,5 @@
-//! ListAuditRecords: the audit log, readable by the workspace's ADMIN or ROOT.
+//! The audit log, readable by the workspace's ADMIN or ROOT: ListAuditRecords's filter
+//! and records (its handler is the standard List, `crate::standard`).
 
 use agentry_core::{
     Result,
@@ -8,23 +9,17 @@ use agentry_core::{
 use agentry_proto::v1 as pb;
 
 use crate::{
-    auth::Action,
-    call::Call,
-    convert::{filter_error, filter_terms, timestamp},
+    convert::{filter_error, timestamp},
     paging::TimeBounds,
 };
 
 const SUPPORTED: &str = "principal = \"workspaces/…/apiKeys/…\" or \"root\", method = \"CreateRun\", resource = \"workspaces/…/projects/…\", create_time > \"RFC 3339\", create_time < \"…\"";
 
 /// `principal = "…" AND method = "…" AND resource = "…" AND create_time > "RFC 3339"`.
-fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
+pub(crate) fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
     let bad = |why: &str| filter_error(why, SUPPORTED);
     let mut filter = AuditFilter::default();
-    let mut times = TimeBounds::default();
-    for term @ (key, operator, value) in filter_terms(text, SUPPORTED)? {
-        if times.take(term, SUPPORTED)? {
-            continue;
-        }
+    let times = TimeBounds::filter(text, SUPPORTED, |key, operator, value| {
         match (key, operator) {
             ("principal", "=") => {
                 if value != "root" {
@@ -46,14 +41,15 @@ fn audit_filter(parent: &WorkspaceName, text: &str) -> Result<AuditFilter> {
                 }
                 filter.resource = Some(value.to_owned());
             }
-            _ => return Err(bad("unsupported term")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     filter.created = times.into();
     Ok(filter)
 }
 
-fn to_proto(r: AuditRecord) -> pb::AuditRecord {
+pub(crate) fn to_proto(r: AuditRecord) -> pb::AuditRecord {
     pb::AuditRecord {
         name: format!("workspaces/{}/auditRecords/{}", r.workspace_id, r.audit_id),
         create_time: timestamp(r.create_time),
@@ -62,19 +58,4 @@ fn to_proto(r: AuditRecord) -> pb::AuditRecord {
         resource: r.resource,
         request_id: r.request_id,
     }
-}
-
-pub async fn list_audit_records(
-    ctx: &Call<'_>,
-    req: pb::ListAuditRecordsRequest,
-) -> Result<pb::ListAuditRecordsResponse> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::ReadAudit)?;
-    let filter = audit_filter(&parent, &req.filter)?;
-    let scope = format!("ListAuditRecords {parent} {}", req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx
-        .store
-        .list_audit_records(&parent.workspace, &filter, &page)
-        .await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
 }

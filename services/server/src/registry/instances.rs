@@ -1,10 +1,12 @@
 //! Instance handlers: pinned revision, validated config, guarded status, heartbeats.
 
+use std::ops::RangeInclusive;
+
 use agentry_core::{
     Error, Result,
     instance::{InstanceFilter, InstancePatch, NewInstance, StatusChange},
     model::Instance,
-    names::{AgentName, InstanceName, ProjectName},
+    names::{AgentName, InstanceName},
     status::InstanceStatus,
 };
 use agentry_proto::v1 as pb;
@@ -17,18 +19,7 @@ use crate::{
     request::required,
 };
 
-const UPDATABLE: &[&str] = &[
-    "display_name",
-    "labels",
-    "config",
-    "agent_revision",
-    "heartbeat_ttl",
-];
-const DEFAULT_HEARTBEAT_TTL_MS: i64 = 30_000;
-const MIN_HEARTBEAT_TTL_MS: i64 = 1_000;
-const MAX_HEARTBEAT_TTL_MS: i64 = 86_400_000;
-
-fn status_to_proto(s: InstanceStatus) -> pb::InstanceStatus {
+pub(crate) fn status_to_proto(s: InstanceStatus) -> pb::InstanceStatus {
     match s {
         InstanceStatus::Idle => pb::InstanceStatus::Idle,
         InstanceStatus::Initializing => pb::InstanceStatus::Initializing,
@@ -84,6 +75,10 @@ pub fn to_proto(i: Instance) -> pb::Instance {
     }
 }
 
+const DEFAULT_HEARTBEAT_TTL_MS: i64 = 30_000;
+/// 1 s to 1 day.
+const HEARTBEAT_TTLS_MS: RangeInclusive<i64> = 1_000..=86_400_000;
+
 fn heartbeat_ttl_ms(value: Option<prost_types::Duration>) -> Result<i64> {
     let Some(d) = value else {
         return Ok(DEFAULT_HEARTBEAT_TTL_MS);
@@ -92,7 +87,7 @@ fn heartbeat_ttl_ms(value: Option<prost_types::Duration>) -> Result<i64> {
         .seconds
         .saturating_mul(1000)
         .saturating_add(i64::from(d.nanos) / 1_000_000);
-    if !(MIN_HEARTBEAT_TTL_MS..=MAX_HEARTBEAT_TTL_MS).contains(&ms) || d.nanos < 0 {
+    if !HEARTBEAT_TTLS_MS.contains(&ms) || d.nanos < 0 {
         return Err(Error::invalid(
             "instance.heartbeat_ttl",
             "between 1 s and 1 day",
@@ -123,13 +118,7 @@ pub async fn create_instance(
     ctx: &Call<'_>,
     req: pb::CreateInstanceRequest,
 ) -> Result<pb::Instance> {
-    let (_, name): (_, InstanceName) = ctx.new_name(
-        &req.parent,
-        "instance_id",
-        &req.instance_id,
-        Action::Develop,
-    )?;
-    let m = ctx.mutation_of(&name, &req)?;
+    let (_, name, m) = ctx.create(&req, Action::Develop)?;
     let i = required("instance", req.instance)?;
     let agent = AgentName::parse("instance.agent", &i.agent)?;
     if agent.workspace != name.workspace {
@@ -150,13 +139,8 @@ pub async fn create_instance(
     ctx.store.create_instance(&m, new).await.map(to_proto)
 }
 
-pub async fn get_instance(ctx: &Call<'_>, req: pb::GetInstanceRequest) -> Result<pb::Instance> {
-    let name: InstanceName = ctx.authorize("name", &req.name, Action::Read)?;
-    ctx.store.get_instance(&name).await.map(to_proto)
-}
-
 /// `status = ACTIVE AND agent = "workspaces/w/agents/a"` (either term optional).
-fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
+pub(crate) fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
     const SUPPORTED: &str = "status = ACTIVE, agent = \"workspaces/w/agents/a\"";
     let bad = |why: &str| crate::convert::filter_error(why, SUPPORTED);
     let mut out = InstanceFilter::default();
@@ -180,23 +164,11 @@ fn filter(workspace: &str, text: &str) -> Result<InstanceFilter> {
     Ok(out)
 }
 
-pub async fn list_instances(
-    ctx: &Call<'_>,
-    req: pb::ListInstancesRequest,
-) -> Result<pb::ListInstancesResponse> {
-    let parent: ProjectName = ctx.authorize("parent", &req.parent, Action::Read)?;
-    let filter = filter(&parent.workspace, &req.filter)?;
-    let scope = format!("ListInstances {parent} {}", req.filter);
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx.store.list_instances(&parent, &filter, &page).await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
-}
-
 pub async fn update_instance(
     ctx: &Call<'_>,
     req: pb::UpdateInstanceRequest,
 ) -> Result<pb::Instance> {
-    let (i, name, mask) = ctx.update::<_, InstanceName>(&req, Action::Develop, UPDATABLE, &[])?;
+    let (i, name, mask) = ctx.update(&req, Action::Develop)?;
     let m = ctx.mutation_of(&name, &req)?;
     let patch = InstancePatch {
         display_name: mask.text("display_name", i.display_name)?,
@@ -209,18 +181,6 @@ pub async fn update_instance(
     };
     ctx.store
         .update_instance(&m, &name, patch)
-        .await
-        .map(to_proto)
-}
-
-pub async fn delete_instance(
-    ctx: &Call<'_>,
-    req: pb::DeleteInstanceRequest,
-) -> Result<pb::Instance> {
-    let name: InstanceName = ctx.authorize("name", &req.name, Action::Develop)?;
-    let m = ctx.mutation_of(&name, &req)?;
-    ctx.store
-        .delete_instance(&m, &name, &req.etag)
         .await
         .map(to_proto)
 }
@@ -245,12 +205,4 @@ pub async fn set_instance_status(
         .set_instance_status(&m, &name, change)
         .await
         .map(to_proto)
-}
-
-pub async fn heartbeat_instance(
-    ctx: &Call<'_>,
-    req: pb::HeartbeatInstanceRequest,
-) -> Result<pb::Instance> {
-    let name: InstanceName = ctx.authorize("name", &req.name, Action::HeartbeatInstance)?;
-    ctx.store.heartbeat_instance(&name).await.map(to_proto)
 }

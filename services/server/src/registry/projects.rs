@@ -3,8 +3,7 @@
 use agentry_core::{
     Result,
     model::Project,
-    names::{ProjectName, WorkspaceName},
-    port::{DeleteGuard, NewProject, ProjectPatch},
+    port::{NewProject, ProjectPatch},
 };
 use agentry_proto::v1 as pb;
 
@@ -14,9 +13,7 @@ use crate::{
     convert::{self, timestamp},
 };
 
-const UPDATABLE: &[&str] = &["display_name", "description", "labels"];
-
-fn to_proto(p: Project) -> pb::Project {
+pub(crate) fn to_proto(p: Project) -> pb::Project {
     pb::Project {
         name: format!("workspaces/{}/projects/{}", p.workspace, p.id),
         display_name: p.display_name,
@@ -29,13 +26,7 @@ fn to_proto(p: Project) -> pb::Project {
 }
 
 pub async fn create_project(ctx: &Call<'_>, req: pb::CreateProjectRequest) -> Result<pb::Project> {
-    let (_, name): (_, ProjectName) = ctx.new_name(
-        &req.parent,
-        "project_id",
-        &req.project_id,
-        Action::ManageProjects,
-    )?;
-    let m = ctx.mutation_of(&name, &req)?;
+    let (_, name, m) = ctx.create(&req, Action::ManageProjects)?;
     let project = req.project.unwrap_or_default();
     let new = NewProject {
         workspace: name.workspace.clone(),
@@ -47,25 +38,8 @@ pub async fn create_project(ctx: &Call<'_>, req: pb::CreateProjectRequest) -> Re
     ctx.store.create_project(&m, new).await.map(to_proto)
 }
 
-pub async fn get_project(ctx: &Call<'_>, req: pb::GetProjectRequest) -> Result<pb::Project> {
-    let name: ProjectName = ctx.authorize("name", &req.name, Action::Read)?;
-    ctx.store.get_project(&name).await.map(to_proto)
-}
-
-pub async fn list_projects(
-    ctx: &Call<'_>,
-    req: pb::ListProjectsRequest,
-) -> Result<pb::ListProjectsResponse> {
-    let parent: WorkspaceName = ctx.authorize("parent", &req.parent, Action::Read)?;
-    let scope = format!("ListProjects {parent}");
-    let page = ctx.page(&scope, req.page_size, &req.page_token)?;
-    let listed = ctx.store.list_projects(&parent.workspace, &page).await?;
-    Ok(ctx.respond(&scope, listed, to_proto))
-}
-
 pub async fn update_project(ctx: &Call<'_>, req: pb::UpdateProjectRequest) -> Result<pb::Project> {
-    let (project, name, mask) =
-        ctx.update::<_, ProjectName>(&req, Action::ManageProjects, UPDATABLE, &[])?;
+    let (project, name, mask) = ctx.update(&req, Action::ManageProjects)?;
     let m = ctx.mutation_of(&name, &req)?;
     let patch = ProjectPatch {
         display_name: mask.text("display_name", project.display_name)?,
@@ -77,19 +51,4 @@ pub async fn update_project(ctx: &Call<'_>, req: pb::UpdateProjectRequest) -> Re
         .update_project(&m, &name, patch)
         .await
         .map(to_proto)
-}
-
-pub async fn delete_project(ctx: &Call<'_>, req: pb::DeleteProjectRequest) -> Result<()> {
-    let name: ProjectName = ctx.authorize("name", &req.name, Action::ManageProjects)?;
-    let m = ctx.mutation_of(&name, &req)?;
-    ctx.store
-        .delete_project(
-            &m,
-            &name,
-            &DeleteGuard {
-                force: req.force,
-                etag: req.etag,
-            },
-        )
-        .await
 }

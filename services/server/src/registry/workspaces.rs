@@ -14,8 +14,6 @@ use crate::{
     convert::{self, Mask, timestamp},
 };
 
-const UPDATABLE: &[&str] = &["display_name", "description", "labels", "quotas"];
-
 pub fn to_proto(w: Workspace) -> pb::Workspace {
     pb::Workspace {
         name: format!("workspaces/{}", w.id),
@@ -112,18 +110,13 @@ pub async fn create_workspace(
     ctx.store.create_workspace(&m, new).await.map(to_proto)
 }
 
-pub async fn get_workspace(ctx: &Call<'_>, req: pb::GetWorkspaceRequest) -> Result<pb::Workspace> {
-    let name: WorkspaceName = ctx.authorize("name", &req.name, Action::Read)?;
-    ctx.store.get_workspace(&name.workspace).await.map(to_proto)
-}
-
 pub async fn list_workspaces(
     ctx: &Call<'_>,
     req: pb::ListWorkspacesRequest,
 ) -> Result<pb::ListWorkspacesResponse> {
     ctx.caller.check_role(Action::Operate)?;
     let scope = "ListWorkspaces";
-    let page = ctx.page(scope, req.page_size, &req.page_token)?;
+    let page = ctx.page_of(scope, &req)?;
     Ok(ctx.respond(scope, ctx.store.list_workspaces(&page).await?, to_proto))
 }
 
@@ -131,8 +124,7 @@ pub async fn update_workspace(
     ctx: &Call<'_>,
     req: pb::UpdateWorkspaceRequest,
 ) -> Result<pb::Workspace> {
-    let (w, name, mask) =
-        ctx.update::<_, WorkspaceName>(&req, Action::ManageWorkspace, UPDATABLE, &["quotas"])?;
+    let (w, name, mask) = ctx.update(&req, Action::ManageWorkspace)?;
     let changes_quotas = mask.paths().iter().any(|path| path.starts_with("quotas"));
     if changes_quotas {
         ctx.caller.check(&name.workspace, Action::Operate)?;

@@ -428,21 +428,13 @@ mod tests {
 
     #[test]
     fn http_statuses_follow_connect() {
-        assert_eq!(
-            StatusCode::BAD_REQUEST,
-            procedures::http_status(Code::InvalidArgument)
-        );
-        assert_eq!(
-            StatusCode::UNAUTHORIZED,
-            procedures::http_status(Code::Unauthenticated)
-        );
-        assert_eq!(
-            StatusCode::NOT_FOUND,
-            procedures::http_status(Code::NotFound)
-        );
-        assert_eq!(
-            StatusCode::TOO_MANY_REQUESTS,
-            procedures::http_status(Code::ResourceExhausted)
-        );
+        for (code, status) in [
+            (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            (Code::Unauthenticated, StatusCode::UNAUTHORIZED),
+            (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+        ] {
+            assert_eq!(status, procedures::http_status(code), "{code:?}");
+        }
     }
 }

@@ -246,42 +246,38 @@ mod tests {
         assert!(procedures.get("/grpc.health.v1.Health/Check").is_some());
     }
 
+    /// The input of the method at `path`.
+    fn input(path: &str) -> MessageDescriptor {
+        Procedures::new().get(path).expect("served").input.clone()
+    }
+
     #[test]
     fn json_requests_round_trip_and_unknown_fields_are_refused() {
-        let procedures = Procedures::new();
-        let create = procedures
-            .get("/agentry.v1.RegistryService/CreateWorkspace")
-            .unwrap();
+        let create = input("/agentry.v1.RegistryService/CreateWorkspace");
         let proto = json_to_proto(
-            &create.input,
+            &create,
             br#"{"workspaceId":"acme","workspace":{"display_name":"Acme"}}"#,
         )
         .expect("valid JSON");
         let request = agentry_proto::v1::CreateWorkspaceRequest::decode(proto.as_slice()).unwrap();
         assert_eq!(request.workspace_id, "acme");
         assert_eq!(request.workspace.unwrap().display_name, "Acme");
-        let error = json_to_proto(&create.input, br#"{"workspaceIdd":"acme"}"#).unwrap_err();
+        let error = json_to_proto(&create, br#"{"workspaceIdd":"acme"}"#).unwrap_err();
         assert!(error.contains("workspaceIdd"), "{error}");
-        assert!(json_to_proto(&create.input, b"{").is_err());
-        assert_eq!(
-            json_to_proto(&create.input, b" ").unwrap(),
-            Vec::<u8>::new()
-        );
+        assert!(json_to_proto(&create, b"{").is_err());
+        assert_eq!(json_to_proto(&create, b" ").unwrap(), Vec::<u8>::new());
     }
 
     #[test]
     fn whole_numbers_print_without_a_fraction() {
-        let procedures = Procedures::new();
-        let version = procedures
-            .get("/agentry.v1.ContextService/CreateContext")
-            .unwrap();
         // A CreateContextRequest's `data` is a Value; any message with one will do.
+        let version = input("/agentry.v1.ContextService/CreateContext");
         let proto = json_to_proto(
-            &version.input,
+            &version,
             br#"{"data": {"one": 1, "half": 0.5, "zero": 0, "minus": -0.0, "big": 1e300}}"#,
         )
         .unwrap();
-        let json = proto_to_json(&version.input, &proto).unwrap();
+        let json = proto_to_json(&version, &proto).unwrap();
         let text = String::from_utf8(json).unwrap();
         assert!(text.contains(r#""one":1,"#), "{text}");
         assert!(text.contains(r#""half":0.5"#), "{text}");
