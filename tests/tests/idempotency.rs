@@ -422,3 +422,33 @@ backend_tests!(concurrent_retries_create_once_and_agree, |app| async move {
     }
     assert_eq!(project_count(&acme).await, 1);
 });
+
+backend_tests!(
+    a_stored_result_is_a_tagged_record_and_an_untagged_one_still_replays,
+    |app| async move {
+        let acme = app.tenant("acme").await;
+        let mut admin = acme.admin.clone();
+        let first = admin
+            .create_project(create_project(&acme, "web", "site", "req-tag"))
+            .await
+            .must();
+        let db = app.database();
+        let tagged = "idempotency_keys WHERE request_id = 'req-tag' AND response LIKE '{\"v\":1,%'";
+        assert_eq!(
+            db.count(tagged).await,
+            1,
+            "the stored result carries its format tag"
+        );
+
+        // A row written before the tag existed: the same JSON without it.
+        let untag = "UPDATE idempotency_keys SET response = '{' || substr(response, 8) \
+                     WHERE request_id = 'req-tag'";
+        assert_eq!(db.execute(untag).await.unwrap(), 1);
+        assert_eq!(db.count(tagged).await, 0);
+        let retry = admin
+            .create_project(create_project(&acme, "web", "site", "req-tag"))
+            .await
+            .must();
+        assert_eq!(retry, first);
+    }
+);

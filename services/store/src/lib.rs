@@ -17,6 +17,7 @@ mod mutation;
 mod observe;
 mod port;
 mod projects;
+mod record;
 mod rows;
 mod settings;
 mod tables;

@@ -17,6 +17,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     Store,
     db::Tx,
+    record::{record, to_record},
     rows::{columns, insert_row, values},
     tables::{AuditLog, IdempotencyKeys},
 };
@@ -67,8 +68,7 @@ fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> 
             )],
         ));
     }
-    serde_json::from_str(&stored.response)
-        .map_err(|e| Error::internal(format!("stored result does not decode: {e}")))
+    record("response", &stored.response)
 }
 
 impl Store {
@@ -131,7 +131,7 @@ impl Store {
             tx.execute(&audit).await?;
         }
         if !m.request_id.is_empty() {
-            let response = serde_json::to_string(value).map_err(Error::internal)?;
+            let response = to_record(value);
             let stored = insert_row(
                 IdempotencyKeys::Table,
                 STORED_COLUMNS,

@@ -20,7 +20,6 @@
 mod change;
 mod claim;
 mod reaper;
-mod record;
 mod rows;
 mod runs;
 mod sessions;

@@ -10,12 +10,10 @@ use agentry_core::{
 };
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
-use super::{
-    RunSpec,
-    record::{optional_record, record, to_record},
-};
+use super::RunSpec;
 use crate::{
     db::Tx,
+    record::{optional_record, record, to_record},
     rows::{
         columns, decode, found, insert_row, insert_rows, json, labels, select_all, to_json, values,
     },

@@ -1,7 +1,8 @@
-//! Versioned records: what the store keeps as JSON for a run (its spec, its events, its
-//! approval) is written with a format tag, `{"v":1,...}`, so a later format can be told
-//! apart and read, and rows written before the tag (untagged) read as version 1. An
-//! older server reading a tagged row ignores the unknown `v` field.
+//! Versioned records: what the store keeps as JSON (a run's spec, events and approval,
+//! the result an idempotent call replays) is written with a format tag, `{"v":1,...}`,
+//! so a later format can be told apart and read, and rows written before the tag
+//! (untagged) read as version 1. An older server reading a tagged row ignores the
+//! unknown `v` field.
 
 use agentry_core::{Error, Result};
 use serde::{Serialize, de::DeserializeOwned};
