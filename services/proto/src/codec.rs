@@ -18,14 +18,14 @@
 
 use std::marker::PhantomData;
 
+use agentry_error::{Error, FieldViolation, Reason};
 use prost::bytes::Buf as _;
 use tonic::{
-    Code, Status,
+    Status,
     codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     codegen::Bytes,
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::scan::{self, Fault, Problem};
 
@@ -112,8 +112,8 @@ fn refusal(fault: Fault) -> Status {
     let description = problem.describe();
     let field = (!path.is_empty()).then(|| (path.clone(), description));
     match problem {
-        Problem::Nul => status(
-            "INVALID_ARGUMENT",
+        Problem::Nul => invalid(
+            Reason::InvalidArgument,
             format!("{subject} {description}"),
             field,
         ),
@@ -125,16 +125,16 @@ fn refusal(fault: Fault) -> Status {
 }
 
 fn malformed(message: String, field: Option<(String, &str)>) -> Status {
-    status("MALFORMED_REQUEST", message, field)
+    invalid(Reason::MalformedRequest, message, field)
 }
 
-fn status(reason: &str, message: String, field: Option<(String, &str)>) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(reason, "agentry.dev", std::collections::HashMap::new());
-    if let Some((field, description)) = field {
-        details.add_bad_request_violation(field, description);
-    }
-    Status::with_error_details(Code::InvalidArgument, message, details)
+/// INVALID_ARGUMENT of `reason`, through the one mapping ([`crate::status`]).
+fn invalid(reason: Reason, message: String, field: Option<(String, &str)>) -> Status {
+    let violations = field
+        .map(|(field, description)| FieldViolation::new(field, description))
+        .into_iter()
+        .collect();
+    crate::status::of(Error::invalid_many(reason, message, violations))
 }
 
 /// For a method whose responses are encoded ahead of time (kept encoded in a cache): the
