@@ -11,6 +11,7 @@ pub mod agentry {
 }
 
 pub mod codec;
+pub mod encoded;
 pub mod scan;
 pub mod status;
 
