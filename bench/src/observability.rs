@@ -48,8 +48,12 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let collector = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let collector_addr = listener.local_addr()?;
+    // Windows as wide as a batch of spans, as collectors tune them (gRPC-Go's grow with
+    // the bandwidth): a batch then goes out without waiting for window updates.
     tokio::spawn(
         tonic::transport::Server::builder()
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(8 << 20)
             .add_service(collector.clone())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );

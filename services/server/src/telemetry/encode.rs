@@ -21,7 +21,8 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 
 /// Appends `ScopeSpans.spans` field 2: one `Span` message.
 pub fn span(data: &SpanData, buf: &mut Vec<u8>) {
-    nested(2, buf, |buf| span_fields(data, buf));
+    // A span takes 128 bytes or more: room for a two-byte length.
+    nested_in::<2>(2, buf, |buf| span_fields(data, buf));
 }
 
 fn span_fields(data: &SpanData, buf: &mut Vec<u8>) {
@@ -154,7 +155,15 @@ fn attributes(tag: u32, attributes: &[KeyValue], buf: &mut Vec<u8>) {
 /// A `KeyValue` message's fields.
 fn key_value(key: &str, value: &Value, buf: &mut Vec<u8>) {
     string(1, key, buf);
-    nested(2, buf, |buf| any_value(value, buf));
+    if let Value::String(s) = value {
+        // The usual value, its length known in advance.
+        let s = s.as_str().as_bytes();
+        key_byte(2, WireType::LengthDelimited, buf);
+        length(1 + varint_len(s.len()) + s.len(), buf);
+        delimited(1, s, buf);
+    } else {
+        nested(2, buf, |buf| any_value(value, buf));
+    }
 }
 
 /// An `AnyValue` message's fields: its one value, written even when it is the default.
@@ -164,7 +173,7 @@ fn any_value(value: &Value, buf: &mut Vec<u8>) {
         Value::Bool(b) => always_varint(2, u64::from(*b), buf),
         Value::I64(n) => always_varint(3, *n as u64, buf),
         Value::F64(x) => {
-            encode_key(4, WireType::SixtyFourBit, buf);
+            key_byte(4, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&x.to_le_bytes());
         }
         Value::Array(array) => nested(5, buf, |buf| array_values(array, buf)),
@@ -191,23 +200,52 @@ fn array_values(array: &Array, buf: &mut Vec<u8>) {
 /// A length-delimited field whose contents `write` appends: one byte is kept for the
 /// length, and the contents move only in the rare case that it needs more.
 fn nested(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    encode_key(tag, WireType::LengthDelimited, buf);
+    nested_in::<1>(tag, buf, write);
+}
+
+/// [`nested`] with `N` bytes kept for the length.
+fn nested_in<const N: usize>(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    key_byte(tag, WireType::LengthDelimited, buf);
     let at = buf.len();
-    buf.push(0);
+    buf.extend_from_slice(&[0; N]);
     write(buf);
-    let len = (buf.len() - at - 1) as u64;
-    if len < 0x80 {
-        buf[at] = len as u8;
+    let len = buf.len() - at - N;
+    if varint_len(len) == N {
+        encode_varint(len as u64, &mut &mut buf[at..at + N]);
     } else {
-        let mut prefix = Vec::with_capacity(encoded_len_varint(len));
-        encode_varint(len, &mut prefix);
-        buf.splice(at..at + 1, prefix);
+        let mut prefix = Vec::with_capacity(10);
+        encode_varint(len as u64, &mut prefix);
+        buf.splice(at..at + N, prefix);
     }
 }
 
+/// A field's key: one byte for the tags used here (under 16).
+#[inline]
+fn key_byte(tag: u32, wire: WireType, buf: &mut Vec<u8>) {
+    if tag < 16 {
+        buf.push(((tag << 3) | wire as u32) as u8);
+    } else {
+        encode_key(tag, wire, buf);
+    }
+}
+
+#[inline]
+fn length(len: usize, buf: &mut Vec<u8>) {
+    if len < 0x80 {
+        buf.push(len as u8);
+    } else {
+        encode_varint(len as u64, buf);
+    }
+}
+
+#[inline]
+fn varint_len(value: usize) -> usize {
+    encoded_len_varint(value as u64)
+}
+
 fn delimited(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(value.len() as u64, buf);
+    key_byte(tag, WireType::LengthDelimited, buf);
+    length(value.len(), buf);
     buf.extend_from_slice(value);
 }
 
@@ -222,8 +260,12 @@ fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
 }
 
 fn always_varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::Varint, buf);
-    encode_varint(value, buf);
+    key_byte(tag, WireType::Varint, buf);
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
 }
 
 fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
@@ -234,14 +276,14 @@ fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
 
 fn fixed64(tag: u32, value: u64, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::SixtyFourBit, buf);
+        key_byte(tag, WireType::SixtyFourBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
 
 fn fixed32(tag: u32, value: u32, buf: &mut Vec<u8>) {
     if value != 0 {
-        encode_key(tag, WireType::ThirtyTwoBit, buf);
+        key_byte(tag, WireType::ThirtyTwoBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
@@ -342,7 +384,19 @@ mod tests {
     }
 
     fn samples() -> Vec<SpanData> {
+        // Under 128 bytes, and over 16 KiB: a span's length in one byte, and in three.
+        let mut small = span_data(0, Status::Unset, SpanKind::Internal);
+        small.attributes.clear();
+        small.events = SpanEvents::default();
+        small.links = SpanLinks::default();
+        small.name = "s".into();
+        let mut large = span_data(1, Status::Unset, SpanKind::Server);
+        large
+            .attributes
+            .push(KeyValue::new("large", "y".repeat(20_000)));
         vec![
+            small,
+            large,
             span_data(
                 0x1234,
                 Status::error("NOT_FOUND: no workspace"),

@@ -78,12 +78,44 @@ struct Shared {
     max_batch: usize,
 }
 
-/// Encoded spans waiting: the open batch and the full ones.
+/// Encoded spans waiting: the open batch and the full ones; and the buffers of batches
+/// sent, kept for new batches (a buffer freshly allocated at every batch costs the
+/// cores that serve calls its page faults).
 #[derive(Debug, Default)]
 struct Queue {
     open: Batch,
     full: VecDeque<Batch>,
     spans: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse, at most.
+const SPARE: usize = 4;
+
+impl Queue {
+    /// Adds an encoded span to the open batch; true when that fills it (it is then
+    /// among the full ones).
+    fn push(&mut self, scope: &InstrumentationScope, span: &[u8], max_batch: usize) -> bool {
+        self.spans += 1;
+        self.open.spans += 1;
+        match self.open.scopes.iter_mut().find(|(s, _)| s == scope) {
+            Some((_, spans)) => spans.extend_from_slice(span),
+            None => {
+                let mut spans = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity((max_batch * 256).min(1 << 20)));
+                spans.extend_from_slice(span);
+                self.open.scopes.push((scope.clone(), spans));
+            }
+        }
+        if self.open.spans < max_batch {
+            return false;
+        }
+        let full = std::mem::take(&mut self.open);
+        self.full.push_back(full);
+        true
+    }
 }
 
 /// Spans encoded as `ScopeSpans.spans` fields, by scope (nearly always one).
@@ -135,14 +167,16 @@ impl OtlpProcessor {
         })
     }
 
-    /// Asks the thread for `control` and waits for its answer.
-    fn ask(&self, control: impl FnOnce(sync_mpsc::SyncSender<()>) -> Control) -> OTelSdkResult {
+    /// Asks the thread for `control` and waits for its answer, at most `wait`.
+    fn ask(
+        &self,
+        control: impl FnOnce(sync_mpsc::SyncSender<()>) -> Control,
+        wait: Duration,
+    ) -> OTelSdkResult {
         let (reply, answer) = sync_mpsc::sync_channel(1);
         self.control
             .send(control(reply))
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        // Each export is bounded by the timeout; leave room for a few.
-        let wait = self.timeout * 2 + Duration::from_secs(1);
         answer
             .recv_timeout(wait)
             .map_err(|_| OTelSdkError::Timeout(wait))
@@ -173,22 +207,7 @@ impl SpanProcessor for OtlpProcessor {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            queue.spans += 1;
-            let batch = &mut queue.open;
-            batch.spans += 1;
-            match batch
-                .scopes
-                .iter_mut()
-                .find(|(scope, _)| *scope == span.instrumentation_scope)
-            {
-                Some((_, spans)) => spans.extend_from_slice(&scratch),
-                None => batch
-                    .scopes
-                    .push((span.instrumentation_scope.clone(), scratch.clone())),
-            }
-            if batch.spans >= shared.max_batch {
-                let full = std::mem::take(&mut queue.open);
-                queue.full.push_back(full);
+            if queue.push(&span.instrumentation_scope, &scratch, shared.max_batch) {
                 drop(queue);
                 shared.full.notify_one();
             }
@@ -196,15 +215,19 @@ impl SpanProcessor for OtlpProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush)
+        // Each export is bounded by the timeout; leave room for a few.
+        self.ask(Control::Flush, self.timeout * 2 + Duration::from_secs(1))
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         if self.shared.stopped.swap(true, Ordering::Relaxed) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        let result = self.ask(Control::Shutdown);
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        let result = self.ask(Control::Shutdown, timeout);
+        // The thread stops after its last export; unless that took too long, wait for it.
+        if result.is_ok()
+            && let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take())
+        {
             let _ = thread.join();
         }
         result
@@ -265,7 +288,8 @@ impl Exporter {
                 self.close_open();
             }
             while let Some(batch) = self.take() {
-                self.export(&mut client, batch).await;
+                self.export(&mut client, &batch).await;
+                self.recycle(batch);
             }
             self.report_drops();
             if let Some(reply) = reply {
@@ -295,7 +319,19 @@ impl Exporter {
         Some(batch)
     }
 
-    async fn export(&mut self, client: &mut tonic::client::Grpc<Channel>, batch: Batch) {
+    /// Keeps a sent batch's buffers for new batches.
+    fn recycle(&self, batch: Batch) {
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            for (_, mut spans) in batch.scopes {
+                if queue.spare.len() < SPARE {
+                    spans.clear();
+                    queue.spare.push(spans);
+                }
+            }
+        }
+    }
+
+    async fn export(&mut self, client: &mut tonic::client::Grpc<Channel>, batch: &Batch) {
         let resource = self.shared.resource.lock().map(|r| r.clone());
         let Ok(resource) = resource else { return };
         let body = encode::request(
