@@ -9,7 +9,7 @@ use agentry_core::{
     names::{AgentName, InstanceName, ProjectName},
     port::InstanceStore,
     status::InstanceStatus,
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 // The commands are core's; re-exported for the store's callers.
@@ -138,7 +138,7 @@ async fn save(
     instance: &Instance,
     uid: Option<&str>,
     before_offline: Option<InstanceStatus>,
-    heartbeat_expire_time: Option<Micros>,
+    heartbeat_expire_time: Option<UnixMicros>,
 ) -> Result<()> {
     let mut update = Query::update();
     update
@@ -371,7 +371,7 @@ impl InstanceStore for Store {
         Ok(instance)
     }
 
-    async fn reap_instances(&self, now: Micros) -> Result<u64> {
+    async fn reap_instances(&self, now: UnixMicros) -> Result<u64> {
         let stmt = Query::update()
             .table(Instances::Table)
             .values([

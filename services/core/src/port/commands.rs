@@ -10,7 +10,7 @@ use crate::{
     model::{ApiKey, ContextOp, Labels, Quotas, QuotasPatch, Role},
     names::ContextName,
     run::Usage,
-    time::{Micros, TimeRange},
+    time::{DurationMicros, TimeRange, UnixMicros},
 };
 
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub struct NewApiKey {
     pub workspace: String,
     pub display_name: String,
     pub role: Role,
-    pub expire_time: Option<Micros>,
+    pub expire_time: Option<UnixMicros>,
 }
 
 /// What authentication needs to know about a key.
@@ -70,7 +70,7 @@ pub struct NewApiKey {
 pub struct KeyRecord {
     pub key: ApiKey,
     pub secret_hash: Vec<u8>,
-    pub revoke_time: Option<Micros>,
+    pub revoke_time: Option<UnixMicros>,
 }
 
 /// Filters of ListAuditRecords; all of them must match.
@@ -139,7 +139,7 @@ pub struct VersionsAfter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextHead {
     /// Tells a context from one deleted and created again under the same name.
-    pub create_time: Micros,
+    pub create_time: UnixMicros,
     /// 0 when the context has no versions yet.
     pub head_version: i64,
     pub floor_version: i64,
@@ -149,8 +149,8 @@ pub struct ContextHead {
 /// `by_agent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunStatsQuery {
-    pub start: Micros,
-    pub end: Micros,
+    pub start: UnixMicros,
+    pub end: UnixMicros,
     pub by_agent: bool,
 }
 
@@ -161,16 +161,16 @@ pub struct ClaimRequest<'a> {
     pub workspace: &'a str,
     pub agents: &'a [String],
     pub worker: &'a str,
-    pub lease_duration: Micros,
+    pub lease_duration: DurationMicros,
 }
 
 /// Percentiles of a duration (micros) and how many values they were taken over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Percentiles {
     pub count: i64,
-    pub p50: Micros,
-    pub p95: Micros,
-    pub p99: Micros,
+    pub p50: DurationMicros,
+    pub p95: DurationMicros,
+    pub p99: DurationMicros,
 }
 
 /// The figures of one group of runs: a project's, or one agent's in it.

@@ -6,7 +6,7 @@ use super::{Decision, MessageBody, RunError, RunSpec, RunStatus, StopReason, Too
 use crate::{
     model::Labels,
     names::SessionName,
-    time::{Micros, TimeRange},
+    time::{DurationMicros, TimeRange},
 };
 
 /// CreateSession.
@@ -62,7 +62,7 @@ pub struct TaskCompletion {
 pub struct TaskFailure {
     pub error: RunError,
     pub retryable: bool,
-    pub next_retry_delay: Option<Micros>,
+    pub next_retry_delay: Option<DurationMicros>,
 }
 
 /// One event a worker appends.

@@ -5,7 +5,12 @@ use super::{
     Ending, EventBody, MessageBody, MultitaskStrategy, NewRun, Run, RunChange, RunError, RunStatus,
     Session, StopReason, Usage,
 };
-use crate::{Error, Result, model::Instance, names::RunName, time::Micros};
+use crate::{
+    Error, Result,
+    model::Instance,
+    names::RunName,
+    time::{DurationMicros, UnixMicros},
+};
 
 /// What CreateRun does with the session's unfinished runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +69,7 @@ impl Run {
         instance: &Instance,
         id: String,
         ready: bool,
-        now: Micros,
+        now: UnixMicros,
     ) -> Self {
         Self {
             workspace: session.workspace.clone(),
@@ -108,7 +113,7 @@ impl RunChange {
         session: &mut Session,
         instance: &Instance,
         id: String,
-        now: Micros,
+        now: UnixMicros,
     ) -> Result<Self> {
         let ready = session.active_run.is_empty();
         let run = Run::queued(new, session, instance, id, ready, now);
@@ -188,7 +193,7 @@ impl RunChange {
 
     /// Renews the lease for `wait` (the worker's reply is held that long) plus the
     /// lease's duration.
-    pub fn heartbeat(&mut self, wait: Micros) {
+    pub fn heartbeat(&mut self, wait: DurationMicros) {
         let expire = self.now.saturating_add(wait);
         self.run.lease_expire_time = Some(expire.saturating_add(self.run.lease_duration));
     }
@@ -223,7 +228,12 @@ impl RunChange {
 
     /// FailTask: another attempt after a backoff (`delay`, or the policy's) while the
     /// retry policy allows one, else FAILED; a requested cancel ends as CANCELLED.
-    pub fn fail(&mut self, error: &RunError, retryable: bool, delay: Option<Micros>) -> Ending {
+    pub fn fail(
+        &mut self,
+        error: &RunError,
+        retryable: bool,
+        delay: Option<DurationMicros>,
+    ) -> Ending {
         self.event(EventBody::Error {
             error: error.clone(),
         });

@@ -7,7 +7,7 @@ use crate::{
     model::Instance,
     names::{InstanceName, SessionName},
     status::InstanceStatus,
-    time::Micros,
+    time::UnixMicros,
 };
 
 /// A TERMINATED instance takes no new session and no new run.
@@ -28,7 +28,7 @@ pub fn check_takes_work(instance: &Instance) -> Result<()> {
 
 impl Session {
     /// A new, idle session with an empty transcript.
-    pub fn new(new: &NewSession, now: Micros) -> Self {
+    pub fn new(new: &NewSession, now: UnixMicros) -> Self {
         Self {
             workspace: new.name.workspace.clone(),
             project: new.name.project.clone(),

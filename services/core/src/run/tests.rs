@@ -1,4 +1,5 @@
 use super::*;
+use crate::time::UnixMicros;
 
 #[test]
 fn backoff_grows_and_is_capped() {
@@ -61,7 +62,7 @@ use crate::{
     wake::WakeKey,
 };
 
-const NOW: Micros = 1_000_000_000;
+const NOW: UnixMicros = 1_000_000_000;
 
 fn session(active_run: &str) -> Session {
     Session::new(
@@ -912,7 +913,7 @@ fn only_a_pending_approval_is_decided() {
 
 // ----- the reaper's timers -----
 
-fn at(mut c: RunChange, now: Micros) -> RunChange {
+fn at(mut c: RunChange, now: UnixMicros) -> RunChange {
     c.now = now;
     c
 }

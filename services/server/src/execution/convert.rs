@@ -9,7 +9,7 @@ use agentry_core::{
         Approval, ContextBinding, Decision, EventBody, Message, MessageBody, MessageRole, PlanStep,
         RetryPolicy, Run, RunError, RunEvent, RunStatus, Session, ToolCall, Usage,
     },
-    time::Micros,
+    time::DurationMicros,
 };
 use agentry_proto::v1 as pb;
 use prost_types::Duration;
@@ -21,7 +21,7 @@ use crate::convert::{
 /// Longest id a worker may choose (tool call ids, message ids, names of custom events).
 const MAX_ID: usize = 256;
 
-pub fn micros_to_duration(micros: Micros) -> Duration {
+pub fn micros_to_duration(micros: DurationMicros) -> Duration {
     Duration {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
@@ -29,7 +29,12 @@ pub fn micros_to_duration(micros: Micros) -> Duration {
 }
 
 /// A duration within `[min, max]` microseconds.
-pub fn duration(field: &str, d: &Duration, min: Micros, max: Micros) -> Result<Micros> {
+pub fn duration(
+    field: &str,
+    d: &Duration,
+    min: DurationMicros,
+    max: DurationMicros,
+) -> Result<DurationMicros> {
     let valid = (d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos))
         || (d.seconds <= 0 && (-999_999_999..=0).contains(&d.nanos));
     if !valid || d.seconds.unsigned_abs() > 10 * 365 * 86_400 {
@@ -45,7 +50,7 @@ pub fn duration(field: &str, d: &Duration, min: Micros, max: Micros) -> Result<M
     Ok(micros)
 }
 
-fn human(micros: Micros) -> String {
+fn human(micros: DurationMicros) -> String {
     if micros % 1_000_000 == 0 {
         format!("{}s", micros / 1_000_000)
     } else {
@@ -241,7 +246,7 @@ pub fn approval_to_proto(a: &Approval) -> pb::Approval {
 
 pub fn retry_policy_from_proto(p: Option<pb::RetryPolicy>) -> Result<RetryPolicy> {
     let p = p.unwrap_or_default();
-    const DAY: Micros = 86_400_000_000;
+    const DAY: DurationMicros = 86_400_000_000;
     let initial = match &p.initial_interval {
         Some(d) => duration("run.retry_policy.initial_interval", d, 1000, DAY)?,
         None => RetryPolicy::DEFAULT_INITIAL,

@@ -5,7 +5,7 @@ use agentry_core::{
     Error, Result,
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
     port::{Percentiles, RunStatsGroup, RunStatsQuery},
-    time::{Micros, now_micros},
+    time::{DurationMicros, now_micros},
 };
 use agentry_proto::v1 as pb;
 
@@ -21,7 +21,7 @@ use crate::{
     paging::TimeBounds,
 };
 
-const DAY: Micros = 86_400_000_000;
+const DAY: DurationMicros = 86_400_000_000;
 const MAX_INPUT_MESSAGES: usize = 1000;
 
 pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb::Run> {

@@ -15,7 +15,7 @@ use agentry_core::{
     names::{AgentName, RunName, WorkspaceName},
     port::{Claim, ClaimRequest, Subscription},
     run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
-    time::{Micros, now_micros},
+    time::{DurationMicros, UnixMicros, now_micros},
 };
 use agentry_proto::v1 as pb;
 
@@ -32,10 +32,10 @@ use crate::{
     request::RequestCtx,
 };
 
-const SECOND: Micros = 1_000_000;
-const MAX_WAIT: Micros = 60 * SECOND;
-const DEFAULT_WAIT: Micros = 30 * SECOND;
-const DEFAULT_LEASE: Micros = 30 * SECOND;
+const SECOND: DurationMicros = 1_000_000;
+const MAX_WAIT: DurationMicros = 60 * SECOND;
+const DEFAULT_WAIT: DurationMicros = 30 * SECOND;
+const DEFAULT_LEASE: DurationMicros = 30 * SECOND;
 const MAX_BATCH: usize = 1000;
 const MAX_AGENTS: usize = 100;
 const MAX_STEPS: usize = 100;
@@ -82,7 +82,7 @@ async fn wait_for(ctx: &RequestCtx, changes: &Subscription, limit: Duration) -> 
     wait_for_change(changes, Some(limit), &mut stopping, std::future::pending()).await
 }
 
-fn remaining(deadline: Micros) -> Micros {
+fn remaining(deadline: UnixMicros) -> DurationMicros {
     (deadline - now_micros()).max(0)
 }
 

@@ -7,7 +7,7 @@ use agentry_core::{
     Error, FieldViolation, Reason, Result, document,
     model::{Context, ContextOp, ContextVersion},
     names::ContextName,
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use sea_query::{Expr, OnConflict, Query, SelectStatement};
 use serde_json::Value;
@@ -303,7 +303,7 @@ async fn store_blob(
     sha256: &str,
     canonical: String,
     size: i64,
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<()> {
     let blob = insert_row(
         ContextBlobs::Table,

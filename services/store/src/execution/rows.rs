@@ -6,7 +6,7 @@ use agentry_core::{
     run::{
         Message, MessageBody, MessageRole, Run, RunEvent, RunStatus, Session, StopReason, Usage,
     },
-    time::Micros,
+    time::UnixMicros,
 };
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
@@ -78,7 +78,7 @@ pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Sess
     found(tx.fetch_optional::<SessionRow>(&locked).await?, name)
 }
 
-pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: Micros) -> Result<()> {
+pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: UnixMicros) -> Result<()> {
     let stmt = Query::update()
         .table(Sessions::Table)
         .value(Sessions::ActiveRun, session.active_run.as_str())
@@ -225,7 +225,7 @@ pub(crate) async fn lock_run(tx: &mut Tx, name: &RunName) -> Result<Run> {
     )
 }
 
-fn deadline_of(run: &Run) -> Option<Micros> {
+fn deadline_of(run: &Run) -> Option<UnixMicros> {
     if run.status.is_terminal() {
         None
     } else {

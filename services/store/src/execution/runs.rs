@@ -10,7 +10,7 @@ use agentry_core::{
         Admission, ApprovalDecision, Cancel, NewRun, Run, RunChange, RunEvent, RunFilter, Session,
         admit, check_takes_work, interrupt_order,
     },
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 use sea_query::{Expr, LockType, Order, Query};
@@ -44,7 +44,7 @@ async fn interrupt(
     session: &mut Session,
     rollback: bool,
     wakes: &mut Wakes,
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<()> {
     let rows: Vec<RunRow> = tx
         .fetch_all(
