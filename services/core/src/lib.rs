@@ -5,7 +5,8 @@
 pub mod agent;
 pub mod apikey;
 pub mod document;
-pub mod error;
+/// The one error type (the `agentry-error` crate, which the wire crate shares).
+pub use agentry_error as error;
 pub mod instance;
 pub mod json;
 pub mod model;

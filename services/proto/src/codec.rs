@@ -16,16 +16,13 @@
 //! Responses (what a client decodes) are never refused for their text: the rule is the
 //! server's, for requests, the messages some method takes as input.
 
-use std::marker::PhantomData;
-
+use agentry_error::{Error, FieldViolation, Reason};
 use prost::bytes::Buf as _;
 use tonic::{
-    Code, Status,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::Bytes,
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
 };
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::scan::{self, Fault, Problem};
 
@@ -51,7 +48,7 @@ where
     }
 }
 
-pub struct AgentryDecoder<U>(ProstDecoder<U>);
+pub struct AgentryDecoder<U>(pub(crate) ProstDecoder<U>);
 
 impl<U: prost::Message + prost::Name + Default> Decoder for AgentryDecoder<U> {
     type Item = U;
@@ -112,8 +109,8 @@ fn refusal(fault: Fault) -> Status {
     let description = problem.describe();
     let field = (!path.is_empty()).then(|| (path.clone(), description));
     match problem {
-        Problem::Nul => status(
-            "INVALID_ARGUMENT",
+        Problem::Nul => invalid(
+            Reason::InvalidArgument,
             format!("{subject} {description}"),
             field,
         ),
@@ -125,59 +122,14 @@ fn refusal(fault: Fault) -> Status {
 }
 
 fn malformed(message: String, field: Option<(String, &str)>) -> Status {
-    status("MALFORMED_REQUEST", message, field)
+    invalid(Reason::MalformedRequest, message, field)
 }
 
-fn status(reason: &str, message: String, field: Option<(String, &str)>) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(reason, "agentry.dev", std::collections::HashMap::new());
-    if let Some((field, description)) = field {
-        details.add_bad_request_violation(field, description);
-    }
-    Status::with_error_details(Code::InvalidArgument, message, details)
-}
-
-/// For a method whose responses are encoded ahead of time (kept encoded in a cache): the
-/// response is a message's encoding, written as it is, and requests decode as with
-/// [`AgentryCodec`].
-#[derive(Debug, Clone)]
-pub struct EncodedCodec<U>(PhantomData<fn() -> U>);
-
-impl<U> Default for EncodedCodec<U> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<U> Codec for EncodedCodec<U>
-where
-    U: prost::Message + prost::Name + Default + Send + 'static,
-{
-    type Encode = Bytes;
-    type Decode = U;
-    type Encoder = EncodedEncoder;
-    type Decoder = AgentryDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        EncodedEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        AgentryDecoder(ProstCodec::<U, U>::default().decoder())
-    }
-}
-
-/// Writes an encoded message as it is.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EncodedEncoder;
-
-impl Encoder for EncodedEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        use prost::bytes::BufMut as _;
-        dst.put_slice(&item);
-        Ok(())
-    }
+/// INVALID_ARGUMENT of `reason`, through the one mapping ([`crate::status`]).
+fn invalid(reason: Reason, message: String, field: Option<(String, &str)>) -> Status {
+    let violations = field
+        .map(|(field, description)| FieldViolation::new(field, description))
+        .into_iter()
+        .collect();
+    crate::status::of(Error::invalid_many(reason, message, violations))
 }

@@ -1,6 +1,7 @@
 //! Generated code for the `agentry.v1` API, the encoded descriptor set that server
 //! reflection serves, and the codec every service uses ([`codec`], with the
-//! descriptor-guided request checks of [`scan`]).
+//! descriptor-guided request checks of [`scan`]), and the one mapping from errors to
+//! statuses ([`status`]).
 
 #[allow(clippy::all, missing_docs)]
 pub mod agentry {
@@ -10,7 +11,9 @@ pub mod agentry {
 }
 
 pub mod codec;
+pub mod encoded;
 pub mod scan;
+pub mod status;
 
 pub use agentry::v1;
 

@@ -14,7 +14,7 @@ use std::{
 
 use agentry_core::{Result, model::ContextVersion, names::ContextName};
 use agentry_proto::{
-    codec::EncodedCodec,
+    encoded::EncodedCodec,
     v1::{self as pb, context_service_server::ContextServiceServer},
 };
 use prost::{Message, bytes::Bytes};

@@ -15,6 +15,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use agentry_core::{Error, Reason};
 use futures::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, header};
 use http_body_util::{BodyExt as _, Full};
@@ -23,7 +24,10 @@ use prost_reflect::MessageDescriptor;
 use tonic::{Code, Status, body::Body};
 
 use super::procedures::{self, Procedures};
-use crate::layer::{StateLayer, WithState};
+use crate::{
+    error::{to_status, too_large},
+    layer::{StateLayer, WithState},
+};
 
 /// How a Connect request's messages are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +179,7 @@ impl Shared {
         if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
             && encoding != "identity"
         {
-            return Err(Status::unimplemented(format!(
+            return Err(unsupported(format!(
                 "compressed request bodies are not supported (content-encoding {})",
                 String::from_utf8_lossy(encoding.as_bytes())
             )));
@@ -186,7 +190,7 @@ impl Shared {
             return Ok(Bytes::new());
         };
         if procedure.streaming {
-            return Err(Status::unimplemented(format!(
+            return Err(unsupported(format!(
                 "{} is a stream: call it over gRPC or gRPC-Web",
                 procedure.input.full_name().trim_end_matches("Request")
             )));
@@ -213,9 +217,8 @@ impl Shared {
             None => match body.collect().await {
                 Ok(collected) => {
                     let trailers = collected.trailers().cloned().unwrap_or_default();
-                    let status = Status::from_header_map(&trailers).unwrap_or_else(|| {
-                        Status::internal("the call ended without a grpc-status")
-                    });
+                    let status = Status::from_header_map(&trailers)
+                        .unwrap_or_else(|| internal("the call ended without a grpc-status"));
                     (status, collected.to_bytes(), trailers)
                 }
                 Err(status) => (status, Bytes::new(), HeaderMap::new()),
@@ -253,8 +256,8 @@ impl Shared {
             (Codec::Proto, _) => Ok((HeaderValue::from_static("application/proto"), message)),
             (Codec::Json, Some(output)) => procedures::proto_to_json(output, &message)
                 .map(|json| (HeaderValue::from_static("application/json"), json.into()))
-                .map_err(|e| Status::internal(format!("the response is not JSON: {e}"))),
-            (Codec::Json, None) => Err(Status::internal("a response of an unknown method")),
+                .map_err(|e| internal(format!("the response is not JSON: {e}"))),
+            (Codec::Json, None) => Err(internal("a response of an unknown method")),
         }
     }
 
@@ -278,7 +281,11 @@ async fn read_capped(mut body: Body, cap: usize, limit: usize) -> Result<Bytes, 
     let mut drained = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            Status::invalid_argument(format!("the request body could not be read: {e}"))
+            to_status(Error::invalid_many(
+                Reason::MalformedRequest,
+                format!("the request body could not be read: {e}"),
+                Vec::new(),
+            ))
         })?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -296,7 +303,7 @@ async fn read_capped(mut body: Body, cap: usize, limit: usize) -> Result<Bytes, 
         }
     }
     if over {
-        return Err(crate::error::too_large(limit));
+        return Err(too_large(limit));
     }
     Ok(buffer.freeze())
 }
@@ -306,11 +313,21 @@ fn malformed(input: &MessageDescriptor, error: &str) -> Status {
         "the request is not valid JSON for {}: {error}",
         input.full_name()
     );
-    crate::error::to_status(agentry_core::Error::invalid_many(
-        agentry_core::Reason::MalformedRequest,
+    to_status(Error::invalid_many(
+        Reason::MalformedRequest,
         message,
         Vec::new(),
     ))
+}
+
+/// UNIMPLEMENTED `UNSUPPORTED`: a request in a form the gateway does not take.
+fn unsupported(message: String) -> Status {
+    to_status(Error::Unsupported { message })
+}
+
+/// INTERNAL, logged with `message` (which the caller never sees).
+fn internal(message: impl std::fmt::Display) -> Status {
+    to_status(Error::internal(message))
 }
 
 /// A gRPC message frame: no compression, the length, the message.
@@ -324,7 +341,7 @@ fn frame(message: &[u8]) -> Bytes {
 
 /// The one message of a unary response's body.
 fn unframe(data: &Bytes) -> Result<Bytes, Status> {
-    let broken = || Status::internal("the response is not one gRPC message");
+    let broken = || internal("the response is not one gRPC message");
     if data.len() < 5 || data[0] != 0 {
         return Err(broken());
     }

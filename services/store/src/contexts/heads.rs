@@ -17,14 +17,12 @@
 //! far. Lookups that arrive meanwhile queue up, and a leader that finds the queue
 //! non-empty when its statement returns hands it to a task that answers it until it is
 //! empty. At one reader that is one statement per read with no extra hop; at 32 it is
-//! one per batch (about 7 reads on the 2-core machine before the yield). One at a time
-//! makes the largest batches: with 32 readers and pooled connections, batches averaged
-//! 7.5 lookups with one statement in flight, 4.4 with two and 2.3 with four, at no loss
-//! of throughput (13–18k reads/s for all three, within this machine's noise). The yield
-//! took 32-client reads from 21–24k/s to 23–26k/s (server CPU per read 34 → 31–33 µs,
-//! in `scripts/bench context`) and costs a one-client read about 8 µs (p50 0.232–0.237
-//! → 0.240–0.245 ms). A leader whose caller goes away while it yields hands the queue on, like one
-//! whose statement returned; one whose caller goes away mid-statement drops its batch's
+//! one per batch. One statement at a time makes the largest batches, and the yield lets
+//! reads that are already runnable join the first batch; `scripts/bench context` prints
+//! what that gives (reads/s and server CPU per read at 1 and 32 clients, beside pgbench
+//! running this statement once per read).
+//! A leader whose caller goes away while it yields hands the queue on, like one whose
+//! statement returned; one whose caller goes away mid-statement drops its batch's
 //! replies, and those lookups queue again.
 
 use std::{

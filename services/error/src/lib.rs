@@ -1,5 +1,6 @@
-//! The one error type of the domain and store layers. Each variant maps to exactly one
-//! canonical gRPC code in the server (an exhaustive match, no catch-all), and every
+//! The one error type of every layer (domain, store, server, wire). Each variant maps to
+//! exactly one canonical gRPC code (`agentry_proto::status`, an exhaustive match, no
+//! catch-all), and every
 //! variant carries a stable UPPER_SNAKE `reason` that clients may branch on: one of
 //! [`Reason`], each of which has exactly one [`Code`].
 
@@ -123,6 +124,12 @@ pub enum Error {
     },
     #[error("quota exceeded")]
     QuotaExceeded { violations: Vec<QuotaViolation> },
+    /// A request over the server's message size limit (`MESSAGE_TOO_LARGE`).
+    #[error("the request is larger than the server's limit of {limit_bytes} bytes")]
+    MessageTooLarge { limit_bytes: usize },
+    /// A request in a form the server does not take (`UNSUPPORTED`).
+    #[error("{message}")]
+    Unsupported { message: String },
     /// A dependency (the database) is unreachable or overloaded; worth retrying.
     #[error("{message}")]
     Unavailable { message: String },
@@ -233,6 +240,7 @@ impl Error {
                 message,
                 metadata,
             },
+            Code::Unimplemented => Self::Unsupported { message },
             Code::Unavailable => Self::Unavailable { message },
             Code::Internal => Self::Internal(message),
         }
@@ -249,7 +257,8 @@ impl Error {
             Self::OutOfRange { .. } => Code::OutOfRange,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::Unauthenticated { .. } => Code::Unauthenticated,
-            Self::QuotaExceeded { .. } => Code::ResourceExhausted,
+            Self::QuotaExceeded { .. } | Self::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Self::Unsupported { .. } => Code::Unimplemented,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -271,6 +280,8 @@ impl Error {
             Self::NotFound { .. } => Reason::ResourceNotFound.as_str(),
             Self::AlreadyExists { .. } => Reason::ResourceAlreadyExists.as_str(),
             Self::QuotaExceeded { .. } => Reason::QuotaExceeded.as_str(),
+            Self::MessageTooLarge { .. } => Reason::MessageTooLarge.as_str(),
+            Self::Unsupported { .. } => Reason::Unsupported.as_str(),
             Self::Unavailable { .. } => Reason::Unavailable.as_str(),
             Self::Internal(_) => Reason::Internal.as_str(),
         }

@@ -1,7 +1,7 @@
 //! Every reason an error carries, each with the one canonical code it travels with.
 
 /// A canonical gRPC status code, named here so that the domain needs no transport crate;
-/// the server maps it one to one (`services/server/src/error.rs`).
+/// the wire crate maps it one to one (`agentry_proto::status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     InvalidArgument,
@@ -13,6 +13,7 @@ pub enum Code {
     FailedPrecondition,
     Aborted,
     OutOfRange,
+    Unimplemented,
     Unavailable,
     Internal,
 }
@@ -91,6 +92,9 @@ reasons! {
     SequenceOutOfRange = "SEQUENCE_OUT_OF_RANGE" => OutOfRange,
     QuotaExceeded = "QUOTA_EXCEEDED" => ResourceExhausted,
     MessageTooLarge = "MESSAGE_TOO_LARGE" => ResourceExhausted,
+    /// A request the server does not take in that form: a compressed HTTP/JSON body, a
+    /// stream called in Connect's unary form.
+    Unsupported = "UNSUPPORTED" => Unimplemented,
     Unavailable = "UNAVAILABLE" => Unavailable,
     Internal = "INTERNAL" => Internal,
 }
