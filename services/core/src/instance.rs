@@ -36,7 +36,8 @@ pub struct InstancePatch {
     /// `Some(None)`: move to the latest revision.
     pub agent_revision: Option<Option<i64>>,
     pub heartbeat_ttl_ms: Option<i64>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 /// Filters of ListInstances.
@@ -46,12 +47,12 @@ pub struct InstanceFilter {
     pub agent: Option<String>,
 }
 
-/// SetInstanceStatus: move to `to`, with `message`, if the etag (when not empty) matches.
+/// SetInstanceStatus: move to `to`, with `message`, if the etag (when given) matches.
 #[derive(Debug, Clone)]
 pub struct StatusChange {
     pub to: InstanceStatus,
     pub message: String,
-    pub etag: String,
+    pub etag: Option<String>,
 }
 
 /// CreateInstance within the project's quota of `quota` live instances, `live` now.

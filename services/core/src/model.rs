@@ -262,8 +262,9 @@ pub struct Context {
     pub workspace: String,
     pub project: String,
     pub id: String,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
+    /// The owning instance's id (in the same project), if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub owner: Option<String>,
     pub description: String,
     pub keep_last: i32,
     /// 0 while the context has no versions.
@@ -284,7 +285,9 @@ pub struct ContextVersion {
     pub size_bytes: i64,
     pub author: String,
     pub description: String,
-    pub request_id: String,
+    /// The request id of the write, if its caller sent one.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub request_id: Option<String>,
     pub create_time: UnixMicros,
     /// Present when the caller asked for the document.
     pub data: Option<Value>,
@@ -306,5 +309,6 @@ pub struct AuditRecord {
     pub principal: String,
     pub method: String,
     pub resource: String,
-    pub request_id: String,
+    /// The caller's request id, if it sent one.
+    pub request_id: Option<String>,
 }

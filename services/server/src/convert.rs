@@ -330,13 +330,10 @@ pub fn filter_terms<'a>(
         .collect()
 }
 
-/// `{parent}/{collection}/{id}`, or empty when `id` is (no such resource).
-pub fn child_name(parent: &str, collection: &str, id: &str) -> String {
-    if id.is_empty() {
-        String::new()
-    } else {
-        format!("{parent}/{collection}/{id}")
-    }
+/// `{parent}/{collection}/{id}`, or empty (the wire's none) without an `id`.
+pub fn child_name(parent: &str, collection: &str, id: Option<&str>) -> String {
+    id.map(|id| format!("{parent}/{collection}/{id}"))
+        .unwrap_or_default()
 }
 
 /// The value of a filter that may only be `key = "value"` (`example` shows one); `None`

@@ -29,7 +29,8 @@ pub struct WorkspacePatch {
     pub description: Option<String>,
     pub quotas: QuotasPatch,
     pub labels: Option<Labels>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,15 +47,16 @@ pub struct ProjectPatch {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub labels: Option<Labels>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 /// The guards of a delete: without `force` a resource that still has children is
-/// refused; a non-empty `etag` must match the resource's.
+/// refused; an `etag`, if given, must match the resource's.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteGuard {
     pub force: bool,
-    pub etag: String,
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,8 +89,8 @@ pub struct AuditFilter {
 #[derive(Debug, Clone)]
 pub struct NewContext {
     pub name: ContextName,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
+    /// The owning instance's id (in the same project), if any.
+    pub owner: Option<String>,
     pub description: String,
     /// 0: the workspace's `context_keep_last`.
     pub keep_last: i32,
@@ -154,13 +156,13 @@ pub struct RunStatsQuery {
     pub by_agent: bool,
 }
 
-/// PollTask's claim: a run of one of `agents` in `workspace`, leased to `worker` for
-/// `lease_duration`.
+/// PollTask's claim: a run of one of `agents` in `workspace`, leased to `worker` (its
+/// identity, if it sent one) for `lease_duration`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
     pub workspace: &'a str,
     pub agents: &'a [String],
-    pub worker: &'a str,
+    pub worker: Option<&'a str>,
     pub lease_duration: DurationMicros,
 }
 
@@ -176,8 +178,8 @@ pub struct Percentiles {
 /// The figures of one group of runs: a project's, or one agent's in it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunStatsGroup {
-    /// Empty for the project total.
-    pub agent: String,
+    /// The agent's id; none for the project total.
+    pub agent: Option<String>,
     pub total: i64,
     /// By stored status name (`SUCCEEDED` …).
     pub by_status: BTreeMap<String, i64>,

@@ -115,7 +115,7 @@ pub trait InstanceStore: Send + Sync {
         &self,
         m: &Mutation,
         name: &InstanceName,
-        etag: &str,
+        etag: Option<&str>,
     ) -> Result<Instance>;
     async fn set_instance_status(
         &self,

@@ -314,7 +314,7 @@ impl RunChange {
 
     /// Whether, after `ending`, `session` goes to its next queued run.
     pub fn hands_off(&self, ending: &Ending, session: &Session) -> bool {
-        ending.is_finish() && session.active_run == self.run.id
+        ending.is_finish() && session.active_run.as_ref() == Some(&self.run.id)
     }
 }
 
@@ -326,11 +326,11 @@ impl Session {
             Some(next) => {
                 next.ready = true;
                 next.update_time = now;
-                self.active_run = next.id.clone();
+                self.active_run = Some(next.id.clone());
                 Some(WakeKey::queue(&next.workspace, &next.agent))
             }
             None => {
-                self.active_run.clear();
+                self.active_run = None;
                 None
             }
         }

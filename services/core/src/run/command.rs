@@ -43,7 +43,7 @@ pub struct RunFilter {
 pub struct ApprovalDecision {
     pub approval_id: String,
     pub decision: Decision,
-    pub comment: String,
+    pub comment: Option<String>,
 }
 
 /// CompleteTask: what the attempt produced.

@@ -26,16 +26,16 @@ pub enum Admission {
 
 /// The multitask strategy of a new run, applied to its session.
 pub fn admit(strategy: MultitaskStrategy, session: &Session) -> Result<Admission> {
-    if session.active_run.is_empty() {
+    let Some(active) = &session.active_run else {
         return Ok(Admission::Start);
-    }
+    };
     match strategy {
         MultitaskStrategy::Reject => Err(Error::precondition(
             "SESSION_BUSY",
             format!(
                 "{} has an active run ({}); choose multitask_strategy ENQUEUE, INTERRUPT or ROLLBACK to start another",
                 session.name(),
-                session.active_run
+                active
             ),
         )),
         MultitaskStrategy::Enqueue => Ok(Admission::Enqueue),
@@ -47,7 +47,7 @@ pub fn admit(strategy: MultitaskStrategy, session: &Session) -> Result<Admission
 /// The order INTERRUPT and ROLLBACK cancel a session's unfinished runs in: queued ones
 /// first (oldest first), the active one last, so the session is handed to none of them.
 pub fn interrupt_order(runs: &mut [Run], session: &Session) {
-    runs.sort_by_key(|r| r.id == session.active_run);
+    runs.sort_by_key(|r| session.active_run.as_ref() == Some(&r.id));
 }
 
 /// What a cancel does.
@@ -97,7 +97,7 @@ impl Run {
             lease_epoch: 0,
             lease_expire_time: None,
             lease_duration: 0,
-            worker: String::new(),
+            worker: None,
             ready,
             supersede: false,
         }
@@ -115,7 +115,7 @@ impl RunChange {
         id: String,
         now: UnixMicros,
     ) -> Result<Self> {
-        let ready = session.active_run.is_empty();
+        let ready = session.active_run.is_none();
         let run = Run::queued(new, session, instance, id, ready, now);
         let mut change = Self::new(run, Some(session), now);
         change.event(EventBody::StatusChanged {
@@ -125,7 +125,7 @@ impl RunChange {
             message: String::new(),
         });
         if ready {
-            session.active_run = change.run.id.clone();
+            session.active_run = Some(change.run.id.clone());
             for message in &new.spec.input {
                 change.append(message.clone())?;
             }

@@ -50,8 +50,9 @@ pub struct Session {
     pub instance: String,
     pub description: String,
     pub labels: Labels,
-    /// Run id, or empty.
-    pub active_run: String,
+    /// The run that owns the session (its id), if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub active_run: Option<String>,
     pub message_count: i64,
     pub create_time: UnixMicros,
     pub update_time: UnixMicros,
@@ -107,11 +108,12 @@ pub struct Approval {
     pub expire_time: UnixMicros,
     #[serde(default)]
     pub decision: Option<Decision>,
-    #[serde(default)]
-    pub comment: String,
-    /// API key name, `auto` or `expired`.
-    #[serde(default)]
-    pub decided_by: String,
+    /// The decider's comment, if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub comment: Option<String>,
+    /// API key name, `auto` or `expired`; none while undecided.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub decided_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,7 +166,10 @@ pub struct Run {
     pub lease_epoch: i64,
     pub lease_expire_time: Option<UnixMicros>,
     pub lease_duration: DurationMicros,
-    pub worker: String,
+    /// The identity of the worker that leased the run last, if it sent one; none before
+    /// the first lease.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub worker: Option<String>,
     /// The run owns its session: only such a run may be claimed.
     #[serde(default)]
     pub ready: bool,

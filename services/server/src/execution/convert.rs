@@ -4,6 +4,7 @@
 use agentry_core::run::EventInput;
 use agentry_core::{
     Error, Result,
+    absent::or_empty,
     names::{ContextName, SessionName},
     run::{
         Approval, ContextBinding, Decision, EventBody, Message, MessageBody, MessageRole, PlanStep,
@@ -83,7 +84,7 @@ pub fn session_to_proto(s: Session) -> pb::Session {
     let name = format!("{prefix}/sessions/{}", s.id);
     pb::Session {
         instance: format!("{prefix}/instances/{}", s.instance),
-        active_run: crate::convert::child_name(&name, "runs", &s.active_run),
+        active_run: crate::convert::child_name(&name, "runs", s.active_run.as_deref()),
         name,
         description: s.description,
         labels: s.labels,
@@ -239,8 +240,8 @@ pub fn approval_to_proto(a: &Approval) -> pb::Approval {
             Some(Decision::Approve) => pb::ApprovalDecision::Approve,
             Some(Decision::Reject) => pb::ApprovalDecision::Reject,
         } as i32,
-        comment: a.comment.clone(),
-        decided_by: a.decided_by.clone(),
+        comment: or_empty(&a.comment).to_owned(),
+        decided_by: or_empty(&a.decided_by).to_owned(),
     }
 }
 

@@ -3,6 +3,7 @@
 use agentry_core::run::{ApprovalDecision, NewRun, RunFilter, RunSpec};
 use agentry_core::{
     Error, Result,
+    absent::{non_empty, or_empty},
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
     port::{Percentiles, RunStatsGroup, RunStatsQuery},
     time::{DurationMicros, now_micros},
@@ -130,7 +131,7 @@ pub async fn decide_approval(ctx: &Call<'_>, req: pb::DecideApprovalRequest) -> 
     let verdict = ApprovalDecision {
         approval_id: req.approval_id.clone(),
         decision: decision_from_proto(req.decision)?,
-        comment: convert::text("comment", req.comment.clone())?,
+        comment: non_empty(convert::text("comment", req.comment.clone())?),
     };
     let m = ctx.mutation_of(&name, &req)?;
     Ok(run_to_proto(
@@ -208,7 +209,11 @@ pub async fn get_run_stats(
     let by_agent = agents
         .into_iter()
         .map(|figures| {
-            let agent = format!("workspaces/{}/agents/{}", project.workspace, figures.agent);
+            let agent = format!(
+                "workspaces/{}/agents/{}",
+                project.workspace,
+                or_empty(&figures.agent)
+            );
             stats_to_proto(agent, figures)
         })
         .collect();

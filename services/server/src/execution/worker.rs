@@ -12,6 +12,7 @@ use std::time::Duration;
 use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     names::{AgentName, RunName, WorkspaceName},
     port::{Claim, ClaimRequest, Subscription},
     run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
@@ -102,7 +103,7 @@ async fn task(ctx: &RequestCtx, claim: Claim) -> Result<pb::Task> {
     let resume = run
         .approval
         .as_ref()
-        .filter(|a| a.decision.is_some() && a.decided_by != "auto")
+        .filter(|a| a.decision.is_some() && a.decided_by.as_deref() != Some("auto"))
         .map(|a| pb::ResumeInput {
             approval: Some(approval_to_proto(a)),
         });
@@ -147,7 +148,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         }
         agents.push(name.agent);
     }
-    let identity = crate::convert::text("identity", req.identity.clone())?;
+    let identity = non_empty(crate::convert::text("identity", req.identity.clone())?);
     let wait = match &req.wait {
         Some(d) => duration("wait", d, 0, MAX_WAIT)?,
         None => DEFAULT_WAIT,
@@ -169,7 +170,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         let claimed = ctx.store.claim_run(ClaimRequest {
             workspace: &workspace.workspace,
             agents: &agents,
-            worker: &identity,
+            worker: identity.as_deref(),
             lease_duration,
         });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {

@@ -154,7 +154,7 @@ impl ClaimStore for Store {
         change.run.attempt = change.run.attempt.max(1);
         change.run.lease_epoch += 1;
         change.run.lease_duration = lease_duration;
-        change.run.worker = worker.to_owned();
+        change.run.worker = worker.map(str::to_owned);
         change.run.start_time.get_or_insert(now);
         change.status(RunStatus::Running, StopReason::Unspecified, "")?;
         let lease_expire_time = now.saturating_add(lease_duration);

@@ -182,7 +182,13 @@ impl RunStore for Store {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, None, now);
-            change.decide(name, approval_id, *decision, comment, &m.principal)?;
+            change.decide(
+                name,
+                approval_id,
+                *decision,
+                comment.as_deref(),
+                &m.principal,
+            )?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
         })

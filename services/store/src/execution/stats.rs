@@ -237,7 +237,7 @@ fn group<'g>(
     groups
         .entry(agent.to_owned())
         .or_insert_with(|| RunStatsGroup {
-            agent: agent.to_owned(),
+            agent: Some(agent.to_owned()),
             ..RunStatsGroup::default()
         })
 }
