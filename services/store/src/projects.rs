@@ -198,8 +198,10 @@ impl ProjectStore for Store {
                     ));
                 }
             }
-            crate::contexts::delete_project_blobs(tx, name).await?;
             tx.delete(Projects::Table, key(name)).await?;
+            // After the contexts' rows went (with the project): deleting them waited for
+            // any write that held one, so the documents such a write stored are seen here.
+            crate::contexts::delete_project_blobs(tx, name).await?;
             Ok(())
         })
     }
