@@ -40,7 +40,7 @@ async fn create(store: &Store, id: &str, keep_last: i32, data: Option<serde_json
             &mutation("acme", "CreateContext", id, "", b""),
             NewContext {
                 name: context_name(id),
-                owner: String::new(),
+                owner: None,
                 description: String::new(),
                 keep_last,
                 labels: Default::default(),

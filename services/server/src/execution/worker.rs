@@ -12,10 +12,11 @@ use std::time::Duration;
 use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     names::{AgentName, RunName, WorkspaceName},
     port::{Claim, ClaimRequest, Subscription},
     run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
-    time::{Micros, now_micros},
+    time::{DurationMicros, UnixMicros, now_micros},
 };
 use agentry_proto::v1 as pb;
 
@@ -32,10 +33,10 @@ use crate::{
     request::RequestCtx,
 };
 
-const SECOND: Micros = 1_000_000;
-const MAX_WAIT: Micros = 60 * SECOND;
-const DEFAULT_WAIT: Micros = 30 * SECOND;
-const DEFAULT_LEASE: Micros = 30 * SECOND;
+const SECOND: DurationMicros = 1_000_000;
+const MAX_WAIT: DurationMicros = 60 * SECOND;
+const DEFAULT_WAIT: DurationMicros = 30 * SECOND;
+const DEFAULT_LEASE: DurationMicros = 30 * SECOND;
 const MAX_BATCH: usize = 1000;
 const MAX_AGENTS: usize = 100;
 const MAX_STEPS: usize = 100;
@@ -82,7 +83,7 @@ async fn wait_for(ctx: &RequestCtx, changes: &Subscription, limit: Duration) -> 
     wait_for_change(changes, Some(limit), &mut stopping, std::future::pending()).await
 }
 
-fn remaining(deadline: Micros) -> Micros {
+fn remaining(deadline: UnixMicros) -> DurationMicros {
     (deadline - now_micros()).max(0)
 }
 
@@ -102,7 +103,7 @@ async fn task(ctx: &RequestCtx, claim: Claim) -> Result<pb::Task> {
     let resume = run
         .approval
         .as_ref()
-        .filter(|a| a.decision.is_some() && a.decided_by != "auto")
+        .filter(|a| a.decision.is_some() && a.decided_by.as_deref() != Some("auto"))
         .map(|a| pb::ResumeInput {
             approval: Some(approval_to_proto(a)),
         });
@@ -147,7 +148,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         }
         agents.push(name.agent);
     }
-    let identity = crate::convert::text("identity", req.identity.clone())?;
+    let identity = non_empty(crate::convert::text("identity", req.identity.clone())?);
     let wait = match &req.wait {
         Some(d) => duration("wait", d, 0, MAX_WAIT)?,
         None => DEFAULT_WAIT,
@@ -169,7 +170,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         let claimed = ctx.store.claim_run(ClaimRequest {
             workspace: &workspace.workspace,
             agents: &agents,
-            worker: &identity,
+            worker: identity.as_deref(),
             lease_duration,
         });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {
