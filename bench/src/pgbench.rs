@@ -18,7 +18,11 @@ pub fn reference(
 ) -> f64 {
     tps(cli, database_url, script, defines, concurrency).unwrap_or_else(|error| {
         let first = format!("{error:#}");
-        let cause = first.lines().rev().find(|l| l.contains("ERROR")).unwrap_or("");
+        let cause = first
+            .lines()
+            .rev()
+            .find(|l| l.contains("ERROR"))
+            .unwrap_or("");
         eprintln!("  (pgbench reference not measured: {})", cause.trim());
         f64::NAN
     })
