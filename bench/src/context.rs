@@ -160,15 +160,16 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         let key_id = key_name.rsplit('/').next().unwrap_or_default();
         let write_sql = pgbench_script(key_id, &key_name);
         settle(&server.database_url).await?;
-        let pgbench_writes = pgbench::tps(cli, &server.database_url, &write_sql, &[], concurrency)?;
+        let pgbench_writes =
+            pgbench::reference(cli, &server.database_url, &write_sql, &[], concurrency);
         settle(&server.database_url).await?;
-        let pgbench_lookups = pgbench::tps(
+        let pgbench_lookups = pgbench::reference(
             cli,
             &server.database_url,
             HEAD_LOOKUP_SCRIPT,
             &[],
             concurrency,
-        )?;
+        );
         results.push(Measured {
             concurrency,
             empty,

@@ -918,5 +918,11 @@ fn pgbench(cli: &Cli, database_url: &str, keys: &Keys, concurrency: usize) -> an
         ("developer", keys.developer_name.clone()),
         ("worker", keys.worker_name.clone()),
     ];
-    pgbench::tps(cli, database_url, PGBENCH_SCRIPT, &defines, concurrency)
+    Ok(pgbench::reference(
+        cli,
+        database_url,
+        PGBENCH_SCRIPT,
+        &defines,
+        concurrency,
+    ))
 }

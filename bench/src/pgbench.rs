@@ -6,6 +6,28 @@ use anyhow::{Context as _, bail};
 
 use crate::Cli;
 
+/// [`tps`] of a reference written for this server's schema: when it fails (the
+/// `--binary` is a server of another version, whose tables differ), a line on stderr and
+/// NaN, so that the server's own figures are still measured and printed.
+pub fn reference(
+    cli: &Cli,
+    database_url: &str,
+    script: &str,
+    defines: &[(&str, String)],
+    concurrency: usize,
+) -> f64 {
+    tps(cli, database_url, script, defines, concurrency).unwrap_or_else(|error| {
+        let first = format!("{error:#}");
+        let cause = first
+            .lines()
+            .rev()
+            .find(|l| l.contains("ERROR"))
+            .unwrap_or("");
+        eprintln!("  (pgbench reference not measured: {})", cause.trim());
+        f64::NAN
+    })
+}
+
 /// Transactions per second of `script` through `pgbench -M prepared` with `concurrency`
 /// clients, `-D name=value` for each of `defines`.
 pub fn tps(

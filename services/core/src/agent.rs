@@ -30,7 +30,8 @@ pub struct AgentPatch {
     pub default_config: Option<Option<Value>>,
     pub labels: Option<Labels>,
     pub enabled: Option<bool>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 fn set<T: Clone>(field: &mut T, value: &Option<T>) {

@@ -11,7 +11,7 @@ use crate::{
     model::{Instance, Labels},
     names::{AgentName, InstanceName, ProjectName},
     status::InstanceStatus,
-    time::Micros,
+    time::UnixMicros,
 };
 
 /// CreateInstance.
@@ -36,7 +36,8 @@ pub struct InstancePatch {
     /// `Some(None)`: move to the latest revision.
     pub agent_revision: Option<Option<i64>>,
     pub heartbeat_ttl_ms: Option<i64>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 /// Filters of ListInstances.
@@ -46,12 +47,12 @@ pub struct InstanceFilter {
     pub agent: Option<String>,
 }
 
-/// SetInstanceStatus: move to `to`, with `message`, if the etag (when not empty) matches.
+/// SetInstanceStatus: move to `to`, with `message`, if the etag (when given) matches.
 #[derive(Debug, Clone)]
 pub struct StatusChange {
     pub to: InstanceStatus,
     pub message: String,
-    pub etag: String,
+    pub etag: Option<String>,
 }
 
 /// CreateInstance within the project's quota of `quota` live instances, `live` now.
@@ -97,7 +98,7 @@ impl InstancePatch {
 
 impl Instance {
     /// A new IDLE instance of `revision` with its resolved `effective_config`.
-    pub fn new(new: &NewInstance, revision: i64, effective_config: Value, now: Micros) -> Self {
+    pub fn new(new: &NewInstance, revision: i64, effective_config: Value, now: UnixMicros) -> Self {
         Self {
             workspace: new.name.workspace.clone(),
             project: new.name.project.clone(),
@@ -138,13 +139,13 @@ impl Instance {
     }
 
     /// The instance changed: a new etag, an update time after the last one.
-    pub fn touch(&mut self, now: Micros) {
+    pub fn touch(&mut self, now: UnixMicros) {
         self.etag += 1;
         self.update_time = now.max(self.update_time + 1);
     }
 
     /// When liveness lapses: tracked only once a live instance has heartbeated.
-    pub fn heartbeat_expire_time(&self) -> Option<Micros> {
+    pub fn heartbeat_expire_time(&self) -> Option<UnixMicros> {
         match (self.status.is_live(), self.last_heartbeat_time) {
             (true, Some(last)) => Some(last + self.heartbeat_ttl_ms * 1000),
             _ => None,
@@ -152,7 +153,12 @@ impl Instance {
     }
 
     /// SetInstanceStatus; false when nothing changes (the same status and message).
-    pub fn set_status(&mut self, to: InstanceStatus, message: &str, now: Micros) -> Result<bool> {
+    pub fn set_status(
+        &mut self,
+        to: InstanceStatus,
+        message: &str,
+        now: UnixMicros,
+    ) -> Result<bool> {
         self.status.check_transition(to)?;
         if self.status == to && self.status_message == message {
             return Ok(false);
@@ -165,7 +171,11 @@ impl Instance {
 
     /// A heartbeat: liveness renewed; an OFFLINE instance gets back the status it had
     /// (`before_offline`), which is a change.
-    pub fn heartbeat(&mut self, before_offline: Option<InstanceStatus>, now: Micros) -> Result<()> {
+    pub fn heartbeat(
+        &mut self,
+        before_offline: Option<InstanceStatus>,
+        now: UnixMicros,
+    ) -> Result<()> {
         self.check_live_for_change()?;
         if self.status == InstanceStatus::Offline {
             self.status = before_offline.unwrap_or(InstanceStatus::Idle);
@@ -176,7 +186,7 @@ impl Instance {
     }
 
     /// DeleteInstance: TERMINATED, once; false when it already was.
-    pub fn terminate(&mut self, now: Micros) -> bool {
+    pub fn terminate(&mut self, now: UnixMicros) -> bool {
         if self.status == InstanceStatus::Terminated {
             return false;
         }

@@ -2,6 +2,7 @@
 //! (JSON Schema configs, the instance state machine, page tokens, API key secrets) that
 //! the store and the server share. Nothing here knows about SQL or gRPC.
 
+pub mod absent;
 pub mod agent;
 pub mod apikey;
 pub mod document;

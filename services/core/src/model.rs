@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{status::InstanceStatus, time::Micros};
+use crate::{status::InstanceStatus, time::UnixMicros};
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -60,8 +60,8 @@ pub struct Workspace {
     pub description: String,
     pub quotas: Quotas,
     pub labels: Labels,
-    pub create_time: Micros,
-    pub update_time: Micros,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
     pub etag: i64,
 }
 
@@ -72,8 +72,8 @@ pub struct Project {
     pub display_name: String,
     pub description: String,
     pub labels: Labels,
-    pub create_time: Micros,
-    pub update_time: Micros,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
     pub etag: i64,
 }
 
@@ -115,8 +115,8 @@ pub struct ApiKey {
     pub id: String,
     pub display_name: String,
     pub role: Role,
-    pub create_time: Micros,
-    pub expire_time: Option<Micros>,
+    pub create_time: UnixMicros,
+    pub expire_time: Option<UnixMicros>,
 }
 
 /// CreateApiKey's result. The secret is never stored, so a replayed create returns
@@ -163,8 +163,8 @@ pub struct Agent {
     pub revision: i64,
     pub latest_revision: i64,
     pub spec: AgentSpec,
-    pub create_time: Micros,
-    pub revision_create_time: Micros,
+    pub create_time: UnixMicros,
+    pub revision_create_time: UnixMicros,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,10 +180,10 @@ pub struct Instance {
     pub status: InstanceStatus,
     pub status_message: String,
     pub heartbeat_ttl_ms: i64,
-    pub last_heartbeat_time: Option<Micros>,
+    pub last_heartbeat_time: Option<UnixMicros>,
     pub labels: Labels,
-    pub create_time: Micros,
-    pub update_time: Micros,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
     pub etag: i64,
 }
 
@@ -262,8 +262,9 @@ pub struct Context {
     pub workspace: String,
     pub project: String,
     pub id: String,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
+    /// The owning instance's id (in the same project), if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub owner: Option<String>,
     pub description: String,
     pub keep_last: i32,
     /// 0 while the context has no versions.
@@ -271,8 +272,8 @@ pub struct Context {
     /// The oldest retained version (1 until compaction starts).
     pub floor_version: i64,
     pub labels: Labels,
-    pub create_time: Micros,
-    pub update_time: Micros,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,8 +285,10 @@ pub struct ContextVersion {
     pub size_bytes: i64,
     pub author: String,
     pub description: String,
-    pub request_id: String,
-    pub create_time: Micros,
+    /// The request id of the write, if its caller sent one.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub request_id: Option<String>,
+    pub create_time: UnixMicros,
     /// Present when the caller asked for the document.
     pub data: Option<Value>,
 }
@@ -302,9 +305,10 @@ pub struct WriteOutcome {
 pub struct AuditRecord {
     pub workspace_id: String,
     pub audit_id: String,
-    pub create_time: i64,
+    pub create_time: UnixMicros,
     pub principal: String,
     pub method: String,
     pub resource: String,
-    pub request_id: String,
+    /// The caller's request id, if it sent one.
+    pub request_id: Option<String>,
 }

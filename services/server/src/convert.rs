@@ -5,7 +5,7 @@ use agentry_core::{
     Error, Result,
     error::{excerpt, quote},
     model::Labels,
-    time::Micros,
+    time::UnixMicros,
 };
 use prost_types::{ListValue, Struct, Timestamp, value::Kind};
 use serde_json::{Map, Number, Value};
@@ -96,14 +96,14 @@ pub fn json_to_struct(value: &Value) -> Struct {
     }
 }
 
-pub fn timestamp(micros: Micros) -> Option<Timestamp> {
+pub fn timestamp(micros: UnixMicros) -> Option<Timestamp> {
     Some(Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     })
 }
 
-pub fn micros(field: &str, ts: &Timestamp) -> Result<Micros> {
+pub fn micros(field: &str, ts: &Timestamp) -> Result<UnixMicros> {
     if !(0..1_000_000_000).contains(&ts.nanos) || !(0..=253_402_300_799).contains(&ts.seconds) {
         return Err(Error::invalid(field, "not a valid timestamp"));
     }
@@ -244,7 +244,7 @@ pub fn request_id(value: &str) -> Result<()> {
 
 /// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00Z`, fractions and offsets
 /// allowed) into microseconds since the epoch.
-pub fn rfc3339_micros(text: &str) -> Option<Micros> {
+pub fn rfc3339_micros(text: &str) -> Option<UnixMicros> {
     let b = text.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
@@ -330,13 +330,10 @@ pub fn filter_terms<'a>(
         .collect()
 }
 
-/// `{parent}/{collection}/{id}`, or empty when `id` is (no such resource).
-pub fn child_name(parent: &str, collection: &str, id: &str) -> String {
-    if id.is_empty() {
-        String::new()
-    } else {
-        format!("{parent}/{collection}/{id}")
-    }
+/// `{parent}/{collection}/{id}`, or empty (the wire's none) without an `id`.
+pub fn child_name(parent: &str, collection: &str, id: Option<&str>) -> String {
+    id.map(|id| format!("{parent}/{collection}/{id}"))
+        .unwrap_or_default()
 }
 
 /// The value of a filter that may only be `key = "value"` (`example` shows one); `None`

@@ -6,7 +6,7 @@ use agentry_core::{
     Result,
     model::Page,
     port::PageRequest,
-    time::{Micros, TimeRange},
+    time::{TimeRange, UnixMicros},
 };
 use agentry_proto::v1 as pb;
 use prost::Message;
@@ -92,8 +92,8 @@ impl RequestCtx {
 /// The bounds of a filter's `create_time > "RFC 3339"` and `create_time < "…"` terms.
 #[derive(Default)]
 pub struct TimeBounds {
-    pub after: Option<Micros>,
-    pub before: Option<Micros>,
+    pub after: Option<UnixMicros>,
+    pub before: Option<UnixMicros>,
 }
 
 impl From<TimeBounds> for TimeRange {

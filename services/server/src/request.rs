@@ -4,6 +4,7 @@
 
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     model::{Agent, Page},
     names::AgentName,
     page::PageTokens,
@@ -88,11 +89,11 @@ impl RequestCtx {
         hasher.update(request.encode_to_vec());
         Ok(Mutation {
             workspace: workspace.to_owned(),
-            scope: workspace.to_owned(),
+            scope: Some(workspace.to_owned()),
             principal: principal.name.clone(),
             method,
             resource,
-            request_id: request_id.to_owned(),
+            request_id: non_empty(request_id),
             request_hash: hasher.finalize().to_vec(),
             audit: true,
         })

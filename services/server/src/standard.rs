@@ -9,6 +9,7 @@ use std::{convert::identity, fmt::Display};
 
 use agentry_core::{
     Result,
+    absent::{non_empty, non_empty_str},
     instance::InstanceFilter,
     model::{Agent, ApiKey, Context, Instance, Page, Project},
     names::{
@@ -217,17 +218,17 @@ standard! {
     get get_workspace: GetWorkspaceRequest(WorkspaceName) -> pb::Workspace = |s, name| s.get_workspace(&name.workspace), workspaces::to_proto;
     get get_project: GetProjectRequest(ProjectName) -> pb::Project = |s, name| s.get_project(name), projects::to_proto;
     list list_projects: ListProjectsRequest(parent: WorkspaceName, Read) -> Project = |s, parent, page| s.list_projects(&parent.workspace, page), projects::to_proto;
-    delete delete_project: DeleteProjectRequest(ProjectName, ManageProjects) -> () = |s, m, name, req| s.delete_project(m, name, &agentry_core::port::DeleteGuard { force: req.force, etag: req.etag.clone() }), identity;
+    delete delete_project: DeleteProjectRequest(ProjectName, ManageProjects) -> () = |s, m, name, req| s.delete_project(m, name, &agentry_core::port::DeleteGuard { force: req.force, etag: non_empty(&req.etag) }), identity;
     list list_api_keys: ListApiKeysRequest(parent: WorkspaceName, ManageKeys) -> ApiKey = |s, parent, page| s.list_api_keys(&parent.workspace, page), api_keys::to_proto;
     list list_agents: ListAgentsRequest(parent: WorkspaceName, Read) -> Agent = |s, parent, page| s.list_agents(&parent.workspace, page), agents::to_proto;
     list list_agent_revisions: ListAgentRevisionsRequest(name: AgentName, Read) -> Agent = |s, name, page| s.list_agent_revisions(name, page), agents::to_proto;
-    delete delete_agent: DeleteAgentRequest(AgentName, Develop) -> () = |s, m, name, req| s.delete_agent(m, name, &agentry_core::port::DeleteGuard { force: req.force, etag: req.etag.clone() }), identity;
+    delete delete_agent: DeleteAgentRequest(AgentName, Develop) -> () = |s, m, name, req| s.delete_agent(m, name, &agentry_core::port::DeleteGuard { force: req.force, etag: non_empty(&req.etag) }), identity;
     get get_instance: GetInstanceRequest(InstanceName) -> pb::Instance = |s, name| s.get_instance(name), instances::to_proto;
     list list_instances: ListInstancesRequest(parent: ProjectName, Read) -> Instance
         where InstanceFilter = |_, parent, text| instances::filter(&parent.workspace, text);
         = |s, parent, filter, page| s.list_instances(parent, filter, page), instances::to_proto;
     get heartbeat_instance: HeartbeatInstanceRequest(InstanceName, HeartbeatInstance) -> pb::Instance = |s, name| s.heartbeat_instance(name), instances::to_proto;
-    delete delete_instance: DeleteInstanceRequest(InstanceName, Develop) -> pb::Instance = |s, m, name, req| s.delete_instance(m, name, &req.etag), instances::to_proto;
+    delete delete_instance: DeleteInstanceRequest(InstanceName, Develop) -> pb::Instance = |s, m, name, req| s.delete_instance(m, name, non_empty_str(&req.etag)), instances::to_proto;
     list list_audit_records: ListAuditRecordsRequest(parent: WorkspaceName, ReadAudit) -> AuditRecord
         where AuditFilter = |_, parent, text| audit::audit_filter(parent, text);
         = |s, parent, filter, page| s.list_audit_records(&parent.workspace, filter, page), audit::to_proto;

@@ -244,7 +244,7 @@ impl AgentStore for Store {
                 agent: mut current,
                 uid,
             } = agent_in_tx(tx, name, None).await?;
-            check_etag(current.latest_revision, &patch.etag)?;
+            check_etag(current.latest_revision, patch.etag.as_deref())?;
             patch.apply(&mut current.spec)?;
             let now = now_micros();
             let revision = current.latest_revision + 1;
@@ -285,7 +285,7 @@ impl AgentStore for Store {
         name: &AgentName,
         guard: &DeleteGuard,
     ) -> Result<()> {
-        let (force, etag) = (guard.force, guard.etag.as_str());
+        let (force, etag) = (guard.force, guard.etag.as_deref());
         mutate!(self, m, |tx| async {
             let AgentRecord { agent, uid } = agent_in_tx(tx, name, None).await?;
             check_etag(agent.latest_revision, etag)?;

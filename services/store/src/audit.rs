@@ -6,6 +6,7 @@
 
 use agentry_core::{
     Result,
+    absent::non_empty,
     model::Page,
     port::{AuditFilter, AuditRecord, AuditStore},
 };
@@ -30,7 +31,7 @@ fn record(row: AuditRow) -> AuditRecord {
         principal,
         method,
         resource,
-        request_id,
+        request_id: non_empty(request_id),
     }
 }
 

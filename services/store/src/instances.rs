@@ -9,7 +9,7 @@ use agentry_core::{
     names::{AgentName, InstanceName, ProjectName},
     port::InstanceStore,
     status::InstanceStatus,
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 // The commands are core's; re-exported for the store's callers.
@@ -119,12 +119,12 @@ pub(crate) async fn read_instance(tx: &mut Tx, name: &InstanceName) -> Result<In
     )
 }
 
-/// The instance, locked for a change when the caller's `etag` (empty: any) is current,
+/// The instance, locked for a change when the caller's `etag` (none: any) is current,
 /// and the status a heartbeat would restore.
 async fn lock_instance(
     tx: &mut Tx,
     name: &InstanceName,
-    etag: &str,
+    etag: Option<&str>,
 ) -> Result<(Instance, Option<InstanceStatus>)> {
     let locked = by_name(name).lock(LockType::Update).to_owned();
     let record: InstanceRecord = found(tx.fetch_optional::<InstanceRow>(&locked).await?, name)?;
@@ -138,7 +138,7 @@ async fn save(
     instance: &Instance,
     uid: Option<&str>,
     before_offline: Option<InstanceStatus>,
-    heartbeat_expire_time: Option<Micros>,
+    heartbeat_expire_time: Option<UnixMicros>,
 ) -> Result<()> {
     let mut update = Query::update();
     update
@@ -290,7 +290,7 @@ impl InstanceStore for Store {
     ) -> Result<Instance> {
         mutate!(self, m, |tx| async {
             let (mut instance, status_before_offline) =
-                lock_instance(tx, name, &patch.etag).await?;
+                lock_instance(tx, name, patch.etag.as_deref()).await?;
             let mut uid = None;
             if let Some(revision) = patch.apply(&mut instance)? {
                 let agent = AgentName {
@@ -320,7 +320,7 @@ impl InstanceStore for Store {
         &self,
         m: &Mutation,
         name: &InstanceName,
-        etag: &str,
+        etag: Option<&str>,
     ) -> Result<Instance> {
         mutate!(self, m, |tx| async {
             let (mut instance, _) = lock_instance(tx, name, etag).await?;
@@ -337,7 +337,7 @@ impl InstanceStore for Store {
         name: &InstanceName,
         change: StatusChange,
     ) -> Result<Instance> {
-        let (to, message, etag) = (change.to, change.message.as_str(), change.etag.as_str());
+        let (to, message, etag) = (change.to, change.message.as_str(), change.etag.as_deref());
         mutate!(self, m, |tx| async {
             let (mut instance, status_before_offline) = lock_instance(tx, name, etag).await?;
             if !instance.set_status(to, message, now_micros())? {
@@ -357,7 +357,7 @@ impl InstanceStore for Store {
 
     async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance> {
         let mut tx = self.db.begin().await?;
-        let (mut instance, status_before_offline) = lock_instance(&mut tx, name, "").await?;
+        let (mut instance, status_before_offline) = lock_instance(&mut tx, name, None).await?;
         instance.heartbeat(status_before_offline, now_micros())?;
         save(
             &mut tx,
@@ -371,7 +371,7 @@ impl InstanceStore for Store {
         Ok(instance)
     }
 
-    async fn reap_instances(&self, now: Micros) -> Result<u64> {
+    async fn reap_instances(&self, now: UnixMicros) -> Result<u64> {
         let stmt = Query::update()
             .table(Instances::Table)
             .values([

@@ -10,7 +10,7 @@
 //! finds the winner's stored result and replays it instead of failing.
 
 pub(crate) use agentry_core::port::Mutation;
-use agentry_core::{Error, Reason, Result, time::now_micros};
+use agentry_core::{Error, Reason, Result, absent::or_empty, time::now_micros};
 use sea_query::{Expr, Query};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -49,8 +49,8 @@ fn lookup(m: &Mutation) -> sea_query::SelectStatement {
             IdempotencyKeys::Response,
         ])
         .from(IdempotencyKeys::Table)
-        .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(m.scope.as_str()))
-        .and_where(Expr::col(IdempotencyKeys::RequestId).eq(m.request_id.as_str()))
+        .and_where(Expr::col(IdempotencyKeys::WorkspaceId).eq(or_empty(&m.scope)))
+        .and_where(Expr::col(IdempotencyKeys::RequestId).eq(or_empty(&m.request_id)))
         .to_owned()
 }
 
@@ -60,7 +60,7 @@ fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> 
             Reason::RequestIdReused,
             format!(
                 "request_id {:?} was already used for a different request",
-                m.request_id
+                or_empty(&m.request_id)
             ),
             vec![agentry_core::FieldViolation::new(
                 "request_id",
@@ -77,7 +77,7 @@ impl Store {
         m: &Mutation,
     ) -> Result<Begun<T>> {
         let mut tx = self.db.begin_as(m.method).await?;
-        if !m.request_id.is_empty()
+        if m.request_id.is_some()
             && let Some(stored) = tx.fetch_optional::<StoredResult>(&lookup(m)).await?
         {
             return replay(m, stored).map(Begun::Replay);
@@ -124,20 +124,20 @@ impl Store {
                     m.principal,
                     m.method,
                     m.resource,
-                    m.request_id,
+                    or_empty(&m.request_id),
                     "OK",
                 ],
             );
             tx.execute(&audit).await?;
         }
-        if !m.request_id.is_empty() {
+        if let Some(request_id) = &m.request_id {
             let response = to_record(value);
             let stored = insert_row(
                 IdempotencyKeys::Table,
                 STORED_COLUMNS,
                 values![
-                    m.scope,
-                    m.request_id,
+                    or_empty(&m.scope),
+                    request_id,
                     m.method,
                     m.request_hash,
                     response,
@@ -152,7 +152,7 @@ impl Store {
     /// After a failed attempt: if a concurrent call with the same `request_id` committed
     /// first, answer with its result.
     async fn recover<T: DeserializeOwned>(&self, m: &Mutation, error: Error) -> Result<T> {
-        if m.request_id.is_empty()
+        if m.request_id.is_none()
             || matches!(
                 error,
                 Error::InvalidArgument { .. } | Error::PermissionDenied { .. }

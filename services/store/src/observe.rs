@@ -2,7 +2,7 @@
 //! lines store operations record (through the `metrics` facade, which does nothing
 //! unless the server installed a recorder).
 
-use agentry_core::{Result, port::PoolConnections, time::Micros};
+use agentry_core::{Result, port::PoolConnections, time::DurationMicros};
 use sea_query::{Expr, Func, Query};
 
 use crate::{Store, tables::Runs};
@@ -31,7 +31,7 @@ impl Store {
 }
 
 /// A run was leased `waited` micros after it became ready (`agentry_run_pickup_seconds`).
-pub(crate) fn run_picked_up(waited: Micros) {
+pub(crate) fn run_picked_up(waited: DurationMicros) {
     metrics::histogram!("agentry_run_pickup_seconds").record(waited.max(0) as f64 / 1e6);
 }
 

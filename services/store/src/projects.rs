@@ -149,7 +149,7 @@ impl ProjectStore for Store {
     ) -> Result<Project> {
         mutate!(self, m, |tx| async {
             let mut project = lock_project(tx, name).await?;
-            check_etag(project.etag, &patch.etag)?;
+            check_etag(project.etag, patch.etag.as_deref())?;
             rows::patch(&mut project.display_name, &patch.display_name);
             rows::patch(&mut project.description, &patch.description);
             rows::patch(&mut project.labels, &patch.labels);
@@ -176,7 +176,7 @@ impl ProjectStore for Store {
         name: &ProjectName,
         guard: &DeleteGuard,
     ) -> Result<()> {
-        let (force, etag) = (guard.force, guard.etag.as_str());
+        let (force, etag) = (guard.force, guard.etag.as_deref());
         // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(&name.workspace, Some(&name.project)));
         mutate_waking!(self, m, woken, |tx| async {
@@ -198,8 +198,10 @@ impl ProjectStore for Store {
                     ));
                 }
             }
-            crate::contexts::delete_project_blobs(tx, name).await?;
             tx.delete(Projects::Table, key(name)).await?;
+            // After the contexts' rows went (with the project): deleting them waited for
+            // any write that held one, so the documents such a write stored are seen here.
+            crate::contexts::delete_project_blobs(tx, name).await?;
             Ok(())
         })
     }

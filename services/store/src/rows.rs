@@ -33,9 +33,9 @@ pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("domain values serialize")
 }
 
-/// An `etag` from a request: empty means unconditional.
-pub(crate) fn check_etag(current: i64, expected: &str) -> Result<()> {
-    if expected.is_empty() || expected == current.to_string() {
+/// An `etag` from a request, if it sent one (none: unconditional).
+pub(crate) fn check_etag(current: i64, expected: Option<&str>) -> Result<()> {
+    if expected.is_none_or(|expected| expected == current.to_string()) {
         Ok(())
     } else {
         Err(Error::etag_mismatch(&current.to_string()))

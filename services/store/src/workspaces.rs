@@ -150,7 +150,7 @@ impl WorkspaceStore for Store {
         let mut freed = Wakes::default();
         mutate_waking!(self, m, freed, |tx| async {
             let mut workspace = lock_workspace(tx, id).await?;
-            check_etag(workspace.etag, &patch.etag)?;
+            check_etag(workspace.etag, patch.etag.as_deref())?;
             rows::patch(&mut workspace.display_name, &patch.display_name);
             rows::patch(&mut workspace.description, &patch.description);
             let before = workspace.quotas.max_concurrent_runs;
@@ -187,7 +187,7 @@ impl WorkspaceStore for Store {
     }
 
     async fn delete_workspace(&self, m: &Mutation, id: &str, guard: &DeleteGuard) -> Result<()> {
-        let (force, etag) = (guard.force, guard.etag.as_str());
+        let (force, etag) = (guard.force, guard.etag.as_deref());
         // Watchers of its contexts and runs end, on every replica.
         let woken = Wakes::of(WakeKey::under(id, None));
         mutate_waking!(self, m, woken, |tx| async {

@@ -40,7 +40,7 @@ async fn create(store: &Store, id: &str, keep_last: i32, data: Option<serde_json
             &mutation("acme", "CreateContext", id, "", b""),
             NewContext {
                 name: context_name(id),
-                owner: String::new(),
+                owner: None,
                 description: String::new(),
                 keep_last,
                 labels: Default::default(),
@@ -236,5 +236,48 @@ conformance!(
             .await
             .unwrap();
         assert_eq!(head.head_version, 2);
+    }
+);
+
+conformance!(
+    a_forced_project_delete_leaves_no_document_of_a_write_it_waited_for,
+    |store, db| {
+        if db.backend != Backend::Postgres {
+            return; // SQLite runs one writer at a time: no write commits in between.
+        }
+        setup(&store, &["c"], 2).await;
+        // A write in flight: it holds the context's row lock and has stored its
+        // document, but not committed yet.
+        use sqlx::Connection as _;
+        let mut writer = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        for sql in [
+            "BEGIN",
+            "SELECT 1 FROM contexts WHERE context_id = 'c' FOR UPDATE",
+            "INSERT INTO context_blobs (workspace_id, project_id, context_id, sha256, data, \
+             size_bytes, refs, create_time) VALUES ('acme', 'web', 'c', 'late', '{}', 2, 1, 0)",
+        ] {
+            sqlx::query(sql).execute(&mut writer).await.unwrap();
+        }
+        let project = agentry_core::names::ProjectName {
+            workspace: "acme".into(),
+            project: "web".into(),
+        };
+        let guard = agentry_core::port::DeleteGuard {
+            force: true,
+            ..Default::default()
+        };
+        let m = mutation("acme", "DeleteProject", "web", "", b"");
+        let (deleted, ()) = tokio::join!(store.delete_project(&m, &project, &guard), async {
+            // Long enough for the delete to reach the context and wait for its lock.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+        });
+        deleted.expect("deleted");
+        assert_eq!(db.count("contexts").await, 0);
+        assert_eq!(
+            db.count("context_blobs").await,
+            0,
+            "a document outlived its project"
+        );
     }
 );

@@ -150,7 +150,7 @@ async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
         .claim_run(ClaimRequest {
             workspace: "acme",
             agents: &["echo".to_owned()],
-            worker: "w",
+            worker: Some("w"),
             lease_duration: lease_micros,
         })
         .await
@@ -243,7 +243,7 @@ conformance!(
                             .claim_run(ClaimRequest {
                                 workspace: "acme",
                                 agents: &["echo".to_owned()],
-                                worker: "w",
+                                worker: Some("w"),
                                 lease_duration: 30 * SECOND,
                             })
                             .await

@@ -57,11 +57,11 @@ fn mutation(
 ) -> Mutation {
     Mutation {
         workspace: workspace.into(),
-        scope: workspace.into(),
+        scope: Some(workspace.into()),
         principal: "root".into(),
         method,
         resource: resource.into(),
-        request_id: request_id.into(),
+        request_id: agentry_core::absent::non_empty(request_id),
         request_hash: hash.to_vec(),
         audit: true,
     }
@@ -412,7 +412,7 @@ conformance!(
                     StatusChange {
                         to,
                         message: String::new(),
-                        etag: String::new(),
+                        etag: None,
                     },
                 )
                 .await
@@ -474,7 +474,11 @@ conformance!(
         };
         store.heartbeat_instance(&name).await.unwrap();
         let deleted = store
-            .delete_instance(&mutation("acme", "DeleteInstance", "i", "", b""), &name, "")
+            .delete_instance(
+                &mutation("acme", "DeleteInstance", "i", "", b""),
+                &name,
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(deleted.status, InstanceStatus::Terminated);
@@ -523,7 +527,7 @@ conformance!(
                 "acme",
                 &DeleteGuard {
                     force: true,
-                    etag: String::new(),
+                    etag: None,
                 },
             )
             .await

@@ -92,7 +92,7 @@ conformance!(run_stats_are_aggregated_by_the_database, |store, db| {
         .run_stats(&project, stats_query(0, i64::MAX))
         .await
         .expect("stats");
-    assert_eq!(total.agent, "");
+    assert_eq!(total.agent, None);
     assert_eq!(total.total, 22);
     assert_eq!(
         total.by_status.clone().into_iter().collect::<Vec<_>>(),
@@ -131,7 +131,10 @@ conformance!(run_stats_are_aggregated_by_the_database, |store, db| {
     assert_eq!(total.queue_wait, nearest_rank(&waits.0));
     assert_eq!(total.run_time, nearest_rank(&runs.0));
 
-    let names: Vec<&str> = agents.iter().map(|a| a.agent.as_str()).collect();
+    let names: Vec<&str> = agents
+        .iter()
+        .map(|a| a.agent.as_deref().unwrap_or_default())
+        .collect();
     assert_eq!(names, ["echo", "other"]);
     let (echo, other) = (&agents[0], &agents[1]);
     assert_eq!((echo.total, other.total), (12, 10));

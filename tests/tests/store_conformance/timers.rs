@@ -82,7 +82,7 @@ async fn claim_in(store: &Store, ws: &str, lease_micros: i64) -> Claim {
             .claim_run(ClaimRequest {
                 workspace: ws,
                 agents: &["echo".to_owned()],
-                worker: "w",
+                worker: Some("w"),
                 lease_duration: lease_micros,
             })
             .await
@@ -210,7 +210,7 @@ conformance!(
             .get_session(&name_of(&created).session())
             .await
             .expect("session");
-        assert_eq!(session.active_run, "", "the session is free again");
+        assert_eq!(session.active_run, None, "the session is free again");
     }
 );
 

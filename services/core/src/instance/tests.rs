@@ -3,7 +3,7 @@ use serde_json::json;
 use super::*;
 use crate::status::InstanceStatus::*;
 
-const NOW: Micros = 5_000_000;
+const NOW: UnixMicros = 5_000_000;
 
 fn new_instance() -> NewInstance {
     NewInstance {

@@ -10,7 +10,7 @@ use crate::{
     model::{ApiKey, ContextOp, Labels, Quotas, QuotasPatch, Role},
     names::ContextName,
     run::Usage,
-    time::{Micros, TimeRange},
+    time::{DurationMicros, TimeRange, UnixMicros},
 };
 
 #[derive(Debug, Clone)]
@@ -29,7 +29,8 @@ pub struct WorkspacePatch {
     pub description: Option<String>,
     pub quotas: QuotasPatch,
     pub labels: Option<Labels>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,15 +47,16 @@ pub struct ProjectPatch {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub labels: Option<Labels>,
-    pub etag: String,
+    /// The etag the caller expects, if it sent one (none: unconditional).
+    pub etag: Option<String>,
 }
 
 /// The guards of a delete: without `force` a resource that still has children is
-/// refused; a non-empty `etag` must match the resource's.
+/// refused; an `etag`, if given, must match the resource's.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteGuard {
     pub force: bool,
-    pub etag: String,
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +64,7 @@ pub struct NewApiKey {
     pub workspace: String,
     pub display_name: String,
     pub role: Role,
-    pub expire_time: Option<Micros>,
+    pub expire_time: Option<UnixMicros>,
 }
 
 /// What authentication needs to know about a key.
@@ -70,7 +72,7 @@ pub struct NewApiKey {
 pub struct KeyRecord {
     pub key: ApiKey,
     pub secret_hash: Vec<u8>,
-    pub revoke_time: Option<Micros>,
+    pub revoke_time: Option<UnixMicros>,
 }
 
 /// Filters of ListAuditRecords; all of them must match.
@@ -87,8 +89,8 @@ pub struct AuditFilter {
 #[derive(Debug, Clone)]
 pub struct NewContext {
     pub name: ContextName,
-    /// Instance id in the same project, or empty.
-    pub owner: String,
+    /// The owning instance's id (in the same project), if any.
+    pub owner: Option<String>,
     pub description: String,
     /// 0: the workspace's `context_keep_last`.
     pub keep_last: i32,
@@ -139,7 +141,7 @@ pub struct VersionsAfter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextHead {
     /// Tells a context from one deleted and created again under the same name.
-    pub create_time: Micros,
+    pub create_time: UnixMicros,
     /// 0 when the context has no versions yet.
     pub head_version: i64,
     pub floor_version: i64,
@@ -149,35 +151,35 @@ pub struct ContextHead {
 /// `by_agent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunStatsQuery {
-    pub start: Micros,
-    pub end: Micros,
+    pub start: UnixMicros,
+    pub end: UnixMicros,
     pub by_agent: bool,
 }
 
-/// PollTask's claim: a run of one of `agents` in `workspace`, leased to `worker` for
-/// `lease_duration`.
+/// PollTask's claim: a run of one of `agents` in `workspace`, leased to `worker` (its
+/// identity, if it sent one) for `lease_duration`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
     pub workspace: &'a str,
     pub agents: &'a [String],
-    pub worker: &'a str,
-    pub lease_duration: Micros,
+    pub worker: Option<&'a str>,
+    pub lease_duration: DurationMicros,
 }
 
 /// Percentiles of a duration (micros) and how many values they were taken over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Percentiles {
     pub count: i64,
-    pub p50: Micros,
-    pub p95: Micros,
-    pub p99: Micros,
+    pub p50: DurationMicros,
+    pub p95: DurationMicros,
+    pub p99: DurationMicros,
 }
 
 /// The figures of one group of runs: a project's, or one agent's in it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunStatsGroup {
-    /// Empty for the project total.
-    pub agent: String,
+    /// The agent's id; none for the project total.
+    pub agent: Option<String>,
     pub total: i64,
     /// By stored status name (`SUCCEEDED` …).
     pub by_status: BTreeMap<String, i64>,

@@ -74,17 +74,17 @@ pub struct PageRequest {
 pub struct Mutation {
     /// The workspace the mutation belongs to (the new one, for CreateWorkspace).
     pub workspace: String,
-    /// Where `request_id`s are unique: the workspace, or empty for calls that create
+    /// Where `request_id`s are unique: the workspace, or none for calls that create
     /// workspaces (whose request ids belong to the caller, not to the new workspace).
-    pub scope: String,
+    pub scope: Option<String>,
     /// The caller: an API key's resource name, or `root`.
     pub principal: String,
     /// The gRPC method, e.g. `CreateProject`.
     pub method: &'static str,
     /// The resource name written.
     pub resource: String,
-    /// Empty when the caller sent none.
-    pub request_id: String,
+    /// The caller's request id, if it sent one.
+    pub request_id: Option<String>,
     /// Hash of the whole request; a reused `request_id` must come with the same one.
     pub request_hash: Vec<u8>,
     /// Whether the mutation gets an audit record. Worker traffic (event batches,

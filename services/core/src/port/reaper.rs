@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::{
     run::Fired,
-    time::{Micros, now_micros},
+    time::{DurationMicros, UnixMicros, now_micros},
 };
 
 /// Bounds of one pass.
@@ -87,19 +87,19 @@ impl ReapReport {
 #[derive(Debug)]
 pub struct RunReaper {
     pub limits: ReapLimits,
-    since: Micros,
+    since: UnixMicros,
     failing: HashMap<(String, String), Failing>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failing {
-    retry_time: Micros,
+    retry_time: UnixMicros,
     failures: u32,
 }
 
 /// The first wait before a failed run is tried again; it doubles up to the maximum.
-const FAILED_RETRY_FIRST: Micros = 1_000_000;
-const FAILED_RETRY_MAX: Micros = 300_000_000;
+const FAILED_RETRY_FIRST: DurationMicros = 1_000_000;
+const FAILED_RETRY_MAX: DurationMicros = 300_000_000;
 /// Failing runs remembered at most; past that the memory starts afresh.
 const MAX_FAILING: usize = 10_000;
 
@@ -113,23 +113,23 @@ impl RunReaper {
     }
 
     /// Starts counting backoff wake-ups from `since` (tests: from the beginning).
-    pub fn since(mut self, since: Micros) -> Self {
+    pub fn since(mut self, since: UnixMicros) -> Self {
         self.since = since;
         self
     }
 
     /// Where this pass counts backoff wake-ups from: where the last one ended.
-    pub fn backoffs_since(&self) -> Micros {
+    pub fn backoffs_since(&self) -> UnixMicros {
         self.since
     }
 
     /// The pass that ran up to `now` is over; the next counts backoffs from there.
-    pub fn passed(&mut self, now: Micros) {
+    pub fn passed(&mut self, now: UnixMicros) {
         self.since = now;
     }
 
     /// Whether the run `key` (workspace, run) failed lately and waits before its next try.
-    pub fn deferred(&self, key: &(String, String), now: Micros) -> bool {
+    pub fn deferred(&self, key: &(String, String), now: UnixMicros) -> bool {
         self.failing.get(key).is_some_and(|f| f.retry_time > now)
     }
 
@@ -140,7 +140,7 @@ impl RunReaper {
 
     /// The handling of run `key` failed: it waits longer before each next try. Returns
     /// how many times in a row it failed.
-    pub fn failed(&mut self, key: (String, String), now: Micros) -> u32 {
+    pub fn failed(&mut self, key: (String, String), now: UnixMicros) -> u32 {
         if self.failing.len() >= MAX_FAILING {
             self.failing.clear();
         }

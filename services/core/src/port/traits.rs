@@ -22,7 +22,7 @@ use crate::{
         Approval, ApprovalDecision, EventInput, Lease, Message, NewRun, NewSession, PlanStep, Run,
         RunEvent, RunFilter, Session, TaskCompletion, TaskFailure,
     },
-    time::Micros,
+    time::{DurationMicros, UnixMicros},
 };
 
 /// Workspaces: the tenants. Deleting one removes its projects, instances, agent heads
@@ -115,7 +115,7 @@ pub trait InstanceStore: Send + Sync {
         &self,
         m: &Mutation,
         name: &InstanceName,
-        etag: &str,
+        etag: Option<&str>,
     ) -> Result<Instance>;
     async fn set_instance_status(
         &self,
@@ -128,7 +128,7 @@ pub trait InstanceStore: Send + Sync {
     async fn heartbeat_instance(&self, name: &InstanceName) -> Result<Instance>;
     /// Moves every live instance whose heartbeat lapsed before `now` to OFFLINE;
     /// returns how many moved.
-    async fn reap_instances(&self, now: Micros) -> Result<u64>;
+    async fn reap_instances(&self, now: UnixMicros) -> Result<u64>;
 }
 
 /// The audit log, written with every committed mutation.
@@ -180,7 +180,7 @@ pub trait ContextReads: Send + Sync {
     async fn context_version_of(
         &self,
         name: &ContextName,
-        create_time: Micros,
+        create_time: UnixMicros,
         version: i64,
     ) -> Result<Option<ContextVersion>>;
     /// One version with its document. The common case is one query (the version joined
@@ -298,7 +298,7 @@ pub trait ClaimStore: Send + Sync {
 pub trait WorkerStore: Send + Sync {
     /// Renews the lease for `wait` (the caller holds its reply that long) plus the
     /// lease's duration.
-    async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run>;
+    async fn heartbeat_task(&self, lease: &Lease, wait: DurationMicros) -> Result<Run>;
     /// Appends a batch; returns the last sequence and whether a cancel was requested.
     async fn append_run_events(
         &self,

@@ -21,8 +21,8 @@ impl RunChange {
             steps: steps.to_vec(),
             expire_time: self.now.saturating_add(self.run.spec.approval_timeout),
             decision: None,
-            comment: String::new(),
-            decided_by: String::new(),
+            comment: None,
+            decided_by: None,
         };
         let auto = steps.iter().all(|s| self.run.spec.autonomy.allows(s.risk));
         self.event(EventBody::PlanProposed {
@@ -31,7 +31,7 @@ impl RunChange {
         });
         if auto {
             approval.decision = Some(Decision::Approve);
-            approval.decided_by = "auto".into();
+            approval.decided_by = Some("auto".into());
             self.approval_decided(&approval);
             self.run.approval = Some(approval.clone());
         } else {
@@ -62,7 +62,7 @@ impl RunChange {
         name: &RunName,
         id: &str,
         decision: Decision,
-        comment: &str,
+        comment: Option<&str>,
         by: &str,
     ) -> Result<()> {
         if !self.pending(id) {
@@ -94,13 +94,13 @@ impl RunChange {
     /// An approval nobody decided in time is rejected by `expired`.
     pub fn expire_approval(&mut self) -> Result<()> {
         let message = "the plan expired without a decision";
-        self.decided(Decision::Reject, "", "expired", message)
+        self.decided(Decision::Reject, None, "expired", message)
     }
 
     fn decided(
         &mut self,
         decision: Decision,
-        comment: &str,
+        comment: Option<&str>,
         by: &str,
         message: &str,
     ) -> Result<()> {
@@ -108,8 +108,8 @@ impl RunChange {
             return Err(Error::internal("a decision without an approval"));
         };
         approval.decision = Some(decision);
-        approval.comment = comment.to_owned();
-        approval.decided_by = by.to_owned();
+        approval.comment = comment.map(str::to_owned);
+        approval.decided_by = Some(by.to_owned());
         self.approval_decided(&approval);
         self.run.approval = Some(approval);
         self.status(RunStatus::Queued, StopReason::Unspecified, message)?;

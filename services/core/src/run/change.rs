@@ -9,7 +9,11 @@ use super::{
     Approval, EventBody, Lease, MessageBody, MessageRole, Run, RunError, RunEvent, RunStatus,
     Session, StopReason, ToolCall,
 };
-use crate::{Error, Result, time::Micros, wake::WakeKey};
+use crate::{
+    Error, Result,
+    time::{DurationMicros, UnixMicros},
+    wake::WakeKey,
+};
 
 /// How the run's current attempt ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +28,7 @@ pub enum Ending {
     Requeue {
         reason: StopReason,
         message: String,
-        delay: Micros,
+        delay: DurationMicros,
     },
 }
 
@@ -92,7 +96,7 @@ pub struct RunChange {
     pub calls: CallChanges,
     /// What the change wakes, once committed.
     pub wakes: Vec<WakeKey>,
-    pub now: Micros,
+    pub now: UnixMicros,
 }
 
 /// The error of a worker call whose lease no longer holds.
@@ -112,7 +116,7 @@ pub fn worker_lost() -> RunError {
 impl Lease {
     /// Whether this lease still holds `run` at `now`: same session, same attempt and
     /// epoch, still leased and not expired. A worker call is fenced by it.
-    pub fn check(&self, run: &Run, now: Micros) -> Result<()> {
+    pub fn check(&self, run: &Run, now: UnixMicros) -> Result<()> {
         if run.project != self.project || run.session != self.session {
             return Err(stale("the run no longer exists"));
         }
@@ -143,7 +147,7 @@ impl Lease {
 
 impl RunChange {
     /// `session`: the run's session, when loaded (locked) with the run.
-    pub fn new(run: Run, session: Option<&Session>, now: Micros) -> Self {
+    pub fn new(run: Run, session: Option<&Session>, now: UnixMicros) -> Self {
         Self {
             run,
             events: Vec::new(),
@@ -310,23 +314,23 @@ impl RunChange {
 
     /// Whether, after `ending`, `session` goes to its next queued run.
     pub fn hands_off(&self, ending: &Ending, session: &Session) -> bool {
-        ending.is_finish() && session.active_run == self.run.id
+        ending.is_finish() && session.active_run.as_ref() == Some(&self.run.id)
     }
 }
 
 impl Session {
     /// Gives the session to `next`, its oldest waiting run (whose input the store then
     /// appends to the transcript), or to nobody. Returns the wake of `next`'s queue.
-    pub fn hand_to(&mut self, next: Option<&mut Run>, now: Micros) -> Option<WakeKey> {
+    pub fn hand_to(&mut self, next: Option<&mut Run>, now: UnixMicros) -> Option<WakeKey> {
         match next {
             Some(next) => {
                 next.ready = true;
                 next.update_time = now;
-                self.active_run = next.id.clone();
+                self.active_run = Some(next.id.clone());
                 Some(WakeKey::queue(&next.workspace, &next.agent))
             }
             None => {
-                self.active_run.clear();
+                self.active_run = None;
                 None
             }
         }

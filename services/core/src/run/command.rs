@@ -6,7 +6,7 @@ use super::{Decision, MessageBody, RunError, RunSpec, RunStatus, StopReason, Too
 use crate::{
     model::Labels,
     names::SessionName,
-    time::{Micros, TimeRange},
+    time::{DurationMicros, TimeRange},
 };
 
 /// CreateSession.
@@ -43,7 +43,7 @@ pub struct RunFilter {
 pub struct ApprovalDecision {
     pub approval_id: String,
     pub decision: Decision,
-    pub comment: String,
+    pub comment: Option<String>,
 }
 
 /// CompleteTask: what the attempt produced.
@@ -62,7 +62,7 @@ pub struct TaskCompletion {
 pub struct TaskFailure {
     pub error: RunError,
     pub retryable: bool,
-    pub next_retry_delay: Option<Micros>,
+    pub next_retry_delay: Option<DurationMicros>,
 }
 
 /// One event a worker appends.

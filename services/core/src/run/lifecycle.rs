@@ -5,7 +5,12 @@ use super::{
     Ending, EventBody, MessageBody, MultitaskStrategy, NewRun, Run, RunChange, RunError, RunStatus,
     Session, StopReason, Usage,
 };
-use crate::{Error, Result, model::Instance, names::RunName, time::Micros};
+use crate::{
+    Error, Result,
+    model::Instance,
+    names::RunName,
+    time::{DurationMicros, UnixMicros},
+};
 
 /// What CreateRun does with the session's unfinished runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +26,16 @@ pub enum Admission {
 
 /// The multitask strategy of a new run, applied to its session.
 pub fn admit(strategy: MultitaskStrategy, session: &Session) -> Result<Admission> {
-    if session.active_run.is_empty() {
+    let Some(active) = &session.active_run else {
         return Ok(Admission::Start);
-    }
+    };
     match strategy {
         MultitaskStrategy::Reject => Err(Error::precondition(
             "SESSION_BUSY",
             format!(
                 "{} has an active run ({}); choose multitask_strategy ENQUEUE, INTERRUPT or ROLLBACK to start another",
                 session.name(),
-                session.active_run
+                active
             ),
         )),
         MultitaskStrategy::Enqueue => Ok(Admission::Enqueue),
@@ -42,7 +47,7 @@ pub fn admit(strategy: MultitaskStrategy, session: &Session) -> Result<Admission
 /// The order INTERRUPT and ROLLBACK cancel a session's unfinished runs in: queued ones
 /// first (oldest first), the active one last, so the session is handed to none of them.
 pub fn interrupt_order(runs: &mut [Run], session: &Session) {
-    runs.sort_by_key(|r| r.id == session.active_run);
+    runs.sort_by_key(|r| session.active_run.as_ref() == Some(&r.id));
 }
 
 /// What a cancel does.
@@ -64,7 +69,7 @@ impl Run {
         instance: &Instance,
         id: String,
         ready: bool,
-        now: Micros,
+        now: UnixMicros,
     ) -> Self {
         Self {
             workspace: session.workspace.clone(),
@@ -92,7 +97,7 @@ impl Run {
             lease_epoch: 0,
             lease_expire_time: None,
             lease_duration: 0,
-            worker: String::new(),
+            worker: None,
             ready,
             supersede: false,
         }
@@ -108,9 +113,9 @@ impl RunChange {
         session: &mut Session,
         instance: &Instance,
         id: String,
-        now: Micros,
+        now: UnixMicros,
     ) -> Result<Self> {
-        let ready = session.active_run.is_empty();
+        let ready = session.active_run.is_none();
         let run = Run::queued(new, session, instance, id, ready, now);
         let mut change = Self::new(run, Some(session), now);
         change.event(EventBody::StatusChanged {
@@ -120,7 +125,7 @@ impl RunChange {
             message: String::new(),
         });
         if ready {
-            session.active_run = change.run.id.clone();
+            session.active_run = Some(change.run.id.clone());
             for message in &new.spec.input {
                 change.append(message.clone())?;
             }
@@ -188,7 +193,7 @@ impl RunChange {
 
     /// Renews the lease for `wait` (the worker's reply is held that long) plus the
     /// lease's duration.
-    pub fn heartbeat(&mut self, wait: Micros) {
+    pub fn heartbeat(&mut self, wait: DurationMicros) {
         let expire = self.now.saturating_add(wait);
         self.run.lease_expire_time = Some(expire.saturating_add(self.run.lease_duration));
     }
@@ -223,7 +228,12 @@ impl RunChange {
 
     /// FailTask: another attempt after a backoff (`delay`, or the policy's) while the
     /// retry policy allows one, else FAILED; a requested cancel ends as CANCELLED.
-    pub fn fail(&mut self, error: &RunError, retryable: bool, delay: Option<Micros>) -> Ending {
+    pub fn fail(
+        &mut self,
+        error: &RunError,
+        retryable: bool,
+        delay: Option<DurationMicros>,
+    ) -> Ending {
         self.event(EventBody::Error {
             error: error.clone(),
         });

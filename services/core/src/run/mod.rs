@@ -16,7 +16,7 @@ mod types;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{model::ToolRisk, time::Micros};
+use crate::{model::ToolRisk, time::DurationMicros};
 
 pub use change::*;
 pub use command::*;
@@ -145,26 +145,26 @@ impl AutonomyLevel {
 /// Retry policy with the defaults filled in; durations in microseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
-    pub initial_interval: Micros,
+    pub initial_interval: DurationMicros,
     pub backoff_coefficient: f64,
-    pub max_interval: Micros,
+    pub max_interval: DurationMicros,
     pub max_attempts: i32,
     pub non_retryable_error_types: Vec<String>,
 }
 
 impl RetryPolicy {
-    pub const DEFAULT_INITIAL: Micros = 1_000_000;
+    pub const DEFAULT_INITIAL: DurationMicros = 1_000_000;
     pub const DEFAULT_COEFFICIENT: f64 = 2.0;
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 
     /// The delay before attempt `failed + 1`, after attempt `failed` (1-based) failed.
-    pub fn backoff(&self, failed: i32) -> Micros {
+    pub fn backoff(&self, failed: i32) -> DurationMicros {
         let exponent = (failed.max(1) - 1).min(1000);
         let delay = self.initial_interval as f64 * self.backoff_coefficient.powi(exponent);
         if !delay.is_finite() || delay >= self.max_interval as f64 {
             self.max_interval
         } else {
-            delay as Micros
+            delay as DurationMicros
         }
     }
 

@@ -7,7 +7,7 @@ use crate::{
     model::Instance,
     names::{InstanceName, SessionName},
     status::InstanceStatus,
-    time::Micros,
+    time::UnixMicros,
 };
 
 /// A TERMINATED instance takes no new session and no new run.
@@ -28,7 +28,7 @@ pub fn check_takes_work(instance: &Instance) -> Result<()> {
 
 impl Session {
     /// A new, idle session with an empty transcript.
-    pub fn new(new: &NewSession, now: Micros) -> Self {
+    pub fn new(new: &NewSession, now: UnixMicros) -> Self {
         Self {
             workspace: new.name.workspace.clone(),
             project: new.name.project.clone(),
@@ -36,7 +36,7 @@ impl Session {
             instance: new.instance.clone(),
             description: new.description.clone(),
             labels: new.labels.clone(),
-            active_run: String::new(),
+            active_run: None,
             message_count: 0,
             create_time: now,
             update_time: now,
@@ -53,16 +53,13 @@ impl Session {
 
     /// Only a session without an unfinished run may be deleted.
     pub fn check_deletable(&self) -> Result<()> {
-        if self.active_run.is_empty() {
+        let Some(active) = &self.active_run else {
             return Ok(());
-        }
+        };
         let name = self.name();
         Err(Error::precondition(
             "SESSION_BUSY",
-            format!(
-                "{name} has an unfinished run ({name}/runs/{}); cancel it first",
-                self.active_run
-            ),
+            format!("{name} has an unfinished run ({name}/runs/{active}); cancel it first"),
         ))
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::time::UnixMicros;
 
 #[test]
 fn backoff_grows_and_is_capped() {
@@ -61,7 +62,7 @@ use crate::{
     wake::WakeKey,
 };
 
-const NOW: Micros = 1_000_000_000;
+const NOW: UnixMicros = 1_000_000_000;
 
 fn session(active_run: &str) -> Session {
     Session::new(
@@ -82,7 +83,7 @@ fn session(active_run: &str) -> Session {
 
 impl Session {
     fn with_active(mut self, run: &str) -> Self {
-        self.active_run = run.into();
+        self.active_run = crate::absent::non_empty(run);
         self
     }
 }
@@ -331,9 +332,9 @@ fn the_session_goes_to_the_next_run_or_to_nobody() {
     let key = s.hand_to(Some(&mut next), NOW);
     assert_eq!(key, Some(WakeKey::queue("w", "a")));
     assert!(next.ready);
-    assert_eq!(s.active_run, "n");
+    assert_eq!(s.active_run.as_deref(), Some("n"));
     assert_eq!(s.hand_to(None, NOW), None);
-    assert_eq!(s.active_run, "");
+    assert_eq!(s.active_run, None);
 }
 
 // ----- leases -----
@@ -419,7 +420,7 @@ fn a_run_on_an_idle_session_owns_it_and_its_input_joins_the_transcript() {
     let new = new_run(MultitaskStrategy::Reject);
     let c = RunChange::created(&new, &mut s, &i, "r".into(), NOW).unwrap();
     assert!(c.run.ready);
-    assert_eq!(s.active_run, "r");
+    assert_eq!(s.active_run.as_deref(), Some("r"));
     assert_eq!(c.transcript, new.spec.input);
     assert_eq!(c.next_message(), 6);
     assert_eq!(c.run.agent_revision, 3);
@@ -442,7 +443,7 @@ fn an_enqueued_run_waits_without_touching_the_transcript() {
     let new = new_run(MultitaskStrategy::Enqueue);
     let c = RunChange::created(&new, &mut s, &i, "r".into(), NOW).unwrap();
     assert!(!c.run.ready);
-    assert_eq!(s.active_run, "r0");
+    assert_eq!(s.active_run.as_deref(), Some("r0"));
     assert!(c.transcript.is_empty());
     assert_eq!(c.wakes, [run_key()]);
 }
@@ -503,7 +504,7 @@ fn a_terminated_instance_takes_no_work() {
 #[test]
 fn a_new_session_is_idle_and_empty() {
     let s = session("");
-    assert_eq!((s.message_count, s.active_run.as_str()), (0, ""));
+    assert_eq!((s.message_count, s.active_run.as_deref()), (0, None));
     assert_eq!(s.create_time, s.update_time);
     assert_eq!(s.name().to_string(), "workspaces/w/projects/p/sessions/s");
 }
@@ -830,7 +831,7 @@ fn a_plan_within_the_autonomy_is_approved_automatically() {
     let (auto, approval) = c.propose("ap".into(), &[step(Risk::ReadOnly)]).unwrap();
     assert!(auto);
     assert_eq!(approval.decision, Some(Decision::Approve));
-    assert_eq!(approval.decided_by, "auto");
+    assert_eq!(approval.decided_by.as_deref(), Some("auto"));
     assert_eq!(c.run.status, RunStatus::Running);
     let kinds: Vec<_> = c.events.iter().map(|e| e.body.kind()).collect();
     assert_eq!(kinds, ["plan_proposed", "approval_decided"]);
@@ -871,13 +872,13 @@ fn a_decision_requeues_the_run_either_way() {
         (Decision::Reject, "plan rejected"),
     ] {
         let mut c = waiting();
-        c.decide(&run_name(), "ap", decision, "ok", "keys/k")
+        c.decide(&run_name(), "ap", decision, Some("ok"), "keys/k")
             .unwrap();
         let approval = c.run.approval.clone().unwrap();
         assert_eq!(approval.decision, Some(decision));
         assert_eq!(
-            (approval.comment.as_str(), approval.decided_by.as_str()),
-            ("ok", "keys/k")
+            (approval.comment.as_deref(), approval.decided_by.as_deref()),
+            (Some("ok"), Some("keys/k"))
         );
         assert_eq!(c.run.status, RunStatus::Queued);
         assert_eq!(c.run.next_attempt_time, NOW + 1);
@@ -893,26 +894,26 @@ fn a_decision_requeues_the_run_either_way() {
 fn only_a_pending_approval_is_decided() {
     let mut c = waiting();
     let err = c
-        .decide(&run_name(), "other", Decision::Approve, "", "k")
+        .decide(&run_name(), "other", Decision::Approve, None, "k")
         .unwrap_err();
     assert_eq!(err.reason(), "APPROVAL_NOT_PENDING");
-    c.decide(&run_name(), "ap", Decision::Approve, "", "k")
+    c.decide(&run_name(), "ap", Decision::Approve, None, "k")
         .unwrap();
     let err = c
-        .decide(&run_name(), "ap", Decision::Approve, "", "k")
+        .decide(&run_name(), "ap", Decision::Approve, None, "k")
         .unwrap_err();
     assert_eq!(err.reason(), "APPROVAL_NOT_PENDING");
     let mut running = change(RunStatus::Running, "r");
     assert!(
         running
-            .decide(&run_name(), "ap", Decision::Approve, "", "k")
+            .decide(&run_name(), "ap", Decision::Approve, None, "k")
             .is_err()
     );
 }
 
 // ----- the reaper's timers -----
 
-fn at(mut c: RunChange, now: Micros) -> RunChange {
+fn at(mut c: RunChange, now: UnixMicros) -> RunChange {
     c.now = now;
     c
 }
@@ -1034,7 +1035,7 @@ fn an_expired_approval_is_rejected_by_expired() {
     assert_eq!((fired, ending), (Fired::ApprovalExpired, None));
     let approval = c.run.approval.clone().unwrap();
     assert_eq!(approval.decision, Some(Decision::Reject));
-    assert_eq!(approval.decided_by, "expired");
+    assert_eq!(approval.decided_by.as_deref(), Some("expired"));
     assert_eq!(c.run.status, RunStatus::Queued);
     assert_eq!(c.run.next_attempt_time, NOW + 61);
 }
@@ -1044,7 +1045,7 @@ fn an_approval_before_its_expiry_or_decided_fires_nothing() {
     let mut c = at(waiting(), NOW + 60);
     assert_eq!(c.fire(Timer::Approval).unwrap().0, Fired::Nothing);
     let mut c = waiting();
-    c.decide(&run_name(), "ap", Decision::Approve, "", "k")
+    c.decide(&run_name(), "ap", Decision::Approve, None, "k")
         .unwrap();
     let mut c = at(c, NOW + 1_000);
     assert_eq!(c.fire(Timer::Approval).unwrap().0, Fired::Nothing);

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{AutonomyLevel, MessageRole, MultitaskStrategy, RetryPolicy, RunStatus, StopReason};
 use crate::{
     model::{Labels, ToolRisk},
-    time::Micros,
+    time::{DurationMicros, UnixMicros},
 };
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct Message {
     /// The run id that added it.
     pub run: String,
     pub superseded: bool,
-    pub create_time: Micros,
+    pub create_time: UnixMicros,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,11 +50,12 @@ pub struct Session {
     pub instance: String,
     pub description: String,
     pub labels: Labels,
-    /// Run id, or empty.
-    pub active_run: String,
+    /// The run that owns the session (its id), if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub active_run: Option<String>,
     pub message_count: i64,
-    pub create_time: Micros,
-    pub update_time: Micros,
+    pub create_time: UnixMicros,
+    pub update_time: UnixMicros,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -104,14 +105,15 @@ pub enum Decision {
 pub struct Approval {
     pub id: String,
     pub steps: Vec<PlanStep>,
-    pub expire_time: Micros,
+    pub expire_time: UnixMicros,
     #[serde(default)]
     pub decision: Option<Decision>,
-    #[serde(default)]
-    pub comment: String,
-    /// API key name, `auto` or `expired`.
-    #[serde(default)]
-    pub decided_by: String,
+    /// The decider's comment, if any.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub comment: Option<String>,
+    /// API key name, `auto` or `expired`; none while undecided.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub decided_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,10 +128,10 @@ pub struct ContextBinding {
 pub struct RunSpec {
     pub autonomy: AutonomyLevel,
     /// 0: none.
-    pub timeout: Micros,
+    pub timeout: DurationMicros,
     pub retry_policy: RetryPolicy,
     pub strategy: MultitaskStrategy,
-    pub approval_timeout: Micros,
+    pub approval_timeout: DurationMicros,
     pub labels: Labels,
     pub input: Vec<MessageBody>,
     pub contexts: Vec<ContextBinding>,
@@ -156,15 +158,18 @@ pub struct Run {
     pub last_sequence: i64,
     pub cancel_requested: bool,
     pub approval: Option<Approval>,
-    pub next_attempt_time: Micros,
-    pub create_time: Micros,
-    pub start_time: Option<Micros>,
-    pub end_time: Option<Micros>,
-    pub update_time: Micros,
+    pub next_attempt_time: UnixMicros,
+    pub create_time: UnixMicros,
+    pub start_time: Option<UnixMicros>,
+    pub end_time: Option<UnixMicros>,
+    pub update_time: UnixMicros,
     pub lease_epoch: i64,
-    pub lease_expire_time: Option<Micros>,
-    pub lease_duration: Micros,
-    pub worker: String,
+    pub lease_expire_time: Option<UnixMicros>,
+    pub lease_duration: DurationMicros,
+    /// The identity of the worker that leased the run last, if it sent one; none before
+    /// the first lease.
+    #[serde(default, with = "crate::absent::as_empty")]
+    pub worker: Option<String>,
     /// The run owns its session: only such a run may be claimed.
     #[serde(default)]
     pub ready: bool,
@@ -175,7 +180,7 @@ pub struct Run {
 
 impl Run {
     /// When the run times out, if it has a timeout.
-    pub fn deadline(&self) -> Option<Micros> {
+    pub fn deadline(&self) -> Option<UnixMicros> {
         let timeout = self.spec.timeout;
         (timeout > 0).then(|| self.create_time.saturating_add(timeout))
     }
@@ -268,7 +273,7 @@ pub struct RunEvent {
     pub sequence: i64,
     pub attempt: i32,
     pub body: EventBody,
-    pub create_time: Micros,
+    pub create_time: UnixMicros,
 }
 
 /// What a worker holds: the run as leased. Fenced by (run, attempt, epoch).

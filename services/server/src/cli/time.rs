@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentry_core::time::Micros;
+use agentry_core::time::{DurationMicros, UnixMicros};
 
 use super::{Failure, status::fail};
 
@@ -31,24 +31,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, Failure> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
-pub fn now_micros() -> Micros {
+pub fn now_micros() -> UnixMicros {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
+        .map_or(0, |d| d.as_micros() as UnixMicros)
 }
 
 /// An RFC 3339 time, or a duration before now.
-pub fn parse_time(text: &str) -> Result<Micros, Failure> {
+pub fn parse_time(text: &str) -> Result<UnixMicros, Failure> {
     if let Some(micros) = crate::convert::rfc3339_micros(text) {
         return Ok(micros);
     }
     let ago = parse_duration(text)
         .map_err(|_| fail!("{text:?} is neither an RFC 3339 time nor a duration such as 2h"))?;
-    Ok(now_micros() - ago.as_micros() as Micros)
+    Ok(now_micros() - ago.as_micros() as DurationMicros)
 }
 
 /// `2026-01-02T03:04:05.000006Z`.
-pub fn rfc3339(micros: Micros) -> String {
+pub fn rfc3339(micros: UnixMicros) -> String {
     let secs = micros.div_euclid(1_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -70,7 +70,7 @@ pub fn rfc3339(micros: Micros) -> String {
     )
 }
 
-pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
+pub fn timestamp(micros: UnixMicros) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,

@@ -14,7 +14,7 @@ pub fn context_to_proto(c: Context) -> pb::Context {
     let prefix = format!("workspaces/{}/projects/{}", c.workspace, c.project);
     pb::Context {
         name: format!("{prefix}/contexts/{}", c.id),
-        owner: crate::convert::child_name(&prefix, "instances", &c.owner),
+        owner: crate::convert::child_name(&prefix, "instances", c.owner.as_deref()),
         description: c.description,
         keep_last: c.keep_last,
         head_version: c.head_version,
@@ -54,7 +54,7 @@ pub fn version_to_proto(name: &ContextName, v: ContextVersion) -> pb::ContextVer
         size_bytes: v.size_bytes,
         author: v.author,
         description: v.description,
-        request_id: v.request_id,
+        request_id: v.request_id.unwrap_or_default(),
         create_time: timestamp(v.create_time),
     }
 }

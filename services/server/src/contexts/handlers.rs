@@ -30,10 +30,10 @@ fn keep_last(value: i32) -> Result<i32> {
     Ok(value)
 }
 
-/// The owner instance's id, which must be in the context's project.
-fn owner(project: &ProjectName, owner: &str) -> Result<String> {
+/// The owner instance's id, which must be in the context's project; none when empty.
+fn owner(project: &ProjectName, owner: &str) -> Result<Option<String>> {
     if owner.is_empty() {
-        return Ok(String::new());
+        return Ok(None);
     }
     let instance = InstanceName::parse("context.owner", owner)?;
     if instance.project() != *project {
@@ -42,7 +42,7 @@ fn owner(project: &ProjectName, owner: &str) -> Result<String> {
             "the owner must be an instance of the context's project",
         ));
     }
-    Ok(instance.instance)
+    Ok(Some(instance.instance))
 }
 
 fn document_value(field: &str, value: prost_types::Value) -> Result<serde_json::Value> {
@@ -79,11 +79,13 @@ pub async fn create_context(ctx: &Call<'_>, req: pb::CreateContextRequest) -> Re
     Ok(context_to_proto(context))
 }
 
-/// ListContexts' filter: `owner = "…/instances/…"`, an instance of the project, or none.
+/// ListContexts' filter: `owner = "…/instances/…"`, an instance of the project, or none
+/// (`owner = ""` picks the contexts without an owner).
 pub fn owner_filter(parent: &ProjectName, text: &str) -> Result<Option<String>> {
     convert::only_term(text, "owner", "workspaces/w/projects/p/instances/i")?
         .map(|value| {
             owner(parent, value)
+                .map(Option::unwrap_or_default)
                 .map_err(|_| Error::invalid("filter", "owner must be an instance of this project"))
         })
         .transpose()

@@ -4,12 +4,13 @@
 use agentry_core::run::EventInput;
 use agentry_core::{
     Error, Result,
+    absent::or_empty,
     names::{ContextName, SessionName},
     run::{
         Approval, ContextBinding, Decision, EventBody, Message, MessageBody, MessageRole, PlanStep,
         RetryPolicy, Run, RunError, RunEvent, RunStatus, Session, ToolCall, Usage,
     },
-    time::Micros,
+    time::DurationMicros,
 };
 use agentry_proto::v1 as pb;
 use prost_types::Duration;
@@ -21,7 +22,7 @@ use crate::convert::{
 /// Longest id a worker may choose (tool call ids, message ids, names of custom events).
 const MAX_ID: usize = 256;
 
-pub fn micros_to_duration(micros: Micros) -> Duration {
+pub fn micros_to_duration(micros: DurationMicros) -> Duration {
     Duration {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
@@ -29,7 +30,12 @@ pub fn micros_to_duration(micros: Micros) -> Duration {
 }
 
 /// A duration within `[min, max]` microseconds.
-pub fn duration(field: &str, d: &Duration, min: Micros, max: Micros) -> Result<Micros> {
+pub fn duration(
+    field: &str,
+    d: &Duration,
+    min: DurationMicros,
+    max: DurationMicros,
+) -> Result<DurationMicros> {
     let valid = (d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos))
         || (d.seconds <= 0 && (-999_999_999..=0).contains(&d.nanos));
     if !valid || d.seconds.unsigned_abs() > 10 * 365 * 86_400 {
@@ -45,7 +51,7 @@ pub fn duration(field: &str, d: &Duration, min: Micros, max: Micros) -> Result<M
     Ok(micros)
 }
 
-fn human(micros: Micros) -> String {
+fn human(micros: DurationMicros) -> String {
     if micros % 1_000_000 == 0 {
         format!("{}s", micros / 1_000_000)
     } else {
@@ -78,7 +84,7 @@ pub fn session_to_proto(s: Session) -> pb::Session {
     let name = format!("{prefix}/sessions/{}", s.id);
     pb::Session {
         instance: format!("{prefix}/instances/{}", s.instance),
-        active_run: crate::convert::child_name(&name, "runs", &s.active_run),
+        active_run: crate::convert::child_name(&name, "runs", s.active_run.as_deref()),
         name,
         description: s.description,
         labels: s.labels,
@@ -234,14 +240,14 @@ pub fn approval_to_proto(a: &Approval) -> pb::Approval {
             Some(Decision::Approve) => pb::ApprovalDecision::Approve,
             Some(Decision::Reject) => pb::ApprovalDecision::Reject,
         } as i32,
-        comment: a.comment.clone(),
-        decided_by: a.decided_by.clone(),
+        comment: or_empty(&a.comment).to_owned(),
+        decided_by: or_empty(&a.decided_by).to_owned(),
     }
 }
 
 pub fn retry_policy_from_proto(p: Option<pb::RetryPolicy>) -> Result<RetryPolicy> {
     let p = p.unwrap_or_default();
-    const DAY: Micros = 86_400_000_000;
+    const DAY: DurationMicros = 86_400_000_000;
     let initial = match &p.initial_interval {
         Some(d) => duration("run.retry_policy.initial_interval", d, 1000, DAY)?,
         None => RetryPolicy::DEFAULT_INITIAL,

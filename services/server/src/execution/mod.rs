@@ -5,6 +5,7 @@ mod convert;
 mod runs;
 mod sessions;
 mod stream;
+mod token;
 mod worker;
 
 use agentry_proto::v1::{self as pb, execution_service_server::ExecutionService};

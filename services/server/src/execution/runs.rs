@@ -3,9 +3,10 @@
 use agentry_core::run::{ApprovalDecision, NewRun, RunFilter, RunSpec};
 use agentry_core::{
     Error, Result,
+    absent::{non_empty, or_empty},
     names::{AgentName, InstanceName, ProjectName, RunName, SessionName},
     port::{Percentiles, RunStatsGroup, RunStatsQuery},
-    time::{Micros, now_micros},
+    time::{DurationMicros, now_micros},
 };
 use agentry_proto::v1 as pb;
 
@@ -21,7 +22,7 @@ use crate::{
     paging::TimeBounds,
 };
 
-const DAY: Micros = 86_400_000_000;
+const DAY: DurationMicros = 86_400_000_000;
 const MAX_INPUT_MESSAGES: usize = 1000;
 
 pub async fn create_run(ctx: &Call<'_>, req: pb::CreateRunRequest) -> Result<pb::Run> {
@@ -130,7 +131,7 @@ pub async fn decide_approval(ctx: &Call<'_>, req: pb::DecideApprovalRequest) -> 
     let verdict = ApprovalDecision {
         approval_id: req.approval_id.clone(),
         decision: decision_from_proto(req.decision)?,
-        comment: convert::text("comment", req.comment.clone())?,
+        comment: non_empty(convert::text("comment", req.comment.clone())?),
     };
     let m = ctx.mutation_of(&name, &req)?;
     Ok(run_to_proto(
@@ -208,7 +209,11 @@ pub async fn get_run_stats(
     let by_agent = agents
         .into_iter()
         .map(|figures| {
-            let agent = format!("workspaces/{}/agents/{}", project.workspace, figures.agent);
+            let agent = format!(
+                "workspaces/{}/agents/{}",
+                project.workspace,
+                or_empty(&figures.agent)
+            );
             stats_to_proto(agent, figures)
         })
         .collect();

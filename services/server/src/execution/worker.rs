@@ -1,7 +1,7 @@
 //! Runs, worker side (WORKER keys). PollTask long-polls on the queues of its agents (a
 //! new run wakes one idle poller of its agent) and HeartbeatTask on its run, through the
-//! store's change feed; neither reads storage unless woken. Every call after PollTask names its lease by the task token: an HMAC-signed
-//! (workspace, project, session, run, attempt, lease epoch) that the store checks
+//! store's change feed; neither reads storage unless woken. Every call after PollTask names its lease by the task token: an HMAC-signed, versioned
+//! (workspace, project, session, run, attempt, lease epoch) (see [`super::token`]) that the store checks
 //! against the run row. A claim whose answer cannot be built, or whose caller leaves
 //! before it is answered, goes back to the queue on the same attempt (see
 //! `agentry_core::port::Claim`); PollTask has no request id to re-deliver it by, and a worker
@@ -12,10 +12,11 @@ use std::time::Duration;
 use agentry_core::wake::WakeKey;
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     names::{AgentName, RunName, WorkspaceName},
     port::{Claim, ClaimRequest, Subscription},
     run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
-    time::{Micros, now_micros},
+    time::{DurationMicros, UnixMicros, now_micros},
 };
 use agentry_proto::v1 as pb;
 
@@ -23,6 +24,7 @@ use super::convert::{
     approval_to_proto, duration, error_from_proto, event_input_from_proto, messages_from_proto,
     run_to_proto, stop_from_proto, usage_from_proto,
 };
+use super::token;
 use crate::{
     auth::{Action, Principal},
     call::Call,
@@ -32,24 +34,17 @@ use crate::{
     request::RequestCtx,
 };
 
-const SECOND: Micros = 1_000_000;
-const MAX_WAIT: Micros = 60 * SECOND;
-const DEFAULT_WAIT: Micros = 30 * SECOND;
-const DEFAULT_LEASE: Micros = 30 * SECOND;
+const SECOND: DurationMicros = 1_000_000;
+const MAX_WAIT: DurationMicros = 60 * SECOND;
+const DEFAULT_WAIT: DurationMicros = 30 * SECOND;
+const DEFAULT_LEASE: DurationMicros = 30 * SECOND;
 const MAX_BATCH: usize = 1000;
 const MAX_AGENTS: usize = 100;
 const MAX_STEPS: usize = 100;
 
-const TOKEN_SCOPE: &str = "task";
-
 /// How long a lease renewal may still take once the server is stopping: plenty while
 /// the database answers, and a bound on the drain while it does not.
 const RENEWAL_GRACE: Duration = Duration::from_millis(500);
-
-fn encode_token(ctx: &RequestCtx, lease: &Lease) -> String {
-    let json = serde_json::to_string(lease).expect("a lease serializes");
-    ctx.pages.encode(TOKEN_SCOPE, &json)
-}
 
 /// The lease a token names, after checking the caller may work in its workspace.
 fn lease(ctx: &RequestCtx, p: &Principal, token: &str) -> Result<Lease> {
@@ -57,12 +52,7 @@ fn lease(ctx: &RequestCtx, p: &Principal, token: &str) -> Result<Lease> {
     if token.is_empty() {
         return Err(Error::invalid("task_token", "required"));
     }
-    let json = ctx
-        .pages
-        .decode(TOKEN_SCOPE, token)
-        .map_err(|_| invalid())?
-        .ok_or_else(invalid)?;
-    let lease: Lease = serde_json::from_str(&json).map_err(|_| invalid())?;
+    let lease = token::decode(&ctx.pages, token).ok_or_else(invalid)?;
     p.check(&lease.workspace, Action::Work)?;
     Ok(lease)
 }
@@ -82,7 +72,7 @@ async fn wait_for(ctx: &RequestCtx, changes: &Subscription, limit: Duration) -> 
     wait_for_change(changes, Some(limit), &mut stopping, std::future::pending()).await
 }
 
-fn remaining(deadline: Micros) -> Micros {
+fn remaining(deadline: UnixMicros) -> DurationMicros {
     (deadline - now_micros()).max(0)
 }
 
@@ -102,12 +92,12 @@ async fn task(ctx: &RequestCtx, claim: Claim) -> Result<pb::Task> {
     let resume = run
         .approval
         .as_ref()
-        .filter(|a| a.decision.is_some() && a.decided_by != "auto")
+        .filter(|a| a.decision.is_some() && a.decided_by.as_deref() != Some("auto"))
         .map(|a| pb::ResumeInput {
             approval: Some(approval_to_proto(a)),
         });
     Ok(pb::Task {
-        task_token: encode_token(ctx, &lease),
+        task_token: token::encode(&ctx.pages, &lease),
         attempt: run.attempt,
         lease_expire_time: run.lease_expire_time.and_then(timestamp),
         deadline: run.deadline().and_then(timestamp),
@@ -147,7 +137,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         }
         agents.push(name.agent);
     }
-    let identity = crate::convert::text("identity", req.identity.clone())?;
+    let identity = non_empty(crate::convert::text("identity", req.identity.clone())?);
     let wait = match &req.wait {
         Some(d) => duration("wait", d, 0, MAX_WAIT)?,
         None => DEFAULT_WAIT,
@@ -169,7 +159,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         let claimed = ctx.store.claim_run(ClaimRequest {
             workspace: &workspace.workspace,
             agents: &agents,
-            worker: &identity,
+            worker: identity.as_deref(),
             lease_duration,
         });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {

@@ -2,6 +2,7 @@
 
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     agent::{AgentPatch, NewAgent},
     model::{Agent, AgentSpec, Tool, ToolRisk},
     names::AgentName,
@@ -177,7 +178,7 @@ pub async fn update_agent(ctx: &Call<'_>, req: pb::UpdateAgentRequest) -> Result
         default_config: mask.pick("default_config", a.default_config, document)?,
         labels: mask.labels(a.labels)?,
         enabled: mask.has("enabled").then(|| a.enabled.unwrap_or(true)),
-        etag: a.etag,
+        etag: non_empty(a.etag),
     };
     ctx.store.update_agent(&m, &name, patch).await.map(to_proto)
 }

@@ -56,6 +56,6 @@ pub(crate) fn to_proto(r: AuditRecord) -> pb::AuditRecord {
         principal: r.principal,
         method: r.method,
         resource: r.resource,
-        request_id: r.request_id,
+        request_id: r.request_id.unwrap_or_default(),
     }
 }

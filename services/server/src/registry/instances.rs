@@ -4,6 +4,7 @@ use std::ops::RangeInclusive;
 
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     instance::{InstanceFilter, InstancePatch, NewInstance, StatusChange},
     model::Instance,
     names::{AgentName, InstanceName},
@@ -177,7 +178,7 @@ pub async fn update_instance(
         agent_revision: mask.pick("agent_revision", i.agent_revision, |_, v| revision(v))?,
         heartbeat_ttl_ms: mask
             .pick("heartbeat_ttl", i.heartbeat_ttl, |_, v| heartbeat_ttl_ms(v))?,
-        etag: i.etag,
+        etag: non_empty(i.etag),
     };
     ctx.store
         .update_instance(&m, &name, patch)
@@ -199,7 +200,7 @@ pub async fn set_instance_status(
     }
     let message = convert::text("status_message", req.status_message.clone())?;
     let m = ctx.mutation_of(&name, &req)?;
-    let etag = req.etag.clone();
+    let etag = non_empty(&req.etag);
     let change = StatusChange { to, message, etag };
     ctx.store
         .set_instance_status(&m, &name, change)

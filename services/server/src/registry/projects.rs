@@ -2,6 +2,7 @@
 
 use agentry_core::{
     Result,
+    absent::non_empty,
     model::Project,
     port::{NewProject, ProjectPatch},
 };
@@ -45,7 +46,7 @@ pub async fn update_project(ctx: &Call<'_>, req: pb::UpdateProjectRequest) -> Re
         display_name: mask.text("display_name", project.display_name)?,
         description: mask.text("description", project.description)?,
         labels: mask.labels(project.labels)?,
-        etag: project.etag,
+        etag: non_empty(project.etag),
     };
     ctx.store
         .update_project(&m, &name, patch)

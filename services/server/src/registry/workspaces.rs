@@ -2,6 +2,7 @@
 
 use agentry_core::{
     Error, Result,
+    absent::non_empty,
     model::{Quotas, QuotasPatch, Workspace},
     names::{WorkspaceName, validate_slug},
     port::{DeleteGuard, NewWorkspace, WorkspacePatch},
@@ -98,7 +99,7 @@ pub async fn create_workspace(
         workspace: req.workspace_id.clone(),
     };
     let mut m = ctx.mutation_of(&name, &req)?;
-    m.scope = String::new();
+    m.scope = None;
     let w = req.workspace.unwrap_or_default();
     let new = NewWorkspace {
         id: name.workspace.clone(),
@@ -139,7 +140,7 @@ pub async fn update_workspace(
         } else {
             QuotasPatch::default()
         },
-        etag: w.etag,
+        etag: non_empty(w.etag),
     };
     ctx.store
         .update_workspace(&m, &name.workspace, patch)
@@ -156,7 +157,7 @@ pub async fn delete_workspace(ctx: &Call<'_>, req: pb::DeleteWorkspaceRequest) -
             &name.workspace,
             &DeleteGuard {
                 force: req.force,
-                etag: req.etag,
+                etag: non_empty(req.etag),
             },
         )
         .await?;

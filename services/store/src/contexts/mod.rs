@@ -17,6 +17,7 @@ mod write;
 
 use agentry_core::{
     Result,
+    absent::{non_empty, or_empty},
     model::{Context, Page},
     names::{ContextName, InstanceName, ProjectName},
     port::{ContextStore, NewContext},
@@ -70,7 +71,7 @@ decode!(ContextRow => Context, |row| Ok(Self {
     workspace: row.workspace_id,
     project: row.project_id,
     id: row.context_id,
-    owner: row.owner,
+    owner: non_empty(row.owner),
     description: row.description,
     keep_last: row.keep_last,
     head_version: row.head_version,
@@ -114,8 +115,8 @@ impl ContextStore for Store {
             let project = new.name.project();
             lock_project(tx, &project).await?;
             let workspace = read_workspace(tx, &project.workspace).await?;
-            if !new.owner.is_empty() {
-                let owner = InstanceName::new(&project.workspace, &project.project, &new.owner);
+            if let Some(owner) = &new.owner {
+                let owner = InstanceName::new(&project.workspace, &project.project, owner);
                 tx.must_exist(Instances::Table, instance_row(&owner), &owner)
                     .await?;
             }
@@ -144,7 +145,7 @@ impl ContextStore for Store {
                     context.workspace,
                     context.project,
                     context.id,
-                    context.owner,
+                    or_empty(&context.owner),
                     context.description,
                     context.keep_last,
                     0i64,

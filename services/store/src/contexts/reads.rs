@@ -5,7 +5,7 @@ use agentry_core::{
     model::{ContextVersion, Page},
     names::ContextName,
     port::{ContextHead, ContextReads, ContextStore, VersionFilter, VersionsAfter},
-    time::Micros,
+    time::UnixMicros,
 };
 use async_trait::async_trait;
 use sea_query::{Alias, Expr, Func, Order, Query};
@@ -61,7 +61,7 @@ impl ContextReads for Store {
     async fn context_version_of(
         &self,
         name: &ContextName,
-        create_time: Micros,
+        create_time: UnixMicros,
         version: i64,
     ) -> Result<Option<ContextVersion>> {
         let mut same_context = Query::select()

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use agentry_core::{
-    Error, FieldViolation, Reason, Result, document,
+    Error, FieldViolation, Reason, Result,
+    absent::{non_empty, or_empty},
+    document,
     model::{Context, ContextOp, ContextVersion},
     names::ContextName,
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use sea_query::{Expr, OnConflict, Query, SelectStatement};
 use serde_json::Value;
@@ -28,7 +30,7 @@ pub(crate) struct Append {
     pub(crate) rollback_of: i64,
     pub(crate) author: String,
     pub(crate) description: String,
-    pub(crate) request_id: String,
+    pub(crate) request_id: Option<String>,
     pub(crate) max_bytes: i64,
 }
 
@@ -56,7 +58,7 @@ decode!(VersionRow => ContextVersion, |row| Ok(Self {
     size_bytes: row.size_bytes,
     author: row.author,
     description: row.description,
-    request_id: row.request_id,
+    request_id: non_empty(row.request_id),
     create_time: row.create_time,
     data: row.data.as_deref().map(|d| json("data", d)).transpose()?,
 }));
@@ -303,7 +305,7 @@ async fn store_blob(
     sha256: &str,
     canonical: String,
     size: i64,
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<()> {
     let blob = insert_row(
         ContextBlobs::Table,
@@ -358,7 +360,7 @@ async fn insert_version(tx: &mut Tx, name: &ContextName, version: &ContextVersio
             version.size_bytes,
             version.author,
             version.description,
-            version.request_id,
+            or_empty(&version.request_id),
             version.create_time,
         ],
     );

@@ -15,7 +15,9 @@ use std::{
 };
 
 use agentry_core::{
-    Error, Result, document,
+    Error, Result,
+    absent::or_empty,
+    document,
     model::{Context, ContextOp, ContextVersion, Quotas, WriteOutcome},
     names::ContextName,
     port::{ContextChange, ContextStore, ContextWrite, ContextWrites},
@@ -223,7 +225,7 @@ impl ContextWrites for Store {
         // Calls with a request_id take the locked path, which can replay a stored result.
         if let Some(expected) = write.expected_version
             && contended
-            && m.request_id.is_empty()
+            && m.request_id.is_none()
         {
             let current = self.get_context(name).await?;
             if current.head_version != expected {
@@ -382,7 +384,7 @@ async fn store_version(
         .bind(version.rollback_of)
         .bind(version.author.as_str())
         .bind(version.description.as_str())
-        .bind(version.request_id.as_str())
+        .bind(or_empty(&version.request_id))
         .bind(floor)
         .bind(m.workspace.as_str())
         .bind(uuid::Uuid::now_v7().to_string())

@@ -12,7 +12,7 @@ use agentry_core::{
     run::{
         CallChanges, Ending, MessageBody, OpenCall, Run, RunChange, RunStatus, Session, StopReason,
     },
-    time::Micros,
+    time::UnixMicros,
 };
 use sea_query::{Expr, LockType, Order, Query};
 
@@ -49,7 +49,7 @@ impl DerefMut for Change<'_> {
 }
 
 impl<'s> Change<'s> {
-    pub fn new(run: Run, session: Option<&'s mut Session>, now: Micros) -> Self {
+    pub fn new(run: Run, session: Option<&'s mut Session>, now: UnixMicros) -> Self {
         Self {
             core: RunChange::new(run, session.as_deref(), now),
             session,
@@ -214,7 +214,7 @@ pub(crate) async fn append_messages(
     session: &mut Session,
     run: &Run,
     bodies: &[MessageBody],
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<Vec<i64>> {
     let mut sequences = Vec::with_capacity(bodies.len());
     // Chunked: SQLite binds at most 32766 parameters per statement.
@@ -260,7 +260,7 @@ pub(crate) async fn handoff(
     tx: &mut Tx,
     session: &mut Session,
     wakes: &mut Wakes,
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<()> {
     let next: Option<RunRow> = tx
         .fetch_optional(

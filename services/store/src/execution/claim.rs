@@ -18,7 +18,7 @@ use agentry_core::{
     names::InstanceName,
     port::{Claim, ClaimRelease, ClaimRequest, ClaimStore, Release},
     run::{Lease, RunStatus, StopReason},
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 use sea_query::{Cond, Expr, Order};
@@ -37,14 +37,14 @@ struct Undelivered {
     store: Store,
     lease: Lease,
     before: Before,
-    lease_expire_time: Micros,
+    lease_expire_time: UnixMicros,
 }
 
 /// The run's place before the claim, restored by a release.
 #[derive(Clone, Copy)]
 struct Before {
-    start_time: Option<Micros>,
-    next_attempt_time: Micros,
+    start_time: Option<UnixMicros>,
+    next_attempt_time: UnixMicros,
 }
 
 impl ClaimRelease for Undelivered {
@@ -100,7 +100,7 @@ impl Undelivered {
 pub(super) fn candidates(
     workspace: &str,
     agents: &[String],
-    now: Micros,
+    now: UnixMicros,
 ) -> sea_query::SelectStatement {
     debug_assert_eq!(RunStatus::Queued.as_str(), "QUEUED");
     select_runs()
@@ -154,7 +154,7 @@ impl ClaimStore for Store {
         change.run.attempt = change.run.attempt.max(1);
         change.run.lease_epoch += 1;
         change.run.lease_duration = lease_duration;
-        change.run.worker = worker.to_owned();
+        change.run.worker = worker.map(str::to_owned);
         change.run.start_time.get_or_insert(now);
         change.status(RunStatus::Running, StopReason::Unspecified, "")?;
         let lease_expire_time = now.saturating_add(lease_duration);

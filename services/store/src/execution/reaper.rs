@@ -26,7 +26,7 @@ use agentry_core::{
     names::RunName,
     port::{ReapReport, RunReaper},
     run::{Fired, Run, RunStatus, Timer},
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
     wake::WakeKey,
 };
 use sea_query::{Alias, Expr, LockBehavior, LockType, Order, Query};
@@ -64,7 +64,7 @@ type Cursor = (i64, String, String);
 
 fn due_runs(
     timer: Timer,
-    now: Micros,
+    now: UnixMicros,
     after: Option<&Cursor>,
     limit: u64,
 ) -> sea_query::SelectStatement {
@@ -176,7 +176,7 @@ impl Store {
 
     /// Wakes the pollers of workspaces with re-queued runs whose backoff ended in
     /// `(since, now]`; returns how many such runs there are.
-    async fn wake_ended_backoffs(&self, since: Micros, now: Micros) -> Result<u64> {
+    async fn wake_ended_backoffs(&self, since: UnixMicros, now: UnixMicros) -> Result<u64> {
         let woken: Vec<(String, String, i64)> = self
             .db
             .fetch_all(

@@ -2,11 +2,12 @@
 
 use agentry_core::{
     Error, Result,
+    absent::{non_empty, or_empty},
     names::{RunName, SessionName},
     run::{
         Message, MessageBody, MessageRole, Run, RunEvent, RunStatus, Session, StopReason, Usage,
     },
-    time::Micros,
+    time::UnixMicros,
 };
 use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
@@ -40,7 +41,7 @@ decode!(SessionRow => Session, |row| Ok(Self {
     id: row.session_id,
     instance: row.instance_id,
     description: row.description,
-    active_run: row.active_run,
+    active_run: non_empty(row.active_run),
     message_count: row.message_count,
     create_time: row.create_time,
     update_time: row.update_time,
@@ -78,10 +79,10 @@ pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Sess
     found(tx.fetch_optional::<SessionRow>(&locked).await?, name)
 }
 
-pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: Micros) -> Result<()> {
+pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: UnixMicros) -> Result<()> {
     let stmt = Query::update()
         .table(Sessions::Table)
-        .value(Sessions::ActiveRun, session.active_run.as_str())
+        .value(Sessions::ActiveRun, or_empty(&session.active_run))
         .value(Sessions::MessageCount, session.message_count)
         .value(Sessions::UpdateTime, now)
         .and_where(Expr::col(Sessions::WorkspaceId).eq(session.workspace.as_str()))
@@ -180,7 +181,7 @@ decode!(RunRow => Run, |row| {
         lease_epoch: row.lease_epoch,
         lease_expire_time: row.lease_expire_time,
         lease_duration: row.lease_duration,
-        worker: row.worker,
+        worker: non_empty(row.worker),
         ready: row.ready != 0,
         supersede: row.supersede != 0,
     })
@@ -225,7 +226,7 @@ pub(crate) async fn lock_run(tx: &mut Tx, name: &RunName) -> Result<Run> {
     )
 }
 
-fn deadline_of(run: &Run) -> Option<Micros> {
+fn deadline_of(run: &Run) -> Option<UnixMicros> {
     if run.status.is_terminal() {
         None
     } else {
@@ -273,7 +274,7 @@ pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
         .value(Runs::LeaseEpoch, run.lease_epoch)
         .value(Runs::LeaseExpireTime, run.lease_expire_time)
         .value(Runs::LeaseDuration, run.lease_duration)
-        .value(Runs::Worker, run.worker.as_str())
+        .value(Runs::Worker, or_empty(&run.worker))
         .value(Runs::StartTime, run.start_time)
         .value(Runs::EndTime, run.end_time)
         .value(Runs::UpdateTime, run.update_time)

@@ -10,7 +10,7 @@ use agentry_core::{
         Admission, ApprovalDecision, Cancel, NewRun, Run, RunChange, RunEvent, RunFilter, Session,
         admit, check_takes_work, interrupt_order,
     },
-    time::{Micros, now_micros},
+    time::{UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 use sea_query::{Expr, LockType, Order, Query};
@@ -44,7 +44,7 @@ async fn interrupt(
     session: &mut Session,
     rollback: bool,
     wakes: &mut Wakes,
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<()> {
     let rows: Vec<RunRow> = tx
         .fetch_all(
@@ -182,7 +182,13 @@ impl RunStore for Store {
             let now = now_micros();
             let run = lock_run(tx, name).await?;
             let mut change = Change::new(run, None, now);
-            change.decide(name, approval_id, *decision, comment, &m.principal)?;
+            change.decide(
+                name,
+                approval_id,
+                *decision,
+                comment.as_deref(),
+                &m.principal,
+            )?;
             let run = change.persist(tx, &mut wakes).await?;
             Ok(run)
         })

@@ -14,7 +14,7 @@
 //! Always: slots − surplus = `max_concurrent_runs`, and no slot is free while the
 //! surplus is above zero.
 
-use agentry_core::{Error, Result, run::Run, time::Micros};
+use agentry_core::{Error, Result, run::Run, time::UnixMicros};
 use sea_query::{Expr, LockType, OnConflict, Order, Query};
 
 use super::{claim::candidates, rows::RunRow};
@@ -162,7 +162,7 @@ pub(super) async fn take(
     tx: &mut Tx,
     workspace: &str,
     agents: &[String],
-    now: Micros,
+    now: UnixMicros,
 ) -> Result<Option<Run>> {
     if let Some((conn, _span)) = tx.postgres(TAKE) {
         let row: Option<RunRow> = sqlx::query_as(TAKE)

@@ -19,7 +19,7 @@ use agentry_core::{
     names::ProjectName,
     port::{RunStatsGroup, RunStatsQuery, RunStatsStore},
     run::RunStatus,
-    time::Micros,
+    time::UnixMicros,
 };
 use async_trait::async_trait;
 use sea_query::{Alias, Expr, Order, Query, SelectStatement};
@@ -58,7 +58,12 @@ impl Measure {
     }
 }
 
-fn in_window(stmt: &mut SelectStatement, project: &ProjectName, start: Micros, end: Micros) {
+fn in_window(
+    stmt: &mut SelectStatement,
+    project: &ProjectName,
+    start: UnixMicros,
+    end: UnixMicros,
+) {
     stmt.cond_where(Runs::in_project(project))
         .and_where(Expr::col(Runs::CreateTime).gte(start))
         .and_where(Expr::col(Runs::CreateTime).lt(end));
@@ -77,7 +82,7 @@ struct CountRow {
 }
 
 /// Counts and sums per (agent, status).
-fn counts(project: &ProjectName, start: Micros, end: Micros) -> SelectStatement {
+fn counts(project: &ProjectName, start: UnixMicros, end: UnixMicros) -> SelectStatement {
     let present = |m: Measure| {
         format!(
             "CAST(COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS BIGINT)",
@@ -232,7 +237,7 @@ fn group<'g>(
     groups
         .entry(agent.to_owned())
         .or_insert_with(|| RunStatsGroup {
-            agent: agent.to_owned(),
+            agent: Some(agent.to_owned()),
             ..RunStatsGroup::default()
         })
 }
@@ -311,8 +316,8 @@ impl RunStatsStore for Store {
 /// The runs a percentile query reads, and whether it groups them by agent.
 struct Window<'a> {
     project: &'a ProjectName,
-    start: Micros,
-    end: Micros,
+    start: UnixMicros,
+    end: UnixMicros,
     grouped: bool,
 }
 

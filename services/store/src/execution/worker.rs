@@ -12,7 +12,7 @@ use agentry_core::{
         Approval, Ending, EventInput, KnownCall, Lease, PlanStep, Run, Session, TaskCompletion,
         TaskFailure, stale,
     },
-    time::{Micros, now_micros},
+    time::{DurationMicros, UnixMicros, now_micros},
 };
 use async_trait::async_trait;
 use sea_query::{Expr, LockType, Query};
@@ -32,7 +32,7 @@ use crate::{
 pub(super) async fn fenced(
     tx: &mut Tx,
     lease: &Lease,
-    now: Micros,
+    now: UnixMicros,
     with_session: bool,
 ) -> Result<(Option<Session>, Run)> {
     let session = if with_session {
@@ -102,7 +102,7 @@ async fn append(tx: &mut Tx, change: &mut Change<'_>, inputs: &[EventInput]) -> 
 
 #[async_trait]
 impl WorkerStore for Store {
-    async fn heartbeat_task(&self, lease: &Lease, wait: Micros) -> Result<Run> {
+    async fn heartbeat_task(&self, lease: &Lease, wait: DurationMicros) -> Result<Run> {
         let now = now_micros();
         let mut tx = self.db.begin().await?;
         let (_, run) = fenced(&mut tx, lease, now, false).await?;
