@@ -2,6 +2,7 @@
 //! and p50/p99 next to ceilings measured in the same run, so each figure is a ratio that
 //! survives a noisy machine. `scripts/bench` builds everything and provides Postgres.
 
+mod collector;
 mod context;
 mod cpu;
 mod execution;

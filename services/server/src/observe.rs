@@ -111,12 +111,13 @@ where
             info
         });
         let headers = request.headers();
+        let has_traceparent = headers.contains_key(&TRACEPARENT);
         let trace = observer
             .tracer
             .as_ref()
-            .filter(|_| crate::telemetry::traced(headers.contains_key(TRACEPARENT)))
-            .map(|tracer| server_span(tracer, method, headers));
-        let caller_trace_id = if logged && trace.is_none() {
+            .filter(|_| crate::telemetry::traced(has_traceparent))
+            .map(|tracer| server_span(tracer, method, has_traceparent.then_some(headers)));
+        let caller_trace_id = if logged && trace.is_none() && has_traceparent {
             caller_trace_id(headers)
         } else {
             None
@@ -139,17 +140,21 @@ where
     }
 }
 
-const TRACEPARENT: &str = "traceparent";
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// The server span, in a context of its own: named `package.Service/Method`, with the RPC
-/// semantic-convention attributes, continuing the caller's W3C trace context.
-fn server_span(tracer: &SdkTracer, method: &Method, headers: &http::HeaderMap) -> OtelContext {
-    let parent = if headers.contains_key(TRACEPARENT) {
-        opentelemetry::global::get_text_map_propagator(|propagator| {
+/// semantic-convention attributes, continuing the caller's W3C trace context (from
+/// `headers`, given when they carry a `traceparent`).
+fn server_span(
+    tracer: &SdkTracer,
+    method: &Method,
+    headers: Option<&http::HeaderMap>,
+) -> OtelContext {
+    let parent = match headers {
+        Some(headers) => opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(headers))
-        })
-    } else {
-        OtelContext::new()
+        }),
+        None => OtelContext::new(),
     };
     // Room for the status code the call ends with.
     let mut attributes = Vec::with_capacity(method.span_attributes.len() + 1);
@@ -176,7 +181,7 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 /// The trace id of a W3C `traceparent` header (`00-{trace}-{span}-{flags}`), for the log
 /// line when spans are not recorded.
 fn caller_trace_id(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
     let mut parts = value.split('-');
     let (_version, trace) = (parts.next()?, parts.next()?);
     (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then(|| trace.into())

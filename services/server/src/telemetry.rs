@@ -8,7 +8,8 @@
 //! is set, spans are exported over OTLP/gRPC, configured by the standard variables:
 //! `OTEL_SERVICE_NAME` (default `agentry`), `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`),
-//! `OTEL_EXPORTER_OTLP_HEADERS`, and the batch processor's `OTEL_BSP_*`. W3C
+//! `OTEL_EXPORTER_OTLP_HEADERS`, and the batch processor's `OTEL_BSP_*` (the exporter is
+//! our own: [`export`], which encodes each span into OTLP protobuf as it ends). W3C
 //! `traceparent` headers are continued. Only the server's own spans are exported: the
 //! RPC spans and, within a traced call, the store's transaction and statement spans.
 //! They are built with the OpenTelemetry API (see [`tracer`]) and only while exporting,
@@ -29,12 +30,15 @@ use std::{
 };
 
 use crate::startup::{Context as _, StartError};
+
+mod encode;
+mod export;
+mod settings;
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider},
+    trace::{Sampler, SdkTracer, SdkTracerProvider},
 };
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -186,31 +190,7 @@ fn tracer_provider(
     {
         return Ok(None);
     }
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    for (key, value) in headers(var("OTEL_EXPORTER_OTLP_HEADERS"))
-        .into_iter()
-        .chain(headers(var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")))
-    {
-        let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()).map_err(|_| {
-            failure(format!(
-                "OTEL_EXPORTER_OTLP_HEADERS: bad header name {key:?}"
-            ))
-        })?;
-        let value = value
-            .parse()
-            .map_err(|_| failure(format!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {key}")))?;
-        metadata.insert(key, value);
-    }
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_metadata(metadata);
-    if let Some(tls) = exporter_tls(&endpoint, var)? {
-        exporter = exporter.with_tls_config(tls);
-    }
-    let exporter = exporter
-        .with_endpoint(endpoint)
-        .build()
-        .during(StartError::Telemetry)?;
+    let settings = settings::exporter(endpoint, var)?;
     let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "agentry".into());
     let resource = Resource::builder()
         .with_service_name(service)
@@ -223,87 +203,14 @@ fn tracer_provider(
     } = sampling(var)?;
     ROOT_RATIO.store(root_ratio.to_bits(), Ordering::Relaxed);
     FOLLOW_CALLER.store(follow_caller, Ordering::Relaxed);
+    let processor = export::OtlpProcessor::start(settings).during(StartError::Telemetry)?;
     Ok(Some(
         SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler)
-            .with_span_processor(batch_processor(exporter, var))
+            .with_span_processor(processor)
             .build(),
     ))
-}
-
-/// The batch span processor, with the SDK's `OTEL_BSP_*` variables, except that unset
-/// ones default to a queue of [`QUEUE`] spans and batches of [`BATCH`] rather than 2,048
-/// and 512: the SDK's queue filled, and spans were dropped, at 60k spans/s.
-fn batch_processor(
-    exporter: opentelemetry_otlp::SpanExporter,
-    var: &dyn Fn(&str) -> Option<String>,
-) -> BatchSpanProcessor {
-    const QUEUE: usize = 8_192;
-    const BATCH: usize = 2_048;
-    let mut config = BatchConfigBuilder::default();
-    if var("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
-        config = config.with_max_queue_size(QUEUE);
-    }
-    if var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
-        config = config.with_max_export_batch_size(BATCH);
-    }
-    BatchSpanProcessor::builder(exporter)
-        .with_batch_config(config.build())
-        .build()
-}
-
-/// TLS to the collector when the endpoint is `https://`, as the specification's variables
-/// say: `OTEL_EXPORTER_OTLP_CERTIFICATE` (PEM CA certificates to verify the collector
-/// with; without it, the system's roots), `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
-/// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (mutual TLS), each also in a `_TRACES_` spelling that
-/// wins. An `http://` endpoint is plaintext, and a certificate given with one is an error
-/// rather than silently unused.
-fn exporter_tls(
-    endpoint: &str,
-    var: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<tonic::transport::ClientTlsConfig>, StartError> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let setting = |name: &str| {
-        let traces = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
-        let general = format!("OTEL_EXPORTER_OTLP_{name}");
-        var(&traces)
-            .map(|v| (traces, v))
-            .or_else(|| var(&general).map(|v| (general, v)))
-    };
-    let read = |(name, path): &(String, String)| {
-        std::fs::read(path).context(StartError::Telemetry, || {
-            format!("{name}: cannot read {path}")
-        })
-    };
-    let (ca, cert, key) = (
-        setting("CERTIFICATE"),
-        setting("CLIENT_CERTIFICATE"),
-        setting("CLIENT_KEY"),
-    );
-    if !endpoint.starts_with("https://") {
-        if let Some((name, _)) = ca.iter().chain(&cert).chain(&key).next() {
-            return Err(failure(format!(
-                "{name} is set, but the OTLP endpoint {endpoint} is not https://"
-            )));
-        }
-        return Ok(None);
-    }
-    let mut tls = match &ca {
-        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => ClientTlsConfig::new().with_native_roots(),
-    };
-    match (&cert, &key) {
-        (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
-        (None, None) => {}
-        _ => {
-            return Err(failure(
-                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
-                    .into(),
-            ));
-        }
-    }
-    Ok(Some(tls))
 }
 
 /// What `OTEL_TRACES_SAMPLER` asks for, split in two: the ratio decided before a call's
@@ -316,23 +223,8 @@ struct Sampling {
 }
 
 /// A telemetry setting that cannot be used, as `message` says.
-fn failure(message: String) -> StartError {
+pub(crate) fn failure(message: String) -> StartError {
     StartError::new(StartError::Telemetry, message)
-}
-
-/// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,key2=value2`, values percent-encoded.
-fn headers(value: Option<String>) -> Vec<(String, String)> {
-    value
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            Some((
-                key.trim().to_ascii_lowercase(),
-                crate::observe::percent_decode(value.trim()),
-            ))
-        })
-        .collect()
 }
 
 /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, as the specification names them.
@@ -378,37 +270,6 @@ fn sampling(var: &dyn Fn(&str) -> Option<String>) -> Result<Sampling, StartError
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_https_endpoint_gets_tls_from_the_specification_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let none = env(&[]);
-        assert!(exporter_tls("http://c:4317", &none).unwrap().is_none());
-        assert!(exporter_tls("https://c:4317", &none).unwrap().is_some());
-        let plain_with_ca = env(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem")]);
-        let error = exporter_tls("http://c:4317", &plain_with_ca).unwrap_err();
-        assert!(error.to_string().contains("not https://"), "{error}");
-        let missing = env(&[(
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "/nonexistent/ca.pem",
-        )]);
-        let error = exporter_tls("https://c:4317", &missing).unwrap_err();
-        assert!(
-            error.to_string().starts_with(
-                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read /nonexistent/ca.pem"
-            ),
-            "{error}"
-        );
-        let half = env(&[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/key.pem")]);
-        assert!(exporter_tls("https://c:4317", &half).is_err());
-    }
 
     #[test]
     fn draws_are_uniform_enough_for_a_ratio() {

@@ -23,15 +23,17 @@ use super::{
     methods::{CODE_NAMES, Observer},
 };
 
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
+/// The call's code and, when it failed, its message (an OK call's is not read).
 pub(super) fn grpc_status(headers: &http::HeaderMap) -> Option<(Code, String)> {
-    let code = headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse::<i32>()
-        .ok()?;
+    let code = match headers.get(&GRPC_STATUS)?.as_bytes() {
+        b"0" => return Some((Code::Ok, String::new())),
+        digits => std::str::from_utf8(digits).ok()?.parse::<i32>().ok()?,
+    };
     let message = headers
-        .get("grpc-message")
+        .get(&GRPC_MESSAGE)
         .and_then(|v| v.to_str().ok())
         .map(percent_decode)
         .unwrap_or_default();

@@ -2,7 +2,13 @@
 //! OpenTelemetry API: only within a traced call, as children of the span in the current
 //! OpenTelemetry context (the call's server span) or of their transaction's.
 
-use std::{panic::Location, sync::OnceLock};
+use std::{
+    borrow::Cow,
+    cell::RefCell,
+    collections::HashMap,
+    panic::Location,
+    sync::{Mutex, OnceLock},
+};
 
 use opentelemetry::{
     Context, KeyValue,
@@ -38,7 +44,7 @@ fn traced(parent: &Context) -> bool {
     parent.has_active_span() && parent.span().span_context().is_sampled()
 }
 
-fn child(parent: &Context, name: String, attributes: Vec<KeyValue>) -> BoxedSpan {
+fn child(parent: &Context, name: Cow<'static, str>, attributes: Vec<KeyValue>) -> BoxedSpan {
     let builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Client)
         .with_attributes(attributes);
@@ -58,9 +64,9 @@ pub(super) fn transaction_span(
             return Context::new();
         }
         let (name, operation) = if operation.is_empty() {
-            ("transaction".to_owned(), "transaction")
+            (Cow::Borrowed("transaction"), "transaction")
         } else {
-            (format!("transaction {operation}"), operation)
+            (Cow::Owned(format!("transaction {operation}")), operation)
         };
         let attributes = vec![
             KeyValue::new("db.system", system(backend)),
@@ -81,7 +87,7 @@ pub(super) fn statement_span(
 ) -> StatementSpan {
     let span = |parent: &Context| {
         traced(parent).then(|| {
-            let summary = summary(sql);
+            let summary = kept_summary(sql);
             let attributes = vec![
                 KeyValue::new("db.system", system(backend)),
                 KeyValue::new("db.query.summary", summary.clone()),
@@ -98,12 +104,18 @@ pub(super) fn statement_span(
 /// `SELECT runs`, `INSERT audit_log`, `UPDATE contexts`: a statement's operation and its
 /// first table, from SQL whose values are all placeholders.
 pub(super) fn summary(sql: &str) -> String {
+    match parts(sql) {
+        None => String::new(),
+        Some((operation, None)) => operation.to_ascii_uppercase(),
+        Some((operation, Some(table))) => format!("{} {table}", operation.to_ascii_uppercase()),
+    }
+}
+
+/// The operation and the first table of a statement, as written in it.
+fn parts(sql: &str) -> Option<(&str, Option<&str>)> {
     let mut words = sql.split_whitespace();
-    let Some(operation) = words.next() else {
-        return String::new();
-    };
-    let operation = operation.to_ascii_uppercase();
-    let table = if operation == "UPDATE" {
+    let operation = words.next()?;
+    let table = if operation.eq_ignore_ascii_case("UPDATE") {
         words.next()
     } else {
         words
@@ -111,15 +123,56 @@ pub(super) fn summary(sql: &str) -> String {
             .find(|w| w.eq_ignore_ascii_case("FROM") || w.eq_ignore_ascii_case("INTO"))
             .and_then(|_| words.next())
     };
-    match table.map(|t| t.trim_matches(|c| c == '"' || c == '`' || c == '(' || c == ')')) {
-        Some(table) if !table.is_empty() => format!("{operation} {table}"),
-        _ => operation,
+    let table = table
+        .map(|t| t.trim_matches(|c| c == '"' || c == '`' || c == '(' || c == ')'))
+        .filter(|t| !t.is_empty());
+    Some((operation, table))
+}
+
+/// Summaries kept for the life of the process, at most.
+const KEPT: usize = 4_096;
+
+/// [`summary`], built once per operation and table and kept (leaked): the statements a
+/// server runs name a bounded set of tables, so a span takes its name and attribute
+/// without allocating. Past [`KEPT`] summaries, each is built anew.
+fn kept_summary(sql: &str) -> Cow<'static, str> {
+    thread_local! {
+        /// This thread's view of [`KNOWN`], and a buffer for the lookup key.
+        static SEEN: RefCell<(HashMap<Box<str>, &'static str>, String)> = RefCell::default();
     }
+    static KNOWN: Mutex<Option<HashMap<Box<str>, &'static str>>> = Mutex::new(None);
+    let Some((operation, table)) = parts(sql) else {
+        return Cow::Borrowed("");
+    };
+    SEEN.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (seen, key) = &mut *guard;
+        key.clear();
+        key.push_str(operation);
+        key.push(' ');
+        key.push_str(table.unwrap_or_default());
+        if let Some(kept) = seen.get(key.as_str()) {
+            return Cow::Borrowed(*kept);
+        }
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        let known = known.get_or_insert_with(HashMap::new);
+        let kept = match known.get(key.as_str()) {
+            Some(kept) => *kept,
+            None if known.len() < KEPT => {
+                let kept: &'static str = Box::leak(summary(sql).into_boxed_str());
+                known.insert(key.as_str().into(), kept);
+                kept
+            }
+            None => return Cow::Owned(summary(sql)),
+        };
+        seen.insert(key.as_str().into(), kept);
+        Cow::Borrowed(kept)
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::summary;
+    use super::{kept_summary, summary};
 
     #[test]
     fn summaries_name_operation_and_table_only() {
@@ -137,5 +190,19 @@ mod tests {
             "DELETE idempotency_keys"
         );
         assert_eq!(summary("SELECT 1"), "SELECT");
+    }
+
+    #[test]
+    fn kept_summaries_are_the_summaries() {
+        for sql in [
+            r#"select "a" from "runs" where "x" = $1"#,
+            r#"SELECT "b" FROM "runs""#,
+            r#"UPDATE "runs" SET "a" = ?"#,
+            "SELECT 1",
+            "",
+        ] {
+            assert_eq!(kept_summary(sql), summary(sql), "{sql}");
+            assert_eq!(kept_summary(sql), summary(sql), "{sql} again");
+        }
     }
 }
