@@ -158,29 +158,29 @@ fn with_more(message: String, violations: usize) -> String {
     }
 }
 
+/// What a status costs a client on the wire, before any other metadata: its message as
+/// `grpc-message` percent-encodes it (every byte outside printable ASCII is three), its
+/// details as `grpc-status-details-bin` base64-encodes them.
+pub fn wire_bytes(status: &Status) -> usize {
+    let message: usize = status
+        .message()
+        .bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                1
+            } else {
+                3
+            }
+        })
+        .sum();
+    message + status.details().len().div_ceil(3) * 4
+}
+
 #[cfg(test)]
 mod tests {
     use agentry_error::{FieldViolation, QuotaViolation, Reason};
 
     use super::*;
-
-    /// What a status costs on the wire: its message as `grpc-message` percent-encodes it
-    /// (every byte outside printable ASCII is three), its details as
-    /// `grpc-status-details-bin` base64-encodes them.
-    fn wire_bytes(status: &Status) -> usize {
-        let message: usize = status
-            .message()
-            .bytes()
-            .map(|b| {
-                if (0x20..0x7f).contains(&b) && b != b'%' {
-                    1
-                } else {
-                    3
-                }
-            })
-            .sum();
-        message + status.details().len().div_ceil(3) * 4
-    }
 
     #[test]
     fn a_status_stays_small_whatever_it_echoes() {

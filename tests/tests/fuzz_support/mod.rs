@@ -188,18 +188,6 @@ impl Decoder for RawCodec {
 /// outside printable ASCII is three), `grpc-status-details-bin` base64-encoded, and any
 /// other metadata the status carries.
 pub fn status_wire_bytes(status: &Status) -> usize {
-    let message: usize = status
-        .message()
-        .bytes()
-        .map(|b| {
-            if (0x20..0x7f).contains(&b) && b != b'%' {
-                1
-            } else {
-                3
-            }
-        })
-        .sum();
-    let details = status.details().len().div_ceil(3) * 4;
     let metadata = status
         .metadata()
         .clone()
@@ -207,7 +195,7 @@ pub fn status_wire_bytes(status: &Status) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum::<usize>();
-    message + details + metadata
+    agentry_proto::status::wire_bytes(status) + metadata
 }
 
 /// What the database holds, in a form that changes with every committed write: per
