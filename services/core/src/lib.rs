@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod page;
 pub mod port;
+pub mod record;
 pub mod run;
 pub mod schema;
 pub mod status;

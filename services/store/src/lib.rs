@@ -17,7 +17,7 @@ mod mutation;
 mod observe;
 mod port;
 mod projects;
-mod record;
+use agentry_core::record;
 mod rows;
 mod settings;
 mod tables;

@@ -1,41 +1,22 @@
 //! Task tokens: what PollTask hands a worker to name its lease by in every later call.
-//! A token is the lease as JSON with a format tag first, `{"v":1,...}`, signed by the
+//! A token is the lease as a versioned record (`{"v":1,...}`, [`record`]), signed by the
 //! page-token key ([`PageTokens`]) under its own scope. Tokens issued before the tag
 //! (untagged) read as version 1, so a worker holding one across an upgrade keeps its
 //! lease (and an earlier server, reading the lease, ignores the tag); a version this
 //! server does not know is refused like a forged token.
 
-use agentry_core::{page::PageTokens, run::Lease};
-use serde::Serialize;
-use serde_json::Value;
+use agentry_core::{page::PageTokens, record, run::Lease};
 
 const SCOPE: &str = "task";
-/// The format version this server writes and the newest it reads.
-const VERSION: u64 = 1;
-
-#[derive(Serialize)]
-struct Tagged<'a> {
-    v: u64,
-    #[serde(flatten)]
-    lease: &'a Lease,
-}
 
 pub(super) fn encode(pages: &PageTokens, lease: &Lease) -> String {
-    let tagged = Tagged { v: VERSION, lease };
-    let json = serde_json::to_string(&tagged).expect("a lease serializes");
-    pages.encode(SCOPE, &json)
+    pages.encode(SCOPE, &record::to_record(lease))
 }
 
 /// The lease a token names, if this service issued it (in a format it reads).
 pub(super) fn decode(pages: &PageTokens, token: &str) -> Option<Lease> {
     let json = pages.decode(SCOPE, token).ok()??;
-    let mut value: Value = serde_json::from_str(&json).ok()?;
-    match value.as_object_mut()?.remove("v") {
-        None => {}
-        Some(v) if v.as_u64() == Some(VERSION) => {}
-        Some(_) => return None,
-    }
-    serde_json::from_value(value).ok()
+    record::record("task_token", &json).ok()
 }
 
 #[cfg(test)]
@@ -84,11 +65,7 @@ mod tests {
     #[test]
     fn an_unknown_version_another_scope_or_key_is_refused() {
         let pages = PageTokens::new(*b"key");
-        let json = serde_json::to_string(&Tagged {
-            v: 2,
-            lease: &lease(),
-        })
-        .unwrap();
+        let json = record::to_record(&lease()).replacen("\"v\":1", "\"v\":2", 1);
         assert_eq!(decode(&pages, &pages.encode(SCOPE, &json)), None);
         let token = encode(&pages, &lease());
         assert_eq!(decode(&PageTokens::new(*b"other"), &token), None);

@@ -1,10 +1,10 @@
-//! Versioned records: what the store keeps as JSON (a run's spec, events and approval,
-//! the result an idempotent call replays) is written with a format tag, `{"v":1,...}`,
+//! Versioned records: what is kept or handed out as JSON (the store's run specs, events,
+//! approvals and replayed results; the server's task tokens) is written with a format tag, `{"v":1,...}`,
 //! so a later format can be told apart and read, and rows written before the tag
 //! (untagged) read as version 1. An older server reading a tagged row ignores the
 //! unknown `v` field.
 
-use agentry_core::{Error, Result};
+use crate::{Error, Result};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ const VERSION: u64 = 1;
 const TAG: &str = "{\"v\":1,";
 
 /// `value` as a tagged JSON object.
-pub(crate) fn to_record(value: &impl Serialize) -> String {
+pub fn to_record(value: &impl Serialize) -> String {
     let text = serde_json::to_string(value).expect("domain values serialize");
     match text.strip_prefix('{') {
         Some("}") => "{\"v\":1}".to_owned(),
@@ -23,7 +23,7 @@ pub(crate) fn to_record(value: &impl Serialize) -> String {
 }
 
 /// A record read back: tagged with a version this server knows, or untagged.
-pub(crate) fn record<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+pub fn record<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     let invalid =
         |e: serde_json::Error| Error::internal(format!("column {column} holds invalid JSON: {e}"));
     // The form this server writes: the tag first.
@@ -43,7 +43,7 @@ pub(crate) fn record<T: DeserializeOwned>(column: &str, text: &str) -> Result<T>
 }
 
 /// [`record`] of a column that may be empty (no value).
-pub(crate) fn optional_record<T: DeserializeOwned>(column: &str, text: &str) -> Result<Option<T>> {
+pub fn optional_record<T: DeserializeOwned>(column: &str, text: &str) -> Result<Option<T>> {
     if text.is_empty() {
         Ok(None)
     } else {
@@ -53,7 +53,7 @@ pub(crate) fn optional_record<T: DeserializeOwned>(column: &str, text: &str) -> 
 
 #[cfg(test)]
 mod tests {
-    use agentry_core::run::{EventBody, RunStatus, StopReason};
+    use crate::run::{EventBody, RunStatus, StopReason};
 
     use super::*;
 
