@@ -249,7 +249,7 @@ pub(crate) async fn append_messages(
             columns.into_iter().chain(MESSAGE_COLUMNS),
             rows,
         );
-        tx.execute(&stmt).await?;
+        tx.defer(&stmt);
     }
     Ok(sequences)
 }
