@@ -35,7 +35,7 @@ pub(crate) enum Begun<T> {
 }
 
 #[derive(sqlx::FromRow)]
-struct StoredResult {
+pub(crate) struct StoredResult {
     method: String,
     request_hash: Vec<u8>,
     response: String,
@@ -54,7 +54,7 @@ fn lookup(m: &Mutation) -> sea_query::SelectStatement {
         .to_owned()
 }
 
-fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
+pub(crate) fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
     if stored.method != m.method || stored.request_hash != m.request_hash {
         return Err(Error::invalid_many(
             Reason::RequestIdReused,
@@ -113,23 +113,7 @@ impl Store {
         value: &T,
     ) -> Result<()> {
         let now = now_micros();
-        if m.audit {
-            let audit = insert_row(
-                AuditLog::Table,
-                crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
-                values![
-                    m.workspace,
-                    uuid::Uuid::now_v7().to_string(),
-                    now,
-                    m.principal,
-                    m.method,
-                    m.resource,
-                    or_empty(&m.request_id),
-                    "OK",
-                ],
-            );
-            tx.execute(&audit).await?;
-        }
+        audit(&mut tx, m, now).await?;
         if let Some(request_id) = &m.request_id {
             let response = to_record(value);
             let stored = insert_row(
@@ -151,7 +135,11 @@ impl Store {
 
     /// After a failed attempt: if a concurrent call with the same `request_id` committed
     /// first, answer with its result.
-    async fn recover<T: DeserializeOwned>(&self, m: &Mutation, error: Error) -> Result<T> {
+    pub(crate) async fn recover<T: DeserializeOwned>(
+        &self,
+        m: &Mutation,
+        error: Error,
+    ) -> Result<T> {
         if m.request_id.is_none()
             || matches!(
                 error,
@@ -174,6 +162,28 @@ impl Store {
             .to_owned();
         self.db.execute(&stmt).await
     }
+}
+
+/// Appends `m`'s audit record, when it gets one (`m.audit`).
+pub(crate) async fn audit(tx: &mut Tx, m: &Mutation, now: i64) -> Result<()> {
+    if m.audit {
+        let audit = insert_row(
+            AuditLog::Table,
+            crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
+            values![
+                m.workspace,
+                uuid::Uuid::now_v7().to_string(),
+                now,
+                m.principal,
+                m.method,
+                m.resource,
+                or_empty(&m.request_id),
+                "OK",
+            ],
+        );
+        tx.execute(&audit).await?;
+    }
+    Ok(())
 }
 
 /// Runs `$body` (an async block using `$tx: &mut Tx`) as a mutation described by `$m`.
