@@ -113,7 +113,23 @@ impl Store {
         value: &T,
     ) -> Result<()> {
         let now = now_micros();
-        audit(&mut tx, m, now).await?;
+        if m.audit {
+            let audit = insert_row(
+                AuditLog::Table,
+                crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
+                values![
+                    m.workspace,
+                    uuid::Uuid::now_v7().to_string(),
+                    now,
+                    m.principal,
+                    m.method,
+                    m.resource,
+                    or_empty(&m.request_id),
+                    "OK",
+                ],
+            );
+            tx.execute(&audit).await?;
+        }
         if let Some(request_id) = &m.request_id {
             let response = to_record(value);
             let stored = insert_row(
@@ -162,28 +178,6 @@ impl Store {
             .to_owned();
         self.db.execute(&stmt).await
     }
-}
-
-/// Appends `m`'s audit record, when it gets one (`m.audit`).
-pub(crate) async fn audit(tx: &mut Tx, m: &Mutation, now: i64) -> Result<()> {
-    if m.audit {
-        let audit = insert_row(
-            AuditLog::Table,
-            crate::audit::COLUMNS.into_iter().chain([AuditLog::Outcome]),
-            values![
-                m.workspace,
-                uuid::Uuid::now_v7().to_string(),
-                now,
-                m.principal,
-                m.method,
-                m.resource,
-                or_empty(&m.request_id),
-                "OK",
-            ],
-        );
-        tx.execute(&audit).await?;
-    }
-    Ok(())
 }
 
 /// Runs `$body` (an async block using `$tx: &mut Tx`) as a mutation described by `$m`.

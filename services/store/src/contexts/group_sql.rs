@@ -190,6 +190,24 @@ impl Rows {
     /// `m`'s audit record (when it gets one) and stored result (when it has a request
     /// id), answering with `outcome`.
     pub(super) fn answered<T: serde::Serialize>(&mut self, m: &Mutation, outcome: &T, now: i64) {
+        self.audit(m, now);
+        if let Some(request_id) = &m.request_id {
+            let texts = [
+                or_empty(&m.scope).to_owned(),
+                request_id.clone(),
+                m.method.to_owned(),
+                to_record(outcome),
+            ];
+            for (column, value) in self.keys.iter_mut().zip(texts) {
+                column.push(value);
+            }
+            self.hashes.push(m.request_hash.clone());
+            self.key_times.push(now);
+        }
+    }
+
+    /// `m`'s audit record, when it gets one.
+    pub(super) fn audit(&mut self, m: &Mutation, now: i64) {
         if m.audit {
             let texts = [
                 m.workspace.clone(),
@@ -203,19 +221,6 @@ impl Rows {
                 column.push(value);
             }
             self.audit_times.push(now);
-        }
-        if let Some(request_id) = &m.request_id {
-            let texts = [
-                or_empty(&m.scope).to_owned(),
-                request_id.clone(),
-                m.method.to_owned(),
-                to_record(outcome),
-            ];
-            for (column, value) in self.keys.iter_mut().zip(texts) {
-                column.push(value);
-            }
-            self.hashes.push(m.request_hash.clone());
-            self.key_times.push(now);
         }
     }
 

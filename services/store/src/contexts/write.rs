@@ -30,7 +30,9 @@ use sqlx::{FromRow as _, postgres::PgRow};
 use super::{
     ContextRow,
     compaction::compaction_due,
-    context_key, lock_context,
+    context_key,
+    group_sql::Rows,
+    lock_context,
     versions::{
         Append, Prepared, VersionRow, append, head_document, one_version, version_conflict,
         version_in_tx,
@@ -40,7 +42,7 @@ use crate::{
     Store,
     db::{Backend, Tx, map_err},
     feed::Wakes,
-    mutation::{Mutation, audit, mutate},
+    mutation::{Mutation, mutate},
     rows::json,
     workspaces::read_workspace,
 };
@@ -323,7 +325,10 @@ async fn write_postgres(
     };
     match plan(tx, m, name, write, locked).await? {
         Plan::Noop(version) => {
-            audit(tx, m, now_micros()).await?;
+            // Nothing to append: the audit record goes alone.
+            let mut rows = Rows::default();
+            rows.audit(m, now_micros());
+            rows.store(tx).await?;
             Ok(WriteOutcome {
                 version,
                 noop: true,
