@@ -25,6 +25,11 @@ where
 /// `duration`, with the CPU time each used (see [`cpu`]). This machine's speed swings
 /// from second to second; slices of both loads see the same swings, so the ratio of
 /// their rates holds still where two measurements one after the other would not.
+///
+/// The slices run in the order A B, B A, A B, … so that neither load always follows the
+/// other (a load that starts right after the other finds the machine as that one left
+/// it), and each slice begins with an unmeasured warm-up of a tenth of its length, in
+/// which the load's server wakes its idle threads and connections.
 pub async fn alternate<A, FutA, B, FutB>(
     concurrency: usize,
     duration: Duration,
@@ -39,24 +44,59 @@ where
     B: Fn(usize, u64) -> FutB + Send + Sync + 'static,
     FutB: Future<Output = anyhow::Result<()>> + Send,
 {
+    let (runs, _) = alternate_paired(concurrency, duration, slice, meter, a, b).await?;
+    Ok(runs)
+}
+
+/// [`alternate`], with the rate of B over the rate of A in each pair of slices (one
+/// per pair, in the order run): their median is a ratio that one slow slice, which
+/// moves the whole run's mean, does not move.
+pub async fn alternate_paired<A, FutA, B, FutB>(
+    concurrency: usize,
+    duration: Duration,
+    slice: Duration,
+    meter: &cpu::Meter,
+    a: A,
+    b: B,
+) -> anyhow::Result<([(Summary, cpu::Times); 2], Vec<f64>)>
+where
+    A: Fn(usize, u64) -> FutA + Send + Sync + 'static,
+    FutA: Future<Output = anyhow::Result<()>> + Send,
+    B: Fn(usize, u64) -> FutB + Send + Sync + 'static,
+    FutB: Future<Output = anyhow::Result<()>> + Send,
+{
     let (a, b) = (Arc::new(a), Arc::new(b));
     let mut runs: [(Vec<Duration>, Duration, cpu::Times); 2] = Default::default();
     let slices = duration.as_nanos().div_ceil(slice.as_nanos().max(1)).max(1) as u32;
-    for _ in 0..slices {
-        let length = duration / slices;
-        for (which, into) in runs.iter_mut().enumerate() {
-            let before = meter.now();
-            let (samples, elapsed) = if which == 0 {
-                run(concurrency, length, a.clone()).await?
-            } else {
-                run(concurrency, length, b.clone()).await?
+    let length = duration / slices;
+    let mut ratios = Vec::with_capacity(slices as usize);
+    for pair in 0..slices {
+        let mut rates = [0.0; 2];
+        let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let measured = |d| {
+                let (a, b) = (a.clone(), b.clone());
+                async move {
+                    if which == 0 {
+                        run(concurrency, d, a).await
+                    } else {
+                        run(concurrency, d, b).await
+                    }
+                }
             };
+            measured(length / 10).await?;
+            let before = meter.now();
+            let (samples, elapsed) = measured(length).await?;
+            rates[which] = samples.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+            let into = &mut runs[which];
             into.2 += meter.now().since(&before);
             into.0.extend(samples);
             into.1 += elapsed;
         }
+        ratios.push(rates[1] / rates[0].max(f64::MIN_POSITIVE));
     }
-    Ok(runs.map(|(samples, elapsed, times)| (summarize(samples, elapsed), times)))
+    let runs = runs.map(|(samples, elapsed, times)| (summarize(samples, elapsed), times));
+    Ok((runs, ratios))
 }
 
 async fn run<F, Fut>(

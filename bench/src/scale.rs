@@ -5,7 +5,9 @@
 //! 1. Idle streams: N WatchContext streams open and idle (on 100 contexts, 100 streams
 //!    per connection), for each N of `--streams`: the CPU the server and Postgres spend
 //!    per second while nothing happens, then WriteContext at 8 clients on contexts that
-//!    nobody watches (writes/s, p99, CPU per write).
+//!    nobody watches (writes/s, p99, CPU per write). A last row, `0 again`, measures
+//!    the same with every stream closed: the writes of the earlier rows have grown the
+//!    database by then, and that row tells their share of a difference from the first.
 //! 2. Waiting pollers: W PollTask long-polls waiting on one workspace, for each W of
 //!    `--pollers`; runs are created at a steady `--rate` per second, each taken by a
 //!    waiting poller, which completes it at once and polls again: pickup latency
@@ -143,50 +145,67 @@ async fn idle_streams(cli: &Cli, sizes: &[usize]) -> anyhow::Result<()> {
                 opened.load(Ordering::Relaxed)
             );
         }
-        let before = meter.now();
-        tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
-        let idle = meter.now().since(&before);
-        let per_second = |s: f64| s / cli.seconds as f64;
-        let before = meter.now();
-        let clients = writers.clone();
-        let writes = drive(
-            WRITERS,
-            Duration::from_secs(cli.seconds),
-            move |worker, n| {
-                let mut client = clients[worker].clone();
-                async move {
-                    client
-                        .write_context(pb::WriteContextRequest {
-                            name: context::context_name(worker),
-                            change: Some(pb::write_context_request::Change::Data(
-                                context::document(n, 1024),
-                            )),
-                            ..Default::default()
-                        })
-                        .await?;
-                    Ok(())
-                }
-            },
-        )
-        .await?;
-        let busy = meter.now().since(&before);
-        println!(
-            "{:>8} {:>13.3}s {:>15.3}s {:>10.0} {:>10.2} {:>12.0} + {:<8.0}",
-            size,
-            per_second(idle.server),
-            per_second(idle.postgres),
-            writes.per_second,
-            writes.p99.as_secs_f64() * 1e3,
-            micros_per(busy.server, writes.ops),
-            micros_per(busy.postgres, writes.ops),
-        );
+        measure_idle_then_writes(cli, &meter, &writers, &size.to_string()).await?;
     }
     if failed.load(Ordering::Relaxed) > 0 {
         bail!("{} watch streams failed", failed.load(Ordering::Relaxed));
     }
+    // Every stream closed, on the database the writes above have grown: what remains of
+    // a difference from the first row is the database's growth, not the streams'.
     for task in open {
         task.abort();
     }
+    drop(channels);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measure_idle_then_writes(cli, &meter, &writers, "0 again").await?;
+    Ok(())
+}
+
+/// One row: the CPU spent per second while idle, then WriteContext at [`WRITERS`]
+/// clients on unwatched contexts.
+async fn measure_idle_then_writes(
+    cli: &Cli,
+    meter: &cpu::Meter,
+    writers: &Arc<Vec<server::Contexts>>,
+    label: &str,
+) -> anyhow::Result<()> {
+    let before = meter.now();
+    tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
+    let idle = meter.now().since(&before);
+    let per_second = |s: f64| s / cli.seconds as f64;
+    let before = meter.now();
+    let clients = writers.clone();
+    let writes = drive(
+        WRITERS,
+        Duration::from_secs(cli.seconds),
+        move |worker, n| {
+            let mut client = clients[worker].clone();
+            async move {
+                client
+                    .write_context(pb::WriteContextRequest {
+                        name: context::context_name(worker),
+                        change: Some(pb::write_context_request::Change::Data(context::document(
+                            n, 1024,
+                        ))),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let busy = meter.now().since(&before);
+    println!(
+        "{:>8} {:>13.3}s {:>15.3}s {:>10.0} {:>10.2} {:>12.0} + {:<8.0}",
+        label,
+        per_second(idle.server),
+        per_second(idle.postgres),
+        writes.per_second,
+        writes.p99.as_secs_f64() * 1e3,
+        micros_per(busy.server, writes.ops),
+        micros_per(busy.postgres, writes.ops),
+    );
     Ok(())
 }
 

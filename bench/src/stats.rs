@@ -35,6 +35,17 @@ pub fn report(label: &str, s: &Summary) {
     );
 }
 
+/// The median of `values` (NaN when there are none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 pub fn ratio(label: &str, value: f64, ceiling: f64, goal: f64) {
     let r = value / ceiling;
     let verdict = if r >= goal { "meets" } else { "below" };
