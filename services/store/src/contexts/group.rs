@@ -174,8 +174,8 @@ fn form(
 
 /// How a batch ended.
 enum Ended {
-    /// Committed: each write's answer.
-    Committed(Vec<Result<WriteOutcome>>),
+    /// Committed (or, with nothing to store, rolled back): each write's answer.
+    Done(Vec<Result<WriteOutcome>>),
     /// A statement failed before COMMIT: nothing was stored.
     RolledBack(Error),
     /// COMMIT failed: whether anything was stored is unknown.
@@ -185,7 +185,7 @@ enum Ended {
 impl Store {
     async fn commit_batch(&self, batch: Vec<Pending>) {
         match self.run_batch(&batch).await {
-            Ended::Committed(answers) => {
+            Ended::Done(answers) => {
                 let mut wakes = Wakes::default();
                 for (pending, answer) in batch.iter().zip(&answers) {
                     if answer.as_ref().is_ok_and(|outcome| !outcome.noop) {
@@ -234,9 +234,12 @@ impl Store {
             return Ended::RolledBack(e);
         }
         let due = std::mem::take(&mut rows.due);
-        if !rows.is_empty()
-            && let Err(e) = rows.store(&mut tx).await
-        {
+        if rows.is_empty() {
+            // Only failures and replays: nothing to commit (and no flush to wait for).
+            drop(tx);
+            return Ended::Done(answered(answers));
+        }
+        if let Err(e) = rows.store(&mut tx).await {
             return Ended::RolledBack(e);
         }
         if !due.is_empty()
@@ -247,12 +250,15 @@ impl Store {
         if let Err(e) = tx.commit().await {
             return Ended::Unknown(e);
         }
-        let answers = answers
-            .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err(Error::internal("a write of the batch was skipped"))))
-            .collect();
-        Ended::Committed(answers)
+        Ended::Done(answered(answers))
     }
+}
+
+fn answered(answers: Vec<Option<Result<WriteOutcome>>>) -> Vec<Result<WriteOutcome>> {
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::internal("a write of the batch was skipped"))))
+        .collect()
 }
 
 /// Replays the writes whose request id has a stored result, then locks the contexts
