@@ -77,6 +77,9 @@ pub struct Args {
     /// AppendRunEvents call before it.
     #[arg(long)]
     events_with_completion: bool,
+    /// Only the context workloads (against etcd), not the run workload.
+    #[arg(long)]
+    contexts_only: bool,
 }
 
 /// One system's figures for a workload.
@@ -192,7 +195,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     }
 
     // Runs against graphile-worker.
-    {
+    if !args.contexts_only {
         let root = format!("bench-root-{}", uuid::Uuid::now_v7().simple());
         let server = server::start(&cli.binary, &cli.database_url, &root).await?;
         let graphile =

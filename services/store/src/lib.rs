@@ -55,6 +55,9 @@ pub struct Store {
     announcer: Option<feed::Announcer>,
     /// Context writes in flight in this process.
     writers: contexts::Writers,
+    /// Commits concurrent context writes together (Postgres only; `None` also in the
+    /// committer's own handle).
+    group: Option<contexts::GroupCommit>,
 }
 
 impl Store {
@@ -62,18 +65,20 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let db = db::Db::connect(url, max_connections).await?;
         let replica = uuid::Uuid::now_v7().simple().to_string();
-        let (heads, announcer) = match &db {
+        let (heads, announcer, group) = match &db {
             db::Db::Postgres(pool) => (
                 Some(contexts::HeadBatcher::new(pool.clone())),
                 Some(feed::Announcer::start(db.clone(), replica.clone())),
+                Some(contexts::GroupCommit::default()),
             ),
-            db::Db::Sqlite { .. } => (None, None),
+            db::Db::Sqlite { .. } => (None, None, None),
         };
         Ok(Self {
             db,
             heads,
             announcer,
             writers: Default::default(),
+            group,
             feed: Default::default(),
             replica,
         })

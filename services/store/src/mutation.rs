@@ -35,7 +35,7 @@ pub(crate) enum Begun<T> {
 }
 
 #[derive(sqlx::FromRow)]
-struct StoredResult {
+pub(crate) struct StoredResult {
     method: String,
     request_hash: Vec<u8>,
     response: String,
@@ -54,7 +54,7 @@ fn lookup(m: &Mutation) -> sea_query::SelectStatement {
         .to_owned()
 }
 
-fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
+pub(crate) fn replay<T: DeserializeOwned>(m: &Mutation, stored: StoredResult) -> Result<T> {
     if stored.method != m.method || stored.request_hash != m.request_hash {
         return Err(Error::invalid_many(
             Reason::RequestIdReused,
@@ -151,7 +151,11 @@ impl Store {
 
     /// After a failed attempt: if a concurrent call with the same `request_id` committed
     /// first, answer with its result.
-    async fn recover<T: DeserializeOwned>(&self, m: &Mutation, error: Error) -> Result<T> {
+    pub(crate) async fn recover<T: DeserializeOwned>(
+        &self,
+        m: &Mutation,
+        error: Error,
+    ) -> Result<T> {
         if m.request_id.is_none()
             || matches!(
                 error,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 
-fn context_name(id: &str) -> ContextName {
+pub(super) fn context_name(id: &str) -> ContextName {
     ContextName {
         workspace: "acme".into(),
         project: "web".into(),
@@ -20,7 +20,7 @@ fn context_name(id: &str) -> ContextName {
 }
 
 /// Workspace `acme`, project `web`, and contexts with the given ids, each at version 1.
-async fn setup(store: &Store, ids: &[&str], keep_last: i32) {
+pub(super) async fn setup(store: &Store, ids: &[&str], keep_last: i32) {
     workspace(store, "acme", Quotas::default()).await;
     store
         .create_project(

@@ -567,5 +567,6 @@ conformance!(
 // After the macro and helpers above, which it uses.
 mod contexts;
 mod execution;
+mod group;
 mod stats;
 mod timers;

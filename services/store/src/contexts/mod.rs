@@ -10,6 +10,8 @@
 //! lets versions below the floor go, so history cannot be removed any other way.
 
 mod compaction;
+mod group;
+mod group_sql;
 mod heads;
 mod reads;
 mod versions;
@@ -28,6 +30,7 @@ use async_trait::async_trait;
 use sea_query::{Condition, Expr, LockType, SelectStatement};
 
 pub use compaction::COMPACTION_BATCH;
+pub(crate) use group::GroupCommit;
 pub(crate) use heads::HeadBatcher;
 pub(crate) use write::Writers;
 

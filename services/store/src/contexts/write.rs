@@ -30,7 +30,9 @@ use sqlx::{FromRow as _, postgres::PgRow};
 use super::{
     ContextRow,
     compaction::compaction_due,
-    context_key, lock_context,
+    context_key,
+    group_sql::Rows,
+    lock_context,
     versions::{
         Append, Prepared, VersionRow, append, head_document, one_version, version_conflict,
         version_in_tx,
@@ -132,7 +134,7 @@ WHERE b.workspace_id = $1 AND b.project_id = $2 AND b.context_id = $3 \
 AND b.sha256 = r.sha256 AND r.refs <= 0";
 
 #[derive(sqlx::FromRow)]
-struct Locked {
+pub(super) struct Locked {
     #[sqlx(flatten)]
     context: ContextRow,
     quotas: String,
@@ -232,15 +234,31 @@ impl ContextWrites for Store {
                 return Err(version_conflict(name, expected, current.head_version));
             }
         }
+        if self.group.is_some() {
+            return self.write_grouped(m, name, write).await;
+        }
+        self.write_single(m, name, &write).await
+    }
+}
+
+impl Store {
+    /// One write in a transaction of its own; wakes the context's watchers once it has
+    /// committed a new version.
+    pub(super) async fn write_single(
+        &self,
+        m: &Mutation,
+        name: &ContextName,
+        write: &ContextWrite,
+    ) -> Result<WriteOutcome> {
         let outcome = if self.backend() == Backend::Postgres {
             // The audit record is written with the version, in the same statement.
             let unaudited = Mutation {
                 audit: false,
                 ..m.clone()
             };
-            mutate!(self, &unaudited, |tx| write_postgres(tx, m, name, &write))?
+            mutate!(self, &unaudited, |tx| write_postgres(tx, m, name, write))?
         } else {
-            mutate!(self, m, |tx| write_generic(tx, m, name, &write))?
+            mutate!(self, m, |tx| write_generic(tx, m, name, write))?
         };
         if !outcome.noop {
             self.wake_everywhere(&Wakes::of(context_key(name)));
@@ -272,25 +290,82 @@ async fn write_generic(
     Ok(WriteOutcome { version, noop })
 }
 
+/// What a write does to its context, decided under the context's row lock.
+pub(super) enum Plan {
+    /// The document equals the head: nothing is appended.
+    Noop(ContextVersion),
+    /// A new version: its row, its document in canonical JSON, the new floor, and
+    /// whether the floor's move makes compaction due.
+    Append {
+        version: ContextVersion,
+        canonical: String,
+        floor: i64,
+        compact: bool,
+    },
+}
+
+/// Whether the write needs the head document (a patch applies to it).
+pub(super) fn is_patch(write: &ContextWrite) -> bool {
+    matches!(
+        write.change,
+        ContextChange::MergePatch(_) | ContextChange::JsonPatch(_)
+    )
+}
+
 async fn write_postgres(
     tx: &mut Tx,
     m: &Mutation,
     name: &ContextName,
     write: &ContextWrite,
 ) -> Result<WriteOutcome> {
-    let patch = matches!(
-        write.change,
-        ContextChange::MergePatch(_) | ContextChange::JsonPatch(_)
-    );
-    let query = keyed(LOCK, name).bind(patch);
+    let query = keyed(LOCK, name).bind(is_patch(write));
     let locked = match statement(tx, LOCK, query).await? {
         Some(row) => Some(Locked::from_row(&row).map_err(map_err)?),
         None => None,
     };
+    match plan(tx, m, name, write, locked).await? {
+        Plan::Noop(version) => {
+            // Nothing to append: the audit record goes alone.
+            let mut rows = Rows::default();
+            rows.audit(m, now_micros());
+            rows.store(tx).await?;
+            Ok(WriteOutcome {
+                version,
+                noop: true,
+            })
+        }
+        Plan::Append {
+            version,
+            canonical,
+            floor,
+            compact: due,
+        } => {
+            store_version(tx, m, name, &version, canonical, floor).await?;
+            if due {
+                compact(tx, name, floor).await?;
+            }
+            Ok(WriteOutcome {
+                version,
+                noop: false,
+            })
+        }
+    }
+}
+
+/// Decides a write on its context as `LOCK` (or the batch's lock) read it (`None`: no
+/// such context). Reads more only when the lock's snapshot cannot tell: the head after a
+/// wait for the lock, a rollback's target.
+pub(super) async fn plan(
+    tx: &mut Tx,
+    m: &Mutation,
+    name: &ContextName,
+    write: &ContextWrite,
+    locked: Option<Locked>,
+) -> Result<Plan> {
     let locked = locked.ok_or_else(|| Error::not_found(name.to_string()))?;
     let context: Context = locked.context.try_into()?;
     check_expected(name, write, &context)?;
-    let head = head_of(&context, locked.head.as_deref(), patch)?;
+    let head = head_of(&context, locked.head.as_deref(), is_patch(write))?;
     let (head_sha256, head_document) = match head {
         Some(head) => (Some(head.sha256), head.document),
         None => (None, None),
@@ -305,11 +380,7 @@ async fn write_postgres(
             None => head_version(tx, name, &context).await?.sha256,
         };
         if head_sha256 == prepared.sha256 {
-            let version = head_version(tx, name, &context).await?;
-            return Ok(WriteOutcome {
-                version,
-                noop: true,
-            });
+            return Ok(Plan::Noop(head_version(tx, name, &context).await?));
         }
     }
     let version = ContextVersion {
@@ -326,13 +397,11 @@ async fn write_postgres(
     };
     let keep_last = i64::from(context.keep_last.max(1));
     let floor = (version.version - keep_last + 1).max(context.floor_version);
-    store_version(tx, m, name, &version, prepared.canonical, floor).await?;
-    if compaction_due(context.floor_version, floor) {
-        compact(tx, name, floor).await?;
-    }
-    Ok(WriteOutcome {
+    Ok(Plan::Append {
         version,
-        noop: false,
+        canonical: prepared.canonical,
+        compact: compaction_due(context.floor_version, floor),
+        floor,
     })
 }
 
