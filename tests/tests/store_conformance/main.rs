@@ -567,5 +567,6 @@ conformance!(
 // After the macro and helpers above, which it uses.
 mod contexts;
 mod execution;
+mod rollups;
 mod stats;
 mod timers;
