@@ -16,7 +16,7 @@ use agentry_proto::v1 as pb;
 use crate::{
     Cli,
     collector::Collector,
-    context::{CHANNELS, SLICE, context_name, prepare_contexts},
+    context::{CHANNELS, context_name, prepare_contexts},
     cpu,
     load::alternate_paired,
     server::{self, channel},
@@ -24,6 +24,9 @@ use crate::{
 };
 
 const CONCURRENCY: usize = 32;
+/// Short slices: this machine's speed swings from one second to the next, and the two
+/// slices of a pair see the more nearly the same machine the shorter they are.
+const SLICE: Duration = Duration::from_millis(250);
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -350,7 +350,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         }
         _ => (None, None),
     };
-    let observer = Arc::new(Observer::new(metrics_addr.is_some(), telemetry::tracer()));
+    let observer = Arc::new(Observer::new(metrics_addr.is_some(), telemetry::spans()));
     let server = serve(&config, ctx, auth, observer, listener, tls.clone(), stopped).await?;
     tracing::info!(
         addr = %local_addr,

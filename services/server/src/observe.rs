@@ -24,17 +24,14 @@ use std::{
 
 use agentry_proto::RequestId;
 use futures::future::BoxFuture;
-use opentelemetry::{
-    Context as OtelContext,
-    trace::{FutureExt as _, SpanBuilder, SpanKind, TraceContextExt as _},
-};
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry::trace::FutureExt as _;
 use tonic::body::Body;
 use tracing::Level;
 
 use crate::{
     auth::Principal,
     layer::{StateLayer, WithState},
+    telemetry::{Caller, ServerSpan},
 };
 use call::Call;
 pub(crate) use call::percent_decode;
@@ -101,7 +98,7 @@ where
         } else {
             tracing::enabled!(target: "agentry_server::rpc", Level::DEBUG)
         };
-        if !observer.metrics && observer.tracer.is_none() && !logged {
+        if !observer.metrics && observer.spans.is_none() && !logged {
             return Box::pin(inner.call(request));
         }
         // Only the log line uses who called and the request's id.
@@ -111,24 +108,13 @@ where
             info
         });
         let headers = request.headers();
-        let has_traceparent = headers.contains_key(&TRACEPARENT);
-        let trace = observer
-            .tracer
-            .as_ref()
-            .filter(|_| crate::telemetry::traced(has_traceparent))
-            .map(|tracer| server_span(tracer, method, has_traceparent.then_some(headers)));
-        let caller_trace_id = if logged && trace.is_none() && has_traceparent {
-            caller_trace_id(headers)
-        } else {
-            None
-        };
-        let call = Call::new(
-            observer.clone(),
-            index,
-            info,
-            trace.clone(),
-            caller_trace_id,
-        );
+        let caller = headers.get(&TRACEPARENT).and_then(|value| {
+            let state = headers.get(&TRACESTATE).and_then(|v| v.to_str().ok());
+            Caller::parse(value.to_str().ok()?, state)
+        });
+        let (span, caller_trace_id) = start_span(observer, method, caller, logged);
+        let trace = span.as_ref().map(ServerSpan::context);
+        let call = Call::new(observer.clone(), index, info, span, caller_trace_id);
         let response = inner.call(request);
         match trace {
             // The handler runs in the span's context: the store's spans are its children.
@@ -141,68 +127,20 @@ where
 }
 
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// The server span, in a context of its own: named `package.Service/Method`, with the RPC
-/// semantic-convention attributes, continuing the caller's W3C trace context (from
-/// `headers`, given when they carry a `traceparent`).
-fn server_span(
-    tracer: &SdkTracer,
+/// The call's server span, when the sampler gives it one (named `package.Service/Method`,
+/// with the RPC semantic-convention attributes, continuing the caller's W3C trace
+/// context); else the caller's trace id, for the log line (`logged`).
+fn start_span(
+    observer: &Observer,
     method: &Method,
-    headers: Option<&http::HeaderMap>,
-) -> OtelContext {
-    let parent = match headers {
-        Some(headers) => opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(headers))
-        }),
-        None => OtelContext::new(),
-    };
-    // Room for the status code the call ends with.
-    let mut attributes = Vec::with_capacity(method.span_attributes.len() + 1);
-    attributes.extend_from_slice(&method.span_attributes);
-    let span = SpanBuilder::from_name(method.name())
-        .with_kind(SpanKind::Server)
-        .with_attributes(attributes)
-        .start_with_context(tracer, &parent);
-    parent.with_span(span)
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+    caller: Option<Caller>,
+    logged: bool,
+) -> (Option<ServerSpan>, Option<String>) {
+    if observer.spans.is_some() && crate::telemetry::sampled(caller.as_ref()) {
+        let span = ServerSpan::start(method.name(), method.span_attributes, caller);
+        return (Some(span), None);
     }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// The trace id of a W3C `traceparent` header (`00-{trace}-{span}-{flags}`), for the log
-/// line when spans are not recorded.
-fn caller_trace_id(headers: &http::HeaderMap) -> Option<String> {
-    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then(|| trace.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_gives_the_trace_id() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            caller_trace_id(&headers).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-    }
+    (None, caller.filter(|_| logged).map(|c| c.trace_id()))
 }

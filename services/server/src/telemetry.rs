@@ -11,17 +11,18 @@
 //! `OTEL_EXPORTER_OTLP_HEADERS`, and the batch processor's `OTEL_BSP_*` (the exporter is
 //! our own: [`export`], which encodes each span into OTLP protobuf as it ends). W3C
 //! `traceparent` headers are continued. Only the server's own spans are exported: the
-//! RPC spans and, within a traced call, the store's transaction and statement spans.
-//! They are built with the OpenTelemetry API (see [`tracer`]) and only while exporting,
-//! so with tracing off they cost nothing.
+//! RPC spans ([`ServerSpan`], built without the SDK and encoded as they end) and, within
+//! a traced call, the store's transaction and statement spans (built with the
+//! OpenTelemetry API and the global tracer provider set up here). Spans are built only
+//! while exporting, so with tracing off they cost nothing.
 //!
-//! A ratio sampler decides before any span is built: a call that starts no trace (a
-//! root the ratio leaves out, with no sampled caller's context) gets no span at all, nor
-//! do its statements, so sampling 1 % of calls costs about 1 % of what tracing every call
-//! costs. The exporter's own sampler then only follows that decision and the caller's.
+//! The sampler decides before any span is built ([`sampled`]): a call that starts no
+//! trace (a root the ratio leaves out, or a caller's unsampled context under a
+//! `parentbased_*` sampler) gets no span at all, nor do its statements, so sampling 1 %
+//! of calls costs about 1 % of what tracing every call costs. The SDK's sampler, which
+//! sees only the store's spans, follows the server span's decision.
 
 use std::{
-    cell::Cell,
     io::IsTerminal,
     sync::{
         Mutex,
@@ -33,20 +34,25 @@ use crate::startup::{Context as _, StartError};
 
 mod encode;
 mod export;
+mod server_span;
 mod settings;
-use opentelemetry::{KeyValue, trace::TracerProvider as _};
+pub use export::Spans;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::{
     Resource,
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracer, SdkTracerProvider},
+    trace::{Sampler, SdkTracerProvider},
 };
+pub use server_span::{Caller, ServerSpan};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
-/// The exporter's tracer, which builds the server spans (see [`tracer`]).
-static TRACER: Mutex<Option<SdkTracer>> = Mutex::new(None);
+/// Where the server spans go (see [`spans`]).
+static SPANS: Mutex<Option<Spans>> = Mutex::new(None);
+/// The instrumentation scope of every span the server exports.
+const SCOPE: &str = "agentry";
 /// The share of calls without a caller's sampled trace that start one (f64 bits).
 static ROOT_RATIO: AtomicU64 = AtomicU64::new(1.0f64.to_bits());
 /// Whether a caller's `traceparent` decides instead of the ratio (the `parentbased_*`
@@ -58,21 +64,21 @@ pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
 }
 
-/// The tracer of the exported spans, when they are. Spans are built with the
-/// OpenTelemetry API directly rather than as `tracing` spans through
-/// `tracing-opentelemetry`, whose bridge cost about as much again per span (a registry
-/// entry, field visitors, a context attached on every poll). A call runs in its server
-/// span's OpenTelemetry context, where the store finds the parent of its spans.
-pub fn tracer() -> Option<SdkTracer> {
-    TRACER.lock().ok()?.clone()
+/// Where the server spans go, when spans are exported. The server spans are built
+/// without the SDK ([`ServerSpan`]); the store's spans are built with the OpenTelemetry
+/// API and the global tracer provider, which this module sets up, as children of the
+/// server span in the call's OpenTelemetry context.
+pub fn spans() -> Option<Spans> {
+    SPANS.lock().ok()?.clone()
 }
 
 /// Whether a call gets a span: with a caller's trace context under a `parentbased_*`
-/// sampler, always (the exporter's sampler then follows the caller's sampled flag);
-/// otherwise with the configured ratio.
-pub fn traced(has_caller_context: bool) -> bool {
-    if has_caller_context && FOLLOW_CALLER.load(Ordering::Relaxed) {
-        return true;
+/// sampler, when the caller's is sampled; otherwise with the configured ratio.
+pub fn sampled(caller: Option<&Caller>) -> bool {
+    if let Some(caller) = caller
+        && FOLLOW_CALLER.load(Ordering::Relaxed)
+    {
+        return caller.sampled;
     }
     let ratio = f64::from_bits(ROOT_RATIO.load(Ordering::Relaxed));
     if ratio >= 1.0 {
@@ -84,26 +90,9 @@ pub fn traced(has_caller_context: bool) -> bool {
     }
 }
 
-/// A uniform draw in [0, 1) from a per-thread xorshift generator (sampling needs speed,
-/// not secrecy).
+/// A uniform draw in [0, 1) (sampling needs speed, not secrecy).
 fn unit_random() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            let here = &seed as *const u64 as u64;
-            (seed ^ here.rotate_left(32)) | 1
-        });
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
+    (server_span::random() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Keeps the exporter alive; flushes spans when dropped.
@@ -161,7 +150,10 @@ pub fn init_with(
     .with_filter(filter);
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = tracer_provider(&var)?;
+    let (provider, spans) = match tracer_provider(&var)? {
+        Some((provider, spans)) => (Some(provider), Some(spans)),
+        None => (None, None),
+    };
     tracing_subscriber::registry()
         .with(fmt)
         .try_init()
@@ -171,15 +163,16 @@ pub fn init_with(
         // The store builds its spans with the global tracer.
         opentelemetry::global::set_tracer_provider(provider.clone());
     }
-    if let Ok(mut tracer) = TRACER.lock() {
-        *tracer = provider.as_ref().map(|provider| provider.tracer("agentry"));
+    if let Ok(mut slot) = SPANS.lock() {
+        *slot = spans;
     }
     Ok(Telemetry { provider })
 }
 
+/// The provider of the store's spans, and where the server spans go.
 fn tracer_provider(
     var: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<SdkTracerProvider>, StartError> {
+) -> Result<Option<(SdkTracerProvider, Spans)>, StartError> {
     let Some(endpoint) =
         var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
     else {
@@ -204,13 +197,13 @@ fn tracer_provider(
     ROOT_RATIO.store(root_ratio.to_bits(), Ordering::Relaxed);
     FOLLOW_CALLER.store(follow_caller, Ordering::Relaxed);
     let processor = export::OtlpProcessor::start(settings).during(StartError::Telemetry)?;
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_sampler(sampler)
-            .with_span_processor(processor)
-            .build(),
-    ))
+    let spans = processor.spans(InstrumentationScope::builder(SCOPE).build());
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler)
+        .with_span_processor(processor)
+        .build();
+    Ok(Some((provider, spans)))
 }
 
 /// What `OTEL_TRACES_SAMPLER` asks for, split in two: the ratio decided before a call's

@@ -23,8 +23,10 @@ use sqlx::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
+mod batch;
 mod span;
 
+use batch::Rendered;
 pub(crate) use span::StatementSpan;
 use span::{statement_span, transaction_span};
 
@@ -187,7 +189,12 @@ impl Db {
                     TxConn::Sqlite(writer.begin().await.map_err(map_err)?)
                 }
             };
-            Ok(Tx { conn, span })
+            Ok(Tx {
+                conn,
+                span,
+                deferred: Vec::new(),
+                deferred_rows: Vec::new(),
+            })
         }
     }
 
@@ -311,6 +318,10 @@ pub(crate) struct Tx {
     /// The context of the transaction's span (empty when untraced), which ends when the
     /// transaction commits or is dropped.
     span: opentelemetry::Context,
+    /// Writes [`Tx::defer`]red, sent before the next statement or the commit.
+    deferred: Vec<Rendered>,
+    /// The rows the deferred writes of [`Tx::defer_row`] touch.
+    deferred_rows: Vec<String>,
 }
 
 enum TxConn {
@@ -327,6 +338,7 @@ impl Tx {
     }
 
     pub(crate) async fn fetch_all<R: Record>(&mut self, stmt: &impl Statement) -> Result<Vec<R>> {
+        self.flush().await?;
         let parent = Some(&self.span);
         match &mut self.conn {
             TxConn::Postgres(tx) => run!(rows fetch_all, Postgres, stmt, &mut **tx, parent),
@@ -335,6 +347,7 @@ impl Tx {
     }
 
     pub(crate) async fn execute(&mut self, stmt: &impl Statement) -> Result<u64> {
+        self.flush().await?;
         let parent = Some(&self.span);
         match &mut self.conn {
             TxConn::Postgres(tx) => run!(execute, Postgres, stmt, &mut **tx, parent),
@@ -346,6 +359,7 @@ impl Tx {
         &mut self,
         stmt: &impl Statement,
     ) -> Result<Option<R>> {
+        self.flush().await?;
         let parent = Some(&self.span);
         match &mut self.conn {
             TxConn::Postgres(tx) => run!(rows fetch_optional, Postgres, stmt, &mut **tx, parent),
@@ -369,11 +383,13 @@ impl Tx {
     }
 
     /// The transaction's Postgres connection and a span for `sql`, for statements
-    /// sea-query cannot build (data-modifying CTEs); `None` on SQLite.
+    /// sea-query cannot build (data-modifying CTEs); `None` on SQLite. Deferred writes
+    /// must have been flushed.
     pub(crate) fn postgres(
         &mut self,
         sql: &str,
     ) -> Option<(&mut sqlx::PgConnection, StatementSpan)> {
+        debug_assert!(self.deferred.is_empty(), "flush deferred writes first");
         match &mut self.conn {
             TxConn::Postgres(tx) => {
                 let span = statement_span(Backend::Postgres, sql, Some(&self.span));
@@ -383,7 +399,8 @@ impl Tx {
         }
     }
 
-    pub(crate) async fn commit(self) -> Result<()> {
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.flush().await?;
         let _span = self.span;
         match self.conn {
             TxConn::Postgres(tx) => tx.commit().await.map_err(map_err),

@@ -128,7 +128,7 @@ impl Store {
                     "OK",
                 ],
             );
-            tx.execute(&audit).await?;
+            tx.defer(&audit);
         }
         if let Some(request_id) = &m.request_id {
             let response = to_record(value);
@@ -144,7 +144,7 @@ impl Store {
                     now,
                 ],
             );
-            tx.execute(&stored).await?;
+            tx.defer(&stored);
         }
         tx.commit().await
     }

@@ -10,10 +10,6 @@ use std::{
 };
 
 use http_body::{Frame, SizeHint};
-use opentelemetry::{
-    Context as OtelContext, KeyValue,
-    trace::{Status, TraceContextExt as _},
-};
 use prost::bytes::Bytes;
 use tonic::{Code, body::Body};
 use tracing::Level;
@@ -22,6 +18,7 @@ use super::{
     CallInfo,
     methods::{CODE_NAMES, Observer},
 };
+use crate::telemetry::ServerSpan;
 
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
@@ -66,8 +63,8 @@ pub(super) struct Call {
     index: usize,
     /// Set when the call's line is logged.
     info: Option<Arc<CallInfo>>,
-    /// The context of the call's span, when it has one.
-    trace: Option<OtelContext>,
+    /// The call's span, when it has one.
+    span: Option<ServerSpan>,
     caller_trace_id: Option<String>,
     started: Instant,
     stream_open: bool,
@@ -79,14 +76,14 @@ impl Call {
         observer: Arc<Observer>,
         index: usize,
         info: Option<Arc<CallInfo>>,
-        trace: Option<OtelContext>,
+        span: Option<ServerSpan>,
         caller_trace_id: Option<String>,
     ) -> Self {
         Self {
             observer,
             index,
             info,
-            trace,
+            span,
             caller_trace_id,
             started: Instant::now(),
             stream_open: false,
@@ -135,17 +132,13 @@ impl Call {
                 gauge.decrement(1.0);
             }
         }
-        if let Some(trace) = &self.trace {
-            let span = trace.span();
-            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
-            if code != Code::Ok {
-                span.set_status(Status::error(format!("{code_name}: {message}")));
-            }
-            span.end();
+        if let (Some(span), Some(spans)) = (&self.span, &self.observer.spans) {
+            let error = (code != Code::Ok).then(|| format!("{code_name}: {message}"));
+            spans.push(|buf| span.end(elapsed, code as i64, error.as_deref(), buf));
         }
         let Some(info) = &self.info else { return };
-        let trace_id = match &self.trace {
-            Some(trace) => trace.span().span_context().trace_id().to_string(),
+        let trace_id = match &self.span {
+            Some(span) => span.trace_id(),
             None => self.caller_trace_id.clone().unwrap_or_default(),
         };
         let (workspace, key) = info

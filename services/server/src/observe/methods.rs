@@ -5,9 +5,10 @@ use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge, Histogram};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::SdkTracer;
 use prost::Message as _;
 use tonic::Code;
+
+use crate::telemetry::Spans;
 
 /// Canonical code names, indexed by code number: the `code` label and log field.
 pub(super) const CODE_NAMES: [&str; 17] = [
@@ -42,8 +43,8 @@ pub(super) struct Method {
     pub(super) path: &'static str,
     pub(super) service: &'static str,
     pub(super) method: &'static str,
-    /// The server span's RPC attributes, built once: a span only clones them.
-    pub(super) span_attributes: [KeyValue; 3],
+    /// The server span's RPC attributes, built once (and kept, as the names are).
+    pub(super) span_attributes: &'static [KeyValue; 3],
     /// `agentry.*`: logged at info; health and reflection at debug.
     pub(super) api: bool,
     pub(super) stream: Option<Gauge>,
@@ -86,8 +87,8 @@ pub struct Observer {
     /// Where calls of paths that name no method are counted.
     unknown: usize,
     pub(super) metrics: bool,
-    /// Set when spans are exported: the server spans are built with it directly.
-    pub(super) tracer: Option<SdkTracer>,
+    /// Set when spans are exported: where the server spans go.
+    pub(super) spans: Option<Spans>,
 }
 
 fn leak(s: &str) -> &'static str {
@@ -97,7 +98,7 @@ fn leak(s: &str) -> &'static str {
 impl Observer {
     /// The methods of every served descriptor set. Metric handles bind to the recorder
     /// installed now, so this runs after [`crate::metrics::install`].
-    pub fn new(metrics: bool, tracer: Option<SdkTracer>) -> Self {
+    pub fn new(metrics: bool, spans: Option<Spans>) -> Self {
         let sets = [
             agentry_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -127,11 +128,11 @@ impl Observer {
                     .map(|(_, kind)| metrics::gauge!("agentry_streams_open", "kind" => *kind));
                 Method {
                     path: leak(&format!("/{service}/{method}")),
-                    span_attributes: [
+                    span_attributes: Box::leak(Box::new([
                         KeyValue::new("rpc.system", "grpc"),
                         KeyValue::new("rpc.service", service),
                         KeyValue::new("rpc.method", method),
-                    ],
+                    ])),
                     api: service.starts_with("agentry."),
                     stream,
                     requests: Default::default(),
@@ -151,7 +152,7 @@ impl Observer {
             methods,
             unknown,
             metrics,
-            tracer,
+            spans,
         }
     }
 

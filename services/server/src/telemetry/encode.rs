@@ -16,8 +16,8 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// `Span.flags`: the W3C trace flags, and whether the parent's remoteness is known (always)
 /// and true.
-const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
-const CONTEXT_IS_REMOTE: u32 = 0x200;
+pub(super) const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+pub(super) const CONTEXT_IS_REMOTE: u32 = 0x200;
 
 /// Appends `ScopeSpans.spans` field 2: one `Span` message.
 pub fn span(data: &SpanData, buf: &mut Vec<u8>) {
@@ -146,14 +146,14 @@ pub fn request<'a>(
     buf
 }
 
-fn attributes(tag: u32, attributes: &[KeyValue], buf: &mut Vec<u8>) {
+pub(super) fn attributes(tag: u32, attributes: &[KeyValue], buf: &mut Vec<u8>) {
     for kv in attributes {
         nested(tag, buf, |buf| key_value(kv.key.as_str(), &kv.value, buf));
     }
 }
 
 /// A `KeyValue` message's fields.
-fn key_value(key: &str, value: &Value, buf: &mut Vec<u8>) {
+pub(super) fn key_value(key: &str, value: &Value, buf: &mut Vec<u8>) {
     string(1, key, buf);
     if let Value::String(s) = value {
         // The usual value, its length known in advance.
@@ -199,12 +199,16 @@ fn array_values(array: &Array, buf: &mut Vec<u8>) {
 
 /// A length-delimited field whose contents `write` appends: one byte is kept for the
 /// length, and the contents move only in the rare case that it needs more.
-fn nested(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn nested(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     nested_in::<1>(tag, buf, write);
 }
 
 /// [`nested`] with `N` bytes kept for the length.
-fn nested_in<const N: usize>(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn nested_in<const N: usize>(
+    tag: u32,
+    buf: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
     key_byte(tag, WireType::LengthDelimited, buf);
     let at = buf.len();
     buf.extend_from_slice(&[0; N]);
@@ -249,13 +253,13 @@ fn delimited(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(value);
 }
 
-fn bytes(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
+pub(super) fn bytes(tag: u32, value: &[u8], buf: &mut Vec<u8>) {
     if !value.is_empty() {
         delimited(tag, value, buf);
     }
 }
 
-fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
+pub(super) fn string(tag: u32, value: &str, buf: &mut Vec<u8>) {
     bytes(tag, value.as_bytes(), buf);
 }
 
@@ -268,20 +272,20 @@ fn always_varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
     }
 }
 
-fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
+pub(super) fn varint(tag: u32, value: u64, buf: &mut Vec<u8>) {
     if value != 0 {
         always_varint(tag, value, buf);
     }
 }
 
-fn fixed64(tag: u32, value: u64, buf: &mut Vec<u8>) {
+pub(super) fn fixed64(tag: u32, value: u64, buf: &mut Vec<u8>) {
     if value != 0 {
         key_byte(tag, WireType::SixtyFourBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());
     }
 }
 
-fn fixed32(tag: u32, value: u32, buf: &mut Vec<u8>) {
+pub(super) fn fixed32(tag: u32, value: u32, buf: &mut Vec<u8>) {
     if value != 0 {
         key_byte(tag, WireType::ThirtyTwoBit, buf);
         buf.extend_from_slice(&value.to_le_bytes());

@@ -188,30 +188,64 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
-impl SpanProcessor for OtlpProcessor {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        let shared = &self.shared;
-        if !span.span_context.is_sampled() || shared.stopped.load(Ordering::Relaxed) {
+impl Shared {
+    /// Encodes a span with `encode` (as a `ScopeSpans.spans` field) and queues it.
+    fn enqueue(&self, scope: &InstrumentationScope, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.stopped.load(Ordering::Relaxed) {
             return;
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
-            encode::span(&span, &mut scratch);
-            let Ok(mut queue) = shared.queue.lock() else {
+            encode(&mut scratch);
+            let Ok(mut queue) = self.queue.lock() else {
                 return;
             };
-            if queue.spans >= shared.max_queue {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if queue.spans >= self.max_queue {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if queue.push(&span.instrumentation_scope, &scratch, shared.max_batch) {
+            if queue.push(scope, &scratch, self.max_batch) {
                 drop(queue);
-                shared.full.notify_one();
+                self.full.notify_one();
             }
         });
+    }
+}
+
+/// Where the server spans go, encoded by their caller (see [`super::server_span`]),
+/// beside the SDK's spans, in the tracer's scope.
+#[derive(Clone, Debug)]
+pub struct Spans {
+    shared: Arc<Shared>,
+    scope: InstrumentationScope,
+}
+
+impl Spans {
+    /// Queues the span `encode` appends as a `ScopeSpans.spans` field.
+    pub fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        self.shared.enqueue(&self.scope, encode);
+    }
+}
+
+impl OtlpProcessor {
+    /// A handle that queues spans encoded elsewhere, under `scope`.
+    pub fn spans(&self, scope: InstrumentationScope) -> Spans {
+        Spans {
+            shared: self.shared.clone(),
+            scope,
+        }
+    }
+}
+
+impl SpanProcessor for OtlpProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if span.span_context.is_sampled() {
+            let scope = &span.instrumentation_scope;
+            self.shared.enqueue(scope, |buf| encode::span(&span, buf));
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {

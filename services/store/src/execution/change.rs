@@ -249,24 +249,26 @@ pub(crate) async fn append_messages(
             columns.into_iter().chain(MESSAGE_COLUMNS),
             rows,
         );
-        tx.execute(&stmt).await?;
+        tx.defer(&stmt);
     }
     Ok(sequences)
 }
 
 /// Gives the session to its oldest waiting run, whose input joins the transcript now.
-/// The caller writes the session back ([`Change::save`]).
+/// The caller writes the session back ([`Change::save`]). The waiting condition is
+/// literal SQL, the predicate of the partial index `runs_waiting` (bound values cannot
+/// prove it for the prepared statement's cached plan), which holds only waiting runs.
 pub(crate) async fn handoff(
     tx: &mut Tx,
     session: &mut Session,
     wakes: &mut Wakes,
     now: UnixMicros,
 ) -> Result<()> {
+    debug_assert_eq!(RunStatus::Queued.as_str(), "QUEUED");
     let next: Option<RunRow> = tx
         .fetch_optional(
             &session_runs(session)
-                .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
-                .and_where(Expr::col(Runs::Ready).eq(0))
+                .and_where(Expr::cust("status = 'QUEUED' AND ready = 0"))
                 .order_by(Runs::CreateTime, Order::Asc)
                 .order_by(Runs::RunId, Order::Asc)
                 .limit(1)

@@ -175,8 +175,11 @@ impl Store {
     }
 
     /// Wakes the pollers of workspaces with re-queued runs whose backoff ended in
-    /// `(since, now]`; returns how many such runs there are.
+    /// `(since, now]`; returns how many such runs there are. The re-queued condition is
+    /// literal SQL, the predicate of the partial index `runs_backoff` (bound values
+    /// cannot prove it for the prepared statement's cached plan).
     async fn wake_ended_backoffs(&self, since: UnixMicros, now: UnixMicros) -> Result<u64> {
+        debug_assert_eq!(RunStatus::Queued.as_str(), "QUEUED");
         let woken: Vec<(String, String, i64)> = self
             .db
             .fetch_all(
@@ -184,8 +187,7 @@ impl Store {
                     .columns([Runs::WorkspaceId, Runs::AgentId])
                     .expr(Expr::col(Runs::RunId).count())
                     .from(Runs::Table)
-                    .and_where(Expr::col(Runs::Status).eq(RunStatus::Queued.as_str()))
-                    .and_where(Expr::col(Runs::Attempt).gt(1))
+                    .and_where(Expr::cust("status = 'QUEUED' AND attempt > 1"))
                     .and_where(Expr::col(Runs::NextAttemptTime).gt(since))
                     .and_where(Expr::col(Runs::NextAttemptTime).lte(now))
                     .group_by_col(Runs::WorkspaceId)

@@ -79,6 +79,7 @@ pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Sess
     found(tx.fetch_optional::<SessionRow>(&locked).await?, name)
 }
 
+/// Saves a locked session's run-related columns (deferred: see `Tx::defer_row`).
 pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: UnixMicros) -> Result<()> {
     let stmt = Query::update()
         .table(Sessions::Table)
@@ -89,8 +90,11 @@ pub(crate) async fn save_session(tx: &mut Tx, session: &Session, now: UnixMicros
         .and_where(Expr::col(Sessions::ProjectId).eq(session.project.as_str()))
         .and_where(Expr::col(Sessions::SessionId).eq(session.id.as_str()))
         .to_owned();
-    tx.execute(&stmt).await?;
-    Ok(())
+    let key = format!(
+        "sessions/{}/{}/{}",
+        session.workspace, session.project, session.id
+    );
+    tx.defer_row(key, &stmt).await
 }
 
 #[derive(sqlx::FromRow)]
@@ -234,7 +238,8 @@ fn deadline_of(run: &Run) -> Option<UnixMicros> {
     }
 }
 
-/// Writes every mutable column of `run` back (the row is locked by this transaction).
+/// Writes every mutable column of `run` back (the row is locked by this transaction),
+/// deferred (see `Tx::defer_row`).
 pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
     let approval_expiry = match (&run.approval, run.status) {
         (Some(a), RunStatus::RequiresAction) if a.decision.is_none() => Some(a.expire_time),
@@ -281,8 +286,12 @@ pub(crate) async fn save_run(tx: &mut Tx, run: &Run) -> Result<()> {
         .and_where(Expr::col(Runs::WorkspaceId).eq(run.workspace.as_str()))
         .and_where(Expr::col(Runs::RunId).eq(run.id.as_str()))
         .to_owned();
-    tx.execute(&stmt).await?;
-    Ok(())
+    tx.defer_row(run_key(run), &stmt).await
+}
+
+/// The deferred-write key of a run's row.
+fn run_key(run: &Run) -> String {
+    format!("runs/{}/{}", run.workspace, run.id)
 }
 
 pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
@@ -326,10 +335,10 @@ pub(crate) async fn insert_run(tx: &mut Tx, run: &Run) -> Result<()> {
             deadline_of(run),
         ],
     );
-    tx.execute(&stmt).await?;
-    Ok(())
+    tx.defer_row(run_key(run), &stmt).await
 }
 
+/// Inserts `events` of `run` (deferred: see `Tx::defer`).
 pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -> Result<()> {
     // Chunked: SQLite binds at most 32766 parameters per statement.
     for chunk in events.chunks(500) {
@@ -353,8 +362,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, run: &Run, events: &[RunEvent]) -
             RunEvents::Body,
             RunEvents::CreateTime,
         ];
-        tx.execute(&insert_rows(RunEvents::Table, columns, rows))
-            .await?;
+        tx.defer(&insert_rows(RunEvents::Table, columns, rows));
     }
     Ok(())
 }
