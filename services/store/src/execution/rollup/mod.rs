@@ -14,7 +14,7 @@
 //! crash loses nothing but the fold in progress.
 //!
 //! A run deleted below the watermark (its session deleted) lowers the watermark to its
-//! hour and deletes the rollups from there on, by trigger (migration 0008); the roller
+//! hour and deletes the rollups from there on, by trigger (migration 0010); the roller
 //! folds them again. The rollups go with their project (foreign keys).
 //!
 //! Assumption, documented: a run's create_time is at most [`LAG`] older than the

@@ -1,4 +1,4 @@
--- GetRunStats rollups: see migrations/postgres/0008_run_rollups.sql. One writer at a
+-- GetRunStats rollups: see migrations/postgres/0010_run_rollups.sql. One writer at a
 -- time, so the delete trigger needs no lock.
 CREATE TABLE run_rollup_marks (
     workspace_id TEXT NOT NULL,
