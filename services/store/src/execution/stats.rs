@@ -75,7 +75,7 @@ fn in_window(
         .and_where(Expr::col(Runs::CreateTime).lt(end));
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Debug, Default, Clone)]
 pub(super) struct CountRow {
     pub agent_id: String,
     pub status: String,
@@ -85,6 +85,18 @@ pub(super) struct CountRow {
     pub cost_usd: f64,
     pub started: i64,
     pub ended: i64,
+}
+
+impl CountRow {
+    /// Adds `other`'s counts and sums (of the same agent and status).
+    pub(super) fn add(&mut self, other: &CountRow) {
+        self.runs += other.runs;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+        self.started += other.started;
+        self.ended += other.ended;
+    }
 }
 
 /// Counts and sums per (agent, status).
@@ -285,25 +297,16 @@ fn tally(rows: &[CountRow], by_agent: bool) -> Figures {
 /// The figures of rolled-up cells: counts as [`tally`] adds them, percentiles from the
 /// merged histograms (nearest rank, within 1 %).
 fn from_cells(cells: &Cells, by_agent: bool) -> Figures {
-    let rows: Vec<CountRow> = cells
-        .iter()
-        .map(|((agent_id, status), cell)| CountRow {
-            agent_id: agent_id.clone(),
-            status: status.clone(),
-            runs: cell.runs,
-            input_tokens: cell.input_tokens,
-            output_tokens: cell.output_tokens,
-            cost_usd: cell.cost_usd,
-            started: cell.started,
-            ended: cell.ended,
-        })
-        .collect();
+    let rows: Vec<CountRow> = cells.values().map(|cell| cell.counts.clone()).collect();
     let mut figures = tally(&rows, by_agent);
     let mut merged: BTreeMap<Option<&str>, Cell> = BTreeMap::new();
     for ((agent, _), cell) in cells {
-        merged.entry(None).or_default().merge(cell);
+        merged.entry(None).or_default().merge_histograms(cell);
         if by_agent {
-            merged.entry(Some(agent)).or_default().merge(cell);
+            merged
+                .entry(Some(agent))
+                .or_default()
+                .merge_histograms(cell);
         }
     }
     for (agent, cell) in merged {

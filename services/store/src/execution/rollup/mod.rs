@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use agentry_core::{Result, time::now_micros};
 use sea_query::{Alias, Expr, LockType, OnConflict, Order, Query};
 
+use super::stats::CountRow;
 use crate::{Store, db::Tx, tables::Runs};
 use hist::Histogram;
 
@@ -82,39 +83,42 @@ pub(crate) fn raw_runs() -> sea_query::SelectStatement {
 /// The figures of the runs of one (agent, status), of an hour or of a scan.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Cell {
-    pub runs: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_usd: f64,
-    pub started: i64,
-    pub ended: i64,
+    pub(in crate::execution) counts: CountRow,
     pub queue_wait: Histogram,
     pub run_time: Histogram,
 }
 
 impl Cell {
+    /// An empty cell of `agent` and `status`.
+    fn of(agent: &str, status: &str) -> Cell {
+        Cell {
+            counts: CountRow {
+                agent_id: agent.to_owned(),
+                status: status.to_owned(),
+                ..CountRow::default()
+            },
+            ..Cell::default()
+        }
+    }
+
     fn add(&mut self, run: &RawRun) {
-        self.runs += 1;
-        self.input_tokens += run.input_tokens;
-        self.output_tokens += run.output_tokens;
-        self.cost_usd += run.cost_usd;
+        let counts = &mut self.counts;
+        counts.runs += 1;
+        counts.input_tokens += run.input_tokens;
+        counts.output_tokens += run.output_tokens;
+        counts.cost_usd += run.cost_usd;
         if let Some(start) = run.start_time {
-            self.started += 1;
+            counts.started += 1;
             self.queue_wait.add(start - run.create_time);
             if let Some(end) = run.end_time {
-                self.ended += 1;
+                counts.ended += 1;
                 self.run_time.add(end - start);
             }
         }
     }
 
-    pub(crate) fn merge(&mut self, other: &Cell) {
-        self.runs += other.runs;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cost_usd += other.cost_usd;
-        self.started += other.started;
-        self.ended += other.ended;
+    /// Adds `other`'s histograms (not its counts).
+    pub(crate) fn merge_histograms(&mut self, other: &Cell) {
         self.queue_wait.merge(&other.queue_wait);
         self.run_time.merge(&other.run_time);
     }
@@ -127,7 +131,7 @@ pub(crate) fn fold_into(cells: &mut Cells, runs: &[RawRun]) {
     for run in runs {
         cells
             .entry((run.agent_id.clone(), run.status.clone()))
-            .or_default()
+            .or_insert_with(|| Cell::of(&run.agent_id, &run.status))
             .add(run);
     }
 }
@@ -332,12 +336,12 @@ async fn insert_rollups(
                 (*hour).into(),
                 agent.as_str().into(),
                 status.as_str().into(),
-                cell.runs.into(),
-                cell.input_tokens.into(),
-                cell.output_tokens.into(),
-                cell.cost_usd.into(),
-                cell.started.into(),
-                cell.ended.into(),
+                cell.counts.runs.into(),
+                cell.counts.input_tokens.into(),
+                cell.counts.output_tokens.into(),
+                cell.counts.cost_usd.into(),
+                cell.counts.started.into(),
+                cell.counts.ended.into(),
                 cell.queue_wait.encode().into(),
                 cell.run_time.encode().into(),
             ]);

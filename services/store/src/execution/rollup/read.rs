@@ -27,13 +27,7 @@ struct RollupRow {
 impl RollupRow {
     /// Adds this row's figures to `cell`.
     fn add_to(&self, cell: &mut Cell) -> Result<()> {
-        let counts = &self.counts;
-        cell.runs += counts.runs;
-        cell.input_tokens += counts.input_tokens;
-        cell.output_tokens += counts.output_tokens;
-        cell.cost_usd += counts.cost_usd;
-        cell.started += counts.started;
-        cell.ended += counts.ended;
+        cell.counts.add(&self.counts);
         cell.queue_wait
             .merge_encoded(&self.queue_wait)
             .and_then(|()| cell.run_time.merge_encoded(&self.run_time))
@@ -82,10 +76,11 @@ impl Store {
         };
         let mut cells = Cells::new();
         for row in &rows {
+            let key = (row.counts.agent_id.clone(), row.counts.status.clone());
             row.add_to(
                 cells
-                    .entry((row.counts.agent_id.clone(), row.counts.status.clone()))
-                    .or_default(),
+                    .entry(key)
+                    .or_insert_with(|| Cell::of(&row.counts.agent_id, &row.counts.status)),
             )?;
         }
         // Everything of the window outside [first, sealed): the leading partial hour,
