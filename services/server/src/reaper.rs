@@ -1,6 +1,7 @@
 //! Background maintenance on a timer: run timers (lapsed leases, timeouts, expired
 //! approvals, ended backoffs), instances whose heartbeat lapsed go OFFLINE, and
-//! stored idempotency results older than a day are forgotten. Every replica runs it; the
+//! stored idempotency results older than a day are forgotten, and finished runs are
+//! folded into GetRunStats' rollups (`agentry_store`'s `execution::rollup`). Every replica runs it; the
 //! run timers split between replicas (SKIP LOCKED) and every change is a guarded,
 //! idempotent update, so replicas never conflict. A run the store cannot handle is
 //! logged and skipped there, never fatal to a pass (see `agentry_core::port::RunReaper`);
@@ -17,6 +18,10 @@ use tokio::sync::watch;
 use crate::notify::stopped;
 
 const IDEMPOTENCY_RETENTION_US: i64 = 24 * 3600 * 1_000_000;
+/// The GetRunStats roller runs every this many passes, and on every pass while it is
+/// behind, for at most [`ROLL_TIME`] each.
+const ROLL_EVERY_TICKS: u64 = 10;
+const ROLL_TIME: Duration = Duration::from_millis(300);
 
 /// What one pass did, per action: the run timers the store handled and the instances
 /// marked OFFLINE.
@@ -55,13 +60,14 @@ pub async fn run(store: Arc<dyn Storage>, interval: Duration, mut stop: watch::R
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     let mut timers = RunReaper::new(ReapLimits::default());
+    let mut rolling_behind = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = stopped(&mut stop) => return,
         }
         ticks += 1;
-        let pass = pass(store.as_ref(), &mut timers, ticks);
+        let pass = pass(store.as_ref(), &mut timers, ticks, &mut rolling_behind);
         tokio::select! {
             actions = pass => record(&actions),
             () = stopped(&mut stop) => return,
@@ -70,7 +76,12 @@ pub async fn run(store: Arc<dyn Storage>, interval: Duration, mut stop: watch::R
 }
 
 /// One pass; failures are logged, and what was done is counted even then.
-async fn pass(store: &dyn Storage, timers: &mut RunReaper, ticks: u64) -> ReaperActions {
+async fn pass(
+    store: &dyn Storage,
+    timers: &mut RunReaper,
+    ticks: u64,
+    rolling_behind: &mut bool,
+) -> ReaperActions {
     let mut actions = ReaperActions::default();
     match store.reap_runs(timers).await {
         Ok(report) => actions.runs = report,
@@ -87,7 +98,26 @@ async fn pass(store: &dyn Storage, timers: &mut RunReaper, ticks: u64) -> Reaper
     {
         tracing::warn!(%error, "reaper could not purge idempotency keys");
     }
+    if *rolling_behind || ticks % ROLL_EVERY_TICKS == 1 {
+        *rolling_behind = roll(store).await;
+    }
     actions
+}
+
+/// One bounded pass of the GetRunStats roller; whether it has more to do.
+async fn roll(store: &dyn Storage) -> bool {
+    match store.roll_run_stats(ROLL_TIME).await {
+        Ok((folded, behind)) => {
+            if folded > 0 {
+                tracing::debug!(folded, behind, "run stats rolled up");
+            }
+            behind
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reaper could not roll up run stats");
+            false
+        }
+    }
 }
 
 /// Counts what a pass did (`agentry_reaper_actions_total{action}`,

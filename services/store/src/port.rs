@@ -36,6 +36,9 @@ impl Upkeep for Store {
     async fn purge_idempotency_keys(&self, before: i64) -> Result<u64> {
         Store::purge_idempotency_keys(self, before).await
     }
+    async fn roll_run_stats(&self, max_time: std::time::Duration) -> Result<(u64, bool)> {
+        Store::roll_run_stats(self, max_time).await
+    }
     async fn close(&self) {
         Store::close(self).await
     }

@@ -568,5 +568,6 @@ conformance!(
 mod contexts;
 mod execution;
 mod group;
+mod rollups;
 mod stats;
 mod timers;

@@ -338,6 +338,9 @@ pub trait Upkeep: Send + Sync {
     async fn reap_runs(&self, reaper: &mut RunReaper) -> Result<ReapReport>;
     /// Forgets stored results older than `before` (micros); the reaper calls this.
     async fn purge_idempotency_keys(&self, before: i64) -> Result<u64>;
+    /// One pass of the GetRunStats roller, within `max_time`: the runs folded into
+    /// rollups, and whether the pass stopped before it was done.
+    async fn roll_run_stats(&self, max_time: std::time::Duration) -> Result<(u64, bool)>;
     /// Closes the connections; the store serves nothing after.
     async fn close(&self);
 }

@@ -20,6 +20,7 @@
 mod change;
 mod claim;
 mod reaper;
+mod rollup;
 mod rows;
 mod runs;
 mod sessions;
