@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
             .collect();
         let readers = clients.clone();
-        let [empty, reads] = alternate(
+        let ([empty, reads], _) = alternate(
             concurrency,
             duration,
             SLICE,

@@ -30,28 +30,11 @@ where
 /// other (a load that starts right after the other finds the machine as that one left
 /// it), and each slice begins with an unmeasured warm-up of a tenth of its length, in
 /// which the load's server wakes its idle threads and connections.
+///
+/// With them, the rate of B over the rate of A in each pair of slices (one per pair, in
+/// the order run): their median is a ratio that one slow slice, which moves the whole
+/// run's mean, does not move.
 pub async fn alternate<A, FutA, B, FutB>(
-    concurrency: usize,
-    duration: Duration,
-    slice: Duration,
-    meter: &cpu::Meter,
-    a: A,
-    b: B,
-) -> anyhow::Result<[(Summary, cpu::Times); 2]>
-where
-    A: Fn(usize, u64) -> FutA + Send + Sync + 'static,
-    FutA: Future<Output = anyhow::Result<()>> + Send,
-    B: Fn(usize, u64) -> FutB + Send + Sync + 'static,
-    FutB: Future<Output = anyhow::Result<()>> + Send,
-{
-    let (runs, _) = alternate_paired(concurrency, duration, slice, meter, a, b).await?;
-    Ok(runs)
-}
-
-/// [`alternate`], with the rate of B over the rate of A in each pair of slices (one
-/// per pair, in the order run): their median is a ratio that one slow slice, which
-/// moves the whole run's mean, does not move.
-pub async fn alternate_paired<A, FutA, B, FutB>(
     concurrency: usize,
     duration: Duration,
     slice: Duration,

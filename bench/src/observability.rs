@@ -18,7 +18,7 @@ use crate::{
     collector::Collector,
     context::{CHANNELS, context_name, prepare_contexts},
     cpu,
-    load::alternate_paired,
+    load::alternate,
     server::{self, channel},
     stats::{median, ratio, report},
 };
@@ -152,7 +152,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             }
         }
     };
-    let ([empty_off, empty_on], empty_pairs) = alternate_paired(
+    let ([empty_off, empty_on], empty_pairs) = alternate(
         CONCURRENCY,
         for_call("empty"),
         SLICE,
@@ -180,7 +180,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
             }
         }
     };
-    let ([reads_off, reads_on], read_pairs) = alternate_paired(
+    let ([reads_off, reads_on], read_pairs) = alternate(
         CONCURRENCY,
         for_call("read"),
         SLICE,
@@ -205,7 +205,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     report("  empty call, traces + metrics on", &empty_on.0);
     report("  ReadContext head, traces + metrics off", &reads_off.0);
     report("  ReadContext head, traces + metrics on", &reads_on.0);
-    // The verdict: the median of the slice pairs' ratios (see `alternate_paired`); the
+    // The verdict: the median of the slice pairs' ratios (see `alternate`); the
     // whole run's ratio beside it.
     for (what, pairs, off, on) in [
         ("empty call", &empty_pairs, &empty_off.0, &empty_on.0),

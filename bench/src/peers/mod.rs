@@ -435,7 +435,7 @@ async fn cas(
     }
     let clients = setup.clients.clone();
     let kv = kv.clone();
-    let [a, b] = alternate(
+    let ([a, b], _) = alternate(
         concurrency,
         duration,
         SLICE,
@@ -491,7 +491,7 @@ async fn reads(
 ) -> anyhow::Result<[Side; 2]> {
     let clients = setup.clients.clone();
     let kv = kv.clone();
-    let [a, b] = alternate(
+    let ([a, b], _) = alternate(
         concurrency,
         duration,
         SLICE,
