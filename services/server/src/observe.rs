@@ -108,10 +108,15 @@ where
             info
         });
         let headers = request.headers();
-        let caller = headers.get(&TRACEPARENT).and_then(|value| {
-            let state = headers.get(&TRACESTATE).and_then(|v| v.to_str().ok());
-            Caller::parse(value.to_str().ok()?, state)
-        });
+        // The caller's trace context matters only to a span or a log line.
+        let wanted = observer.spans.is_some() || logged;
+        let caller = headers
+            .get(&TRACEPARENT)
+            .filter(|_| wanted)
+            .and_then(|value| {
+                let state = headers.get(&TRACESTATE).and_then(|v| v.to_str().ok());
+                Caller::parse(value.to_str().ok()?, state)
+            });
         let (span, caller_trace_id) = start_span(observer, method, caller, logged);
         let trace = span.as_ref().map(ServerSpan::context);
         let call = Call::new(observer.clone(), index, info, span, caller_trace_id);
