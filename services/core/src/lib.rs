@@ -19,6 +19,7 @@ pub mod run;
 pub mod schema;
 pub mod status;
 pub mod time;
+pub mod trace;
 pub mod wake;
 
 pub use error::{Error, FieldViolation, Reason, Result};

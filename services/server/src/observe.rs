@@ -22,9 +22,9 @@ use std::{
     task::{Context, Poll},
 };
 
+use agentry_core::trace::InTrace;
 use agentry_proto::RequestId;
 use futures::future::BoxFuture;
-use opentelemetry::trace::FutureExt as _;
 use tonic::body::Body;
 use tracing::Level;
 
@@ -118,13 +118,13 @@ where
                 Caller::parse(value.to_str().ok()?, state)
             });
         let (span, caller_trace_id) = start_span(observer, method, caller, logged);
-        let trace = span.as_ref().map(ServerSpan::context);
+        let trace = span.as_ref().map(ServerSpan::parent);
         let call = Call::new(observer.clone(), index, info, span, caller_trace_id);
         let response = inner.call(request);
         match trace {
-            // The handler runs in the span's context: the store's spans are its children.
+            // The handler runs in the span's trace: the store's spans are its children.
             Some(trace) => {
-                Box::pin(async move { Ok(call.respond(response.with_context(trace).await?)) })
+                Box::pin(async move { Ok(call.respond(InTrace::new(response, trace).await?)) })
             }
             None => Box::pin(async move { Ok(call.respond(response.await?)) }),
         }
@@ -144,7 +144,7 @@ fn start_span(
     logged: bool,
 ) -> (Option<ServerSpan>, Option<String>) {
     if observer.spans.is_some() && crate::telemetry::sampled(caller.as_ref()) {
-        let span = ServerSpan::start(method.name(), method.span_attributes, caller);
+        let span = ServerSpan::start(method.span, caller);
         return (Some(span), None);
     }
     (None, caller.filter(|_| logged).map(|c| c.trace_id()))

@@ -43,7 +43,7 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{Sampler, SdkTracerProvider},
 };
-pub use server_span::{Caller, ServerSpan};
+pub use server_span::{Caller, MethodSpan, ServerSpan};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;

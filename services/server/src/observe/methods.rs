@@ -8,7 +8,7 @@ use opentelemetry::KeyValue;
 use prost::Message as _;
 use tonic::Code;
 
-use crate::telemetry::Spans;
+use crate::telemetry::{MethodSpan, Spans};
 
 /// Canonical code names, indexed by code number: the `code` label and log field.
 pub(super) const CODE_NAMES: [&str; 17] = [
@@ -43,8 +43,9 @@ pub(super) struct Method {
     pub(super) path: &'static str,
     pub(super) service: &'static str,
     pub(super) method: &'static str,
-    /// The server span's RPC attributes, built once (and kept, as the names are).
-    pub(super) span_attributes: &'static [KeyValue; 3],
+    /// The server span's name and RPC attributes, encoded once (and kept, as the names
+    /// are).
+    pub(super) span: &'static MethodSpan,
     /// `agentry.*`: logged at info; health and reflection at debug.
     pub(super) api: bool,
     pub(super) stream: Option<Gauge>,
@@ -126,13 +127,17 @@ impl Observer {
                     .iter()
                     .find(|(m, _)| *m == method && service.starts_with("agentry."))
                     .map(|(_, kind)| metrics::gauge!("agentry_streams_open", "kind" => *kind));
+                let path = leak(&format!("/{service}/{method}"));
                 Method {
-                    path: leak(&format!("/{service}/{method}")),
-                    span_attributes: Box::leak(Box::new([
-                        KeyValue::new("rpc.system", "grpc"),
-                        KeyValue::new("rpc.service", service),
-                        KeyValue::new("rpc.method", method),
-                    ])),
+                    path,
+                    span: Box::leak(Box::new(MethodSpan::new(
+                        &path[1..],
+                        vec![
+                            KeyValue::new("rpc.system", "grpc"),
+                            KeyValue::new("rpc.service", service),
+                            KeyValue::new("rpc.method", method),
+                        ],
+                    ))),
                     api: service.starts_with("agentry."),
                     stream,
                     requests: Default::default(),

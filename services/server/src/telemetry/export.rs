@@ -95,10 +95,11 @@ const SPARE: usize = 4;
 impl Queue {
     /// Adds an encoded span to the open batch; true when that fills it (it is then
     /// among the full ones).
-    fn push(&mut self, scope: &InstrumentationScope, span: &[u8], max_batch: usize) -> bool {
+    fn push(&mut self, scope: Scope<'_>, span: &[u8], max_batch: usize) -> bool {
         self.spans += 1;
         self.open.spans += 1;
-        match self.open.scopes.iter_mut().find(|(s, _)| s == scope) {
+        let found = self.open.scopes.iter_mut().find(|(s, _)| scope.is(s));
+        match found {
             Some((_, spans)) => spans.extend_from_slice(span),
             None => {
                 let mut spans = self
@@ -106,7 +107,7 @@ impl Queue {
                     .pop()
                     .unwrap_or_else(|| Vec::with_capacity((max_batch * 256).min(1 << 20)));
                 spans.extend_from_slice(span);
-                self.open.scopes.push((scope.clone(), spans));
+                self.open.scopes.push((scope.to_shared(), spans));
             }
         }
         if self.open.spans < max_batch {
@@ -121,8 +122,32 @@ impl Queue {
 /// Spans encoded as `ScopeSpans.spans` fields, by scope (nearly always one).
 #[derive(Debug, Default)]
 struct Batch {
-    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    scopes: Vec<(Arc<InstrumentationScope>, Vec<u8>)>,
     spans: usize,
+}
+
+/// The scope of a span being queued: the server spans' own (shared, so that finding its
+/// batch compares a pointer), or an SDK span's.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Shared(&'a Arc<InstrumentationScope>),
+    Borrowed(&'a InstrumentationScope),
+}
+
+impl Scope<'_> {
+    fn is(self, other: &Arc<InstrumentationScope>) -> bool {
+        match self {
+            Scope::Shared(scope) => Arc::ptr_eq(scope, other) || **scope == **other,
+            Scope::Borrowed(scope) => scope == &**other,
+        }
+    }
+
+    fn to_shared(self) -> Arc<InstrumentationScope> {
+        match self {
+            Scope::Shared(scope) => scope.clone(),
+            Scope::Borrowed(scope) => Arc::new(scope.clone()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -190,7 +215,7 @@ thread_local! {
 
 impl Shared {
     /// Encodes a span with `encode` (as a `ScopeSpans.spans` field) and queues it.
-    fn enqueue(&self, scope: &InstrumentationScope, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn enqueue(&self, scope: Scope<'_>, encode: impl FnOnce(&mut Vec<u8>)) {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
@@ -218,13 +243,13 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub struct Spans {
     shared: Arc<Shared>,
-    scope: InstrumentationScope,
+    scope: Arc<InstrumentationScope>,
 }
 
 impl Spans {
     /// Queues the span `encode` appends as a `ScopeSpans.spans` field.
     pub fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) {
-        self.shared.enqueue(&self.scope, encode);
+        self.shared.enqueue(Scope::Shared(&self.scope), encode);
     }
 }
 
@@ -233,7 +258,7 @@ impl OtlpProcessor {
     pub fn spans(&self, scope: InstrumentationScope) -> Spans {
         Spans {
             shared: self.shared.clone(),
-            scope,
+            scope: Arc::new(scope),
         }
     }
 }
@@ -244,7 +269,8 @@ impl SpanProcessor for OtlpProcessor {
     fn on_end(&self, span: SpanData) {
         if span.span_context.is_sampled() {
             let scope = &span.instrumentation_scope;
-            self.shared.enqueue(scope, |buf| encode::span(&span, buf));
+            self.shared
+                .enqueue(Scope::Borrowed(scope), |buf| encode::span(&span, buf));
         }
     }
 
@@ -374,7 +400,7 @@ impl Exporter {
             batch
                 .scopes
                 .iter()
-                .map(|(scope, spans)| (scope, &spans[..])),
+                .map(|(scope, spans)| (&**scope, &spans[..])),
         );
         let mut request = tonic::Request::new(Bytes::from(body));
         *request.metadata_mut() = self.settings.metadata.clone();

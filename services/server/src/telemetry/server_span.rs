@@ -6,20 +6,22 @@
 //! few thousand instructions per call on the cores that serve calls. The bytes are
 //! those the SDK's span encodes to (a test compares them).
 //!
-//! The call runs in an OpenTelemetry context that carries this span's ids (as a span
-//! context, not a recording span), where the store's spans find their parent.
+//! The call runs in this span's trace ([`agentry_core::trace`]): the store's spans find
+//! their parent there.
 
 use std::{
     cell::Cell,
     collections::hash_map::RandomState,
     hash::{BuildHasher as _, Hasher as _},
     str::FromStr as _,
+    sync::LazyLock,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use agentry_core::trace::TraceParent;
 use opentelemetry::{
-    Context, KeyValue, Value,
-    trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
+    KeyValue, Value,
+    trace::{TraceFlags, TraceId, TraceState},
 };
 
 use super::encode::{self, CONTEXT_HAS_IS_REMOTE, CONTEXT_IS_REMOTE};
@@ -81,6 +83,59 @@ fn hex_field(field: &str, len: usize) -> Option<&str> {
     .then_some(field)
 }
 
+/// What every span of one method shares, encoded once: its name, its kind and its RPC
+/// attributes (fields 5, 6 and 9 of a `Span`), copied into each span as they are.
+pub struct MethodSpan {
+    name: &'static str,
+    attributes: Vec<KeyValue>,
+    /// Fields 5 and 6: the name and SPAN_KIND_SERVER.
+    name_and_kind: Vec<u8>,
+    /// The attributes, each a field 9.
+    encoded_attributes: Vec<u8>,
+}
+
+impl MethodSpan {
+    pub fn new(name: &'static str, attributes: Vec<KeyValue>) -> Self {
+        let mut name_and_kind = Vec::new();
+        encode::string(5, name, &mut name_and_kind);
+        encode::varint(6, KIND_SERVER, &mut name_and_kind);
+        let mut encoded_attributes = Vec::new();
+        encode::attributes(9, &attributes, &mut encoded_attributes);
+        Self {
+            name,
+            attributes,
+            name_and_kind,
+            encoded_attributes,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn attributes(&self) -> &[KeyValue] {
+        &self.attributes
+    }
+}
+
+/// `rpc.grpc.status_code` as a `Span.attributes` field, for each code (0 to 16), encoded
+/// once.
+static STATUS_CODES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    (0..17)
+        .map(|code| {
+            let mut buf = Vec::new();
+            status_code(code, &mut buf);
+            buf
+        })
+        .collect()
+});
+
+fn status_code(code: i64, buf: &mut Vec<u8>) {
+    encode::nested(9, buf, |buf| {
+        encode::key_value("rpc.grpc.status_code", &Value::I64(code), buf)
+    });
+}
+
 /// A call's span while the call runs.
 pub struct ServerSpan {
     trace_id: [u8; 16],
@@ -88,19 +143,14 @@ pub struct ServerSpan {
     /// The caller's span, when the call continues the caller's trace.
     parent: Option<[u8; 8]>,
     trace_state: TraceState,
-    name: &'static str,
-    /// The RPC attributes known when the call starts.
-    attributes: &'static [KeyValue],
+    /// Its name and the RPC attributes known when the call starts.
+    method: &'static MethodSpan,
     start: SystemTime,
 }
 
 impl ServerSpan {
-    /// A sampled span named `name`, in the caller's trace or in a new one.
-    pub fn start(
-        name: &'static str,
-        attributes: &'static [KeyValue],
-        caller: Option<Caller>,
-    ) -> Self {
+    /// A sampled span of `method`, in the caller's trace or in a new one.
+    pub fn start(method: &'static MethodSpan, caller: Option<Caller>) -> Self {
         let (trace_id, parent, trace_state) = match caller {
             Some(caller) => (caller.trace_id, Some(caller.span_id), caller.trace_state),
             None => (new_trace_id(), None, TraceState::default()),
@@ -110,22 +160,20 @@ impl ServerSpan {
             span_id: nonzero_random().to_be_bytes(),
             parent,
             trace_state,
-            name,
-            attributes,
+            method,
             start: SystemTime::now(),
         }
     }
 
-    /// The OpenTelemetry context the call runs in: this span's ids, for the store's
-    /// spans to take as their parent.
-    pub fn context(&self) -> Context {
-        Context::new().with_remote_span_context(SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
-            TraceFlags::SAMPLED,
-            false,
-            self.trace_state.clone(),
-        ))
+    /// The trace the call runs in: this span, for the store's spans to take as their
+    /// parent.
+    pub fn parent(&self) -> TraceParent {
+        let state = self.trace_state.header();
+        TraceParent {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            trace_state: (!state.is_empty()).then(|| state.into()),
+        }
     }
 
     /// The trace id, as the log line shows it.
@@ -146,14 +194,14 @@ impl ServerSpan {
             if let Some(parent) = &self.parent {
                 encode::bytes(4, parent, buf);
             }
-            encode::string(5, self.name, buf);
-            encode::varint(6, KIND_SERVER, buf);
+            buf.extend_from_slice(&self.method.name_and_kind);
             encode::fixed64(7, start, buf);
             encode::fixed64(8, end, buf);
-            encode::attributes(9, self.attributes, buf);
-            encode::nested(9, buf, |buf| {
-                encode::key_value("rpc.grpc.status_code", &Value::I64(code), buf)
-            });
+            buf.extend_from_slice(&self.method.encoded_attributes);
+            match STATUS_CODES.get(code as usize) {
+                Some(encoded) => buf.extend_from_slice(encoded),
+                None => status_code(code, buf),
+            }
             encode::nested(15, buf, |buf| {
                 if let Some(error) = error {
                     encode::string(2, error, buf);

@@ -1,19 +1,23 @@
 //! The spans of transactions and statements (see the module above), built with the
-//! OpenTelemetry API: only within a traced call, as children of the span in the current
-//! OpenTelemetry context (the call's server span) or of their transaction's.
+//! OpenTelemetry API: only within a traced call, as children of the call's server span
+//! (the current [`agentry_core::trace`] parent) or of their transaction's.
 
 use std::{
     borrow::Cow,
     cell::RefCell,
     collections::HashMap,
     panic::Location,
+    str::FromStr as _,
     sync::{Mutex, OnceLock},
 };
 
 use opentelemetry::{
     Context, KeyValue,
     global::{BoxedSpan, BoxedTracer},
-    trace::{SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _},
+    trace::{
+        SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags, TraceId,
+        TraceState, Tracer as _,
+    },
 };
 
 use super::Backend;
@@ -44,6 +48,23 @@ fn traced(parent: &Context) -> bool {
     parent.has_active_span() && parent.span().span_context().is_sampled()
 }
 
+/// The context of the traced call being polled, if any: its server span as the parent.
+fn call_context() -> Option<Context> {
+    let parent = agentry_core::trace::current()?;
+    let state = parent
+        .trace_state
+        .as_deref()
+        .and_then(|state| TraceState::from_str(state).ok())
+        .unwrap_or_default();
+    Some(Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        TraceFlags::SAMPLED,
+        false,
+        state,
+    )))
+}
+
 fn child(parent: &Context, name: Cow<'static, str>, attributes: Vec<KeyValue>) -> BoxedSpan {
     let builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Client)
@@ -59,23 +80,21 @@ pub(super) fn transaction_span(
     operation: &'static str,
     caller: &'static Location<'static>,
 ) -> Context {
-    Context::map_current(|parent| {
-        if !traced(parent) {
-            return Context::new();
-        }
-        let (name, operation) = if operation.is_empty() {
-            (Cow::Borrowed("transaction"), "transaction")
-        } else {
-            (Cow::Owned(format!("transaction {operation}")), operation)
-        };
-        let attributes = vec![
-            KeyValue::new("db.system", system(backend)),
-            KeyValue::new("db.operation.name", operation),
-            KeyValue::new("code.filepath", caller.file()),
-            KeyValue::new("code.lineno", i64::from(caller.line())),
-        ];
-        parent.with_span(child(parent, name, attributes))
-    })
+    let Some(parent) = call_context() else {
+        return Context::new();
+    };
+    let (name, operation) = if operation.is_empty() {
+        (Cow::Borrowed("transaction"), "transaction")
+    } else {
+        (Cow::Owned(format!("transaction {operation}")), operation)
+    };
+    let attributes = vec![
+        KeyValue::new("db.system", system(backend)),
+        KeyValue::new("db.operation.name", operation),
+        KeyValue::new("code.filepath", caller.file()),
+        KeyValue::new("code.lineno", i64::from(caller.line())),
+    ];
+    parent.with_span(child(&parent, name, attributes))
 }
 
 /// A statement's span, named by [`summary`]: a child of its transaction's span, or else
@@ -97,7 +116,7 @@ pub(super) fn statement_span(
     };
     match transaction {
         Some(parent) => span(parent),
-        None => Context::map_current(span),
+        None => call_context().and_then(|parent| span(&parent)),
     }
 }
 

@@ -1,6 +1,8 @@
+use std::sync::LazyLock;
+
 use opentelemetry::{
     InstrumentationScope,
-    trace::{SpanKind, Status},
+    trace::{SpanContext, SpanId, SpanKind, Status},
 };
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
@@ -51,17 +53,20 @@ fn an_invalid_traceparent_is_ignored() {
     }
 }
 
-static ATTRIBUTES: std::sync::LazyLock<[KeyValue; 3]> = std::sync::LazyLock::new(|| {
-    [
-        KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", "agentry.v1.RegistryService"),
-        KeyValue::new("rpc.method", "CreateWorkspace"),
-    ]
+static METHOD: LazyLock<MethodSpan> = LazyLock::new(|| {
+    MethodSpan::new(
+        "agentry.v1.RegistryService/CreateWorkspace",
+        vec![
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", "agentry.v1.RegistryService"),
+            KeyValue::new("rpc.method", "CreateWorkspace"),
+        ],
+    )
 });
 
 /// The SDK's span data of `span`, ended as `end` ends it.
 fn as_sdk_data(span: &ServerSpan, elapsed: Duration, code: i64, error: Option<&str>) -> SpanData {
-    let mut attributes = ATTRIBUTES.to_vec();
+    let mut attributes = span.method.attributes().to_vec();
     attributes.push(KeyValue::new("rpc.grpc.status_code", code));
     let start = UNIX_EPOCH + Duration::from_nanos(nanos(span.start));
     SpanData {
@@ -75,7 +80,7 @@ fn as_sdk_data(span: &ServerSpan, elapsed: Duration, code: i64, error: Option<&s
         parent_span_id: span.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
         parent_span_is_remote: span.parent.is_some(),
         span_kind: SpanKind::Server,
-        name: span.name.into(),
+        name: span.method.name().into(),
         start_time: start,
         end_time: start + elapsed,
         attributes,
@@ -89,15 +94,15 @@ fn as_sdk_data(span: &ServerSpan, elapsed: Duration, code: i64, error: Option<&s
 
 #[test]
 fn a_server_span_encodes_as_the_sdks_span_of_the_same_call() {
-    let name = "agentry.v1.RegistryService/CreateWorkspace";
     let callers = [
         None,
         Caller::parse(TRACEPARENT, None),
         Caller::parse(TRACEPARENT, Some("vendor=value,other=x")),
     ];
     for caller in callers {
-        let span = ServerSpan::start(name, &*ATTRIBUTES, caller);
-        for (code, error) in [(0, None), (5, Some("NOT_FOUND: no workspace"))] {
+        let span = ServerSpan::start(&METHOD, caller);
+        // A code beyond the canonical ones too (encoded as it ends).
+        for (code, error) in [(0, None), (5, Some("NOT_FOUND: no workspace")), (42, None)] {
             let elapsed = Duration::from_micros(1234);
             let mut ours = Vec::new();
             span.end(elapsed, code, error, &mut ours);
@@ -112,15 +117,17 @@ fn a_server_span_encodes_as_the_sdks_span_of_the_same_call() {
 fn a_span_continues_its_callers_trace_or_starts_a_new_one() {
     let caller = Caller::parse(TRACEPARENT, None).unwrap();
     let (trace, parent) = (caller.trace_id, caller.span_id);
-    let span = ServerSpan::start("s", &*ATTRIBUTES, Some(caller));
+    let span = ServerSpan::start(&METHOD, Some(caller));
     assert_eq!((span.trace_id, span.parent), (trace, Some(parent)));
     assert_ne!(span.span_id, [0; 8]);
-    let context = span.context();
-    let child_parent = context.span().span_context().clone();
-    assert_eq!(child_parent.span_id(), SpanId::from_bytes(span.span_id));
-    assert!(child_parent.is_sampled());
+    let parent = span.parent();
+    assert_eq!((parent.trace_id, parent.span_id), (trace, span.span_id));
+    assert_eq!(parent.trace_state, None);
+    let with_state = Caller::parse(TRACEPARENT, Some("vendor=value")).unwrap();
+    let span = ServerSpan::start(&METHOD, Some(with_state));
+    assert_eq!(span.parent().trace_state.as_deref(), Some("vendor=value"));
     let roots: std::collections::HashSet<_> = (0..1000)
-        .map(|_| ServerSpan::start("s", &*ATTRIBUTES, None).trace_id)
+        .map(|_| ServerSpan::start(&METHOD, None).trace_id)
         .collect();
     assert_eq!(roots.len(), 1000);
     assert!(roots.iter().all(|id| *id != [0; 16]));
