@@ -6,7 +6,7 @@
 //! come from the merged histograms, within 1 %.
 
 use agentry_core::{Result, names::ProjectName, time::UnixMicros};
-use sea_query::{Alias, Condition, Expr, JoinType, Query, SelectStatement, UnionType};
+use sea_query::{Alias, Expr, JoinType, Query, SelectStatement, UnionType};
 
 use super::{Cells, DAY, HOUR, RawRun, Rolled, col, floor_day, floor_hour, fold_into, raw_runs};
 use crate::{
@@ -96,23 +96,19 @@ impl Store {
             row.row.add_to(&mut cells)?;
         }
         // Everything of the window outside [first, sealed): the leading partial hour,
-        // and from the watermark (or the trailing partial hour) to the end.
+        // and from the watermark (or the trailing partial hour) to the end; two ranges
+        // of `runs_by_project`, whatever the planner knows of the table (as one
+        // condition with OR, an unanalyzed table was read through another index).
         let sealed = last.min(sealed_until);
-        let rest = raw_runs()
-            .cond_where(Runs::in_project(project))
-            .cond_where(
-                Condition::any()
-                    .add(
-                        Condition::all()
-                            .add(Expr::col(Runs::CreateTime).gte(start))
-                            .add(Expr::col(Runs::CreateTime).lt(first)),
-                    )
-                    .add(
-                        Condition::all()
-                            .add(Expr::col(Runs::CreateTime).gte(sealed))
-                            .add(Expr::col(Runs::CreateTime).lt(end)),
-                    ),
-            )
+        let range = |from: i64, until: i64| {
+            raw_runs()
+                .cond_where(Runs::in_project(project))
+                .and_where(Expr::col(Runs::CreateTime).gte(from))
+                .and_where(Expr::col(Runs::CreateTime).lt(until))
+                .to_owned()
+        };
+        let rest = range(start, first)
+            .union(UnionType::All, range(sealed, end))
             .to_owned();
         let scanned: Vec<RawRun> = self.db.fetch_all(&rest).await?;
         fold_into(&mut cells, &scanned);
