@@ -12,6 +12,7 @@ mod peers;
 mod pgbench;
 mod scale;
 mod scale_lists;
+mod scale_plans;
 mod server;
 mod stats;
 

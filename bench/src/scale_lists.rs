@@ -12,6 +12,9 @@
 //! - the first and the last page of ListRuns with `status = FAILED` (few runs);
 //! - GetRunStats over all of them (the whole 30-day window), once the server's roller
 //!   has folded the loaded runs into its rollups (the time that took is printed).
+//!
+//! Then the plan shapes of the depth-0 and FAILED pages and of
+//! GetRunStats' statements (`scale_plans`), and whether ANALYZE changed them.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use crate::{
     Cli,
     execution::{self, Exec},
+    scale_plans,
     server::{self, channel},
     stats::summarize,
 };
@@ -236,8 +240,19 @@ async fn one_size(cli: &Cli, args: &Args, size: i64) -> anyhow::Result<()> {
     rolled_up(&mut db, end).await?;
     let window = (start - 1_000_000, end + 1_000_000);
     measure(&mut client, args, size, "before ANALYZE", &tokens, window).await?;
+    let before = scale_plans::shapes(&mut db, window).await?;
     db.execute("ANALYZE runs").await?;
     measure(&mut client, args, size, "after ANALYZE", &tokens, window).await?;
+    let after = scale_plans::shapes(&mut db, window).await?;
+    for ((what, before), (_, after)) in before.iter().zip(&after) {
+        if before == after {
+            println!("{size:>9} runs  plan of {what}, the same before and after ANALYZE: {before}");
+        } else {
+            println!(
+                "{size:>9} runs  plan of {what} CHANGED with ANALYZE: before {before}; after {after}"
+            );
+        }
+    }
     let _ = db.close().await;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! counts and sums exactly and percentiles within 1 %, for sealed hours, partial hours
 //! at the window's edges and the runs after the watermark; a re-roll changes nothing; a
 //! run still unfinished holds the watermark back until it ends; a deleted run's hours
-//! are unsealed and folded again.
+//! are unsealed and folded again. Whole sealed days are summed into daily rows, which
+//! hold the sums of their hours and give the same answers, at partial days too.
 
 use agentry_core::names::{ProjectName, SessionName};
 use agentry_core::port::{RunStatsGroup, RunStatsQuery, RunStatsStore, SessionStore};
@@ -156,14 +157,16 @@ conformance!(rolled_up_stats_match_a_scan_of_the_window, |store, db| {
     assert!(watermark(&db, base + 3 * HOUR).await);
     assert!(db.count("run_rollups").await > 0);
     same(&before.0, &stats(&store, 0, i64::MAX).await.0);
-    // (The sealed hours are read from the rollups, not scanned.)
-    db.execute("UPDATE run_rollups SET runs = runs + 1000")
-        .await
-        .expect("skew");
+    // (The sealed hours, or their days, are read from the rollups, not scanned.)
+    for table in ["run_rollups", "run_rollups_daily"] {
+        let skew = format!("UPDATE {table} SET runs = runs + 1000");
+        db.execute(&skew).await.expect("skew");
+    }
     assert!(stats(&store, 0, i64::MAX).await.0.total > 1000);
-    db.execute("UPDATE run_rollups SET runs = runs - 1000")
-        .await
-        .expect("unskew");
+    for table in ["run_rollups", "run_rollups_daily"] {
+        let unskew = format!("UPDATE {table} SET runs = runs - 1000");
+        db.execute(&unskew).await.expect("unskew");
+    }
     agrees(&store, &db, &windows).await;
 
     // Rolling again folds nothing and changes nothing.
@@ -216,4 +219,141 @@ conformance!(rolled_up_stats_match_a_scan_of_the_window, |store, db| {
         .expect("delete the project");
     assert_eq!(db.count("run_rollups").await, 0);
     assert_eq!(db.count("run_rollup_marks").await, 0);
+});
+
+const DAY: i64 = 24 * HOUR;
+
+/// `db`'s daily rows that differ from the sums of their hours (in counts and sums).
+async fn days_unlike_their_hours(db: &FreshDatabase) -> i64 {
+    let sum = |column: &str| {
+        format!(
+            "d.{column} <> (SELECT SUM(h.{column}) FROM run_rollups h \
+             WHERE h.workspace_id = d.workspace_id AND h.project_id = d.project_id \
+             AND h.agent_id = d.agent_id AND h.status = d.status \
+             AND h.bucket >= d.bucket AND h.bucket < d.bucket + {DAY})"
+        )
+    };
+    let columns = ["runs", "input_tokens", "output_tokens", "started", "ended"];
+    let differ: Vec<String> = columns.iter().map(|c| sum(c)).collect();
+    db.count(&format!(
+        "run_rollups_daily d WHERE {} OR d.bucket % {DAY} <> 0",
+        differ.join(" OR ")
+    ))
+    .await
+}
+
+/// The window's figures from the daily rows equal those from the hours alone.
+async fn days_answer_like_hours(store: &Store, db: &FreshDatabase, start: i64, end: i64) {
+    let (from_days, _) = stats(store, start, end).await;
+    let hide = "UPDATE run_rollup_marks SET daily_until = daily_until - 1000 * 86400000000";
+    db.execute(hide).await.expect("hide the days");
+    let (from_hours, _) = stats(store, start, end).await;
+    let show = "UPDATE run_rollup_marks SET daily_until = daily_until + 1000 * 86400000000";
+    db.execute(show).await.expect("show the days");
+    same(&from_hours, &from_days);
+    assert_eq!(from_hours.queue_wait, from_days.queue_wait);
+    assert_eq!(from_hours.run_time, from_days.run_time);
+}
+
+conformance!(daily_rollups_sum_their_hours, |store, db| {
+    tenant(&store, "acme").await;
+    let now = now_micros();
+    let day0 = (now / DAY) * DAY - 4 * DAY;
+    // 48 finished runs every 1h47m from day0 (about 3.6 days, all before today), two
+    // agents, two statuses, waits and run times spread over three decades.
+    let mut sessions = Vec::new();
+    for i in 0..48i64 {
+        let run = run_in(&store, "acme", &format!("s{i}"), 0).await;
+        sessions.push((format!("s{i}"), day0 + i * 107 * MINUTE + i * 13));
+        let create = sessions[i as usize].1;
+        let status = if i % 5 == 0 { "FAILED" } else { "SUCCEEDED" };
+        let agent = if i % 3 == 0 { "other" } else { "echo" };
+        let wait = 200 + 997 * i * i;
+        let sql = format!(
+            "UPDATE runs SET status = '{status}', agent_id = '{agent}', create_time = {create}, \
+             start_time = {}, end_time = {}, input_tokens = {i}, output_tokens = {}, \
+             cost_usd = {} WHERE run_id = '{}'",
+            create + wait,
+            create + wait + 31_337 * i * i + 500,
+            i * 2,
+            0.5 * i as f64,
+            run.id
+        );
+        assert_eq!(db.execute(&sql).await.expect("shape the run"), 1);
+    }
+    store.roll_run_stats(ROLL).await.expect("roll");
+    // Every day whose hours are sealed is summed (all four, unless now is within minutes
+    // of midnight).
+    let summed = format!(
+        "run_rollup_marks WHERE daily_until >= {} AND daily_until % {DAY} = 0 \
+         AND daily_until <= sealed_until",
+        day0 + 3 * DAY
+    );
+    assert_eq!(db.count(&summed).await, 1);
+    assert!(db.count("run_rollups_daily").await >= 3 * 4);
+    assert_eq!(days_unlike_their_hours(&db).await, 0);
+    // The days are read, not their hours.
+    db.execute("UPDATE run_rollups_daily SET runs = runs + 1000")
+        .await
+        .expect("skew");
+    assert!(stats(&store, 0, i64::MAX).await.0.total > 1000);
+    db.execute("UPDATE run_rollups_daily SET runs = runs - 1000")
+        .await
+        .expect("unskew");
+    let windows = [
+        (0, i64::MAX),
+        (day0, day0 + 3 * DAY),
+        (day0 + 5 * HOUR + 123, day0 + 3 * DAY + 7 * HOUR + 5),
+        (day0 + DAY - 1, day0 + 2 * DAY + 1),
+        (day0 + DAY + 30 * MINUTE, now),
+    ];
+    agrees(&store, &db, &windows).await;
+    for &(start, end) in &windows {
+        days_answer_like_hours(&store, &db, start, end).await;
+    }
+
+    // A run deleted below the watermark unseals its day: its day's rows and the later
+    // ones go until the roller sums them again.
+    let (session, create) = sessions[20].clone();
+    let day = (create / DAY) * DAY;
+    let idle = format!("UPDATE sessions SET active_run = '' WHERE session_id = '{session}'");
+    assert_eq!(db.execute(&idle).await.expect("the session is idle"), 1);
+    let name = SessionName {
+        workspace: "acme".into(),
+        project: "web".into(),
+        session: session.clone(),
+    };
+    store
+        .delete_session(&mutation("acme", "DeleteSession", &session, "", b""), &name)
+        .await
+        .expect("delete the session");
+    let after = format!("run_rollups_daily WHERE bucket >= {day}");
+    assert_eq!(db.count(&after).await, 0);
+    assert!(db.count("run_rollups_daily").await > 0, "earlier days stay");
+    assert_eq!(
+        db.count(&format!("run_rollup_marks WHERE daily_until = {day}"))
+            .await,
+        1
+    );
+    agrees(&store, &db, &windows).await;
+    store.roll_run_stats(ROLL).await.expect("roll");
+    assert_eq!(db.count(&summed).await, 1);
+    assert!(db.count(&after).await > 0);
+    assert_eq!(days_unlike_their_hours(&db).await, 0);
+    agrees(&store, &db, &windows).await;
+    assert_eq!(stats(&store, 0, i64::MAX).await.0.total, 47);
+
+    // Hourly rollups without days (as migration 0011 finds them) get their days summed
+    // without folding a run again.
+    let daily = db.count("run_rollups_daily").await;
+    db.execute("DELETE FROM run_rollups_daily")
+        .await
+        .expect("drop the days");
+    db.execute("UPDATE run_rollup_marks SET daily_until = 0")
+        .await
+        .expect("reset");
+    assert_eq!(store.roll_run_stats(ROLL).await.expect("roll"), (0, false));
+    assert_eq!(db.count("run_rollups_daily").await, daily);
+    assert_eq!(db.count(&summed).await, 1);
+    agrees(&store, &db, &windows).await;
 });

@@ -13,9 +13,15 @@
 //! hour is folded only from the watermark up, so each run is folded exactly once; a
 //! crash loses nothing but the fold in progress.
 //!
+//! Above the hours, the same transaction sums each day whose hours are all sealed into
+//! `run_rollups_daily` ([`days`], migration 0011), up to the second watermark
+//! `daily_until` (a day, never past the day of `sealed_until`); so each day too is summed
+//! exactly once, from hours that can no longer change.
+//!
 //! A run deleted below the watermark (its session deleted) lowers the watermark to its
-//! hour and deletes the rollups from there on, by trigger (migration 0010); the roller
-//! folds them again. The rollups go with their project (foreign keys).
+//! hour, and `daily_until` to its day, and deletes the rollups from there on, by trigger
+//! (migrations 0010 and 0011); the roller folds them again. The rollups go with their
+//! project (foreign keys).
 //!
 //! Assumption, documented: a run's create_time is at most [`LAG`] older than the
 //! commit that inserts it (clock skew between replicas plus transaction time);
@@ -24,9 +30,10 @@
 //! A project whose oldest unfinished run is old (a run queued for days) keeps its
 //! watermark there: GetRunStats stays exact but scans from that run on.
 //!
-//! GetRunStats reads the sealed hours fully inside its window and scans the rest
-//! exactly ([`read`]).
+//! GetRunStats reads the summed days and the other sealed hours fully inside its window
+//! and scans the rest exactly ([`read`]).
 
+mod days;
 pub(crate) mod hist;
 mod read;
 
@@ -44,11 +51,17 @@ use hist::Histogram;
 pub(crate) const LAG: i64 = 5 * 60 * 1_000_000;
 /// The rollup bucket: an hour of create_time.
 pub(crate) const HOUR: i64 = 3_600 * 1_000_000;
+/// The daily rollup bucket: a UTC day of create_time.
+pub(crate) const DAY: i64 = 24 * HOUR;
 /// The most runs one fold reads (at least one whole hour is always folded).
 const FOLD_RUNS: usize = 50_000;
 
 pub(crate) fn floor_hour(t: i64) -> i64 {
     t.div_euclid(HOUR) * HOUR
+}
+
+pub(crate) fn floor_day(t: i64) -> i64 {
+    t.div_euclid(DAY) * DAY
 }
 
 /// A run as a rollup counts it.
@@ -127,6 +140,31 @@ impl Cell {
 /// Cells by (agent, status).
 pub(crate) type Cells = BTreeMap<(String, String), Cell>;
 
+/// A rollup row (an hour's or a day's) as read back.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Rolled {
+    bucket: i64,
+    #[sqlx(flatten)]
+    counts: CountRow,
+    queue_wait: String,
+    run_time: String,
+}
+
+impl Rolled {
+    /// Adds this row's figures to its (agent, status) cell of `cells`.
+    fn add_to(&self, cells: &mut Cells) -> Result<()> {
+        let (agent, status) = (&self.counts.agent_id, &self.counts.status);
+        let cell = cells
+            .entry((agent.clone(), status.clone()))
+            .or_insert_with(|| Cell::of(agent, status));
+        cell.counts.add(&self.counts);
+        cell.queue_wait
+            .merge_encoded(&self.queue_wait)
+            .and_then(|()| cell.run_time.merge_encoded(&self.run_time))
+            .ok_or_else(|| agentry_core::Error::internal("undecodable run rollup histogram"))
+    }
+}
+
 pub(crate) fn fold_into(cells: &mut Cells, runs: &[RawRun]) {
     for run in runs {
         cells
@@ -175,6 +213,8 @@ impl Store {
     pub async fn roll_run_stats(&self, max_time: Duration) -> Result<(u64, bool)> {
         let started = Instant::now();
         let goal = floor_hour(now_micros() - LAG);
+        let mark = "FROM run_rollup_marks m \
+                    WHERE m.workspace_id = p.workspace_id AND m.project_id = p.project_id";
         let candidates = Query::select()
             .columns([
                 (Alias::new("p"), col("workspace_id")),
@@ -184,8 +224,8 @@ impl Store {
             .and_where(Expr::cust(format!(
                 "EXISTS (SELECT 1 FROM runs r WHERE r.workspace_id = p.workspace_id \
                  AND r.project_id = p.project_id AND r.create_time < {goal} \
-                 AND r.create_time >= COALESCE((SELECT m.sealed_until FROM run_rollup_marks m \
-                 WHERE m.workspace_id = p.workspace_id AND m.project_id = p.project_id), 0))"
+                 AND r.create_time >= COALESCE((SELECT m.sealed_until {mark}), 0)) \
+                 OR EXISTS (SELECT 1 {mark} AND m.daily_until < (m.sealed_until / {DAY}) * {DAY})"
             )))
             .to_owned();
         let projects: Vec<(String, String)> = self.db.fetch_all(&candidates).await?;
@@ -213,11 +253,12 @@ impl Store {
         Ok((folded, false))
     }
 
-    /// Folds the next hours of one project in one transaction. Returns the runs folded
-    /// and whether the project's watermark reached as far as it may.
+    /// Folds the next hours of one project, and sums the days they complete, in one
+    /// transaction. Returns the runs folded and whether the project's watermarks reached
+    /// as far as they may.
     async fn fold(&self, workspace: &str, project: &str, goal: i64) -> Result<(u64, bool)> {
         let mut tx = self.db.begin_as("RollRunStats").await?;
-        let from = lock_mark(&mut tx, workspace, project).await?;
+        let mark = lock_mark(&mut tx, workspace, project).await?;
         let unfinished: Option<(Option<i64>,)> = tx
             .fetch_optional(
                 &Query::select()
@@ -232,46 +273,40 @@ impl Store {
             Some(oldest) => goal.min(floor_hour(oldest)),
             None => goal,
         };
-        if goal <= from {
+        let (runs, until) = if goal > mark.sealed_until {
+            fold_hours(&mut tx, workspace, project, mark.sealed_until, goal).await?
+        } else {
+            (0, mark.sealed_until)
+        };
+        let days = floor_day(until);
+        let daily = days::roll(&mut tx, workspace, project, mark.daily_until, days).await?;
+        if (until, daily) == (mark.sealed_until, mark.daily_until) {
             return Ok((0, true));
         }
-        let mut runs: Vec<RawRun> = tx
-            .fetch_all(
-                &window(workspace, project, from, goal)
-                    .limit(FOLD_RUNS as u64 + 1)
-                    .to_owned(),
-            )
-            .await?;
-        let mut until = goal;
-        if runs.len() > FOLD_RUNS {
-            let first = floor_hour(runs[0].create_time);
-            let cut = floor_hour(runs[FOLD_RUNS].create_time);
-            if cut > first {
-                runs.retain(|run| run.create_time < cut);
-                until = cut;
-            } else {
-                until = first + HOUR;
-                runs = tx
-                    .fetch_all(&window(workspace, project, from, until))
-                    .await?;
-            }
-        }
-        insert_rollups(&mut tx, workspace, project, &runs).await?;
         tx.execute(
             &Query::update()
                 .table(marks())
                 .value(col("sealed_until"), until)
+                .value(col("daily_until"), daily)
                 .cond_where(of_project(workspace, project))
                 .to_owned(),
         )
         .await?;
         tx.commit().await?;
-        Ok((runs.len() as u64, until == goal))
+        Ok((runs, until >= goal && daily == days))
     }
 }
 
-/// The project's watermark, its row created (at 0) when missing and locked.
-async fn lock_mark(tx: &mut Tx, workspace: &str, project: &str) -> Result<i64> {
+/// A project's watermarks: runs folded below `sealed_until`, days summed below
+/// `daily_until`.
+#[derive(sqlx::FromRow)]
+struct Mark {
+    sealed_until: i64,
+    daily_until: i64,
+}
+
+/// The project's watermarks, its row created (at 0) when missing and locked.
+async fn lock_mark(tx: &mut Tx, workspace: &str, project: &str) -> Result<Mark> {
     tx.execute(
         &Query::insert()
             .into_table(marks())
@@ -285,18 +320,56 @@ async fn lock_mark(tx: &mut Tx, workspace: &str, project: &str) -> Result<i64> {
             .to_owned(),
     )
     .await?;
-    let (from,): (i64,) = tx
-        .fetch_optional(
-            &Query::select()
-                .column(col("sealed_until"))
-                .from(marks())
-                .cond_where(of_project(workspace, project))
-                .lock(LockType::Update)
+    tx.fetch_optional(
+        &Query::select()
+            .columns([col("sealed_until"), col("daily_until")])
+            .from(marks())
+            .cond_where(of_project(workspace, project))
+            .lock(LockType::Update)
+            .to_owned(),
+    )
+    .await?
+    .ok_or_else(|| agentry_core::Error::internal("rollup watermark vanished"))
+}
+
+/// Folds the project's runs of the hours from `from` towards `goal` into `run_rollups`:
+/// at most about [`FOLD_RUNS`] runs, whole hours. Returns the runs folded and the hour
+/// it stopped at.
+async fn fold_hours(
+    tx: &mut Tx,
+    workspace: &str,
+    project: &str,
+    from: i64,
+    goal: i64,
+) -> Result<(u64, i64)> {
+    let mut runs: Vec<RawRun> = tx
+        .fetch_all(
+            &window(workspace, project, from, goal)
+                .limit(FOLD_RUNS as u64 + 1)
                 .to_owned(),
         )
-        .await?
-        .ok_or_else(|| agentry_core::Error::internal("rollup watermark vanished"))?;
-    Ok(from)
+        .await?;
+    let mut until = goal;
+    if runs.len() > FOLD_RUNS {
+        let first = floor_hour(runs[0].create_time);
+        let cut = floor_hour(runs[FOLD_RUNS].create_time);
+        if cut > first {
+            runs.retain(|run| run.create_time < cut);
+            until = cut;
+        } else {
+            until = first + HOUR;
+            runs = tx
+                .fetch_all(&window(workspace, project, from, until))
+                .await?;
+        }
+    }
+    let mut hours: BTreeMap<i64, Cells> = BTreeMap::new();
+    for run in &runs {
+        let cells = hours.entry(floor_hour(run.create_time)).or_default();
+        fold_into(cells, std::slice::from_ref(run));
+    }
+    insert_rollups(tx, "run_rollups", workspace, project, &hours).await?;
+    Ok((runs.len() as u64, until))
 }
 
 /// The project's runs created in [from, until), oldest first.
@@ -309,31 +382,28 @@ fn window(workspace: &str, project: &str, from: i64, until: i64) -> sea_query::S
         .to_owned()
 }
 
+/// Inserts `buckets`' cells into `table` (`run_rollups` or `run_rollups_daily`).
 async fn insert_rollups(
     tx: &mut Tx,
+    table: &str,
     workspace: &str,
     project: &str,
-    runs: &[RawRun],
+    buckets: &BTreeMap<i64, Cells>,
 ) -> Result<()> {
-    let mut hours: BTreeMap<i64, Cells> = BTreeMap::new();
-    for run in runs {
-        let cells = hours.entry(floor_hour(run.create_time)).or_default();
-        fold_into(cells, std::slice::from_ref(run));
-    }
-    let rows: Vec<_> = hours
+    let rows: Vec<_> = buckets
         .iter()
-        .flat_map(|(hour, cells)| cells.iter().map(move |(key, cell)| (*hour, key, cell)))
+        .flat_map(|(bucket, cells)| cells.iter().map(move |(key, cell)| (*bucket, key, cell)))
         .collect();
     for chunk in rows.chunks(200) {
         let mut insert = Query::insert()
-            .into_table(Alias::new("run_rollups"))
+            .into_table(Alias::new(table))
             .columns(COLUMNS.map(col))
             .to_owned();
-        for (hour, (agent, status), cell) in chunk {
+        for (bucket, (agent, status), cell) in chunk {
             insert.values_panic([
                 workspace.into(),
                 project.into(),
-                (*hour).into(),
+                (*bucket).into(),
                 agent.as_str().into(),
                 status.as_str().into(),
                 cell.counts.runs.into(),
