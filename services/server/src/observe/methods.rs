@@ -132,7 +132,7 @@ impl Observer {
                     path,
                     span: Box::leak(Box::new(MethodSpan::new(
                         &path[1..],
-                        vec![
+                        &[
                             KeyValue::new("rpc.system", "grpc"),
                             KeyValue::new("rpc.service", service),
                             KeyValue::new("rpc.method", method),

@@ -86,8 +86,6 @@ fn hex_field(field: &str, len: usize) -> Option<&str> {
 /// What every span of one method shares, encoded once: its name, its kind and its RPC
 /// attributes (fields 5, 6 and 9 of a `Span`), copied into each span as they are.
 pub struct MethodSpan {
-    name: &'static str,
-    attributes: Vec<KeyValue>,
     /// Fields 5 and 6: the name and SPAN_KIND_SERVER.
     name_and_kind: Vec<u8>,
     /// The attributes, each a field 9.
@@ -95,26 +93,16 @@ pub struct MethodSpan {
 }
 
 impl MethodSpan {
-    pub fn new(name: &'static str, attributes: Vec<KeyValue>) -> Self {
+    pub fn new(name: &str, attributes: &[KeyValue]) -> Self {
         let mut name_and_kind = Vec::new();
         encode::string(5, name, &mut name_and_kind);
         encode::varint(6, KIND_SERVER, &mut name_and_kind);
         let mut encoded_attributes = Vec::new();
-        encode::attributes(9, &attributes, &mut encoded_attributes);
+        encode::attributes(9, attributes, &mut encoded_attributes);
         Self {
-            name,
-            attributes,
             name_and_kind,
             encoded_attributes,
         }
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    pub fn attributes(&self) -> &[KeyValue] {
-        &self.attributes
     }
 }
 

@@ -53,20 +53,21 @@ fn an_invalid_traceparent_is_ignored() {
     }
 }
 
-static METHOD: LazyLock<MethodSpan> = LazyLock::new(|| {
-    MethodSpan::new(
-        "agentry.v1.RegistryService/CreateWorkspace",
-        vec![
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", "agentry.v1.RegistryService"),
-            KeyValue::new("rpc.method", "CreateWorkspace"),
-        ],
-    )
-});
+const NAME: &str = "agentry.v1.RegistryService/CreateWorkspace";
+
+fn attributes() -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", "agentry.v1.RegistryService"),
+        KeyValue::new("rpc.method", "CreateWorkspace"),
+    ]
+}
+
+static METHOD: LazyLock<MethodSpan> = LazyLock::new(|| MethodSpan::new(NAME, &attributes()));
 
 /// The SDK's span data of `span`, ended as `end` ends it.
 fn as_sdk_data(span: &ServerSpan, elapsed: Duration, code: i64, error: Option<&str>) -> SpanData {
-    let mut attributes = span.method.attributes().to_vec();
+    let mut attributes = attributes();
     attributes.push(KeyValue::new("rpc.grpc.status_code", code));
     let start = UNIX_EPOCH + Duration::from_nanos(nanos(span.start));
     SpanData {
@@ -80,7 +81,7 @@ fn as_sdk_data(span: &ServerSpan, elapsed: Duration, code: i64, error: Option<&s
         parent_span_id: span.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
         parent_span_is_remote: span.parent.is_some(),
         span_kind: SpanKind::Server,
-        name: span.method.name().into(),
+        name: NAME.into(),
         start_time: start,
         end_time: start + elapsed,
         attributes,
