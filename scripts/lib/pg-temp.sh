@@ -67,6 +67,9 @@ EOF
   # synchronous_commit, full_page_writes on), for benchmarks against durable peers.
   local durability="-F -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
   [[ ${PG_TEMP_DURABLE:-0} == 1 ]] && durability=""
+  # PG_TEMP_OPTIONS: more server settings, e.g.
+  # "-c shared_preload_libraries=pg_stat_statements" to see a benchmark's statements.
+  durability="$durability ${PG_TEMP_OPTIONS:-}"
 
   echo "pg-temp: starting a throwaway cluster ($_PG_TEMP_BIN) in $_PG_TEMP_DIR on port $port"
   if ! _pg_temp_as_owner "$_PG_TEMP_BIN/initdb" -D "$_PG_TEMP_DIR/data" --auth=trust -U postgres \

@@ -38,7 +38,8 @@ INSERT INTO projects (workspace_id, project_id, display_name, description, label
 create_time, update_time) VALUES ('w', 'p', '', '', '{}', 1, 0, 0);
 INSERT INTO contexts (workspace_id, project_id, context_id, owner, description, keep_last, \
 head_version, floor_version, labels, create_time, update_time) VALUES \
-('w', 'p', 'a', '', '', 50, 3, 1, '{}', 0, 0), ('w', 'p', 'b', '', '', 50, 1, 1, '{}', 0, 0);
+('w', 'p', 'a', '', '', 50, 3, 1, '{}', 0, 0), ('w', 'p', 'b', '', '', 50, 1, 1, '{}', 0, 0), \
+('w', 'p', 'c', '', '', 50, 0, 0, '{}', 0, 0);
 INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, rollback_of, \
 sha256, size_bytes, author, description, request_id, create_time) VALUES \
 ('w', 'p', 'a', 1, 'REPLACE', 0, 's1', 2, '', '', '', 1), \
@@ -53,8 +54,11 @@ ORDER BY context_id, sha256";
 
 type BlobRow = (String, String, String, i64, i64);
 
+const HEADS: &str = "SELECT context_id, head_sha256 FROM contexts ORDER BY context_id";
+
 /// Migrations 1-4 on `$conn`, the old rows, then the store's own migrations (all of
-/// them, as a server start runs them); answers the blob rows as they are then.
+/// them, as a server start runs them); answers the blob rows and the contexts' head
+/// hashes as they are then.
 macro_rules! upgrade {
     ($conn:expr, $old:expr, $url:expr) => {{
         let mut conn = $conn.await.expect("connect");
@@ -72,14 +76,18 @@ macro_rules! upgrade {
             .fetch_all(&mut conn)
             .await
             .expect("read");
-        blobs
+        let heads: Vec<(String, String)> = sqlx::query_as(HEADS)
+            .fetch_all(&mut conn)
+            .await
+            .expect("read");
+        (blobs, heads)
     }};
 }
 
 async fn upgrade_story(backend: Backend) {
     let db = fresh_database(backend).await;
     let old = migrations_up_to(backend, 4).await;
-    let blobs = match backend {
+    let (blobs, heads) = match backend {
         Backend::Postgres => upgrade!(PgConnection::connect(&db.url), old, &db.url),
         Backend::Sqlite => {
             let options = SqliteConnectOptions::from_str(&db.url)
@@ -99,6 +107,12 @@ async fn upgrade_story(backend: Backend) {
             row("b", "s1", "{}", 2, 1),
         ],
         "0005 gives each context its own blobs, counting only its own versions"
+    );
+    let head = |c: &str, s: &str| (c.to_owned(), s.to_owned());
+    assert_eq!(
+        heads,
+        vec![head("a", "s1"), head("b", "s1"), head("c", "")],
+        "0012 records each context's head hash on its row (none without versions)"
     );
 }
 

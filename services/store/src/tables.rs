@@ -128,6 +128,7 @@ pub(crate) enum Contexts {
     Description,
     KeepLast,
     HeadVersion,
+    HeadSha256,
     FloorVersion,
     Labels,
     CreateTime,

@@ -653,6 +653,7 @@ pub async fn assert_blobs_match_retained(
     let mut pending = 0;
     for ctx in contexts {
         let retained = ctx.versions().await;
+        assert_row_head_hash(store, ctx, retained.first()).await;
         let oldest = retained.last().map_or(i64::MAX, |v| v.version);
         let below: Vec<i64> = stored_versions(store, ctx)
             .await
@@ -684,6 +685,22 @@ pub async fn assert_blobs_match_retained(
             "{blobs} blobs of {bytes} bytes for {expected:?} retained and {pending} versions to compact"
         );
     }
+}
+
+/// Asserts that the context row's head hash (which writes decide on) is the hash of the
+/// head version `head` (the newest retained version), or empty when there is none.
+async fn assert_row_head_hash(
+    store: &agentry_store::Store,
+    ctx: &Ctx,
+    head: Option<&pb::ContextVersion>,
+) {
+    let name = agentry_core::names::ContextName::parse("name", &ctx.name).expect("a context name");
+    let recorded = store
+        .context_row_head_sha256(&name)
+        .await
+        .unwrap_or_else(|e| panic!("context_row_head_sha256: {e}"));
+    let expected = head.map(|v| v.sha256.clone()).unwrap_or_default();
+    assert_eq!(recorded, expected, "{}: the row's head hash", ctx.name);
 }
 
 // ---- an independent RFC 6902 applier, to check diffs without trusting the server ----

@@ -24,12 +24,10 @@ JOIN idempotency_keys s ON s.workspace_id = k.scope AND s.request_id = k.rid";
 const LOCK_ALL: &str = "SELECT k.i, c.workspace_id, c.project_id, c.context_id, c.owner, \
 c.description, c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, \
 c.update_time, (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
-(SELECT v.version || ' ' || v.sha256 || CASE WHEN k.patch THEN ' ' || b.data ELSE '' END \
-FROM context_versions v LEFT JOIN context_blobs b \
-ON k.patch AND b.workspace_id = v.workspace_id AND b.project_id = v.project_id \
-AND b.context_id = v.context_id AND b.sha256 = v.sha256 \
-WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id \
-AND v.context_id = c.context_id AND v.version = c.head_version) AS head \
+CASE WHEN c.head_version > 0 AND c.head_sha256 <> '' THEN \
+c.head_version || ' ' || c.head_sha256 || CASE WHEN k.patch THEN ' ' || (SELECT b.data \
+FROM context_blobs b WHERE b.workspace_id = c.workspace_id AND b.project_id = c.project_id \
+AND b.context_id = c.context_id AND b.sha256 = c.head_sha256) ELSE '' END END AS head \
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS k (kw, kp, kc, patch, i) \
 JOIN contexts c ON c.workspace_id = k.kw AND c.project_id = k.kp AND c.context_id = k.kc \
 ORDER BY c.workspace_id, c.project_id, c.context_id FOR UPDATE OF c";
@@ -49,7 +47,8 @@ version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, 
 rollback_of, sha256, size_bytes, author, description, request_id, create_time) \
 SELECT w, p, c, version, op, rollback_of, sha256, size_bytes, author, description, request_id, \
 create_time FROM new), \
-head AS (UPDATE contexts t SET head_version = n.version, floor_version = n.floor_version, \
+head AS (UPDATE contexts t SET head_version = n.version, head_sha256 = n.sha256, \
+floor_version = n.floor_version, \
 update_time = n.create_time FROM new n \
 WHERE t.workspace_id = n.w AND t.project_id = n.p AND t.context_id = n.c), \
 audit AS (INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, \

@@ -187,6 +187,19 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.version).collect())
     }
 
+    /// The head hash the context row of `name` records, which writes read instead of
+    /// the head version's row (for tests: it must equal that row's).
+    pub async fn context_row_head_sha256(&self, name: &ContextName) -> Result<String> {
+        let mut stmt = Query::select()
+            .column(Contexts::HeadSha256)
+            .from(Contexts::Table)
+            .to_owned();
+        super::where_context(&mut stmt, name);
+        let row: Option<(String,)> = self.db.fetch_optional(&stmt).await?;
+        row.map(|(sha256,)| sha256)
+            .ok_or_else(|| agentry_core::Error::not_found(name.to_string()))
+    }
+
     /// Stored blobs of a workspace (for storage accounting and tests).
     pub async fn context_blob_stats(&self, workspace: &str) -> Result<(i64, i64)> {
         #[derive(sqlx::FromRow)]

@@ -282,6 +282,7 @@ pub(crate) async fn append(
         .table(Contexts::Table)
         .values([
             (Contexts::HeadVersion, context.head_version.into()),
+            (Contexts::HeadSha256, version.sha256.as_str().into()),
             (Contexts::FloorVersion, floor.into()),
             (Contexts::UpdateTime, now.into()),
         ])

@@ -91,12 +91,10 @@ impl Drop for Writing {
 const LOCK: &str = "SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, \
 c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_time, \
 (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
-(SELECT v.version || ' ' || v.sha256 || CASE WHEN $4 THEN ' ' || b.data ELSE '' END \
-FROM context_versions v LEFT JOIN context_blobs b \
-ON $4 AND b.workspace_id = v.workspace_id AND b.project_id = v.project_id \
-AND b.context_id = v.context_id AND b.sha256 = v.sha256 \
-WHERE v.workspace_id = c.workspace_id AND v.project_id = c.project_id \
-AND v.context_id = c.context_id AND v.version = c.head_version) AS head \
+CASE WHEN c.head_version > 0 AND c.head_sha256 <> '' THEN \
+c.head_version || ' ' || c.head_sha256 || CASE WHEN $4 THEN ' ' || (SELECT b.data \
+FROM context_blobs b WHERE b.workspace_id = c.workspace_id AND b.project_id = c.project_id \
+AND b.context_id = c.context_id AND b.sha256 = c.head_sha256) ELSE '' END END AS head \
 FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
 FOR UPDATE OF c";
 
@@ -110,7 +108,8 @@ DO UPDATE SET refs = context_blobs.refs + 1), \
 version AS (INSERT INTO context_versions (workspace_id, project_id, context_id, version, op, \
 rollback_of, sha256, size_bytes, author, description, request_id, create_time) \
 VALUES ($1, $2, $3, $4, $9, $10, $5, $7, $11, $12, $13, $8)), \
-head AS (UPDATE contexts SET head_version = $4, floor_version = $14, update_time = $8 \
+head AS (UPDATE contexts SET head_version = $4, head_sha256 = $5, floor_version = $14, \
+update_time = $8 \
 WHERE workspace_id = $1 AND project_id = $2 AND context_id = $3) \
 INSERT INTO audit_log (workspace_id, audit_id, create_time, principal, method, resource, \
 request_id, outcome) SELECT $15, $16, $8, $11, $17, $19, $13, 'OK' WHERE $18";
@@ -147,9 +146,10 @@ struct Head {
     document: Option<Value>,
 }
 
-/// The head as `LOCK` read it, if that is the head the row lock holds now. A statement
-/// that waited for the lock sees the row as its holder left it, but the rest under its
-/// own older snapshot: then `None`, and the caller reads the head again.
+/// The head as `LOCK` read it. Its number and hash come from the locked row (a
+/// statement that waited for the lock sees the row as its holder left it); its document
+/// from `context_blobs` under the statement's own older snapshot, which may not hold the
+/// blob the lock holder wrote: then `None`, and the caller reads the head again.
 fn head_of(context: &Context, head: Option<&str>, with_document: bool) -> Result<Option<Head>> {
     let Some(head) = head else {
         return Ok(None);
