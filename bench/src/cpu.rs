@@ -68,21 +68,33 @@ pub struct Snapshot {
     server: f64,
     peer: f64,
     postgres: HashMap<u32, f64>,
+    /// The CPU time of the postmaster's children that have exited (and been waited
+    /// for): backends of connections that closed, such as pgbench's.
+    postgres_exited: f64,
 }
 
 impl Snapshot {
-    /// The CPU time used since `before`. A Postgres process that exited in between is
-    /// left out (its time is gone with it); one that started counts in full.
+    /// The CPU time used since `before`. A Postgres process that started in between
+    /// counts in full; one that exited counts through the postmaster's children's time,
+    /// less what it had used before.
     pub fn since(&self, before: &Snapshot) -> Times {
+        let live: f64 = self
+            .postgres
+            .iter()
+            .map(|(pid, now)| now - before.postgres.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        let gone_before: f64 = before
+            .postgres
+            .iter()
+            .filter(|(pid, _)| !self.postgres.contains_key(pid))
+            .map(|(_, used)| used)
+            .sum();
+        let exited = self.postgres_exited - before.postgres_exited - gone_before;
         Times {
             bench: self.bench - before.bench,
             server: self.server - before.server,
             peer: self.peer - before.peer,
-            postgres: self
-                .postgres
-                .iter()
-                .map(|(pid, now)| now - before.postgres.get(pid).copied().unwrap_or(0.0))
-                .sum(),
+            postgres: live + exited.max(0.0),
         }
     }
 }
@@ -140,13 +152,14 @@ impl Meter {
             server: seconds(self.server_pid),
             peer: self.peer_pid.map_or(0.0, seconds),
             postgres,
+            postgres_exited: self.postmaster_pid.map_or(0.0, children_seconds),
         }
     }
 }
 
 /// The fields of `/proc/{pid}/stat` after the command name, which is in parentheses and
-/// may hold spaces: state is the first, the parent's pid the second, utime the 12th and
-/// stime the 13th.
+/// may hold spaces: state is the first, the parent's pid the second, utime the 12th,
+/// stime the 13th, cutime the 14th and cstime the 15th.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -159,6 +172,16 @@ fn parent(pid: u32) -> Option<u32> {
 
 /// User + system time of a process, 0 when it is gone.
 fn seconds(pid: u32) -> f64 {
+    stat_seconds(pid, 11, 12)
+}
+
+/// User + system time of a process's children that exited and were waited for
+/// (cutime, cstime).
+fn children_seconds(pid: u32) -> f64 {
+    stat_seconds(pid, 13, 14)
+}
+
+fn stat_seconds(pid: u32, user: usize, system: usize) -> f64 {
     let Some(fields) = stat_fields(pid) else {
         return 0.0;
     };
@@ -168,5 +191,5 @@ fn seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+    (ticks(user) + ticks(system)) / TICKS_PER_SECOND
 }
