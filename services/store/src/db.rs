@@ -24,6 +24,7 @@ use sqlx::{
     },
 };
 mod batch;
+mod render;
 mod span;
 
 use batch::Rendered;
@@ -52,12 +53,14 @@ macro_rules! run {
             .map(|done| done.rows_affected())
             .map_err(map_err)
     }};
-    (@render Postgres, $stmt:expr) => {
-        $stmt.build_sqlx(PostgresQueryBuilder)
-    };
-    (@render Sqlite, $stmt:expr) => {
-        $stmt.build_sqlx(SqliteQueryBuilder)
-    };
+    (@render Postgres, $stmt:expr) => {{
+        let (sql, values) = render::build($stmt, PostgresQueryBuilder);
+        (sql, sea_query_binder::SqlxValues(values))
+    }};
+    (@render Sqlite, $stmt:expr) => {{
+        let (sql, values) = render::build($stmt, SqliteQueryBuilder);
+        (sql, sea_query_binder::SqlxValues(values))
+    }};
 }
 
 /// A row type both drivers can decode.

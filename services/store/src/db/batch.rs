@@ -79,8 +79,8 @@ pub(super) struct Rendered {
 
 pub(super) fn render(backend: Backend, stmt: &impl QueryStatementWriter) -> Rendered {
     let (sql, values) = match backend {
-        Backend::Postgres => stmt.build(PostgresQueryBuilder),
-        Backend::Sqlite => stmt.build(SqliteQueryBuilder),
+        Backend::Postgres => super::render::build(stmt, PostgresQueryBuilder),
+        Backend::Sqlite => super::render::build(stmt, SqliteQueryBuilder),
     };
     Rendered { sql, values }
 }
