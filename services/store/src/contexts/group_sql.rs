@@ -7,7 +7,7 @@ use agentry_core::{
 };
 use sqlx::{FromRow as _, postgres::PgRow};
 
-use super::write::Locked;
+use super::write::{Locked, locked_head};
 use crate::{
     db::{Tx, map_err},
     mutation::StoredResult,
@@ -21,16 +21,15 @@ JOIN idempotency_keys s ON s.workspace_id = k.scope AND s.request_id = k.rid";
 /// `write::LOCK` for many contexts: locks their rows in key order (so batches and single
 /// writers, which lock one row, never wait for each other in a cycle) and reads, per
 /// context by the ordinal of its key, what the write decides on.
-const LOCK_ALL: &str = "SELECT k.i, c.workspace_id, c.project_id, c.context_id, c.owner, \
+const LOCK_ALL: &str = concat!(
+    "SELECT k.i, c.workspace_id, c.project_id, c.context_id, c.owner, \
 c.description, c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, \
-c.update_time, (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
-CASE WHEN c.head_version > 0 AND c.head_sha256 <> '' THEN \
-c.head_version || ' ' || c.head_sha256 || CASE WHEN k.patch THEN ' ' || (SELECT b.data \
-FROM context_blobs b WHERE b.workspace_id = c.workspace_id AND b.project_id = c.project_id \
-AND b.context_id = c.context_id AND b.sha256 = c.head_sha256) ELSE '' END END AS head \
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS k (kw, kp, kc, patch, i) \
+c.update_time, (SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, ",
+    locked_head!("k.patch"),
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS k (kw, kp, kc, patch, i) \
 JOIN contexts c ON c.workspace_id = k.kw AND c.project_id = k.kp AND c.context_id = k.kc \
-ORDER BY c.workspace_id, c.project_id, c.context_id FOR UPDATE OF c";
+ORDER BY c.workspace_id, c.project_id, c.context_id FOR UPDATE OF c"
+);
 
 /// `write::APPEND` for many contexts, with the audit records and the stored results of
 /// the batch (of its no-op writes too): documents, versions, heads, audit records,

@@ -86,17 +86,32 @@ impl Drop for Writing {
     }
 }
 
-/// Locks the context row and reads the quotas, and the head's version number and hash
-/// (with its document when `$4`) as `version sha256[ document]`.
-const LOCK: &str = "SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, \
+/// The head as the locking reads (`LOCK`, `group_sql::LOCK_ALL`) return it: the locked
+/// row's head hash, followed by the head document when `$patch` (an SQL boolean), as
+/// `sha256[ document]`; NULL without versions, or when the document is not visible.
+macro_rules! locked_head {
+    ($patch:literal) => {
+        concat!(
+            "CASE WHEN c.head_sha256 <> '' THEN c.head_sha256 || CASE WHEN ",
+            $patch,
+            " THEN ' ' || (SELECT b.data FROM context_blobs b \
+WHERE b.workspace_id = c.workspace_id AND b.project_id = c.project_id \
+AND b.context_id = c.context_id AND b.sha256 = c.head_sha256) ELSE '' END END AS head"
+        )
+    };
+}
+pub(super) use locked_head;
+
+/// Locks the context row and reads the quotas and the head (with its document when
+/// `$4`; see [`locked_head`]).
+const LOCK: &str = concat!(
+    "SELECT c.workspace_id, c.project_id, c.context_id, c.owner, c.description, \
 c.keep_last, c.head_version, c.floor_version, c.labels, c.create_time, c.update_time, \
-(SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, \
-CASE WHEN c.head_version > 0 AND c.head_sha256 <> '' THEN \
-c.head_version || ' ' || c.head_sha256 || CASE WHEN $4 THEN ' ' || (SELECT b.data \
-FROM context_blobs b WHERE b.workspace_id = c.workspace_id AND b.project_id = c.project_id \
-AND b.context_id = c.context_id AND b.sha256 = c.head_sha256) ELSE '' END END AS head \
-FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
-FOR UPDATE OF c";
+(SELECT w.quotas FROM workspaces w WHERE w.workspace_id = c.workspace_id) AS quotas, ",
+    locked_head!("$4"),
+    " FROM contexts c WHERE c.workspace_id = $1 AND c.project_id = $2 AND c.context_id = $3 \
+FOR UPDATE OF c"
+);
 
 /// Stores the document (or counts one more use of it), the version and the new head,
 /// and the audit record when `$18`.
@@ -146,26 +161,27 @@ struct Head {
     document: Option<Value>,
 }
 
-/// The head as `LOCK` read it. Its number and hash come from the locked row (a
-/// statement that waited for the lock sees the row as its holder left it); its document
-/// from `context_blobs` under the statement's own older snapshot, which may not hold the
+/// The head as `LOCK` read it. Its hash comes from the locked row (a statement that
+/// waited for the lock sees the row as its holder left it); its document from
+/// `context_blobs` under the statement's own older snapshot, which may not hold the
 /// blob the lock holder wrote: then `None`, and the caller reads the head again.
-fn head_of(context: &Context, head: Option<&str>, with_document: bool) -> Result<Option<Head>> {
+fn head_of(head: Option<&str>, with_document: bool) -> Result<Option<Head>> {
     let Some(head) = head else {
         return Ok(None);
     };
-    let mut parts = head.splitn(3, ' ');
-    let version = parts.next().and_then(|v| v.parse::<i64>().ok());
-    let sha256 = parts.next().unwrap_or_default().to_owned();
-    if version != Some(context.head_version) {
-        return Ok(None);
-    }
-    let document = match (with_document, parts.next()) {
+    let (sha256, document) = match head.split_once(' ') {
+        Some((sha256, document)) => (sha256, Some(document)),
+        None => (head, None),
+    };
+    let document = match (with_document, document) {
         (true, Some(text)) => Some(json("data", text)?),
         (true, None) => return Ok(None),
         (false, _) => None,
     };
-    Ok(Some(Head { sha256, document }))
+    Ok(Some(Head {
+        sha256: sha256.to_owned(),
+        document,
+    }))
 }
 
 /// The document a change makes of the head (`head`: the head document, when known).
@@ -365,7 +381,7 @@ pub(super) async fn plan(
     let locked = locked.ok_or_else(|| Error::not_found(name.to_string()))?;
     let context: Context = locked.context.try_into()?;
     check_expected(name, write, &context)?;
-    let head = head_of(&context, locked.head.as_deref(), is_patch(write))?;
+    let head = head_of(locked.head.as_deref(), is_patch(write))?;
     let (head_sha256, head_document) = match head {
         Some(head) => (Some(head.sha256), head.document),
         None => (None, None),
