@@ -26,9 +26,11 @@ pub fn page_size(raw: i32) -> Result<usize> {
     }
 }
 
+/// The key's HMAC state with its pads already hashed; each MAC starts from a copy
+/// (task tokens are page tokens too: every worker call checks one).
 #[derive(Clone)]
 pub struct PageTokens {
-    key: Vec<u8>,
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for PageTokens {
@@ -39,11 +41,14 @@ impl std::fmt::Debug for PageTokens {
 
 impl PageTokens {
     pub fn new(key: impl Into<Vec<u8>>) -> Self {
-        Self { key: key.into() }
+        let key = key.into();
+        Self {
+            keyed: Hmac::<Sha256>::new_from_slice(&key).expect("hmac takes any key length"),
+        }
     }
 
     fn mac(&self, scope: &str, cursor: &[u8]) -> [u8; MAC_LEN] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("hmac takes any key length");
+        let mut mac = self.keyed.clone();
         mac.update(scope.as_bytes());
         mac.update(&[0]);
         mac.update(cursor);
