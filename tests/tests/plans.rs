@@ -8,7 +8,7 @@
 //! written in), checked with `EXPLAIN (FORMAT JSON)`: no Seq Scan anywhere, and the
 //! only indexes read are the expected ones.
 
-use agentry_e2e::{Backend, fresh_database};
+use agentry_e2e::{Backend, FreshDatabase, fresh_database};
 use agentry_store::Store;
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection};
@@ -238,13 +238,19 @@ async fn check_plans(conn: &mut PgConnection, when: &str, cases: Vec<Case>) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-#[tokio::test]
-async fn lookups_and_list_pages_seek_on_their_index_before_and_after_analyze() {
+/// A new Postgres database with the schema, and a connection to it.
+async fn migrated() -> (FreshDatabase, PgConnection) {
     let db = fresh_database(Backend::Postgres).await;
     let store = Store::connect(&db.url, 1).await.expect("connect the store");
     store.migrate().await.expect("migrate");
     store.close().await;
-    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    let conn = PgConnection::connect(&db.url).await.expect("connect");
+    (db, conn)
+}
+
+#[tokio::test]
+async fn lookups_and_list_pages_seek_on_their_index_before_and_after_analyze() {
+    let (db, mut conn) = migrated().await;
     for table in TABLES {
         conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str())
             .await
@@ -276,11 +282,7 @@ async fn lookups_and_list_pages_seek_on_their_index_before_and_after_analyze() {
 /// (their filtered lists must win the same tie, see the migration).
 #[tokio::test]
 async fn run_and_session_lookups_take_the_key_on_an_empty_database() {
-    let db = fresh_database(Backend::Postgres).await;
-    let store = Store::connect(&db.url, 1).await.expect("connect the store");
-    store.migrate().await.expect("migrate");
-    store.close().await;
-    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    let (db, mut conn) = migrated().await;
     let keys = ["runs_pkey", "sessions_pkey"];
     let lookups: Vec<Case> = lookups()
         .into_iter()
