@@ -410,6 +410,22 @@ impl Tx {
             TxConn::Sqlite(tx) => tx.commit().await.map_err(map_err),
         }
     }
+
+    /// Rolls back and waits for it, so that the transaction's row locks are gone when
+    /// the caller answers: a dropped transaction leaves its ROLLBACK queued on the
+    /// connection until the pool next touches it, and meanwhile a SKIP LOCKED reader
+    /// (the reaper, a claim) passes over the rows it locked. A failed rollback is left
+    /// to the pool, which discards the connection.
+    pub(crate) async fn rollback(self) {
+        let _span = self.span;
+        let result = match self.conn {
+            TxConn::Postgres(tx) => tx.rollback().await,
+            TxConn::Sqlite(tx) => tx.rollback().await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "rollback failed; the pool discards the connection");
+        }
+    }
 }
 
 fn map_connect(e: sqlx::Error) -> Error {

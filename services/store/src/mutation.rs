@@ -96,7 +96,7 @@ impl Store {
         let outcome = match result {
             Ok(value) => self.commit_mutation(tx, m, &value).await.map(|()| value),
             Err(e) => {
-                drop(tx);
+                tx.rollback().await;
                 Err(e)
             }
         };
