@@ -32,7 +32,7 @@ use crate::{
     workspaces::read_workspace,
 };
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct InstanceRow {
     workspace_id: String,
     project_id: String,
@@ -117,6 +117,39 @@ pub(crate) async fn read_instance(tx: &mut Tx, name: &InstanceName) -> Result<In
         tx.fetch_optional::<InstanceRow>(&by_name(name)).await?,
         name,
     )
+}
+
+/// Postgres: the instance of the row `of` (a `sessions` or `runs` row, by alias) as
+/// JSON text, for a statement that reads it along with that row (NULL when there is
+/// none); [`instance_from_json`] decodes it.
+macro_rules! instance_json {
+    ($of:literal) => {
+        concat!(
+            "(SELECT to_jsonb(i)::text FROM instances i WHERE i.workspace_id = ",
+            $of,
+            ".workspace_id AND i.project_id = ",
+            $of,
+            ".project_id AND i.instance_id = ",
+            $of,
+            ".instance_id)"
+        )
+    };
+}
+pub(crate) use instance_json;
+
+/// The instance that [`instance_json`] read, or, when it read none (`json` is `None`),
+/// the instance read by name as [`read_instance`] does (NOT_FOUND when there is none).
+pub(crate) async fn instance_from_json(
+    tx: &mut Tx,
+    json: Option<&str>,
+    name: &InstanceName,
+) -> Result<Instance> {
+    match json {
+        Some(json) => serde_json::from_str::<InstanceRow>(json)
+            .map_err(|e| Error::internal(format!("an instance row as JSON: {e}")))?
+            .try_into(),
+        None => read_instance(tx, name).await,
+    }
 }
 
 /// The instance, locked for a change when the caller's `etag` (none: any) is current,

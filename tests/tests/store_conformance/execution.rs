@@ -10,7 +10,7 @@ use agentry_core::port::{
 use agentry_core::{
     Error,
     model::Quotas,
-    names::{ProjectName, RunName, SessionName},
+    names::{InstanceName, ProjectName, RunName, SessionName},
     run::{
         AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
         RunSpec, RunStatus, StopReason, TaskCompletion, TaskFailure, Usage,
@@ -181,6 +181,56 @@ async fn sequences(store: &Store, run: &Run) -> Vec<i64> {
         .map(|e| e.sequence)
         .collect()
 }
+
+conformance!(
+    claims_and_new_runs_read_the_instance_as_stored,
+    |store, db| {
+        // On Postgres the session's lock and the claim's TAKE read the instance in the
+        // same statement, as JSON: every column must decode as a read by name does.
+        setup(&store, Quotas::default()).await;
+        db.execute(
+            "UPDATE instances SET display_name = 'Echo', labels = '{\"team\":\"a b\"}', \
+             config = '{\"t\":0.5,\"n\":[1,null]}', status_message = 'ok \"quoted\"', \
+             last_heartbeat_time = 1700000000000001, status_before_offline = 'IDLE'",
+        )
+        .await
+        .expect("give the instance values in every column");
+        let instance_name = InstanceName {
+            workspace: "acme".into(),
+            project: "web".into(),
+            instance: "echo-1".into(),
+        };
+        let stored = store.get_instance(&instance_name).await.expect("instance");
+        let s = session(&store, "s").await;
+        let created = run(&store, &s).await;
+        assert_eq!(created.agent_revision, stored.agent_revision);
+        let claim = store
+            .claim_run(ClaimRequest {
+                workspace: "acme",
+                agents: &["echo".to_owned()],
+                worker: Some("w"),
+                lease_duration: 30 * SECOND,
+            })
+            .await
+            .expect("claim")
+            .expect("a run to claim");
+        let (claimed, instance) = claim.delivered();
+        assert_eq!(claimed.id, created.id);
+        assert_eq!(instance, stored, "the task's instance");
+        // A terminated instance takes no new runs, whichever way it was read.
+        db.execute("UPDATE instances SET status = 'TERMINATED'")
+            .await
+            .expect("terminate");
+        let refused = store
+            .create_run(
+                &mutation("acme", "CreateRun", "r2", "", b""),
+                new_run(&s, RetryPolicy::default()),
+            )
+            .await
+            .expect_err("a run on a terminated instance");
+        assert_eq!(refused.reason(), "INSTANCE_TERMINATED", "{refused:?}");
+    }
+);
 
 conformance!(
     run_events_are_append_only_and_go_with_their_session,

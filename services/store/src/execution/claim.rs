@@ -30,7 +30,7 @@ use super::{
     slots::take,
     worker::fenced,
 };
-use crate::{Store, instances::read_instance, tables::Runs};
+use crate::{Store, instances::instance_from_json, tables::Runs};
 
 /// What a release needs: the lease the claim created and what it overwrote.
 struct Undelivered {
@@ -139,7 +139,9 @@ impl ClaimStore for Store {
             return Ok(None);
         }
         let mut tx = self.db.begin().await?;
-        let Some(run) = take(&mut tx, workspace, agents, now_micros()).await? else {
+        let Some((run, instance)) = take(&mut tx, workspace, agents, now_micros()).await? else {
+            // The TAKE may have locked a free slot: gone before another claim looks.
+            tx.rollback().await;
             return Ok(None);
         };
         // The clock is read after the slot is taken: the run that freed it committed
@@ -160,16 +162,10 @@ impl ClaimStore for Store {
         let lease_expire_time = now.saturating_add(lease_duration);
         change.run.lease_expire_time = Some(lease_expire_time);
         let run = change.save(&mut tx).await?;
-        // The task carries the instance as of the claim; a failed read undoes the claim.
-        let instance = read_instance(
-            &mut tx,
-            &InstanceName {
-                workspace: run.workspace.clone(),
-                project: run.project.clone(),
-                instance: run.instance.clone(),
-            },
-        )
-        .await?;
+        // The task carries the instance as of the claim (on Postgres read by the TAKE);
+        // a failed read undoes the claim.
+        let of = InstanceName::new(&run.workspace, &run.project, &run.instance);
+        let instance = instance_from_json(&mut tx, instance.as_deref(), &of).await?;
         let mut wakes = Wakes::default();
         wakes.run(&run);
         let release = Release::armed(Undelivered {
@@ -195,8 +191,13 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let (mut session, run) = match fenced(&mut tx, lease, now, true).await {
             Ok(found) => found,
-            Err(error) if error.reason() == "STALE_TASK" => return Ok(false),
-            Err(error) => return Err(error),
+            Err(error) => {
+                tx.rollback().await;
+                return match error.reason() {
+                    "STALE_TASK" => Ok(false),
+                    _ => Err(error),
+                };
+            }
         };
         let mut change = Change::new(run, session.as_mut(), now);
         if change.run.status == RunStatus::Cancelling {

@@ -3,7 +3,8 @@
 use agentry_core::{
     Error, Result,
     absent::{non_empty, or_empty},
-    names::{RunName, SessionName},
+    model::Instance,
+    names::{InstanceName, RunName, SessionName},
     run::{
         Message, MessageBody, MessageRole, Run, RunEvent, RunStatus, Session, StopReason, Usage,
     },
@@ -13,7 +14,8 @@ use sea_query::{Condition, Expr, LockType, Order, Query, SelectStatement};
 
 use super::RunSpec;
 use crate::{
-    db::Tx,
+    db::{Tx, map_err},
+    instances::{instance_from_json, instance_json},
     record::{optional_record, record, to_record},
     rows::{
         columns, decode, found, insert_row, insert_rows, json, labels, select_all, to_json, values,
@@ -21,7 +23,7 @@ use crate::{
     tables::{Messages, RunEvents, Runs, Sessions},
 };
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct SessionRow {
     workspace_id: String,
     project_id: String,
@@ -77,6 +79,50 @@ pub(crate) fn session_by_name(name: &SessionName) -> SelectStatement {
 pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Session> {
     let locked = session_by_name(name).lock(LockType::NoKeyUpdate).to_owned();
     found(tx.fetch_optional::<SessionRow>(&locked).await?, name)
+}
+
+/// Postgres: [`lock_session`] and the session's instance in one statement.
+const LOCK_SESSION_WITH_INSTANCE: &str = concat!(
+    "SELECT s.workspace_id, s.project_id, s.session_id, s.instance_id, s.description, \
+     s.labels, s.active_run, s.message_count, s.create_time, s.update_time, ",
+    instance_json!("s"),
+    " AS instance FROM sessions s \
+     WHERE s.workspace_id = $1 AND s.project_id = $2 AND s.session_id = $3 \
+     FOR NO KEY UPDATE OF s"
+);
+
+#[derive(sqlx::FromRow)]
+struct SessionWithInstance {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    instance: Option<String>,
+}
+
+/// The session locked as [`lock_session`] locks it, and its instance as `read_instance`
+/// reads it: one statement (one round trip) on Postgres, two on SQLite. The instance is
+/// read in the statement's snapshot, taken when the call had already begun.
+pub(crate) async fn lock_session_with_instance(
+    tx: &mut Tx,
+    name: &SessionName,
+) -> Result<(Session, Instance)> {
+    let (session, instance) = match tx.postgres(LOCK_SESSION_WITH_INSTANCE) {
+        Some((conn, _span)) => {
+            let row: Option<SessionWithInstance> = sqlx::query_as(LOCK_SESSION_WITH_INSTANCE)
+                .bind(name.workspace.as_str())
+                .bind(name.project.as_str())
+                .bind(name.session.as_str())
+                .fetch_optional(conn)
+                .await
+                .map_err(map_err)?;
+            let SessionWithInstance { session, instance } =
+                row.ok_or_else(|| Error::not_found(name.to_string()))?;
+            (Session::try_from(session)?, instance)
+        }
+        None => (lock_session(tx, name).await?, None),
+    };
+    let of = InstanceName::new(&session.workspace, &session.project, &session.instance);
+    let instance = instance_from_json(tx, instance.as_deref(), &of).await?;
+    Ok((session, instance))
 }
 
 /// Saves a locked session's run-related columns (deferred: see `Tx::defer_row`).

@@ -4,7 +4,7 @@
 use agentry_core::{
     Error, Result,
     model::Page,
-    names::{ContextName, InstanceName, ProjectName, RunName},
+    names::{ContextName, ProjectName, RunName},
     port::RunStore,
     run::{
         Admission, ApprovalDecision, Cancel, NewRun, Run, RunChange, RunEvent, RunFilter, Session,
@@ -19,8 +19,8 @@ use super::{
     Wakes,
     change::Change,
     rows::{
-        EventRow, RunRow, events_after, lock_run, lock_session, matches_name, run_by_id,
-        select_runs, session_runs,
+        EventRow, RunRow, events_after, lock_run, lock_session, lock_session_with_instance,
+        matches_name, run_by_id, select_runs, session_runs,
     },
     sessions::{before_cursor, parse_time_cursor, time_cursor},
 };
@@ -29,7 +29,6 @@ use crate::{
     contexts::context_row,
     db::Tx,
     fetch_page,
-    instances::read_instance,
     mutation::{Mutation, mutate_announcing},
     rows::{ProjectKeyed, decode_all, found, within},
     tables::{Contexts, Messages, Runs},
@@ -93,10 +92,7 @@ impl RunStore for Store {
     async fn create_run(&self, m: &Mutation, new: NewRun) -> Result<Run> {
         mutate_announcing!(self, m, |tx, wakes| async {
             let now = now_micros();
-            let mut session = lock_session(tx, &new.session).await?;
-            let instance_name =
-                InstanceName::new(&session.workspace, &session.project, &session.instance);
-            let instance = read_instance(tx, &instance_name).await?;
+            let (mut session, instance) = lock_session_with_instance(tx, &new.session).await?;
             check_takes_work(&instance)?;
             check_contexts(tx, &session, &new).await?;
             if let Admission::Interrupt { rollback } = admit(new.spec.strategy, &session)? {

@@ -20,6 +20,7 @@ use sea_query::{Expr, LockType, OnConflict, Order, Query};
 use super::{claim::candidates, rows::RunRow};
 use crate::{
     db::{Tx, map_err},
+    instances::instance_json,
     tables::{RunSlotSurplus, RunSlots},
 };
 
@@ -133,8 +134,10 @@ pub(crate) async fn resize(tx: &mut Tx, workspace: &str, limit: i32) -> Result<(
 }
 
 /// Postgres: a free slot and the oldest claimable run, both SKIP LOCKED, and the slot
-/// marked held by the run when both exist; answers the run (not yet changed).
-const TAKE: &str = r#"WITH slot AS MATERIALIZED (
+/// marked held by the run when both exist; answers the run (not yet changed) and its
+/// instance as JSON (`instance_json!`).
+const TAKE: &str = concat!(
+    r#"WITH slot AS MATERIALIZED (
     SELECT slot FROM run_slots
     WHERE workspace_id = $1 AND run_id IS NULL
     ORDER BY slot
@@ -153,26 +156,39 @@ const TAKE: &str = r#"WITH slot AS MATERIALIZED (
     FROM slot, run
     WHERE run_slots.workspace_id = $1 AND run_slots.slot = slot.slot
 )
-SELECT * FROM run"#;
+SELECT run.*, "#,
+    instance_json!("run"),
+    " AS instance FROM run"
+);
+
+#[derive(sqlx::FromRow)]
+struct Taken {
+    #[sqlx(flatten)]
+    run: RunRow,
+    instance: Option<String>,
+}
 
 /// Takes a free slot of `workspace` for its oldest run of `agents` claimable at `now`,
-/// and answers that run (still QUEUED: the caller changes it). `None` when there is no
-/// free slot or no such run; then nothing changed.
+/// and answers that run (still QUEUED: the caller changes it) with, on Postgres, its
+/// instance as JSON (for `instances::instance_from_json`; `None` on SQLite). `None`
+/// when there is no free slot or no such run; then nothing changed.
 pub(super) async fn take(
     tx: &mut Tx,
     workspace: &str,
     agents: &[String],
     now: UnixMicros,
-) -> Result<Option<Run>> {
+) -> Result<Option<(Run, Option<String>)>> {
     if let Some((conn, _span)) = tx.postgres(TAKE) {
-        let row: Option<RunRow> = sqlx::query_as(TAKE)
+        let row: Option<Taken> = sqlx::query_as(TAKE)
             .bind(workspace)
             .bind(agents)
             .bind(now)
             .fetch_optional(conn)
             .await
             .map_err(map_err)?;
-        return row.map(Run::try_from).transpose();
+        return row
+            .map(|taken| Ok((Run::try_from(taken.run)?, taken.instance)))
+            .transpose();
     }
     // SQLite: the single writer serializes claims; the run first, then a slot for it.
     let row: Option<RunRow> = tx
@@ -199,5 +215,5 @@ pub(super) async fn take(
                 .to_owned(),
         )
         .await?;
-    Ok((taken > 0).then_some(run))
+    Ok((taken > 0).then_some((run, None)))
 }

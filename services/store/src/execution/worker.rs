@@ -19,22 +19,55 @@ use sea_query::{Expr, LockType, Query};
 
 use super::{
     change::Change,
-    rows::{RunRow, lock_session, run_by_id, save_run},
+    rows::{RunRow, SessionRow, lock_session, run_by_id, save_run},
 };
 use crate::{
     Store,
-    db::Tx,
+    db::{Tx, map_err},
     mutation::{Mutation, mutate_announcing},
     tables::ToolCalls,
 };
 
-/// Locks the session (when asked) and the run, and checks that `lease` still holds.
+/// Postgres: the session locked, then the run (the session is read by the run row's
+/// projection, below the run's lock), in one statement; the session as JSON.
+const FENCED_WITH_SESSION: &str = "WITH s AS MATERIALIZED (SELECT * FROM sessions \
+WHERE workspace_id = $1 AND project_id = $2 AND session_id = $3 FOR NO KEY UPDATE) \
+SELECT r.*, (SELECT to_jsonb(s)::text FROM s) AS session FROM runs r \
+WHERE r.workspace_id = $1 AND r.run_id = $4 FOR NO KEY UPDATE OF r";
+
+#[derive(sqlx::FromRow)]
+struct FencedRow {
+    #[sqlx(flatten)]
+    run: RunRow,
+    session: Option<String>,
+}
+
+/// Locks the session (when asked) and the run, and checks that `lease` still holds. With
+/// the session, one statement on Postgres: one round trip fewer for CompleteTask,
+/// FailTask and transcript appends.
 pub(super) async fn fenced(
     tx: &mut Tx,
     lease: &Lease,
     now: UnixMicros,
     with_session: bool,
 ) -> Result<(Option<Session>, Run)> {
+    if with_session && let Some((conn, _span)) = tx.postgres(FENCED_WITH_SESSION) {
+        let row: Option<FencedRow> = sqlx::query_as(FENCED_WITH_SESSION)
+            .bind(lease.workspace.as_str())
+            .bind(lease.project.as_str())
+            .bind(lease.session.as_str())
+            .bind(lease.run.as_str())
+            .fetch_optional(conn)
+            .await
+            .map_err(map_err)?;
+        let gone = || stale("the run no longer exists");
+        let FencedRow { run, session } = row.ok_or_else(gone)?;
+        let session: SessionRow = serde_json::from_str(&session.ok_or_else(gone)?)
+            .map_err(|e| Error::internal(format!("a session row as JSON: {e}")))?;
+        let run: Run = run.try_into()?;
+        lease.check(&run, now)?;
+        return Ok((Some(session.try_into()?), run));
+    }
     let session = if with_session {
         let name = SessionName {
             workspace: lease.workspace.clone(),
@@ -105,7 +138,13 @@ impl WorkerStore for Store {
     async fn heartbeat_task(&self, lease: &Lease, wait: DurationMicros) -> Result<Run> {
         let now = now_micros();
         let mut tx = self.db.begin().await?;
-        let (_, run) = fenced(&mut tx, lease, now, false).await?;
+        let (_, run) = match fenced(&mut tx, lease, now, false).await {
+            Ok(fenced) => fenced,
+            Err(error) => {
+                tx.rollback().await;
+                return Err(error);
+            }
+        };
         let mut change = Change::new(run, None, now);
         change.heartbeat(wait);
         save_run(&mut tx, &change.run).await?;
