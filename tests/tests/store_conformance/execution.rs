@@ -9,7 +9,7 @@ use agentry_core::port::{
 };
 use agentry_core::{
     Error,
-    model::Quotas,
+    model::{Instance, Quotas},
     names::{InstanceName, ProjectName, RunName, SessionName},
     run::{
         AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
@@ -146,6 +146,13 @@ fn failure(retryable: bool) -> TaskFailure {
 }
 
 async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
+    claim_with_instance(store, lease_micros)
+        .await
+        .map(|(run, _)| run)
+}
+
+/// A claim of an `echo` run, delivered: the run and the instance the task carries.
+async fn claim_with_instance(store: &Store, lease_micros: i64) -> Option<(Run, Instance)> {
     store
         .claim_run(ClaimRequest {
             workspace: "acme",
@@ -155,7 +162,7 @@ async fn claim(store: &Store, lease_micros: i64) -> Option<Run> {
         })
         .await
         .expect("claim")
-        .map(|claim| claim.delivered().0)
+        .map(|claim| claim.delivered())
 }
 
 fn delta(text: &str) -> EventInput {
@@ -204,17 +211,9 @@ conformance!(
         let s = session(&store, "s").await;
         let created = run(&store, &s).await;
         assert_eq!(created.agent_revision, stored.agent_revision);
-        let claim = store
-            .claim_run(ClaimRequest {
-                workspace: "acme",
-                agents: &["echo".to_owned()],
-                worker: Some("w"),
-                lease_duration: 30 * SECOND,
-            })
+        let (claimed, instance) = claim_with_instance(&store, 30 * SECOND)
             .await
-            .expect("claim")
             .expect("a run to claim");
-        let (claimed, instance) = claim.delivered();
         assert_eq!(claimed.id, created.id);
         assert_eq!(instance, stored, "the task's instance");
         // A terminated instance takes no new runs, whichever way it was read.
