@@ -426,6 +426,12 @@ impl Tx {
             tracing::debug!(%error, "rollback failed; the pool discards the connection");
         }
     }
+
+    /// [`Tx::rollback`], then `error`: for an early return out of a transaction.
+    pub(crate) async fn fail<T>(self, error: Error) -> Result<T> {
+        self.rollback().await;
+        Err(error)
+    }
 }
 
 fn map_connect(e: sqlx::Error) -> Error {

@@ -137,17 +137,15 @@ macro_rules! instance_json {
 }
 pub(crate) use instance_json;
 
-/// The instance that [`instance_json`] read, or, when it read none (`json` is `None`),
+/// The instance that [`instance_json`] read, or, when it read none (`read` is `None`),
 /// the instance read by name as [`read_instance`] does (NOT_FOUND when there is none).
 pub(crate) async fn instance_from_json(
     tx: &mut Tx,
-    json: Option<&str>,
+    read: Option<&str>,
     name: &InstanceName,
 ) -> Result<Instance> {
-    match json {
-        Some(json) => serde_json::from_str::<InstanceRow>(json)
-            .map_err(|e| Error::internal(format!("an instance row as JSON: {e}")))?
-            .try_into(),
+    match read {
+        Some(text) => json::<InstanceRow>("instance", text)?.try_into(),
         None => read_instance(tx, name).await,
     }
 }

@@ -95,10 +95,7 @@ impl Store {
     ) -> Result<T> {
         let outcome = match result {
             Ok(value) => self.commit_mutation(tx, m, &value).await.map(|()| value),
-            Err(e) => {
-                tx.rollback().await;
-                Err(e)
-            }
+            Err(e) => tx.fail(e).await,
         };
         match outcome {
             Ok(value) => Ok(value),

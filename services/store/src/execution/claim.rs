@@ -191,13 +191,11 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let (mut session, run) = match fenced(&mut tx, lease, now, true).await {
             Ok(found) => found,
-            Err(error) => {
+            Err(error) if error.reason() == "STALE_TASK" => {
                 tx.rollback().await;
-                return match error.reason() {
-                    "STALE_TASK" => Ok(false),
-                    _ => Err(error),
-                };
+                return Ok(false);
             }
+            Err(error) => return tx.fail(error).await,
         };
         let mut change = Change::new(run, session.as_mut(), now);
         if change.run.status == RunStatus::Cancelling {

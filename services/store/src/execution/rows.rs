@@ -83,8 +83,7 @@ pub(crate) async fn lock_session(tx: &mut Tx, name: &SessionName) -> Result<Sess
 
 /// Postgres: [`lock_session`] and the session's instance in one statement.
 const LOCK_SESSION_WITH_INSTANCE: &str = concat!(
-    "SELECT s.workspace_id, s.project_id, s.session_id, s.instance_id, s.description, \
-     s.labels, s.active_run, s.message_count, s.create_time, s.update_time, ",
+    "SELECT s.*, ",
     instance_json!("s"),
     " AS instance FROM sessions s \
      WHERE s.workspace_id = $1 AND s.project_id = $2 AND s.session_id = $3 \

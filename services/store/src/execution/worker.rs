@@ -25,6 +25,7 @@ use crate::{
     Store,
     db::{Tx, map_err},
     mutation::{Mutation, mutate_announcing},
+    rows::json,
     tables::ToolCalls,
 };
 
@@ -62,8 +63,7 @@ pub(super) async fn fenced(
             .map_err(map_err)?;
         let gone = || stale("the run no longer exists");
         let FencedRow { run, session } = row.ok_or_else(gone)?;
-        let session: SessionRow = serde_json::from_str(&session.ok_or_else(gone)?)
-            .map_err(|e| Error::internal(format!("a session row as JSON: {e}")))?;
+        let session: SessionRow = json("session", &session.ok_or_else(gone)?)?;
         let run: Run = run.try_into()?;
         lease.check(&run, now)?;
         return Ok((Some(session.try_into()?), run));
@@ -140,10 +140,7 @@ impl WorkerStore for Store {
         let mut tx = self.db.begin().await?;
         let (_, run) = match fenced(&mut tx, lease, now, false).await {
             Ok(fenced) => fenced,
-            Err(error) => {
-                tx.rollback().await;
-                return Err(error);
-            }
+            Err(error) => return tx.fail(error).await,
         };
         let mut change = Change::new(run, None, now);
         change.heartbeat(wait);
