@@ -78,8 +78,11 @@ pub struct Args {
     #[arg(long)]
     events_with_completion: bool,
     /// Only the context workloads (against etcd), not the run workload.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "runs_only")]
     contexts_only: bool,
+    /// Only the run workload (against graphile-worker), not the context workloads.
+    #[arg(long)]
+    runs_only: bool,
 }
 
 /// One system's figures for a workload.
@@ -129,7 +132,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<()> {
     let mut postgres_cpu = Vec::new();
 
     // Contexts against etcd.
-    {
+    if !args.runs_only {
         let root = format!("bench-root-{}", uuid::Uuid::now_v7().simple());
         let server = server::start(&cli.binary, &cli.database_url, &root).await?;
         let etcd = etcd::Etcd::start(&args.etcd).await?;

@@ -12,8 +12,8 @@ use agentry_core::{
     model::{Instance, Quotas},
     names::{InstanceName, ProjectName, RunName, SessionName},
     run::{
-        AutonomyLevel, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy, Run,
-        RunSpec, RunStatus, StopReason, TaskCompletion, TaskFailure, Usage,
+        AutonomyLevel, EventBody, Lease, MessageBody, MessageRole, MultitaskStrategy, RetryPolicy,
+        Run, RunSpec, RunStatus, StopReason, TaskCompletion, TaskFailure, ToolCall, Usage,
     },
 };
 use agentry_store::{
@@ -159,6 +159,7 @@ async fn claim_with_instance(store: &Store, lease_micros: i64) -> Option<(Run, I
             agents: &["echo".to_owned()],
             worker: Some("w"),
             lease_duration: lease_micros,
+            look_first: false,
         })
         .await
         .expect("claim")
@@ -232,6 +233,78 @@ conformance!(
 );
 
 conformance!(
+    an_ending_closes_the_open_calls_in_order_and_hands_the_session_on,
+    |store, _db| {
+        // On Postgres an ending reads the open tool calls and whether a run waits in the
+        // session in one statement; the hand-off look runs only when one does.
+        setup(&store, Quotas::default()).await;
+        let s = session(&store, "s").await;
+        let first = run(&store, &s).await;
+        let second = run(&store, &s).await;
+        assert!(
+            first.ready && !second.ready,
+            "the second run waits behind the first"
+        );
+        let leased = claim(&store, 30 * SECOND).await.expect("the first run");
+        assert_eq!(leased.id, first.id);
+        let call = |id: &str, tool: &str| ToolCall {
+            id: id.into(),
+            tool: tool.into(),
+            ..ToolCall::default()
+        };
+        store
+            .append_run_events(
+                &quiet("AppendRunEvents"),
+                &lease(&leased),
+                vec![
+                    EventInput::ToolStarted(call("c2", "write")),
+                    EventInput::ToolStarted(call("c1", "search")),
+                    EventInput::ToolStarted(call("c3", "read")),
+                    EventInput::ToolCompleted(call("c3", "read")),
+                ],
+            )
+            .await
+            .expect("three calls started, one completed");
+        store
+            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
+            .await
+            .expect("complete");
+        let closed: Vec<String> = store
+            .run_events_after(&name(&first), 0, 100)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter_map(|e| match e.body {
+                EventBody::ToolCallCompleted { call, synthetic } => {
+                    Some(format!("{} {} {synthetic}", call.id, call.tool))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            closed,
+            ["c3 read false", "c1 search true", "c2 write true"],
+            "the open calls close in call id order"
+        );
+        let session_name = session_name("s");
+        let handed = store.get_session(&session_name).await.expect("session");
+        assert_eq!(handed.active_run.as_deref(), Some(second.id.as_str()));
+        let next = claim(&store, 30 * SECOND)
+            .await
+            .expect("the second run, handed on");
+        assert_eq!(next.id, second.id);
+        store
+            .complete_task(&quiet("CompleteTask"), &lease(&next), ended())
+            .await
+            .expect("complete the second");
+        let idle = store.get_session(&session_name).await.expect("session");
+        assert_eq!(idle.active_run, None, "nothing waits: the session is free");
+        let third = run(&store, &s).await;
+        assert!(third.ready, "a run in a free session is ready at once");
+    }
+);
+
+conformance!(
     run_events_are_append_only_and_go_with_their_session,
     |store, db| {
         setup(&store, Quotas::default()).await;
@@ -281,7 +354,7 @@ conformance!(
         let store = Arc::new(store);
         let barrier = Arc::new(Barrier::new(8));
         let mut tasks = Vec::new();
-        for _ in 0..8 {
+        for t in 0..8 {
             let (store, barrier) = (store.clone(), barrier.clone());
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
@@ -294,6 +367,8 @@ conformance!(
                                 agents: &["echo".to_owned()],
                                 worker: Some("w"),
                                 lease_duration: 30 * SECOND,
+                                // Half the claimers look first, as idle pollers do.
+                                look_first: t % 2 == 1,
                             })
                             .await
                         {

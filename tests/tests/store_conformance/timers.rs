@@ -84,6 +84,7 @@ async fn claim_in(store: &Store, ws: &str, lease_micros: i64) -> Claim {
                 agents: &["echo".to_owned()],
                 worker: Some("w"),
                 lease_duration: lease_micros,
+                look_first: true,
             })
             .await
             .expect("claim");

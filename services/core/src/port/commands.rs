@@ -164,6 +164,11 @@ pub struct ClaimRequest<'a> {
     pub agents: &'a [String],
     pub worker: Option<&'a str>,
     pub lease_duration: DurationMicros,
+    /// The queue is probably empty (the poller waited its time out): look for a run
+    /// without a transaction first, and open one only if there is. Otherwise the claim
+    /// goes straight to its transaction, one round trip fewer when a run is there and
+    /// two more (its BEGIN and ROLLBACK) when none is.
+    pub look_first: bool,
 }
 
 /// Percentiles of a duration (micros) and how many values they were taken over.

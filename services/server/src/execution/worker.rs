@@ -154,6 +154,9 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         .map(|agent| WakeKey::queue(&workspace.workspace, agent))
         .collect();
     let changes = ctx.feed.subscribe(queues);
+    // A poller that comes back from a run or was woken by a new one usually finds a run:
+    // it claims straight away. Only the look after a wait that timed out expects none.
+    let mut look_first = false;
     loop {
         // A claim dropped by shutdown (or by the client leaving) goes back to the queue.
         let claimed = ctx.store.claim_run(ClaimRequest {
@@ -161,6 +164,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
             agents: &agents,
             worker: identity.as_deref(),
             lease_duration,
+            look_first,
         });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {
             return Ok(pb::PollTaskResponse::default());
@@ -176,8 +180,9 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         }
         // Woken or out of time, it looks once more; the look then ends the call.
         let limit = Duration::from_micros(left as u64);
-        if wait_for(ctx, &changes, limit).await == Woken::Stopping {
-            return Ok(pb::PollTaskResponse::default());
+        match wait_for(ctx, &changes, limit).await {
+            Woken::Stopping => return Ok(pb::PollTaskResponse::default()),
+            woken => look_first = woken != Woken::Look,
         }
     }
 }

@@ -23,8 +23,8 @@ use super::{
     },
 };
 use crate::{
-    db::Tx,
-    rows::{insert_rows, to_json},
+    db::{Tx, map_err},
+    rows::{insert_rows, json, to_json},
     tables::{Messages, Runs, ToolCalls},
 };
 
@@ -77,14 +77,18 @@ impl<'s> Change<'s> {
     /// Ends the attempt as core decided: closes its open tool calls, applies `ending`,
     /// and hands the session to the next queued run when the run leaves it.
     pub async fn end(&mut self, tx: &mut Tx, wakes: &mut Wakes, ending: Ending) -> Result<()> {
-        let open = open_calls(tx, &self.core.run).await?;
+        let (open, waiting) = ending_reads(tx, &self.core.run, self.session.as_deref()).await?;
         self.core.close_calls(open, ending.synthetic_status())?;
         self.core.end(&ending)?;
         if let Some(session) = self.session.as_deref_mut()
             && self.core.hands_off(&ending, session)
         {
             flush(tx, &mut self.core, session).await?;
-            handoff(tx, session, wakes, self.core.now).await?;
+            if waiting {
+                handoff(tx, session, wakes, self.core.now).await?;
+            } else {
+                session.hand_to(None, self.core.now);
+            }
         }
         self.wakes_into(wakes);
         Ok(())
@@ -134,6 +138,51 @@ impl<'s> Change<'s> {
         insert_events(tx, &self.core.run, &self.core.events).await?;
         Ok(self.core.run)
     }
+}
+
+/// Postgres: the tool calls a run left open (as a JSON array of `[call_id, tool]`, in
+/// call id order) and whether any run waits behind it in its session (the hand-off
+/// look's condition, literal for the partial index `runs_waiting`), in one statement.
+const ENDING_READS: &str = "SELECT (SELECT coalesce(json_agg(json_build_array(call_id, tool) \
+ORDER BY call_id), '[]')::text FROM tool_calls \
+WHERE workspace_id = $1 AND run_id = $2 AND open = 1) AS open, \
+EXISTS (SELECT 1 FROM runs WHERE workspace_id = $1 AND project_id = $3 AND session_id = $4 \
+AND status = 'QUEUED' AND ready = 0) AS waiting";
+
+/// What an ending reads before it decides: the tool calls the run left open, and, with
+/// its session locked, whether a run may be waiting behind it there (true unless known
+/// otherwise: then the hand-off looks for it).
+///
+/// On Postgres both come from one statement when the session is locked. The look for
+/// waiting runs is sound there: every run that waits in a session was queued under the
+/// session's lock, which this transaction holds since its first statement, so this
+/// statement's snapshot, taken later, sees every one of them. (The first statement's
+/// own snapshot would not: it may have waited for that lock.)
+async fn ending_reads(
+    tx: &mut Tx,
+    run: &Run,
+    session: Option<&Session>,
+) -> Result<(Vec<OpenCall>, bool)> {
+    tx.flush().await?;
+    if let Some(session) = session
+        && let Some((conn, _span)) = tx.postgres(ENDING_READS)
+    {
+        let (open, waiting): (String, bool) = sqlx::query_as(ENDING_READS)
+            .bind(run.workspace.as_str())
+            .bind(run.id.as_str())
+            .bind(session.project.as_str())
+            .bind(session.id.as_str())
+            .fetch_one(conn)
+            .await
+            .map_err(map_err)?;
+        let open: Vec<(String, String)> = json("open", &open)?;
+        let open = open
+            .into_iter()
+            .map(|(id, tool)| OpenCall { id, tool })
+            .collect();
+        return Ok((open, waiting));
+    }
+    Ok((open_calls(tx, run).await?, true))
 }
 
 /// The tool calls the run left open.

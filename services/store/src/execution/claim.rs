@@ -127,16 +127,18 @@ impl ClaimStore for Store {
             agents,
             worker,
             lease_duration,
+            look_first,
         } = claim;
-        let now = now_micros();
-        // A cheap look without locks first: idle pollers woken for other agents' runs
-        // leave without a transaction.
-        let any: Option<RunRow> = self
-            .db
-            .fetch_optional(&candidates(workspace, agents, now))
-            .await?;
-        if any.is_none() {
-            return Ok(None);
+        // A cheap look without locks first when the queue is probably empty: an idle
+        // poller's last look leaves without a transaction.
+        if look_first {
+            let any: Option<RunRow> = self
+                .db
+                .fetch_optional(&candidates(workspace, agents, now_micros()))
+                .await?;
+            if any.is_none() {
+                return Ok(None);
+            }
         }
         let mut tx = self.db.begin().await?;
         let Some((run, instance)) = take(&mut tx, workspace, agents, now_micros()).await? else {
