@@ -281,3 +281,46 @@ conformance!(
         );
     }
 );
+
+conformance!(
+    versions_stay_immutable_and_go_with_their_context,
+    |store, db| {
+        // Postgres checks compaction's deletes once per statement and cascades a deleted
+        // context to its versions by trigger (migration 0014); SQLite per row and by
+        // foreign key. Either way: no version changes, none at or above the retention
+        // floor goes, all go with their context.
+        setup(&store, &["c", "d"], 2).await;
+        for n in 1..=20 {
+            write(&store, "c", n).await;
+            write(&store, "d", n).await;
+        }
+        // keep_last 2 of 21 versions: compaction removed the first ones below the floor
+        // (20), in a batch when the floor crossed 16; 16 to 19 still wait below it.
+        let kept = |id: &str| format!("context_versions WHERE context_id = '{id}'");
+        let (c_kept, d_kept) = (db.count(&kept("c")).await, db.count(&kept("d")).await);
+        assert!((2..21).contains(&c_kept), "c keeps {c_kept} versions");
+        assert_eq!(c_kept, d_kept);
+        for sql in [
+            "UPDATE context_versions SET description = 'x' WHERE context_id = 'c'",
+            "DELETE FROM context_versions WHERE context_id = 'c' AND version = 21",
+            // Rows below the floor, which compaction may delete, with the two above it:
+            // the statement fails whole.
+            "DELETE FROM context_versions WHERE context_id = 'd'",
+        ] {
+            let refused = db.execute(sql).await;
+            assert!(refused.is_err(), "{sql} was allowed");
+        }
+        assert_eq!(db.count(&kept("c")).await, c_kept, "nothing of c changed");
+        assert_eq!(db.count(&kept("d")).await, d_kept, "nothing of d changed");
+        store
+            .delete_context(
+                &mutation("acme", "DeleteContext", "c", "", b""),
+                &context_name("c"),
+            )
+            .await
+            .expect("delete c");
+        assert_eq!(db.count(&kept("c")).await, 0, "c's versions went with it");
+        assert_eq!(db.count(&kept("d")).await, d_kept, "d is untouched");
+        assert_eq!(write(&store, "d", 99).await, 22, "d is still written");
+    }
+);
