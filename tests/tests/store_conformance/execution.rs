@@ -304,6 +304,83 @@ conformance!(
     }
 );
 
+/// The runs and transcript messages of session `s`.
+async fn session_rows(db: &agentry_e2e::FreshDatabase, s: &SessionName) -> (i64, i64) {
+    let of = |table: &str| format!("{table} WHERE session_id = '{}'", s.session);
+    (db.count(&of("runs")).await, db.count(&of("messages")).await)
+}
+
+conformance!(
+    a_deleted_session_takes_its_runs_transcript_and_calls_and_nothing_else,
+    |store, db| {
+        // On Postgres runs and messages reach their session by a delete trigger, not a
+        // foreign key (migration 0015); on SQLite by foreign key. Either way a deleted
+        // session takes all of its rows and none of another session's.
+        setup(&store, Quotas::default()).await;
+        let (gone, kept) = (session(&store, "gone").await, session(&store, "kept").await);
+        for s in [&gone, &kept] {
+            run(&store, s).await;
+            let leased = claim(&store, 30 * SECOND).await.expect("a run to claim");
+            let call = ToolCall {
+                id: "c1".into(),
+                tool: "search".into(),
+                ..ToolCall::default()
+            };
+            store
+                .append_run_events(
+                    &quiet("AppendRunEvents"),
+                    &lease(&leased),
+                    vec![EventInput::ToolStarted(call)],
+                )
+                .await
+                .expect("a call started");
+            store
+                .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
+                .await
+                .expect("complete");
+        }
+        let (kept_runs, kept_messages) = session_rows(&db, &kept).await;
+        assert_eq!(session_rows(&db, &gone).await, (kept_runs, kept_messages));
+        assert!(
+            kept_runs == 1 && kept_messages >= 2,
+            "a run with its transcript"
+        );
+        let calls = db.count("tool_calls").await;
+        let events = db.count("run_events").await;
+        store
+            .delete_session(&mutation("acme", "DeleteSession", "gone", "", b""), &gone)
+            .await
+            .expect("an idle session is deleted");
+        assert_eq!(
+            session_rows(&db, &gone).await,
+            (0, 0),
+            "the session's runs and transcript"
+        );
+        assert_eq!(
+            session_rows(&db, &kept).await,
+            (kept_runs, kept_messages),
+            "the other session's"
+        );
+        assert_eq!(
+            db.count("tool_calls").await,
+            calls / 2,
+            "the deleted run's calls"
+        );
+        assert_eq!(
+            db.count("run_events").await,
+            events / 2,
+            "the deleted run's events"
+        );
+        // A second run in the kept session is still created, claimed and finished.
+        run(&store, &kept).await;
+        let leased = claim(&store, 30 * SECOND).await.expect("a run to claim");
+        store
+            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
+            .await
+            .expect("complete");
+    }
+);
+
 conformance!(
     run_events_are_append_only_and_go_with_their_session,
     |store, db| {
