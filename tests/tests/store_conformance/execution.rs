@@ -136,6 +136,23 @@ fn ended() -> TaskCompletion {
     }
 }
 
+/// Completes the leased run, ending the turn; the run as completed.
+async fn complete(store: &Store, leased: &Run) -> Run {
+    store
+        .complete_task(&quiet("CompleteTask"), &lease(leased), ended())
+        .await
+        .expect("complete")
+}
+
+/// A tool call `id` of `tool`, without arguments or result.
+fn call(id: &str, tool: &str) -> ToolCall {
+    ToolCall {
+        id: id.into(),
+        tool: tool.into(),
+        ..ToolCall::default()
+    }
+}
+
 /// A failure with the default error, retryable or not, with the policy's backoff.
 fn failure(retryable: bool) -> TaskFailure {
     TaskFailure {
@@ -247,11 +264,6 @@ conformance!(
         );
         let leased = claim(&store, 30 * SECOND).await.expect("the first run");
         assert_eq!(leased.id, first.id);
-        let call = |id: &str, tool: &str| ToolCall {
-            id: id.into(),
-            tool: tool.into(),
-            ..ToolCall::default()
-        };
         store
             .append_run_events(
                 &quiet("AppendRunEvents"),
@@ -265,10 +277,7 @@ conformance!(
             )
             .await
             .expect("three calls started, one completed");
-        store
-            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
-            .await
-            .expect("complete");
+        complete(&store, &leased).await;
         let closed: Vec<String> = store
             .run_events_after(&name(&first), 0, 100)
             .await
@@ -293,10 +302,7 @@ conformance!(
             .await
             .expect("the second run, handed on");
         assert_eq!(next.id, second.id);
-        store
-            .complete_task(&quiet("CompleteTask"), &lease(&next), ended())
-            .await
-            .expect("complete the second");
+        complete(&store, &next).await;
         let idle = store.get_session(&session_name).await.expect("session");
         assert_eq!(idle.active_run, None, "nothing waits: the session is free");
         let third = run(&store, &s).await;
@@ -321,11 +327,7 @@ conformance!(
         for s in [&gone, &kept] {
             run(&store, s).await;
             let leased = claim(&store, 30 * SECOND).await.expect("a run to claim");
-            let call = ToolCall {
-                id: "c1".into(),
-                tool: "search".into(),
-                ..ToolCall::default()
-            };
+            let call = call("c1", "search");
             store
                 .append_run_events(
                     &quiet("AppendRunEvents"),
@@ -334,10 +336,7 @@ conformance!(
                 )
                 .await
                 .expect("a call started");
-            store
-                .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
-                .await
-                .expect("complete");
+            complete(&store, &leased).await;
         }
         let (kept_runs, kept_messages) = session_rows(&db, &kept).await;
         assert_eq!(session_rows(&db, &gone).await, (kept_runs, kept_messages));
@@ -374,10 +373,7 @@ conformance!(
         // A second run in the kept session is still created, claimed and finished.
         run(&store, &kept).await;
         let leased = claim(&store, 30 * SECOND).await.expect("a run to claim");
-        store
-            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
-            .await
-            .expect("complete");
+        complete(&store, &leased).await;
     }
 );
 
@@ -399,10 +395,7 @@ conformance!(
             assert!(db.execute(sql).await.is_err(), "{sql} was allowed");
         }
         assert_eq!(db.count("run_events").await, 3);
-        store
-            .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
-            .await
-            .expect("complete");
+        complete(&store, &leased).await;
         store
             .delete_session(&mutation("acme", "DeleteSession", "s", "", b""), &s)
             .await
@@ -535,10 +528,7 @@ conformance!(the_reaper_never_touches_a_finished_run, |store, _db| {
     let s = session(&store, "s").await;
     let r = run(&store, &s).await;
     let leased = claim(&store, 250_000).await.expect("claimed");
-    let done = store
-        .complete_task(&quiet("CompleteTask"), &lease(&leased), ended())
-        .await
-        .expect("complete");
+    let done = complete(&store, &leased).await;
     assert_eq!(done.status, RunStatus::Succeeded);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(reap(&store).await.changed(), 0);
