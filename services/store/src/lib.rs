@@ -55,6 +55,8 @@ pub struct Store {
     announcer: Option<feed::Announcer>,
     /// Context writes in flight in this process.
     writers: contexts::Writers,
+    /// Workspaces whose queues held a run at their latest first claim (a guess).
+    backlogs: execution::Backlogs,
     /// Commits concurrent context writes together (Postgres only; `None` also in the
     /// committer's own handle).
     group: Option<contexts::GroupCommit>,
@@ -78,6 +80,7 @@ impl Store {
             heads,
             announcer,
             writers: Default::default(),
+            backlogs: Default::default(),
             group,
             feed: Default::default(),
             replica,

@@ -5,7 +5,8 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use agentry_core::port::{
-    ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+    ClaimAttempt, ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore,
+    WorkerStore,
 };
 use agentry_core::{
     Error,
@@ -176,7 +177,7 @@ async fn claim_with_instance(store: &Store, lease_micros: i64) -> Option<(Run, I
             agents: &["echo".to_owned()],
             worker: Some("w"),
             lease_duration: lease_micros,
-            look_first: false,
+            attempt: ClaimAttempt::First,
         })
         .await
         .expect("claim")
@@ -437,8 +438,12 @@ conformance!(
                                 agents: &["echo".to_owned()],
                                 worker: Some("w"),
                                 lease_duration: 30 * SECOND,
-                                // Half the claimers look first, as idle pollers do.
-                                look_first: t % 2 == 1,
+                                // Claims of every kind, side by side.
+                                attempt: [
+                                    ClaimAttempt::First,
+                                    ClaimAttempt::Woken,
+                                    ClaimAttempt::TimedOut,
+                                ][t % 3],
                             })
                             .await
                         {

@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use agentry_core::port::{
-    ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore, WorkerStore,
+    ClaimAttempt, ClaimRequest, ClaimStore, InstanceStore, ProjectStore, RunStore, SessionStore,
+    WorkerStore,
 };
 use agentry_core::{
     model::Quotas,
@@ -84,7 +85,7 @@ async fn claim_in(store: &Store, ws: &str, lease_micros: i64) -> Claim {
                 agents: &["echo".to_owned()],
                 worker: Some("w"),
                 lease_duration: lease_micros,
-                look_first: true,
+                attempt: ClaimAttempt::TimedOut,
             })
             .await
             .expect("claim");

@@ -164,11 +164,23 @@ pub struct ClaimRequest<'a> {
     pub agents: &'a [String],
     pub worker: Option<&'a str>,
     pub lease_duration: DurationMicros,
-    /// The queue is probably empty (the poller waited its time out): look for a run
-    /// without a transaction first, and open one only if there is. Otherwise the claim
-    /// goes straight to its transaction, one round trip fewer when a run is there and
-    /// two more (its BEGIN and ROLLBACK) when none is.
-    pub look_first: bool,
+    /// What the caller knows of the queue, for the store's choice between looking for a
+    /// run without a transaction first (a round trip more when one is there) and going
+    /// straight to the claim's transaction (two more, its BEGIN and ROLLBACK, when none
+    /// is). Either way the claim's outcome is the same.
+    pub attempt: ClaimAttempt,
+}
+
+/// Which claim of a PollTask call this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAttempt {
+    /// The call's first: the queue may or may not hold a run (the store goes by what
+    /// the workspace's recent first claims found).
+    First,
+    /// After a wake-up for a newly queued run: probably one is there.
+    Woken,
+    /// After a wait that timed out: probably none is there.
+    TimedOut,
 }
 
 /// Percentiles of a duration (micros) and how many values they were taken over.

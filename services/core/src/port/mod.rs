@@ -25,9 +25,9 @@ mod traits;
 
 pub use claim::{Claim, ClaimRelease, Release};
 pub use commands::{
-    AuditFilter, ClaimRequest, ContextChange, ContextHead, ContextWrite, DeleteGuard, KeyRecord,
-    NewApiKey, NewContext, NewProject, NewWorkspace, Percentiles, PoolConnections, ProjectPatch,
-    RunStatsGroup, RunStatsQuery, VersionFilter, VersionsAfter, WorkspacePatch,
+    AuditFilter, ClaimAttempt, ClaimRequest, ContextChange, ContextHead, ContextWrite, DeleteGuard,
+    KeyRecord, NewApiKey, NewContext, NewProject, NewWorkspace, Percentiles, PoolConnections,
+    ProjectPatch, RunStatsGroup, RunStatsQuery, VersionFilter, VersionsAfter, WorkspacePatch,
 };
 // A committed mutation is a record of the model; the port names it where it lists them.
 pub use crate::model::AuditRecord;

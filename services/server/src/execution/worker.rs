@@ -14,7 +14,7 @@ use agentry_core::{
     Error, Result,
     absent::non_empty,
     names::{AgentName, RunName, WorkspaceName},
-    port::{Claim, ClaimRequest, Subscription},
+    port::{Claim, ClaimAttempt, ClaimRequest, Subscription},
     run::{EventInput, Lease, PlanStep, RunStatus, TaskCompletion, TaskFailure},
     time::{DurationMicros, UnixMicros, now_micros},
 };
@@ -154,9 +154,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         .map(|agent| WakeKey::queue(&workspace.workspace, agent))
         .collect();
     let changes = ctx.feed.subscribe(queues);
-    // A poller that comes back from a run or was woken by a new one usually finds a run:
-    // it claims straight away. Only the look after a wait that timed out expects none.
-    let mut look_first = false;
+    let mut attempt = ClaimAttempt::First;
     loop {
         // A claim dropped by shutdown (or by the client leaving) goes back to the queue.
         let claimed = ctx.store.claim_run(ClaimRequest {
@@ -164,7 +162,7 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
             agents: &agents,
             worker: identity.as_deref(),
             lease_duration,
-            look_first,
+            attempt,
         });
         let Some(claimed) = unless_stopped(&ctx.stopping, Duration::ZERO, claimed).await else {
             return Ok(pb::PollTaskResponse::default());
@@ -182,7 +180,8 @@ pub async fn poll_task(ctx: &Call<'_>, req: pb::PollTaskRequest) -> Result<pb::P
         let limit = Duration::from_micros(left as u64);
         match wait_for(ctx, &changes, limit).await {
             Woken::Stopping => return Ok(pb::PollTaskResponse::default()),
-            woken => look_first = woken != Woken::Look,
+            Woken::Look => attempt = ClaimAttempt::Woken,
+            _ => attempt = ClaimAttempt::TimedOut,
         }
     }
 }

@@ -11,12 +11,16 @@
 //! releases it; the release is fenced by the lease like any worker call, so it changes
 //! nothing when the commit did not happen or the lease moved on.
 
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use agentry_core::{
     Error, Result,
     names::InstanceName,
-    port::{Claim, ClaimRelease, ClaimRequest, ClaimStore, Release},
+    port::{Claim, ClaimAttempt, ClaimRelease, ClaimRequest, ClaimStore, Release},
     run::{Lease, RunStatus, StopReason},
     time::{UnixMicros, now_micros},
 };
@@ -127,16 +131,22 @@ impl ClaimStore for Store {
             agents,
             worker,
             lease_duration,
-            look_first,
+            attempt,
         } = claim;
         // A cheap look without locks first when the queue is probably empty: an idle
-        // poller's last look leaves without a transaction.
+        // poller leaves without a transaction.
+        let look_first = match attempt {
+            ClaimAttempt::Woken => false,
+            ClaimAttempt::TimedOut => true,
+            ClaimAttempt::First => !self.backlogs.likely(workspace),
+        };
         if look_first {
             let any: Option<RunRow> = self
                 .db
                 .fetch_optional(&candidates(workspace, agents, now_micros()))
                 .await?;
             if any.is_none() {
+                self.backlogs.found(workspace, attempt, false);
                 return Ok(None);
             }
         }
@@ -144,8 +154,10 @@ impl ClaimStore for Store {
         let Some((run, instance)) = take(&mut tx, workspace, agents, now_micros()).await? else {
             // The TAKE may have locked a free slot: gone before another claim looks.
             tx.rollback().await;
+            self.backlogs.found(workspace, attempt, false);
             return Ok(None);
         };
+        self.backlogs.found(workspace, attempt, true);
         // The clock is read after the slot is taken: the run that freed it committed
         // before, so start_time never precedes the end_time of the run whose slot this
         // one takes.
@@ -224,5 +236,36 @@ impl Store {
         tx.commit().await?;
         self.wake_everywhere(&wakes);
         Ok(true)
+    }
+}
+
+/// Which workspaces' queues held a run at their pollers' latest first claim, in this
+/// process: a PollTask's first claim goes straight to its transaction there (under a
+/// backlog, a worker back from a run finds the next one), and looks first elsewhere (at
+/// light load it finds none, and the look spares a transaction). Only first claims
+/// count: a claim after a wake-up finds the run it was woken for, which says nothing
+/// of what the next first claim will find. A guess either way costs a round trip or
+/// two, never the outcome.
+#[derive(Clone, Default)]
+pub(crate) struct Backlogs(Arc<Mutex<HashSet<String>>>);
+
+impl Backlogs {
+    fn likely(&self, workspace: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(workspace)
+    }
+
+    fn found(&self, workspace: &str, attempt: ClaimAttempt, run: bool) {
+        if attempt != ClaimAttempt::First || run == self.likely(workspace) {
+            return;
+        }
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if run {
+            set.insert(workspace.to_owned());
+        } else {
+            set.remove(workspace);
+        }
     }
 }

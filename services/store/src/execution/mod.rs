@@ -19,6 +19,7 @@
 
 mod change;
 mod claim;
+pub(crate) use claim::Backlogs;
 mod reaper;
 mod rollup;
 mod rows;
