@@ -140,14 +140,26 @@ impl<'s> Change<'s> {
     }
 }
 
+/// The condition of a run waiting behind another in its session: literal SQL, the
+/// predicate of the partial index `runs_waiting` (bound values cannot prove it for a
+/// prepared statement's cached plan), which holds only waiting runs.
+macro_rules! waiting {
+    () => {
+        "status = 'QUEUED' AND ready = 0"
+    };
+}
+
 /// Postgres: the tool calls a run left open (as a JSON array of `[call_id, tool]`, in
-/// call id order) and whether any run waits behind it in its session (the hand-off
-/// look's condition, literal for the partial index `runs_waiting`), in one statement.
-const ENDING_READS: &str = "SELECT (SELECT coalesce(json_agg(json_build_array(call_id, tool) \
+/// call id order) and whether any run waits behind it in its session, in one statement.
+const ENDING_READS: &str = concat!(
+    "SELECT (SELECT coalesce(json_agg(json_build_array(call_id, tool) \
 ORDER BY call_id), '[]')::text FROM tool_calls \
 WHERE workspace_id = $1 AND run_id = $2 AND open = 1) AS open, \
 EXISTS (SELECT 1 FROM runs WHERE workspace_id = $1 AND project_id = $3 AND session_id = $4 \
-AND status = 'QUEUED' AND ready = 0) AS waiting";
+AND ",
+    waiting!(),
+    ") AS waiting"
+);
 
 /// What an ending reads before it decides: the tool calls the run left open, and, with
 /// its session locked, whether a run may be waiting behind it there (true unless known
@@ -303,10 +315,8 @@ pub(crate) async fn append_messages(
     Ok(sequences)
 }
 
-/// Gives the session to its oldest waiting run, whose input joins the transcript now.
-/// The caller writes the session back ([`Change::save`]). The waiting condition is
-/// literal SQL, the predicate of the partial index `runs_waiting` (bound values cannot
-/// prove it for the prepared statement's cached plan), which holds only waiting runs.
+/// Gives the session to its oldest waiting run (`waiting!`), whose input joins the
+/// transcript now. The caller writes the session back ([`Change::save`]).
 pub(crate) async fn handoff(
     tx: &mut Tx,
     session: &mut Session,
@@ -317,7 +327,7 @@ pub(crate) async fn handoff(
     let next: Option<RunRow> = tx
         .fetch_optional(
             &session_runs(session)
-                .and_where(Expr::cust("status = 'QUEUED' AND ready = 0"))
+                .and_where(Expr::cust(waiting!()))
                 .order_by(Runs::CreateTime, Order::Asc)
                 .order_by(Runs::RunId, Order::Asc)
                 .limit(1)

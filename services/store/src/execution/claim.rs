@@ -258,14 +258,14 @@ impl Backlogs {
     }
 
     fn found(&self, workspace: &str, attempt: ClaimAttempt, run: bool) {
-        if attempt != ClaimAttempt::First || run == self.likely(workspace) {
+        if attempt != ClaimAttempt::First {
             return;
         }
         let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if run {
-            set.insert(workspace.to_owned());
-        } else {
+        if !run {
             set.remove(workspace);
+        } else if !set.contains(workspace) {
+            set.insert(workspace.to_owned());
         }
     }
 }
