@@ -95,8 +95,16 @@ pub fn with_database(url: &str, database: &str) -> String {
 }
 
 pub async fn start(binary: &str, admin_url: &str, root_key: &str) -> anyhow::Result<Server> {
-    start_with(binary, admin_url, root_key, None, &[], &[]).await
+    let server = start_with(binary, admin_url, root_key, None, &[], &[]).await?;
+    // A replica that hears no other one stops NOTIFYing its changes once it has heard
+    // only itself for three liveness periods (1 s each by default); measure what a
+    // replica that has been up for a while does, not its first seconds.
+    tokio::time::sleep(FEED_PROBATION).await;
+    Ok(server)
 }
+
+/// Three liveness periods of the change feed, and a little more.
+const FEED_PROBATION: Duration = Duration::from_millis(3_500);
 
 /// Starts another server: on `existing`'s database when given (else a new one), with
 /// extra flags and environment.

@@ -1,7 +1,8 @@
 //! The change feed: a write wakes only the watchers of its own context (counted by the
 //! server's feed), on either back end and across two replicas; watchers read storage
 //! only when woken; and a wake-up lost with the LISTEN connection is made good when the
-//! connection is found gone (every waiter of the replica looks once).
+//! connection is found gone (every waiter of the replica looks once); a replica alone
+//! NOTIFYs nobody, and one starting beside it is heard and misses nothing.
 
 mod contexts_support;
 
@@ -165,10 +166,11 @@ async fn a_lost_notification_is_made_good_when_the_listen_connection_is_lost() {
     assert_quiet(&mut watch, Duration::from_millis(1500)).await;
 
     let killed = db
-        .execute(
+        .execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-        )
+             WHERE datname = current_database() AND application_name = '{}'",
+            agentry_store::LISTENER_NAME
+        ))
         .await
         .expect("terminate the listener");
     assert_eq!(killed, 1, "one LISTEN connection");
@@ -188,4 +190,87 @@ async fn a_lost_notification_is_made_good_when_the_listen_connection_is_lost() {
     c.write_doc(json!({"n": 3})).await;
     assert_eq!(next_version(&mut watch).await.version, 3);
     server.shutdown().await;
+}
+
+/// The keys-carrying notifications on the feed's channel within `window` (liveness
+/// NOTIFYs and hellos carry none).
+async fn keys_sent(channel: &mut sqlx::postgres::PgListener, window: Duration) -> usize {
+    let mut sent = 0;
+    let deadline = Instant::now() + window;
+    while let Ok(received) = tokio::time::timeout_at(deadline.into(), channel.recv()).await {
+        let notification = received.expect("the test's LISTEN connection");
+        let (_, rest) = notification
+            .payload()
+            .split_once(' ')
+            .expect("a feed payload");
+        if !rest.is_empty() && !rest.starts_with('!') {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// A replica alone on its database stops NOTIFYing its writes once it has heard only
+/// itself for a few liveness periods; a replica started beside it is heard at once (its
+/// hello), and a write made on the first right after reaches a watcher on the second.
+#[tokio::test]
+async fn a_replica_alone_notifies_nobody_and_one_starting_beside_it_misses_nothing() {
+    let period = Duration::from_millis(100);
+    let a = OwnServer::start(Backend::Postgres, period).await;
+    let acme = a.tenant("acme").await;
+    acme.project("web").await;
+    let on_a = contexts(a.addr, &acme.admin_key).await;
+    let parent = acme.project_name("web");
+    let (c, _) = Ctx::create(&on_a, &parent, "c", keeping(0), Some(json!({"n": 0}))).await;
+    let mut channel = sqlx::postgres::PgListener::connect(&a.database.url)
+        .await
+        .expect("the test listens");
+    channel
+        .listen(agentry_store::FEED_CHANNEL)
+        .await
+        .expect("LISTEN");
+
+    // Writes on A are NOTIFYed until its probation is over, then no more.
+    let mut head = 1;
+    let started = Instant::now();
+    loop {
+        head += 1;
+        c.write_doc(json!({"n": head})).await;
+        if keys_sent(&mut channel, period * 2).await == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica A still NOTIFYs its writes"
+        );
+    }
+    println!("A alone after {:?}", started.elapsed());
+
+    let b = agentry_server::start(config(&a.database.url, &a.root_key, period))
+        .await
+        .expect("replica B starts");
+    let on_b = contexts(b.local_addr, &acme.admin_key).await;
+    let mut watch = watching(&c.with(&on_b), head).await;
+    settle(b.change_feed().as_ref(), 1).await;
+    for _ in 0..3 {
+        head += 1;
+        c.write_doc(json!({"n": head})).await;
+        let version = next_within(&mut watch, Duration::from_secs(2))
+            .await
+            .expect("the watch on B goes on")
+            .expect("a version");
+        assert_eq!(version.version, head);
+    }
+    let announced = keys_sent(&mut channel, period * 3).await;
+    assert!(announced >= 3, "{announced} NOTIFYs for three writes");
+    head += 1;
+    c.write_doc(json!({"n": head})).await;
+    assert_eq!(
+        keys_sent(&mut channel, period * 3).await,
+        1,
+        "A NOTIFYs again, B being there"
+    );
+    drop(watch);
+    b.shutdown().await.expect("replica B stops");
+    a.shutdown().await;
 }

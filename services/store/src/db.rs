@@ -95,6 +95,9 @@ pub(crate) enum Db {
 /// How long closing the pools may take (see [`Db::close`]).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The `application_name` of a replica's LISTEN connection.
+pub const LISTENER_NAME: &str = "agentry feed";
+
 /// A connection idle this long is pinged before use.
 pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -280,12 +283,19 @@ impl Db {
         }
     }
 
+    /// A LISTEN connection on `channel`, named [`LISTENER_NAME`] (Postgres).
     pub(crate) async fn listen(&self, channel: &str) -> Result<Option<sqlx::postgres::PgListener>> {
         match self {
             Self::Postgres(pool) => {
                 let mut listener = sqlx::postgres::PgListener::connect_with(pool)
                     .await
                     .map_err(map_connect)?;
+                // Tells the connection apart in `pg_stat_activity`.
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(LISTENER_NAME)
+                    .execute(&mut listener)
+                    .await
+                    .map_err(map_err)?;
                 listener.listen(channel).await.map_err(map_err)?;
                 Ok(Some(listener))
             }

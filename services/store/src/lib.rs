@@ -33,7 +33,7 @@ pub use agentry_core::port::{
 };
 pub use agents::{AgentPatch, NewAgent};
 pub use contexts::COMPACTION_BATCH;
-pub use db::Backend;
+pub use db::{Backend, LISTENER_NAME};
 pub use execution::{EventInput, NewRun, NewSession, RunFilter};
 pub use feed::FEED_CHANNEL;
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};

@@ -8,14 +8,15 @@
 //! The keys leave only after their transactions committed, so a replica woken by them
 //! finds the change in storage. A batch that cannot be sent is retried; one lost all
 //! the same (the process died first) is what the listener's safety net is for on
-//! the replicas whose connections it concerns.
+//! the replicas whose connections it concerns. While no other replica listens, keys are
+//! held instead of sent (`company`).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use agentry_core::wake::WakeKey;
 use tokio::sync::mpsc;
 
-use super::notify_statement;
+use super::{company::Company, notify_statement};
 use crate::db::Db;
 
 /// Attempts at sending one batch.
@@ -23,19 +24,33 @@ const ATTEMPTS: u32 = 3;
 
 /// Shared by clones of the store; the task ends when the last clone is dropped.
 #[derive(Clone)]
-pub(crate) struct Announcer(mpsc::UnboundedSender<WakeKey>);
+pub(crate) struct Announcer {
+    sender: mpsc::UnboundedSender<WakeKey>,
+    pub(super) company: Arc<Company>,
+}
 
 impl Announcer {
     pub(crate) fn start(db: Db, replica: String) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(send_loop(db, replica, receiver));
-        Self(sender)
+        Self {
+            sender,
+            company: Arc::default(),
+        }
     }
 
+    /// The keys of a committed change: held while this replica is alone, else sent.
     pub(crate) fn announce(&self, keys: &[WakeKey]) {
+        if !self.company.hold(keys) {
+            self.send(keys);
+        }
+    }
+
+    /// Sends `keys` to the other replicas.
+    pub(super) fn send(&self, keys: &[WakeKey]) {
         for key in keys {
             // The task is gone only when the store is.
-            let _ = self.0.send(key.clone());
+            let _ = self.sender.send(key.clone());
         }
     }
 }

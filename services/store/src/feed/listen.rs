@@ -10,6 +10,11 @@
 //! only when a NOTIFY was sent and not heard: when the pool is too busy to send one
 //! (many streams opening at once), silence proves nothing, and waking every waiter would
 //! only make the pool busier.
+//!
+//! Each time its LISTEN becomes active the replica NOTIFYs `hello` on that connection and
+//! then wakes every waiter; hearing another replica's `hello`, it answers and then wakes
+//! every waiter. That exchange is what lets a replica alone hold its keys back
+//! (`company`, which also learns here what this replica hears).
 
 use std::{
     sync::{
@@ -20,10 +25,14 @@ use std::{
 };
 
 use sea_query::{Alias, Func, Query};
+use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use super::{FEED_CHANNEL, keys_from_other};
-use crate::{Store, db::Backend};
+use super::{FEED_CHANNEL, Heard, company::Company, heard, hello_payload, ping_payload};
+use crate::{
+    Store,
+    db::{Backend, map_err},
+};
 
 /// Silence for this many periods counts as a lost connection.
 const SILENT_PERIODS: u32 = 3;
@@ -66,61 +75,121 @@ impl Store {
                     }
                 }
             };
-            // Whatever was sent while this replica was not listening is lost.
-            self.feed.wake_all();
-            loop {
-                let silence = period * SILENT_PERIODS;
-                let window_start = pings.now();
-                let received = tokio::select! {
-                    received = tokio::time::timeout(silence, listener.try_recv()) => received,
-                    _ = stopping.wait_for(|s| *s) => return,
-                };
-                match received {
-                    Ok(Ok(Some(notification))) => {
-                        for key in keys_from_other(notification.payload(), &self.replica)
-                            .into_iter()
-                            .flatten()
-                        {
-                            self.feed.publish(&key);
-                        }
-                    }
-                    Ok(Ok(None)) | Ok(Err(_)) => {
-                        tracing::warn!("the LISTEN connection was lost; reconnecting");
-                        break;
-                    }
-                    Err(_) if !pings.unheard_since(window_start, period) => {
-                        // No NOTIFY went out long enough ago to have been heard.
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            silent_ms = silence.as_millis() as u64,
-                            "the LISTEN connection went silent; reconnecting"
-                        );
-                        break;
-                    }
+            // Whatever was sent while this replica was not listening is lost: every
+            // waiter looks, after the `hello` has committed.
+            match self
+                .notify_on(&mut listener, hello_payload(&self.replica))
+                .await
+            {
+                Ok(()) => {
+                    self.company().greeted();
+                    self.feed.wake_all();
+                    self.hear(&mut listener, period, pings, &mut stopping).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot NOTIFY the other replicas on the LISTEN connection; reconnecting")
                 }
             }
+            if *stopping.borrow() {
+                return;
+            }
+            self.announcer().send(&self.company().lost());
             crate::observe::feed_reconnected();
             // Waiters look now (and ride out an outage of storage with their backoff).
             self.feed.wake_all();
         }
     }
 
-    /// NOTIFYs this replica's own listener once a period: proof that it still hears.
+    /// Hears notifications on `listener` until it is lost, goes silent, or `stopping`.
+    async fn hear(
+        &self,
+        listener: &mut PgListener,
+        period: Duration,
+        pings: &Pings,
+        stopping: &mut watch::Receiver<bool>,
+    ) {
+        loop {
+            let silence = period * SILENT_PERIODS;
+            let window_start = pings.now();
+            let received = tokio::select! {
+                received = tokio::time::timeout(silence, listener.try_recv()) => received,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let notification = match received {
+                Ok(Ok(Some(notification))) => notification,
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    tracing::warn!("the LISTEN connection was lost; reconnecting");
+                    return;
+                }
+                Err(_) if !pings.unheard_since(window_start, period) => {
+                    // No NOTIFY went out long enough ago to have been heard.
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        silent_ms = silence.as_millis() as u64,
+                        "the LISTEN connection went silent; reconnecting"
+                    );
+                    return;
+                }
+            };
+            match heard(notification.payload(), &self.replica) {
+                None | Some(Heard::Own) => {}
+                Some(Heard::OwnPing(number)) => self.company().heard_own(number),
+                Some(Heard::Other(keys)) => {
+                    self.announcer().send(&self.company().heard_other());
+                    for key in keys {
+                        self.feed.publish(&key);
+                    }
+                }
+                Some(Heard::Hello) => {
+                    self.announcer().send(&self.company().heard_other());
+                    // The answer commits before this replica's waiters look.
+                    let number = self.company().ping_starting();
+                    let answer = ping_payload(&self.replica, number);
+                    if let Err(error) = self.notify_on(listener, answer).await {
+                        tracing::warn!(%error, "cannot answer another replica's hello; reconnecting");
+                        return;
+                    }
+                    self.feed.wake_all();
+                }
+            }
+        }
+    }
+
+    /// NOTIFYs `payload` on the LISTEN connection itself.
+    async fn notify_on(
+        &self,
+        listener: &mut PgListener,
+        payload: String,
+    ) -> agentry_core::Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(FEED_CHANNEL)
+            .bind(payload)
+            .execute(listener)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    fn announcer(&self) -> &super::Announcer {
+        self.announcer
+            .as_ref()
+            .expect("a Postgres store has an announcer")
+    }
+
+    fn company(&self) -> &Company {
+        &self.announcer().company
+    }
+
+    /// NOTIFYs this replica's own listener once a period: proof that it still hears,
+    /// and (numbered) what lets `company` drop the keys it held.
     async fn ping_loop(
         &self,
         period: Duration,
         pings: &Pings,
         mut stopping: watch::Receiver<bool>,
     ) {
-        let ping = Query::select()
-            .expr(
-                Func::cust(Alias::new("pg_notify"))
-                    .arg(FEED_CHANNEL)
-                    .arg(format!("{} ", self.replica)),
-            )
-            .to_owned();
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -128,6 +197,13 @@ impl Store {
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
+            let ping = Query::select()
+                .expr(
+                    Func::cust(Alias::new("pg_notify"))
+                        .arg(FEED_CHANNEL)
+                        .arg(ping_payload(&self.replica, self.company().ping_starting())),
+                )
+                .to_owned();
             let sent = tokio::select! {
                 sent = tokio::time::timeout(period, self.db.execute(&ping)) => sent,
                 _ = stopping.wait_for(|s| *s) => return,

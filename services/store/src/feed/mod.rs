@@ -8,11 +8,13 @@
 //! when their own NOTIFY comes back. [`listen`] carries the other replicas' keys in, and
 //! is the safety net: when its connection drops or goes silent, every waiter of this
 //! replica looks at storage once, since wake-ups may have been lost meanwhile. Waiters
-//! never read storage on a timer of their own, so idle waiters cost nothing.
+//! never read storage on a timer of their own, so idle waiters cost nothing. A replica
+//! that hears no other replica does not announce at all (`company`).
 //!
 //! On SQLite one process owns the file: the registry alone carries every wake-up.
 
 mod announce;
+mod company;
 mod listen;
 
 use std::sync::Arc;
@@ -33,7 +35,10 @@ use crate::{
 };
 
 /// The Postgres NOTIFY channel of the change feed. A payload is `{replica} {keys}`: the
-/// sending replica's id and [`WakeKey::encode_all`] of the keys.
+/// sending replica's id and [`WakeKey::encode_all`] of the keys; or `{replica} !ping
+/// {number}`, a replica's numbered liveness NOTIFY, or `{replica} !hello`, sent each
+/// time a replica's LISTEN becomes active (neither decodes as keys, so replicas of
+/// earlier versions skip them; their own liveness NOTIFY is `{replica} `).
 pub const FEED_CHANNEL: &str = "agentry_feed";
 
 /// Payloads stay under Postgres's 8000-byte limit; more keys go in further notifications
@@ -127,13 +132,45 @@ fn payloads(replica: &str, keys: &[WakeKey]) -> Vec<String> {
     out
 }
 
-/// The keys of a payload from another replica; `None` for this replica's own.
-fn keys_from_other(payload: &str, replica: &str) -> Option<Vec<WakeKey>> {
-    let (from, keys) = payload.split_once(' ')?;
+const PING: &str = "!ping ";
+const HELLO: &str = "!hello";
+
+/// A numbered liveness NOTIFY of `replica`.
+fn ping_payload(replica: &str, number: u64) -> String {
+    format!("{replica} {PING}{number}")
+}
+
+fn hello_payload(replica: &str) -> String {
+    format!("{replica} {HELLO}")
+}
+
+/// What a notification on [`FEED_CHANNEL`] tells a replica.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// Its own liveness NOTIFY, by number.
+    OwnPing(u64),
+    /// Anything else of its own (keys, its `hello`).
+    Own,
+    /// Another replica's `hello`: that replica's LISTEN just became active.
+    Hello,
+    /// Another replica's keys (none: its liveness NOTIFY).
+    Other(Vec<WakeKey>),
+}
+
+/// What `payload` tells `replica`; `None`: not a payload of the feed.
+fn heard(payload: &str, replica: &str) -> Option<Heard> {
+    let (from, rest) = payload.split_once(' ')?;
     if from == replica {
-        return None;
+        return Some(match rest.strip_prefix(PING).map(str::parse) {
+            Some(Ok(number)) => Heard::OwnPing(number),
+            _ => Heard::Own,
+        });
     }
-    Some(WakeKey::decode_all(keys).collect())
+    Some(if rest == HELLO {
+        Heard::Hello
+    } else {
+        Heard::Other(WakeKey::decode_all(rest).collect())
+    })
 }
 
 impl Store {
@@ -168,13 +205,35 @@ mod tests {
         let keys = [WakeKey::context("w", "p", "c"), WakeKey::any_queue("w")];
         let sent = payloads("r1", &keys);
         assert_eq!(sent, ["r1 c/w/p/c\nq/w"]);
-        assert_eq!(keys_from_other(&sent[0], "r2"), Some(keys.to_vec()));
+        assert_eq!(heard(&sent[0], "r2"), Some(Heard::Other(keys.to_vec())));
         assert_eq!(
-            keys_from_other(&sent[0], "r1"),
-            None,
+            heard(&sent[0], "r1"),
+            Some(Heard::Own),
             "a replica skips its own"
         );
-        assert_eq!(keys_from_other("garbage", "r2"), None);
+        assert_eq!(heard("garbage", "r2"), None);
+    }
+
+    #[test]
+    fn pings_and_hellos_are_told_apart_and_carry_no_keys() {
+        let ping = ping_payload("r1", 42);
+        assert_eq!(heard(&ping, "r1"), Some(Heard::OwnPing(42)));
+        assert_eq!(heard(&ping, "r2"), Some(Heard::Other(Vec::new())));
+        let hello = hello_payload("r1");
+        assert_eq!(heard(&hello, "r1"), Some(Heard::Own));
+        assert_eq!(heard(&hello, "r2"), Some(Heard::Hello));
+        assert_eq!(
+            heard("r1 ", "r2"),
+            Some(Heard::Other(Vec::new())),
+            "an earlier version's liveness NOTIFY"
+        );
+        for rest in [&ping[3..], &hello[3..]] {
+            assert_eq!(
+                WakeKey::decode_all(rest).count(),
+                0,
+                "{rest}: no keys for earlier versions"
+            );
+        }
     }
 
     #[test]
@@ -187,7 +246,10 @@ mod tests {
         assert!(sent.iter().all(|p| p.len() <= MAX_PAYLOAD));
         let received: Vec<WakeKey> = sent
             .iter()
-            .flat_map(|p| keys_from_other(p, "r2").unwrap())
+            .flat_map(|p| match heard(p, "r2") {
+                Some(Heard::Other(keys)) => keys,
+                other => panic!("{other:?}"),
+            })
             .collect();
         assert_eq!(received, keys);
     }
