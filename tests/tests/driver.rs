@@ -1,6 +1,7 @@
-//! The Postgres driver's two changes (`vendor/README.md`): a transaction's BEGIN goes
-//! out with its first statement when that statement is prepared already, and a ping of
-//! a connection that answered just now costs no round trip. What must not change: the
+//! The Postgres driver's changes (`vendor/README.md`): a transaction's BEGIN goes out
+//! with its first statement when that statement is prepared already, its COMMIT can go
+//! out behind its last statement, and a ping of a connection that answered just now
+//! costs no round trip. What must not change: the
 //! statements run inside the transaction, commit and rollback mean what they meant, a
 //! failure or a dropped transaction leaves the connection clean, and a ping of a
 //! connection that has been quiet still asks the server.
@@ -143,5 +144,60 @@ async fn a_ping_asks_the_server_unless_the_connection_answered_just_now() {
         "a ping of a dead connection fails"
     );
     let _ = admin.close().await;
+    database.drop_database().await;
+}
+
+/// Inserts `x` as a transaction's only statement with the COMMIT sent behind it (and
+/// the BEGIN before it: one round trip), then commits, rolls back or drops it.
+async fn insert_with_commit_behind(pool: &PgPool, x: i32, end: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await.expect("begin");
+    tx.commit_behind_next_query();
+    let inserted = sqlx::query(INSERT)
+        .bind(x)
+        .execute(&mut *tx)
+        .await
+        .map(drop);
+    match end {
+        "commit" => tx.commit().await?,
+        "rollback" => tx.rollback().await?,
+        _ => drop(tx),
+    }
+    inserted
+}
+
+#[tokio::test]
+async fn a_commit_sent_behind_the_last_statement_commits_it_or_rolls_a_failure_back() {
+    let (database, pool) = one_connection().await;
+    insert_with_commit_behind(&pool, 5, "commit")
+        .await
+        .expect("committed");
+    assert_eq!(count(&pool, 5).await, 1, "committed");
+
+    let refused = insert_with_commit_behind(&pool, 1000, "rollback").await;
+    assert!(refused.is_err(), "the check refuses 1000");
+    assert_eq!(count(&pool, 1000).await, 0);
+
+    // Committing after a failed last statement says so.
+    let mut tx = pool.begin().await.expect("begin");
+    tx.commit_behind_next_query();
+    assert!(
+        sqlx::query(INSERT)
+            .bind(1001)
+            .execute(&mut *tx)
+            .await
+            .is_err()
+    );
+    assert!(tx.commit().await.is_err(), "not committed");
+
+    // Sent is sent: a transaction dropped after its COMMIT went out committed.
+    insert_with_commit_behind(&pool, 6, "drop")
+        .await
+        .expect("inserted");
+    assert_eq!(count(&pool, 6).await, 1);
+
+    let mut conn = pool.acquire().await.expect("acquire");
+    assert!(!in_transaction(&mut conn).await, "nothing left open");
+    drop(conn);
+    pool.close().await;
     database.drop_database().await;
 }

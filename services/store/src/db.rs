@@ -412,8 +412,21 @@ impl Tx {
         }
     }
 
+    /// On Postgres, sends COMMIT right behind the next statement, in the same round trip:
+    /// for a transaction's last statement, whose result decides nothing (the
+    /// transaction ends with it; [`Tx::commit`] then reads the COMMIT's answer).
+    pub(crate) fn commit_behind_next(&mut self) {
+        if let TxConn::Postgres(tx) = &mut self.conn {
+            tx.commit_behind_next_query();
+        }
+    }
+
+    /// Sends the deferred writes and commits; on Postgres the last of those writes and
+    /// the COMMIT go in one round trip. A write that fails rolls back (and waits for it).
     pub(crate) async fn commit(mut self) -> Result<()> {
-        self.flush().await?;
+        if let Err(error) = self.flush_then(true).await {
+            return self.fail(error).await;
+        }
         let _span = self.span;
         match self.conn {
             TxConn::Postgres(tx) => tx.commit().await.map_err(map_err),

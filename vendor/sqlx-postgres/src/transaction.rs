@@ -52,6 +52,14 @@ impl TransactionManager for PgTransactionManager {
 
     fn commit(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if conn.inner.commit_pending {
+                return match conn.read_commit().await? {
+                    true => Ok(()),
+                    false => Err(Error::Protocol(
+                        "the transaction had failed: COMMIT rolled it back".into(),
+                    )),
+                };
+            }
             if conn.inner.transaction_depth > 0 {
                 conn.execute(&*commit_ansi_transaction_sql(conn.inner.transaction_depth))
                     .await?;
@@ -65,6 +73,12 @@ impl TransactionManager for PgTransactionManager {
 
     fn rollback(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
+            if conn.inner.commit_pending {
+                // Ended by the COMMIT sent behind its last query (which failed, or the
+                // caller would have committed).
+                conn.read_commit().await?;
+                return Ok(());
+            }
             if conn.inner.transaction_depth > 0 {
                 conn.execute(&*rollback_ansi_transaction_sql(
                     conn.inner.transaction_depth,
@@ -79,6 +93,13 @@ impl TransactionManager for PgTransactionManager {
     }
 
     fn start_rollback(conn: &mut PgConnection) {
+        conn.inner.commit_behind = false;
+        if conn.inner.commit_pending {
+            // Ended by the COMMIT already sent; its answer is read with the next use.
+            conn.inner.commit_pending = false;
+            conn.inner.transaction_depth -= 1;
+            return;
+        }
         if conn.inner.transaction_depth > 0 {
             conn.queue_simple_query(&rollback_ansi_transaction_sql(conn.inner.transaction_depth))
                 .expect("BUG: Rollback query somehow too large for protocol");

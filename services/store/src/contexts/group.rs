@@ -18,8 +18,9 @@
 //!    alone;
 //! 4. one statement stores every document, version, head, audit record and stored
 //!    result; one more compacts the contexts whose floor crossed a compaction batch;
-//! 5. COMMIT; then each caller gets its answer and the written contexts' watchers are
-//!    woken (`wake_everywhere`).
+//! 5. COMMIT, sent behind the STORE when nothing is due for compaction; then each
+//!    caller gets its answer and the written contexts' watchers are woken
+//!    (`wake_everywhere`).
 //!
 //! A statement that fails (anything but a write's own check) rolls the batch back and
 //! re-runs each of its writes on the single-write path, in a transaction of its own, so
@@ -238,6 +239,10 @@ impl Store {
             // Only failures and replays: nothing to commit (and no flush to wait for).
             drop(tx);
             return Ended::Done(answered(answers));
+        }
+        if due.is_empty() {
+            // STORE is the batch's last statement: its COMMIT goes with it.
+            tx.commit_behind_next();
         }
         if let Err(e) = rows.store(&mut tx).await {
             return Ended::RolledBack(e);

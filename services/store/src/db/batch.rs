@@ -45,6 +45,13 @@ impl Tx {
 
     /// Sends the deferred writes.
     pub(crate) async fn flush(&mut self) -> Result<()> {
+        self.flush_then(false).await
+    }
+
+    /// Sends the deferred writes; with `commit`, on Postgres, the COMMIT goes right
+    /// behind the last of them, in the same round trip (the transaction then ends
+    /// whatever that write's outcome; `Tx::commit` reads the COMMIT's answer).
+    pub(super) async fn flush_then(&mut self, commit: bool) -> Result<()> {
         if self.deferred.is_empty() {
             return Ok(());
         }
@@ -52,14 +59,21 @@ impl Tx {
         self.deferred_rows.clear();
         let parent = Some(&self.span);
         let backend = self.backend();
-        for Rendered { sql, values } in combine(backend, writes) {
+        let writes = combine(backend, writes);
+        let last = writes.len().saturating_sub(1);
+        for (i, Rendered { sql, values }) in writes.into_iter().enumerate() {
             let values = sea_query_binder::SqlxValues(values);
             let _span = super::statement_span(backend, &sql, parent);
             match &mut self.conn {
-                TxConn::Postgres(tx) => sqlx::query_with(&sql, values)
-                    .execute(&mut **tx)
-                    .await
-                    .map(drop),
+                TxConn::Postgres(tx) => {
+                    if commit && i == last {
+                        tx.commit_behind_next_query();
+                    }
+                    sqlx::query_with(&sql, values)
+                        .execute(&mut **tx)
+                        .await
+                        .map(drop)
+                }
                 TxConn::Sqlite(tx) => sqlx::query_with(&sql, values)
                     .execute(&mut **tx)
                     .await

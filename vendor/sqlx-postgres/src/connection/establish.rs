@@ -144,6 +144,8 @@ impl PgConnection {
                 transaction_depth: 0,
                 pending_ready_for_query_count: 0,
                 pipelined_begin: false,
+                commit_behind: false,
+                commit_pending: false,
                 last_ready: None,
                 next_statement_id: StatementId::NAMED_START,
                 cache_statement: StatementCache::new(options.statement_cache_capacity),

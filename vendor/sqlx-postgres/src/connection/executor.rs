@@ -306,6 +306,13 @@ impl PgConnection {
             PgValueFormat::Text
         };
 
+        if self.inner.commit_behind {
+            self.inner.commit_behind = false;
+            self.inner.stream.write_msg(Query("COMMIT"))?;
+            self.inner.pending_ready_for_query_count += 1;
+            self.inner.commit_pending = true;
+        }
+
         self.inner.stream.flush().await?;
 
         Ok(try_stream! {

@@ -75,6 +75,12 @@ pub struct PgConnectionInner {
     // sent with it, in one round trip
     pub(crate) pipelined_begin: bool,
 
+    // the next query is followed by COMMIT in the same flush (`commit_behind_next_query`)
+    pub(crate) commit_behind: bool,
+
+    // a COMMIT was sent behind a query; its answer has not been read
+    pub(crate) commit_pending: bool,
+
     // when the last ReadyForQuery arrived: a connection that answered this recently is
     // known to be alive, and a ping of it costs no round trip
     pub(crate) last_ready: Option<std::time::Instant>,
@@ -143,6 +149,40 @@ impl PgConnection {
         self.inner.pending_ready_for_query_count += 1;
 
         Ok(())
+    }
+
+    /// Agentry: sends COMMIT right behind the next query, in the same flush, ending the
+    /// transaction (at depth 1) whatever that query's outcome: committed if it
+    /// succeeds, rolled back if it fails. The transaction's `commit()` (or `rollback()`)
+    /// then reads the COMMIT's answer instead of sending one. For a transaction's last
+    /// statement, whose result decides nothing.
+    pub fn commit_behind_next_query(&mut self) {
+        if self.inner.transaction_depth == 1 {
+            self.inner.commit_behind = true;
+        }
+    }
+
+    /// Reads the answer of a COMMIT sent behind a query: `Ok(true)` if it committed,
+    /// `Ok(false)` if the transaction had failed (Postgres answers ROLLBACK).
+    pub(crate) async fn read_commit(&mut self) -> Result<bool, Error> {
+        self.inner.commit_pending = false;
+        self.inner.transaction_depth -= 1;
+        let mut committed = false;
+        if !self.inner.stream.write_buffer_mut().is_empty() {
+            self.inner.stream.flush().await?;
+        }
+        while self.inner.pending_ready_for_query_count > 0 {
+            let message = self.inner.stream.recv().await?;
+            match message.format {
+                BackendMessageFormat::CommandComplete => {
+                    let done: crate::message::CommandComplete = message.decode()?;
+                    committed = done.tag_is(b"COMMIT");
+                }
+                BackendMessageFormat::ReadyForQuery => self.handle_ready_for_query(message)?,
+                _ => {}
+            }
+        }
+        Ok(committed)
     }
 
     pub(crate) fn in_transaction(&self) -> bool {

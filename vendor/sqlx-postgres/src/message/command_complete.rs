@@ -21,6 +21,11 @@ impl BackendMessage for CommandComplete {
 }
 
 impl CommandComplete {
+    /// Agentry: whether the tag is `word` (tells COMMIT from ROLLBACK).
+    pub fn tag_is(&self, word: &[u8]) -> bool {
+        self.tag.strip_suffix(b"\0").unwrap_or(&self.tag) == word
+    }
+
     /// Returns the number of rows affected.
     /// If the command does not return rows (e.g., "CREATE TABLE"), returns 0.
     pub fn rows_affected(&self) -> u64 {
