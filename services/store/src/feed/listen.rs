@@ -24,11 +24,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_query::{Alias, Func, Query};
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use super::{FEED_CHANNEL, Heard, company::Company, heard, hello_payload, ping_payload};
+use super::{
+    FEED_CHANNEL, Heard, company::Company, heard, hello_payload, notify_payloads, ping_payload,
+};
 use crate::{
     Store,
     db::{Backend, map_err},
@@ -197,13 +198,8 @@ impl Store {
                 _ = ticks.tick() => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
-            let ping = Query::select()
-                .expr(
-                    Func::cust(Alias::new("pg_notify"))
-                        .arg(FEED_CHANNEL)
-                        .arg(ping_payload(&self.replica, self.company().ping_starting())),
-                )
-                .to_owned();
+            let number = self.company().ping_starting();
+            let ping = notify_payloads([ping_payload(&self.replica, number)]);
             let sent = tokio::select! {
                 sent = tokio::time::timeout(period, self.db.execute(&ping)) => sent,
                 _ = stopping.wait_for(|s| *s) => return,

@@ -99,8 +99,13 @@ impl Wakes {
 
 /// One statement NOTIFYing `keys` from `replica`.
 fn notify_statement(replica: &str, keys: &[WakeKey]) -> SelectStatement {
+    notify_payloads(payloads(replica, keys))
+}
+
+/// One statement NOTIFYing each of `payloads` on [`FEED_CHANNEL`].
+fn notify_payloads(payloads: impl IntoIterator<Item = String>) -> SelectStatement {
     let mut select = Query::select();
-    for payload in payloads(replica, keys) {
+    for payload in payloads {
         select.expr(
             Func::cust(Alias::new("pg_notify"))
                 .arg(FEED_CHANNEL)
