@@ -4,7 +4,9 @@
 //! costs no round trip. What must not change: the
 //! statements run inside the transaction, commit and rollback mean what they meant, a
 //! failure or a dropped transaction leaves the connection clean, and a ping of a
-//! connection that has been quiet still asks the server.
+//! connection that has been quiet still asks the server. And the pool (sqlx-core's
+//! copy) hands out the connection released last, first, and still closes the ones that
+//! sat idle too long.
 
 use std::time::Duration;
 
@@ -200,4 +202,86 @@ async fn a_commit_sent_behind_the_last_statement_commits_it_or_rolls_a_failure_b
     drop(conn);
     pool.close().await;
     database.drop_database().await;
+}
+
+/// Drops `conn` and waits until the pool has it back (it returns from a task of its own).
+async fn give_back(pool: &PgPool, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    let idle = pool.num_idle();
+    drop(conn);
+    while pool.num_idle() <= idle {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn backend_pid(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("backend pid")
+}
+
+#[tokio::test]
+async fn the_pool_hands_out_the_connection_released_last_and_reaps_the_idle_ones() {
+    let database = fresh_database(Backend::Postgres).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .idle_timeout(Duration::from_millis(500))
+        .connect(&database.url)
+        .await
+        .expect("connect");
+    // Three connections open at once, given back in the order a, b, c.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = pool.acquire().await.expect("acquire");
+        let pid = backend_pid(&mut conn).await;
+        held.push((pid, conn));
+    }
+    let pids: Vec<i32> = held.iter().map(|(pid, _)| *pid).collect();
+    for (_, conn) in held {
+        give_back(&pool, conn).await;
+    }
+    assert_eq!(pool.num_idle(), 3);
+    // One client at a time: always the connection given back last (FIFO would take
+    // a, b, c in turn).
+    for _ in 0..5 {
+        let mut conn = pool.acquire().await.expect("acquire");
+        assert_eq!(backend_pid(&mut conn).await, pids[2]);
+        give_back(&pool, conn).await;
+    }
+    // Two at once: the two given back last.
+    let mut first = pool.acquire().await.expect("acquire");
+    let mut second = pool.acquire().await.expect("acquire");
+    assert_eq!(backend_pid(&mut first).await, pids[2]);
+    assert_eq!(backend_pid(&mut second).await, pids[1]);
+    give_back(&pool, second).await;
+    give_back(&pool, first).await;
+    // The connection nobody took (a) and then the others go once idle for longer than
+    // idle_timeout: the reaper takes them from the bottom of the stack.
+    let mut left = pool.acquire().await.expect("acquire");
+    let kept = backend_pid(&mut left).await;
+    assert_eq!(kept, pids[2]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.size() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle connections not reaped: {} open",
+            pool.size()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        backend_pid(&mut left).await,
+        kept,
+        "the connection in use stays"
+    );
+    give_back(&pool, left).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.size() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last idle connection not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
 }
