@@ -19,6 +19,8 @@ const METRICS: &[&str] = &[
     "agentry_streams_open",
     "agentry_context_writes_total",
     "agentry_db_pool_connections",
+    "agentry_context_write_batch_writes",
+    "agentry_context_write_batch_seconds",
 ];
 
 /// The value of the sample `series` (name and labels exactly as rendered), if present.
@@ -218,6 +220,32 @@ async fn metrics_are_listed_and_move_with_activity(backend: Backend) {
         sample(&after, r#"agentry_streams_open{kind="watch_context"}"#),
         Some(1.0)
     );
+    // The two writes, one after the other, committed in a group-commit batch each (the
+    // noop stores its audit record) on Postgres; SQLite writes one at a time, outside
+    // any batch.
+    let batches = if backend == Backend::Postgres {
+        2.0
+    } else {
+        0.0
+    };
+    assert_eq!(
+        sample(&after, "agentry_context_write_batch_writes_count"),
+        Some(batches)
+    );
+    assert_eq!(
+        sample(&after, "agentry_context_write_batch_writes_sum"),
+        Some(batches)
+    );
+    for phase in ["lock", "store", "commit"] {
+        assert_eq!(
+            sample(
+                &after,
+                &format!(r#"agentry_context_write_batch_seconds_count{{phase="{phase}"}}"#)
+            ),
+            Some(batches),
+            "{phase}"
+        );
+    }
     assert_eq!(
         sample(&after, "agentry_run_pickup_seconds_count"),
         Some(1.0)

@@ -70,6 +70,12 @@ pub const CONTEXT_WRITE_OPS: &[&str] = &[
     "noop",
 ];
 
+/// Buckets of `agentry_context_write_batch_writes` (a batch carries at most 64).
+const BATCH_WRITES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// Values of `agentry_context_write_batch_seconds{phase}`.
+pub const CONTEXT_BATCH_PHASES: &[&str] = &["lock", "store", "commit"];
+
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process's Prometheus recorder (once; later servers in the same process
@@ -81,6 +87,11 @@ pub fn install() -> Result<PrometheusHandle, StartError> {
     }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .during(StartError::Metrics)?
+        .set_buckets_for_metric(
+            Matcher::Full("agentry_context_write_batch_writes".into()),
+            BATCH_WRITES_BUCKETS,
+        )
         .during(StartError::Metrics)?
         .install_recorder()
         .context(StartError::Metrics, || {
@@ -120,6 +131,16 @@ fn describe() {
         "agentry_context_writes_total",
         "context writes, by operation (noop: nothing changed)"
     );
+    describe_histogram!(
+        "agentry_context_write_batch_writes",
+        "context writes per group-commit transaction (Postgres)"
+    );
+    describe_histogram!(
+        "agentry_context_write_batch_seconds",
+        Unit::Seconds,
+        "a group commit's phases (Postgres): lock (through the locking read and every \
+         write decided), store (the storing statement), commit (waiting for COMMIT)"
+    );
     describe_gauge!(
         "agentry_db_pool_connections",
         "database pool connections, by state (active, idle, max)"
@@ -132,6 +153,10 @@ fn describe() {
     }
     for op in CONTEXT_WRITE_OPS {
         metrics::counter!("agentry_context_writes_total", "op" => *op).increment(0);
+    }
+    let _ = metrics::histogram!("agentry_context_write_batch_writes");
+    for phase in CONTEXT_BATCH_PHASES {
+        let _ = metrics::histogram!("agentry_context_write_batch_seconds", "phase" => *phase);
     }
 }
 

@@ -2,6 +2,8 @@
 //! lines store operations record (through the `metrics` facade, which does nothing
 //! unless the server installed a recorder).
 
+use std::time::Duration;
+
 use agentry_core::{Result, port::PoolConnections, time::DurationMicros};
 use sea_query::{Expr, Func, Query};
 
@@ -39,4 +41,22 @@ pub(crate) fn run_picked_up(waited: DurationMicros) {
 /// replica was woken (`agentry_feed_reconnects_total`).
 pub(crate) fn feed_reconnected() {
     metrics::counter!("agentry_feed_reconnects_total").increment(1);
+}
+
+/// A group commit of context writes committed (Postgres): how many writes its
+/// transaction carried (`agentry_context_write_batch_writes`) and how long each phase
+/// took (`agentry_context_write_batch_seconds{phase}`): `lock` from BEGIN through the
+/// locking read to every write decided, `store` the statement storing them (and
+/// compaction, when due), `commit` waiting for the COMMIT's answer (the WAL flush).
+pub(crate) fn context_batch_committed(
+    writes: usize,
+    lock: Duration,
+    store: Duration,
+    commit: Duration,
+) {
+    metrics::histogram!("agentry_context_write_batch_writes").record(writes as f64);
+    for (phase, took) in [("lock", lock), ("store", store), ("commit", commit)] {
+        metrics::histogram!("agentry_context_write_batch_seconds", "phase" => phase)
+            .record(took.as_secs_f64());
+    }
 }

@@ -34,6 +34,7 @@
 use std::{
     collections::{HashSet, VecDeque},
     sync::{Arc, OnceLock},
+    time::Instant,
 };
 
 use agentry_core::{
@@ -225,6 +226,7 @@ impl Store {
 
     /// The batch's transaction.
     async fn run_batch(&self, batch: &[Pending]) -> Ended {
+        let began = Instant::now();
         let mut tx = match self.db.begin_as("WriteContext").await {
             Ok(tx) => tx,
             Err(e) => return Ended::RolledBack(e),
@@ -240,6 +242,7 @@ impl Store {
             drop(tx);
             return Ended::Done(answered(answers));
         }
+        let decided = Instant::now();
         if due.is_empty() {
             // STORE is the batch's last statement: its COMMIT goes with it.
             tx.commit_behind_next();
@@ -252,9 +255,16 @@ impl Store {
         {
             return Ended::RolledBack(e);
         }
+        let stored = Instant::now();
         if let Err(e) = tx.commit().await {
             return Ended::Unknown(e);
         }
+        crate::observe::context_batch_committed(
+            batch.len(),
+            decided - began,
+            stored - decided,
+            stored.elapsed(),
+        );
         Ended::Done(answered(answers))
     }
 }
