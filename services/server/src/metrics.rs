@@ -73,9 +73,6 @@ pub const CONTEXT_WRITE_OPS: &[&str] = &[
 /// Buckets of `agentry_context_write_batch_writes` (a batch carries at most 64).
 const BATCH_WRITES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
-/// Values of `agentry_context_write_batch_seconds{phase}`.
-pub const CONTEXT_BATCH_PHASES: &[&str] = &["lock", "store", "commit"];
-
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process's Prometheus recorder (once; later servers in the same process
@@ -155,8 +152,8 @@ fn describe() {
         metrics::counter!("agentry_context_writes_total", "op" => *op).increment(0);
     }
     let _ = metrics::histogram!("agentry_context_write_batch_writes");
-    for phase in CONTEXT_BATCH_PHASES {
-        let _ = metrics::histogram!("agentry_context_write_batch_seconds", "phase" => *phase);
+    for phase in agentry_store::CONTEXT_BATCH_PHASES {
+        let _ = metrics::histogram!("agentry_context_write_batch_seconds", "phase" => phase);
     }
 }
 

@@ -37,6 +37,7 @@ pub use db::{Backend, LISTENER_NAME};
 pub use execution::{EventInput, NewRun, NewSession, RunFilter};
 pub use feed::FEED_CHANNEL;
 pub use instances::{InstanceFilter, InstancePatch, NewInstance};
+pub use observe::CONTEXT_BATCH_PHASES;
 
 use agentry_core::Result;
 

@@ -43,6 +43,9 @@ pub(crate) fn feed_reconnected() {
     metrics::counter!("agentry_feed_reconnects_total").increment(1);
 }
 
+/// Values of `agentry_context_write_batch_seconds{phase}`, in the order of the phases.
+pub const CONTEXT_BATCH_PHASES: [&str; 3] = ["lock", "store", "commit"];
+
 /// A group commit of context writes committed (Postgres): how many writes its
 /// transaction carried (`agentry_context_write_batch_writes`) and how long each phase
 /// took (`agentry_context_write_batch_seconds{phase}`): `lock` from BEGIN through the
@@ -55,7 +58,7 @@ pub(crate) fn context_batch_committed(
     commit: Duration,
 ) {
     metrics::histogram!("agentry_context_write_batch_writes").record(writes as f64);
-    for (phase, took) in [("lock", lock), ("store", store), ("commit", commit)] {
+    for (&phase, took) in CONTEXT_BATCH_PHASES.iter().zip([lock, store, commit]) {
         metrics::histogram!("agentry_context_write_batch_seconds", "phase" => phase)
             .record(took.as_secs_f64());
     }
